@@ -1,0 +1,1 @@
+"""Benchmarks: the gateway measured side by side with HAProxy and nginx."""

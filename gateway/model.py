@@ -1,0 +1,76 @@
+"""The validated gateway configuration: plain immutable values, no behaviour.
+
+`gateway.config` turns YAML/JSON into these objects (and rejects anything invalid with the field at fault);
+`gateway.routing` compiles them into route tables. Weights and strengths are integer basis points
+(1/100 of a percent): 97.5% is 9750, 100% is 10000, so decimal weights add up exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FULL = 10_000  # 100% in basis points
+
+STICKY_MODES = ("none", "route", "instance")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One backend endpoint of a route."""
+    host: str               # IPv4/IPv6 literal or a host name
+    port: int
+    weight: int = 100       # relative weight among the route's targets (round-robin share)
+    drain: bool = False
+
+    @property
+    def address(self) -> str:
+        """`host:port`, with IPv6 hosts in brackets: the target's identity everywhere."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    weight: int                       # basis points, resolved (routes without a weight share the rest)
+    targets: tuple[Target, ...] = ()
+    condition: str | None = None      # canonical condition text (parses back to the same predicate)
+    condition_strength: int = FULL    # basis points of matching requests taken by this route
+    drain: bool = False
+    weight_given: bool = True         # False when the weight was derived from Vamp's "share the rest" rule
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 2.0     # seconds to establish an upstream connection
+    response: float = 30.0   # seconds from request sent to the response head (and between body reads)
+    idle: float = 60.0       # seconds a keep-alive client connection may sit idle
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    name: str
+    port: int
+    protocol: str = "http"            # "http" or "tcp"
+    sticky: str = "none"              # one of STICKY_MODES
+    sticky_ttl: float = 1800.0        # seconds
+    virtual_hosts: tuple[str, ...] = ()   # lower-case host names; empty: every Host on this port
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    routes: tuple[Route, ...] = ()
+    bind: str = "0.0.0.0"             # listen address (tests use 127.0.0.1)
+
+
+@dataclass(frozen=True, slots=True)
+class GeoSettings:
+    database: str | None = None                 # None: the shipped default (iptocc); else a .mmdb path
+    trusted_proxies: tuple[str, ...] = ()       # CIDRs, normalised
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    gateways: tuple[Gateway, ...] = ()
+    geo: GeoSettings = field(default_factory=GeoSettings)
+
+    def gateway(self, name: str) -> Gateway | None:
+        for gw in self.gateways:
+            if gw.name == name:
+                return gw
+        return None
