@@ -28,16 +28,17 @@ class Lookups(Protocol):
 
 
 class RequestView:
-    __slots__ = ("method", "target", "headers", "host", "peer", "_lookups",
+    __slots__ = ("method", "target", "headers", "host", "peer", "forwarded_for", "_lookups",
                  "_path", "_query", "_header_map", "_cookies", "_ua", "_client", "_country")
 
     def __init__(self, method: str, target: str, headers: list[tuple[bytes, bytes]], host: str,
-                 peer: str, lookups: Lookups) -> None:
+                 peer: str, lookups: Lookups, forwarded_for: bytes | None = None) -> None:
         self.method = method          # upper case, e.g. "GET"
         self.target = target          # the request target as sent, e.g. "/a/b?x=1"
         self.headers = headers        # [(name, value)] as received (names in their original case)
         self.host = host              # Host header, lower case, without port ("" when absent)
         self.peer = peer              # the TCP peer's address
+        self.forwarded_for = forwarded_for  # the X-Forwarded-For value(s), when the proxy keeps them apart
         self._lookups = lookups
         self._path: str | None = None
         self._query: dict[str, list[str]] | None = None
@@ -76,6 +77,8 @@ class RequestView:
                 key = raw_name.decode("latin-1").lower()
                 value = raw_value.decode("latin-1")
                 m[key] = f"{m[key]}, {value}" if key in m else value
+            if self.forwarded_for is not None:
+                m["x-forwarded-for"] = self.forwarded_for.decode("latin-1")
             self._header_map = m
         return self._header_map.get(name.lower())
 

@@ -1,0 +1,6 @@
+"""`python -m gateway ...` is the `vamp` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

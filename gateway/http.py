@@ -1,0 +1,52 @@
+"""HTTP/1.1 vocabulary shared by both sides of the proxy: hop-by-hop headers, the answers the gateway gives
+itself, and the small byte-level helpers for re-framing bodies. Everything here is computed at import time.
+"""
+from __future__ import annotations
+
+from http import HTTPStatus
+
+# Headers that describe one connection, not the message: never forwarded (RFC 9110 §7.6.1). Headers named in
+# a `Connection` value are stripped too (computed per message). Content-Length is handled by re-framing.
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"trailers",
+    b"transfer-encoding", b"upgrade", b"content-length",
+})
+
+# Methods whose requests may be replayed on another connection when nothing of the response has arrived.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+MAX_HEAD_BYTES = 64 * 1024          # request line + headers; past that: 431
+CHUNK_END = b"0\r\n\r\n"
+CRLF = b"\r\n"
+
+
+def chunk_prefix(size: int) -> bytes:
+    return b"%x\r\n" % size
+
+
+def status_line(status: int, reason: bytes) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason)
+
+
+def reason_phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b"Unknown"
+
+
+def error_response(status: int, message: str, *, close: bool, extra: bytes = b"") -> bytes:
+    """A complete short text/plain response the gateway answers itself."""
+    body = f"{status} {reason_phrase(status).decode()}: {message}\n".encode("utf-8", "replace")
+    return b"".join((
+        status_line(status, reason_phrase(status)),
+        b"Content-Type: text/plain; charset=utf-8\r\n",
+        b"Content-Length: %d\r\n" % len(body),
+        b"Connection: close\r\n" if close else b"",
+        extra,
+        CRLF,
+        body,
+    ))
+
+
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"

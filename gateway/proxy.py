@@ -1,0 +1,504 @@
+"""The client side of the hot path: one `ClientConnection` (asyncio Protocol) per accepted HTTP connection.
+
+It parses requests strictly with httptools, rejects anything with ambiguous framing before a byte reaches a
+backend, asks the route table where each request goes, and hands the request to an upstream connection
+(`gateway.upstream`). One request is in flight per client connection; pipelined requests are parsed into a
+short queue and reading pauses until they are answered. Parser callbacks only record; the I/O they imply is
+done once per `data_received`, so each read event costs at most one write per peer.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from .http import (CHUNK_END, CONTINUE_100, CRLF, HOP_BY_HOP, IDEMPOTENT, MAX_HEAD_BYTES, chunk_prefix,
+                   error_response)
+from .request import RequestView
+from .upstream import dispatch
+
+if TYPE_CHECKING:
+    from .routing import GatewayRouter, RouteState, TargetState
+    from .server import Runtime
+    from .upstream import UpstreamConnection
+
+# Reasons to stop reading from the client, as bits: reading resumes when none is left.
+PAUSE_PIPELINE = 1      # a further request is queued behind the one in flight
+PAUSE_UPSTREAM = 2      # the upstream's write buffer is full (request body flow control)
+PAUSE_BUFFER = 4        # request body piling up before the upstream connection is ready
+PAUSE_TUNNEL = 8        # upgrade requested; waiting for the backend's 101
+
+BODY_BUFFER_LIMIT = 256 * 1024
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Exchange:
+    """One request/response pair, from the request's head to the response's last byte."""
+    __slots__ = (
+        "client", "method", "head", "keep_alive", "http10", "chunked", "has_body", "request_done",
+        "body_buffer", "body_buffered", "upgrade", "expect_continue", "started", "gateway", "route",
+        "target", "set_cookie", "upstream", "attempts", "body_streamed", "response_started", "status",
+        "dispatched", "url", "headers", "host", "forwarded_for",
+    )
+
+    def __init__(self, client: "ClientConnection", method: bytes, head: bytes, keep_alive: bool, http10: bool,
+                 chunked: bool, has_body: bool, upgrade: bool, expect_continue: bool) -> None:
+        self.client = client
+        self.method = method
+        # What routing reads, captured from the parser (a pipelined request may be parsed before we route).
+        self.url = client._url
+        self.headers = client._headers
+        self.host = client._host or b""
+        self.forwarded_for = client._xff
+        self.head = head                      # the re-serialised request head for the upstream
+        self.keep_alive = keep_alive          # the client wants the connection kept open
+        self.http10 = http10
+        self.chunked = chunked                # request body re-framed as chunked upstream
+        self.has_body = has_body
+        self.request_done = False             # the client's request has been read completely
+        self.body_buffer: list[bytes] = []    # request bytes not yet written upstream
+        self.body_buffered = 0
+        self.upgrade = upgrade
+        self.expect_continue = expect_continue
+        self.started = time.monotonic()
+        self.gateway: GatewayRouter | None = None
+        self.route: RouteState | None = None
+        self.target: TargetState | None = None
+        self.set_cookie: str | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.attempts = 0
+        self.dispatched = False
+        self.body_streamed = False            # part of the body already went to an upstream: no retry
+        self.response_started = False         # part of the response already went to the client
+        self.status = 0
+
+    @property
+    def replayable(self) -> bool:
+        """May this request be sent again on another connection (nothing of it is lost)?"""
+        return not self.body_streamed and not self.upgrade and (self.method in IDEMPOTENT or not self.has_body)
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "runtime", "port", "loop", "transport", "parser", "peer", "peer_bytes", "trusted", "pause_mask",
+        "current", "queue", "parsing", "closing", "last_active", "idle_timer", "gateway_stats",
+        "_url", "_headers", "_head_size", "_host", "_cl", "_te", "_conn_tokens", "_expect", "_upgrade",
+        "_xff", "_xfp", "_xfh", "_in_body", "_pending_error", "_tunnel_upstream",
+    )
+
+    def __init__(self, runtime: "Runtime", port: int) -> None:
+        self.runtime = runtime
+        self.port = port
+        self.loop = runtime.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer = ""
+        self.peer_bytes = b""
+        self.trusted = False
+        self.pause_mask = 0
+        self.current: Exchange | None = None
+        self.queue: deque[Exchange] = deque()
+        self.parsing: Exchange | None = None     # the exchange whose request body is being parsed
+        self.closing = False
+        self.last_active = 0.0
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.gateway_stats = None
+        self._tunnel_upstream: UpstreamConnection | None = None
+        self._reset_head()
+
+    def _reset_head(self) -> None:
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
+        self._host: bytes | None = None
+        self._cl: bytes | None = None
+        self._te: bytes | None = None
+        self._conn_tokens: list[bytes] = []
+        self._expect = False
+        self._upgrade: bytes | None = None
+        self._xff: bytes | None = None
+        self._xfp: bytes | None = None
+        self._xfh: bytes | None = None
+        self._in_body = False
+        self._pending_error: BadRequest | None = None
+
+    # -- connection lifecycle ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else ""
+        self.peer_bytes = self.peer.encode()
+        self.trusted = self.runtime.is_trusted(self.peer)
+        transport.set_write_buffer_limits(high=256 * 1024)  # type: ignore[attr-defined]
+        self.runtime.connections.add(self)
+        self.last_active = self.loop.time()
+        self.idle_timer = self.loop.call_later(self.runtime.idle_timeout(self.port), self._check_idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.runtime.connections.discard(self)
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        if self.gateway_stats is not None:
+            self.gateway_stats.open_connections -= 1
+            self.gateway_stats = None
+        if self._tunnel_upstream is not None:
+            self._tunnel_upstream.abort()
+            self._tunnel_upstream = None
+        ex = self.current
+        if ex is not None:
+            self.current = None
+            if ex.upstream is not None:
+                ex.upstream.client_gone()
+        self.queue.clear()
+
+    def _check_idle(self) -> None:
+        self.idle_timer = None
+        if self.closing:
+            return
+        timeout = self.runtime.idle_timeout(self.port)
+        if self.current is None and self._tunnel_upstream is None:
+            idle_for = self.loop.time() - self.last_active
+            if idle_for >= timeout:
+                self.closing = True
+                self.transport.close()  # type: ignore[union-attr]
+                return
+            timeout -= idle_for
+        self.idle_timer = self.loop.call_later(timeout, self._check_idle)
+
+    # -- flow control ------------------------------------------------------------------------------
+    def pause(self, reason: int) -> None:
+        if not self.pause_mask and not self.closing:
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        self.pause_mask |= reason
+
+    def resume(self, reason: int) -> None:
+        if self.pause_mask & reason:
+            self.pause_mask &= ~reason
+            if not self.pause_mask and not self.closing:
+                self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def pause_writing(self) -> None:            # our client is slow to read the response
+        ex = self.current
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.transport.pause_reading()
+        elif self._tunnel_upstream is not None:
+            self._tunnel_upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        ex = self.current
+        up = ex.upstream if ex is not None else self._tunnel_upstream
+        if up is not None and up.transport is not None and not up.closed:
+            up.transport.resume_reading()
+
+    # -- reading -----------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self.loop.time()
+        if self._tunnel_upstream is not None:
+            self._tunnel_upstream.transport.write(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._upgrade_received(data[upgrade.args[0]:])
+        except httptools.HttpParserError as exc:
+            bad = self._pending_error or BadRequest(400, _parser_message(exc))
+            self._reject(bad)
+            return
+        if self._pending_error is not None:
+            self._reject(self._pending_error)
+            return
+        # Act on what the parser recorded: start the first exchange, flush request body upstream.
+        ex = self.current
+        if ex is not None:
+            if not ex.dispatched:
+                self._start(ex)
+            elif ex.upstream is not None and ex.upstream.ready and ex.body_buffer:
+                ex.upstream.send_body(ex)
+        if self.queue and not self.pause_mask & PAUSE_PIPELINE:
+            self.pause(PAUSE_PIPELINE)
+
+    # httptools callbacks ---------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._reset_head()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+        if self._head_size > MAX_HEAD_BYTES:
+            self._pending_error = BadRequest(414, "request target too long")
+            raise self._pending_error
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_body:
+            return          # chunked trailers: not forwarded
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_HEAD_BYTES:
+            self._pending_error = BadRequest(431, "request head too large")
+            raise self._pending_error
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"content-length":
+                self._cl = value
+            elif lname == b"transfer-encoding":
+                if self._te is not None:
+                    self._pending_error = BadRequest(400, "repeated Transfer-Encoding")
+                    raise self._pending_error
+                self._te = value
+            elif lname == b"connection":
+                self._conn_tokens.extend(t.strip().lower() for t in value.split(b","))
+            elif lname == b"upgrade":
+                self._upgrade = value
+            return
+        if lname == b"host":
+            if self._host is not None:
+                self._pending_error = BadRequest(400, "more than one Host header")
+                raise self._pending_error
+            self._host = value
+        elif lname == b"x-forwarded-for":
+            self._xff = value if self._xff is None else self._xff + b", " + value
+            return
+        elif lname == b"x-forwarded-proto":
+            self._xfp = value
+            return
+        elif lname == b"x-forwarded-host":
+            self._xfh = value
+            return
+        elif lname == b"expect":
+            if value.lower() == b"100-continue":
+                self._expect = True
+                return
+            self._pending_error = BadRequest(417, "unsupported Expect")
+            raise self._pending_error
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise self._fail(505, "only HTTP/1.0 and HTTP/1.1 are served")
+        http10 = version == "1.0"
+        method = parser.get_method()
+        te = self._te
+        chunked = False
+        if te is not None:
+            if te.strip().lower() != b"chunked":
+                raise self._fail(501 if b"," not in te else 400, "Transfer-Encoding other than chunked")
+            if http10:
+                raise self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
+            chunked = True
+        length = 0
+        if self._cl is not None:
+            length = int(self._cl)   # llhttp has validated digits and rejected duplicates and CL+TE
+        if self._host is None and not http10:
+            raise self._fail(400, "missing Host header")
+        if method == b"CONNECT":
+            raise self._fail(405, "CONNECT is not served")
+        keep_alive = parser.should_keep_alive()
+        upgrade = self._upgrade is not None and b"upgrade" in self._conn_tokens
+        tokens = self._conn_tokens
+        head = self._serialise(method, chunked, length, upgrade, tokens)
+        ex = Exchange(self, method, head, keep_alive, http10, chunked, chunked or length > 0, upgrade,
+                      self._expect)
+        self._in_body = True
+        self.parsing = ex
+        if self.current is None:
+            self.current = ex
+        else:
+            self.queue.append(ex)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.parsing
+        if ex.chunked:  # type: ignore[union-attr]
+            ex.body_buffer.extend((chunk_prefix(len(body)), body, CRLF))  # type: ignore[union-attr]
+        else:
+            ex.body_buffer.append(body)  # type: ignore[union-attr]
+        ex.body_buffered += len(body)  # type: ignore[union-attr]
+        if ex.body_buffered > BODY_BUFFER_LIMIT and (ex.upstream is None or not ex.upstream.ready):
+            self.pause(PAUSE_BUFFER)
+
+    def on_message_complete(self) -> None:
+        ex = self.parsing
+        if ex is None:
+            return
+        if ex.chunked:
+            ex.body_buffer.append(CHUNK_END)
+        ex.request_done = True
+        self.parsing = None
+        self._in_body = False
+
+    # -- request head -------------------------------------------------------------------------------
+    def _fail(self, status: int, message: str) -> BadRequest:
+        self._pending_error = BadRequest(status, message)
+        return self._pending_error
+
+    def _serialise(self, method: bytes, chunked: bool, length: int, upgrade: bool,
+                   tokens: list[bytes]) -> bytes:
+        headers = self._headers
+        named = [t for t in tokens if t and t not in _CONNECTION_KEYWORDS]
+        if named:
+            drop = frozenset(named)
+            headers = [(n, v) for n, v in headers if n.lower() not in drop]
+        parts = [method, b" ", self._url, b" HTTP/1.1\r\n"]
+        for name, value in headers:
+            parts += (name, b": ", value, CRLF)
+        if chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        elif length or method in _BODY_METHODS:
+            parts.append(b"Content-Length: %d\r\n" % length)
+        if upgrade:
+            parts += (b"Connection: Upgrade\r\nUpgrade: ", self._upgrade, CRLF)  # type: ignore[list-item]
+        xff = self._xff
+        parts += (b"X-Forwarded-For: ", (xff + b", " + self.peer_bytes) if xff else self.peer_bytes, CRLF)
+        if self.trusted and self._xfp:
+            parts += (b"X-Forwarded-Proto: ", self._xfp, CRLF)
+        else:
+            parts.append(b"X-Forwarded-Proto: http\r\n")
+        forwarded_host = self._xfh if (self.trusted and self._xfh) else self._host
+        if forwarded_host:
+            parts += (b"X-Forwarded-Host: ", forwarded_host, CRLF)
+        parts.append(CRLF)
+        return b"".join(parts)
+
+    # -- routing and dispatch -----------------------------------------------------------------------
+    def _start(self, ex: Exchange) -> None:
+        """Choose the route and target for the exchange in flight and hand it to an upstream connection."""
+        ex.dispatched = True
+        runtime = self.runtime
+        port_router = runtime.table.ports.get(self.port)
+        host = _host_name(ex.host)
+        router = port_router.for_host(host) if port_router is not None else None
+        if router is None:
+            self.answer(ex, 404, f"no gateway for host {host!r} on port {self.port}")
+            return
+        ex.gateway = router
+        if self.gateway_stats is None:
+            self.gateway_stats = runtime.stats.gateway(router.name)
+            self.gateway_stats.open_connections += 1
+        view = RequestView(ex.method.decode("latin-1"), ex.url.decode("latin-1"), ex.headers, host, self.peer,
+                           runtime.lookups, ex.forwarded_for)
+        now = time.monotonic()
+        decision = router.select(view, now)
+        if decision is None:
+            self.answer(ex, 503, f"no target available for gateway {router.name!r}")
+            return
+        ex.route, ex.target, ex.set_cookie = decision
+        if ex.expect_continue:
+            self.transport.write(CONTINUE_100)  # type: ignore[union-attr]
+        dispatch(ex)
+
+    # -- answers -----------------------------------------------------------------------------------
+    def answer(self, ex: Exchange, status: int, message: str) -> None:
+        """Answer the exchange in flight with the gateway's own short response."""
+        close = not ex.keep_alive or not ex.request_done or ex.upgrade
+        self.transport.write(error_response(status, message, close=close))  # type: ignore[union-attr]
+        ex.status = status
+        self.runtime.record_unrouted(ex, status) if ex.route is None else self.runtime.record(ex, status)
+        self.finish(ex, close=close)
+
+    def _reject(self, bad: BadRequest) -> None:
+        """Malformed input: answer it (unless a response is already under way), then close."""
+        self.runtime.stats.malformed.record(bad.status, 0.0)
+        if self.transport is None or self.closing:
+            return
+        ex = self.current
+        if ex is not None and (ex.response_started or ex.upstream is not None):
+            # The bad bytes follow a request already forwarded: cut the connection; the backend's side of
+            # it is aborted too so nothing half-sent is ever completed.
+            if ex.upstream is not None:
+                ex.upstream.abort()
+            self.closing = True
+            self.transport.abort()
+            return
+        self.closing = True
+        self.transport.write(error_response(bad.status, bad.message, close=True))
+        self.transport.close()
+
+    def finish(self, ex: Exchange, close: bool = False) -> None:
+        """The response to `ex` has been written completely: move on to the next request, or close."""
+        if ex is not self.current:
+            return
+        self.current = None
+        self.last_active = self.loop.time()
+        if self.closing:
+            return
+        if close or not ex.keep_alive or not ex.request_done:
+            self.closing = True
+            self.transport.close()  # type: ignore[union-attr]
+            return
+        if self.queue:
+            nxt = self.queue.popleft()
+            self.current = nxt
+            if not self.queue:
+                self.resume(PAUSE_PIPELINE)
+            self._start(nxt)
+        elif self.pause_mask & PAUSE_PIPELINE:
+            self.resume(PAUSE_PIPELINE)
+
+    def drain_on_finish(self) -> None:
+        """Shutting down: the response in flight is the last one on this connection."""
+        ex = self.current
+        if ex is not None:
+            ex.keep_alive = False
+        for queued in self.queue:
+            queued.keep_alive = False
+
+    # -- upgrade (WebSocket) ---------------------------------------------------------------------------
+    def _upgrade_received(self, rest: bytes) -> None:
+        ex = self.current
+        if ex is None or not ex.upgrade:
+            self._reject(BadRequest(400, "unexpected protocol upgrade"))
+            return
+        if rest:
+            ex.body_buffer.append(rest)
+        self.pause(PAUSE_TUNNEL)
+        if not ex.dispatched:
+            self._start(ex)
+
+    def become_tunnel(self, upstream: "UpstreamConnection") -> None:
+        """The backend answered 101: from now on bytes pass through untouched both ways."""
+        self._tunnel_upstream = upstream
+        self.current = None
+        self.resume(PAUSE_TUNNEL)
+
+    def tunnel_closed(self) -> None:
+        self._tunnel_upstream = None
+        if not self.closing:
+            self.closing = True
+            self.transport.close()  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        if self._tunnel_upstream is not None:
+            if self._tunnel_upstream.transport.can_write_eof():
+                self._tunnel_upstream.transport.write_eof()
+            return True
+        return False
+
+
+_CONNECTION_KEYWORDS = frozenset({b"close", b"keep-alive", b"upgrade"})
+_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+
+
+def _host_name(host: bytes) -> str:
+    """Host header → lower-case name without port ("[::1]:80" → "::1")."""
+    h = host.decode("latin-1").strip().lower()
+    if h.startswith("["):
+        end = h.find("]")
+        return h[1:end] if end > 0 else h
+    colon = h.rfind(":")
+    return h[:colon] if colon >= 0 else h
+
+
+def _parser_message(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"malformed request: {text}"

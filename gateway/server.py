@@ -1,0 +1,159 @@
+"""The gateway runtime: the current route table, the listeners, and the shared per-process state.
+
+`Runtime.apply(config)` compiles a new `RouteTable` off the hot path (carrying over target state, pools and
+counters of what still exists), swaps it in with one assignment, then opens listeners for new ports and
+closes listeners of ports no gateway uses any more. Connections read `runtime.table` per request, so a request
+is routed by the table current when it arrived and finishes on the objects it picked.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from .lookups import Lookups
+from .model import Config
+from .proxy import ClientConnection
+from .routing import RouteTable
+from .stats import Registry, RouteStats, TargetStats
+from .tunnel import TcpConnection
+
+if TYPE_CHECKING:
+    from .proxy import Exchange
+
+log = logging.getLogger("vamp.gateway")
+
+
+class Runtime:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.stats = Registry()
+        self.connections: set[ClientConnection] = set()
+        self.table: RouteTable = RouteTable(Config())
+        self.lookups = Lookups.from_settings(self.table.config.geo)
+        self.listeners: dict[tuple[str, int], asyncio.AbstractServer] = {}
+        self._idle: dict[int, float] = {}
+        self._trusted: tuple = ()
+        self.ready = False
+
+    # -- configuration -----------------------------------------------------------------------------
+    async def apply(self, config: Config) -> None:
+        """Compile `config`, swap it in, and bring the listeners in line with it."""
+        table = RouteTable(config, previous=self.table)
+        for router in table.gateways.values():
+            for route in router.routes:
+                if route.stats is None:
+                    route.stats = RouteStats()
+                for target in route.targets:
+                    if target.stats is None:
+                        target.stats = TargetStats()
+        lookups = Lookups.from_settings(config.geo)
+        lookups.warm(user_agents=table.needs_user_agent, geo=table.needs_country)
+        self._trusted = tuple(ipaddress.ip_network(c, strict=False) for c in config.geo.trusted_proxies)
+        self._idle = {port: max(g.gateway.timeouts.idle for g in pr.gateways) for port, pr in table.ports.items()}
+        await self._open_listeners(table)
+        previous = self.table
+        self.lookups = lookups
+        self.table = table
+        self.stats.forget_except(set(table.gateways))
+        await self._close_listeners(table)
+        self._close_stale_pools(previous, table)
+        self.ready = True
+
+    async def _open_listeners(self, table: RouteTable) -> None:
+        opened: list[tuple[str, int]] = []
+        try:
+            for port, pr in table.ports.items():
+                key = (pr.bind, port)
+                if key in self.listeners:
+                    continue
+                if pr.protocol == "tcp":
+                    factory = (lambda p=port: TcpConnection(self, p))
+                else:
+                    factory = (lambda p=port: ClientConnection(self, p))
+                server = await self.loop.create_server(factory, host=pr.bind, port=port, reuse_address=True,
+                                                       backlog=1024)
+                self.listeners[key] = server
+                opened.append(key)
+                log.info("listening on %s:%d (%s)", pr.bind, port, ", ".join(g.name for g in pr.gateways))
+        except OSError:
+            for key in opened:                   # all or nothing: the old configuration stays in force
+                self.listeners.pop(key).close()
+            raise
+
+    async def _close_listeners(self, table: RouteTable) -> None:
+        wanted = {(pr.bind, port) for port, pr in table.ports.items()}
+        for key in [k for k in self.listeners if k not in wanted]:
+            server = self.listeners.pop(key)
+            server.close()
+            log.info("closed listener %s:%d", *key)
+
+    @staticmethod
+    def _close_stale_pools(previous: RouteTable, table: RouteTable) -> None:
+        kept = {id(t) for _, _, t in table.targets()}
+        for _, _, target in previous.targets():
+            if id(target) not in kept and target.pool is not None:
+                target.pool.close_all()  # type: ignore[attr-defined]
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting; let requests in flight finish (answered with `Connection: close`) for up to `grace`
+        seconds; close idle connections at once; then close everything."""
+        self.ready = False
+        for server in self.listeners.values():
+            server.close()
+        self.listeners.clear()
+        deadline = self.loop.time() + grace
+        while True:
+            busy = False
+            for conn in list(self.connections):
+                if conn.current is None and not conn.queue and conn.transport is not None:
+                    conn.closing = True
+                    conn.transport.close()
+                else:
+                    conn.drain_on_finish()
+                    busy = True
+            if not busy or self.loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.05)   # a poll with a deadline: connections finish on their own schedule
+        await self.close()
+
+    async def close(self) -> None:
+        for server in self.listeners.values():
+            server.close()
+        self.listeners.clear()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        for _, _, target in self.table.targets():
+            if target.pool is not None:
+                target.pool.close_all()  # type: ignore[attr-defined]
+
+    # -- per-connection helpers --------------------------------------------------------------------
+    def is_trusted(self, peer: str) -> bool:
+        if not self._trusted or not peer:
+            return False
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in net for net in self._trusted)
+
+    def idle_timeout(self, port: int) -> float:
+        return self._idle.get(port, 60.0)
+
+    # -- accounting ----------------------------------------------------------------------------------
+    def record(self, ex: "Exchange", status: int) -> None:
+        route = ex.route
+        if route is not None and route.stats is not None:
+            route.stats.record(status, time.monotonic() - ex.started)
+
+    def record_unrouted(self, ex: "Exchange", status: int) -> None:
+        seconds = time.monotonic() - ex.started
+        if ex.gateway is not None:
+            self.stats.gateway(ex.gateway.name).unrouted.record(status, seconds)
+        else:
+            self.stats.malformed.record(status, seconds)

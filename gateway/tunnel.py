@@ -1,0 +1,109 @@
+"""TCP gateways (`port: N/tcp`): each accepted connection is tunnelled, byte for byte, to one target.
+
+The route is chosen by weight (the route table's split; TCP gateways carry no conditions), the target
+round-robin within it; a target that refuses is backed off and the next one tried. Flow control is mirrored
+both ways, and a half-close on one side is passed on to the other.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from .request import RequestView
+from .upstream import MAX_CONNECT_ATTEMPTS
+
+if TYPE_CHECKING:
+    from .server import Runtime
+
+class _Pipe(asyncio.Protocol):
+    """One side of a tunnel, writing what it reads into its peer's transport."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Pipe | None = None
+        self.pending: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(data)
+        else:
+            self.pending.append(data)
+
+    def eof_received(self) -> bool:
+        peer = self.peer
+        if peer is not None and peer.transport is not None and peer.transport.can_write_eof():
+            peer.transport.write_eof()
+            return True
+        return False
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        peer = self.peer
+        self.transport = None
+        if peer is not None and peer.transport is not None:
+            peer.transport.close()
+
+
+class TcpConnection(_Pipe):
+    """The client side of a TCP gateway connection."""
+
+    def __init__(self, runtime: "Runtime", port: int) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self.port = port
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        self.peer_address = peer[0] if peer else ""
+        transport.pause_reading()  # type: ignore[attr-defined]
+        self.runtime.loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        port_router = self.runtime.table.ports.get(self.port)
+        router = port_router.gateways[0] if port_router is not None and port_router.gateways else None
+        now = time.monotonic()
+        view = RequestView("", "", [], "", self.peer_address, self.runtime.lookups)
+        decision = router.select(view, now) if router is not None else None
+        if decision is None:
+            self._close()
+            return
+        route, target, _ = decision
+        for _ in range(MAX_CONNECT_ATTEMPTS):
+            try:
+                _, upstream = await asyncio.wait_for(
+                    self.runtime.loop.create_connection(_Pipe, target.host, target.port),
+                    router.gateway.timeouts.connect)
+            except (OSError, asyncio.TimeoutError):
+                target.mark_failed(time.monotonic())
+                target = router.retry_target(route, target, time.monotonic())
+                if target is None:
+                    break
+                continue
+            target.mark_ok()
+            if self.transport is None:
+                upstream.transport.close()
+                return
+            upstream.peer, self.peer = self, upstream
+            if self.pending:
+                upstream.transport.write(b"".join(self.pending))
+                self.pending.clear()
+            self.transport.resume_reading()  # type: ignore[union-attr]
+            return
+        self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

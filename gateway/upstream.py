@@ -1,0 +1,470 @@
+"""The backend side of the hot path: keep-alive pools of `UpstreamConnection`s, one pool per target.
+
+`dispatch(exchange)` sends a routed request on an idle pooled connection (LIFO) or a fresh one. The response
+is parsed strictly with httptools, hop-by-hop headers are stripped, the body is re-framed for the client
+(Content-Length kept, chunked re-chunked, close-delimited turned into chunked for HTTP/1.1 clients) and
+streamed with flow control both ways. A fresh parser serves each response, so HEAD/204/304 answers whose
+headers announce a body never confuse the next one. A pooled connection that turns out to be dead before any
+response byte arrives is replaced once for replayable requests; a target that refuses connections is backed
+off and the request tried on another target of its route.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import httptools
+
+from .http import CHUNK_END, CRLF, HOP_BY_HOP, chunk_prefix, status_line
+
+if TYPE_CHECKING:
+    from .proxy import Exchange
+    from .routing import TargetState
+
+MAX_IDLE_PER_TARGET = 256
+MAX_CONNECT_ATTEMPTS = 3
+
+# How the response body is framed towards the client.
+BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE = 0, 1, 2, 3
+
+
+class UpstreamPool:
+    """Idle keep-alive connections to one target, most recently used first."""
+    __slots__ = ("target", "idle")
+
+    def __init__(self, target: "TargetState") -> None:
+        self.target = target
+        self.idle: list[UpstreamConnection] = []
+
+    def acquire(self) -> "UpstreamConnection | None":
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        return None
+
+    def release(self, conn: "UpstreamConnection") -> None:
+        if len(self.idle) < MAX_IDLE_PER_TARGET:
+            self.idle.append(conn)
+        else:
+            conn.close()
+
+    def close_all(self) -> None:
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
+
+
+def pool_of(target: "TargetState") -> UpstreamPool:
+    pool = target.pool
+    if pool is None:
+        pool = target.pool = UpstreamPool(target)
+    return pool  # type: ignore[return-value]
+
+
+def dispatch(ex: "Exchange") -> None:
+    """Send the exchange's request to its target, on a pooled connection when one is idle."""
+    conn = pool_of(ex.target).acquire()  # type: ignore[arg-type]
+    if conn is not None:
+        conn.start(ex, reused=True)
+    else:
+        connect(ex)
+
+
+def connect(ex: "Exchange") -> None:
+    ex.attempts += 1
+    ex.client.loop.create_task(_connect(ex, ex.target))  # type: ignore[arg-type]
+
+
+async def _connect(ex: "Exchange", target: "TargetState") -> None:
+    client = ex.client
+    loop = client.loop
+    pool = pool_of(target)
+    timeout = ex.gateway.gateway.timeouts.connect  # type: ignore[union-attr]
+    try:
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: UpstreamConnection(pool), target.host, target.port), timeout)
+    except (OSError, asyncio.TimeoutError) as exc:
+        timed_out = isinstance(exc, asyncio.TimeoutError)
+        target.mark_failed(time.monotonic())
+        if target.stats is not None:
+            target.stats.failures += 1
+        if ex.route is not None and ex.route.stats is not None:
+            ex.route.stats.upstream_errors["timeout" if timed_out else "connect"] += 1
+        if client.current is not ex:
+            return                                   # the client went away meanwhile
+        retry = None
+        if ex.attempts < MAX_CONNECT_ATTEMPTS and ex.gateway is not None and ex.route is not None:
+            retry = ex.gateway.retry_target(ex.route, target, time.monotonic())
+        if retry is not None:
+            ex.target = retry
+            dispatch(ex)
+        elif timed_out:
+            client.answer(ex, 504, f"timed out connecting to {target.address}")
+        else:
+            client.answer(ex, 502, f"cannot connect to {target.address}")
+        return
+    target.mark_ok()
+    if client.current is not ex:
+        pool.release(conn)                           # still useful to the next request
+        return
+    conn.start(ex, reused=False)
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "pool", "loop", "transport", "parser", "ex", "closed", "ready", "reused", "got_bytes", "tunnel",
+        "timer", "last_io", "out", "reason", "headers", "cl", "te", "tokens", "upgrade_value", "mode",
+        "complete", "head_only", "violation", "keep_alive", "close_client", "in_body", "informational",
+    )
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser: httptools.HttpResponseParser | None = None
+        self.ex: Exchange | None = None
+        self.closed = False
+        self.ready = False
+        self.reused = False
+        self.got_bytes = False
+        self.tunnel = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.last_io = 0.0
+        self.out: list[bytes] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(high=256 * 1024)  # type: ignore[attr-defined]
+
+    def start(self, ex: "Exchange", reused: bool) -> None:
+        """Send `ex`'s request head and whatever of its body has arrived."""
+        self.ex = ex
+        ex.upstream = self
+        self.reused = reused
+        self.got_bytes = False
+        self.parser = httptools.HttpResponseParser(self)
+        self._reset_response()
+        self.complete = False
+        self.head_only = False
+        self.violation = False
+        self.mode = BODY_NONE
+        self.ready = True
+        if ex.body_buffer:
+            self.transport.write(ex.head + b"".join(ex.body_buffer))  # type: ignore[union-attr]
+            ex.body_buffer.clear()
+            ex.body_streamed = True
+            ex.client.resume(4)   # PAUSE_BUFFER
+        else:
+            self.transport.write(ex.head)  # type: ignore[union-attr]
+        self.last_io = self.loop.time()
+        timeout = ex.gateway.gateway.timeouts.response  # type: ignore[union-attr]
+        self.timer = self.loop.call_later(timeout, self._on_timer)
+        if ex.target is not None and ex.target.stats is not None:
+            ex.target.stats.requests += 1
+        ex.target.in_flight += 1  # type: ignore[union-attr]
+
+    def _reset_response(self) -> None:
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.cl: bytes | None = None
+        self.te = False
+        self.tokens: list[bytes] = []
+        self.upgrade_value: bytes | None = None
+        self.in_body = False
+        self.informational = False
+
+    def send_body(self, ex: "Exchange") -> None:
+        self.transport.write(b"".join(ex.body_buffer))  # type: ignore[union-attr]
+        ex.body_buffer.clear()
+        ex.body_streamed = True
+        self.last_io = self.loop.time()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def client_gone(self) -> None:
+        """The client disconnected mid-exchange: this connection's state is unknown; drop it."""
+        ex = self.ex
+        if ex is not None:
+            self._detach(ex)
+        self.abort()
+
+    def _detach(self, ex: "Exchange") -> None:
+        self.ex = None
+        self.ready = False
+        ex.upstream = None
+        ex.target.in_flight -= 1  # type: ignore[union-attr]
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.tunnel:
+            self.tunnel = False
+            if self.ex is not None:
+                self.ex.client.tunnel_closed()
+                self.ex = None
+            return
+        ex = self.ex
+        if ex is None:
+            return
+        self._detach(ex)
+        client = ex.client
+        if self.complete:
+            return
+        if ex.response_started:
+            if self.mode == BODY_CLOSE and not self.parser_in_error():
+                # The backend's body ended with its connection: for the client that is a complete body.
+                if not ex.http10:
+                    client.transport.write(CHUNK_END)
+                client.runtime.record(ex, ex.status)
+                client.finish(ex, close=ex.http10)
+            else:
+                _count_error(ex, "reset")
+                client.closing = True
+                client.transport.abort()
+            return
+        if not self.got_bytes and self.reused and ex.replayable:
+            # A pooled connection the backend had closed: replay once on a fresh connection.
+            connect(ex)
+            return
+        _count_error(ex, "reset")
+        client.answer(ex, 502, f"connection to {ex.target.address} closed before a response")  # type: ignore[union-attr]
+
+    def parser_in_error(self) -> bool:
+        return self.violation
+
+    def eof_received(self) -> bool:
+        if self.tunnel and self.ex is not None:
+            transport = self.ex.client.transport
+            if transport is not None and transport.can_write_eof():
+                transport.write_eof()
+            return True
+        return False
+
+    # -- flow control (request body) ---------------------------------------------------------------
+    def pause_writing(self) -> None:
+        if self.ex is not None:
+            if self.tunnel:
+                self.ex.client.transport.pause_reading()
+            else:
+                self.ex.client.pause(2)   # PAUSE_UPSTREAM
+
+    def resume_writing(self) -> None:
+        if self.ex is not None:
+            if self.tunnel:
+                self.ex.client.transport.resume_reading()
+            else:
+                self.ex.client.resume(2)
+
+    # -- timeouts ----------------------------------------------------------------------------------
+    def _on_timer(self) -> None:
+        self.timer = None
+        ex = self.ex
+        if ex is None or self.tunnel:
+            return
+        timeout = ex.gateway.gateway.timeouts.response  # type: ignore[union-attr]
+        quiet = self.loop.time() - self.last_io
+        if quiet < timeout:
+            self.timer = self.loop.call_later(timeout - quiet, self._on_timer)
+            return
+        _count_error(ex, "timeout")
+        self._detach(ex)
+        self.abort()
+        client = ex.client
+        if ex.response_started:
+            client.closing = True
+            client.transport.abort()
+        else:
+            client.answer(ex, 504, f"no response from {ex.target.address} within {timeout:g}s")  # type: ignore[union-attr]
+
+    # -- reading -----------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        ex = self.ex
+        if self.tunnel:
+            ex.client.transport.write(data)  # type: ignore[union-attr]
+            return
+        if ex is None or self.complete:
+            self.abort()              # bytes nobody asked for: this connection is out of step
+            return
+        self.last_io = self.loop.time()
+        self.got_bytes = True
+        out = self.out = []
+        try:
+            self.parser.feed_data(data)  # type: ignore[union-attr]
+        except httptools.HttpParserUpgrade as upgrade:
+            if ex.status == 101:
+                rest = data[upgrade.args[0]:]
+                if rest:
+                    out.append(rest)
+                ex.client.transport.write(b"".join(out))  # type: ignore[union-attr]
+                self._become_tunnel(ex)
+                return
+            self.violation = True
+        except httptools.HttpParserError:
+            self.violation = True
+        if self.violation:
+            self._protocol_error(ex, out)
+            return
+        if out:
+            ex.client.transport.write(b"".join(out))  # type: ignore[union-attr]
+        if self.complete:
+            self._finish(ex)
+
+    def _protocol_error(self, ex: "Exchange", out: list[bytes]) -> None:
+        _count_error(ex, "reset")
+        self._detach(ex)
+        self.abort()
+        client = ex.client
+        if ex.response_started:
+            if out:
+                client.transport.write(b"".join(out))
+            client.closing = True
+            client.transport.abort()
+        else:
+            client.answer(ex, 502, f"invalid response from {ex.target.address}")  # type: ignore[union-attr]
+
+    def _finish(self, ex: "Exchange") -> None:
+        reusable = self.keep_alive and ex.request_done and not self.violation
+        self._detach(ex)
+        if reusable:
+            self.ready = False
+            self.pool.release(self)
+        else:
+            self.close()
+        client = ex.client
+        client.runtime.record(ex, ex.status)
+        client.finish(ex, close=self.close_client)
+
+    def _become_tunnel(self, ex: "Exchange") -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.tunnel = True
+        client = ex.client
+        client.runtime.record(ex, 101)
+        if ex.body_buffer:                     # bytes the client sent after its upgrade request
+            self.transport.write(b"".join(ex.body_buffer))  # type: ignore[union-attr]
+            ex.body_buffer.clear()
+        client.become_tunnel(self)
+
+    # httptools callbacks ---------------------------------------------------------------------------
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.in_body:
+            return                    # trailers are not forwarded
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"content-length":
+                self.cl = value
+            elif lname == b"transfer-encoding":
+                self.te = True
+            elif lname == b"connection":
+                self.tokens.extend(t.strip().lower() for t in value.split(b","))
+            elif lname == b"upgrade":
+                self.upgrade_value = value
+            return
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        ex = self.ex
+        parser = self.parser
+        status = parser.get_status_code()  # type: ignore[union-attr]
+        if 100 <= status < 200 and status != 101:
+            self.informational = True
+            if not ex.http10 and not (status == 100 and ex.expect_continue):  # type: ignore[union-attr]
+                self.out.append(self._head(status, []))
+            return
+        ex.status = status  # type: ignore[union-attr]
+        self.keep_alive = parser.should_keep_alive()  # type: ignore[union-attr]
+        http10 = ex.http10  # type: ignore[union-attr]
+        close_client = not ex.keep_alive or not ex.request_done or ex.client.closing  # type: ignore[union-attr]
+        extra: list[bytes] = []
+        if status == 101:
+            if not ex.upgrade or self.upgrade_value is None:  # type: ignore[union-attr]
+                self.violation = True
+                return
+            extra += (b"Connection: Upgrade\r\nUpgrade: ", self.upgrade_value, CRLF)
+            self.head_only = True
+        elif ex.method == b"HEAD" or status in (204, 304):  # type: ignore[union-attr]
+            if self.cl is not None and status != 204:
+                extra += (b"Content-Length: ", self.cl, CRLF)
+            self.head_only = True
+            self.mode = BODY_NONE
+        elif self.cl is not None:
+            extra += (b"Content-Length: ", self.cl, CRLF)
+            self.mode = BODY_LENGTH
+        else:
+            if not self.te:
+                self.keep_alive = False          # the body ends when the backend closes
+            if http10:
+                close_client = True
+                self.mode = BODY_CLOSE if not self.te else BODY_LENGTH
+            else:
+                extra.append(b"Transfer-Encoding: chunked\r\n")
+                self.mode = BODY_CHUNKED if self.te else BODY_CLOSE
+        if ex.set_cookie is not None:  # type: ignore[union-attr]
+            extra += (b"Set-Cookie: ", ex.set_cookie.encode("latin-1"), CRLF)  # type: ignore[union-attr]
+        if status != 101:
+            if close_client:
+                extra.append(b"Connection: close\r\n")
+            elif http10:
+                extra.append(b"Connection: keep-alive\r\n")
+        self.close_client = close_client
+        self.out.append(self._head(status, extra))
+        ex.response_started = True  # type: ignore[union-attr]
+        self.in_body = True
+        if self.head_only:
+            self.complete = True
+
+    def _head(self, status: int, extra: list[bytes]) -> bytes:
+        headers = self.headers
+        named = [t for t in self.tokens if t and t not in (b"close", b"keep-alive", b"upgrade")]
+        if named:
+            drop = frozenset(named)
+            headers = [(n, v) for n, v in headers if n.lower() not in drop]
+        parts = [status_line(status, self.reason or b"")]
+        for name, value in headers:
+            parts += (name, b": ", value, CRLF)
+        parts += extra
+        parts.append(CRLF)
+        return b"".join(parts)
+
+    def on_body(self, body: bytes) -> None:
+        if self.head_only:
+            self.violation = True     # a body where none may be: the connection is out of step
+            return
+        if self.mode == BODY_LENGTH or (self.mode == BODY_CLOSE and self.ex.http10):  # type: ignore[union-attr]
+            self.out.append(body)
+        else:
+            self.out += (chunk_prefix(len(body)), body, CRLF)
+
+    def on_message_complete(self) -> None:
+        if self.informational:
+            self._reset_response()
+            return
+        if self.head_only:
+            return
+        if self.mode == BODY_CHUNKED or (self.mode == BODY_CLOSE and not self.ex.http10):  # type: ignore[union-attr]
+            self.out.append(CHUNK_END)
+        self.complete = True
+
+
+def _count_error(ex: "Exchange", kind: str) -> None:
+    if ex.route is not None and ex.route.stats is not None:
+        ex.route.stats.upstream_errors[kind] += 1
