@@ -28,8 +28,9 @@ run: install
 test: install-test system-deps
 	$(BIN)/python -m pytest -q
 
+# HAProxy, nginx and the gateway side by side under wrk; e.g. `make bench BENCH_ARGS="--duration 5 --only haproxy,gateway"`.
 bench: install system-deps
-	$(BIN)/python benchmarks/proxy.py
+	$(BIN)/python benchmarks/proxy.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .vamp build *.egg-info

@@ -1,0 +1,620 @@
+"""The proxy benchmark: the Vamp gateway measured side by side with HAProxy and nginx, in one run.
+
+One nginx worker serves a tiny body as the backend (pinned to CPU 1, like wrk). wrk then loads, in turn, the
+backend directly, HAProxy, nginx as a reverse proxy and `vamp gateway` (each proxy pinned to CPU 0), and
+this script prints requests per second, median and 99th-percentile latency, errors and the CPU time the
+server under test spent per request, then the gateway's throughput relative to HAProxy and nginx. The
+gateway carries a 90%/10% split whose canary route has a user-agent condition, so every request pays for
+routing. Every config lives in a temporary directory; every process started here runs in its own process
+group and is stopped on the way out, Ctrl-C included.
+
+    python benchmarks/proxy.py [--duration 10] [--warmup 2] [--connections 50] [--only haproxy,gateway]
+                               [--json results.json]
+
+Exit status: 0 when every case ran cleanly, 1 when a server failed to start or wrk reported errors, 2 for
+bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+CASES = {
+    "backend": "backend (nginx, direct)",
+    "haproxy": "HAProxy",
+    "nginx": "nginx proxy",
+    "gateway": "vamp gateway",
+}
+PROXY_CPU = "0"
+CLIENT_CPU = "1"          # wrk and the backend
+STARTUP_TIMEOUT = 20.0    # seconds for a server to answer its first request
+STOP_TIMEOUT = 5.0        # seconds between SIGTERM and SIGKILL
+WRK_GRACE = 30.0          # seconds wrk may run beyond its duration before it is considered hung
+PROBE_INTERVAL = 0.05     # seconds between readiness probes
+SYSTEM_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")   # haproxy and nginx live here on Debian
+
+
+class BenchmarkError(Exception):
+    """A case could not be measured; the message says why."""
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: unwind so that every process started gets stopped."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated
+
+
+# --- wrk output --------------------------------------------------------------------------------------------
+
+_TIME_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+@dataclass
+class WrkResult:
+    """The figures of one wrk run."""
+    requests: int
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    socket_errors: dict[str, int] = field(default_factory=dict)   # connect, read, write, timeout
+    non_2xx_3xx: int = 0
+    server_cpu_us_per_request: float | None = None   # CPU of the server under test, filled in by Bench
+
+    @property
+    def errors(self) -> int:
+        return sum(self.socket_errors.values()) + self.non_2xx_3xx
+
+
+def parse_time_ms(text: str) -> float:
+    """wrk's formatted time ("318.00us", "1.23ms", "2.00s") in milliseconds."""
+    match = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text.strip())
+    if not match:
+        raise ValueError(f"not a wrk time: {text!r}")
+    return round(float(match.group(1)) * _TIME_UNITS_MS[match.group(2)], 3)
+
+
+def parse_wrk_output(text: str) -> WrkResult:
+    """Read requests/s, the 50% and 99% latency percentiles (from --latency) and the error counts."""
+    rate = re.search(r"^Requests/sec:\s*([0-9.]+)", text, re.MULTILINE)
+    total = re.search(r"^\s*(\d+) requests in ", text, re.MULTILINE)
+    percentiles = dict(re.findall(r"^\s*(50|99)%\s+(\S+)", text, re.MULTILINE))
+    if not rate or not total or set(percentiles) != {"50", "99"}:
+        raise ValueError("wrk output lacks Requests/sec, the request count or the 50%/99% latency "
+                         "percentiles (was --latency given?)")
+    socket_errors = {}
+    errors_line = re.search(r"Socket errors:(.*)$", text, re.MULTILINE)
+    if errors_line:
+        socket_errors = {kind: int(count) for kind, count in re.findall(r"(\w+) (\d+)", errors_line.group(1))}
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
+    return WrkResult(
+        requests=int(total.group(1)),
+        requests_per_second=float(rate.group(1)),
+        p50_ms=parse_time_ms(percentiles["50"]),
+        p99_ms=parse_time_ms(percentiles["99"]),
+        socket_errors=socket_errors,
+        non_2xx_3xx=int(non_2xx.group(1)) if non_2xx else 0,
+    )
+
+
+# --- processes ---------------------------------------------------------------------------------------------
+
+class Processes:
+    """Starts processes each in its own session (process group) and stops every group it started."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.running: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        with open(self.log_path(name), "wb") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        self.running[name] = proc
+        return proc
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        try:
+            text = self.log_path(name).read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def cpu_seconds(self, name: str) -> float:
+        """User + system CPU time used so far by the live processes of a process group (master and workers)."""
+        return group_cpu_seconds(self.running[name].pid)
+
+    def stop(self, name: str) -> None:
+        """SIGTERM the process group, SIGKILL it if the leader has not exited in time, reap the leader."""
+        proc = self.running.pop(name, None)
+        if proc is None:
+            return
+        group = proc.pid   # start_new_session: the process leads its own group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pass
+        # Children (nginx workers, gateway workers) that outlived their leader go too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=STOP_TIMEOUT)
+
+    def stop_all(self) -> None:
+        for name in list(reversed(self.running)):
+            self.stop(name)
+
+
+def group_cpu_seconds(group: int) -> float:
+    """Sum of utime + stime over every process in a process group, read from /proc."""
+    ticks = 0
+    for stat_path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_path.read_text()
+        except OSError:   # the process exited meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()   # the fields after "pid (comm) "
+        if int(fields[2]) == group:                     # field 5: pgrp
+            ticks += int(fields[11]) + int(fields[12])  # fields 14, 15: utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get_status(port: int, path: str = "/") -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def wait_until_serving(processes: Processes, name: str, port: int, path: str = "/") -> None:
+    """Poll until GET path on port answers 200; fail early if the process exits."""
+    proc = processes.running[name]
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    last_problem = "no answer yet"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchmarkError(f"{name} exited with status {proc.returncode} while starting:\n"
+                                 f"{processes.log_tail(name)}")
+        try:
+            status = http_get_status(port, path)
+        except OSError as error:
+            last_problem = str(error)
+        else:
+            if status == 200:
+                return
+            last_problem = f"HTTP {status}"
+        time.sleep(PROBE_INTERVAL)
+    raise BenchmarkError(f"{name} did not answer 200 on 127.0.0.1:{port}{path} within {STARTUP_TIMEOUT:.0f} s "
+                         f"({last_problem}):\n{processes.log_tail(name)}")
+
+
+def find_program(name: str) -> str | None:
+    search_path = os.pathsep.join([os.environ.get("PATH", ""), *SYSTEM_DIRS])
+    return shutil.which(name, path=search_path)
+
+
+def require_program(name: str) -> str:
+    program = find_program(name)
+    if program is None:
+        raise BenchmarkError(f"{name} is not installed (run `make system-deps`)")
+    return program
+
+
+def vamp_command() -> list[str]:
+    """The `vamp` console script of this interpreter's environment, else the one on PATH."""
+    beside_python = Path(sys.executable).parent / "vamp"
+    if beside_python.exists():
+        return [str(beside_python)]
+    on_path = shutil.which("vamp")
+    if on_path:
+        return [on_path]
+    raise BenchmarkError("the `vamp` command is not installed (run `make install`)")
+
+
+# --- CPU pinning -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pinning:
+    proxy: list[str]      # command prefix for the proxy under test
+    client: list[str]     # command prefix for wrk and the backend
+    note: str             # how processes were placed, for the report
+
+
+def choose_pinning() -> Pinning:
+    taskset = find_program("taskset")
+    cpus = os.sched_getaffinity(0)
+    if taskset and {0, 1} <= cpus:
+        return Pinning([taskset, "-c", PROXY_CPU], [taskset, "-c", CLIENT_CPU],
+                       f"proxy pinned to CPU {PROXY_CPU}; wrk and the backend pinned to CPU {CLIENT_CPU}")
+    reason = "taskset is not installed" if not taskset else f"only CPUs {sorted(cpus)} are available"
+    return Pinning([], [], f"NOT pinned: {reason}, so every process runs unpinned")
+
+
+# --- server configurations ---------------------------------------------------------------------------------
+
+KEEPALIVE_REQUESTS = 100_000_000   # nginx closes keep-alive connections after 1000 requests by default
+
+
+def connection_limit(connections: int) -> int:
+    """Connections a proxy must accept: wrk's, with room for probes (a proxy uses 2 descriptors for each)."""
+    return max(1024, connections + 64)
+
+
+def nginx_common(prefix: Path, connections: int) -> str:
+    return f"""worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections {2 * connection_limit(connections)}; }}
+"""
+
+
+def nginx_temp_paths(prefix: Path) -> str:
+    return "\n".join(f"    {kind}_temp_path {prefix}/{kind}_temp;"
+                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+
+
+def backend_config(prefix: Path, port: int, connections: int) -> str:
+    return nginx_common(prefix, connections) + f"""http {{
+    access_log off;
+{nginx_temp_paths(prefix)}
+    keepalive_requests {KEEPALIVE_REQUESTS};
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            default_type text/plain;
+            return 200 "hello\\n";
+        }}
+    }}
+}}
+"""
+
+
+def nginx_proxy_config(prefix: Path, port: int, backend_port: int, connections: int) -> str:
+    return nginx_common(prefix, connections) + f"""http {{
+    access_log off;
+{nginx_temp_paths(prefix)}
+    keepalive_requests {KEEPALIVE_REQUESTS};
+    upstream backend {{
+        server 127.0.0.1:{backend_port};
+        keepalive 64;
+        keepalive_requests {KEEPALIVE_REQUESTS};
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def haproxy_config(port: int, backend_port: int, connections: int) -> str:
+    return f"""global
+    nbthread 1
+    maxconn {connection_limit(connections)}
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+
+frontend bench
+    bind 127.0.0.1:{port}
+    default_backend nginx
+
+backend nginx
+    server backend 127.0.0.1:{backend_port}
+"""
+
+
+def gateway_config(port: int, backend_port: int) -> str:
+    """A 90%/10% split; the canary's condition never matches wrk's user agent but is evaluated every time."""
+    return f"""gateways:
+  bench:
+    port: {port}
+    bind: 127.0.0.1
+    routes:
+      stable:
+        weight: 90%
+        targets: [127.0.0.1:{backend_port}]
+      canary:
+        weight: 10%
+        condition: user-agent = Firefox
+        targets: [127.0.0.1:{backend_port}]
+"""
+
+
+# --- one benchmark run ------------------------------------------------------------------------------------
+
+class Bench:
+    """Starts the backend and each server under test, and loads them with wrk."""
+
+    def __init__(self, workdir: Path, pinning: Pinning, args: argparse.Namespace):
+        self.workdir = workdir
+        self.pinning = pinning
+        self.args = args
+        self.processes = Processes(workdir)
+        self.backend_port = 0
+
+    def start_backend(self) -> int:
+        self.backend_port = free_port()
+        config = backend_config(self.workdir / "backend", self.backend_port, self.args.connections)
+        self.start_nginx("backend", self.pinning.client, config, self.backend_port)
+        return self.backend_port
+
+    def start_haproxy(self) -> int:
+        port = free_port()
+        config_path = self.workdir / "haproxy.cfg"
+        config_path.write_text(haproxy_config(port, self.backend_port, self.args.connections))
+        self.processes.start("haproxy", [*self.pinning.proxy, require_program("haproxy"), "-db",
+                                         "-f", str(config_path)])
+        wait_until_serving(self.processes, "haproxy", port)
+        return port
+
+    def start_nginx_proxy(self) -> int:
+        port = free_port()
+        config = nginx_proxy_config(self.workdir / "nginx", port, self.backend_port, self.args.connections)
+        self.start_nginx("nginx", self.pinning.proxy, config, port)
+        return port
+
+    def start_gateway(self) -> int:
+        port, admin_port = free_port(), free_port()
+        gateway_dir = self.workdir / "gateway"
+        gateway_dir.mkdir()
+        config_path = gateway_dir / "gateways.yaml"
+        config_path.write_text(gateway_config(port, self.backend_port))
+        self.processes.start("gateway", [
+            *self.pinning.proxy, *vamp_command(), "gateway", "--config", str(config_path),
+            "--admin", f"127.0.0.1:{admin_port}", "--state-dir", str(gateway_dir / "state")])
+        wait_until_serving(self.processes, "gateway", admin_port, "/ready")
+        wait_until_serving(self.processes, "gateway", port)
+        return port
+
+    def start_nginx(self, name: str, command_prefix: list[str], config: str, port: int) -> None:
+        prefix = self.workdir / name
+        prefix.mkdir()
+        os.chmod(prefix, 0o755)   # run as root, the worker runs as nobody and must reach its temp paths
+        (prefix / "nginx.conf").write_text(config)
+        self.processes.start(name, [*command_prefix, require_program("nginx"), "-p", str(prefix),
+                                    "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log"),
+                                    "-g", "daemon off;"])
+        wait_until_serving(self.processes, name, port)
+
+    def start(self, case: str) -> int:
+        """Start the server of a case (the backend is already running) and return the port to load."""
+        if case == "backend":
+            return self.backend_port
+        starters = {"haproxy": self.start_haproxy, "nginx": self.start_nginx_proxy, "gateway": self.start_gateway}
+        return starters[case]()
+
+    def stop(self, case: str) -> None:
+        if case != "backend":
+            self.processes.stop(case)
+
+    def measure(self, case: str, port: int) -> WrkResult:
+        url = f"http://127.0.0.1:{port}/"
+        if self.args.warmup > 0:
+            self.run_wrk(f"wrk-warmup-{case}", url, self.args.warmup)
+        cpu_before = self.processes.cpu_seconds(case)
+        output = self.run_wrk(f"wrk-{case}", url, self.args.duration)
+        cpu_used = self.processes.cpu_seconds(case) - cpu_before
+        try:
+            result = parse_wrk_output(output)
+        except ValueError as error:
+            raise BenchmarkError(f"{error}:\n{output.strip()}") from None
+        if result.requests:
+            result.server_cpu_us_per_request = round(cpu_used / result.requests * 1e6, 1)
+        return result
+
+    def run_wrk(self, name: str, url: str, seconds: int) -> str:
+        command = [*self.pinning.client, require_program("wrk"), "-t1", f"-c{self.args.connections}",
+                   f"-d{seconds}s", "--latency", url]
+        proc = self.processes.start(name, command)
+        try:
+            proc.wait(timeout=seconds + WRK_GRACE)
+        except subprocess.TimeoutExpired:
+            raise BenchmarkError(f"wrk did not finish within {seconds + WRK_GRACE:.0f} s") from None
+        finally:
+            self.processes.stop(name)
+        output = self.processes.log_path(name).read_text(errors="replace")
+        if proc.returncode != 0:
+            raise BenchmarkError(f"wrk exited with status {proc.returncode}:\n{output.strip()}")
+        return output
+
+    def run(self, results: dict[str, WrkResult], failures: dict[str, str]) -> None:
+        """Measure every chosen case, recording figures or the reason it failed; stop every process."""
+        try:
+            try:
+                self.start_backend()
+            except BenchmarkError as error:
+                failures.update({case: f"backend: {error}" for case in self.args.only})
+                return
+            for case in self.args.only:
+                print(f"measuring {CASES[case]} ...", file=sys.stderr, flush=True)
+                try:
+                    results[case] = self.measure(case, self.start(case))
+                except BenchmarkError as error:
+                    failures[case] = str(error)
+                finally:
+                    self.stop(case)
+        finally:
+            self.processes.stop_all()
+
+
+# --- report ------------------------------------------------------------------------------------------------
+
+def command_version(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "not available"
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return lines[0].strip() if lines else "unknown"
+
+
+def machine_info() -> dict[str, str]:
+    cpu_model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    programs = {name: find_program(name) for name in ("haproxy", "nginx", "wrk")}
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu_model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "haproxy": command_version([programs["haproxy"], "-v"]) if programs["haproxy"] else "not installed",
+        "nginx": command_version([programs["nginx"], "-v"]) if programs["nginx"] else "not installed",
+        "wrk": command_version([programs["wrk"], "-v"]) if programs["wrk"] else "not installed",
+    }
+
+
+def format_table(results: dict[str, WrkResult], failures: dict[str, str]) -> str:
+    rows = [("case", "req/s", "p50", "p99", "errors", "server CPU/req")]
+    for case, label in CASES.items():
+        if case in results:
+            result = results[case]
+            cpu = result.server_cpu_us_per_request
+            cpu_per_request = "-" if cpu is None else f"{cpu:.1f} us"
+            rows.append((label, f"{result.requests_per_second:,.0f}", f"{result.p50_ms:.2f} ms",
+                         f"{result.p99_ms:.2f} ms", str(result.errors), cpu_per_request))
+        elif case in failures:
+            rows.append((label, "failed", "-", "-", "-", "-"))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells))
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def throughput_ratios(results: dict[str, WrkResult]) -> dict[str, float]:
+    ratios = {}
+    if "gateway" in results:
+        for reference in ("haproxy", "nginx"):
+            if reference in results and results[reference].requests_per_second > 0:
+                ratios[f"gateway/{reference}"] = (results["gateway"].requests_per_second
+                                                  / results[reference].requests_per_second)
+    return ratios
+
+
+# --- main --------------------------------------------------------------------------------------------------
+
+def parse_cases(text: str) -> list[str]:
+    cases = [case.strip() for case in text.split(",") if case.strip()]
+    unknown = [case for case in cases if case not in CASES]
+    if unknown or not cases:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(CASES)} (got {text!r})")
+    return [case for case in CASES if case in cases]
+
+
+def integer_at_least(minimum: int):
+    """An argparse type: an integer no smaller than minimum."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum} (got {value})")
+        return value
+    parse.__name__ = "integer"   # argparse names the type in its error for a non-number
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Measure the vamp gateway against HAProxy and nginx with wrk.")
+    parser.add_argument("--duration", type=integer_at_least(1), default=10, help="seconds per measurement (10)")
+    parser.add_argument("--warmup", type=integer_at_least(0), default=2,
+                        help="seconds of unmeasured load before each measurement (2; 0 skips it)")
+    parser.add_argument("--connections", type=integer_at_least(1), default=50, help="wrk connections (50)")
+    parser.add_argument("--only", type=parse_cases, default=list(CASES),
+                        help=f"comma-separated subset of {','.join(CASES)} (all)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to FILE as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, raise_terminated)
+    pinning = choose_pinning()
+    machine = machine_info()
+    print(f"machine: {machine['nproc']} CPUs, {machine['cpu']}; Python {machine['python']}; "
+          f"{machine['haproxy']}; {machine['nginx']}; {machine['wrk']}")
+    print(f"placement: {pinning.note}")
+    print(f"load: wrk -t1 -c{args.connections} -d{args.duration}s --latency, after {args.warmup} s of warm-up\n",
+          flush=True)
+    results: dict[str, WrkResult] = {}
+    failures: dict[str, str] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="vamp-bench-") as tmp:
+            Bench(Path(tmp), pinning, args).run(results, failures)
+    except (KeyboardInterrupt, Terminated) as interruption:
+        print("interrupted; every process started was stopped", file=sys.stderr)
+        return 130 if isinstance(interruption, KeyboardInterrupt) else 128 + signal.SIGTERM
+
+    print(format_table(results, failures))
+    ratios = throughput_ratios(results)
+    if ratios:
+        print()
+    for name, ratio in ratios.items():
+        print(f"{name} req/s: {ratio:.2f}")
+    for case, reason in failures.items():
+        print(f"\n{CASES[case]} failed: {reason}", file=sys.stderr)
+    for case, result in results.items():
+        if result.errors:
+            print(f"\n{CASES[case]}: wrk reported {result.errors} errors (socket errors {result.socket_errors}, "
+                  f"non-2xx/3xx responses {result.non_2xx_3xx})", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": machine,
+            "placement": pinning.note,
+            "load": {"threads": 1, "connections": args.connections, "duration_s": args.duration,
+                     "warmup_s": args.warmup},
+            "results": {case: {**asdict(result), "errors": result.errors} for case, result in results.items()},
+            "failures": failures,
+            "ratios": ratios,
+        }, indent=2) + "\n")
+    clean = not failures and all(result.errors == 0 for result in results.values())
+    return 0 if clean else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

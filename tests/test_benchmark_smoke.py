@@ -1,0 +1,129 @@
+"""benchmarks/proxy.py: wrk's figures are read right, a short real run prints the table, failures exit non-zero."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.proxy import parse_time_ms, parse_wrk_output
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "proxy.py"
+SYSTEM_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+MISSING = [name for name in ("wrk", "haproxy", "nginx") if shutil.which(name, path=SYSTEM_PATH) is None]
+needs_servers = pytest.mark.skipif(bool(MISSING), reason=f"not installed: {', '.join(MISSING)} (make system-deps)")
+
+WRK_CLEAN = """Running 10s test @ http://127.0.0.1:40123/
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   420.00us  110.00us   5.20ms   91.00%
+    Req/Sec    86.10k     2.10k   90.00k    70.00%
+  Latency Distribution
+     50%  397.00us
+     75%  450.00us
+     90%  520.00us
+     99%    1.25ms
+  856789 requests in 10.00s, 130.00MB read
+Requests/sec:  85678.90
+Transfer/sec:     13.00MB
+"""
+
+WRK_WITH_ERRORS = """Running 1s test @ http://127.0.0.1:18999/
+  1 threads and 2 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    57.95us  126.43us   3.10ms   98.96%
+    Req/Sec    35.91k     5.15k   43.47k    54.55%
+  Latency Distribution
+     50%   46.00us
+     75%   55.00us
+     90%   67.00us
+     99%    2.00s
+  39243 requests in 1.10s, 6.62MB read
+  Socket errors: connect 0, read 3, write 1, timeout 2
+  Non-2xx or 3xx responses: 17
+Requests/sec:  35686.19
+Transfer/sec:      6.02MB
+"""
+
+
+def test_wrk_figures_are_read_in_milliseconds():
+    result = parse_wrk_output(WRK_CLEAN)
+    assert result.requests == 856789
+    assert result.requests_per_second == 85678.90
+    assert (result.p50_ms, result.p99_ms) == (0.397, 1.25)
+    assert result.errors == 0
+
+
+def test_wrk_socket_errors_and_bad_statuses_count_as_errors():
+    result = parse_wrk_output(WRK_WITH_ERRORS)
+    assert result.socket_errors == {"connect": 0, "read": 3, "write": 1, "timeout": 2}
+    assert result.non_2xx_3xx == 17
+    assert result.errors == 23
+    assert (result.p50_ms, result.p99_ms) == (0.046, 2000.0)
+
+
+def test_wrk_output_without_latency_percentiles_is_refused():
+    without_distribution = "\n".join(line for line in WRK_CLEAN.splitlines() if "%  " not in line)
+    with pytest.raises(ValueError, match="--latency"):
+        parse_wrk_output(without_distribution)
+
+
+@pytest.mark.parametrize("text, milliseconds", [("318.00us", 0.318), ("1.23ms", 1.23), ("2.00s", 2000.0),
+                                                ("1.50m", 90_000.0)])
+def test_wrk_time_units(text, milliseconds):
+    assert parse_time_ms(text) == milliseconds
+
+
+def run_benchmark(*args: str, path: str = SYSTEM_PATH) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": path})
+
+
+def fake_program(directory: Path, name: str, script: str) -> str:
+    """A stand-in executable placed first on PATH; returns the PATH to use."""
+    program = directory / name
+    program.write_text("#!/bin/sh\n" + script)
+    program.chmod(0o755)
+    return os.pathsep.join([str(directory), SYSTEM_PATH])
+
+
+@needs_servers
+@pytest.mark.timeout(30)
+def test_short_run_prints_the_table_and_writes_the_figures(tmp_path):
+    figures = tmp_path / "figures.json"
+    done = run_benchmark("--duration", "1", "--warmup", "0", "--only", "backend,haproxy", "--json", str(figures))
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("case"))
+    assert header.split()[1:5] == ["req/s", "p50", "p99", "errors"]
+    rows = {line.split("  ")[0].strip(): line for line in lines if line.startswith(("backend", "HAProxy"))}
+    assert set(rows) == {"backend (nginx, direct)", "HAProxy"}
+    assert "nginx proxy" not in done.stdout and "vamp gateway" not in done.stdout
+    data = json.loads(figures.read_text())
+    assert set(data["results"]) == {"backend", "haproxy"}
+    for result in data["results"].values():
+        assert result["requests_per_second"] > 0 and result["errors"] == 0
+        assert 0 < result["p50_ms"] <= result["p99_ms"]
+        assert f"{result['requests_per_second']:,.0f}" in done.stdout
+    assert data["failures"] == {}
+
+
+@needs_servers
+@pytest.mark.timeout(30)
+def test_a_proxy_that_fails_to_start_fails_the_run_and_says_why(tmp_path):
+    path = fake_program(tmp_path, "haproxy", 'echo "haproxy: cannot bind, for the test" >&2\nexit 1\n')
+    done = run_benchmark("--duration", "1", "--warmup", "0", "--only", "haproxy", path=path)
+    assert done.returncode == 1
+    assert "HAProxy failed: haproxy exited with status 1 while starting" in done.stderr
+    assert "cannot bind, for the test" in done.stderr
+
+
+@needs_servers
+@pytest.mark.timeout(30)
+def test_errors_reported_by_wrk_fail_the_run(tmp_path):
+    path = fake_program(tmp_path, "wrk", f"cat <<'EOF'\n{WRK_WITH_ERRORS}EOF\n")
+    done = run_benchmark("--duration", "1", "--warmup", "0", "--only", "backend", path=path)
+    assert done.returncode == 1
+    assert "wrk reported 23 errors" in done.stderr
