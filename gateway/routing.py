@@ -1,0 +1,366 @@
+"""The route table: a configuration compiled once, consulted by the proxy for every request.
+
+`RouteTable(config, previous)` builds, per listening port, the gateways told apart by Host, and per gateway
+everything `GatewayRouter.select()` needs, so that the per-request work is a few attribute reads, one
+condition closure per conditional route, one cookie lookup for sticky gateways and integer arithmetic: no
+string formatting, no hashing of our own, no sorting, no regular-expression compilation.
+
+Routing semantics (DESIGN.md §3, made exact):
+
+1. Conditional routes are tried in the order written. The first whose condition matches owns the request,
+   and takes a `condition_strength` share of the requests it owns, spread evenly by error diffusion: the
+   k-th owned request is taken iff floor(k*s/10000) > floor((k-1)*s/10000), so 50% takes exactly every
+   other owned request, 100% all, 0% none. Only the first matching route is considered: an owned request
+   its route does not take (or cannot serve, every target being down) goes to the weight split, never to a
+   later conditional route.
+2. Every other request is split across the routes with weight > 0 by smooth weighted round-robin (nginx's
+   algorithm). With two routes every window of consecutive requests is within one request of the exact
+   split, so 1000 requests at 90/10 give exactly 900/100. With three or more routes no sequence can promise
+   that for every weight set; measured, smooth round-robin stays within two requests (usually within one).
+   Routes at 0% get no weight-split traffic, so a gateway whose routes are all at 0% serves only requests
+   its conditions take (others: None, the proxy answers 503).
+3. Sticky gateways name the chosen route (`sticky: route`, cookie value `<route id>`) or route and target
+   (`sticky: instance`, `<route id>.<target id>`) in the cookie `vamp_<8 hex of sha1(gateway name)>`. Ids
+   are the first 8 hex digits of sha1 of the route name / target address, so they survive restarts and
+   rebuilds. A valid cookie wins over conditions and weights and advances neither round-robin nor strength
+   state; a cookie is valid while its route exists and has a target not backed off (instance mode: the very
+   target, present in that route and not backed off). Anything else in the cookie is ignored: the request is
+   routed as if it had none. Every answer of a sticky gateway carries a Set-Cookie (sliding `sticky_ttl`).
+4. Within a route, targets are picked by smooth weighted round-robin over the available ones (not backed off,
+   not draining, weight > 0). A route picked by the weight split with nothing available hands the request to
+   the other weighted routes (smooth round-robin among those that can serve it).
+5. A draining route (or target) gets no new non-sticky requests: it is skipped for condition ownership, the
+   weight split and target picks. A valid sticky cookie still reaches it; a sticky client of a draining route
+   (route mode) gets its non-draining targets first, else its draining ones.
+6. `RouteTable(new, previous=old)` reuses old `TargetState` objects (same gateway, route and address) and
+   `RouteState.stats`, so back-off, upstream pools and counters carry over; round-robin and strength
+   state start afresh.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Iterator
+
+from gateway import model
+from gateway.conditions import Condition, compile_condition
+from gateway.request import RequestView
+
+BACKOFF_FIRST = 1.0     # seconds a target is skipped after its first consecutive connect failure
+BACKOFF_MAX = 30.0      # cap of the doubling back-off
+
+
+def short_id(text: str) -> str:
+    """The 8-hex-digit id used in cookies: stable for a given name or address."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+
+
+class TargetState:
+    """Runtime state of one target of one route: health, load and what the proxy attaches to it."""
+
+    __slots__ = ("target", "address", "host", "port", "weight", "drain", "down_until", "failures",
+                 "in_flight", "pool", "stats", "cookie_id", "_current", "_set_cookie")
+
+    def __init__(self, target: model.Target) -> None:
+        self.address = target.address
+        self.host = target.host
+        self.port = target.port
+        self.cookie_id = short_id(self.address)
+        self.down_until = 0.0
+        self.failures = 0
+        self.in_flight = 0
+        self.pool: object | None = None
+        self.stats: object | None = None
+        self._set_cookie: str | None = None
+        self.adopt(target)
+
+    def adopt(self, target: model.Target) -> None:
+        """Take the (possibly changed) configuration of the same address; round-robin state starts afresh."""
+        self.target = target
+        self.weight = target.weight
+        self.drain = target.drain
+        self._current = 0
+
+    def available(self, now: float) -> bool:
+        return self.down_until <= now and not self.drain
+
+    def mark_failed(self, now: float) -> None:
+        """Passive health check: back off 1 s after a refused connection, doubling per failure, at most 30 s."""
+        self.failures += 1
+        self.down_until = now + min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** min(self.failures - 1, 16))
+
+    def mark_ok(self) -> None:
+        self.failures = 0
+        self.down_until = 0.0
+
+    def __repr__(self) -> str:
+        return f"TargetState({self.address}, weight={self.weight}, drain={self.drain})"
+
+
+class RouteState:
+    """One route of one gateway: its targets and their round-robin."""
+
+    __slots__ = ("name", "route", "targets", "condition", "cookie_id", "stats",
+                 "_weight", "_current", "_strength", "_strength_credit", "_set_cookie")
+
+    def __init__(self, route: model.Route, targets: tuple[TargetState, ...], condition: Condition | None,
+                 stats: object | None) -> None:
+        self.name = route.name
+        self.route = route
+        self.targets = targets
+        self.condition = condition
+        self.cookie_id = short_id(route.name)
+        self.stats = stats
+        self._weight = route.weight
+        self._current = 0
+        self._strength = route.condition_strength
+        self._strength_credit = 0
+        self._set_cookie: str | None = None
+
+    def pick_target(self, now: float, exclude: TargetState | None = None) -> TargetState | None:
+        """Smooth weighted round-robin over the available targets (except `exclude`); None if there is none."""
+        return self._round_robin(now, exclude, True)
+
+    def _pick_for_sticky_client(self, now: float) -> TargetState | None:
+        """A sticky client's target: an available one first, else a draining one that is not backed off."""
+        return self._round_robin(now, None, True) or self._round_robin(now, None, False)
+
+    def _round_robin(self, now: float, exclude: TargetState | None, skip_draining: bool) -> TargetState | None:
+        best = None
+        total = 0
+        for target in self.targets:
+            weight = target.weight
+            if target.down_until > now or weight <= 0 or target is exclude or (skip_draining and target.drain):
+                continue
+            target._current += weight
+            total += weight
+            if best is None or target._current > best._current:
+                best = target
+        if best is not None:
+            best._current -= total
+        return best
+
+    def _takes_owned_request(self) -> bool:
+        """Error diffusion of `condition_strength`: exactly s/10000 of the owned requests, evenly spread."""
+        credit = self._strength_credit + self._strength
+        if credit >= model.FULL:
+            self._strength_credit = credit - model.FULL
+            return True
+        self._strength_credit = credit
+        return False
+
+    def __repr__(self) -> str:
+        return f"RouteState({self.name}, weight={self._weight}, targets={self.targets})"
+
+
+class GatewayRouter:
+    """One compiled gateway: chooses route and target for each request."""
+
+    def __init__(self, gateway: model.Gateway, routes: tuple[RouteState, ...]) -> None:
+        self.name = gateway.name
+        self.gateway = gateway
+        self.routes = routes
+        self._conditional = tuple((route, route.condition.matches) for route in routes
+                                  if route.condition is not None and not route.route.drain)
+        self._weighted = tuple(route for route in routes if route._weight > 0 and not route.route.drain)
+        self._weighted_total = sum(route._weight for route in self._weighted)
+        self.cookie_name = "" if gateway.sticky == "none" else "vamp_" + short_id(gateway.name)
+        self._sticky_routes: dict[str, RouteState] = {}
+        self._sticky_targets: dict[str, tuple[RouteState, TargetState]] = {}
+        self._cookie_names_target = gateway.sticky == "instance"
+        if gateway.sticky != "none":
+            self._precompute_cookies(gateway)
+
+    def _precompute_cookies(self, gateway: model.Gateway) -> None:
+        attributes = f"; Path=/; Max-Age={max(1, round(gateway.sticky_ttl))}; HttpOnly; SameSite=Lax"
+        for route in self.routes:
+            if gateway.sticky == "route":
+                self._sticky_routes.setdefault(route.cookie_id, route)
+                route._set_cookie = f"{self.cookie_name}={route.cookie_id}{attributes}"
+                continue
+            for target in route.targets:
+                value = f"{route.cookie_id}.{target.cookie_id}"
+                self._sticky_targets.setdefault(value, (route, target))
+                target._set_cookie = f"{self.cookie_name}={value}{attributes}"
+
+    def select(self, req: RequestView, now: float) -> tuple[RouteState, TargetState, str | None] | None:
+        """(route, target, Set-Cookie value or None) for a request; None when nothing can serve it.
+
+        `req` is read only for conditions and sticky cookies, so a gateway with neither (e.g. tcp) may be
+        given None.
+        """
+        if self._sticky_routes:
+            route = self._sticky_routes.get(req.cookie(self.cookie_name))
+            if route is not None:
+                target = route._pick_for_sticky_client(now)
+                if target is not None:
+                    return route, target, route._set_cookie
+        elif self._sticky_targets:
+            hit = self._sticky_targets.get(req.cookie(self.cookie_name))
+            if hit is not None and hit[1].down_until <= now:
+                return hit[0], hit[1], hit[1]._set_cookie
+        for route, matches in self._conditional:
+            if matches(req):
+                if route._takes_owned_request():
+                    target = route.pick_target(now)
+                    if target is not None:
+                        return self._answer(route, target)
+                break
+        return self._weight_split(now)
+
+    def _answer(self, route: RouteState, target: TargetState) -> tuple[RouteState, TargetState, str | None]:
+        if self._cookie_names_target:
+            return route, target, target._set_cookie
+        return route, target, route._set_cookie
+
+    def _weight_split(self, now: float) -> tuple[RouteState, TargetState, str | None] | None:
+        """Smooth weighted round-robin across the weighted routes; other routes take over from one that
+        has no available target."""
+        weighted = self._weighted
+        total = self._weighted_total
+        best = None
+        for route in weighted:
+            route._current += route._weight
+            if best is None or route._current > best._current:
+                best = route
+        if best is None:
+            return None
+        target = best.pick_target(now)
+        if target is not None:
+            best._current -= total
+            return self._answer(best, target)
+        for route in weighted:                  # undo this round; retry without the routes that cannot serve
+            route._current -= route._weight
+        return self._fallback_split(now, best)
+
+    def _fallback_split(self, now: float, unavailable: RouteState) -> tuple[RouteState, TargetState, str | None] | None:
+        excluded = [unavailable]
+        for _ in range(len(self._weighted)):
+            total = 0
+            best = None
+            for route in self._weighted:
+                if route in excluded:
+                    continue
+                total += route._weight
+                if best is None or route._current + route._weight > best._current + best._weight:
+                    best = route
+            if best is None:
+                return None
+            target = best.pick_target(now)
+            if target is not None:
+                for route in self._weighted:
+                    if route not in excluded:
+                        route._current += route._weight
+                best._current -= total
+                return self._answer(best, target)
+            excluded.append(best)
+        return None
+
+    def retry_target(self, route: RouteState, failed: TargetState, now: float) -> TargetState | None:
+        """Another available target of the same route for an idempotent retry, or None."""
+        return route.pick_target(now, exclude=failed)
+
+    def __repr__(self) -> str:
+        return f"GatewayRouter({self.name})"
+
+
+class PortRouter:
+    """All gateways sharing one listening port, told apart by the Host header."""
+
+    def __init__(self, port: int, gateways: tuple[GatewayRouter, ...]) -> None:
+        self.port = port
+        self.gateways = gateways
+        self.protocol = gateways[0].gateway.protocol
+        self.bind = gateways[0].gateway.bind
+        self._by_host: dict[str, GatewayRouter] = {}
+        self._by_wildcard: dict[str, GatewayRouter] = {}   # "*.example.com" stored as ".example.com"
+        self._default: GatewayRouter | None = None
+        for router in gateways:
+            if not router.gateway.virtual_hosts and self._default is None:
+                self._default = router
+            for host in router.gateway.virtual_hosts:
+                if host.startswith("*."):
+                    self._by_wildcard.setdefault(host[1:], router)
+                else:
+                    self._by_host.setdefault(host, router)
+
+    def for_host(self, host: str) -> GatewayRouter | None:
+        """The gateway for a Host (lower case, without port): exact virtual host, then the most specific
+        wildcard (`*.example.com` matches any name ending in `.example.com`), then the port's gateway
+        without virtual hosts; None when there is none (the proxy answers 404)."""
+        router = self._by_host.get(host)
+        if router is not None:
+            return router
+        if self._by_wildcard:
+            dot = host.find(".")
+            while dot >= 0:
+                router = self._by_wildcard.get(host[dot:])
+                if router is not None:
+                    return router
+                dot = host.find(".", dot + 1)
+        return self._default
+
+
+class RouteTable:
+    """The whole compiled configuration: immutable once built, swapped atomically on change."""
+
+    def __init__(self, config: model.Config, previous: RouteTable | None = None) -> None:
+        self.config = config
+        old_targets: dict[tuple[str, str, str], TargetState] = {}
+        old_route_stats: dict[tuple[str, str], object | None] = {}
+        compiled: dict[str, Condition] = {}
+        if previous is not None:
+            for router, route, target in previous.targets():
+                old_targets[(router.name, route.name, target.address)] = target
+            for router in previous.gateways.values():
+                for route in router.routes:
+                    old_route_stats[(router.name, route.name)] = route.stats
+                    if route.condition is not None:
+                        compiled[route.route.condition] = route.condition
+
+        self.gateways: dict[str, GatewayRouter] = {}
+        self.needs_user_agent = False
+        self.needs_country = False
+        by_port: dict[int, list[GatewayRouter]] = {}
+        for gateway in config.gateways:
+            routes = []
+            for route in gateway.routes:
+                condition = None
+                if route.condition is not None:
+                    condition = compiled.get(route.condition)
+                    if condition is None:
+                        condition = compiled[route.condition] = compile_condition(route.condition)
+                    if not route.drain:
+                        self.needs_user_agent |= condition.needs_user_agent
+                        self.needs_country |= condition.needs_country
+                targets = self._target_states(gateway.name, route, old_targets)
+                routes.append(RouteState(route, targets, condition,
+                                         old_route_stats.get((gateway.name, route.name))))
+            router = GatewayRouter(gateway, tuple(routes))
+            self.gateways[gateway.name] = router
+            by_port.setdefault(gateway.port, []).append(router)
+        self.ports: dict[int, PortRouter] = {port: PortRouter(port, tuple(routers))
+                                             for port, routers in by_port.items()}
+
+    @staticmethod
+    def _target_states(gateway_name: str, route: model.Route,
+                       old_targets: dict[tuple[str, str, str], TargetState]) -> tuple[TargetState, ...]:
+        """One state per distinct address (a repeated address is served once), reused when it existed."""
+        states: dict[str, TargetState] = {}
+        for target in route.targets:
+            address = target.address
+            if address in states:
+                continue
+            state = old_targets.get((gateway_name, route.name, address))
+            if state is None:
+                state = TargetState(target)
+            else:
+                state.adopt(target)
+            states[address] = state
+        return tuple(states.values())
+
+    def targets(self) -> Iterator[tuple[GatewayRouter, RouteState, TargetState]]:
+        """Every (gateway, route, target), in configuration order: for metrics and the admin API."""
+        for router in self.gateways.values():
+            for route in router.routes:
+                for target in route.targets:
+                    yield router, route, target
