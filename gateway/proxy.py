@@ -84,7 +84,7 @@ class Exchange:
     @property
     def replayable(self) -> bool:
         """May this request be sent again on another connection (nothing of it is lost)?"""
-        return not self.body_streamed and not self.upgrade and (self.method in IDEMPOTENT or not self.has_body)
+        return self.method in IDEMPOTENT and not self.body_streamed and not self.upgrade
 
 
 class ClientConnection(asyncio.Protocol):
@@ -188,18 +188,26 @@ class ClientConnection(asyncio.Protocol):
             if not self.pause_mask and not self.closing:
                 self.transport.resume_reading()  # type: ignore[union-attr]
 
+    def upstream_full(self) -> None:
+        self.pause(PAUSE_UPSTREAM)
+
+    def upstream_drained(self) -> None:
+        self.resume(PAUSE_UPSTREAM)
+
+    def body_flushed(self) -> None:
+        self.resume(PAUSE_BUFFER)
+
     def pause_writing(self) -> None:            # our client is slow to read the response
         ex = self.current
-        if ex is not None and ex.upstream is not None:
-            ex.upstream.transport.pause_reading()
-        elif self._tunnel_upstream is not None:
-            self._tunnel_upstream.transport.pause_reading()
+        up = ex.upstream if ex is not None else self._tunnel_upstream
+        if up is not None:
+            up.pause_reading()
 
     def resume_writing(self) -> None:
         ex = self.current
         up = ex.upstream if ex is not None else self._tunnel_upstream
-        if up is not None and up.transport is not None and not up.closed:
-            up.transport.resume_reading()
+        if up is not None:
+            up.resume_reading()
 
     # -- reading -----------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -304,6 +312,15 @@ class ClientConnection(asyncio.Protocol):
             raise self._fail(400, "missing Host header")
         if method == b"CONNECT":
             raise self._fail(405, "CONNECT is not served")
+        url = self._url
+        if url[:1] != b"/" and url != b"*":
+            # absolute-form (RFC 9112 §3.2.2): route by its authority, forward the origin-form
+            scheme, sep, rest = url.partition(b"://")
+            if not sep or scheme.lower() not in (b"http", b"https") or not rest:
+                raise self._fail(400, "malformed request target")
+            authority, slash, path = rest.partition(b"/")
+            self._host = authority
+            self._url = b"/" + path if slash else b"/"
         keep_alive = parser.should_keep_alive()
         upgrade = self._upgrade is not None and b"upgrade" in self._conn_tokens
         tokens = self._conn_tokens

@@ -118,6 +118,7 @@ class UpstreamConnection(asyncio.Protocol):
         "pool", "loop", "transport", "parser", "ex", "closed", "ready", "reused", "got_bytes", "tunnel",
         "timer", "last_io", "out", "reason", "headers", "cl", "te", "tokens", "upgrade_value", "mode",
         "complete", "head_only", "violation", "keep_alive", "close_client", "in_body", "informational",
+        "reading_paused",
     )
 
     def __init__(self, pool: UpstreamPool) -> None:
@@ -134,6 +135,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.last_io = 0.0
         self.out: list[bytes] = []
+        self.reading_paused = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -153,11 +155,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.violation = False
         self.mode = BODY_NONE
         self.ready = True
+        if self.reading_paused:
+            self.resume_reading()
         if ex.body_buffer:
             self.transport.write(ex.head + b"".join(ex.body_buffer))  # type: ignore[union-attr]
             ex.body_buffer.clear()
             ex.body_streamed = True
-            ex.client.resume(4)   # PAUSE_BUFFER
+            ex.client.body_flushed()
         else:
             self.transport.write(ex.head)  # type: ignore[union-attr]
         self.last_io = self.loop.time()
@@ -206,17 +210,30 @@ class UpstreamConnection(asyncio.Protocol):
         self.ready = False
         ex.upstream = None
         ex.target.in_flight -= 1  # type: ignore[union-attr]
+        ex.client.upstream_drained()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.tunnel:
             self.tunnel = False
-            if self.ex is not None:
-                self.ex.client.tunnel_closed()
+            ex = self.ex
+            if ex is not None:
                 self.ex = None
+                ex.target.in_flight -= 1  # type: ignore[union-attr]
+                ex.client.tunnel_closed()
             return
         ex = self.ex
         if ex is None:
@@ -261,14 +278,14 @@ class UpstreamConnection(asyncio.Protocol):
             if self.tunnel:
                 self.ex.client.transport.pause_reading()
             else:
-                self.ex.client.pause(2)   # PAUSE_UPSTREAM
+                self.ex.client.upstream_full()
 
     def resume_writing(self) -> None:
         if self.ex is not None:
             if self.tunnel:
                 self.ex.client.transport.resume_reading()
             else:
-                self.ex.client.resume(2)
+                self.ex.client.upstream_drained()
 
     # -- timeouts ----------------------------------------------------------------------------------
     def _on_timer(self) -> None:
@@ -316,13 +333,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.violation = True
         except httptools.HttpParserError:
             self.violation = True
-        if self.violation:
+        if self.violation and not self.complete:
             self._protocol_error(ex, out)
             return
         if out:
             ex.client.transport.write(b"".join(out))  # type: ignore[union-attr]
         if self.complete:
-            self._finish(ex)
+            self._finish(ex)      # a violation after a complete response only costs this connection
 
     def _protocol_error(self, ex: "Exchange", out: list[bytes]) -> None:
         _count_error(ex, "reset")
@@ -338,7 +355,7 @@ class UpstreamConnection(asyncio.Protocol):
             client.answer(ex, 502, f"invalid response from {ex.target.address}")  # type: ignore[union-attr]
 
     def _finish(self, ex: "Exchange") -> None:
-        reusable = self.keep_alive and ex.request_done and not self.violation
+        reusable = self.keep_alive and ex.request_done and not self.violation and not ex.upgrade
         self._detach(ex)
         if reusable:
             self.ready = False
@@ -393,7 +410,8 @@ class UpstreamConnection(asyncio.Protocol):
         ex.status = status  # type: ignore[union-attr]
         self.keep_alive = parser.should_keep_alive()  # type: ignore[union-attr]
         http10 = ex.http10  # type: ignore[union-attr]
-        close_client = not ex.keep_alive or not ex.request_done or ex.client.closing  # type: ignore[union-attr]
+        close_client = (not ex.keep_alive or not ex.request_done or ex.upgrade  # type: ignore[union-attr]
+                        or ex.client.closing)  # type: ignore[union-attr]
         extra: list[bytes] = []
         if status == 101:
             if not ex.upgrade or self.upgrade_value is None:  # type: ignore[union-attr]
