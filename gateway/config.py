@@ -1,0 +1,555 @@
+"""Configuration loading and validation: the YAML file of DESIGN.md §3 (or the same shapes as JSON/dicts, as
+the admin API receives them) to `gateway.model.Config`, and back.
+
+Anything invalid is rejected whole with a `ConfigError` naming the gateway, route and field at fault, in one
+line. The rules, beyond the value syntaxes of `gateway.units`:
+
+- Top level: `gateways` (a mapping name -> gateway, or a list of gateways each with a `name`) and `geo`. An
+  empty document or `gateways: {}` is valid and serves nothing. Unknown keys are errors everywhere. A null
+  value means "not given" (the default) for every optional field.
+- Gateway names: 1-4 `/`-separated non-empty parts of letters, digits and `- _ . :` (`sava/9050`).
+  Route names: any text without whitespace or control characters (`sava/sava/sava:1.1.0/webport`,
+  `[127.0.0.1:8080]`).
+- Gateway: `port` (required), `sticky` none|route|instance (null is none), `sticky_ttl` (30m),
+  `virtual_hosts` (host names, IP literals or wildcards `*.example.com` for any name ending in
+  `.example.com`; stored lower case, without port), `timeouts` {connect 2s, response 30s, idle 60s},
+  `routes` (possibly none: the gateway answers 503), `bind` (an IP literal, default 0.0.0.0).
+- Route: `weight`, `targets` (possibly none), `condition` (stored in canonical form), `condition_strength`
+  (100% by default, only with a condition), `drain`. A target is "host:port" or
+  {address, weight (integer 0-1000, default 100; 0 takes no traffic), drain}.
+- Weights of a gateway: given weights sum to exactly 100% or are all 0%; routes without a weight share what
+  the weighted routes leave evenly in basis points, the remainder going one basis point each to the first
+  of them (so the sum is exact); more than 100% given is an error.
+- Gateways sharing a port share one listener: the same `bind`, at most one without `virtual_hosts`, no host
+  claimed twice; a tcp gateway is alone on its port and has no conditions, sticky or virtual hosts.
+- `geo.database` is null (the shipped data) or the path of a readable file (relative to the working
+  directory), checked now; `geo.trusted_proxies` are CIDRs or addresses, stored normalised.
+
+YAML specifics: duplicate keys are errors; mapping keys are taken as written (`9050:` is the name "9050");
+errors found in YAML text carry the line of the offending field. Routes keep the order written (conditions
+are tried in that order), so a YAML dump of `to_dict` must not sort keys.
+"""
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from dataclasses import replace
+from typing import Any
+
+import yaml
+
+from gateway import conditions
+from gateway.model import FULL, STICKY_MODES, Config, Gateway, GeoSettings, Route, Target, Timeouts
+from gateway.units import (format_duration, format_percent, is_host_name, parse_address, parse_duration,
+                           parse_percent, parse_port, shown)
+
+Location = tuple[str | int, ...]
+
+TOP_FIELDS = ("gateways", "geo")
+GATEWAY_FIELDS = ("name", "port", "bind", "sticky", "sticky_ttl", "virtual_hosts", "timeouts", "routes")
+TIMEOUT_FIELDS = ("connect", "response", "idle")
+ROUTE_FIELDS = ("weight", "targets", "condition", "condition_strength", "drain")
+TARGET_FIELDS = ("address", "weight", "drain")
+GEO_FIELDS = ("database", "trusted_proxies")
+MAX_TARGET_WEIGHT = 1000
+
+_GATEWAY_NAME = re.compile(r"[A-Za-z0-9_.:-]+(?:/[A-Za-z0-9_.:-]+){0,3}")
+_ROUTE_NAME = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]+")
+_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration: `location` is the path to the field at fault, e.g.
+    ("gateways", "sava", "routes", "sava-1.1", "condition"); `message` says what is wrong or expected; `line`
+    is the source line when the configuration came from YAML text. `str()` is one line."""
+
+    def __init__(self, message: str, location: Location = (), line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = tuple(location)
+        self.line = line
+
+    def __str__(self) -> str:
+        where = describe_location(self.location)
+        if where:
+            text = f"{where}: {self.message}" + (f" (line {self.line})" if self.line is not None else "")
+        else:
+            text = (f"line {self.line}: " if self.line is not None else "") + self.message
+        return _LINE_BREAKS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def describe_location(location: Location) -> str:
+    """("gateways", "sava", "routes", "r", "targets", 1, "weight") -> "gateway 'sava', route 'r', field
+    'targets[1].weight'"."""
+    parts, rest = [], list(location)
+    if len(rest) >= 2 and rest[0] == "gateways" and isinstance(rest[1], str):
+        parts.append(f"gateway {rest[1]!r}")
+        rest = rest[2:]
+        if len(rest) >= 2 and rest[0] == "routes" and isinstance(rest[1], str):
+            parts.append(f"route {rest[1]!r}")
+            rest = rest[2:]
+    if rest:
+        field = ""
+        for part in rest:
+            field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else part)
+        parts.append(f"field {field!r}")
+    return ", ".join(parts)
+
+
+# -- loading -----------------------------------------------------------------------------------------
+def load_file(path: str | os.PathLike) -> Config:
+    """Read and validate a YAML (or JSON) configuration file."""
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"cannot read the configuration file {os.fsdecode(path)!r}: {reason}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})", line=line) from None
+    return load_text(text, source=os.fsdecode(path))
+
+
+def load_text(text: str, source: str = "<config>") -> Config:
+    """Validate configuration text (YAML, or JSON which is YAML too); `source` names it in YAML marks."""
+    node, data = _parse_yaml(text, source)
+    try:
+        return from_dict(data)
+    except ConfigError as exc:
+        if exc.line is None:
+            exc.line = _line_of(node, exc.location)
+        raise
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, refusing duplicate keys and keeping mapping keys as the text written."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[str, Any]:
+        if not isinstance(node, yaml.MappingNode):
+            raise yaml.constructor.ConstructorError(None, None, f"expected a mapping, found {node.id}",
+                                                    node.start_mark)
+        first_lines: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = _key_text(key_node), key_node.start_mark.line + 1
+            if key in first_lines:
+                raise ConfigError(f"duplicate key {key!r} (first on line {first_lines[key]})", line=line)
+            first_lines[key] = line
+        self.flatten_mapping(node)
+        return {_key_text(key_node): self.construct_object(value_node, deep=deep)
+                for key_node, value_node in node.value}
+
+
+def _key_text(key_node: yaml.Node) -> str:
+    if not isinstance(key_node, yaml.ScalarNode):
+        raise ConfigError(f"a key must be a plain name, not a {key_node.id}",
+                          line=key_node.start_mark.line + 1)
+    return key_node.value
+
+
+def _parse_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    try:
+        loader = _StrictLoader(text)
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError(f"YAML syntax error: {exc.reason} (#x{exc.character:04x})",
+                          line=text.count("\n", 0, exc.position) + 1) from None
+    loader.name = source
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = ", ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
+        raise ConfigError(f"YAML syntax error: {problem}", line=mark.line + 1 if mark else None) from None
+    except RecursionError:
+        raise ConfigError("YAML document nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _line_of(node: yaml.Node | None, location: Location) -> int | None:
+    """The source line of the deepest part of `location` present in the YAML node tree (a mapping entry's
+    key line; a list item's line; a gateway of the list form found by its `name`)."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for part in location:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            entry = next(((k, v) for k, v in reversed(node.value)
+                          if isinstance(k, yaml.ScalarNode) and k.value == part), None)
+            if entry is None:
+                return line
+            line, node = entry[0].start_mark.line + 1, entry[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, str):
+            named = next((item for item in node.value if _yaml_name(item) == part), None)
+            if named is None:
+                return line
+            node, line = named, named.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _yaml_name(node: yaml.Node) -> str | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == "name" \
+                    and isinstance(value_node, yaml.ScalarNode):
+                return value_node.value
+    return None
+
+
+# -- validation: the whole document ------------------------------------------------------------------
+def from_dict(data: Any) -> Config:
+    """Validate a whole document {"gateways": {...}, "geo": {...}}; None (an empty file) is an empty Config."""
+    if data is None:
+        return Config()
+    body = _mapping(data, (), "the configuration ('gateways' and 'geo')")
+    _only_fields(body, TOP_FIELDS, (), "the configuration")
+    gateways = tuple(gateway_from_dict(name, gateway) for name, gateway in _gateway_entries(body.get("gateways")))
+    _check_shared_ports(gateways)
+    return Config(gateways=gateways, geo=_geo(body.get("geo"), ("geo",)))
+
+
+def _gateway_entries(value: Any) -> list[tuple[Any, Any]]:
+    at: Location = ("gateways",)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        return list(_mapping(value, at, "gateway names to gateways").items())
+    entries: list[tuple[Any, Any]] = []
+    for index, item in enumerate(value):
+        item = _mapping(item, at + (index,), "gateway fields")
+        name = item.get("name")
+        if isinstance(name, int) and not isinstance(name, bool):
+            name = str(name)
+        if not isinstance(name, str):
+            raise ConfigError(f"expected the gateway's name, got {shown(name)}", at + (index, "name"))
+        if any(name == seen for seen, _ in entries):
+            raise ConfigError(f"a gateway named {name!r} is already defined", at + (index, "name"))
+        entries.append((name, {**item, "name": name}))
+    return entries
+
+
+def _check_shared_ports(gateways: tuple[Gateway, ...]) -> None:
+    """Gateways on one port share a listener: they must be told apart by Host (see the module docstring)."""
+    by_port: dict[int, list[Gateway]] = {}
+    for gateway in gateways:
+        at: Location = ("gateways", gateway.name)
+        for other in by_port.get(gateway.port, ()):
+            if gateway.protocol == "tcp" or other.protocol == "tcp":
+                raise ConfigError(f"port {gateway.port} is already used by gateway {other.name!r}; a tcp "
+                                  "gateway needs a port of its own", at + ("port",))
+            if gateway.bind != other.bind:
+                raise ConfigError(f"gateway {other.name!r} on the same port {gateway.port} binds "
+                                  f"{other.bind}; gateways sharing a port must use the same bind address",
+                                  at + ("bind",))
+            if not gateway.virtual_hosts and not other.virtual_hosts:
+                raise ConfigError(f"port {gateway.port} is already used by gateway {other.name!r} without "
+                                  "virtual_hosts; give one of them virtual_hosts to tell them apart",
+                                  at + ("port",))
+            for index, host in enumerate(gateway.virtual_hosts):
+                if host in other.virtual_hosts:
+                    raise ConfigError(f"host {host!r} on port {gateway.port} is already claimed by gateway "
+                                      f"{other.name!r}", at + ("virtual_hosts", index))
+        by_port.setdefault(gateway.port, []).append(gateway)
+
+
+# -- validation: one gateway -------------------------------------------------------------------------
+def gateway_from_dict(name: Any, data: Any) -> Gateway:
+    """Validate one gateway's fields (as under `gateways: {name: ...}`); a `name` field must match `name`."""
+    if not isinstance(name, str):
+        raise ConfigError(f"expected a gateway name, got {shown(name)}", ("gateways",))
+    at: Location = ("gateways", name)
+    if not _GATEWAY_NAME.fullmatch(name):
+        raise ConfigError("invalid gateway name: use 1-4 non-empty parts separated by '/', made of letters, "
+                          "digits, '-', '_', '.' and ':'", at)
+    body = _mapping(data, at, "gateway fields")
+    _only_fields(body, GATEWAY_FIELDS, at, "a gateway")
+    if body.get("name") is not None and body["name"] != name:
+        raise ConfigError(f"{shown(body['name'])} does not match the gateway's name {name!r}", at + ("name",))
+    if body.get("port") is None:
+        raise ConfigError("required field missing: the port to listen on, like 8080 or '8080/tcp'",
+                          at + ("port",))
+    port, protocol = _parsed(parse_port, body["port"], at + ("port",))
+    fields: dict[str, Any] = {"name": name, "port": port, "protocol": protocol}
+    if body.get("bind") is not None:
+        fields["bind"] = _ip_address(body["bind"], at + ("bind",))
+    if body.get("sticky") is not None:
+        fields["sticky"] = _sticky(body["sticky"], at + ("sticky",))
+    if body.get("sticky_ttl") is not None:
+        fields["sticky_ttl"] = _parsed(parse_duration, body["sticky_ttl"], at + ("sticky_ttl",))
+    fields["virtual_hosts"] = _virtual_hosts(body.get("virtual_hosts"), at + ("virtual_hosts",))
+    fields["timeouts"] = _timeouts(body.get("timeouts"), at + ("timeouts",))
+    fields["routes"] = _routes(body.get("routes"), at + ("routes",), protocol)
+    gateway = Gateway(**fields)
+    if protocol == "tcp":
+        if gateway.sticky != "none":
+            raise ConfigError("a tcp gateway cannot be sticky (it sees no HTTP cookies)", at + ("sticky",))
+        if gateway.virtual_hosts:
+            raise ConfigError("a tcp gateway cannot have virtual_hosts (it sees no Host header)",
+                              at + ("virtual_hosts",))
+    return gateway
+
+
+def _ip_address(value: Any, at: Location) -> str:
+    try:
+        if isinstance(value, str):
+            return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        pass
+    raise ConfigError(f"expected an IP address to listen on, like 0.0.0.0, 127.0.0.1 or ::, got {shown(value)}",
+                      at)
+
+
+def _sticky(value: Any, at: Location) -> str:
+    if isinstance(value, str) and value.strip().lower() in STICKY_MODES:
+        return value.strip().lower()
+    raise ConfigError(f"expected one of {', '.join(STICKY_MODES)}, got {shown(value)}", at)
+
+
+def _virtual_hosts(value: Any, at: Location) -> tuple[str, ...]:
+    hosts: list[str] = []
+    for index, item in enumerate(_list(value, at, "host names, like [sava.local]")):
+        host = item.strip().lower().rstrip(".") if isinstance(item, str) else ""
+        if not _is_virtual_host(host):
+            raise ConfigError("expected a host name without port, like 'sava.local' or '*.sava.local', "
+                              f"got {shown(item)}", at + (index,))
+        if host in hosts:
+            raise ConfigError(f"host {host!r} is listed twice", at + (index,))
+        hosts.append(host)
+    return tuple(hosts)
+
+
+def _is_virtual_host(host: str) -> bool:
+    """A host name, a wildcard `*.name` (any name ending in `.name`), an IPv4 literal or a bracketed IPv6."""
+    if is_host_name(host.removeprefix("*.")):
+        return True
+    try:
+        if host.startswith("[") and host.endswith("]"):
+            ipaddress.IPv6Address(host[1:-1])
+        else:
+            ipaddress.IPv4Address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def _timeouts(value: Any, at: Location) -> Timeouts:
+    if value is None:
+        return Timeouts()
+    body = _mapping(value, at, "timeouts (connect, response, idle)")
+    _only_fields(body, TIMEOUT_FIELDS, at, "timeouts")
+    return Timeouts(**{key: _parsed(parse_duration, body[key], at + (key,))
+                       for key in TIMEOUT_FIELDS if body.get(key) is not None})
+
+
+# -- validation: routes and targets ------------------------------------------------------------------
+def _routes(value: Any, at: Location, protocol: str) -> tuple[Route, ...]:
+    if value is None:
+        return ()
+    routes = [_route(name, body, at + (name,), protocol)
+              for name, body in _mapping(value, at, "route names to routes").items()]
+    weights = _resolve_weights([route.weight if route.weight_given else None for route in routes], at)
+    return tuple(replace(route, weight=weight) for route, weight in zip(routes, weights))
+
+
+def _route(name: str, data: Any, at: Location, protocol: str) -> Route:
+    """One route, with weight 0 when none was given (`_resolve_weights` fills it in)."""
+    if not _ROUTE_NAME.fullmatch(name):
+        raise ConfigError("invalid route name: it must be non-empty, without whitespace or control characters",
+                          at)
+    body = _mapping(data, at, "route fields")
+    _only_fields(body, ROUTE_FIELDS, at, "a route")
+    condition = _condition(body.get("condition"), at + ("condition",))
+    if condition is not None and protocol == "tcp":
+        raise ConfigError("a tcp gateway cannot route by condition (it sees no HTTP request)",
+                          at + ("condition",))
+    strength = FULL
+    if body.get("condition_strength") is not None:
+        if condition is None:
+            raise ConfigError("condition_strength needs a condition", at + ("condition_strength",))
+        strength = _parsed(parse_percent, body["condition_strength"], at + ("condition_strength",))
+    weight_given = body.get("weight") is not None
+    return Route(name=name,
+                 weight=_parsed(parse_percent, body["weight"], at + ("weight",)) if weight_given else 0,
+                 targets=_targets(body.get("targets"), at + ("targets",)),
+                 condition=condition, condition_strength=strength,
+                 drain=_bool(body.get("drain"), False, at + ("drain",)),
+                 weight_given=weight_given)
+
+
+def _condition(value: Any, at: Location) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"expected a condition as text, like 'browser = Firefox', got {shown(value)}", at)
+    try:
+        return conditions.canonical(value)
+    except conditions.ConditionError as exc:
+        raise ConfigError(str(exc), at) from None
+
+
+def _resolve_weights(weights: list[int | None], at: Location) -> list[int]:
+    """Vamp's rule: given weights sum to 100% (or all 0%); routes without one share the rest evenly."""
+    given_total = sum(weight for weight in weights if weight is not None)
+    if given_total > FULL:
+        raise ConfigError(f"route weights add up to {format_percent(given_total)}, more than 100%", at)
+    unweighted = [index for index, weight in enumerate(weights) if weight is None]
+    if not unweighted:
+        if given_total not in (0, FULL):
+            raise ConfigError(f"route weights add up to {format_percent(given_total)}; they must add up to "
+                              "100% (or all be 0%)", at)
+        return [weight or 0 for weight in weights]
+    share, remainder = divmod(FULL - given_total, len(unweighted))
+    resolved = list(weights)
+    for rank, index in enumerate(unweighted):
+        resolved[index] = share + (1 if rank < remainder else 0)
+    return resolved  # type: ignore[return-value]
+
+
+def _targets(value: Any, at: Location) -> tuple[Target, ...]:
+    targets: list[Target] = []
+    for index, item in enumerate(_list(value, at, "targets, like ['127.0.0.1:8081']")):
+        target = _target(item, at + (index,))
+        if any(target.address == other.address for other in targets):
+            raise ConfigError(f"target {target.address} is listed twice", at + (index,))
+        targets.append(target)
+    return tuple(targets)
+
+
+def _target(item: Any, at: Location) -> Target:
+    if isinstance(item, str):
+        return Target(*_parsed(parse_address, item, at))
+    if not isinstance(item, dict):
+        raise ConfigError(f"expected 'host:port' or a mapping with address, weight and drain, got {shown(item)}",
+                          at)
+    body = _mapping(item, at, "target fields")
+    _only_fields(body, TARGET_FIELDS, at, "a target")
+    if body.get("address") is None:
+        raise ConfigError("required field missing: the target's host:port", at + ("address",))
+    host, port = _parsed(parse_address, body["address"], at + ("address",))
+    fields: dict[str, Any] = {"drain": _bool(body.get("drain"), False, at + ("drain",))}
+    weight = body.get("weight")
+    if weight is not None:
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= MAX_TARGET_WEIGHT:
+            raise ConfigError(f"expected a whole number from 0 to {MAX_TARGET_WEIGHT}, got {shown(weight)}",
+                              at + ("weight",))
+        fields["weight"] = weight
+    return Target(host, port, **fields)
+
+
+# -- validation: geo ---------------------------------------------------------------------------------
+def _geo(value: Any, at: Location) -> GeoSettings:
+    if value is None:
+        return GeoSettings()
+    body = _mapping(value, at, "geo settings (database, trusted_proxies)")
+    _only_fields(body, GEO_FIELDS, at, "geo")
+    database = body.get("database")
+    if database is not None:
+        if not isinstance(database, str) or not database.strip():
+            raise ConfigError("expected null (the shipped country data) or the path of a MaxMind .mmdb file, "
+                              f"got {shown(database)}", at + ("database",))
+        if not os.path.isfile(database):
+            raise ConfigError(f"no such file: {database!r}", at + ("database",))
+        if not os.access(database, os.R_OK):
+            raise ConfigError(f"cannot read {database!r}: permission denied", at + ("database",))
+    proxies: list[str] = []
+    for index, item in enumerate(_list(body.get("trusted_proxies"), at + ("trusted_proxies",),
+                                       "CIDRs, like ['10.0.0.0/8']")):
+        item_at = at + ("trusted_proxies", index)
+        try:
+            network = str(ipaddress.ip_network(item.strip(), strict=False)) if isinstance(item, str) else None
+        except ValueError:
+            network = None
+        if network is None:
+            raise ConfigError(f"expected a CIDR like '10.0.0.0/8' or an address, got {shown(item)}", item_at)
+        if network in proxies:
+            raise ConfigError(f"{network} is listed twice", item_at)
+        proxies.append(network)
+    return GeoSettings(database=database, trusted_proxies=tuple(proxies))
+
+
+# -- validation helpers ------------------------------------------------------------------------------
+def _mapping(value: Any, at: Location, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"expected a mapping of {what}, got {shown(value)}", at)
+    for key in value:
+        if not isinstance(key, str):
+            raise ConfigError(f"expected names as keys, got {shown(key)}", at)
+    return value
+
+
+def _list(value: Any, at: Location, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"expected a list of {what}, got {shown(value)}", at)
+    return value
+
+
+def _only_fields(body: dict[str, Any], allowed: tuple[str, ...], at: Location, what: str) -> None:
+    for key in body:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown field{hint}; {what} has: {', '.join(allowed)}", at + (key,))
+
+
+def _bool(value: Any, default: bool, at: Location) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigError(f"expected true or false, got {shown(value)}", at)
+    return value
+
+
+def _parsed(parse: Any, value: Any, at: Location) -> Any:
+    """`parse(value)`, its ValueError becoming a ConfigError at `at`."""
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), at) from None
+
+
+# -- back to the documented shape --------------------------------------------------------------------
+def to_dict(config: Config) -> dict[str, Any]:
+    """The documented shape of a Config; `from_dict(to_dict(c)) == c` for every validated `c`."""
+    return {"gateways": {gateway.name: gateway_to_dict(gateway) for gateway in config.gateways},
+            "geo": {"database": config.geo.database, "trusted_proxies": list(config.geo.trusted_proxies)}}
+
+
+def gateway_to_dict(gateway: Gateway) -> dict[str, Any]:
+    """One gateway's fields, every one explicit; routes without a given weight stay without one."""
+    return {
+        "port": f"{gateway.port}/{gateway.protocol}",
+        "bind": gateway.bind,
+        "sticky": gateway.sticky,
+        "sticky_ttl": format_duration(gateway.sticky_ttl),
+        "virtual_hosts": list(gateway.virtual_hosts),
+        "timeouts": {key: format_duration(getattr(gateway.timeouts, key)) for key in TIMEOUT_FIELDS},
+        "routes": {route.name: _route_to_dict(route) for route in gateway.routes},
+    }
+
+
+def _route_to_dict(route: Route) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if route.weight_given:
+        body["weight"] = format_percent(route.weight)
+    body["targets"] = [target.address if target == Target(target.host, target.port)
+                       else {"address": target.address, "weight": target.weight, "drain": target.drain}
+                       for target in route.targets]
+    if route.condition is not None:
+        body["condition"] = route.condition
+        body["condition_strength"] = format_percent(route.condition_strength)
+    body["drain"] = route.drain
+    return body
