@@ -527,13 +527,20 @@ def format_table(results: dict[str, WrkResult], failures: dict[str, str]) -> str
     return "\n".join(lines)
 
 
-def throughput_ratios(results: dict[str, WrkResult]) -> dict[str, float]:
+def gateway_ratios(results: dict[str, WrkResult]) -> dict[str, float]:
+    """The gateway against HAProxy and nginx: throughput, and CPU spent per request (robust to a busy machine)."""
     ratios = {}
-    if "gateway" in results:
-        for reference in ("haproxy", "nginx"):
-            if reference in results and results[reference].requests_per_second > 0:
-                ratios[f"gateway/{reference}"] = (results["gateway"].requests_per_second
-                                                  / results[reference].requests_per_second)
+    gateway = results.get("gateway")
+    for reference in ("haproxy", "nginx"):
+        other = results.get(reference)
+        if gateway is None or other is None:
+            continue
+        if other.requests_per_second > 0:
+            throughput = gateway.requests_per_second / other.requests_per_second
+            ratios[f"gateway/{reference} req/s"] = round(throughput, 2)
+        if gateway.server_cpu_us_per_request and other.server_cpu_us_per_request:
+            ratios[f"gateway/{reference} CPU per request"] = round(
+                gateway.server_cpu_us_per_request / other.server_cpu_us_per_request, 2)
     return ratios
 
 
@@ -590,11 +597,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130 if isinstance(interruption, KeyboardInterrupt) else 128 + signal.SIGTERM
 
     print(format_table(results, failures))
-    ratios = throughput_ratios(results)
+    ratios = gateway_ratios(results)
     if ratios:
         print()
     for name, ratio in ratios.items():
-        print(f"{name} req/s: {ratio:.2f}")
+        print(f"{name}: {ratio:.2f}")
     for case, reason in failures.items():
         print(f"\n{CASES[case]} failed: {reason}", file=sys.stderr)
     for case, result in results.items():

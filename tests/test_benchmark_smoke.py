@@ -1,6 +1,7 @@
 """benchmarks/proxy.py: wrk's figures are read right, a short real run prints the table, failures exit non-zero."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.proxy import parse_time_ms, parse_wrk_output
+from benchmarks.proxy import WrkResult, gateway_ratios, parse_time_ms, parse_wrk_output
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "proxy.py"
 SYSTEM_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
@@ -76,6 +77,17 @@ def test_wrk_time_units(text, milliseconds):
     assert parse_time_ms(text) == milliseconds
 
 
+def test_gateway_is_compared_by_throughput_and_by_cpu_per_request():
+    def result(rate, cpu):
+        return WrkResult(requests=int(rate * 10), requests_per_second=rate, p50_ms=0.5, p99_ms=1.0,
+                         server_cpu_us_per_request=cpu)
+    ratios = gateway_ratios({"haproxy": result(60_000, 15.0), "nginx": result(50_000, 12.0),
+                             "gateway": result(30_000, 30.0)})
+    assert ratios == {"gateway/haproxy req/s": 0.5, "gateway/haproxy CPU per request": 2.0,
+                      "gateway/nginx req/s": 0.6, "gateway/nginx CPU per request": 2.5}
+    assert gateway_ratios({"haproxy": result(60_000, 15.0)}) == {}
+
+
 def run_benchmark(*args: str, path: str = SYSTEM_PATH) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PATH": path})
@@ -116,6 +128,7 @@ def test_a_proxy_that_fails_to_start_fails_the_run_and_says_why(tmp_path):
     path = fake_program(tmp_path, "haproxy", 'echo "haproxy: cannot bind, for the test" >&2\nexit 1\n')
     done = run_benchmark("--duration", "1", "--warmup", "0", "--only", "haproxy", path=path)
     assert done.returncode == 1
+    assert re.search(r"^HAProxy +failed", done.stdout, re.MULTILINE)
     assert "HAProxy failed: haproxy exited with status 1 while starting" in done.stderr
     assert "cannot bind, for the test" in done.stderr
 
