@@ -1,0 +1,40 @@
+"""Fixtures of the integration tests: `procs` (per test) and `module_procs` (per module) start real backend
+and gateway processes on loopback and stop them afterwards; a failed test's report carries their stderr."""
+from __future__ import annotations
+
+import pytest
+
+from tests.support import Processes
+
+PROCESSES = pytest.StashKey[list]()
+
+
+def _register(node, processes: Processes) -> None:
+    node.stash.setdefault(PROCESSES, []).append(processes)
+
+
+@pytest.fixture
+def procs(request, tmp_path):
+    processes = Processes(tmp_path)
+    _register(request.node, processes)
+    yield processes
+    processes.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_procs(request, tmp_path_factory):
+    processes = Processes(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]))
+    _register(request.node, processes)
+    yield processes
+    processes.stop_all()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for node in item.listchain():
+            for processes in node.stash.get(PROCESSES, ()):
+                for title, text in processes.logs():
+                    report.sections.append((title, text or "(empty)"))
