@@ -47,7 +47,7 @@ class Exchange:
         "client", "method", "head", "keep_alive", "http10", "chunked", "has_body", "request_done",
         "body_buffer", "body_buffered", "upgrade", "expect_continue", "started", "gateway", "route",
         "target", "set_cookie", "upstream", "attempts", "body_streamed", "response_started", "status",
-        "dispatched", "url", "headers", "host", "forwarded_for",
+        "dispatched", "url", "headers", "host", "forwarded_for", "user_agent",
     )
 
     def __init__(self, client: "ClientConnection", method: bytes, head: bytes, keep_alive: bool, http10: bool,
@@ -59,6 +59,7 @@ class Exchange:
         self.headers = client._headers
         self.host = client._host or b""
         self.forwarded_for = client._xff
+        self.user_agent = client._ua
         self.head = head                      # the re-serialised request head for the upstream
         self.keep_alive = keep_alive          # the client wants the connection kept open
         self.http10 = http10
@@ -92,7 +93,8 @@ class ClientConnection(asyncio.Protocol):
         "runtime", "port", "loop", "transport", "parser", "peer", "peer_bytes", "trusted", "pause_mask",
         "current", "queue", "parsing", "closing", "last_active", "idle_timer", "gateway_stats",
         "_url", "_headers", "_head_size", "_host", "_cl", "_te", "_conn_tokens", "_expect", "_upgrade",
-        "_xff", "_xfp", "_xfh", "_in_body", "_pending_error", "_tunnel_upstream",
+        "_xff", "_xfp", "_xfh", "_ua", "_in_body", "_pending_error", "_tunnel_upstream", "_host_raw",
+        "_host_name",
     )
 
     def __init__(self, runtime: "Runtime", port: int) -> None:
@@ -113,6 +115,8 @@ class ClientConnection(asyncio.Protocol):
         self.idle_timer: asyncio.TimerHandle | None = None
         self.gateway_stats = None
         self._tunnel_upstream: UpstreamConnection | None = None
+        self._host_raw: bytes | None = None
+        self._host_name = ""
         self._reset_head()
 
     def _reset_head(self) -> None:
@@ -128,6 +132,7 @@ class ClientConnection(asyncio.Protocol):
         self._xff: bytes | None = None
         self._xfp: bytes | None = None
         self._xfh: bytes | None = None
+        self._ua: bytes | None = None
         self._in_body = False
         self._pending_error: BadRequest | None = None
 
@@ -244,51 +249,46 @@ class ClientConnection(asyncio.Protocol):
         self._url += url
         self._head_size += len(url)
         if self._head_size > MAX_HEAD_BYTES:
-            self._pending_error = BadRequest(414, "request target too long")
-            raise self._pending_error
+            raise self._fail(414, "request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_body:
             return          # chunked trailers: not forwarded
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD_BYTES:
-            self._pending_error = BadRequest(431, "request head too large")
-            raise self._pending_error
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            if lname == b"content-length":
-                self._cl = value
-            elif lname == b"transfer-encoding":
-                if self._te is not None:
-                    self._pending_error = BadRequest(400, "repeated Transfer-Encoding")
-                    raise self._pending_error
-                self._te = value
-            elif lname == b"connection":
-                self._conn_tokens.extend(t.strip().lower() for t in value.split(b","))
-            elif lname == b"upgrade":
-                self._upgrade = value
-            return
-        if lname == b"host":
+            raise self._fail(431, "request head too large")
+        kind = _REQUEST_HEADERS.get(name.lower())
+        if kind is None:
+            self._headers.append((name, value))
+        elif kind is _USER_AGENT:
+            self._ua = value
+            self._headers.append((name, value))
+        elif kind is _HOST:
             if self._host is not None:
-                self._pending_error = BadRequest(400, "more than one Host header")
-                raise self._pending_error
+                raise self._fail(400, "more than one Host header")
             self._host = value
-        elif lname == b"x-forwarded-for":
+            self._headers.append((name, value))
+        elif kind is _CONTENT_LENGTH:
+            self._cl = value
+        elif kind is _TRANSFER_ENCODING:
+            if self._te is not None:
+                raise self._fail(400, "repeated Transfer-Encoding")
+            self._te = value
+        elif kind is _CONNECTION:
+            self._conn_tokens.extend(t.strip().lower() for t in value.split(b","))
+        elif kind is _UPGRADE:
+            self._upgrade = value
+        elif kind is _FORWARDED_FOR:
             self._xff = value if self._xff is None else self._xff + b", " + value
-            return
-        elif lname == b"x-forwarded-proto":
+        elif kind is _FORWARDED_PROTO:
             self._xfp = value
-            return
-        elif lname == b"x-forwarded-host":
+        elif kind is _FORWARDED_HOST:
             self._xfh = value
-            return
-        elif lname == b"expect":
-            if value.lower() == b"100-continue":
-                self._expect = True
-                return
-            self._pending_error = BadRequest(417, "unsupported Expect")
-            raise self._pending_error
-        self._headers.append((name, value))
+        elif kind is _EXPECT:
+            if value.lower() != b"100-continue":
+                raise self._fail(417, "unsupported Expect")
+            self._expect = True
+        # other hop-by-hop headers are dropped
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -301,7 +301,7 @@ class ClientConnection(asyncio.Protocol):
         chunked = False
         if te is not None:
             if te.strip().lower() != b"chunked":
-                raise self._fail(501 if b"," not in te else 400, "Transfer-Encoding other than chunked")
+                raise self._fail(400, "Transfer-Encoding other than chunked")
             if http10:
                 raise self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
             chunked = True
@@ -393,7 +393,10 @@ class ClientConnection(asyncio.Protocol):
         ex.dispatched = True
         runtime = self.runtime
         port_router = runtime.table.ports.get(self.port)
-        host = _host_name(ex.host)
+        if ex.host != self._host_raw:                 # keep-alive clients repeat their Host: parse it once
+            self._host_raw = ex.host
+            self._host_name = _host_name(ex.host)
+        host = self._host_name
         router = port_router.for_host(host) if port_router is not None else None
         if router is None:
             self.answer(ex, 404, f"no gateway for host {host!r} on port {self.port}")
@@ -402,8 +405,8 @@ class ClientConnection(asyncio.Protocol):
         if self.gateway_stats is None:
             self.gateway_stats = runtime.stats.gateway(router.name)
             self.gateway_stats.open_connections += 1
-        view = RequestView(ex.method.decode("latin-1"), ex.url.decode("latin-1"), ex.headers, host, self.peer,
-                           runtime.lookups, ex.forwarded_for)
+        view = RequestView(ex.method, ex.url, ex.headers, host, self.peer, runtime.lookups, ex.forwarded_for,
+                           ex.user_agent)
         now = time.monotonic()
         decision = router.select(view, now)
         if decision is None:
@@ -503,6 +506,17 @@ class ClientConnection(asyncio.Protocol):
 
 
 _CONNECTION_KEYWORDS = frozenset({b"close", b"keep-alive", b"upgrade"})
+
+# Request headers the proxy looks at, by lower-case name (one dict lookup per header on the hot path).
+(_HOST, _USER_AGENT, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _UPGRADE, _FORWARDED_FOR,
+ _FORWARDED_PROTO, _FORWARDED_HOST, _EXPECT, _HOP_BY_HOP) = (object() for _ in range(11))
+_REQUEST_HEADERS = {
+    **{name: _HOP_BY_HOP for name in HOP_BY_HOP},
+    b"host": _HOST, b"user-agent": _USER_AGENT, b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING, b"connection": _CONNECTION, b"upgrade": _UPGRADE,
+    b"x-forwarded-for": _FORWARDED_FOR, b"x-forwarded-proto": _FORWARDED_PROTO,
+    b"x-forwarded-host": _FORWARDED_HOST, b"expect": _EXPECT,
+}
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 
 

@@ -28,17 +28,19 @@ class Lookups(Protocol):
 
 
 class RequestView:
-    __slots__ = ("method", "target", "headers", "host", "peer", "forwarded_for", "_lookups",
-                 "_path", "_query", "_header_map", "_cookies", "_ua", "_client", "_country")
+    __slots__ = ("_method", "_target", "headers", "host", "peer", "forwarded_for", "_lookups",
+                 "_path", "_query", "_header_map", "_cookies", "_ua", "_user_agent", "_client", "_country")
 
-    def __init__(self, method: str, target: str, headers: list[tuple[bytes, bytes]], host: str,
-                 peer: str, lookups: Lookups, forwarded_for: bytes | None = None) -> None:
-        self.method = method          # upper case, e.g. "GET"
-        self.target = target          # the request target as sent, e.g. "/a/b?x=1"
+    def __init__(self, method: str | bytes, target: str | bytes, headers: list[tuple[bytes, bytes]], host: str,
+                 peer: str, lookups: Lookups, forwarded_for: bytes | None = None,
+                 user_agent: bytes | None = None) -> None:
+        self._method = method         # e.g. "GET" (bytes from the proxy, decoded on first use)
+        self._target = target         # the request target as sent, e.g. "/a/b?x=1"
         self.headers = headers        # [(name, value)] as received (names in their original case)
         self.host = host              # Host header, lower case, without port ("" when absent)
         self.peer = peer              # the TCP peer's address
         self.forwarded_for = forwarded_for  # the X-Forwarded-For value(s), when the proxy keeps them apart
+        self._user_agent = user_agent       # the User-Agent value, when the proxy picked it out already
         self._lookups = lookups
         self._path: str | None = None
         self._query: dict[str, list[str]] | None = None
@@ -47,6 +49,19 @@ class RequestView:
         self._ua: tuple[str, str, str] | None = None
         self._client: str | None = None
         self._country: str | None | bool = False
+
+    @property
+    def method(self) -> str:
+        """Upper case, e.g. "GET"."""
+        if isinstance(self._method, bytes):
+            self._method = self._method.decode("latin-1")
+        return self._method
+
+    @property
+    def target(self) -> str:
+        if isinstance(self._target, bytes):
+            self._target = self._target.decode("latin-1")
+        return self._target
 
     # -- request line -------------------------------------------------------------------------------
     @property
@@ -96,6 +111,10 @@ class RequestView:
 
     @property
     def user_agent(self) -> str:
+        if self._user_agent is not None:
+            if isinstance(self._user_agent, bytes):
+                self._user_agent = self._user_agent.decode("latin-1")  # type: ignore[assignment]
+            return self._user_agent  # type: ignore[return-value]
         return self.header("user-agent") or ""
 
     # -- derived lookups ---------------------------------------------------------------------------

@@ -19,11 +19,14 @@ from .proxy import ClientConnection
 from .routing import RouteTable
 from .stats import Registry, RouteStats, TargetStats
 from .tunnel import TcpConnection
+from .upstream import UpstreamConnection
 
 if TYPE_CHECKING:
     from .proxy import Exchange
 
 log = logging.getLogger("vamp.gateway")
+
+SWEEP_INTERVAL = 0.1    # seconds: the resolution of response timeouts
 
 
 class Runtime:
@@ -37,6 +40,8 @@ class Runtime:
         self._idle: dict[int, float] = {}
         self._trusted: tuple = ()
         self.ready = False
+        self.busy_upstreams: set[UpstreamConnection] = set()   # exchanges waiting on a backend
+        self._sweeper: asyncio.Task | None = None
 
     # -- configuration -----------------------------------------------------------------------------
     async def apply(self, config: Config) -> None:
@@ -60,7 +65,18 @@ class Runtime:
         self.stats.forget_except(set(table.gateways))
         await self._close_listeners(table)
         self._close_stale_pools(previous, table)
+        if self._sweeper is None:
+            self._sweeper = self.loop.create_task(self._sweep_timeouts())
         self.ready = True
+
+    async def _sweep_timeouts(self) -> None:
+        """Response timeouts without a timer per request: every SWEEP_INTERVAL, look at the busy upstream
+        connections and time out those whose backend has been silent too long."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = self.loop.time()
+            for conn in list(self.busy_upstreams):
+                conn.check_timeout(now)
 
     async def _open_listeners(self, table: RouteTable) -> None:
         opened: list[tuple[str, int]] = []
@@ -120,6 +136,9 @@ class Runtime:
         await self.close()
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for server in self.listeners.values():
             server.close()
         self.listeners.clear()

@@ -25,6 +25,14 @@ if TYPE_CHECKING:
 MAX_IDLE_PER_TARGET = 256
 MAX_CONNECT_ATTEMPTS = 3
 
+# Response headers the proxy looks at, by lower-case name; the rest of HOP_BY_HOP is dropped.
+_CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _UPGRADE, _HOP_BY_HOP = (object() for _ in range(5))
+_RESPONSE_HEADERS = {
+    **{name: _HOP_BY_HOP for name in HOP_BY_HOP},
+    b"content-length": _CONTENT_LENGTH, b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION, b"upgrade": _UPGRADE,
+}
+
 # How the response body is framed towards the client.
 BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE = 0, 1, 2, 3
 
@@ -116,7 +124,7 @@ async def _connect(ex: "Exchange", target: "TargetState") -> None:
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "pool", "loop", "transport", "parser", "ex", "closed", "ready", "reused", "got_bytes", "tunnel",
-        "timer", "last_io", "out", "reason", "headers", "cl", "te", "tokens", "upgrade_value", "mode",
+        "last_io", "out", "reason", "headers", "cl", "te", "tokens", "upgrade_value", "mode",
         "complete", "head_only", "violation", "keep_alive", "close_client", "in_body", "informational",
         "reading_paused",
     )
@@ -132,7 +140,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = False
         self.got_bytes = False
         self.tunnel = False
-        self.timer: asyncio.TimerHandle | None = None
         self.last_io = 0.0
         self.out: list[bytes] = []
         self.reading_paused = False
@@ -165,11 +172,11 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             self.transport.write(ex.head)  # type: ignore[union-attr]
         self.last_io = self.loop.time()
-        timeout = ex.gateway.gateway.timeouts.response  # type: ignore[union-attr]
-        self.timer = self.loop.call_later(timeout, self._on_timer)
-        if ex.target is not None and ex.target.stats is not None:
-            ex.target.stats.requests += 1
-        ex.target.in_flight += 1  # type: ignore[union-attr]
+        ex.client.runtime.busy_upstreams.add(self)
+        target = ex.target
+        target.in_flight += 1  # type: ignore[union-attr]
+        if target.stats is not None:  # type: ignore[union-attr]
+            target.stats.requests += 1  # type: ignore[union-attr]
 
     def _reset_response(self) -> None:
         self.reason = b""
@@ -211,9 +218,7 @@ class UpstreamConnection(asyncio.Protocol):
         ex.upstream = None
         ex.target.in_flight -= 1  # type: ignore[union-attr]
         ex.client.upstream_drained()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        ex.client.runtime.busy_upstreams.discard(self)
 
     def pause_reading(self) -> None:
         if not self.reading_paused and not self.closed:
@@ -288,15 +293,14 @@ class UpstreamConnection(asyncio.Protocol):
                 self.ex.client.upstream_drained()
 
     # -- timeouts ----------------------------------------------------------------------------------
-    def _on_timer(self) -> None:
-        self.timer = None
+    def check_timeout(self, now: float) -> None:
+        """Called by the runtime's periodic sweep over busy connections: give up on a backend that has been
+        silent for the gateway's response timeout."""
         ex = self.ex
         if ex is None or self.tunnel:
             return
         timeout = ex.gateway.gateway.timeouts.response  # type: ignore[union-attr]
-        quiet = self.loop.time() - self.last_io
-        if quiet < timeout:
-            self.timer = self.loop.call_later(timeout - quiet, self._on_timer)
+        if now - self.last_io < timeout:
             return
         _count_error(ex, "timeout")
         self._detach(ex)
@@ -367,11 +371,9 @@ class UpstreamConnection(asyncio.Protocol):
         client.finish(ex, close=self.close_client)
 
     def _become_tunnel(self, ex: "Exchange") -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         self.tunnel = True
         client = ex.client
+        client.runtime.busy_upstreams.discard(self)
         client.runtime.record(ex, 101)
         if ex.body_buffer:                     # bytes the client sent after its upgrade request
             self.transport.write(b"".join(ex.body_buffer))  # type: ignore[union-attr]
@@ -385,18 +387,20 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.in_body:
             return                    # trailers are not forwarded
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            if lname == b"content-length":
-                self.cl = value
-            elif lname == b"transfer-encoding":
-                self.te = True
-            elif lname == b"connection":
-                self.tokens.extend(t.strip().lower() for t in value.split(b","))
-            elif lname == b"upgrade":
-                self.upgrade_value = value
-            return
-        self.headers.append((name, value))
+        kind = _RESPONSE_HEADERS.get(name.lower())
+        if kind is None:
+            self.headers.append((name, value))
+        elif kind is _CONTENT_LENGTH:
+            self.cl = value
+        elif kind is _TRANSFER_ENCODING:
+            if value.strip().lower() != b"chunked":
+                self.violation = True     # a transfer coding we would have to undo: refuse the response
+            self.te = True
+        elif kind is _CONNECTION:
+            self.tokens.extend(t.strip().lower() for t in value.split(b","))
+        elif kind is _UPGRADE:
+            self.upgrade_value = value
+        # other hop-by-hop headers are dropped
 
     def on_headers_complete(self) -> None:
         ex = self.ex

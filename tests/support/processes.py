@@ -6,6 +6,7 @@ killed if it does not exit in time.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -281,9 +282,10 @@ class PeakRss:
         self.peak = max(self.peak, self.gateway.rss())
 
 
-def run_cli(args: list[str], timeout: float = 30.0,
-            executable: list[str] | None = None) -> subprocess.CompletedProcess:
-    """Runs the CLI to completion (`python -m gateway ARGS` unless `executable` is given)."""
+def run_cli(args: list[str], timeout: float = 30.0, executable: list[str] | None = None,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs the CLI to completion (`python -m gateway ARGS` unless `executable` is given), with `env`
+    added to this process's environment."""
     command = (executable or [sys.executable, "-m", "gateway"]) + args
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
