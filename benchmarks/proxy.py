@@ -488,7 +488,7 @@ def command_version(argv: list[str]) -> str:
     return lines[0].strip() if lines else "unknown"
 
 
-def machine_info() -> dict[str, str]:
+def environment_info() -> dict[str, str]:
     cpu_model = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -496,7 +496,9 @@ def machine_info() -> dict[str, str]:
                 cpu_model = line.split(":", 1)[1].strip()
                 break
     programs = {name: find_program(name) for name in ("haproxy", "nginx", "wrk")}
+    repository = Path(__file__).resolve().parents[1]
     return {
+        "revision": command_version(["git", "-C", str(repository), "describe", "--always", "--dirty"]),
         "nproc": str(os.cpu_count()),
         "cpu": cpu_model,
         "kernel": platform.release(),
@@ -581,9 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, raise_terminated)
     pinning = choose_pinning()
-    machine = machine_info()
-    print(f"machine: {machine['nproc']} CPUs, {machine['cpu']}; Python {machine['python']}; "
-          f"{machine['haproxy']}; {machine['nginx']}; {machine['wrk']}")
+    environment = environment_info()
+    print(f"machine: {environment['nproc']} CPUs, {environment['cpu']}; Python {environment['python']}; "
+          f"{environment['haproxy']}; {environment['nginx']}; {environment['wrk']}; vamp {environment['revision']}")
     print(f"placement: {pinning.note}")
     print(f"load: wrk -t1 -c{args.connections} -d{args.duration}s --latency, after {args.warmup} s of warm-up\n",
           flush=True)
@@ -611,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": machine,
+            "environment": environment,
             "placement": pinning.note,
             "load": {"threads": 1, "connections": args.connections, "duration_s": args.duration,
                      "warmup_s": args.warmup},
