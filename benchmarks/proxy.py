@@ -185,13 +185,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http_get_status(port: int, path: str = "/") -> int:
+def http_get(port: int, path: str = "/") -> tuple[int, bytes]:
+    """Status and body of GET path on a loopback port."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
         conn.request("GET", path)
         response = conn.getresponse()
-        response.read()
-        return response.status
+        return response.status, response.read()
     finally:
         conn.close()
 
@@ -206,13 +206,13 @@ def wait_until_serving(processes: Processes, name: str, port: int, path: str = "
             raise BenchmarkError(f"{name} exited with status {proc.returncode} while starting:\n"
                                  f"{processes.log_tail(name)}")
         try:
-            status = http_get_status(port, path)
+            status, body = http_get(port, path)
         except OSError as error:
             last_problem = str(error)
         else:
             if status == 200:
                 return
-            last_problem = f"HTTP {status}"
+            last_problem = f"HTTP {status}: {body[:200].decode(errors='replace').strip()}"
         time.sleep(PROBE_INTERVAL)
     raise BenchmarkError(f"{name} did not answer 200 on 127.0.0.1:{port}{path} within {STARTUP_TIMEOUT:.0f} s "
                          f"({last_problem}):\n{processes.log_tail(name)}")
