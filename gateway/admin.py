@@ -1,26 +1,53 @@
-"""The admin HTTP API (aiohttp): health, readiness and Prometheus metrics of the running gateway.
+"""The admin HTTP API (aiohttp): live configuration of the gateways, health, readiness and metrics.
 
-The API refuses to start on a non-loopback address without a token (`check_admin_binding`), since the live
-configuration endpoints it will carry must never be open to the network unauthenticated.
+    GET    /api/v1/gateways                  every gateway (configured, and removed ones still draining)
+    POST   /api/v1/gateways                  create (body with `name`)             201 · 409 when it exists
+    GET    /api/v1/gateways/{name}           one gateway, with a read-only `status`       200 · 404
+    PUT    /api/v1/gateways/{name}           create or replace                     201 · 200
+    PATCH  /api/v1/gateways/{name}           JSON merge patch (RFC 7396)           200 · 404
+    DELETE /api/v1/gateways/{name}           drain, then remove                    202 · 404
+    GET    /api/v1/openapi.json              this API as an OpenAPI 3 document
+    GET    /metrics · /health · /ready
+
+Names may contain `/`. JSON by default, YAML both ways (`Accept` / `Content-Type: application/x-yaml`).
+`?validate_only=true` checks a write and changes nothing. Writes need `Authorization: Bearer <token>` when
+a token is set, and the API refuses to start on a non-loopback address without one. Errors are
+`{"error": "...", "field": "/json/pointer" | null}`; an invalid write changes nothing.
 """
 from __future__ import annotations
 
+import hmac
 import ipaddress
-from typing import TYPE_CHECKING
+import json
+from typing import Any, Awaitable, Callable
 
+import yaml
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .metrics import registry_for
+from .config import ConfigError, gateway_to_dict
+from .controller import Conflict, Controller, NotFound
+from .model import Gateway
+from .metrics import render
+from .openapi import OPENAPI
 
-if TYPE_CHECKING:
-    from .server import Runtime
+CONTROLLER = web.AppKey("controller", Controller)
+READY = web.AppKey("ready", list)
 
-RUNTIME = web.AppKey("runtime", object)
+YAML_TYPES = ("application/x-yaml", "application/yaml", "text/yaml", "text/x-yaml")
+JSON_TYPES = ("application/json", "application/merge-patch+json", "")
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class AdminBindingError(ValueError):
     pass
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
 
 
 def parse_admin_address(text: str) -> tuple[str, int]:
@@ -45,26 +72,173 @@ def check_admin_binding(host: str, token: str | None) -> None:
                                 "token: set --admin-token or VAMP_ADMIN_TOKEN")
 
 
-def build_app(runtime: "Runtime", token: str | None = None) -> web.Application:
-    app = web.Application()
-    app[RUNTIME] = runtime
-    registry = registry_for(runtime)
+# -- encoding ------------------------------------------------------------------------------------------
+def _wants_yaml(request: web.Request) -> bool:
+    return any(kind in request.headers.get("Accept", "") for kind in YAML_TYPES)
+
+
+def respond(request: web.Request, data: Any, status: int = 200) -> web.Response:
+    if _wants_yaml(request):
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        return web.Response(text=text, status=status, content_type="application/x-yaml")
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+async def read_body(request: web.Request) -> Any:
+    kind = request.content_type if request.headers.get("Content-Type") else ""
+    text = await request.text()
+    if kind in YAML_TYPES:
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ApiError(400, f"the body is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    if kind not in JSON_TYPES:
+        raise ApiError(415, f"unsupported Content-Type {kind!r}: send application/json or application/x-yaml")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from exc
+
+
+def _pointer(location: tuple, name: str) -> str | None:
+    """A ConfigError location as a JSON pointer into the gateway document (RFC 6901)."""
+    parts = list(location)
+    if parts[:2] == ["gateways", name]:
+        parts = parts[2:]
+    if not parts:
+        return None
+    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _validate_only(request: web.Request) -> bool:
+    value = request.query.get("validate_only", "false").lower()
+    if value not in ("true", "false", "1", "0", ""):
+        raise ApiError(400, "validate_only must be true or false", "validate_only")
+    return value in ("true", "1", "")
+
+
+# -- the application -----------------------------------------------------------------------------------
+def build_app(controller: Controller, token: str | None = None) -> web.Application:
+    @web.middleware
+    async def errors_and_auth(request: web.Request,
+                              handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        try:
+            if request.method in WRITE_METHODS and token and not _token_ok(request, token):
+                raise ApiError(401, "a valid 'Authorization: Bearer <token>' header is required for writes")
+            return await handler(request)
+        except ApiError as exc:
+            return respond(request, {"error": exc.message, "field": exc.field}, exc.status)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return respond(request, {"error": exc.reason, "field": None}, exc.status)
+
+    app = web.Application(middlewares=[errors_and_auth])
+    app[CONTROLLER] = controller
+    app[READY] = [False]
+
+    async def list_gateways(request: web.Request) -> web.Response:
+        snap = await controller.snapshot()
+        return respond(request, [controller.document(name, snap) for name in controller.names()])
+
+    async def get_gateway(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        try:
+            return respond(request, controller.document(name, await controller.snapshot()))
+        except NotFound as exc:
+            raise ApiError(404, str(exc)) from exc
+
+    async def write(request: web.Request, name: str, action: Callable[[bool], Awaitable[Gateway | None]],
+                    status: int) -> web.Response:
+        """Run a write; answer the resulting gateway (for ?validate_only=true, what it would be)."""
+        validate_only = _validate_only(request)
+        try:
+            result = await action(validate_only)
+        except ConfigError as exc:
+            raise ApiError(400, str(exc), _pointer(exc.location, name)) from exc
+        except NotFound as exc:
+            raise ApiError(404, str(exc)) from exc
+        except Conflict as exc:
+            raise ApiError(409, str(exc)) from exc
+        if validate_only:
+            return respond(request, {"name": name, **gateway_to_dict(result)} if result else {"name": name})
+        try:
+            document = controller.document(name, await controller.snapshot())
+        except NotFound:
+            document = {"name": name, "status": {"state": "removed"}}
+        return respond(request, document, status)
+
+    async def create_gateway(request: web.Request) -> web.Response:
+        body = await read_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"]:
+            raise ApiError(400, "the body must be a gateway object with a 'name'", "/name")
+        name = body["name"]
+
+        async def action(validate_only: bool) -> Gateway:
+            _, gateway = await controller.put_gateway(name, body, create_only=True, validate_only=validate_only)
+            return gateway
+        return await write(request, name, action, 201)
+
+    async def put_gateway(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = await read_body(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be a gateway object")
+        created = False
+
+        async def action(validate_only: bool) -> Gateway:
+            nonlocal created
+            created, gateway = await controller.put_gateway(name, body, validate_only=validate_only)
+            return gateway
+        response = await write(request, name, action, 200)
+        if created and response.status == 200 and not _validate_only(request):
+            response.set_status(201)
+        return response
+
+    async def patch_gateway(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        patch = await read_body(request)
+        return await write(request, name,
+                           lambda validate_only: controller.patch_gateway(name, patch, validate_only=validate_only),
+                           200)
+
+    async def delete_gateway(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        return await write(request, name,
+                           lambda validate_only: controller.delete_gateway(name, validate_only=validate_only),
+                           202)
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(OPENAPI)
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def ready(_: web.Request) -> web.Response:
-        if runtime.ready:
-            return web.json_response({"status": "ready", "gateways": sorted(runtime.table.gateways)})
+        if app[READY][0]:
+            return web.json_response({"status": "ready", "gateways": controller.names()})
         return web.json_response({"status": "starting"}, status=503)
 
     async def metrics(_: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(registry))
-        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-        response.charset = "utf-8"
-        return response
+        body = render(await controller.snapshot(), controller.effective)
+        return web.Response(body=body, content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
 
+    app.router.add_get("/api/v1/gateways", list_gateways)
+    app.router.add_post("/api/v1/gateways", create_gateway)
+    app.router.add_get("/api/v1/gateways/{name:.+}", get_gateway)
+    app.router.add_put("/api/v1/gateways/{name:.+}", put_gateway)
+    app.router.add_patch("/api/v1/gateways/{name:.+}", patch_gateway)
+    app.router.add_delete("/api/v1/gateways/{name:.+}", delete_gateway)
+    app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+def _token_ok(request: web.Request, token: str) -> bool:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())

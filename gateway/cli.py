@@ -14,6 +14,8 @@ import signal
 import sys
 import time
 
+from .admin_client import add_commands
+
 log = logging.getLogger("vamp")
 
 
@@ -43,34 +45,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vamp", description="Vamp: canary releases with a fast programmable gateway.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     gw = sub.add_parser("gateway", help="run the gateway alone, serving every gateway in a config file")
-    gw.add_argument("--config", required=True, help="gateways YAML file (DESIGN.md §3)")
+    gw.add_argument("--config", help="gateways YAML file: seeds a new state directory; SIGHUP re-applies it")
     gw.add_argument("--admin", default="127.0.0.1:9090", help="admin API address HOST:PORT (default %(default)s)")
     gw.add_argument("--admin-token", default=os.environ.get("VAMP_ADMIN_TOKEN"),
-                    help="bearer token for the admin API (default: $VAMP_ADMIN_TOKEN)")
-    gw.add_argument("--state-dir", default=".vamp", help="state directory (default %(default)s)")
+                    help="bearer token for admin API writes (default: $VAMP_ADMIN_TOKEN)")
+    gw.add_argument("--state-dir", default=".vamp", help="where applied changes persist (default %(default)s)")
+    gw.add_argument("--workers", type=int, default=1,
+                    help="worker processes sharing each port (default %(default)s: serve in this process)")
     gw.add_argument("--grace", type=float, default=30.0,
                     help="seconds in-flight requests get to finish on SIGTERM (default %(default)s)")
-    gw.add_argument("--log-format", choices=("text", "json"), default="text")
-    gw.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    _logging_options(gw)
+    worker = sub.add_parser("worker")      # internal: a worker process of `vamp gateway --workers N`
+    _logging_options(worker)
+    add_commands(sub)
     return parser
+
+
+def _logging_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "gateway":
         return run_gateway(args)
+    if args.command == "worker":
+        import uvloop
+
+        from .workers import serve_worker
+        _setup_logging(args.log_format, args.log_level)
+        return uvloop.run(serve_worker())
+    if hasattr(args, "func"):
+        return args.func(args)
     return 2
 
 
 def run_gateway(args: argparse.Namespace) -> int:
     from .admin import AdminBindingError, check_admin_binding, parse_admin_address
     from .config import ConfigError, load_file
+    from .state import StateError, StateStore
 
     _setup_logging(args.log_format, args.log_level)
-    try:
-        config = load_file(args.config)
-    except ConfigError as exc:
-        print(f"vamp: {args.config}: {exc}", file=sys.stderr)
+    if args.workers < 1:
+        print("vamp: --workers must be at least 1", file=sys.stderr)
         return 2
     try:
         admin_host, admin_port = parse_admin_address(args.admin)
@@ -78,28 +96,61 @@ def run_gateway(args: argparse.Namespace) -> int:
     except AdminBindingError as exc:
         print(f"vamp: {exc}", file=sys.stderr)
         return 2
+    file_config = None
+    if args.config is not None:
+        try:
+            file_config = load_file(args.config)
+        except ConfigError as exc:
+            print(f"vamp: {args.config}: {exc}", file=sys.stderr)
+            return 2
+    store = StateStore(args.state_dir)
+    try:
+        stored = store.load()
+    except StateError as exc:
+        print(f"vamp: {exc}", file=sys.stderr)
+        return 1
+    if stored is not None:
+        config = stored
+        if file_config is not None and file_config != stored:
+            log.info("serving the configuration last applied in %s; %s only seeds a new state directory "
+                     "(send SIGHUP to apply it)", args.state_dir, args.config)
+    elif file_config is not None:
+        config = file_config
+    else:
+        print("vamp: --config is required when the state directory holds no configuration yet", file=sys.stderr)
+        return 2
 
     import uvloop
     try:
-        return uvloop.run(_serve(config, admin_host, admin_port, args))
+        return uvloop.run(_serve(config, store, admin_host, admin_port, args))
     except KeyboardInterrupt:
         return 0
 
 
-async def _serve(config, admin_host: str, admin_port: int, args: argparse.Namespace) -> int:
+async def _serve(config, store, admin_host: str, admin_port: int, args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from .admin import build_app
+    from .admin import READY, build_app
+    from .config import ConfigError, load_file
+    from .controller import Conflict, Controller
     from .server import Runtime
+    from .workers import ApplyError, LocalWorker, ProcessWorker
 
     loop = asyncio.get_running_loop()
-    runtime = Runtime(loop)
+    controller: Controller
+    if args.workers == 1:
+        workers: list = [LocalWorker(Runtime(loop))]
+    else:
+        worker_args = ["--log-format", args.log_format, "--log-level", args.log_level]
+        workers = [ProcessWorker(i, worker_args, lambda: controller.effective) for i in range(args.workers)]
+    controller = Controller(workers, store)
     try:
-        await runtime.apply(config)
-    except OSError as exc:
-        print(f"vamp: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        await controller.start(config)
+    except ApplyError as exc:
+        print(f"vamp: {exc}", file=sys.stderr)
+        await controller.shutdown(0)
         return 1
-    app = build_app(runtime, args.admin_token)
+    app = build_app(controller, args.admin_token)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
@@ -107,15 +158,29 @@ async def _serve(config, admin_host: str, admin_port: int, args: argparse.Namesp
     except OSError as exc:
         print(f"vamp: cannot listen on admin address {admin_host}:{admin_port}: {exc.strerror or exc}",
               file=sys.stderr)
-        await runtime.close()
+        await controller.shutdown(0)
         return 1
-    log.info("gateway ready: %d gateway(s); admin API on http://%s:%d", len(runtime.table.gateways),
-             admin_host, admin_port)
+    app[READY][0] = True
+    log.info("gateway ready: %d gateway(s), %d worker(s); admin API on http://%s:%d",
+             len(controller.desired.gateways), args.workers, admin_host, admin_port)
+
+    async def reload() -> None:
+        if args.config is None:
+            log.warning("SIGHUP: no --config file to reload")
+            return
+        try:
+            await controller.replace(load_file(args.config))
+            log.info("SIGHUP: applied %s", args.config)
+        except (ConfigError, Conflict) as exc:
+            log.error("SIGHUP: %s not applied, the configuration is unchanged: %s", args.config, exc)
+
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
     await stop.wait()
     log.info("stopping: finishing requests in flight (grace %.0fs)", args.grace)
-    await runtime.shutdown(args.grace)
+    app[READY][0] = False
+    await controller.shutdown(args.grace)
     await runner.cleanup()
     return 0

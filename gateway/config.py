@@ -11,6 +11,7 @@ line. The rules, beyond the value syntaxes of `gateway.units`:
   Route names: any text without whitespace or control characters (`sava/sava/sava:1.1.0/webport`,
   `[127.0.0.1:8080]`).
 - Gateway: `port` (required), `sticky` none|route|instance (null is none), `sticky_ttl` (30m),
+  `drain_timeout` (5m: how long removed or drained routes and targets may keep serving their sticky clients),
   `virtual_hosts` (host names, IP literals or wildcards `*.example.com` for any name ending in
   `.example.com`; stored lower case, without port), `timeouts` {connect 2s, response 30s, idle 60s},
   `routes` (possibly none: the gateway answers 503), `bind` (an IP literal, default 0.0.0.0).
@@ -48,7 +49,8 @@ from gateway.units import (format_duration, format_percent, is_host_name, parse_
 Location = tuple[str | int, ...]
 
 TOP_FIELDS = ("gateways", "geo")
-GATEWAY_FIELDS = ("name", "port", "bind", "sticky", "sticky_ttl", "virtual_hosts", "timeouts", "routes")
+GATEWAY_FIELDS = ("name", "port", "bind", "sticky", "sticky_ttl", "drain_timeout", "virtual_hosts", "timeouts",
+                  "routes")
 TIMEOUT_FIELDS = ("connect", "response", "idle")
 ROUTE_FIELDS = ("weight", "targets", "condition", "condition_strength", "drain")
 TARGET_FIELDS = ("address", "weight", "drain")
@@ -288,6 +290,8 @@ def gateway_from_dict(name: Any, data: Any) -> Gateway:
         fields["sticky"] = _sticky(body["sticky"], at + ("sticky",))
     if body.get("sticky_ttl") is not None:
         fields["sticky_ttl"] = _parsed(parse_duration, body["sticky_ttl"], at + ("sticky_ttl",))
+    if body.get("drain_timeout") is not None:
+        fields["drain_timeout"] = _parsed(parse_duration, body["drain_timeout"], at + ("drain_timeout",))
     fields["virtual_hosts"] = _virtual_hosts(body.get("virtual_hosts"), at + ("virtual_hosts",))
     fields["timeouts"] = _timeouts(body.get("timeouts"), at + ("timeouts",))
     fields["routes"] = _routes(body.get("routes"), at + ("routes",), protocol)
@@ -535,6 +539,7 @@ def gateway_to_dict(gateway: Gateway) -> dict[str, Any]:
         "bind": gateway.bind,
         "sticky": gateway.sticky,
         "sticky_ttl": format_duration(gateway.sticky_ttl),
+        "drain_timeout": format_duration(gateway.drain_timeout),
         "virtual_hosts": list(gateway.virtual_hosts),
         "timeouts": {key: format_duration(getattr(gateway.timeouts, key)) for key in TIMEOUT_FIELDS},
         "routes": {route.name: _route_to_dict(route) for route in gateway.routes},

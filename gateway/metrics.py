@@ -1,27 +1,26 @@
-"""Prometheus export of the hot-path counters (DESIGN.md §5), built at scrape time by a custom collector."""
+"""Prometheus export (DESIGN.md §5), rendered at scrape time from a snapshot of the hot-path counters
+(summed over every worker process) and the configuration being served."""
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Iterator
+from typing import Any, Iterator
 
+from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
-from .stats import BUCKETS, UPSTREAM_ERROR_KINDS, RouteStats
-
-if TYPE_CHECKING:
-    from .server import Runtime
+from .model import FULL, Config
+from .stats import BUCKETS, UPSTREAM_ERROR_KINDS
 
 CLASS_LABELS = ("", "1xx", "2xx", "3xx", "4xx", "5xx")
+BUCKET_LABELS = tuple(repr(bound) for bound in BUCKETS) + ("+Inf",)
 
 
-class GatewayCollector:
-    def __init__(self, runtime: "Runtime") -> None:
-        self.runtime = runtime
+class _SnapshotCollector:
+    def __init__(self, snapshot: dict[str, Any], config: Config) -> None:
+        self.snapshot = snapshot
+        self.config = config
 
     def collect(self) -> Iterator:
-        runtime = self.runtime
-        table = runtime.table
         requests = CounterMetricFamily("vamp_requests", "Requests answered, by gateway, route and status class",
                                        labels=("gateway", "route", "code"))
         duration = HistogramMetricFamily("vamp_request_duration_seconds",
@@ -31,45 +30,48 @@ class GatewayCollector:
                                      labels=("gateway", "route", "kind"))
         connections = GaugeMetricFamily("vamp_open_connections", "Open client connections",
                                         labels=("gateway",))
-        weights = GaugeMetricFamily("vamp_route_weight_ratio", "Configured route weight (0–1)",
+        weights = GaugeMetricFamily("vamp_route_weight_ratio", "Configured route weight (0-1)",
                                     labels=("gateway", "route"))
-        up = GaugeMetricFamily("vamp_target_up", "1 when the target is not backed off after failures",
+        up = GaugeMetricFamily("vamp_target_up", "1 unless the target is backed off after failures",
                                labels=("gateway", "route", "target"))
         draining = GaugeMetricFamily("vamp_target_draining", "1 while the target (or its route) drains",
                                      labels=("gateway", "route", "target"))
 
-        def add_route(gateway: str, route: str, stats: RouteStats) -> None:
-            for cls, count in enumerate(stats.by_class):
+        def add_route(gateway: str, route: str, stats: dict[str, Any]) -> None:
+            for cls, count in enumerate(stats["classes"]):
                 if count:
                     requests.add_metric((gateway, route, CLASS_LABELS[cls]), count)
             cumulative, buckets = 0, []
-            for bound, count in zip(BUCKETS + (float("inf"),), stats.buckets):
+            for label, count in zip(BUCKET_LABELS, stats["buckets"]):
                 cumulative += count
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            duration.add_metric((gateway, route), buckets, stats.duration_sum)
+                buckets.append((label, cumulative))
+            duration.add_metric((gateway, route), buckets, stats["sum"])
             for kind in UPSTREAM_ERROR_KINDS:
-                errors.add_metric((gateway, route, kind), stats.upstream_errors[kind])
+                errors.add_metric((gateway, route, kind), stats["errors"].get(kind, 0))
 
-        now = time.monotonic()
-        for name, router in table.gateways.items():
-            gstats = runtime.stats.gateways.get(name)
-            connections.add_metric((name,), gstats.open_connections if gstats else 0)
-            if gstats is not None and gstats.unrouted.count:
-                add_route(name, "", gstats.unrouted)
-            for route in router.routes:
-                weights.add_metric((name, route.name), route.route.weight / 10_000)
-                if route.stats is not None:
-                    add_route(name, route.name, route.stats)
+        counted = self.snapshot["gateways"]
+        for gw in self.config.gateways:
+            gsnap = counted.get(gw.name, {"open_connections": 0, "unrouted": None, "routes": {}})
+            connections.add_metric((gw.name,), gsnap["open_connections"])
+            if gsnap["unrouted"] and gsnap["unrouted"]["count"]:
+                add_route(gw.name, "", gsnap["unrouted"])
+            for route in gw.routes:
+                weights.add_metric((gw.name, route.name), route.weight / FULL)
+                rsnap = gsnap["routes"].get(route.name)
+                if rsnap is not None:
+                    add_route(gw.name, route.name, rsnap["stats"])
                 for target in route.targets:
-                    labels = (name, route.name, target.address)
-                    up.add_metric(labels, 0 if target.down_until > now else 1)
-                    draining.add_metric(labels, 1 if (target.drain or route.route.drain) else 0)
-        if runtime.stats.malformed.count:
-            add_route("", "", runtime.stats.malformed)
+                    labels = (gw.name, route.name, target.address)
+                    tsnap = rsnap["targets"].get(target.address) if rsnap else None
+                    up.add_metric(labels, 0 if tsnap and tsnap["down"] else 1)
+                    draining.add_metric(labels, 1 if (target.drain or route.drain) else 0)
+        if self.snapshot["malformed"]["count"]:
+            add_route("", "", self.snapshot["malformed"])
         yield from (requests, duration, errors, connections, weights, up, draining)
 
 
-def registry_for(runtime: "Runtime") -> CollectorRegistry:
+def render(snapshot: dict[str, Any], config: Config) -> bytes:
+    """The Prometheus text exposition of a snapshot for the configuration being served."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(runtime))
-    return registry
+    registry.register(_SnapshotCollector(snapshot, config))
+    return generate_latest(registry)

@@ -52,6 +52,7 @@ class Gateway:
     protocol: str = "http"            # "http" or "tcp"
     sticky: str = "none"              # one of STICKY_MODES
     sticky_ttl: float = 1800.0        # seconds
+    drain_timeout: float = 300.0      # seconds a removed/drained target, route or gateway may keep serving
     virtual_hosts: tuple[str, ...] = ()   # lower-case host names; empty: every Host on this port
     timeouts: Timeouts = field(default_factory=Timeouts)
     routes: tuple[Route, ...] = ()

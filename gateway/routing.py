@@ -58,7 +58,7 @@ class TargetState:
     """Runtime state of one target of one route: health, load and what the proxy attaches to it."""
 
     __slots__ = ("target", "address", "host", "port", "weight", "drain", "down_until", "failures",
-                 "in_flight", "pool", "stats", "cookie_id", "_current", "_set_cookie")
+                 "in_flight", "pool", "stats", "cookie_id", "last_used", "_current", "_set_cookie")
 
     def __init__(self, target: model.Target) -> None:
         self.address = target.address
@@ -68,6 +68,7 @@ class TargetState:
         self.down_until = 0.0
         self.failures = 0
         self.in_flight = 0
+        self.last_used = 0.0     # when it was last picked (monotonic): a drain waits for sticky clients
         self.pool: object | None = None
         self.stats: object | None = None
         self._set_cookie: str | None = None
@@ -99,7 +100,7 @@ class TargetState:
 class RouteState:
     """One route of one gateway: its targets and their round-robin."""
 
-    __slots__ = ("name", "route", "targets", "condition", "cookie_id", "stats",
+    __slots__ = ("name", "route", "targets", "condition", "cookie_id", "stats", "last_used",
                  "_weight", "_current", "_strength", "_strength_credit", "_set_cookie")
 
     def __init__(self, route: model.Route, targets: tuple[TargetState, ...], condition: Condition | None,
@@ -110,6 +111,7 @@ class RouteState:
         self.condition = condition
         self.cookie_id = short_id(route.name)
         self.stats = stats
+        self.last_used = 0.0
         self._weight = route.weight
         self._current = 0
         self._strength = route.condition_strength
@@ -193,21 +195,26 @@ class GatewayRouter:
             if route is not None:
                 target = route._pick_for_sticky_client(now)
                 if target is not None:
+                    route.last_used = target.last_used = now
                     return route, target, route._set_cookie
         elif self._sticky_targets:
             hit = self._sticky_targets.get(req.cookie(self.cookie_name))
             if hit is not None and hit[1].down_until <= now:
-                return hit[0], hit[1], hit[1]._set_cookie
+                route, target = hit
+                route.last_used = target.last_used = now
+                return route, target, target._set_cookie
         for route, matches in self._conditional:
             if matches(req):
                 if route._takes_owned_request():
                     target = route.pick_target(now)
                     if target is not None:
-                        return self._answer(route, target)
+                        return self._answer(route, target, now)
                 break
         return self._weight_split(now)
 
-    def _answer(self, route: RouteState, target: TargetState) -> tuple[RouteState, TargetState, str | None]:
+    def _answer(self, route: RouteState, target: TargetState, now: float
+                ) -> tuple[RouteState, TargetState, str | None]:
+        route.last_used = target.last_used = now
         if self._cookie_names_target:
             return route, target, target._set_cookie
         return route, target, route._set_cookie
@@ -227,7 +234,7 @@ class GatewayRouter:
         target = best.pick_target(now)
         if target is not None:
             best._current -= total
-            return self._answer(best, target)
+            return self._answer(best, target, now)
         for route in weighted:                  # undo this round; retry without the routes that cannot serve
             route._current -= route._weight
         return self._fallback_split(now, best)
@@ -251,7 +258,7 @@ class GatewayRouter:
                     if route not in excluded:
                         route._current += route._weight
                 best._current -= total
-                return self._answer(best, target)
+                return self._answer(best, target, now)
             excluded.append(best)
         return None
 
@@ -307,6 +314,7 @@ class RouteTable:
         self.config = config
         old_targets: dict[tuple[str, str, str], TargetState] = {}
         old_route_stats: dict[tuple[str, str], object | None] = {}
+        old_route_sticky: dict[tuple[str, str], float] = {}
         compiled: dict[str, Condition] = {}
         if previous is not None:
             for router, route, target in previous.targets():
@@ -314,6 +322,7 @@ class RouteTable:
             for router in previous.gateways.values():
                 for route in router.routes:
                     old_route_stats[(router.name, route.name)] = route.stats
+                    old_route_sticky[(router.name, route.name)] = route.last_used
                     if route.condition is not None:
                         compiled[route.route.condition] = route.condition
 
@@ -333,8 +342,9 @@ class RouteTable:
                         self.needs_user_agent |= condition.needs_user_agent
                         self.needs_country |= condition.needs_country
                 targets = self._target_states(gateway.name, route, old_targets)
-                routes.append(RouteState(route, targets, condition,
-                                         old_route_stats.get((gateway.name, route.name))))
+                state = RouteState(route, targets, condition, old_route_stats.get((gateway.name, route.name)))
+                state.last_used = old_route_sticky.get((gateway.name, route.name), 0.0)
+                routes.append(state)
             router = GatewayRouter(gateway, tuple(routes))
             self.gateways[gateway.name] = router
             by_port.setdefault(gateway.port, []).append(router)

@@ -30,8 +30,9 @@ SWEEP_INTERVAL = 0.1    # seconds: the resolution of response timeouts
 
 
 class Runtime:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, reuse_port: bool = False) -> None:
         self.loop = loop
+        self.reuse_port = reuse_port        # worker processes share each port (SO_REUSEPORT)
         self.stats = Registry()
         self.connections: set[ClientConnection] = set()
         self.table: RouteTable = RouteTable(Config())
@@ -90,7 +91,7 @@ class Runtime:
                 else:
                     factory = (lambda p=port: ClientConnection(self, p))
                 server = await self.loop.create_server(factory, host=pr.bind, port=port, reuse_address=True,
-                                                       backlog=1024)
+                                                       reuse_port=self.reuse_port or None, backlog=1024)
                 self.listeners[key] = server
                 opened.append(key)
                 log.info("listening on %s:%d (%s)", pr.bind, port, ", ".join(g.name for g in pr.gateways))

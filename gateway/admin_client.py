@@ -1,0 +1,545 @@
+"""The command line that drives a running gateway through its admin API (DESIGN.md §4, §6):
+`vamp gateways list|get|set-weight|drain|undrain|delete` and `vamp apply -f FILE`.
+
+`add_commands(subparsers)` registers the commands on the `vamp` parser; each sets `func(args) -> int`. Output is
+aligned text tables for people (`-o table`, the default) or, for scripts, the API's documents as JSON or YAML
+(`-o json|yaml`). Exit codes: 0 success; 1 the admin API is unreachable or failed (5xx); 2 bad input: the
+arguments, the file, or a 4xx answer, whose `error` and `field` are printed. Errors are one line on stderr and
+never show the token. HTTP is the stdlib's `urllib`, without proxies and without following redirects, so the
+token only ever goes to the URL given.
+"""
+from __future__ import annotations
+
+import argparse
+import http
+import http.client
+import json
+import os
+import re
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import yaml
+
+from .config import ConfigError, _parse_yaml
+from .model import FULL
+from .units import format_percent, parse_address, parse_percent
+
+DEFAULT_ADMIN_URL = "http://127.0.0.1:9090"
+DEFAULT_TIMEOUT = 30.0      # seconds for one admin API request (a write returns once every worker serves it)
+OUTPUTS = ("table", "json", "yaml")
+API = "/api/v1/gateways"
+
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+# the last part of `ROUTE/TARGET`: host:port or [v6]:port
+_TARGET_ADDRESS = re.compile(r"(?:\[[0-9A-Za-z:.%]+\]|[^\s/\[\]:]+):[0-9]{1,5}")
+
+
+class CommandError(Exception):
+    """A failed command: `str()` is the one-line message, `exit_code` 1 (runtime) or 2 (bad input)."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(_LINE_BREAKS.sub(" ", message).strip())
+        self.exit_code = exit_code
+
+
+# -- HTTP ----------------------------------------------------------------------------------------------
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None      # answered as an error instead: the token never follows a redirect elsewhere
+
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _RefuseRedirects())
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    data: Any            # the decoded JSON body; None when the body is empty
+
+
+def normalise_admin_url(text: str) -> str:
+    """'127.0.0.1:9090', 'http://host:9090/', 'http://host:9090/api/v1' -> 'http://host:9090'."""
+    url = text.strip()
+    if "://" not in url:
+        url = "http://" + url
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise CommandError("--admin expects a URL without user or password; give the token in "
+                           "VAMP_ADMIN_TOKEN or --token")
+    try:
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query \
+            and not parts.fragment and (parts.port is None or parts.port > 0)
+    except ValueError:       # a port that is not a number or out of range
+        valid = False
+    if not valid:
+        raise CommandError(f"--admin expects a URL like {DEFAULT_ADMIN_URL}, got {text!r}")
+    path = parts.path.rstrip("/")
+    return f"{parts.scheme}://{parts.netloc}{path.removesuffix('/api/v1')}"
+
+
+def gateway_path(name: str) -> str:
+    """The API path of a gateway; names may contain '/' and it stays a '/' in the path."""
+    if not name:
+        raise CommandError("expected a gateway name")
+    return f"{API}/{urllib.parse.quote(name, safe='/:')}"
+
+
+class AdminClient:
+    """JSON over HTTP to the admin API at `base_url`; 4xx answers raise CommandError(exit 2), anything else
+    that is not a 2xx (or listed in `expect`) raises CommandError(exit 1)."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.base_url = normalise_admin_url(url)
+        self.token = token or None
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body: Any = None, *, validate_only: bool = False,
+                expect: tuple[int, ...] = ()) -> Answer:
+        url = self.base_url + path + ("?validate_only=true" if validate_only else "")
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body, default=str).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)
+        try:
+            with _OPENER.open(request, timeout=self.timeout) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, _error_body(exc)
+        except (OSError, http.client.HTTPException) as exc:      # URLError is an OSError
+            raise CommandError(f"cannot reach the admin API at {self.base_url}: {_reason(exc)}", 1) from None
+        if 200 <= status < 300 or status in expect:
+            return Answer(status, self._decode(status, raw))
+        raise self._failure(status, raw)
+
+    def get_gateway(self, name: str) -> dict:
+        return _document(self.request("GET", gateway_path(name)).data, self.base_url)
+
+    def patch_gateway(self, name: str, patch: dict) -> dict:
+        return _document(self.request("PATCH", gateway_path(name), patch).data, self.base_url)
+
+    def _decode(self, status: int, raw: bytes) -> Any:
+        if not raw.strip():
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise CommandError(f"the admin API at {self.base_url} answered {status} with a body that is not "
+                               "JSON", 1) from None
+
+    def _failure(self, status: int, raw: bytes) -> CommandError:
+        error, field = _error_of(status, raw)
+        if not 400 <= status < 500:
+            return CommandError(f"the admin API at {self.base_url} failed: HTTP {status}: {error}", 1)
+        message = error + (f" (field: {field})" if field else "")
+        if status == http.HTTPStatus.UNAUTHORIZED:
+            message += ("; the token was refused" if self.token
+                        else "; writes need a token: set VAMP_ADMIN_TOKEN or --token")
+        return CommandError(message, 2)
+
+
+def _error_body(exc: urllib.error.HTTPError) -> bytes:
+    try:
+        return exc.read()
+    except (OSError, http.client.HTTPException):
+        return b""
+
+
+def _reason(exc: BaseException) -> str:
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or type(reason).__name__
+
+
+def _error_of(status: int, raw: bytes) -> tuple[str, str | None]:
+    """(error, field) of an error answer: the contract's JSON body, else its first line of text."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("error"):
+        field = body.get("field")
+        return str(body["error"]), (str(field) if field not in (None, "") else None)
+    text = raw.decode("utf-8", "replace").strip()
+    first_line = text.splitlines()[0] if text else ""
+    return first_line or _phrase(status), None
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "no reason given"
+
+
+def _document(data: Any, base_url: str) -> dict:
+    if not isinstance(data, dict):
+        raise CommandError(f"the admin API at {base_url} answered something other than a gateway document", 1)
+    return data
+
+
+# -- tables ------------------------------------------------------------------------------------------
+def render_table(headers: tuple[str, ...], rows: list[list[Any]]) -> str:
+    """Plain text columns, left-aligned, two spaces apart, no trailing blanks."""
+    lines = [list(headers)] + [["-" if cell is None or cell == "" else str(cell) for cell in row]
+                               for row in rows]
+    widths = [max(len(line[column]) for line in lines) for column in range(len(headers))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
+                     for line in lines)
+
+
+def route_weights(routes: dict) -> dict[str, str]:
+    """Each route's share as shown to people: its weight, or for a route without one, what it gets from
+    sharing the rest evenly (the first ones take the leftover basis points, as the gateway does)."""
+    given = {name: route.get("weight") for name, route in routes.items()
+             if isinstance(route, dict) and route.get("weight") is not None}
+    sharing = [name for name in routes if name not in given]
+    shown = {name: str(weight) for name, weight in given.items()}
+    if sharing:
+        try:
+            rest = FULL - sum(parse_percent(weight) for weight in given.values())
+        except ValueError:
+            rest = -1
+        share, leftover = divmod(max(rest, 0), len(sharing))
+        for index, name in enumerate(sharing):
+            shown[name] = format_percent(share + (index < leftover)) if rest >= 0 else "?"
+    return {name: shown[name] for name in routes}
+
+
+def weights_summary(routes: dict) -> str:
+    """'sava-1.0=90% sava-1.1=10%'."""
+    return " ".join(f"{name}={weight}" for name, weight in route_weights(routes).items())
+
+
+def gateways_table(gateways: list) -> str:
+    if not gateways:
+        return "no gateways"
+    rows = []
+    for doc in gateways:
+        routes = _routes_of(doc)
+        rows.append([doc.get("name"), doc.get("port"), doc.get("sticky"), len(routes), weights_summary(routes)])
+    return render_table(("NAME", "PORT", "STICKY", "ROUTES", "WEIGHTS"), rows)
+
+
+GATEWAY_COLUMNS = ("ROUTE", "WEIGHT", "CONDITION", "TARGET", "STATE", "IN-FLIGHT", "DRAIN-ENDS")
+
+
+def gateway_table(doc: dict) -> str:
+    """Header lines (name, port, bind, sticky, state, virtual hosts), then one row per route and target,
+    including routes and targets that were removed but are still draining."""
+    status = doc.get("status") if isinstance(doc.get("status"), dict) else {}
+    header = f"gateway {doc.get('name')}: port {doc.get('port')} on {doc.get('bind', '-')}"
+    sticky = doc.get("sticky") or "none"
+    header += f", sticky {sticky}" + (f" (ttl {doc.get('sticky_ttl')})" if sticky != "none" else "")
+    header += f", state {status.get('state', '-')}"
+    if doc.get("virtual_hosts"):
+        header += "\nvirtual hosts: " + " ".join(map(str, doc["virtual_hosts"]))
+    routes = _routes_of(doc)
+    route_status = status.get("routes") if isinstance(status.get("routes"), dict) else {}
+    weights = route_weights(routes)
+    rows: list[list[Any]] = []
+    for name, route in routes.items():
+        rows += _route_rows(name, route, route_status.get(name) or {}, weights[name])
+    for name, state in route_status.items():
+        if name not in routes:
+            rows += _route_rows(name, {}, state or {}, None)
+    if not rows:
+        return header + "\n\nno routes"
+    return header + "\n\n" + render_table(GATEWAY_COLUMNS, rows)
+
+
+def _routes_of(doc: dict) -> dict:
+    routes = doc.get("routes")
+    return routes if isinstance(routes, dict) else {}
+
+
+def _route_rows(name: str, route: dict, status: dict, weight: str | None) -> list[list[Any]]:
+    condition = route.get("condition")
+    if condition:
+        condition = f"{condition} ({route.get('condition_strength', '100%')})"
+    route_state = status.get("state")
+    target_status = dict(status.get("targets")) if isinstance(status.get("targets"), dict) else {}
+    targets: list[tuple[str, dict]] = []
+    for target in route.get("targets") or ():
+        address, target_weight, _ = _target_fields(target)
+        label = address if target_weight == 100 else f"{address} (weight {target_weight})"
+        targets.append((label, target_status.pop(address, None) or {}))
+    targets += [(address, state or {}) for address, state in target_status.items()]   # removed, draining
+    if not targets:
+        return [[name, weight, condition, None, route_state, None, status.get("drain_ends_at")]]
+    rows = []
+    for index, (label, state) in enumerate(targets):
+        shown_state = route_state if route_state not in (None, "active") else state.get("state", route_state)
+        rows.append([name, weight if index == 0 else "", condition if index == 0 else "", label, shown_state,
+                     state.get("in_flight"), state.get("drain_ends_at") or status.get("drain_ends_at")])
+    return rows
+
+
+def _target_fields(target: Any) -> tuple[str, int, bool]:
+    """(address, weight, drain) of a target written as "host:port" or {address, weight, drain}."""
+    if isinstance(target, dict):
+        return str(target.get("address")), target.get("weight", 100), bool(target.get("drain", False))
+    return str(target), 100, False
+
+
+# -- output ------------------------------------------------------------------------------------------
+def _emit(args: argparse.Namespace, data: Any, table: Callable[[], str]) -> None:
+    """The table for people, or the API's data as JSON or YAML for scripts."""
+    if args.output == "table":
+        print(table())
+    else:
+        _print_data(args.output, data)
+
+
+def _print_data(output: str, data: Any) -> None:
+    if data is None:
+        return
+    if output == "json":
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
+
+
+# -- commands ----------------------------------------------------------------------------------------
+def list_gateways(args: argparse.Namespace, client: AdminClient) -> None:
+    gateways = client.request("GET", API).data
+    if not isinstance(gateways, list):
+        raise CommandError(f"the admin API at {client.base_url} answered something other than a list", 1)
+    _emit(args, gateways, lambda: gateways_table(gateways))
+
+
+def get_gateway(args: argparse.Namespace, client: AdminClient) -> None:
+    doc = client.get_gateway(args.name)
+    _emit(args, doc, lambda: gateway_table(doc))
+
+
+def parse_weight_assignments(assignments: list[str]) -> dict[str, str]:
+    """['a=90', 'b=10%', 'c=2.5%'] -> {'a': '90%', 'b': '10%', 'c': '2.5%'} (route names may hold '=')."""
+    weights: dict[str, str] = {}
+    for assignment in assignments:
+        route, sep, percent = assignment.rpartition("=")
+        if not sep or not route:
+            raise CommandError(f"expected ROUTE=PERCENT (like sava-1.1=10%), got {assignment!r}")
+        if route in weights:
+            raise CommandError(f"route {route!r} is given twice")
+        try:
+            weights[route] = format_percent(parse_percent(percent))
+        except ValueError as exc:
+            raise CommandError(f"route {route!r}: {exc}") from None
+    return weights
+
+
+def set_weight(args: argparse.Namespace, client: AdminClient) -> None:
+    weights = parse_weight_assignments(args.weights)
+    routes = _routes_of(client.get_gateway(args.name))
+    unknown = [route for route in weights if route not in routes]
+    if unknown:     # a merge patch would add it as a new route without targets
+        raise CommandError(f"gateway {args.name!r} has no route {unknown[0]!r} (routes: {', '.join(routes)})")
+    doc = client.patch_gateway(args.name, {"routes": {route: {"weight": weight}
+                                                      for route, weight in weights.items()}})
+    _emit(args, doc, lambda: f"gateway {args.name}: {weights_summary(_routes_of(doc))}")
+
+
+def split_route_target(spec: str, routes: dict) -> tuple[str, str | None]:
+    """'ROUTE' or 'ROUTE/TARGET' -> (route, target or None). Route names may hold '/': the part after the last
+    '/' is a target when it looks like host:port or [v6]:port and the rest names an existing route."""
+    route, sep, target = spec.rpartition("/")
+    if sep and route in routes and _TARGET_ADDRESS.fullmatch(target):
+        return route, target
+    if spec in routes:
+        return spec, None
+    raise CommandError(f"no route {spec!r} (routes: {', '.join(routes) or 'none'})")
+
+
+def _same_address(a: str, b: str) -> bool:
+    try:
+        return parse_address(a) == parse_address(b)
+    except ValueError:
+        return a == b
+
+
+def _set_drain(args: argparse.Namespace, client: AdminClient, drain: bool) -> None:
+    routes = _routes_of(client.get_gateway(args.name))
+    try:
+        route, target = split_route_target(args.route, routes)
+    except CommandError as exc:
+        raise CommandError(f"gateway {args.name!r}: {exc}") from None
+    if target is None:
+        patch = {"routes": {route: {"drain": drain}}}
+        what = f"route {route}"
+    else:
+        targets, found = [], None
+        for item in routes[route].get("targets") or ():
+            address, weight, item_drain = _target_fields(item)
+            if found is None and _same_address(address, target):
+                found, item_drain = address, drain
+            targets.append(address if weight == 100 and not item_drain
+                           else {"address": address, "weight": weight, "drain": item_drain})
+        if found is None:
+            known = ", ".join(_target_fields(item)[0] for item in routes[route].get("targets") or ()) or "none"
+            raise CommandError(f"route {route!r} of gateway {args.name!r} has no target {target!r} "
+                               f"(targets: {known})")
+        patch = {"routes": {route: {"targets": targets}}}
+        what = f"target {found} of route {route}"
+    doc = client.patch_gateway(args.name, patch)
+    _emit(args, doc, lambda: f"gateway {args.name}: {what} {'draining' if drain else 'active'}")
+
+
+def drain(args: argparse.Namespace, client: AdminClient) -> None:
+    _set_drain(args, client, True)
+
+
+def undrain(args: argparse.Namespace, client: AdminClient) -> None:
+    _set_drain(args, client, False)
+
+
+def delete_gateway(args: argparse.Namespace, client: AdminClient) -> None:
+    answer = client.request("DELETE", gateway_path(args.name))
+    _emit(args, answer.data, lambda: f"gateway {args.name} deleted: it drains, then disappears")
+
+
+def read_gateways(path: str) -> list[tuple[str, Any]]:
+    """The gateways of a file in the `vamp gateway --config` shape ('-' is stdin), as (name, document)."""
+    source = "<stdin>" if path == "-" else path
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read {source}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        _, data = _parse_yaml(text, source)
+    except ConfigError as exc:
+        raise CommandError(f"{source}: {exc}") from None
+    if data is None:
+        return []
+    if not isinstance(data, dict) or set(data) - {"gateways", "geo"}:
+        raise CommandError(f"{source}: expected a document with 'gateways' (and optionally 'geo')")
+    if data.get("geo") is not None:
+        print(f"vamp: note: {source}: 'geo' is a setting of the gateway process (its --config file), not "
+              "applied through the admin API", file=sys.stderr)
+    gateways = data.get("gateways")
+    if gateways is None:
+        return []
+    if isinstance(gateways, dict):
+        return list(gateways.items())
+    if not isinstance(gateways, list):
+        raise CommandError(f"{source}: 'gateways' must map gateway names to gateways, or list gateways "
+                           "each with a 'name'")
+    entries: list[tuple[str, Any]] = []
+    for index, item in enumerate(gateways):
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(name, int) and not isinstance(name, bool):
+            name = str(name)
+        if not isinstance(name, str):
+            raise CommandError(f"{source}: gateways[{index}]: expected a gateway with a 'name'")
+        if any(name == seen for seen, _ in entries):
+            raise CommandError(f"{source}: gateway {name!r} is given twice")
+        entries.append((name, {**item, "name": name}))
+    return entries
+
+
+def _without_status(doc: Any) -> Any:
+    return {key: value for key, value in doc.items() if key != "status"} if isinstance(doc, dict) else doc
+
+
+def _about(name: str, error: CommandError) -> CommandError:
+    """The error, naming the gateway unless the API's message already does."""
+    if error.exit_code != 2 or repr(name) in str(error) or f"gateway {name}" in str(error):
+        return error
+    return CommandError(f"gateway {name!r}: {error}", error.exit_code)
+
+
+def apply(args: argparse.Namespace, client: AdminClient) -> None:
+    """Validates every gateway of the file first; only when all are valid, writes those that differ."""
+    entries = read_gateways(args.file)
+    validated = {}
+    for name, doc in entries:
+        try:
+            validated[name] = client.request("PUT", gateway_path(name), doc, validate_only=True).data
+        except CommandError as exc:
+            raise _about(name, exc) from None
+    results = []
+    for name, doc in entries:
+        current = client.request("GET", gateway_path(name), expect=(http.HTTPStatus.NOT_FOUND,))
+        if current.status == http.HTTPStatus.OK and _without_status(current.data) == _without_status(
+                validated[name]):
+            outcome, result = "unchanged", current.data
+        else:
+            try:
+                answer = client.request("PUT", gateway_path(name), doc)
+            except CommandError as exc:
+                raise _about(name, exc) from None
+            outcome = "created" if answer.status == http.HTTPStatus.CREATED else "configured"
+            result = answer.data
+        if args.output == "table":
+            print(f"gateway {name} {outcome}", flush=True)
+        results.append(result)
+    if args.output != "table":
+        _print_data(args.output, results)
+
+
+# -- wiring ------------------------------------------------------------------------------------------
+def _command(handler: Callable[[argparse.Namespace, AdminClient], None]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            client = AdminClient(args.admin or os.environ.get("VAMP_ADMIN_URL") or DEFAULT_ADMIN_URL,
+                                 args.token or os.environ.get("VAMP_ADMIN_TOKEN"))
+            handler(args, client)
+        except CommandError as exc:
+            print(f"vamp: {exc}", file=sys.stderr)
+            return exc.exit_code
+        return 0
+    return run
+
+
+def add_commands(subparsers: Any) -> None:
+    """Registers `gateways ...` and `apply` on the `vamp` parser's subparsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--admin", metavar="URL",
+                        help=f"admin API URL (default: $VAMP_ADMIN_URL, else {DEFAULT_ADMIN_URL})")
+    common.add_argument("--token", help="bearer token for writes (default: $VAMP_ADMIN_TOKEN, which keeps it "
+                                        "out of the process list)")
+    common.add_argument("-o", "--output", choices=OUTPUTS, default="table",
+                        help="table for people (default); json or yaml: what the API answered, for scripts")
+
+    gateways = subparsers.add_parser("gateways", help="list, inspect and change the gateways of a running "
+                                                      "`vamp gateway` through its admin API")
+    verbs = gateways.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, handler: Callable, help_text: str) -> argparse.ArgumentParser:
+        parser = verbs.add_parser(name, parents=[common], help=help_text, description=help_text)
+        parser.set_defaults(func=_command(handler))
+        return parser
+
+    verb("list", list_gateways, "one line per gateway: port, sticky mode, route weights")
+    verb("get", get_gateway, "one gateway: its routes and targets with their state").add_argument(
+        "name", metavar="NAME")
+    parser = verb("set-weight", set_weight, "change route weights in one atomic update")
+    parser.add_argument("name", metavar="NAME")
+    parser.add_argument("weights", nargs="+", metavar="ROUTE=PCT", help="e.g. sava-1.0=90%% sava-1.1=10%%")
+    for name, handler, help_text in (("drain", drain, "drain a route or one target of it: no new requests"),
+                                     ("undrain", undrain, "give a drained route or target traffic again")):
+        parser = verb(name, handler, help_text)
+        parser.add_argument("name", metavar="NAME")
+        parser.add_argument("route", metavar="ROUTE[/TARGET]", help="a route, or ROUTE/host:port")
+    verb("delete", delete_gateway, "remove a gateway: it drains, then disappears").add_argument(
+        "name", metavar="NAME")
+
+    parser = subparsers.add_parser("apply", parents=[common], help="create or update the gateways of a file "
+                                   "through the admin API", description="Validate every gateway of FILE, then "
+                                   "create or replace each one that differs (gateways not in FILE stay).")
+    parser.add_argument("-f", "--file", required=True, metavar="FILE",
+                        help="gateways YAML or JSON, as `vamp gateway --config` takes; '-' reads stdin")
+    parser.set_defaults(func=_command(apply))

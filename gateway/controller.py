@@ -1,0 +1,225 @@
+"""The gateway's control loop: the desired configuration, its drains, its persistence, and its workers.
+
+Every change — an admin API write, SIGHUP, a drain that ends — goes through `Controller`, one at a time:
+validate the whole new configuration, work out the drains it starts, push the effective configuration to
+every worker (each compiles it off its hot path and swaps it in one step), persist it, and only then answer.
+If any step fails, the workers get the previous configuration back and nothing is persisted: an invalid or
+impossible change leaves everything as it was.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from . import snapshot as snapshots
+from .config import ConfigError, from_dict, gateway_to_dict, to_dict
+from .drain import Drainer
+from .model import Config, Gateway
+from .state import StateError, StateStore
+from .workers import ApplyError
+
+log = logging.getLogger("vamp.controller")
+
+DRAIN_CHECK_INTERVAL = 0.25     # seconds between two looks at what drains
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(RuntimeError):
+    pass
+
+
+class Controller:
+    def __init__(self, workers: list, store: StateStore | None) -> None:
+        self.workers = workers
+        self.store = store
+        self.desired = Config()
+        self.effective = Config()
+        self.drainer = Drainer()
+        self.lock = asyncio.Lock()
+        self._drain_task: asyncio.Task | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    async def start(self, config: Config) -> None:
+        self.drainer.plan(self.effective, config, time.time())
+        self.desired = config
+        self.effective = self.drainer.effective(config)
+        await asyncio.gather(*(worker.start(self.effective) for worker in self.workers))
+        if self.store is not None:
+            self.store.save(self.desired)
+        self._drain_task = asyncio.get_running_loop().create_task(self._watch_drains())
+
+    async def shutdown(self, grace: float) -> None:
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+        await asyncio.gather(*(worker.shutdown(grace) for worker in self.workers))
+
+    # -- changes -------------------------------------------------------------------------------------
+    async def replace(self, config: Config) -> None:
+        """Serve `config` instead of the current one (SIGHUP, `PUT` of everything)."""
+        async with self.lock:
+            await self._change(config)
+
+    async def _change(self, desired: Config) -> None:
+        saved_drains = copy.copy(self.drainer.drains)
+        previous_effective = self.effective
+        self.drainer.plan(self.effective, desired, time.time())
+        effective = self.drainer.effective(desired)
+        try:
+            await self._push(effective)
+            if self.store is not None:
+                self.store.save(desired)
+        except (ApplyError, StateError) as exc:
+            self.drainer.drains = saved_drains
+            try:
+                await self._push(previous_effective)
+            except ApplyError as again:
+                log.error("could not restore the previous configuration: %s", again)
+            raise Conflict(str(exc)) from exc
+        self.desired = desired
+        self.effective = effective
+        await self._expire_drains()
+
+    async def _push(self, effective: Config) -> None:
+        results = await asyncio.gather(*(w.apply(effective) for w in self.workers), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    def _with_gateway(self, name: str, body: dict[str, Any] | None) -> Config:
+        """The desired configuration with gateway `name` replaced by `body` (None: removed), validated whole."""
+        document = to_dict(self.desired)
+        if body is None:
+            document["gateways"].pop(name, None)
+        else:
+            body = {key: value for key, value in body.items() if key not in ("name", "status")}
+            document["gateways"][name] = body
+        return from_dict(document)
+
+    async def put_gateway(self, name: str, body: dict[str, Any], *, create_only: bool = False,
+                          validate_only: bool = False) -> tuple[bool, Gateway]:
+        """Create or replace gateway `name`: (created?, the gateway). Raises ConfigError, Conflict."""
+        _check_name_field(name, body)
+        async with self.lock:
+            exists = self.desired.gateway(name) is not None
+            if create_only and exists:
+                raise Conflict(f"gateway {name!r} exists already")
+            config = self._with_gateway(name, body)
+            if not validate_only:
+                await self._change(config)
+            return not exists, config.gateway(name)  # type: ignore[return-value]
+
+    async def patch_gateway(self, name: str, patch: Any, *, validate_only: bool = False) -> Gateway:
+        async with self.lock:
+            current = self.desired.gateway(name)
+            if current is None:
+                raise NotFound(f"no gateway {name!r}")
+            if not isinstance(patch, dict):
+                raise ConfigError("a merge patch must be a JSON object")
+            body = merge_patch(gateway_to_dict(current), patch)
+            if not isinstance(body, dict):
+                raise ConfigError("the patched gateway must be an object")
+            _check_name_field(name, body)
+            config = self._with_gateway(name, body)
+            if not validate_only:
+                await self._change(config)
+            return config.gateway(name)  # type: ignore[return-value]
+
+    async def delete_gateway(self, name: str, *, validate_only: bool = False) -> None:
+        async with self.lock:
+            if self.desired.gateway(name) is None:
+                raise NotFound(f"no gateway {name!r}")
+            config = self._with_gateway(name, None)
+            if not validate_only:
+                await self._change(config)
+
+    # -- drains --------------------------------------------------------------------------------------
+    async def _watch_drains(self) -> None:
+        while True:
+            await asyncio.sleep(DRAIN_CHECK_INTERVAL)
+            if self.drainer.next_deadline() is None:
+                continue
+            async with self.lock:
+                try:
+                    await self._expire_drains()
+                except Exception:  # noqa: BLE001 - the watcher must survive a failed round
+                    log.exception("draining check failed")
+
+    async def _expire_drains(self) -> None:
+        if self.drainer.next_deadline() is None:
+            return
+        snap = await self.snapshot()
+        if not self.drainer.expire(self.effective, lambda key: snapshots.usage(snap, key), time.time()):
+            return
+        effective = self.drainer.effective(self.desired)
+        await self._push(effective)
+        self.effective = effective
+
+    # -- reading -------------------------------------------------------------------------------------
+    async def snapshot(self) -> dict[str, Any]:
+        return snapshots.merge(list(await asyncio.gather(*(w.snapshot() for w in self.workers))))
+
+    def names(self) -> list[str]:
+        """Every gateway the admin API shows: the configured ones and those still draining after removal."""
+        return sorted(gw.name for gw in self.effective.gateways)
+
+    def document(self, name: str, snap: dict[str, Any]) -> dict[str, Any]:
+        """A gateway as the admin API shows it: its configuration plus a read-only `status`."""
+        desired = self.desired.gateway(name)
+        served = self.effective.gateway(name)
+        if served is None:
+            raise NotFound(f"no gateway {name!r}")
+        shown = desired if desired is not None else served
+        gsnap = snap["gateways"].get(name, {"routes": {}})
+        routes: dict[str, Any] = {}
+        for route in served.routes:
+            rsnap = gsnap["routes"].get(route.name, {"targets": {}})
+            targets = {}
+            for target in route.targets:
+                tsnap = rsnap["targets"].get(target.address, {})
+                draining = target.drain or route.drain
+                state = "draining" if draining else ("down" if tsnap.get("down") else "active")
+                targets[target.address] = {
+                    "state": state, "in_flight": tsnap.get("in_flight", 0),
+                    "requests": tsnap.get("requests", 0),
+                    "drain_ends_at": self._drain_end((name, route.name, target.address)) if draining else None,
+                }
+            routes[route.name] = {"state": "draining" if route.drain else "active",
+                                  "drain_ends_at": self._drain_end((name, route.name)) if route.drain else None,
+                                  "targets": targets}
+        ghost = desired is None
+        return {"name": name, **gateway_to_dict(shown),
+                "status": {"state": "draining" if ghost else "active",
+                           "drain_ends_at": self._drain_end((name,)) if ghost else None,
+                           "routes": routes}}
+
+    def _drain_end(self, key: tuple[str, ...]) -> str | None:
+        drain = self.drainer.find(key)
+        if drain is None:
+            return None
+        return datetime.fromtimestamp(drain.deadline, timezone.utc).isoformat(timespec="seconds")
+
+
+def _check_name_field(name: str, body: Any) -> None:
+    if isinstance(body, dict) and body.get("name") not in (None, name):
+        raise ConfigError(f"the name in the body ({body['name']!r}) differs from the name in the path "
+                          f"({name!r})", ("gateways", name, "name"))
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result

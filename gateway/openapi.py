@@ -1,0 +1,133 @@
+"""The admin API described as an OpenAPI 3.0 document, served at `/api/v1/openapi.json`."""
+from __future__ import annotations
+
+from typing import Any
+
+_PERCENT = {"type": "string", "pattern": r"^\d{1,3}(\.\d{1,2})?%$", "example": "97.5%"}
+_DURATION = {"type": "string", "example": "30s"}
+_NAME_PARAM = {"name": "name", "in": "path", "required": True,
+               "description": "gateway name; may contain '/' (e.g. sava/9050)",
+               "schema": {"type": "string", "minLength": 1}}
+_VALIDATE_ONLY = {"name": "validate_only", "in": "query", "required": False,
+                  "description": "check the write and change nothing", "schema": {"type": "boolean"}}
+
+_TARGET = {
+    "oneOf": [
+        {"type": "string", "description": "host:port", "example": "127.0.0.1:8081"},
+        {"type": "object", "additionalProperties": False, "required": ["address"],
+         "properties": {"address": {"type": "string"}, "weight": {"type": "integer", "minimum": 0, "maximum": 1000},
+                        "drain": {"type": "boolean"}}},
+    ],
+}
+_ROUTE = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "weight": _PERCENT,
+        "targets": {"type": "array", "items": _TARGET},
+        "condition": {"type": "string", "example": "browser = Chrome and country = GB"},
+        "condition_strength": _PERCENT,
+        "drain": {"type": "boolean"},
+    },
+}
+_GATEWAY_FIELDS = {
+    "name": {"type": "string"},
+    "port": {"oneOf": [{"type": "string", "example": "9050/http"}, {"type": "integer"}]},
+    "bind": {"type": "string", "example": "127.0.0.1"},
+    "sticky": {"type": "string", "enum": ["none", "route", "instance"], "nullable": True},
+    "sticky_ttl": _DURATION,
+    "drain_timeout": _DURATION,
+    "virtual_hosts": {"type": "array", "items": {"type": "string"}},
+    "timeouts": {"type": "object", "additionalProperties": False,
+                 "properties": {"connect": _DURATION, "response": _DURATION, "idle": _DURATION}},
+    "routes": {"type": "object", "additionalProperties": _ROUTE},
+}
+_TARGET_STATUS = {
+    "type": "object", "required": ["state", "in_flight", "requests", "drain_ends_at"],
+    "properties": {"state": {"type": "string", "enum": ["active", "draining", "down"]},
+                   "in_flight": {"type": "integer", "minimum": 0},
+                   "requests": {"type": "integer", "minimum": 0},
+                   "drain_ends_at": {"type": "string", "format": "date-time", "nullable": True}},
+}
+_STATUS = {
+    "type": "object", "required": ["state"],
+    "properties": {
+        "state": {"type": "string", "enum": ["active", "draining", "removed"]},
+        "drain_ends_at": {"type": "string", "format": "date-time", "nullable": True},
+        "routes": {"type": "object", "additionalProperties": {
+            "type": "object", "required": ["state", "targets"],
+            "properties": {"state": {"type": "string", "enum": ["active", "draining"]},
+                           "drain_ends_at": {"type": "string", "format": "date-time", "nullable": True},
+                           "targets": {"type": "object", "additionalProperties": _TARGET_STATUS}}}},
+    },
+}
+
+_JSON_AND_YAML = ("application/json", "application/x-yaml")
+
+
+def _content(schema_ref: str, *types: str) -> dict[str, Any]:
+    return {kind: {"schema": {"$ref": schema_ref}} for kind in types or _JSON_AND_YAML}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _content("#/components/schemas/Error")}
+
+
+_GATEWAY_RESPONSE = {"description": "the gateway", "content": _content("#/components/schemas/Gateway")}
+_ERRORS = {"400": _error("invalid input; nothing changed"), "401": _error("missing or wrong bearer token"),
+           "415": _error("unsupported Content-Type")}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "Vamp gateway admin API", "version": "1",
+             "description": "Live configuration of the Vamp gateway. Writes need a bearer token when one is "
+                            "set. An invalid write is rejected whole and changes nothing."},
+    "paths": {
+        "/api/v1/gateways": {
+            "get": {"summary": "every gateway, with its status",
+                    "responses": {"200": {"description": "the gateways, sorted by name", "content": {
+                        kind: {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Gateway"}}}
+                        for kind in _JSON_AND_YAML}}}},
+            "post": {"summary": "create a gateway", "parameters": [_VALIDATE_ONLY],
+                     "requestBody": {"required": True, "content": _content("#/components/schemas/GatewayInput")},
+                     "responses": {"201": _GATEWAY_RESPONSE, "200": _GATEWAY_RESPONSE,
+                                   "409": _error("the gateway exists, or its port cannot be opened"),
+                                   **_ERRORS},
+                     "security": [{"bearer": []}, {}]},
+        },
+        "/api/v1/gateways/{name}": {
+            "parameters": [_NAME_PARAM],
+            "get": {"summary": "one gateway", "responses": {"200": _GATEWAY_RESPONSE,
+                                                            "404": _error("no such gateway")}},
+            "put": {"summary": "create or replace a gateway", "parameters": [_VALIDATE_ONLY],
+                    "requestBody": {"required": True, "content": _content("#/components/schemas/GatewayInput")},
+                    "responses": {"200": _GATEWAY_RESPONSE, "201": _GATEWAY_RESPONSE,
+                                  "409": _error("a port cannot be opened"), **_ERRORS},
+                    "security": [{"bearer": []}, {}]},
+            "patch": {"summary": "change a gateway with a JSON merge patch (RFC 7396)",
+                      "parameters": [_VALIDATE_ONLY],
+                      "requestBody": {"required": True, "content": {
+                          kind: {"schema": {"type": "object"}}
+                          for kind in ("application/merge-patch+json", *_JSON_AND_YAML)}},
+                      "responses": {"200": _GATEWAY_RESPONSE, "404": _error("no such gateway"),
+                                    "409": _error("a port cannot be opened"), **_ERRORS},
+                      "security": [{"bearer": []}, {}]},
+            "delete": {"summary": "drain, then remove a gateway", "parameters": [_VALIDATE_ONLY],
+                       "responses": {"202": _GATEWAY_RESPONSE, "200": _GATEWAY_RESPONSE,
+                                     "404": _error("no such gateway"), "401": _ERRORS["401"],
+                                     "409": _error("the change could not be applied")},
+                       "security": [{"bearer": []}, {}]},
+        },
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "GatewayInput": {"type": "object", "additionalProperties": False, "required": ["port"],
+                             "properties": {**_GATEWAY_FIELDS, "status": {"type": "object"}}},
+            "Gateway": {"type": "object", "required": ["name", "status"],
+                        "properties": {**_GATEWAY_FIELDS, "status": _STATUS}},
+            "Error": {"type": "object", "required": ["error", "field"],
+                      "properties": {"error": {"type": "string"},
+                                     "field": {"type": "string", "nullable": True}}},
+        },
+    },
+}

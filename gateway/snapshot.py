@@ -1,0 +1,116 @@
+"""Counters and usage of one gateway process as plain data, and their sum across worker processes.
+
+A snapshot is what `/metrics`, the admin API's target states and the drain checks read:
+
+    {"gateways": {GW: {"open_connections": n, "unrouted": STATS,
+                       "routes": {ROUTE: {"stats": STATS, "idle_for": s,
+                                          "targets": {ADDRESS: {"in_flight": n, "requests": n,
+                                                                "failures": n, "down": bool, "idle_for": s}}}}}},
+     "malformed": STATS}
+    STATS = {"classes": [6 ints], "buckets": [ints], "sum": float, "count": int, "errors": {kind: n}}
+
+`idle_for` is the seconds since the route or target was last picked (infinity when never). Summing takes
+the smallest `idle_for`, and a target is `down` when any worker has it backed off.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .stats import BUCKETS, UPSTREAM_ERROR_KINDS, RouteStats
+
+if TYPE_CHECKING:
+    from .server import Runtime
+
+INFINITY = float("inf")
+
+
+def empty_stats() -> dict[str, Any]:
+    return {"classes": [0] * 6, "buckets": [0] * (len(BUCKETS) + 1), "sum": 0.0, "count": 0,
+            "errors": {kind: 0 for kind in UPSTREAM_ERROR_KINDS}}
+
+
+def _stats(stats: RouteStats | None) -> dict[str, Any]:
+    if stats is None:
+        return empty_stats()
+    return {"classes": list(stats.by_class), "buckets": list(stats.buckets), "sum": stats.duration_sum,
+            "count": stats.count, "errors": dict(stats.upstream_errors)}
+
+
+def _idle(last_used: float, now: float) -> float:
+    return now - last_used if last_used else INFINITY
+
+
+def take(runtime: "Runtime") -> dict[str, Any]:
+    now = time.monotonic()
+    gateways: dict[str, Any] = {}
+    for name, router in runtime.table.gateways.items():
+        gstats = runtime.stats.gateways.get(name)
+        routes = {}
+        for route in router.routes:
+            routes[route.name] = {
+                "stats": _stats(route.stats),  # type: ignore[arg-type]
+                "idle_for": _idle(route.last_used, now),
+                "targets": {t.address: {"in_flight": t.in_flight,
+                                        "requests": t.stats.requests if t.stats else 0,  # type: ignore[attr-defined]
+                                        "failures": t.stats.failures if t.stats else 0,  # type: ignore[attr-defined]
+                                        "down": t.down_until > now,
+                                        "idle_for": _idle(t.last_used, now)}
+                            for t in route.targets},
+            }
+        gateways[name] = {"open_connections": gstats.open_connections if gstats else 0,
+                          "unrouted": _stats(gstats.unrouted if gstats else None), "routes": routes}
+    return {"gateways": gateways, "malformed": _stats(runtime.stats.malformed)}
+
+
+def _add_stats(into: dict[str, Any], other: dict[str, Any]) -> None:
+    into["classes"] = [a + b for a, b in zip(into["classes"], other["classes"])]
+    into["buckets"] = [a + b for a, b in zip(into["buckets"], other["buckets"])]
+    into["sum"] += other["sum"]
+    into["count"] += other["count"]
+    for kind, count in other["errors"].items():
+        into["errors"][kind] = into["errors"].get(kind, 0) + count
+
+
+def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sum of several processes' snapshots (the first one's structure, extended by the others')."""
+    total: dict[str, Any] = {"gateways": {}, "malformed": empty_stats()}
+    for snap in snapshots:
+        _add_stats(total["malformed"], snap["malformed"])
+        for name, gw in snap["gateways"].items():
+            into = total["gateways"].setdefault(name, {"open_connections": 0, "unrouted": empty_stats(),
+                                                       "routes": {}})
+            into["open_connections"] += gw["open_connections"]
+            _add_stats(into["unrouted"], gw["unrouted"])
+            for rname, route in gw["routes"].items():
+                r_into = into["routes"].setdefault(rname, {"stats": empty_stats(), "idle_for": INFINITY,
+                                                           "targets": {}})
+                _add_stats(r_into["stats"], route["stats"])
+                r_into["idle_for"] = min(r_into["idle_for"], route["idle_for"])
+                for address, target in route["targets"].items():
+                    t_into = r_into["targets"].setdefault(address, {"in_flight": 0, "requests": 0, "failures": 0,
+                                                                    "down": False, "idle_for": INFINITY})
+                    for field in ("in_flight", "requests", "failures"):
+                        t_into[field] += target[field]
+                    t_into["down"] = t_into["down"] or target["down"]
+                    t_into["idle_for"] = min(t_into["idle_for"], target["idle_for"])
+    return total
+
+
+def usage(snapshot: dict[str, Any], key: tuple[str, ...]) -> tuple[int, float]:
+    """(requests in flight, seconds since last picked) of a gateway, route or target."""
+    gw = snapshot["gateways"].get(key[0])
+    if gw is None:
+        return 0, INFINITY
+    routes = gw["routes"] if len(key) == 1 else {key[1]: gw["routes"].get(key[1])}
+    in_flight, idle_for = 0, INFINITY
+    for route in routes.values():
+        if route is None:
+            continue
+        targets = route["targets"] if len(key) < 3 else {key[2]: route["targets"].get(key[2])}
+        for target in targets.values():
+            if target is not None:
+                in_flight += target["in_flight"]
+                idle_for = min(idle_for, target["idle_for"])
+        idle_for = min(idle_for, route["idle_for"]) if len(key) < 3 else idle_for
+    return in_flight, idle_for
