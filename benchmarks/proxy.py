@@ -2,8 +2,9 @@
 
 One nginx worker serves a tiny body as the backend (pinned to CPU 1, like wrk). wrk then loads, in turn, the
 backend directly, HAProxy, nginx as a reverse proxy and `vamp gateway` (each proxy pinned to CPU 0), and
-this script prints requests per second, median and 99th-percentile latency, errors and the CPU time the
-server under test spent per request, then the gateway's throughput relative to HAProxy and nginx. The
+this script prints requests per second, median and 99th-percentile latency, errors, the CPU time the server
+under test spent per request and how busy it kept its CPU (well under 100%: something else was the limit),
+then the gateway's throughput and CPU cost relative to HAProxy and nginx. The
 gateway carries a 90%/10% split whose canary route has a user-agent condition, so every request pays for
 routing. Every config lives in a temporary directory; every process started here runs in its own process
 group and is stopped on the way out, Ctrl-C included.
@@ -75,6 +76,7 @@ class WrkResult:
     socket_errors: dict[str, int] = field(default_factory=dict)   # connect, read, write, timeout
     non_2xx_3xx: int = 0
     server_cpu_us_per_request: float | None = None   # CPU of the server under test, filled in by Bench
+    server_cpu_busy_percent: float | None = None     # its CPU time over the run's wall time: ~100 when it limits
 
     @property
     def errors(self) -> int:
@@ -431,15 +433,16 @@ class Bench:
         url = f"http://127.0.0.1:{port}/"
         if self.args.warmup > 0:
             self.run_wrk(f"wrk-warmup-{case}", url, self.args.warmup)
-        cpu_before = self.processes.cpu_seconds(case)
+        cpu_before, started = self.processes.cpu_seconds(case), time.monotonic()
         output = self.run_wrk(f"wrk-{case}", url, self.args.duration)
-        cpu_used = self.processes.cpu_seconds(case) - cpu_before
+        cpu_used, elapsed = self.processes.cpu_seconds(case) - cpu_before, time.monotonic() - started
         try:
             result = parse_wrk_output(output)
         except ValueError as error:
             raise BenchmarkError(f"{error}:\n{output.strip()}") from None
         if result.requests:
             result.server_cpu_us_per_request = round(cpu_used / result.requests * 1e6, 1)
+        result.server_cpu_busy_percent = round(cpu_used / elapsed * 100)
         return result
 
     def run_wrk(self, name: str, url: str, seconds: int) -> str:
@@ -510,16 +513,18 @@ def environment_info() -> dict[str, str]:
 
 
 def format_table(results: dict[str, WrkResult], failures: dict[str, str]) -> str:
-    rows = [("case", "req/s", "p50", "p99", "errors", "server CPU/req")]
+    rows = [("case", "req/s", "p50", "p99", "errors", "server CPU/req", "server CPU busy")]
     for case, label in CASES.items():
         if case in results:
             result = results[case]
-            cpu = result.server_cpu_us_per_request
+            cpu, busy = result.server_cpu_us_per_request, result.server_cpu_busy_percent
             cpu_per_request = "-" if cpu is None else f"{cpu:.1f} us"
+            cpu_busy = "-" if busy is None else f"{busy:.0f}%"
             rows.append((label, f"{result.requests_per_second:,.0f}", f"{result.p50_ms:.2f} ms",
-                         f"{result.p99_ms:.2f} ms", str(result.errors), cpu_per_request))
+                         f"{result.p99_ms:.2f} ms", str(result.errors), cpu_per_request,
+                         cpu_busy))
         elif case in failures:
-            rows.append((label, "failed", "-", "-", "-", "-"))
+            rows.append((label, "failed", *["-"] * (len(rows[0]) - 2)))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = []
     for row in rows:
