@@ -189,9 +189,8 @@ def _document(data: Any, base_url: str) -> dict:
 
 # -- tables ------------------------------------------------------------------------------------------
 def render_table(headers: tuple[str, ...], rows: list[list[Any]]) -> str:
-    """Plain text columns, left-aligned, two spaces apart, no trailing blanks."""
-    lines = [list(headers)] + [["-" if cell is None or cell == "" else str(cell) for cell in row]
-                               for row in rows]
+    """Plain text columns, left-aligned, two spaces apart, no trailing blanks; None is shown as '-'."""
+    lines = [list(headers)] + [["-" if cell is None else str(cell) for cell in row] for row in rows]
     widths = [max(len(line[column]) for line in lines) for column in range(len(headers))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
                      for line in lines)

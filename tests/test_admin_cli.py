@@ -1,0 +1,530 @@
+"""`vamp gateways ...` and `vamp apply -f FILE`: the requests the CLI sends, what it prints and its exit codes.
+
+Most tests run the CLI in-process against `FakeAdminApi`, a small stand-in for the admin API contract (issue 3)
+on 127.0.0.1 that records every request; the end-to-end tests at the bottom drive a real `vamp gateway`.
+"""
+from __future__ import annotations
+
+import io
+import json
+import threading
+import urllib.parse
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.cli import main
+from gateway.units import parse_percent
+from tests.support import LOOPBACK, HttpClient, config, free_port, gateway, route, run_cli
+
+TOKEN = "s3cret-admin-token"
+
+
+# -- the fake admin API ------------------------------------------------------------------------------
+@dataclass
+class Recorded:
+    method: str
+    path: str           # decoded
+    query: dict
+    headers: dict       # names lower case
+    body: Any
+
+    @property
+    def is_write(self) -> bool:
+        return self.method != "GET"
+
+    @property
+    def validate_only(self) -> bool:
+        return self.query.get("validate_only") == "true"
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+class FakeAdminApi:
+    """The admin API of the contract, in memory: `gateways` maps names to documents without `status` (a
+    document seeded with a `status` keeps it, else one is derived); `scripted` answers (status, body) to the
+    next requests instead of the API."""
+
+    def __init__(self, token: str | None = None) -> None:
+        self.token = token
+        self.gateways: dict[str, dict] = {}
+        self.requests: list[Recorded] = []
+        self.scripted: list[tuple[int, Any]] = []
+        self.lock = threading.Lock()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                api.handle(self)
+
+            do_PUT = do_PATCH = do_DELETE = do_POST = do_GET
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.url = f"http://{LOOPBACK}:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
+                                       daemon=True)
+
+    @property
+    def writes(self) -> list[Recorded]:
+        return [request for request in self.requests if request.is_write]
+
+    def document(self, name: str) -> dict:
+        doc = self.gateways[name]
+        return doc if "status" in doc else {**doc, "status": derived_status(doc)}
+
+    def handle(self, handler: BaseHTTPRequestHandler) -> None:
+        url = urllib.parse.urlsplit(handler.path)
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        request = Recorded(handler.command, urllib.parse.unquote(url.path), dict(urllib.parse.parse_qsl(url.query)),
+                           {k.lower(): v for k, v in handler.headers.items()}, json.loads(raw) if raw else None)
+        with self.lock:
+            self.requests.append(request)
+            status, body = self.scripted.pop(0) if self.scripted else self.answer(request)
+        data = json.dumps(body).encode() if body is not None else b""
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def answer(self, request: Recorded) -> tuple[int, Any]:
+        if request.is_write and self.token and request.headers.get("authorization") != f"Bearer {self.token}":
+            return 401, error("missing or wrong bearer token")
+        prefix = "/api/v1/gateways"
+        if request.path == prefix and request.method == "GET":
+            return 200, [self.document(name) for name in sorted(self.gateways)]
+        if not request.path.startswith(prefix + "/"):
+            return 404, error("not found")
+        name = request.path[len(prefix) + 1:]
+        exists = name in self.gateways
+        if request.method == "GET":
+            return (200, self.document(name)) if exists else (404, error(f"no gateway {name!r}"))
+        if request.method == "DELETE":
+            if not exists:
+                return 404, error(f"no gateway {name!r}")
+            doc = self.document(name)
+            del self.gateways[name]
+            return 202, {**doc, "status": {**doc["status"], "state": "draining"}}
+        if request.method == "PATCH":
+            if not exists:
+                return 404, error(f"no gateway {name!r}")
+            body = merge_patch(self.gateways[name], request.body)
+        elif request.method == "PUT":
+            body = request.body
+        else:
+            return 405, error("method not allowed")
+        try:
+            doc = validated(name, body)
+        except ValueError as exc:
+            return 400, error(*exc.args)
+        if request.validate_only:
+            return 200, {**doc, "status": derived_status(doc)}
+        self.gateways[name] = doc
+        return (200 if exists else 201), self.document(name)
+
+
+def error(message: str, field: str | None = None) -> dict:
+    return {"error": message, "field": field}
+
+
+def validated(name: str, body: Any) -> dict:
+    """The fake's share of validation and normalisation: a name matching the path, a port written as
+    'N/http', weights given summing to 100%."""
+    if not isinstance(body, dict):
+        raise ValueError("expected a gateway document")
+    if body.get("name", name) != name:
+        raise ValueError(f"the name {body['name']!r} differs from the path's {name!r}", "name")
+    routes = {key: dict(value) for key, value in (body.get("routes") or {}).items()}
+    given = [(route_name, parse_percent(r["weight"])) for route_name, r in routes.items() if "weight" in r]
+    if given and sum(weight for _, weight in given) not in (0, 10_000):
+        raise ValueError(f"weights add up to {sum(w for _, w in given) / 100:g}%, not 100%",
+                         f"routes.{given[-1][0]}.weight")
+    port = str(body.get("port"))
+    doc = {key: value for key, value in body.items() if key != "status"}
+    return {**doc, "name": name, "port": port if "/" in port else f"{port}/http",
+            "sticky": body.get("sticky") or "none", "routes": routes}
+
+
+def derived_status(doc: dict) -> dict:
+    routes = {}
+    for name, spec in doc.get("routes", {}).items():
+        targets = {}
+        for target in spec.get("targets", []):
+            address, drain = (target["address"], target["drain"]) if isinstance(target, dict) else (target, False)
+            targets[address] = {"state": "draining" if drain or spec.get("drain") else "active",
+                                "in_flight": 0, "drain_ends_at": None}
+        routes[name] = {"state": "draining" if spec.get("drain") else "active", "drain_ends_at": None,
+                        "targets": targets}
+    return {"state": "active", "routes": routes}
+
+
+def sava(**fields) -> dict:
+    """The contract's example gateway, normalised as the API answers it (without status)."""
+    return {"name": "sava", "port": "9050/http", "bind": "127.0.0.1", "sticky": "route", "sticky_ttl": "30m",
+            "virtual_hosts": [], "routes": {
+                "sava-1.0": {"weight": "90%", "targets": ["127.0.0.1:8081"]},
+                "sava-1.1": {"weight": "10%", "targets": ["127.0.0.1:8082"], "condition": 'browser = "Chrome"',
+                             "condition_strength": "100%"}}, **fields}
+
+
+# -- running the CLI in-process ----------------------------------------------------------------------
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def error_line(self) -> str:
+        """The single line on stderr (asserted to be one line)."""
+        lines = self.err.strip().splitlines()
+        assert len(lines) == 1, f"expected one line on stderr, got {self.err!r}"
+        return lines[0]
+
+
+@pytest.fixture(autouse=True)
+def no_admin_env(monkeypatch):
+    monkeypatch.delenv("VAMP_ADMIN_URL", raising=False)
+    monkeypatch.delenv("VAMP_ADMIN_TOKEN", raising=False)
+
+
+@pytest.fixture
+def api():
+    fake = FakeAdminApi()
+    fake.thread.start()
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()
+
+
+@pytest.fixture
+def vamp(api, capsys):
+    """vamp(*args) runs `vamp ARGS --admin <the fake>` in-process."""
+    def run(*args: str, admin: str | None = api.url) -> Run:
+        capsys.readouterr()
+        code = main([*args] + (["--admin", admin] if admin else []))
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+    return run
+
+
+def row_of(table: str, target: str) -> list[str]:
+    """The cells of the table row of that target (blank cells dropped)."""
+    return next(line.split() for line in table.splitlines() if f" {target} " in line)
+
+
+def fetch(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+# -- list and get ------------------------------------------------------------------------------------
+def test_list_shows_a_row_per_gateway_with_its_route_weights(api, vamp):
+    api.gateways["sava"] = sava()
+    api.gateways["web/8080"] = {"name": "web/8080", "port": "8080/http", "sticky": "none", "routes": {
+        "a": {"targets": []}, "b": {"targets": []}, "c": {"targets": []}}}
+    run = vamp("gateways", "list")
+    assert (run.code, run.err) == (0, "")
+    assert run.out == (
+        "NAME      PORT       STICKY  ROUTES  WEIGHTS\n"
+        "sava      9050/http  route   2       sava-1.0=90% sava-1.1=10%\n"
+        "web/8080  8080/http  none    3       a=33.34% b=33.33% c=33.33%\n")
+
+
+def test_list_without_gateways_says_so(vamp):
+    assert vamp("gateways", "list").out == "no gateways\n"
+
+
+@pytest.mark.parametrize("output, parse", [("json", json.loads), ("yaml", yaml.safe_load)])
+def test_json_and_yaml_print_what_the_api_answered(api, vamp, output, parse):
+    api.gateways["sava"] = sava()
+    listed = vamp("gateways", "list", "-o", output)
+    assert listed.code == 0 and parse(listed.out) == fetch(api.url + "/api/v1/gateways")
+    got = vamp("gateways", "get", "sava", "-o", output)
+    assert got.code == 0 and parse(got.out) == fetch(api.url + "/api/v1/gateways/sava")
+
+
+def test_get_shows_each_route_and_target_with_its_state_including_what_still_drains(api, vamp):
+    ends = "2026-01-01T12:05:00Z"
+    api.gateways["sava/9050"] = sava(name="sava/9050", virtual_hosts=["sava.local"], routes={
+        "sava-1.0": {"weight": "90%", "targets": ["127.0.0.1:8081"]},
+        "sava-1.1": {"weight": "10%", "condition": 'browser = "Chrome"', "condition_strength": "50%",
+                     "targets": ["127.0.0.1:8082", {"address": "127.0.0.1:8083", "weight": 50, "drain": True}]}},
+        status={"state": "active", "routes": {
+            "sava-1.0": {"state": "active", "drain_ends_at": None, "targets": {
+                "127.0.0.1:8081": {"state": "down", "in_flight": 0, "drain_ends_at": None}}},
+            "sava-1.1": {"state": "active", "drain_ends_at": None, "targets": {
+                "127.0.0.1:8082": {"state": "active", "in_flight": 3, "drain_ends_at": None},
+                "127.0.0.1:8083": {"state": "draining", "in_flight": 1, "drain_ends_at": ends},
+                "127.0.0.1:8084": {"state": "draining", "in_flight": 2, "drain_ends_at": ends}}},
+            "sava-0.9": {"state": "draining", "drain_ends_at": ends, "targets": {
+                "127.0.0.1:8080": {"state": "draining", "in_flight": 5, "drain_ends_at": ends}}}}})
+    run = vamp("gateways", "get", "sava/9050")
+    assert run.code == 0, run.err
+    assert run.out == (
+        "gateway sava/9050: port 9050/http on 127.0.0.1, sticky route (ttl 30m), state active\n"
+        "virtual hosts: sava.local\n"
+        "\n"
+        "ROUTE     WEIGHT  CONDITION                 TARGET                      STATE     IN-FLIGHT  DRAIN-ENDS\n"
+        "sava-1.0  90%     -                         127.0.0.1:8081              down      0          -\n"
+        "sava-1.1  10%     browser = \"Chrome\" (50%)  127.0.0.1:8082              active    3          -\n"
+        f"sava-1.1                                    127.0.0.1:8083 (weight 50)  draining  1          {ends}\n"
+        f"sava-1.1                                    127.0.0.1:8084              draining  2          {ends}\n"
+        f"sava-0.9  -       -                         127.0.0.1:8080              draining  5          {ends}\n")
+    assert [r.path for r in api.requests] == ["/api/v1/gateways/sava/9050"]
+
+
+def test_get_of_an_unknown_gateway_prints_the_api_error_and_exits_2(vamp):
+    run = vamp("gateways", "get", "nope")
+    assert run.code == 2 and run.out == ""
+    assert run.error_line() == "vamp: no gateway 'nope'"
+
+
+# -- set-weight --------------------------------------------------------------------------------------
+def test_set_weight_sends_every_weight_in_one_merge_patch(api, vamp):
+    api.gateways["sava"] = sava()
+    run = vamp("gateways", "set-weight", "sava", "sava-1.0=97.5", "sava-1.1=2.5%")
+    assert (run.code, run.err) == (0, "")
+    assert run.out == "gateway sava: sava-1.0=97.5% sava-1.1=2.5%\n"
+    [patch] = api.writes
+    assert (patch.method, patch.path) == ("PATCH", "/api/v1/gateways/sava")
+    assert patch.body == {"routes": {"sava-1.0": {"weight": "97.5%"}, "sava-1.1": {"weight": "2.5%"}}}
+    assert patch.headers["content-type"] == "application/json"
+    assert api.gateways["sava"]["routes"]["sava-1.1"]["targets"] == ["127.0.0.1:8082"]
+
+
+@pytest.mark.parametrize("assignments, message", [
+    (["sava-1.2=10%"], "no route 'sava-1.2'"),
+    (["sava-1.0"], "expected ROUTE=PERCENT"),
+    (["sava-1.0=ten"], "expected a percentage"),
+    (["sava-1.0=150%"], "from 0% to 100%"),
+    (["sava-1.0=33.333%"], "two decimals"),
+    (["sava-1.0=50%", "sava-1.0=50%"], "given twice"),
+])
+def test_set_weight_refuses_bad_input_before_writing(api, vamp, assignments, message):
+    api.gateways["sava"] = sava()
+    run = vamp("gateways", "set-weight", "sava", *assignments)
+    assert run.code == 2
+    assert message in run.error_line()
+    assert api.writes == []
+
+
+def test_set_weight_rejected_by_the_api_prints_its_error_and_field(api, vamp):
+    api.gateways["sava"] = sava()
+    run = vamp("gateways", "set-weight", "sava", "sava-1.0=50")
+    assert run.code == 2 and run.out == ""
+    assert run.error_line() == "vamp: weights add up to 60%, not 100% (field: routes.sava-1.1.weight)"
+    assert api.gateways["sava"] == sava()
+
+
+# -- drain and undrain -------------------------------------------------------------------------------
+def test_drain_of_a_route_whose_name_holds_slashes(api, vamp):
+    api.gateways["sava/9050"] = sava(name="sava/9050", routes={
+        "sava/sava:1.0/web": {"weight": "50%", "targets": ["127.0.0.1:8081"]},
+        "sava/sava:1.1/web": {"weight": "50%", "targets": ["127.0.0.1:8082"]}})
+    run = vamp("gateways", "drain", "sava/9050", "sava/sava:1.1/web")
+    assert (run.code, run.out) == (0, "gateway sava/9050: route sava/sava:1.1/web draining\n")
+    [patch] = api.writes
+    assert (patch.method, patch.path) == ("PATCH", "/api/v1/gateways/sava/9050")
+    assert patch.body == {"routes": {"sava/sava:1.1/web": {"drain": True}}}
+    assert vamp("gateways", "undrain", "sava/9050", "sava/sava:1.1/web").code == 0
+    assert api.writes[-1].body == {"routes": {"sava/sava:1.1/web": {"drain": False}}}
+
+
+def test_drain_and_undrain_of_one_target_rewrite_that_route_s_targets(api, vamp):
+    other = {"address": "127.0.0.1:8084", "weight": 50, "drain": False}
+    api.gateways["shop"] = sava(name="shop", routes={
+        "a/b": {"weight": "100%", "targets": ["127.0.0.1:8082", "[::1]:8083", other]}})
+    run = vamp("gateways", "drain", "shop", "a/b/[0:0::1]:8083")
+    assert (run.code, run.out) == (0, "gateway shop: target [::1]:8083 of route a/b draining\n")
+    assert api.writes[-1].body == {"routes": {"a/b": {"targets": [
+        "127.0.0.1:8082", {"address": "[::1]:8083", "weight": 100, "drain": True}, other]}}}
+    table = vamp("gateways", "get", "shop").out
+    assert row_of(table, "[::1]:8083") == ["a/b", "[::1]:8083", "draining", "0", "-"]
+
+    run = vamp("gateways", "undrain", "shop", "a/b/[::1]:8083")
+    assert (run.code, run.out) == (0, "gateway shop: target [::1]:8083 of route a/b active\n")
+    assert api.writes[-1].body == {"routes": {"a/b": {"targets": ["127.0.0.1:8082", "[::1]:8083", other]}}}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("sava-1.2", "gateway 'sava': no route 'sava-1.2' (routes: sava-1.0, sava-1.1)"),
+    ("sava-1.1/127.0.0.1:9999", "route 'sava-1.1' of gateway 'sava' has no target '127.0.0.1:9999' "
+                                "(targets: 127.0.0.1:8082)"),
+])
+def test_drain_of_something_unknown_writes_nothing(api, vamp, spec, message):
+    api.gateways["sava"] = sava()
+    run = vamp("gateways", "drain", "sava", spec)
+    assert run.code == 2
+    assert run.error_line() == f"vamp: {message}"
+    assert api.writes == []
+
+
+# -- delete ------------------------------------------------------------------------------------------
+def test_delete_sends_delete_and_the_gateway_goes(api, vamp):
+    api.gateways["sava"] = sava()
+    run = vamp("gateways", "delete", "sava")
+    assert (run.code, run.out) == (0, "gateway sava deleted: it drains, then disappears\n")
+    assert [(r.method, r.path) for r in api.writes] == [("DELETE", "/api/v1/gateways/sava")]
+    assert vamp("gateways", "delete", "sava").code == 2
+
+
+# -- apply -------------------------------------------------------------------------------------------
+GATEWAYS_FILE = """\
+gateways:
+  same:                       # equal to what the API has once normalised (port 9050 -> 9050/http)
+    port: 9050
+    routes:
+      v1: {weight: 100%, targets: [127.0.0.1:8081]}
+  changed:
+    port: 9051
+    routes:
+      v1: {weight: 90%, targets: [127.0.0.1:8081]}
+      v2: {weight: 10%, targets: [127.0.0.1:8082]}
+  new:
+    port: 9052
+    routes:
+      v1: {targets: [127.0.0.1:8081]}
+"""
+
+
+def test_apply_validates_every_gateway_then_writes_only_what_differs(api, vamp, tmp_path):
+    api.gateways["same"] = validated("same", {"port": 9050, "routes": {
+        "v1": {"weight": "100%", "targets": ["127.0.0.1:8081"]}}})
+    api.gateways["changed"] = validated("changed", {"port": 9051, "routes": {
+        "v1": {"weight": "100%", "targets": ["127.0.0.1:8081"]}}})
+    path = tmp_path / "gateways.yaml"
+    path.write_text(GATEWAYS_FILE)
+    run = vamp("apply", "-f", str(path))
+    assert (run.code, run.err) == (0, "")
+    assert run.out == "gateway same unchanged\ngateway changed configured\ngateway new created\n"
+    assert [(w.method, w.path, w.validate_only) for w in api.writes] == [
+        ("PUT", "/api/v1/gateways/same", True), ("PUT", "/api/v1/gateways/changed", True),
+        ("PUT", "/api/v1/gateways/new", True),
+        ("PUT", "/api/v1/gateways/changed", False), ("PUT", "/api/v1/gateways/new", False)]
+    assert api.writes[-1].body == {"port": 9052, "routes": {"v1": {"targets": ["127.0.0.1:8081"]}}}
+    assert api.gateways["changed"]["routes"]["v2"]["weight"] == "10%"
+    assert vamp("apply", "-f", str(path)).out == (
+        "gateway same unchanged\ngateway changed unchanged\ngateway new unchanged\n")
+
+
+def test_apply_with_one_invalid_gateway_changes_nothing(api, vamp, tmp_path):
+    path = tmp_path / "gateways.yaml"
+    path.write_text("gateways:\n  good:\n    port: 9050\n    routes: {v1: {weight: 100%}}\n"
+                    "  bad:\n    port: 9051\n    routes: {v1: {weight: 90%}}\n")
+    run = vamp("apply", "-f", str(path))
+    assert run.code == 2 and run.out == ""
+    assert run.error_line() == "vamp: gateway 'bad': weights add up to 90%, not 100% (field: routes.v1.weight)"
+    assert all(write.validate_only for write in api.writes) and api.gateways == {}
+
+
+def test_apply_reads_stdin_and_the_list_form(api, vamp, monkeypatch):
+    document = {"gateways": [{"name": "sava/9050", "port": "9050/http", "routes": {"v1": {"targets": []}}}]}
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(document)))
+    run = vamp("apply", "-f", "-", "-o", "json")
+    assert run.code == 0, run.err
+    [applied] = json.loads(run.out)
+    assert applied == fetch(api.url + "/api/v1/gateways/sava/9050")
+    assert api.writes[-1].path == "/api/v1/gateways/sava/9050"
+    assert api.writes[-1].body["name"] == "sava/9050"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("gateways:\n  sava:\n    port: [9050\n", "line 4: YAML syntax error"),
+    ("gateways:\n  sava: {port: 1}\n  sava: {port: 2}\n", "duplicate key 'sava'"),
+    ("gatways: {}\n", "expected a document with 'gateways'"),
+])
+def test_apply_of_a_file_that_does_not_parse_sends_nothing(api, vamp, tmp_path, text, message):
+    path = tmp_path / "gateways.yaml"
+    path.write_text(text)
+    run = vamp("apply", "-f", str(path))
+    assert run.code == 2 and message in run.error_line()
+    assert api.requests == []
+
+
+def test_apply_of_a_missing_file(vamp, tmp_path):
+    run = vamp("apply", "-f", str(tmp_path / "missing.yaml"))
+    assert run.code == 2 and "No such file" in run.error_line()
+
+
+# -- admin URL, token, failures ----------------------------------------------------------------------
+def test_admin_url_comes_from_the_option_or_vamp_admin_url(api, vamp, monkeypatch):
+    api.gateways["sava"] = sava()
+    host_port = api.url.removeprefix("http://")
+    assert vamp("gateways", "get", "sava", admin=host_port).code == 0
+    assert vamp("gateways", "get", "sava", admin=api.url + "/api/v1/").code == 0
+    monkeypatch.setenv("VAMP_ADMIN_URL", api.url)
+    assert vamp("gateways", "get", "sava", admin=None).code == 0
+    assert [r.path for r in api.requests] == ["/api/v1/gateways/sava"] * 3
+
+
+@pytest.mark.parametrize("admin", ["ftp://127.0.0.1:9090", "http://127.0.0.1:notaport", "http://"])
+def test_a_bad_admin_url_is_bad_input(vamp, admin):
+    run = vamp("gateways", "list", admin=admin)
+    assert run.code == 2 and "--admin expects a URL" in run.error_line()
+
+
+def test_an_unreachable_admin_api_exits_1_with_one_clear_line(vamp):
+    url = f"http://{LOOPBACK}:{free_port()}"
+    run = vamp("gateways", "list", admin=url)
+    assert run.code == 1
+    assert run.error_line().startswith(f"vamp: cannot reach the admin API at {url}: ")
+
+
+def test_a_server_error_exits_1(api, vamp):
+    api.scripted.append((500, error("state directory not writable")))
+    run = vamp("gateways", "list")
+    assert run.code == 1
+    assert run.error_line() == f"vamp: the admin API at {api.url} failed: HTTP 500: state directory not writable"
+
+
+def test_a_non_json_error_answer_is_shown_by_its_first_line(api, vamp):
+    api.scripted.append((405, None))
+    assert vamp("gateways", "delete", "sava").error_line() == "vamp: Method Not Allowed"
+
+
+def test_writes_carry_the_token_from_the_environment_or_option_and_never_print_it(api, vamp, monkeypatch):
+    api.token = TOKEN
+    api.gateways["sava"] = sava()
+    refused = vamp("gateways", "set-weight", "sava", "sava-1.0=80", "sava-1.1=20")
+    assert refused.code == 2
+    assert refused.error_line() == ("vamp: missing or wrong bearer token; writes need a token: set "
+                                    "VAMP_ADMIN_TOKEN or --token")
+    wrong = vamp("gateways", "drain", "sava", "sava-1.1", "--token", "not-" + TOKEN)
+    assert wrong.code == 2 and "the token was refused" in wrong.error_line()
+    assert TOKEN not in wrong.err + wrong.out
+
+    monkeypatch.setenv("VAMP_ADMIN_TOKEN", TOKEN)
+    accepted = vamp("gateways", "set-weight", "sava", "sava-1.0=80", "sava-1.1=20")
+    assert accepted.code == 0, accepted.err
+    assert api.writes[-1].headers["authorization"] == f"Bearer {TOKEN}"
+    assert TOKEN not in accepted.out + accepted.err
+    assert vamp("gateways", "drain", "sava", "sava-1.1", "--token", TOKEN).code == 0
+
+
+@pytest.mark.parametrize("args", [("gateways",), ("gateways", "set-weight", "sava"), ("apply",),
+                                  ("gateways", "list", "-o", "xml")])
+def test_missing_or_wrong_arguments_are_bad_input(api, vamp, args):
+    with pytest.raises(SystemExit) as exited:
+        vamp(*args)
+    assert exited.value.code == 2
+    assert api.requests == []
