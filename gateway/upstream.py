@@ -39,11 +39,12 @@ BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE = 0, 1, 2, 3
 
 class UpstreamPool:
     """Idle keep-alive connections to one target, most recently used first."""
-    __slots__ = ("target", "idle")
+    __slots__ = ("target", "idle", "closed")
 
     def __init__(self, target: "TargetState") -> None:
         self.target = target
         self.idle: list[UpstreamConnection] = []
+        self.closed = False      # the target left the configuration: connections coming back are closed
 
     def acquire(self) -> "UpstreamConnection | None":
         idle = self.idle
@@ -54,12 +55,13 @@ class UpstreamPool:
         return None
 
     def release(self, conn: "UpstreamConnection") -> None:
-        if len(self.idle) < MAX_IDLE_PER_TARGET:
+        if not self.closed and len(self.idle) < MAX_IDLE_PER_TARGET:
             self.idle.append(conn)
         else:
             conn.close()
 
     def close_all(self) -> None:
+        self.closed = True
         idle, self.idle = self.idle, []
         for conn in idle:
             conn.close()
