@@ -11,7 +11,6 @@ token only ever goes to the URL given.
 from __future__ import annotations
 
 import argparse
-import http
 import http.client
 import json
 import os
@@ -240,6 +239,8 @@ def gateway_table(doc: dict) -> str:
     sticky = doc.get("sticky") or "none"
     header += f", sticky {sticky}" + (f" (ttl {doc.get('sticky_ttl')})" if sticky != "none" else "")
     header += f", state {status.get('state', '-')}"
+    if status.get("drain_ends_at"):
+        header += f" until {status['drain_ends_at']}"
     if doc.get("virtual_hosts"):
         header += "\nvirtual hosts: " + " ".join(map(str, doc["virtual_hosts"]))
     routes = _routes_of(doc)

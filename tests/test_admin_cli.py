@@ -153,12 +153,12 @@ def validated(name: str, body: Any) -> dict:
     if not isinstance(body, dict):
         raise ValueError("expected a gateway document")
     if body.get("name", name) != name:
-        raise ValueError(f"the name {body['name']!r} differs from the path's {name!r}", "name")
+        raise ValueError(f"the name {body['name']!r} differs from the path's {name!r}", "/name")
     routes = {key: dict(value) for key, value in (body.get("routes") or {}).items()}
     given = [(route_name, parse_percent(r["weight"])) for route_name, r in routes.items() if "weight" in r]
     if given and sum(weight for _, weight in given) not in (0, 10_000):
         raise ValueError(f"weights add up to {sum(w for _, w in given) / 100:g}%, not 100%",
-                         f"routes.{given[-1][0]}.weight")
+                         f"/routes/{given[-1][0]}/weight")
     port = str(body.get("port"))
     doc = {key: value for key, value in body.items() if key != "status"}
     return {**doc, "name": name, "port": port if "/" in port else f"{port}/http",
@@ -332,7 +332,7 @@ def test_set_weight_rejected_by_the_api_prints_its_error_and_field(api, vamp):
     api.gateways["sava"] = sava()
     run = vamp("gateways", "set-weight", "sava", "sava-1.0=50")
     assert run.code == 2 and run.out == ""
-    assert run.error_line() == "vamp: weights add up to 60%, not 100% (field: routes.sava-1.1.weight)"
+    assert run.error_line() == "vamp: weights add up to 60%, not 100% (field: /routes/sava-1.1/weight)"
     assert api.gateways["sava"] == sava()
 
 
@@ -433,7 +433,7 @@ def test_apply_with_one_invalid_gateway_changes_nothing(api, vamp, tmp_path):
                     "  bad:\n    port: 9051\n    routes: {v1: {weight: 90%}}\n")
     run = vamp("apply", "-f", str(path))
     assert run.code == 2 and run.out == ""
-    assert run.error_line() == "vamp: gateway 'bad': weights add up to 90%, not 100% (field: routes.v1.weight)"
+    assert run.error_line() == "vamp: gateway 'bad': weights add up to 90%, not 100% (field: /routes/v1/weight)"
     assert all(write.validate_only for write in api.writes) and api.gateways == {}
 
 
@@ -446,6 +446,14 @@ def test_apply_reads_stdin_and_the_list_form(api, vamp, monkeypatch):
     assert applied == fetch(api.url + "/api/v1/gateways/sava/9050")
     assert api.writes[-1].path == "/api/v1/gateways/sava/9050"
     assert api.writes[-1].body["name"] == "sava/9050"
+
+
+def test_apply_says_that_geo_is_not_applied_through_the_api(api, vamp, tmp_path):
+    path = tmp_path / "gateways.yaml"
+    path.write_text("gateways:\n  sava: {port: 9050}\ngeo: {trusted_proxies: [10.0.0.0/8]}\n")
+    run = vamp("apply", "-f", str(path))
+    assert (run.code, run.out) == (0, "gateway sava created\n")
+    assert "'geo' is a setting of the gateway process" in run.error_line()
 
 
 @pytest.mark.parametrize("text, message", [
@@ -528,3 +536,116 @@ def test_missing_or_wrong_arguments_are_bad_input(api, vamp, args):
         vamp(*args)
     assert exited.value.code == 2
     assert api.requests == []
+
+
+# -- end to end: a real `vamp gateway` and its admin API ---------------------------------------------
+@dataclass
+class Live:
+    """A running gateway `demo` (routes v1 -> echo v1; v2 -> echo v2 and v2b) with a token on its admin API."""
+    gateway: Any
+    echo: Any
+    port: int
+    env: dict
+
+    def vamp(self, *args: str, env: dict | None = None):
+        return run_cli(list(args), env={**self.env, **(env or {})})
+
+    def versions(self, count: int = 100) -> Counter:
+        """X-Version of `count` sequential GETs through the gateway."""
+        with HttpClient(self.port) as client:
+            return Counter(client.request("GET", "/").version for _ in range(count))
+
+    def document(self, name: str = "demo") -> dict:
+        return json.loads(self.gateway.admin_get(f"/api/v1/gateways/{name}"))
+
+
+@pytest.fixture
+def live(procs):
+    echo = procs.backend("echo", "v1", "v2", "v2b")
+    port = free_port()
+    process = procs.gateway(config({"demo": gateway(port, {
+        "v1": route(echo.address("v1"), weight="100%"),
+        "v2": route(echo.address("v2"), echo.address("v2b"), weight="0%")})}),
+        extra_args=("--admin-token", TOKEN))
+    return Live(process, echo, port, {"VAMP_ADMIN_URL": f"http://{process.admin}", "VAMP_ADMIN_TOKEN": TOKEN})
+
+
+def assert_within_one(counts: Counter, expected: dict[str, int]) -> None:
+    assert set(counts) <= set(expected), counts
+    for name, exact in expected.items():
+        assert abs(counts[name] - exact) <= 1, f"{name}: got {counts[name]}, expected {exact} ±1 ({counts})"
+
+
+def test_live_list_and_get(live):
+    listed = live.vamp("gateways", "list")
+    assert (listed.returncode, listed.stderr) == (0, "")
+    assert listed.stdout.splitlines()[1].split() == ["demo", f"{live.port}/http", "none", "2", "v1=100%", "v2=0%"]
+    got = live.vamp("gateways", "get", "demo")
+    assert got.returncode == 0, got.stderr
+    assert row_of(got.stdout, live.echo.address("v1")) == ["v1", "100%", "-", live.echo.address("v1"), "active",
+                                                           "0", "-"]
+    assert row_of(got.stdout, live.echo.address("v2b")) == ["v2", live.echo.address("v2b"), "active", "0", "-"]
+    as_json = live.vamp("gateways", "get", "demo", "-o", "json")
+    assert json.loads(as_json.stdout) == live.document()
+
+
+def test_live_set_weight_changes_the_split(live):
+    run = live.vamp("gateways", "set-weight", "demo", "v1=70", "v2=30%")
+    assert (run.returncode, run.stdout, run.stderr) == (0, "gateway demo: v1=70% v2=30%\n", "")
+    counts = live.versions(100)
+    assert_within_one(Counter({"v1": counts["v1"], "v2": counts["v2"] + counts["v2b"]}), {"v1": 70, "v2": 30})
+
+    refused = live.vamp("gateways", "set-weight", "demo", "v1=0", "v2=100", env={"VAMP_ADMIN_TOKEN": ""})
+    assert refused.returncode == 2 and "VAMP_ADMIN_TOKEN" in refused.stderr
+    invalid = live.vamp("gateways", "set-weight", "demo", "v1=50")
+    assert invalid.returncode == 2 and "(field: /routes" in invalid.stderr
+    assert {name: r["weight"] for name, r in live.document()["routes"].items()} == {"v1": "70%", "v2": "30%"}
+
+
+def test_live_drain_of_a_target_then_of_its_route(live):
+    assert live.vamp("gateways", "set-weight", "demo", "v1=50", "v2=50").returncode == 0
+    run = live.vamp("gateways", "drain", "demo", f"v2/{live.echo.address('v2b')}")
+    assert run.returncode == 0, run.stderr
+    assert_within_one(live.versions(100), {"v1": 50, "v2": 50, "v2b": 0})
+    assert row_of(live.vamp("gateways", "get", "demo").stdout, live.echo.address("v2b"))[2] == "draining"
+
+    assert live.vamp("gateways", "drain", "demo", "v2").returncode == 0
+    assert live.versions(50) == Counter({"v1": 50})
+    assert live.document()["status"]["routes"]["v2"]["state"] == "draining"
+
+    assert live.vamp("gateways", "undrain", "demo", "v2").returncode == 0
+    assert_within_one(live.versions(100), {"v1": 50, "v2": 50, "v2b": 0})
+
+
+def test_live_apply_creates_and_configures_then_finds_nothing_to_change(live, tmp_path):
+    new_port = free_port()
+    path = tmp_path / "gateways.yaml"
+    path.write_text(yaml.safe_dump(config({
+        "demo": gateway(live.port, {"v1": route(live.echo.address("v1"), weight="20%"),
+                                    "v2": route(live.echo.address("v2"), weight="80%")}),
+        "new": gateway(new_port, {"only": route(live.echo.address("v2b"))})}), sort_keys=False))
+    run = live.vamp("apply", "-f", str(path))
+    assert (run.returncode, run.stdout, run.stderr) == (0, "gateway demo configured\ngateway new created\n", "")
+    assert_within_one(live.versions(100), {"v1": 20, "v2": 80})
+    with HttpClient(new_port) as client:
+        assert client.request("GET", "/").version == "v2b"
+    again = live.vamp("apply", "-f", str(path))
+    assert (again.returncode, again.stdout) == (0, "gateway demo unchanged\ngateway new unchanged\n")
+
+    path.write_text(yaml.safe_dump(config({
+        "new": gateway(new_port, {"only": route(live.echo.address("v1"))}),
+        "demo": gateway(live.port, {"v1": route(live.echo.address("v1"), weight="20%")})}), sort_keys=False))
+    invalid = live.vamp("apply", "-f", str(path))
+    assert invalid.returncode == 2 and invalid.stdout == ""
+    assert "'demo'" in invalid.stderr and "(field: /routes" in invalid.stderr
+    assert live.document("new")["routes"]["only"]["targets"] == [live.echo.address("v2b")]
+
+
+def test_live_delete(live):
+    run = live.vamp("gateways", "delete", "demo")
+    assert (run.returncode, run.stdout, run.stderr) == (0, "gateway demo deleted: it drains, then disappears\n", "")
+    # nothing is in flight and nobody is sticky: the drain ends at once
+    live.gateway.wait_until(lambda: live.gateway.admin_status("/api/v1/gateways/demo") == 404, 10.0, "demo gone")
+    assert live.vamp("gateways", "list").stdout == "no gateways\n"
+    missing = live.vamp("gateways", "delete", "nope")
+    assert (missing.returncode, missing.stderr) == (2, "vamp: no gateway 'nope'\n")
