@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import ConfigError, _parse_yaml
+from .config import ConfigError, parse_document
 from .model import FULL
 from .units import format_percent, parse_address, parse_percent
 
@@ -419,7 +419,7 @@ def read_gateways(path: str) -> list[tuple[str, Any]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise CommandError(f"cannot read {source}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
-        _, data = _parse_yaml(text, source)
+        data = parse_document(text, source)
     except ConfigError as exc:
         raise CommandError(f"{source}: {exc}") from None
     if data is None:

@@ -117,6 +117,12 @@ def load_file(path: str | os.PathLike) -> Config:
     return load_text(text, source=os.fsdecode(path))
 
 
+def parse_document(text: str, source: str = "<config>") -> Any:
+    """YAML (or JSON) text to plain data with this module's strict loader (duplicate keys refused, keys kept
+    as text, line numbers in errors), before any validation."""
+    return _parse_yaml(text, source)[1]
+
+
 def load_text(text: str, source: str = "<config>") -> Config:
     """Validate configuration text (YAML, or JSON which is YAML too); `source` names it in YAML marks."""
     node, data = _parse_yaml(text, source)
