@@ -9,6 +9,7 @@ done once per `data_received`, so each read event costs at most one write per pe
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -32,6 +33,11 @@ PAUSE_BUFFER = 4        # request body piling up before the upstream connection 
 PAUSE_TUNNEL = 8        # upgrade requested; waiting for the backend's 101
 
 BODY_BUFFER_LIMIT = 256 * 1024
+MAX_HEAD_SECONDS = 30.0    # a request head must arrive within this (or the idle timeout, if shorter)
+MAX_PIPELINED = 32         # requests parsed ahead of the one in flight; more is abuse
+
+# RFC 3986 host (reg-name, IPv4, [IPv6]) with an optional port; empty for HTTP/1.0 without Host.
+_VALID_HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
 
 
 class BadRequest(Exception):
@@ -94,7 +100,7 @@ class ClientConnection(asyncio.Protocol):
         "current", "queue", "parsing", "closing", "last_active", "idle_timer", "gateway_stats",
         "_url", "_headers", "_head_size", "_host", "_cl", "_te", "_conn_tokens", "_expect", "_upgrade",
         "_xff", "_xfp", "_xfh", "_ua", "_in_body", "_pending_error", "_tunnel_upstream", "_host_raw",
-        "_host_name",
+        "_host_name", "_head_started",
     )
 
     def __init__(self, runtime: "Runtime", port: int) -> None:
@@ -116,6 +122,7 @@ class ClientConnection(asyncio.Protocol):
         self.gateway_stats = None
         self._tunnel_upstream: UpstreamConnection | None = None
         self._host_raw: bytes | None = None
+        self._head_started = 0.0       # when the head being parsed began (0: none in progress)
         self._host_name = ""
         self._reset_head()
 
@@ -168,12 +175,21 @@ class ClientConnection(asyncio.Protocol):
         self.queue.clear()
 
     def _check_idle(self) -> None:
+        """The connection's one timer: close it when idle too long, answer 408 to a request head that takes
+        too long to arrive (a client dribbling bytes does not keep a connection forever)."""
         self.idle_timer = None
         if self.closing:
             return
         timeout = self.runtime.idle_timeout(self.port)
         if self.current is None and self._tunnel_upstream is None:
-            idle_for = self.loop.time() - self.last_active
+            now = self.loop.time()
+            if self._head_started:
+                head_timeout = min(timeout, MAX_HEAD_SECONDS)
+                if now - self._head_started >= head_timeout:
+                    self._reject(BadRequest(408, "the request head took too long"))
+                    return
+                timeout = min(timeout, head_timeout - (now - self._head_started))
+            idle_for = now - self.last_active
             if idle_for >= timeout:
                 self.closing = True
                 self.transport.close()  # type: ignore[union-attr]
@@ -244,6 +260,7 @@ class ClientConnection(asyncio.Protocol):
     # httptools callbacks ---------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._reset_head()
+        self._head_started = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -328,9 +345,12 @@ class ClientConnection(asyncio.Protocol):
         ex = Exchange(self, method, head, keep_alive, http10, chunked, chunked or length > 0, upgrade,
                       self._expect)
         self._in_body = True
+        self._head_started = 0.0
         self.parsing = ex
         if self.current is None:
             self.current = ex
+        elif len(self.queue) >= MAX_PIPELINED:
+            raise self._fail(400, "too many pipelined requests")
         else:
             self.queue.append(ex)
 
@@ -394,6 +414,9 @@ class ClientConnection(asyncio.Protocol):
         runtime = self.runtime
         port_router = runtime.table.ports.get(self.port)
         if ex.host != self._host_raw:                 # keep-alive clients repeat their Host: parse it once
+            if not _VALID_HOST.fullmatch(ex.host):
+                self.answer(ex, 400, "invalid Host header")
+                return
             self._host_raw = ex.host
             self._host_name = _host_name(ex.host)
         host = self._host_name
@@ -413,7 +436,7 @@ class ClientConnection(asyncio.Protocol):
             self.answer(ex, 503, f"no target available for gateway {router.name!r}")
             return
         ex.route, ex.target, ex.set_cookie = decision
-        if ex.expect_continue:
+        if ex.expect_continue and not ex.http10:
             self.transport.write(CONTINUE_100)  # type: ignore[union-attr]
         dispatch(ex)
 
