@@ -343,7 +343,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._protocol_error(ex, out)
             return
         if out:
-            ex.client.transport.write(b"".join(out))  # type: ignore[union-attr]
+            ex.client.transport.writelines(out)  # type: ignore[union-attr]
         if self.complete:
             self._finish(ex)      # a violation after a complete response only costs this connection
 
