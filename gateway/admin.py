@@ -86,7 +86,10 @@ def respond(request: web.Request, data: Any, status: int = 200) -> web.Response:
 
 async def read_body(request: web.Request) -> Any:
     kind = request.content_type if request.headers.get("Content-Type") else ""
-    text = await request.text()
+    try:
+        text = (await request.read()).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"the body is not UTF-8 text (byte {exc.start})") from exc
     if kind in YAML_TYPES:
         try:
             return yaml.safe_load(text)

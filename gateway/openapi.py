@@ -113,6 +113,7 @@ OPENAPI: dict[str, Any] = {
                       "security": [{"bearer": []}, {}]},
             "delete": {"summary": "drain, then remove a gateway", "parameters": [_VALIDATE_ONLY],
                        "responses": {"202": _GATEWAY_RESPONSE, "200": _GATEWAY_RESPONSE,
+                                     "400": _error("invalid parameters"),
                                      "404": _error("no such gateway"), "401": _ERRORS["401"],
                                      "409": _error("the change could not be applied")},
                        "security": [{"bearer": []}, {}]},
@@ -123,7 +124,8 @@ OPENAPI: dict[str, Any] = {
         "schemas": {
             "GatewayInput": {"type": "object", "additionalProperties": False, "required": ["port"],
                              "properties": {**_GATEWAY_FIELDS, "status": {"type": "object"}}},
-            "Gateway": {"type": "object", "required": ["name", "status"],
+            "Gateway": {"type": "object", "required": ["name"],
+                        "description": "a gateway; `status` is present except in ?validate_only=true answers",
                         "properties": {**_GATEWAY_FIELDS, "status": _STATUS}},
             "Error": {"type": "object", "required": ["error", "field"],
                       "properties": {"error": {"type": "string"},
