@@ -1,0 +1,1 @@
+"""Demo services the quickstart deploys as local processes (`sava`)."""

@@ -1,0 +1,1 @@
+"""Orchestrator drivers behind one small interface (`base`): the local-process driver (`local`) by default."""

@@ -1,0 +1,104 @@
+"""The orchestrator interface: what the control plane asks of any driver (local processes, Kubernetes).
+
+A driver runs services (`ServiceSpec`), each as a number of instances (`Instance`), and reports every change of
+an instance's state as an `InstanceEvent` to its subscribers. Instance states:
+
+    starting   the process runs; no health check has passed yet (no traffic must reach it)
+    ready      the health check passes (or, without one, its ports accept connections)
+    unhealthy  the health check failed `failures` times in a row; the driver restarts it
+    crashed    the process exited without being asked to; the driver restarts it after a back-off
+    stopping   the driver is taking it away (scale-down, undeploy): drained first, then stopped
+    stopped    gone; it no longer appears in `instances()`
+
+Every method is safe to call from the event loop; none blocks it.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How to tell that an instance serves: an HTTP GET (2xx/3xx passes) or a TCP connect on one of its ports.
+
+    `port` names one of the service's ports (None: the first). Times are seconds. The instance is `ready` after
+    its first passing check, `unhealthy` after `failures` consecutive failing ones."""
+
+    path: str = "/"
+    port: str | None = None
+    protocol: str = "http"
+    initial_delay: float = 0
+    interval: float = 10
+    timeout: float = 5
+    failures: int = 3
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service to run: `id` is "deployment/cluster/service" (e.g. "sava/sava/sava:1.0.0").
+
+    `command` is the argv (a leading "python" means the platform's own interpreter); `ports` maps each port name
+    to "http" or "tcp", and the driver chooses the port numbers; `environment` is added to what the instance
+    gets from the driver; `workdir` None means the platform's working directory."""
+
+    id: str
+    command: tuple[str, ...]
+    ports: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
+    instances: int = 1
+    health_check: HealthCheck | None = None
+    workdir: str | None = None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A snapshot of one running copy of a service. `id` is the service id + "#" + index, stable across
+    restarts; `ports` maps port names to the numbers it listens on at `host`; `started_at` is the wall-clock
+    time (epoch seconds) its current process started."""
+
+    id: str
+    service: str
+    host: str
+    ports: dict[str, int]
+    state: str
+    pid: int | None
+    restarts: int
+    started_at: float
+
+
+@dataclass(frozen=True)
+class InstanceEvent:
+    """A change of an instance's state. `previous_state` is None for a new instance; `reason` says why in a
+    few words; `exit_code` is the process's exit status when it exited (negative: killed by that signal)."""
+
+    instance: Instance
+    previous_state: str | None
+    reason: str
+    exit_code: int | None = None
+
+
+class Orchestrator(Protocol):
+    """What the control plane needs from a driver."""
+
+    async def deploy(self, spec: ServiceSpec) -> None:
+        """Create or update a service and converge to `spec.instances` running instances (returns at once)."""
+
+    async def scale(self, service_id: str, instances: int) -> None:
+        """Converge to `instances` running instances; surplus ones are drained, then stopped (in the background)."""
+
+    async def undeploy(self, service_id: str) -> None:
+        """Drain and stop every instance of the service (in the background), then forget the service."""
+
+    async def stop_instance(self, instance_id: str) -> None:
+        """Stop one instance now (the caller has drained it) and run one fewer: it is not replaced."""
+
+    def instances(self, service_id: str | None = None) -> list[Instance]:
+        """The instances not yet stopped, of one service or of all, sorted by id."""
+
+    def subscribe(self) -> asyncio.Queue[InstanceEvent]:
+        """A queue that receives every InstanceEvent from now on."""
+
+    async def close(self) -> None:
+        """Stop every instance of every service (without draining) and wait until their processes are gone."""
