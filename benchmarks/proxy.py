@@ -4,10 +4,10 @@ One nginx worker serves a tiny body as the backend (pinned to CPU 1, like wrk). 
 backend directly, HAProxy, nginx as a reverse proxy and `vamp gateway` (each proxy pinned to CPU 0), and
 this script prints requests per second, median and 99th-percentile latency, errors, the CPU time the server
 under test spent per request and how busy it kept its CPU (well under 100%: something else was the limit),
-then the gateway's throughput and CPU cost relative to HAProxy and nginx. The
-gateway carries a 90%/10% split whose canary route has a user-agent condition, so every request pays for
-routing. Every config lives in a temporary directory; every process started here runs in its own process
-group and is stopped on the way out, Ctrl-C included.
+then the gateway's throughput and CPU cost relative to HAProxy and nginx. The gateway carries a 90%/10%
+split whose canary route has a user-agent condition, so every request pays for routing. Every config lives
+in a temporary directory; every process started here runs in its own process group and is stopped on the
+way out, Ctrl-C included.
 
     python benchmarks/proxy.py [--duration 10] [--warmup 2] [--connections 50] [--only haproxy,gateway]
                                [--json results.json]
