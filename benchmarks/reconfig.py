@@ -48,6 +48,7 @@ PATCH_PATH = f"/api/v1/gateways/{GATEWAY}"
 ADMIN_TIMEOUT = 10.0          # seconds an admin API write may take before it counts as failed
 PROBE_TIMEOUT = 2.0           # seconds for one probe request on a new connection
 PROBES_PER_CHANGE = 1000      # at most this many new connections while waiting for a change to show
+BUSY_ENOUGH_PERCENT = 90      # below this CPU use the gateway was not what limited a wrk run
 
 
 # --- configurations ----------------------------------------------------------------------------------------
@@ -333,6 +334,11 @@ def format_report(throughput: ThroughputFigures | None, propagation: Propagation
         lines += ["",
                   f"throughput with changes / without: {throughput.throughput_ratio:.3f}",
                   f"p99 with changes / without: {_ratio(throughput.changing.p99_ms, throughput.steady.p99_ms)}",
+                  *[f"warning: the gateway kept its CPU only {result.server_cpu_busy_percent}% busy {label}: "
+                    "something else limited it (another process on its CPU?)"
+                    for label, result in (("without changes", throughput.steady),
+                                          ("with changes", throughput.changing))
+                    if (result.server_cpu_busy_percent or 0) < BUSY_ENOUGH_PERCENT],
                   f"changes applied during the run: {throughput.changes_applied} "
                   f"({throughput.changes_failed} failed); write latency median "
                   f"{throughput.write_latency.median_ms:.1f} ms, max {throughput.write_latency.max_ms:.1f} ms"]
