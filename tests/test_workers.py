@@ -137,6 +137,9 @@ def test_metrics_sum_the_requests_of_both_workers(workers_gateway):
     assert requests_counted(process) - before == 60
 
 
+KERNEL_RESET_WINDOW = 1.0   # seconds after a kill -9 during which the dead worker's accept queue is reset
+
+
 def test_a_killed_worker_is_restarted_and_the_other_keeps_serving(procs, echo):
     process, port = start_workers(procs, echo)
     set_weights(process, 0, 100)                                  # the last change before the kill
@@ -162,10 +165,14 @@ def test_a_killed_worker_is_restarted_and_the_other_keeps_serving(procs, echo):
         assert any(o.local_port == client and o.at > killed_at for o in load.outcomes), (
             f"connection {client} on the surviving worker got no answer after the kill")
     assert not [f for f in load.failures if f.local_port in on_survivor], load.failures
-    opened_after_kill = [f for f in load.failures if f.local_port not in on_victim]
-    assert len(load.failures) <= len(on_victim) and not opened_after_kill, (
-        f"{len(load.failures)} failed requests, {len(on_victim)} connections were open to the killed worker; "
-        f"failures of connections opened after the kill: {opened_after_kill}")
+    on_victim_failures = [f for f in load.failures if f.local_port in on_victim]
+    assert len(on_victim_failures) <= len(on_victim), on_victim_failures
+    # A connection opened just after the kill may have been queued on the dead worker's own listening socket
+    # (SO_REUSEPORT gives each worker one); the kernel resets those (unless net.ipv4.tcp_migrate_req=1, see
+    # the README). Nothing else may fail: no other kind of failure, and nothing once the kill is past.
+    late = [f for f in load.failures if f.local_port not in on_victim
+            and (f.kind not in ("reset", "refused", "broken") or f.at - killed_at > KERNEL_RESET_WINDOW)]
+    assert not late, f"failures beyond the killed worker's own connections and queue: {late}"
     assert set(load.versions()) == {"v2"}
 
     new_pids = worker_pids(process)
