@@ -1,0 +1,674 @@
+"""Deployments: Vamp blueprints running on an orchestrator, and the gateways that reach them, kept in step.
+
+A deployment is a blueprint that runs: each service of each cluster becomes an orchestrator service
+(`deployment/cluster/breed`), each cluster port gets an internal gateway `deployment/cluster/port` on a
+loopback port of its own, with one route per service (`deployment/cluster/service/port`) whose targets are
+that service's ready instances, and each blueprint gateway becomes an external gateway `deployment/port`
+routing to the cluster's internal gateway. Merging a blueprint into a running deployment adds its new
+services at 0%; removing services or scaling down drains their instances through the gateway (the gateway's
+own drain rules) before the orchestrator stops them.
+
+Every change reaches the gateway through its controller's atomic update path, as one whole configuration:
+the generated gateways plus the gateways users made through the API. Route weights, conditions and sticky
+modes of generated gateways belong to the deployment (the cluster's `gateways`), targets to the sync: the
+sync never routes to an instance that is not ready, and a merge never takes a ready target away.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import socket
+import time
+from typing import Any
+
+from control import dsl
+from control.dsl.model import Blueprint, Breed, Cluster, ClusterGateway, Deployment, GatewayRoute, Scale, Service
+from control.orchestrator.base import HealthCheck as ProbeSpec
+from control.orchestrator.base import Instance, ServiceSpec
+from control.store import Store
+from gateway import model as gw
+from gateway.config import ConfigError, from_dict, gateway_from_dict, gateway_to_dict, to_dict
+from gateway import snapshot as snapshots
+from gateway.controller import Conflict, NotFound, merge_patch
+from gateway.model import FULL
+
+log = logging.getLogger("vamp.engine")
+
+INTERNAL_PORTS = range(40000, 41000)      # loopback ports of internal gateways
+DRAIN_POLL = 0.1                          # seconds between looks at whether a leaving instance has drained
+
+
+class DeploymentError(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+def service_name(service: Service) -> str:
+    return service.breed.name  # type: ignore[union-attr]
+
+
+def cluster_ports(cluster: Cluster) -> list[dsl.model.Port]:
+    """The ports of a cluster: the union of its services' breed ports, by name, in order of appearance."""
+    seen: dict[str, Any] = {}
+    for service in cluster.services:
+        for port in service.breed.ports:  # type: ignore[union-attr]
+            seen.setdefault(port.name, port)
+    return list(seen.values())
+
+
+class Engine:
+    def __init__(self, store: Store, orchestrator: Any, gateways: Any, *, geo: gw.GeoSettings | None = None,
+                 bind: str = "127.0.0.1") -> None:
+        self.store = store
+        self.orchestrator = orchestrator
+        self.gateway_controller = gateways
+        self.geo = geo or gw.GeoSettings()
+        self.bind = bind
+        self.lock = asyncio.Lock()
+        self.running: dict[str, Deployment] = {}
+        self.allocations: dict[str, int] = {}        # "deployment/cluster/port" -> internal gateway port
+        self.leaving: set[str] = set()               # instances draining before the orchestrator stops them
+        self._watcher: asyncio.Task | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Resume what the store holds: every deployment's services and gateways."""
+        items, _ = self.store.list("deployments")
+        for body in items:
+            deployment = dsl.read("deployment", body)
+            self.running[deployment.name] = deployment  # type: ignore[assignment]
+        self.allocations = self.store.get("allocations", "internal-ports") or {}
+        events = self.orchestrator.subscribe()
+        self._watcher = asyncio.get_running_loop().create_task(self._follow(events))
+        async with self.lock:
+            for name in sorted(self.running):
+                await self._converge(self.running[name])
+            await self._sync()
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    async def _follow(self, events: asyncio.Queue) -> None:
+        """Instances come and go: bring the gateways in line, once per burst of events."""
+        while True:
+            event = await events.get()
+            while not events.empty():
+                event = events.get_nowait()
+            if event.instance.state == "stopped":
+                self.leaving.discard(event.instance.id)
+            async with self.lock:
+                try:
+                    await self._sync()
+                except DeploymentError as exc:
+                    log.error("gateway sync failed: %s", exc.message)
+
+    # -- deployments -----------------------------------------------------------------------------------
+    async def deploy(self, name: str, blueprint: Blueprint, *, validate_only: bool = False
+                     ) -> tuple[dict[str, Any], bool]:
+        """Create deployment `name` from `blueprint`, or merge `blueprint` into it."""
+        _check_name(name)
+        async with self.lock:
+            current = self.running.get(name)
+            merged = merge(current, blueprint, name)
+            try:
+                dsl.validate_complete(merged)
+            except dsl.DslError as exc:
+                raise DeploymentError(400, str(exc), exc.path if hasattr(exc, "path") else None) from exc
+            for cluster in merged.clusters:
+                for service in cluster.services:
+                    try:
+                        service.breed.deployable.argv()  # type: ignore[union-attr]
+                    except ValueError as exc:
+                        raise DeploymentError(400, str(exc), f"clusters.{cluster.name}") from exc
+            previous = dict(self.running)
+            self.running[name] = merged
+            try:
+                self._allocate(merged)
+                self._check_gateways()
+            except DeploymentError:
+                self.running = previous
+                raise
+            if validate_only:
+                self.running = previous
+                return self._document(merged), current is None
+            try:
+                await self._sync()
+            except DeploymentError:
+                self.running = previous
+                await self._sync()
+                raise
+            self._persist(merged)
+            await self._converge(merged)
+            self.store.add_event([f"deployments:{name}", "synchronization:deployed"], {"blueprint": blueprint.name})
+            return self._document(merged), current is None
+
+    async def undeploy(self, name: str, blueprint: Blueprint | None, *, validate_only: bool = False
+                       ) -> dict[str, Any] | None:
+        """Remove the services `blueprint` names from deployment `name` (None: all of them)."""
+        async with self.lock:
+            current = self.running.get(name)
+            if current is None:
+                raise DeploymentError(404, f"no deployment {name!r}")
+            remaining, removed = remove_services(current, blueprint)
+            if validate_only:
+                return self._document(remaining) if remaining is not None else None
+            if remaining is None:
+                del self.running[name]
+                self.store.delete("deployments", name)
+            else:
+                self.running[name] = remaining
+                self._persist(remaining)
+            await self._sync()                       # removed routes drain in the gateway from now on
+            for service_id in removed:
+                await self.orchestrator.undeploy(service_id)   # each instance drains (before_stop), then stops
+            self.store.add_event([f"deployments:{name}", "synchronization:undeployed"],
+                                 {"services": removed})
+            return self._document(remaining) if remaining is not None else None
+
+    def deployment(self, name: str) -> dict[str, Any] | None:
+        deployment = self.running.get(name)
+        return self._document(deployment) if deployment is not None else None
+
+    def deployments(self) -> list[dict[str, Any]]:
+        return [self._document(self.running[name]) for name in sorted(self.running)]
+
+    def as_blueprint(self, name: str) -> dict[str, Any] | None:
+        deployment = self.running.get(name)
+        if deployment is None:
+            return None
+        blueprint = Blueprint(name=deployment.name, clusters=deployment.clusters, gateways=deployment.gateways,
+                              dialects=deployment.dialects)
+        return dsl.to_dict(blueprint)
+
+    def scale(self, deployment: str, cluster: str, service: str) -> dict[str, Any] | None:
+        found = self._find_service(deployment, cluster, service)
+        return dsl.to_dict(found[2].scale) if found else None  # type: ignore[arg-type]
+
+    async def set_scale(self, deployment: str, cluster: str, service: str, scale: Scale, *,
+                        validate_only: bool = False) -> dict[str, Any]:
+        async with self.lock:
+            found = self._find_service(deployment, cluster, service)
+            if found is None:
+                raise DeploymentError(404, f"no service {service!r} in cluster {cluster!r} of deployment "
+                                           f"{deployment!r}")
+            dep, clu, svc = found
+            if validate_only:
+                return dsl.to_dict(scale)
+            updated = _replace_service(dep, clu.name, dataclasses.replace(svc, scale=scale))
+            self.running[deployment] = updated
+            self._persist(updated)
+            await self.orchestrator.scale(service_id(deployment, clu.name, svc), scale.instances)
+            return dsl.to_dict(scale)
+
+    def _find_service(self, deployment: str, cluster: str, service: str
+                      ) -> tuple[Deployment, Cluster, Service] | None:
+        dep = self.running.get(deployment)
+        if dep is None:
+            return None
+        for clu in dep.clusters:
+            if clu.name == cluster:
+                for svc in clu.services:
+                    if service_name(svc) == service:
+                        return dep, clu, svc
+        return None
+
+    # -- gateways --------------------------------------------------------------------------------------
+    def generated_gateways(self) -> list[gw.Gateway]:
+        gateways: list[gw.Gateway] = []
+        for dep in self.running.values():
+            for cluster in dep.clusters:
+                for port in cluster_ports(cluster):
+                    gateways.append(self._internal_gateway(dep, cluster, port))
+            for external in dep.gateways:
+                gateways.append(self._external_gateway(dep, external))
+        return gateways
+
+    def _internal_gateway(self, dep: Deployment, cluster: Cluster, port: Any) -> gw.Gateway:
+        spec = _cluster_gateway(cluster, port.name, len(cluster_ports(cluster)))
+        settings = {route.path: route for route in spec.routes} if spec else {}
+        routes = []
+        weights: list[int | None] = []
+        for service in cluster.services:
+            if port.name not in {p.name for p in service.breed.ports}:  # type: ignore[union-attr]
+                continue
+            setting = settings.get(service_name(service))
+            weights.append(setting.weight if setting else None)
+            targets = tuple(gw.Target("127.0.0.1", instance.ports[port.name])
+                            for instance in self.orchestrator.instances(service_id(dep.name, cluster.name, service))
+                            if instance.state == "ready" and instance.id not in self.leaving
+                            and port.name in instance.ports)
+            condition = setting.condition.condition if setting and setting.condition else None  # type: ignore[union-attr]
+            strength = setting.condition_strength if setting and setting.condition_strength is not None else FULL
+            routes.append(gw.Route(name=f"{dep.name}/{cluster.name}/{service_name(service)}/{port.name}",
+                                   weight=0, targets=targets, condition=condition,
+                                   condition_strength=strength if condition else FULL))
+        resolved = _share_weights(weights)
+        routes = [dataclasses.replace(route, weight=w, weight_given=given is not None)
+                  for route, w, given in zip(routes, resolved, weights)]
+        return gw.Gateway(name=f"{dep.name}/{cluster.name}/{port.name}",
+                          port=self.allocations[f"{dep.name}/{cluster.name}/{port.name}"],
+                          protocol=port.protocol, sticky=spec.sticky if spec else "none",
+                          bind="127.0.0.1", routes=tuple(routes))
+
+    def _external_gateway(self, dep: Deployment, external: Any) -> gw.Gateway:
+        routes = []
+        weights: list[int | None] = []
+        for route in external.routes:
+            cluster, _, port = route.path.partition("/")
+            internal = self.allocations.get(f"{dep.name}/{cluster}/{port}")
+            targets = (gw.Target("127.0.0.1", internal),) if internal else ()
+            weights.append(route.weight)
+            condition = route.condition.condition if route.condition else None
+            routes.append(gw.Route(name=f"{dep.name}/{route.path}", weight=0, targets=targets,
+                                   condition=condition,
+                                   condition_strength=route.condition_strength or FULL if condition else FULL))
+        resolved = _share_weights(weights)
+        routes = [dataclasses.replace(r, weight=w, weight_given=g is not None)
+                  for r, w, g in zip(routes, resolved, weights)]
+        return gw.Gateway(name=f"{dep.name}/{external.port}", port=external.port, protocol=external.protocol,
+                          sticky=external.sticky, virtual_hosts=external.virtual_hosts, bind=self.bind,
+                          routes=tuple(routes))
+
+    def user_gateways(self) -> list[gw.Gateway]:
+        items, _ = self.store.list("gateways")
+        return [gateway_from_dict(body["name"], {k: v for k, v in body.items() if k != "name"}) for body in items]
+
+    def desired_config(self) -> gw.Config:
+        return gw.Config(gateways=tuple(self.generated_gateways() + self.user_gateways()), geo=self.geo)
+
+    def _check_gateways(self, extra: gw.Gateway | None = None) -> gw.Config:
+        """Validate the whole gateway configuration (ports shared correctly, weights) before applying it."""
+        config = self.desired_config()
+        if extra is not None:
+            config = gw.Config(gateways=tuple(g for g in config.gateways if g.name != extra.name) + (extra,),
+                               geo=config.geo)
+        try:
+            return from_dict(to_dict(config))
+        except ConfigError as exc:
+            raise DeploymentError(409 if "port" in str(exc) else 400, str(exc)) from exc
+
+    async def _sync(self) -> None:
+        config = self._check_gateways()
+        try:
+            await self.gateway_controller.replace(config)
+        except Conflict as exc:
+            raise DeploymentError(409, str(exc)) from exc
+
+    def gateways(self) -> list[dict[str, Any]]:
+        return [self._gateway_document(g) for g in sorted(self.desired_config().gateways, key=lambda g: g.name)]
+
+    def gateway(self, name: str) -> dict[str, Any] | None:
+        found = next((g for g in self.desired_config().gateways if g.name == name), None)
+        return self._gateway_document(found) if found is not None else None
+
+    def _gateway_document(self, gateway: gw.Gateway) -> dict[str, Any]:
+        """The gateway as configured, with its targets' states as the gateway serves them."""
+        try:
+            status = self.gateway_controller.document(gateway.name, snapshots.merge([]))["status"]
+        except NotFound:
+            status = {"state": "pending"}
+        return {"name": gateway.name, **gateway_to_dict(gateway), "status": status,
+                "generated": self.is_generated(gateway.name)}
+
+    def events(self, tags: list[str], type: str | None = None) -> list[dict[str, Any]]:
+        return self.store.events(tags, type)
+
+    def is_generated(self, name: str) -> bool:
+        return any(g.name == name for g in self.generated_gateways())
+
+    async def put_gateway(self, name: str, body: dict[str, Any], *, validate_only: bool = False
+                          ) -> tuple[dict[str, Any], bool]:
+        gateway, created = await self._put_gateway(name, body, validate_only)
+        return self._gateway_document(gateway), created
+
+    async def _put_gateway(self, name: str, body: dict[str, Any], validate_only: bool
+                           ) -> tuple[gw.Gateway, bool]:
+        """Create or replace a user gateway; for a generated one, take its route weights, conditions and
+        sticky mode (its targets and port stay the sync's)."""
+        async with self.lock:
+            if self.is_generated(name):
+                return await self._set_generated(name, body, validate_only), False
+            try:
+                gateway = gateway_from_dict(name, {k: v for k, v in body.items() if k not in ("name", "status")})
+            except ConfigError as exc:
+                raise DeploymentError(400, str(exc)) from exc
+            self._check_gateways(gateway)
+            created = self.store.get("gateways", name) is None
+            if not validate_only:
+                self.store.put("gateways", name, {"name": name, **gateway_to_dict(gateway)})
+                await self._sync()
+            return gateway, created
+
+    async def patch_gateway(self, name: str, patch: dict[str, Any], *, validate_only: bool = False
+                            ) -> dict[str, Any]:
+        current = next((g for g in self.desired_config().gateways if g.name == name), None)
+        if current is None:
+            raise DeploymentError(404, f"no gateway {name!r}")
+        body = merge_patch(gateway_to_dict(current), patch)
+        if not isinstance(body, dict):
+            raise DeploymentError(400, "a merge patch must be a JSON object")
+        gateway, _ = await self._put_gateway(name, body, validate_only)
+        return self._gateway_document(gateway)
+
+    async def delete_gateway(self, name: str, *, validate_only: bool = False) -> None:
+        async with self.lock:
+            if self.is_generated(name):
+                raise DeploymentError(409, f"gateway {name!r} belongs to a deployment: remove its services "
+                                           "or the deployment instead")
+            if self.store.get("gateways", name) is None:
+                raise DeploymentError(404, f"no gateway {name!r}")
+            if not validate_only:
+                self.store.delete("gateways", name)
+                await self._sync()
+
+    async def _set_generated(self, name: str, body: dict[str, Any], validate_only: bool) -> gw.Gateway:
+        parts = name.split("/")
+        current = next(g for g in self.generated_gateways() if g.name == name)
+        merged = {**gateway_to_dict(current), **{k: v for k, v in body.items()
+                                                if k in ("routes", "sticky", "sticky_ttl", "drain_timeout",
+                                                         "timeouts", "virtual_hosts")}}
+        # the sync owns targets and the port: keep the current ones whatever the body says
+        routes = merged.get("routes") or {}
+        if not isinstance(routes, dict):
+            raise DeploymentError(400, "routes must be a mapping", "/routes")
+        known = {route.name: route for route in current.routes}
+        for route_name, route in routes.items():
+            if route_name not in known:
+                raise DeploymentError(400, f"gateway {name!r} has no route {route_name!r}: its routes come from "
+                                           "the deployment's services", f"/routes/{route_name}")
+            if isinstance(route, dict):
+                route["targets"] = [t.address for t in known[route_name].targets]
+        merged["port"] = f"{current.port}/{current.protocol}"
+        merged["bind"] = current.bind
+        try:
+            gateway = gateway_from_dict(name, merged)
+        except ConfigError as exc:
+            raise DeploymentError(400, str(exc)) from exc
+        if validate_only:
+            return gateway
+        if len(parts) == 3:                          # internal: deployment/cluster/port
+            dep = self.running[parts[0]]
+            updated = _set_cluster_gateway(dep, parts[1], parts[2], gateway)
+        else:                                        # external: deployment/port
+            dep = self.running[parts[0]]
+            updated = _set_external_gateway(dep, gateway)
+        previous = self.running[dep.name]
+        self.running[dep.name] = updated
+        try:
+            await self._sync()
+        except DeploymentError:
+            self.running[dep.name] = previous
+            raise
+        self._persist(updated)
+        return gateway
+
+    # -- instances ------------------------------------------------------------------------------------------
+    async def drain_instance(self, instance: Instance) -> None:
+        """The orchestrator's before_stop hook: take the instance out of its gateways and wait until the
+        gateway has drained it (requests in flight done, sticky clients gone or the drain deadline passed)."""
+        self.leaving.add(instance.id)
+        async with self.lock:
+            await self._sync()
+        addresses = {f"127.0.0.1:{port}" for port in instance.ports.values()}
+        deadline = time.monotonic() + max((g.drain_timeout for g in self.gateway_controller.effective.gateways),
+                                          default=300.0) + 5.0
+        while time.monotonic() < deadline:
+            served = {t.address for g in self.gateway_controller.effective.gateways
+                      for r in g.routes for t in r.targets}
+            if not addresses & served:
+                return
+            await asyncio.sleep(DRAIN_POLL)
+
+    async def _converge(self, deployment: Deployment) -> None:
+        for cluster in deployment.clusters:
+            for service in cluster.services:
+                await self.orchestrator.deploy(self._spec(deployment, cluster, service))
+
+    def _spec(self, deployment: Deployment, cluster: Cluster, service: Service) -> ServiceSpec:
+        breed: Breed = service.breed  # type: ignore[assignment]
+
+        def lookup(reference: Any) -> str:
+            if isinstance(reference, dsl.HostReference):
+                return "127.0.0.1"
+            if isinstance(reference, dsl.TraitReference) and reference.group == "ports":
+                target = dsl.referenced_cluster(deployment, service, reference.cluster)
+                name = target.name if target is not None else reference.cluster
+                port = self.allocations.get(f"{deployment.name}/{name}/{reference.name}")
+                if port is None:
+                    raise DeploymentError(400, f"no port {reference.name!r} in cluster {name!r}")
+                return str(port)
+            if isinstance(reference, dsl.TraitReference):
+                target = dsl.referenced_cluster(deployment, service, reference.cluster)
+                for other in (target.services if target else ()):
+                    for var in dsl.effective_environment(target, other):
+                        if var.name == reference.name and not isinstance(var.value, dsl.model.Placeholder):
+                            return dsl.render(var.value, lookup)
+                    for constant in other.breed.constants:  # type: ignore[union-attr]
+                        if constant.name == reference.name:
+                            return constant.value
+                raise DeploymentError(400, f"nothing named {reference.text!r}")
+            for var in variables:
+                if var.name == reference.name and not isinstance(var.value, dsl.model.Placeholder):
+                    return dsl.render(var.value, lookup)
+            for constant in breed.constants:
+                if constant.name == reference.name:
+                    return constant.value
+            raise DeploymentError(400, f"nothing named {reference.text!r}")
+
+        variables = dsl.effective_environment(cluster, service)
+        environment = {(var.alias or var.name): dsl.render(var.value, lookup) for var in variables
+                       if not isinstance(var.value, dsl.model.Placeholder)}
+        checks = dsl.effective_health_checks(cluster, service)
+        probe = ProbeSpec(**dataclasses.asdict(checks[0])) if checks else None
+        scale: Scale = service.scale  # type: ignore[assignment]
+        return ServiceSpec(id=service_id(deployment.name, cluster.name, service), command=breed.deployable.argv(),
+                           ports={p.name: p.protocol for p in breed.ports}, environment=environment,
+                           instances=scale.instances, health_check=probe, workdir=None)
+
+    # -- bookkeeping --------------------------------------------------------------------------------------
+    def _allocate(self, deployment: Deployment) -> None:
+        taken = set(self.allocations.values())
+        for cluster in deployment.clusters:
+            for port in cluster_ports(cluster):
+                key = f"{deployment.name}/{cluster.name}/{port.name}"
+                if key in self.allocations:
+                    continue
+                for candidate in INTERNAL_PORTS:
+                    if candidate not in taken and _port_free(candidate):
+                        self.allocations[key] = candidate
+                        taken.add(candidate)
+                        break
+                else:
+                    raise DeploymentError(409, f"no free port left for internal gateway {key}")
+
+    def _persist(self, deployment: Deployment) -> None:
+        with self.store.transaction():
+            self.store.put("deployments", deployment.name, dsl.to_dict(deployment))
+            self.store.put("allocations", "internal-ports", self.allocations)
+
+    def _document(self, deployment: Deployment) -> dict[str, Any]:
+        document = dsl.to_dict(deployment)
+        document["kind"] = "deployments"
+        for cluster in deployment.clusters:
+            body = document["clusters"][cluster.name]
+            for index, service in enumerate(cluster.services):
+                instances = self.orchestrator.instances(service_id(deployment.name, cluster.name, service))
+                body["services"][index]["instances"] = [
+                    {"name": i.id, "host": i.host, "ports": dict(i.ports), "state": i.state, "restarts": i.restarts}
+                    for i in instances]
+            body["gateway_ports"] = {port.name: self.allocations.get(f"{deployment.name}/{cluster.name}/{port.name}")
+                                     for port in cluster_ports(cluster)}
+        return document
+
+
+def service_id(deployment: str, cluster: str, service: Service) -> str:
+    return f"{deployment}/{cluster}/{service_name(service)}"
+
+
+def _check_name(name: str) -> None:
+    if not name or any(c.isspace() or c in "/[]" for c in name):
+        raise DeploymentError(400, f"a deployment name has no whitespace, '/', '[' or ']': {name!r}", "name")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _share_weights(weights: list[int | None]) -> list[int]:
+    """Vamp's rule: routes without a weight share what the weighted ones leave, evenly (in basis points)."""
+    given = sum(w for w in weights if w is not None)
+    free = [i for i, w in enumerate(weights) if w is None]
+    resolved = [w or 0 for w in weights]
+    if free:
+        left = max(0, FULL - given) if given or not free else FULL
+        share, extra = divmod(left, len(free))
+        for n, i in enumerate(free):
+            resolved[i] = share + (1 if n < extra else 0)
+    return resolved
+
+
+def _cluster_gateway(cluster: Cluster, port: str, port_count: int) -> ClusterGateway | None:
+    for spec in cluster.gateways:
+        if spec.port == port or (spec.port is None and port_count == 1):
+            return spec
+    return None
+
+
+def merge(current: Deployment | None, blueprint: Blueprint, name: str) -> Deployment:
+    """Merge a blueprint into a deployment (or make a new one): new services join their cluster at 0%,
+    existing services are updated in place, existing weights stay."""
+    if current is None:
+        return Deployment(name=name, clusters=blueprint.clusters, gateways=blueprint.gateways,
+                          dialects=blueprint.dialects)
+    clusters = {cluster.name: cluster for cluster in current.clusters}
+    order = [cluster.name for cluster in current.clusters]
+    for incoming in blueprint.clusters:
+        existing = clusters.get(incoming.name)
+        if existing is None:
+            clusters[incoming.name] = incoming
+            order.append(incoming.name)
+            continue
+        services = list(existing.services)
+        index = {service_name(s): i for i, s in enumerate(services)}
+        added = []
+        for service in incoming.services:
+            if service_name(service) in index:
+                services[index[service_name(service)]] = service
+            else:
+                services.append(service)
+                added.append(service_name(service))
+        merged = dataclasses.replace(existing, services=tuple(services), sla=incoming.sla or existing.sla)
+        clusters[incoming.name] = _join_at_zero(merged, existing, added, incoming.gateways)
+    gateways = {g.port: g for g in current.gateways}
+    for gateway in blueprint.gateways:
+        gateways[gateway.port] = gateway
+    return Deployment(name=name, clusters=tuple(clusters[n] for n in order), gateways=tuple(gateways.values()),
+                      dialects={**current.dialects, **blueprint.dialects})
+
+
+def _join_at_zero(cluster: Cluster, before: Cluster, added: list[str],
+                  incoming: tuple[ClusterGateway, ...]) -> Cluster:
+    """Make every port's weights explicit, the services that existed keeping their share and the added
+    ones at 0% — unless the incoming blueprint sets weights itself."""
+    if not added or incoming:
+        return dataclasses.replace(cluster, gateways=incoming or cluster.gateways)
+    specs = []
+    ports = cluster_ports(cluster)
+    for port in ports:
+        spec = _cluster_gateway(before, port.name, len(cluster_ports(before))) or ClusterGateway(port=port.name)
+        old_services = [service_name(s) for s in before.services
+                        if port.name in {p.name for p in s.breed.ports}]  # type: ignore[union-attr]
+        given = {route.path: route for route in spec.routes}
+        shares = _share_weights([given[s].weight if s in given else None for s in old_services])
+        routes = [dataclasses.replace(given[s], weight=w) if s in given else GatewayRoute(path=s, weight=w)
+                  for s, w in zip(old_services, shares)]
+        routes += [GatewayRoute(path=s, weight=0) for s in added]
+        specs.append(dataclasses.replace(spec, port=port.name, routes=tuple(routes)))
+    return dataclasses.replace(cluster, gateways=tuple(specs))
+
+
+def remove_services(deployment: Deployment, blueprint: Blueprint | None
+                    ) -> tuple[Deployment | None, list[str]]:
+    """The deployment without the services the blueprint names (None: without any), and their ids.
+    The weight of a removed route goes to the remaining ones in proportion (all of it to one left alone)."""
+    if blueprint is None:
+        removed = [service_id(deployment.name, c.name, s) for c in deployment.clusters for s in c.services]
+        return None, removed
+    names = {c.name: {service_name(s) for s in c.services} for c in blueprint.clusters}
+    clusters = []
+    removed = []
+    for cluster in deployment.clusters:
+        drop = names.get(cluster.name, set())
+        keep = tuple(s for s in cluster.services if service_name(s) not in drop)
+        removed += [service_id(deployment.name, cluster.name, s) for s in cluster.services
+                    if service_name(s) in drop]
+        if not keep:
+            continue
+        specs = []
+        for spec in cluster.gateways:
+            routes = [r for r in spec.routes if r.path not in drop]
+            total = sum(r.weight or 0 for r in routes)
+            if routes and total and total != FULL and all(r.weight is not None for r in routes):
+                scaled = [r.weight * FULL // total for r in routes]  # type: ignore[operator]
+                scaled[0] += FULL - sum(scaled)
+                routes = [dataclasses.replace(r, weight=w) for r, w in zip(routes, scaled)]
+            elif routes and not total and all(r.weight is not None for r in routes):
+                routes = [dataclasses.replace(r, weight=None) for r in routes]
+            specs.append(dataclasses.replace(spec, routes=tuple(routes)))
+        clusters.append(dataclasses.replace(cluster, services=keep, gateways=tuple(specs)))
+    if not clusters:
+        return None, removed
+    kept = {c.name for c in clusters}
+    gateways = tuple(g for g in deployment.gateways
+                     if all(route.path.partition("/")[0] in kept for route in g.routes))
+    return dataclasses.replace(deployment, clusters=tuple(clusters), gateways=gateways), removed
+
+
+def _replace_service(deployment: Deployment, cluster: str, service: Service) -> Deployment:
+    clusters = []
+    for c in deployment.clusters:
+        if c.name == cluster:
+            c = dataclasses.replace(c, services=tuple(service if service_name(s) == service_name(service) else s
+                                                      for s in c.services))
+        clusters.append(c)
+    return dataclasses.replace(deployment, clusters=tuple(clusters))
+
+
+def _route_setting(route: gw.Route, path: str) -> GatewayRoute:
+    condition = dsl.model.Condition(route.condition) if route.condition else None
+    return GatewayRoute(path=path, weight=route.weight if route.weight_given else None, condition=condition,
+                        condition_strength=route.condition_strength if route.condition else None)
+
+
+def _set_cluster_gateway(deployment: Deployment, cluster: str, port: str, gateway: gw.Gateway) -> Deployment:
+    prefix = f"{deployment.name}/{cluster}/"
+    routes = tuple(_route_setting(r, r.name[len(prefix):].rsplit("/", 1)[0]) for r in gateway.routes)
+    spec = ClusterGateway(port=port, sticky=gateway.sticky, routes=routes)
+    clusters = []
+    for c in deployment.clusters:
+        if c.name == cluster:
+            others = tuple(g for g in c.gateways if g.port not in (port, None))
+            c = dataclasses.replace(c, gateways=others + (spec,))
+        clusters.append(c)
+    return dataclasses.replace(deployment, clusters=tuple(clusters))
+
+
+def _set_external_gateway(deployment: Deployment, gateway: gw.Gateway) -> Deployment:
+    prefix = f"{deployment.name}/"
+    gateways = []
+    for g in deployment.gateways:
+        if g.port == gateway.port:
+            g = dataclasses.replace(g, sticky=gateway.sticky, virtual_hosts=gateway.virtual_hosts,
+                                    routes=tuple(_route_setting(r, r.name[len(prefix):]) for r in gateway.routes))
+        gateways.append(g)
+    return dataclasses.replace(deployment, gateways=tuple(gateways))
