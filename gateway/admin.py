@@ -16,16 +16,14 @@ a token is set, and the API refuses to start on a non-loopback address without o
 """
 from __future__ import annotations
 
-import hmac
 import ipaddress
-import json
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
-import yaml
 from aiohttp import web
 
 from .config import ConfigError, gateway_to_dict
 from .controller import Conflict, Controller, NotFound
+from .httpapi import ApiError, api_middleware, read_body, respond, validate_only_requested
 from .model import Gateway
 from .metrics import render
 from .openapi import OPENAPI
@@ -33,21 +31,9 @@ from .openapi import OPENAPI
 CONTROLLER = web.AppKey("controller", Controller)
 READY = web.AppKey("ready", list)
 
-YAML_TYPES = ("application/x-yaml", "application/yaml", "text/yaml", "text/x-yaml")
-JSON_TYPES = ("application/json", "application/merge-patch+json", "")
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
 
 class AdminBindingError(ValueError):
     pass
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
 
 
 def parse_admin_address(text: str) -> tuple[str, int]:
@@ -72,39 +58,6 @@ def check_admin_binding(host: str, token: str | None) -> None:
                                 "token: set --admin-token or VAMP_ADMIN_TOKEN")
 
 
-# -- encoding ------------------------------------------------------------------------------------------
-def _wants_yaml(request: web.Request) -> bool:
-    return any(kind in request.headers.get("Accept", "") for kind in YAML_TYPES)
-
-
-def respond(request: web.Request, data: Any, status: int = 200) -> web.Response:
-    if _wants_yaml(request):
-        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-        return web.Response(text=text, status=status, content_type="application/x-yaml")
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
-
-
-async def read_body(request: web.Request) -> Any:
-    kind = request.content_type if request.headers.get("Content-Type") else ""
-    try:
-        text = (await request.read()).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ApiError(400, f"the body is not UTF-8 text (byte {exc.start})") from exc
-    if kind in YAML_TYPES:
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ApiError(400, f"the body is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
-    if kind not in JSON_TYPES:
-        raise ApiError(415, f"unsupported Content-Type {kind!r}: send application/json or application/x-yaml")
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}") from exc
-
-
 def _pointer(location: tuple, name: str) -> str | None:
     """A ConfigError location as a JSON pointer into the gateway document (RFC 6901)."""
     parts = list(location)
@@ -115,30 +68,9 @@ def _pointer(location: tuple, name: str) -> str | None:
     return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
-def _validate_only(request: web.Request) -> bool:
-    value = request.query.get("validate_only", "false").lower()
-    if value not in ("true", "false", "1", "0", ""):
-        raise ApiError(400, "validate_only must be true or false", "validate_only")
-    return value in ("true", "1", "")
-
-
 # -- the application -----------------------------------------------------------------------------------
 def build_app(controller: Controller, token: str | None = None) -> web.Application:
-    @web.middleware
-    async def errors_and_auth(request: web.Request,
-                              handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        try:
-            if request.method in WRITE_METHODS and token and not _token_ok(request, token):
-                raise ApiError(401, "a valid 'Authorization: Bearer <token>' header is required for writes")
-            return await handler(request)
-        except ApiError as exc:
-            return respond(request, {"error": exc.message, "field": exc.field}, exc.status)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return respond(request, {"error": exc.reason, "field": None}, exc.status)
-
-    app = web.Application(middlewares=[errors_and_auth])
+    app = web.Application(middlewares=[api_middleware(token)])
     app[CONTROLLER] = controller
     app[READY] = [False]
 
@@ -156,7 +88,7 @@ def build_app(controller: Controller, token: str | None = None) -> web.Applicati
     async def write(request: web.Request, name: str, action: Callable[[bool], Awaitable[Gateway | None]],
                     status: int) -> web.Response:
         """Run a write; answer the resulting gateway (for ?validate_only=true, what it would be)."""
-        validate_only = _validate_only(request)
+        validate_only = validate_only_requested(request)
         try:
             result = await action(validate_only)
         except ConfigError as exc:
@@ -196,7 +128,7 @@ def build_app(controller: Controller, token: str | None = None) -> web.Applicati
             created, gateway = await controller.put_gateway(name, body, validate_only=validate_only)
             return gateway
         response = await write(request, name, action, 200)
-        if created and response.status == 200 and not _validate_only(request):
+        if created and response.status == 200 and not validate_only_requested(request):
             response.set_status(201)
         return response
 
@@ -240,8 +172,3 @@ def build_app(controller: Controller, token: str | None = None) -> web.Applicati
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
     return app
-
-
-def _token_ok(request: web.Request, token: str) -> bool:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())

@@ -1,0 +1,606 @@
+"""The control plane's REST API (aiohttp) under `/api/v1`, following Vamp's paths and status codes.
+
+    GET    /{kind}                       a page of stored artifacts                          200
+    POST   /{kind}                       store a new one                                     201 · 409
+    GET    /{kind}/{name}                one                                                 200 · 404
+    PUT    /{kind}/{name}                create or replace (the body's name, if any, is the path's)  201 · 200
+    DELETE /{kind}/{name}                remove                                              204 · 404
+           kind: breeds, blueprints, slas, scales, escalations, conditions, workflows (stored only)
+    POST | PUT | DELETE  /api/v1         multi-document YAML or a JSON list, each document with `kind:`  200
+    GET    /deployments                  a page of deployments                               200
+    POST   /deployments                  deploy a blueprint under a new UUID4 name           202
+    GET    /deployments/{name}           one; `?as_blueprint=true`: as a blueprint           200 · 404
+    PUT    /deployments/{name}           create, or merge a blueprint into it                202
+    DELETE /deployments/{name}           with a blueprint body: remove its services; without: all   202 · 404
+    GET | PUT  /deployments/{d}/clusters/{c}/services/{s}/scale                              200 · 202
+    GET    /gateways · POST /gateways    a page of gateways · create one                     200 · 202 · 409
+    GET | PUT | PATCH | DELETE  /gateways/{name}   (names may contain '/')                   200 · 202 · 404
+    GET    /events?tag=a&tag=b&type=t    a page of the events carrying every tag, newest first   200
+    POST   /events                       record {tags, value, type, timestamp}               201
+    GET    /info · /health · /openapi.json
+
+Conventions are the gateway admin API's (gateway.httpapi): JSON by default, YAML both ways; errors
+`{"error": "...", "field": "/json/pointer" | null}`; writes need `Authorization: Bearer <token>` when a token
+is set; `?validate_only=true` on any write answers 200 with what the write would store or do, and changes
+nothing. Lists take `?page=` (from 1) and `?per_page=` (default 30, at most 1000) and answer `X-Total-Count`
+and a `Link` header (rel next, prev, first, last).
+
+Static artifacts are read with control.dsl and stored in Vamp's long form (`control.dsl.to_dict`, with its
+`kind:`); each write also records an event `archive:create|update|delete` + `<kind>:<name>`. Deployments and
+gateways are the engine's (control.engine). A deployment body is a blueprint or names a stored one
+(`{name: BLUEPRINT}` or `{ref: BLUEPRINT}`); its references to stored breeds, scales, SLAs, escalations and
+conditions are resolved from the store before the engine sees it.
+
+Multi-document bodies are read whole before anything changes: every document is validated (the engine's
+with `validate_only`), and one invalid document answers 400 naming it ("document 2 (blueprint 'x')", field
+`/1/...`: a pointer into the list of documents). Then the static documents are stored in one transaction,
+and the deployments and gateways are handed to the engine in order (a deployment document that only names
+a stored blueprint deploys it under that name). POST and PUT both create or replace. DELETE removes the
+artifacts and gateways named, and from each deployment named the services its document lists (all of them
+when it only names the deployment); 404 when one does not exist. The answer is the list of documents stored
+(or removed), in the body's order.
+"""
+from __future__ import annotations
+
+import datetime
+import math
+import time
+import uuid
+from dataclasses import dataclass, replace
+from importlib import metadata
+from typing import Any, Callable
+
+from aiohttp import web
+
+from control import dsl
+from control.dsl.model import Artifact, Blueprint, Reference, Scale
+from control.engine import DeploymentError, Engine
+from control.store import Store
+from gateway.httpapi import ApiError, Handler, api_middleware, query_flag, read_body, respond, validate_only_requested
+
+STATIC_KINDS = ("breeds", "blueprints", "slas", "scales", "escalations", "conditions", "workflows")
+DEFAULT_PER_PAGE = 30
+MAX_PER_PAGE = 1000
+MAX_PAGE = 2**31 - 1
+GREETING = "Hi, I'm Vamp! How are you?"
+EVENT_FIELDS = ("tags", "value", "type", "timestamp")
+REFERENCE_KEYS = ("ref", "reference", "name")
+
+try:
+    VERSION = metadata.version("vamp")
+except metadata.PackageNotFoundError:      # run from a source tree that is not installed
+    VERSION = "unknown"
+
+
+def create_app(store: Store, engine: Engine, token: str | None = None) -> web.Application:
+    api = ControlApi(store, engine)
+    app = web.Application(middlewares=[api_middleware(token), _domain_errors])
+    kind = "{kind:" + "|".join(STATIC_KINDS) + "}"
+    scale = "/api/v1/deployments/{deployment}/clusters/{cluster}/services/{service}/scale"
+    for method in ("POST", "PUT", "DELETE"):
+        app.router.add_route(method, "/api/v1", api.apply_documents)
+    app.router.add_get(f"/api/v1/{kind}", api.list_artifacts)
+    app.router.add_post(f"/api/v1/{kind}", api.create_artifact)
+    app.router.add_get(f"/api/v1/{kind}/{{name}}", api.get_artifact)
+    app.router.add_put(f"/api/v1/{kind}/{{name}}", api.put_artifact)
+    app.router.add_delete(f"/api/v1/{kind}/{{name}}", api.delete_artifact)
+    app.router.add_get("/api/v1/deployments", api.list_deployments)
+    app.router.add_post("/api/v1/deployments", api.create_deployment)
+    app.router.add_get("/api/v1/deployments/{name}", api.get_deployment)
+    app.router.add_put("/api/v1/deployments/{name}", api.put_deployment)
+    app.router.add_delete("/api/v1/deployments/{name}", api.delete_deployment)
+    app.router.add_get(scale, api.get_scale)
+    app.router.add_put(scale, api.put_scale)
+    app.router.add_get("/api/v1/gateways", api.list_gateways)
+    app.router.add_post("/api/v1/gateways", api.create_gateway)
+    app.router.add_get("/api/v1/gateways/{name:.+}", api.get_gateway)
+    app.router.add_put("/api/v1/gateways/{name:.+}", api.put_gateway)
+    app.router.add_patch("/api/v1/gateways/{name:.+}", api.patch_gateway)
+    app.router.add_delete("/api/v1/gateways/{name:.+}", api.delete_gateway)
+    app.router.add_get("/api/v1/events", api.list_events)
+    app.router.add_post("/api/v1/events", api.create_event)
+    app.router.add_get("/api/v1/info", api.info)
+    app.router.add_get("/api/v1/health", api.health)
+    app.router.add_get("/api/v1/openapi.json", api.openapi)
+    return app
+
+
+@web.middleware
+async def _domain_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The engine's and the DSL's errors as API errors."""
+    try:
+        return await handler(request)
+    except DeploymentError as exc:
+        raise ApiError(exc.status, exc.message, exc.field) from exc
+    except dsl.DslError as exc:
+        raise ApiError(400, str(exc), pointer(exc.location)) from exc
+
+
+def pointer(location: tuple[str | int, ...]) -> str | None:
+    """A path into a document as a JSON pointer (RFC 6901); None for the whole document."""
+    if not location:
+        return None
+    return "/" + "/".join(str(part).replace("~", "~0").replace("/", "~1") for part in location)
+
+
+# -- pages ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Page:
+    number: int
+    size: int
+
+    @property
+    def offset(self) -> int:
+        return (self.number - 1) * self.size
+
+
+def _page(request: web.Request) -> Page:
+    return Page(_whole_number(request, "page", 1, MAX_PAGE),
+                _whole_number(request, "per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE))
+
+
+def _whole_number(request: web.Request, name: str, default: int, maximum: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 10 and 1 <= int(text) <= maximum):
+        raise ApiError(400, f"{name} must be a whole number from 1 to {maximum}", name)
+    return int(text)
+
+
+def _paged(request: web.Request, page: Page, items: list[Any], total: int) -> web.Response:
+    """One page of a list, with `X-Total-Count` and `Link` (next, prev, first, last)."""
+    last = max(1, math.ceil(total / page.size))
+    links = []
+    if page.number < last:
+        links.append(("next", page.number + 1))
+    if page.number > 1:
+        links.append(("prev", min(page.number - 1, last)))
+    links += [("first", 1), ("last", last)]
+    link = ", ".join(f'<{request.rel_url.update_query(page=number, per_page=page.size)}>; rel="{rel}"'
+                     for rel, number in links)
+    return respond(request, items, headers={"X-Total-Count": str(total), "Link": link})
+
+
+def _page_of(request: web.Request, items: list[Any]) -> web.Response:
+    page = _page(request)
+    return _paged(request, page, items[page.offset:page.offset + page.size], len(items))
+
+
+# -- multi-document bodies -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Document:
+    """One document of a multi-document body."""
+    index: int                      # from 0, in the body's order
+    label: str                      # "document 2 (blueprint 'sava:1.0')"
+    kind: str                       # plural: breeds, ..., deployments, gateways
+    name: str
+    body: dict[str, Any]            # as written, without `kind`
+    artifact: Artifact | None       # as the DSL reads it; None for gateways (the engine reads those)
+
+    def field(self, inner: str | None = None) -> str:
+        """A JSON pointer into the list of documents: this document, or a field in it."""
+        return f"/{self.index}" + (inner if inner and inner.startswith("/") else "")
+
+
+def read_documents(data: Any) -> list[Document]:
+    documents = data if isinstance(data, list) else [data]
+    if not documents:
+        raise ApiError(400, "the body holds no documents")
+    return [_read_document(index, document) for index, document in enumerate(documents)]
+
+
+def _read_document(index: int, data: Any) -> Document:
+    number = index + 1
+    if not isinstance(data, dict) or "kind" not in data:
+        raise ApiError(400, f"document {number}: every document needs a 'kind:' (breeds, blueprints, deployments, "
+                            "gateways, scales, conditions, slas, escalations or workflows)", f"/{index}")
+    try:
+        kind = dsl.canonical_kind(data["kind"]) + "s"
+    except dsl.DslError as exc:
+        raise ApiError(400, f"document {number}, kind: {exc.expected}", f"/{index}/kind") from exc
+    body = {key: value for key, value in data.items() if key != "kind"}
+    if kind == "gateways":
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, f"document {number}: a gateway needs a 'name'", f"/{index}/name")
+        return Document(index, f"document {number} (gateway {name!r})", kind, name, body, None)
+    try:
+        artifact = dsl.read(kind, data)
+    except dsl.DslError as exc:
+        exc.document = f"document {number}" + (f" ({exc.document})" if exc.document else "")
+        raise ApiError(400, str(exc), pointer((index, *exc.location))) from exc
+    return Document(index, f"document {number} ({kind[:-1]} {artifact.name!r})", kind, artifact.name, body,
+                    artifact)
+
+
+# -- events --------------------------------------------------------------------------------------------
+def _read_event(body: Any) -> tuple[list[str], Any, str, float]:
+    """(tags, value, type, timestamp) of a posted event."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "an event is an object: {tags: [...], value, type, timestamp}")
+    unknown = next((key for key in body if key not in EVENT_FIELDS), None)
+    if unknown is not None:
+        raise ApiError(400, f"unknown field {unknown!r}; an event has: {', '.join(EVENT_FIELDS)}", pointer((unknown,)))
+    tags = body.get("tags")
+    if not isinstance(tags, list) or not tags or not all(isinstance(tag, str) and tag for tag in tags):
+        raise ApiError(400, "tags must be a list of at least one non-empty text", "/tags")
+    type_ = body.get("type", "event")
+    if not isinstance(type_, str) or not type_:
+        raise ApiError(400, "type must be a non-empty text", "/type")
+    timestamp = body.get("timestamp")
+    return tags, body.get("value"), type_, time.time() if timestamp is None else _epoch(timestamp)
+
+
+def _epoch(text: Any) -> float:
+    """An ISO 8601 date-time (UTC unless it says otherwise) as seconds since the epoch."""
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.timezone.utc)
+        seconds = moment.timestamp()
+        _iso(seconds)
+        return seconds
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise ApiError(400, f"timestamp must be an ISO 8601 date-time, like 2026-11-25T15:30:00Z, got {text!r}",
+                       "/timestamp") from None
+
+
+def _iso(seconds: float) -> str:
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _event_document(event: dict[str, Any]) -> dict[str, Any]:
+    """An event with its timestamp in ISO 8601."""
+    timestamp = event.get("timestamp")
+    if isinstance(timestamp, (int, float)):
+        return {**event, "timestamp": _iso(timestamp)}
+    return event
+
+
+# -- the handlers --------------------------------------------------------------------------------------
+class ControlApi:
+    def __init__(self, store: Store, engine: Engine) -> None:
+        self.store = store
+        self.engine = engine
+        self.started = time.time()
+
+    # -- static artifacts ------------------------------------------------------------------------------
+    async def list_artifacts(self, request: web.Request) -> web.Response:
+        page = _page(request)
+        items, total = self.store.list(request.match_info["kind"], page.offset, page.size)
+        return _paged(request, page, items, total)
+
+    async def get_artifact(self, request: web.Request) -> web.Response:
+        return respond(request, self._stored(request.match_info["kind"], request.match_info["name"]))
+
+    async def create_artifact(self, request: web.Request) -> web.Response:
+        kind = request.match_info["kind"]
+        validate_only = validate_only_requested(request)
+        document = dsl.to_dict(dsl.read(kind, await read_body(request)))
+        name = document["name"]
+        if self.store.get(kind, name) is not None:
+            raise ApiError(409, f"{kind[:-1]} {name!r} exists (PUT /api/v1/{kind}/{name} replaces it)", "/name")
+        if validate_only:
+            return respond(request, document)
+        with self.store.transaction():
+            self._put(kind, name, document)
+        return respond(request, document, 201)
+
+    async def put_artifact(self, request: web.Request) -> web.Response:
+        kind, name = request.match_info["kind"], request.match_info["name"]
+        validate_only = validate_only_requested(request)
+        body = await read_body(request)
+        if isinstance(body, dict):
+            if body.get("name", name) != name:
+                raise ApiError(400, f"the body names {body['name']!r}, the path {name!r}", "/name")
+            body = {**body, "name": name}
+        document = dsl.to_dict(dsl.read(kind, body))
+        if validate_only:
+            return respond(request, document)
+        with self.store.transaction():
+            created = self._put(kind, name, document)
+        return respond(request, document, 201 if created else 200)
+
+    async def delete_artifact(self, request: web.Request) -> web.Response:
+        kind, name = request.match_info["kind"], request.match_info["name"]
+        validate_only = validate_only_requested(request)
+        document = self._stored(kind, name)
+        if validate_only:
+            return respond(request, document)
+        with self.store.transaction():
+            self._delete(kind, name)
+        return web.Response(status=204)
+
+    def _stored(self, kind: str, name: str) -> dict[str, Any]:
+        document = self.store.get(kind, name)
+        if document is None:
+            raise ApiError(404, f"no {kind[:-1]} named {name!r}")
+        return document
+
+    def _put(self, kind: str, name: str, document: dict[str, Any]) -> bool:
+        created = self.store.put(kind, name, document)
+        self.store.add_event([f"archive:{'create' if created else 'update'}", f"{kind}:{name}"], document)
+        return created
+
+    def _delete(self, kind: str, name: str) -> None:
+        self.store.delete(kind, name)
+        self.store.add_event(["archive:delete", f"{kind}:{name}"])
+
+    # -- multi-document bodies -------------------------------------------------------------------------
+    async def apply_documents(self, request: web.Request) -> web.Response:
+        validate_only = validate_only_requested(request)
+        documents = read_documents(await read_body(request, all_documents=True))
+        if request.method == "DELETE":
+            removed = await self._remove_documents(documents, validate_only)
+            return respond(request, removed)
+        static = [document for document in documents if document.kind in STATIC_KINDS]
+        delegated = [document for document in documents if document.kind not in STATIC_KINDS]
+        stored = {document.index: dsl.to_dict(document.artifact) for document in static}
+        lookup = self._lookup({(document.kind, document.name): stored[document.index] for document in static})
+        blueprints = {document.index: self._resolved(document.artifact, document.body, lookup, (document.index,),
+                                                     document.label)
+                      for document in delegated if document.kind == "deployments"}
+        results = {document.index: await self._delegate(document, blueprints, validate_only=True)
+                   for document in delegated}
+        if not validate_only:
+            with self.store.transaction():
+                for document in static:
+                    self._put(document.kind, document.name, stored[document.index])
+            for document in delegated:
+                results[document.index] = await self._delegate(document, blueprints, validate_only=False)
+        results.update(stored)
+        return respond(request, [results[document.index] for document in documents])
+
+    async def _delegate(self, document: Document, blueprints: dict[int, Blueprint], *,
+                        validate_only: bool) -> dict[str, Any]:
+        """A deployment or gateway document handed to the engine; its errors name the document."""
+        try:
+            if document.kind == "deployments":
+                deployment, _ = await self.engine.deploy(document.name, blueprints[document.index],
+                                                         validate_only=validate_only)
+                return deployment
+            gateway, _ = await self.engine.put_gateway(document.name, document.body, validate_only=validate_only)
+            return {"kind": "gateways", **gateway}
+        except DeploymentError as exc:
+            raise ApiError(exc.status, f"{document.label}: {exc.message}", document.field(exc.field)) from exc
+
+    async def _remove_documents(self, documents: list[Document], validate_only: bool) -> list[dict[str, Any]]:
+        unique: dict[tuple[str, str], Document] = {}
+        for document in documents:
+            unique.setdefault((document.kind, document.name), document)
+        removed = {}
+        for document in unique.values():
+            found = self._current(document)
+            if found is None:
+                raise ApiError(404, f"{document.label}: no {document.kind[:-1]} named {document.name!r}",
+                               document.field("/name"))
+            removed[document.index] = found
+        static = [document for document in unique.values() if document.kind in STATIC_KINDS]
+        delegated = [document for document in unique.values() if document.kind not in STATIC_KINDS]
+        for document in delegated:
+            await self._remove_delegated(document, validate_only=True)
+        if not validate_only:
+            with self.store.transaction():
+                for document in static:
+                    self._delete(document.kind, document.name)
+            for document in delegated:
+                await self._remove_delegated(document, validate_only=False)
+        return [removed[document.index] for document in unique.values()]
+
+    def _current(self, document: Document) -> dict[str, Any] | None:
+        if document.kind == "deployments":
+            return self.engine.deployment(document.name)
+        if document.kind == "gateways":
+            gateway = self.engine.gateway(document.name)
+            return {"kind": "gateways", **gateway} if gateway is not None else None
+        return self.store.get(document.kind, document.name)
+
+    async def _remove_delegated(self, document: Document, *, validate_only: bool) -> None:
+        """Undeploy the services a deployment document names (all of them for a bare name), or delete a
+        gateway; errors name the document."""
+        try:
+            if document.kind == "deployments":
+                named = document.artifact if isinstance(document.artifact, Blueprint) else None
+                await self.engine.undeploy(document.name, named, validate_only=validate_only)
+            else:
+                await self.engine.delete_gateway(document.name, validate_only=validate_only)
+        except DeploymentError as exc:
+            raise ApiError(exc.status, f"{document.label}: {exc.message}", document.field(exc.field)) from exc
+
+    # -- deployments -----------------------------------------------------------------------------------
+    async def list_deployments(self, request: web.Request) -> web.Response:
+        return _page_of(request, self.engine.deployments())
+
+    async def get_deployment(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        as_blueprint = query_flag(request, "as_blueprint")
+        document = self.engine.as_blueprint(name) if as_blueprint else self.engine.deployment(name)
+        if document is None:
+            raise ApiError(404, f"no deployment named {name!r}")
+        return respond(request, document)
+
+    async def create_deployment(self, request: web.Request) -> web.Response:
+        return await self._deploy(request, str(uuid.uuid4()), await read_body(request))
+
+    async def put_deployment(self, request: web.Request) -> web.Response:
+        """A blueprint without a name is named after the deployment."""
+        name = request.match_info["name"]
+        body = await read_body(request)
+        if isinstance(body, dict) and not any(key in body for key in REFERENCE_KEYS):
+            body = {**body, "name": name}
+        return await self._deploy(request, name, body)
+
+    async def _deploy(self, request: web.Request, name: str, body: Any) -> web.Response:
+        validate_only = validate_only_requested(request)
+        blueprint = self._resolved(dsl.read("deployment", body), body, self._lookup())
+        document, _ = await self.engine.deploy(name, blueprint, validate_only=validate_only)
+        return respond(request, document, 200 if validate_only else 202)
+
+    async def delete_deployment(self, request: web.Request) -> web.Response:
+        """Remove the services of the blueprint in the body, or the whole deployment when there is no body;
+        answer what remains, or (when nothing does) the deployment as it was."""
+        name = request.match_info["name"]
+        validate_only = validate_only_requested(request)
+        before = self.engine.deployment(name)
+        if before is None:
+            raise ApiError(404, f"no deployment named {name!r}")
+        body = await read_body(request) if request.body_exists else None
+        named = None if body is None else self._named_blueprint(dsl.read("deployment", body), body)
+        remaining = await self.engine.undeploy(name, named, validate_only=validate_only)
+        return respond(request, before if remaining is None else remaining, 200 if validate_only else 202)
+
+    def _lookup(self, pending: dict[tuple[str, str], dict[str, Any]] | None = None
+                ) -> Callable[[Reference], Artifact | None]:
+        """Stored artifacts for dsl.resolve_references: `pending` (kind, name) documents first, then the store."""
+        def lookup(reference: Reference) -> Artifact | None:
+            kind = f"{reference.kind}s"
+            document = (pending or {}).get((kind, reference.name)) or self.store.get(kind, reference.name)
+            return dsl.read(kind, document) if document is not None else None
+        return lookup
+
+    def _resolved(self, artifact: Blueprint | Reference, body: Any, lookup: Callable[[Reference], Artifact | None],
+                  at: tuple[int, ...] = (), label: str = "") -> Blueprint:
+        """A deployment body read by the DSL (a blueprint, or a reference to a stored one) with every reference
+        to a stored artifact resolved; errors point into the body (at `at`) and start with `label`."""
+        prefix = f"{label}: " if label else ""
+        if isinstance(artifact, Reference):
+            key = next(key for key in REFERENCE_KEYS if key in body)
+            blueprint = lookup(artifact)
+            if blueprint is None:
+                raise ApiError(400, f"{prefix}no blueprint named {artifact.name!r} is stored", pointer((*at, key)))
+            try:
+                return dsl.resolve_references(blueprint, lookup)
+            except dsl.DslError as exc:
+                raise ApiError(400, f"{prefix}{exc}", pointer((*at, key))) from exc
+        try:
+            return dsl.resolve_references(artifact, lookup)
+        except dsl.DslError as exc:
+            raise ApiError(400, f"{prefix}{exc}", pointer((*at, *exc.location))) from exc
+
+    def _named_blueprint(self, artifact: Artifact, body: Any) -> Blueprint:
+        """The blueprint whose services a DELETE names: the body, or the stored blueprint it refers to."""
+        if not isinstance(artifact, Reference):
+            return artifact
+        blueprint = self._lookup()(artifact)
+        if blueprint is None:
+            key = next(key for key in REFERENCE_KEYS if key in body)
+            raise ApiError(400, f"no blueprint named {artifact.name!r} is stored", pointer((key,)))
+        return blueprint
+
+    # -- scales ----------------------------------------------------------------------------------------
+    async def get_scale(self, request: web.Request) -> web.Response:
+        deployment, cluster, service = self._service_path(request)
+        scale = self.engine.scale(deployment, cluster, service)
+        if scale is None:
+            raise ApiError(404, f"no service {service!r} in cluster {cluster!r} of deployment {deployment!r}")
+        return respond(request, scale)
+
+    async def put_scale(self, request: web.Request) -> web.Response:
+        deployment, cluster, service = self._service_path(request)
+        validate_only = validate_only_requested(request)
+        scale = self._read_scale(await read_body(request))
+        document = await self.engine.set_scale(deployment, cluster, service, scale, validate_only=validate_only)
+        return respond(request, document, 200 if validate_only else 202)
+
+    @staticmethod
+    def _service_path(request: web.Request) -> tuple[str, str, str]:
+        return request.match_info["deployment"], request.match_info["cluster"], request.match_info["service"]
+
+    def _read_scale(self, body: Any) -> Scale:
+        """A scale: its fields (no name needed), a whole number of instances, or `{ref: NAME}` of a stored one."""
+        if isinstance(body, int) and not isinstance(body, bool):
+            body = {"instances": body}
+        if isinstance(body, dict) and len(body) == 1 and next(iter(body)) in ("ref", "reference"):
+            key, name = next(iter(body.items()))
+            stored = self.store.get("scales", name) if isinstance(name, str) else None
+            if stored is None:
+                raise ApiError(400, f"no scale named {name!r} is stored", pointer((key,)))
+            return dsl.read("scales", stored)
+        if isinstance(body, dict) and "name" not in body:
+            try:
+                return replace(dsl.read("scale", {"name": "scale", **body}), name=None)
+            except dsl.DslError as exc:
+                exc.document = "scale"
+                raise
+        return dsl.read("scale", body)
+
+    # -- gateways --------------------------------------------------------------------------------------
+    async def list_gateways(self, request: web.Request) -> web.Response:
+        return _page_of(request, self.engine.gateways())
+
+    async def get_gateway(self, request: web.Request) -> web.Response:
+        return respond(request, self._gateway(request.match_info["name"]))
+
+    async def create_gateway(self, request: web.Request) -> web.Response:
+        validate_only = validate_only_requested(request)
+        body = await read_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"]:
+            raise ApiError(400, "the body must be a gateway object with a 'name'", "/name")
+        name = body["name"]
+        if self.engine.gateway(name) is not None:
+            raise ApiError(409, f"gateway {name!r} exists (PUT /api/v1/gateways/{name} replaces it)", "/name")
+        document, _ = await self.engine.put_gateway(name, body, validate_only=validate_only)
+        return respond(request, document, 200 if validate_only else 202)
+
+    async def put_gateway(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        validate_only = validate_only_requested(request)
+        body = await read_body(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be a gateway object")
+        if body.get("name", name) != name:
+            raise ApiError(400, f"the body names {body['name']!r}, the path {name!r}", "/name")
+        document, _ = await self.engine.put_gateway(name, body, validate_only=validate_only)
+        return respond(request, document, 200 if validate_only else 202)
+
+    async def patch_gateway(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        validate_only = validate_only_requested(request)
+        patch = await read_body(request)
+        if not isinstance(patch, dict):
+            raise ApiError(400, "a merge patch must be a JSON object")
+        self._gateway(name)
+        document = await self.engine.patch_gateway(name, patch, validate_only=validate_only)
+        return respond(request, document, 200 if validate_only else 202)
+
+    async def delete_gateway(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        validate_only = validate_only_requested(request)
+        document = self._gateway(name)
+        await self.engine.delete_gateway(name, validate_only=validate_only)
+        return respond(request, document, 200 if validate_only else 202)
+
+    def _gateway(self, name: str) -> dict[str, Any]:
+        document = self.engine.gateway(name)
+        if document is None:
+            raise ApiError(404, f"no gateway named {name!r}")
+        return document
+
+    # -- events and the system -------------------------------------------------------------------------
+    async def list_events(self, request: web.Request) -> web.Response:
+        page = _page(request)
+        events = self.engine.events(request.query.getall("tag", []), request.query.get("type"))
+        shown = [_event_document(event) for event in events[page.offset:page.offset + page.size]]
+        return _paged(request, page, shown, len(events))
+
+    async def create_event(self, request: web.Request) -> web.Response:
+        validate_only = validate_only_requested(request)
+        tags, value, type_, timestamp = _read_event(await read_body(request))
+        event = {"tags": sorted(set(tags)), "value": value, "type": type_, "timestamp": timestamp}
+        if validate_only:
+            return respond(request, _event_document(event))
+        event_id = self.store.add_event(tags, value, type_, timestamp)
+        return respond(request, _event_document({"id": event_id, **event}), 201)
+
+    async def info(self, request: web.Request) -> web.Response:
+        return respond(request, {"message": GREETING, "version": VERSION, "running_since": _iso(self.started),
+                                 "uptime": round(time.time() - self.started, 3)})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return respond(request, {"status": "ok"})
+
+    async def openapi(self, _: web.Request) -> web.Response:
+        from control.openapi import OPENAPI     # it imports this module (STATIC_KINDS)
+        return web.json_response(OPENAPI)

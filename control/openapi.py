@@ -1,0 +1,234 @@
+"""The control plane's API (control.api) described as an OpenAPI 3.0 document, served at `/api/v1/openapi.json`."""
+from __future__ import annotations
+
+from typing import Any
+
+from control.api import STATIC_KINDS
+
+_JSON_AND_YAML = ("application/json", "application/x-yaml")
+_WRITE_SECURITY = [{"bearer": []}, {}]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {kind: {"schema": schema} for kind in _JSON_AND_YAML}
+
+
+def _answer(description: str, schema: dict[str, Any], headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "content": _content(schema), **({"headers": headers} if headers else {})}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    descriptions = {400: "invalid input; nothing changed", 401: "missing or wrong bearer token",
+                    404: "not found", 409: "conflicts with what exists; nothing changed",
+                    415: "unsupported Content-Type"}
+    return {str(status): _answer(descriptions[status], _ref("Error")) for status in statuses}
+
+
+def _parameter(name: str, where: str, schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": where == "path", "description": description, "schema": schema,
+            **extra}
+
+
+_NAME = _parameter("name", "path", {"type": "string", "minLength": 1}, "the artifact's name, e.g. sava:1.0.0")
+_GATEWAY_NAME = _parameter("name", "path", {"type": "string", "minLength": 1},
+                           "the gateway's name; may contain '/' (e.g. sava/9050)")
+_VALIDATE_ONLY = _parameter("validate_only", "query", {"type": "boolean"},
+                            "check the write and change nothing (the answer is 200 with what it would do)")
+_PAGE = [_parameter("page", "query", {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}, "from 1"),
+         _parameter("per_page", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "default 30")]
+_PAGE_HEADERS = {"X-Total-Count": {"description": "how many there are in all", "required": True,
+                                   "schema": {"type": "integer", "minimum": 0}},
+                 "Link": {"description": 'the pages: rel="next", "prev", "first", "last"', "required": True,
+                          "schema": {"type": "string"}}}
+
+
+def _list(description: str, item: str, *parameters: dict[str, Any]) -> dict[str, Any]:
+    return {"summary": description, "parameters": [*_PAGE, *parameters],
+            "responses": {"200": _answer(description, {"type": "array", "items": _ref(item)}, _PAGE_HEADERS),
+                          **_errors(400)}}
+
+
+def _write(summary: str, body: dict[str, Any] | None, answers: dict[str, tuple[str, str]], errors: tuple[int, ...],
+           *, content_types: tuple[str, ...] = _JSON_AND_YAML) -> dict[str, Any]:
+    """A write: `answers` maps a status to (description, schema name or '' for no body)."""
+    responses = {status: _answer(description, _ref(schema)) if schema else {"description": description}
+                 for status, (description, schema) in answers.items()}
+    operation: dict[str, Any] = {"summary": summary, "parameters": [_VALIDATE_ONLY],
+                                 "responses": {**responses, **_errors(401, *errors)}, "security": _WRITE_SECURITY}
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {kind: {"schema": body} for kind in content_types}}
+    return operation
+
+
+def _static_paths(kind: str) -> dict[str, Any]:
+    one = kind[:-1]
+    return {
+        f"/api/v1/{kind}": {
+            "get": _list(f"a page of the stored {kind}, by name", "Artifact"),
+            "post": _write(f"store a new {one}", _ref("ArtifactInput"),
+                           {"201": (f"the {one} as stored (Vamp's long form)", "Artifact"),
+                            "200": ("validate_only: what would be stored", "Artifact")}, (400, 409, 415)),
+        },
+        f"/api/v1/{kind}/{{name}}": {
+            "parameters": [_NAME],
+            "get": {"summary": f"one {one}", "responses": {"200": _answer(f"the {one}", _ref("Artifact")),
+                                                          **_errors(404)}},
+            "put": _write(f"create or replace a {one}", _ref("ArtifactInput"),
+                          {"200": (f"the {one} as stored (replaced, or validate_only)", "Artifact"),
+                           "201": (f"the {one} as stored (created)", "Artifact")}, (400, 415)),
+            "delete": _write(f"remove a {one}", None,
+                             {"204": ("removed", ""), "200": ("validate_only: what would be removed", "Artifact")},
+                             (400, 404)),
+        },
+    }
+
+
+_ENGINE_ERRORS = (400, 404, 409, 415)
+_DEPLOYMENT_ANSWERS = {"202": ("the deployment (its instances start in the background)", "Deployment"),
+                       "200": ("validate_only: what the deployment would be", "Deployment")}
+_GATEWAY_ANSWERS = {"202": ("the gateway", "Gateway"), "200": ("validate_only: what the gateway would be", "Gateway")}
+_DOCUMENTS = {"type": "array", "items": {"type": "object", "required": ["kind"], "properties": {
+    "kind": {"type": "string", "example": "breeds"}, "name": {"type": "string"}}}}
+_MULTI_DOCUMENT = {
+    "requestBody": {"required": True, "content": {kind: {"schema": _DOCUMENTS} for kind in _JSON_AND_YAML}},
+    "parameters": [_VALIDATE_ONLY],
+    "responses": {"200": _answer("the documents stored (or removed), in the body's order",
+                                 {"type": "array", "items": {"type": "object"}}),
+                  **_errors(400, 401, 404, 409, 415)},
+    "security": _WRITE_SECURITY,
+}
+_SCALE_PATH = "/api/v1/deployments/{deployment}/clusters/{cluster}/services/{service}/scale"
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "Vamp control plane API", "version": "1",
+             "description": "Vamp's artifacts, deployments, gateways and events, following VAMP's paths and status "
+                            "codes. JSON by default, YAML with application/x-yaml both ways. Writes need a bearer "
+                            "token when one is set; an invalid write is rejected whole and changes nothing."},
+    "paths": {
+        "/api/v1": {
+            "post": {"summary": "store (create or replace) every document of a multi-document body",
+                     **_MULTI_DOCUMENT},
+            "put": {"summary": "store (create or replace) every document of a multi-document body",
+                    **_MULTI_DOCUMENT},
+            "delete": {"summary": "remove every artifact, deployment and gateway a multi-document body names",
+                       **_MULTI_DOCUMENT},
+        },
+        **{path: item for kind in STATIC_KINDS for path, item in _static_paths(kind).items()},
+        "/api/v1/deployments": {
+            "get": _list("a page of the deployments, by name", "Deployment"),
+            "post": _write("deploy a blueprint (or {name: BLUEPRINT} of a stored one) under a new UUID name",
+                           _ref("ArtifactInput"), _DEPLOYMENT_ANSWERS, _ENGINE_ERRORS),
+        },
+        "/api/v1/deployments/{name}": {
+            "parameters": [_parameter("name", "path", {"type": "string", "minLength": 1}, "the deployment")],
+            "get": {"summary": "one deployment",
+                    "parameters": [_parameter("as_blueprint", "query", {"type": "boolean"},
+                                              "answer the deployment as a blueprint")],
+                    "responses": {"200": _answer("the deployment", _ref("Deployment")), **_errors(400, 404)}},
+            "put": _write("create the deployment, or merge a blueprint (or {name: BLUEPRINT}) into it",
+                          _ref("ArtifactInput"), _DEPLOYMENT_ANSWERS, _ENGINE_ERRORS),
+            "delete": {**_write("remove the services of the blueprint in the body, or without a body the whole "
+                                "deployment; the answer is what remains, or what was removed",
+                                None, _DEPLOYMENT_ANSWERS, _ENGINE_ERRORS),
+                       "requestBody": {"required": False, "content": {
+                           kind: {"schema": _ref("ArtifactInput")} for kind in _JSON_AND_YAML}}},
+        },
+        _SCALE_PATH: {
+            "parameters": [_parameter("deployment", "path", {"type": "string", "minLength": 1}, "the deployment"),
+                           _parameter("cluster", "path", {"type": "string", "minLength": 1}, "the cluster"),
+                           _parameter("service", "path", {"type": "string", "minLength": 1},
+                                      "the service (its breed's name, e.g. sava:1.0.0)")],
+            "get": {"summary": "a service's scale", "responses": {"200": _answer("the scale", _ref("Scale")),
+                                                                  **_errors(404)}},
+            "put": _write("set a service's scale", _ref("ScaleInput"),
+                          {"202": ("the new scale (instances start or drain in the background)", "Scale"),
+                           "200": ("validate_only: what the scale would be", "Scale")}, _ENGINE_ERRORS),
+        },
+        "/api/v1/gateways": {
+            "get": _list("a page of the gateways (made by deployments, and by users), by name", "Gateway"),
+            "post": _write("create a gateway", _ref("GatewayInput"), _GATEWAY_ANSWERS, _ENGINE_ERRORS),
+        },
+        "/api/v1/gateways/{name}": {
+            "parameters": [_GATEWAY_NAME],
+            "get": {"summary": "one gateway", "responses": {"200": _answer("the gateway", _ref("Gateway")),
+                                                            **_errors(404)}},
+            "put": _write("create or replace a gateway", _ref("GatewayInput"), _GATEWAY_ANSWERS, _ENGINE_ERRORS),
+            "patch": _write("change a gateway with a JSON merge patch (RFC 7396)", {"type": "object"},
+                            _GATEWAY_ANSWERS, _ENGINE_ERRORS,
+                            content_types=("application/merge-patch+json", *_JSON_AND_YAML)),
+            "delete": _write("remove a gateway (it drains first)", None,
+                             {"202": ("the gateway as it was", "Gateway"),
+                              "200": ("validate_only: the gateway that would be removed", "Gateway")},
+                             (400, 404, 409)),
+        },
+        "/api/v1/events": {
+            "get": _list("a page of the events carrying every tag (a tag a:b also counts as a), newest first",
+                         "Event",
+                         _parameter("tag", "query", {"type": "array", "items": {"type": "string"}},
+                                    "a tag the events must carry; repeat for more", style="form", explode=True),
+                         _parameter("type", "query", {"type": "string"}, "only events of this type")),
+            "post": _write("record an event", _ref("EventInput"),
+                           {"201": ("the event as recorded", "Event"),
+                            "200": ("validate_only: the event that would be recorded", "Event")}, (400, 415)),
+        },
+        "/api/v1/info": {"get": {"summary": "about this Vamp",
+                                 "responses": {"200": _answer("version and uptime", _ref("Info"))}}},
+        "/api/v1/health": {"get": {"summary": "liveness",
+                                   "responses": {"200": _answer("the API answers", _ref("Health"))}}},
+        "/api/v1/openapi.json": {"get": {"summary": "this document",
+                                         "responses": {"200": {"description": "OpenAPI 3.0",
+                                                               "content": {"application/json": {"schema": {
+                                                                   "type": "object"}}}}}}},
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {"type": "object", "required": ["error", "field"],
+                      "properties": {"error": {"type": "string"},
+                                     "field": {"type": "string", "nullable": True,
+                                               "description": "a JSON pointer to the field at fault, or the "
+                                                              "query parameter"}}},
+            "ArtifactInput": {"type": "object", "description": "a document of Vamp's DSL",
+                              "properties": {"name": {"type": "string"}}},
+            "Artifact": {"type": "object", "required": ["kind", "name"],
+                         "description": "an artifact in Vamp's long form",
+                         "properties": {"kind": {"type": "string", "enum": list(STATIC_KINDS)},
+                                        "name": {"type": "string"}}},
+            "Deployment": {"type": "object", "required": ["name"],
+                           "properties": {"name": {"type": "string"}, "clusters": {"type": "object"},
+                                          "gateways": {"type": "object"}}},
+            "Scale": {"type": "object", "required": ["cpu", "memory", "instances"],
+                      "properties": {"cpu": {"type": "number"}, "memory": {"type": "string", "example": "64MB"},
+                                     "instances": {"type": "integer", "minimum": 0}}},
+            "ScaleInput": {"oneOf": [
+                {"type": "object", "description": "scale fields, or {ref: NAME} of a stored scale",
+                 "properties": {"cpu": {"type": "number"}, "memory": {"type": "string"},
+                                "instances": {"type": "integer", "minimum": 0}, "ref": {"type": "string"}}},
+                {"type": "integer", "minimum": 0, "description": "a number of instances"}]},
+            "GatewayInput": {"type": "object", "properties": {"name": {"type": "string"}}},
+            "Gateway": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+            "EventInput": {"type": "object", "additionalProperties": False, "required": ["tags"],
+                           "properties": {"tags": {"type": "array", "minItems": 1,
+                                                   "items": {"type": "string", "minLength": 1}},
+                                          "value": {"description": "any JSON value"},
+                                          "type": {"type": "string", "minLength": 1, "default": "event"},
+                                          "timestamp": {"type": "string", "format": "date-time"}}},
+            "Event": {"type": "object", "required": ["tags", "type", "timestamp"],
+                      "properties": {"id": {"type": "integer"},
+                                     "tags": {"type": "array", "items": {"type": "string"}},
+                                     "value": {"description": "any JSON value"},
+                                     "type": {"type": "string"},
+                                     "timestamp": {"type": "string", "format": "date-time"}}},
+            "Info": {"type": "object", "required": ["message", "version", "running_since", "uptime"],
+                     "properties": {"message": {"type": "string"}, "version": {"type": "string"},
+                                    "running_since": {"type": "string", "format": "date-time"},
+                                    "uptime": {"type": "number", "description": "seconds"}}},
+            "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+        },
+    },
+}

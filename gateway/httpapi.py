@@ -1,0 +1,100 @@
+"""The conventions Vamp's HTTP APIs share (the gateway's admin API and the control plane's API): JSON by
+default and YAML both ways (`Accept` / `Content-Type: application/x-yaml`), errors as
+`{"error": "...", "field": ... | null}`, `?validate_only=true`, and the bearer token that writes need when
+one is set."""
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any, Awaitable, Callable
+
+import yaml
+from aiohttp import web
+
+YAML_TYPES = ("application/x-yaml", "application/yaml", "text/yaml", "text/x-yaml")
+JSON_TYPES = ("application/json", "application/merge-patch+json", "")
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+TOKEN_REQUIRED = "a valid 'Authorization: Bearer <token>' header is required for writes"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+def wants_yaml(request: web.Request) -> bool:
+    return any(kind in request.headers.get("Accept", "") for kind in YAML_TYPES)
+
+
+def respond(request: web.Request, data: Any, status: int = 200, headers: dict[str, str] | None = None
+            ) -> web.Response:
+    if wants_yaml(request):
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        return web.Response(text=text, status=status, content_type="application/x-yaml", headers=headers)
+    return web.json_response(data, status=status, headers=headers,
+                             dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+async def read_body(request: web.Request, *, all_documents: bool = False) -> Any:
+    """The body as data. With `all_documents`, a YAML body is read as a list of its (non-empty) documents;
+    a JSON body is returned as it is."""
+    kind = request.content_type if request.headers.get("Content-Type") else ""
+    try:
+        text = (await request.read()).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"the body is not UTF-8 text (byte {exc.start})") from exc
+    if kind in YAML_TYPES:
+        try:
+            if all_documents:
+                return [document for document in yaml.safe_load_all(text) if document is not None]
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ApiError(400, f"the body is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    if kind not in JSON_TYPES:
+        raise ApiError(415, f"unsupported Content-Type {kind!r}: send application/json or application/x-yaml")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from exc
+
+
+def query_flag(request: web.Request, name: str) -> bool:
+    """A boolean query parameter: `true`, `1` or present without a value; `false`, `0` or absent."""
+    value = request.query.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0", ""):
+        raise ApiError(400, f"{name} must be true or false", name)
+    return value in ("true", "1", "")
+
+
+def validate_only_requested(request: web.Request) -> bool:
+    return query_flag(request, "validate_only")
+
+
+def token_ok(request: web.Request, token: str) -> bool:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+def api_middleware(token: str | None) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Writes need the bearer token (when one is set); ApiErrors and aiohttp's own 4xx/5xx become error
+    documents."""
+    @web.middleware
+    async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            if request.method in WRITE_METHODS and token and not token_ok(request, token):
+                raise ApiError(401, TOKEN_REQUIRED)
+            return await handler(request)
+        except ApiError as exc:
+            return respond(request, {"error": exc.message, "field": exc.field}, exc.status)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return respond(request, {"error": exc.reason, "field": None}, exc.status)
+    return errors_and_auth

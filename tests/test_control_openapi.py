@@ -1,0 +1,175 @@
+"""The control plane API's own description, `GET /api/v1/openapi.json`: a valid OpenAPI 3 document that
+names every route the application has, and a true one: every answer carries a documented status code and
+Content-Type and a body matching the documented schema, never a 5xx — for a fixed set of requests covering
+each operation's successful answers, and for requests schemathesis generates from the document.
+
+The API runs with a temporary store and the fake engine of tests/test_control_api.py, served by aiohttp on a
+loopback port in a thread of its own (schemathesis calls it over HTTP). The schema is built from
+`control.openapi.OPENAPI` at import time (schemathesis' pytest integration needs it then); the first test
+checks that the API serves exactly that document.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Coroutine
+
+import pytest
+import requests
+import schemathesis
+from aiohttp import web
+from hypothesis import HealthCheck, settings
+from openapi_spec_validator import validate
+from schemathesis.checks import (content_type_conformance, not_a_server_error, response_headers_conformance,
+                                 response_schema_conformance, status_code_conformance)
+
+from control.api import STATIC_KINDS, create_app
+from control.openapi import OPENAPI
+from control.store import Store
+from tests.test_control_api import BREED, FakeEngine
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+          response_headers_conformance]
+MAX_EXAMPLES = 25                   # per operation: the whole file runs in well under a minute
+SEED = 20261125                     # generation is reproducible
+START_TIMEOUT = 10.0                # seconds
+
+schema = schemathesis.openapi.from_dict(OPENAPI, config=schemathesis.Config.from_dict({
+    "seed": SEED,
+    "generation": {"max-examples": MAX_EXAMPLES},
+}))
+
+
+class ServedApp:
+    """An aiohttp application served on a free loopback port by an event loop in a thread of its own."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="control-api", daemon=True)
+        self.runner = web.AppRunner(app)
+
+    def run(self, coroutine: Coroutine) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=START_TIMEOUT)
+
+    def start(self) -> str:
+        self.thread.start()
+        self.run(self.runner.setup())
+        self.run(web.TCPSite(self.runner, "127.0.0.1", 0).start())
+        host, port = self.runner.addresses[0][:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self.run(self.runner.cleanup())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=START_TIMEOUT)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """The API's base URL, with a stored breed, a deployment `sava` running it and a gateway `seeded`."""
+    store = Store(tmp_path_factory.mktemp("control-openapi") / "vamp.db")
+    app = create_app(store, FakeEngine(store))
+    served = ServedApp(app)
+    base_url = served.start()
+    for method, path, body in (("PUT", "/api/v1/breeds/sava:1.0.0", BREED),
+                               ("PUT", "/api/v1/deployments/sava", {"clusters": {"sava": BREED}}),
+                               ("PUT", "/api/v1/gateways/seeded", {"port": 9050})):
+        assert requests.request(method, base_url + path, json=body, timeout=START_TIMEOUT).ok
+    yield base_url, app
+    served.stop()
+    store.close()
+
+
+def test_the_served_document_is_valid_openapi_3_and_names_every_route(live):
+    base_url, app = live
+    response = requests.get(base_url + "/api/v1/openapi.json", timeout=START_TIMEOUT)
+    assert (response.status_code, response.headers["Content-Type"].split(";")[0]) == (200, "application/json")
+    document = response.json()
+    validate(document)
+    assert document == json.loads(json.dumps(OPENAPI)), "the tests below use another document than served"
+    documented = {(path, method.upper()) for path, item in document["paths"].items() for method in item
+                  if method != "parameters"}
+    served = set()
+    for route in app.router.routes():
+        path = route.resource.canonical         # without the patterns: /api/v1/{kind}, /api/v1/gateways/{name}
+        if route.method != "HEAD":
+            served |= {(path.replace("{kind}", kind), route.method) for kind in STATIC_KINDS} if "{kind}" in path \
+                else {(path, route.method)}
+    assert served == documented
+
+
+# -- each operation's successful answers, in a fixed set of requests -----------------------------------
+@dataclass
+class Row:
+    method: str
+    path: str
+    path_parameters: dict = field(default_factory=dict)
+    body: Any = None
+    query: dict = field(default_factory=dict)
+    media_type: str = "application/json"
+    status: int = 200
+
+
+SCALE = "/api/v1/deployments/{deployment}/clusters/{cluster}/services/{service}/scale"
+SAVA_SERVICE = {"deployment": "sava", "cluster": "sava", "service": "sava:1.0.0"}
+ROWS = {
+    "list breeds": Row("GET", "/api/v1/breeds", query={"page": 1, "per_page": 10}),
+    "post breed": Row("POST", "/api/v1/breeds", body={**BREED, "name": "rows:1"}, status=201),
+    "post breed yaml": Row("POST", "/api/v1/breeds", body={**BREED, "name": "rows:2"},
+                           media_type="application/x-yaml", status=201),
+    "post existing breed": Row("POST", "/api/v1/breeds", body=BREED, status=409),
+    "get breed": Row("GET", "/api/v1/breeds/{name}", {"name": "sava:1.0.0"}),
+    "get missing breed": Row("GET", "/api/v1/breeds/{name}", {"name": "nothing"}, status=404),
+    "put breed": Row("PUT", "/api/v1/breeds/{name}", {"name": "rows:3"}, body=BREED | {"name": "rows:3"},
+                     status=201),
+    "put invalid breed": Row("PUT", "/api/v1/breeds/{name}", {"name": "rows:4"}, body={"ports": 1}, status=400),
+    "delete breed validate_only": Row("DELETE", "/api/v1/breeds/{name}", {"name": "sava:1.0.0"},
+                                      query={"validate_only": "true"}),
+    "delete breed": Row("DELETE", "/api/v1/breeds/{name}", {"name": "rows:1"}, status=204),
+    "multi-document": Row("POST", "/api/v1", body=[{"kind": "breeds", **BREED, "name": "rows:5"},
+                                                  {"kind": "gateways", "name": "rows/g", "port": 9051}]),
+    "list deployments": Row("GET", "/api/v1/deployments"),
+    "post deployment": Row("POST", "/api/v1/deployments", body={"name": "rows", "clusters": {"rows": BREED}},
+                           status=202),
+    "put deployment": Row("PUT", "/api/v1/deployments/{name}", {"name": "rows"},
+                          body={"clusters": {"rows": BREED}}, status=202),
+    "get deployment": Row("GET", "/api/v1/deployments/{name}", {"name": "sava"}),
+    "get deployment as blueprint": Row("GET", "/api/v1/deployments/{name}", {"name": "sava"},
+                                       query={"as_blueprint": "true"}),
+    "delete deployment": Row("DELETE", "/api/v1/deployments/{name}", {"name": "rows"}, status=202),
+    "get scale": Row("GET", SCALE, SAVA_SERVICE),
+    "put scale": Row("PUT", SCALE, SAVA_SERVICE, body={"instances": 2}, status=202),
+    "list gateways": Row("GET", "/api/v1/gateways"),
+    "post gateway": Row("POST", "/api/v1/gateways", body={"name": "rows/post", "port": 9052}, status=202),
+    "get gateway": Row("GET", "/api/v1/gateways/{name}", {"name": "seeded"}),
+    "put gateway": Row("PUT", "/api/v1/gateways/{name}", {"name": "rows/put"}, body={"port": 9053}, status=202),
+    "patch gateway": Row("PATCH", "/api/v1/gateways/{name}", {"name": "seeded"}, body={"sticky": "route"},
+                         media_type="application/merge-patch+json", status=202),
+    "delete gateway": Row("DELETE", "/api/v1/gateways/{name}", {"name": "rows/post"}, status=202),
+    "post event": Row("POST", "/api/v1/events", body={"tags": ["rows"], "value": 1}, status=201),
+    "list events": Row("GET", "/api/v1/events", query={"tag": ["rows"], "type": "event"}),
+    "info": Row("GET", "/api/v1/info"),
+    "health": Row("GET", "/api/v1/health"),
+}
+
+
+def test_each_row_answers_as_documented(live):
+    base_url, _ = live
+    for row_id, row in ROWS.items():           # in order: some rows use what earlier ones made
+        case = schema[row.path][row.method].Case(
+            path_parameters=row.path_parameters, query=row.query,
+            media_type=row.media_type if row.body is not None else None,
+            **({} if row.body is None else {"body": row.body}))
+        response = case.call_and_validate(base_url=base_url, checks=CHECKS)
+        assert response.status_code == row.status, f"{row_id}: {response.text}"
+
+
+# -- generated requests --------------------------------------------------------------------------------
+@schema.parametrize()
+@settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+def test_generated_requests_get_documented_answers_and_never_a_server_error(case, live):
+    base_url, _ = live
+    case.call_and_validate(base_url=base_url, checks=CHECKS)
