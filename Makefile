@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test bench install install-test system-deps clean
+.PHONY: run run-gateway test bench install install-test system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nginx wrk; \
 	fi
 
+# The embedded platform: control plane API on 127.0.0.1:8080, gateway, local processes; state in .vamp/
 run: install
+	$(BIN)/vamp run
+
+# The gateway alone with examples/gateways.yaml in front of two demo backends
+run-gateway: install
 	$(BIN)/python -m gateway.demo
 
 test: install-test system-deps

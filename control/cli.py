@@ -1,0 +1,246 @@
+"""The `vamp` command line: the gateway's commands (`gateway.cli`) plus the control plane's.
+
+    vamp run [--state-dir DIR] [--api HOST:PORT]        the embedded platform (API, gateway, local processes)
+    vamp deploy FILE [--name N]                         deploy (or merge) a blueprint
+    vamp get breeds|blueprints|deployments|gateways|scales|conditions|slas|escalations|workflows [NAME]
+    vamp apply -f FILE                                  create or update every document of FILE
+    vamp delete KIND NAME | vamp delete -f FILE         delete artifacts; with a blueprint: undeploy services
+    vamp scale DEPLOYMENT/CLUSTER/SERVICE N             set a service's number of instances
+
+API commands talk to `--api URL` (default $VAMP_API_URL, else http://127.0.0.1:8080) with the token from
+$VAMP_ADMIN_TOKEN; they print tables for people and `-o json|yaml` for scripts. Exit codes: 0 ok, 1 the API
+failed or is unreachable, 2 bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import yaml
+
+from gateway import admin_client, cli as gateway_cli
+from gateway.admin_client import AdminClient, CommandError, render_table
+
+DEFAULT_API = "http://127.0.0.1:8080"
+API = "/api/v1"
+KINDS = ("breeds", "blueprints", "deployments", "gateways", "scales", "conditions", "slas", "escalations",
+         "workflows")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = gateway_cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    run = sub.add_parser("run", help="the embedded platform: control plane API, gateway, local orchestrator")
+    run.add_argument("--state-dir", default=".vamp", help="store and logs (default %(default)s)")
+    run.add_argument("--api", default="127.0.0.1:8080", help="API address HOST:PORT (default %(default)s)")
+    run.add_argument("--token", default=os.environ.get("VAMP_ADMIN_TOKEN"),
+                     help="bearer token for API writes (default: $VAMP_ADMIN_TOKEN)")
+    run.add_argument("--bind", default="127.0.0.1",
+                     help="address external gateways listen on (default %(default)s)")
+    run.add_argument("--grace", type=float, default=10.0, help="seconds requests get to finish on stop")
+    run.set_defaults(func=_run)
+
+    deploy = sub.add_parser("deploy", help="deploy a blueprint, or merge it into a running deployment")
+    deploy.add_argument("file", help="blueprint YAML/JSON file ('-' for stdin)")
+    deploy.add_argument("--name", help="deployment name (default: a new UUID)")
+    _api_options(deploy)
+    deploy.set_defaults(func=_command(_deploy))
+
+    get = sub.add_parser("get", help="list artifacts of a kind, or show one")
+    get.add_argument("kind", choices=KINDS)
+    get.add_argument("name", nargs="?")
+    _api_options(get)
+    get.set_defaults(func=_command(_get))
+
+    delete = sub.add_parser("delete", help="delete an artifact; `-f blueprint` undeploys its services")
+    delete.add_argument("kind", nargs="?", choices=KINDS)
+    delete.add_argument("name", nargs="?")
+    delete.add_argument("-f", "--file", help="documents to delete (multi-document YAML with kind:)")
+    delete.add_argument("--deployment", help="with -f: the deployment to remove the blueprint's services from")
+    _api_options(delete)
+    delete.set_defaults(func=_command(_delete))
+
+    scale = sub.add_parser("scale", help="set the number of instances of DEPLOYMENT/CLUSTER/SERVICE")
+    scale.add_argument("service", help="DEPLOYMENT/CLUSTER/SERVICE, e.g. sava/sava/sava:1.0.0")
+    scale.add_argument("instances", type=int)
+    _api_options(scale)
+    scale.set_defaults(func=_command(_scale))
+
+    apply_parser = sub.choices["apply"]
+    gateway_apply = apply_parser.get_default("func")
+    apply_parser.add_argument("--api", default=os.environ.get("VAMP_API_URL"),
+                              help="control plane API URL, for documents with `kind:`")
+    apply_parser.set_defaults(func=lambda args: _apply(args, gateway_apply))
+    return parser
+
+
+def _api_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api", default=os.environ.get("VAMP_API_URL", DEFAULT_API),
+                        help="control plane API URL (default: $VAMP_API_URL, else %(default)s)")
+    parser.add_argument("--token", default=os.environ.get("VAMP_ADMIN_TOKEN"), help=argparse.SUPPRESS)
+    parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+
+
+def _command(handler: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            handler(args, AdminClient(args.api, args.token))
+        except CommandError as exc:
+            print(f"vamp: {exc}", file=sys.stderr)
+            return exc.exit_code
+        return 0
+    return run
+
+
+def _read(path: str) -> list[Any]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}", 2) from None
+    except yaml.YAMLError as exc:
+        raise CommandError(f"{path}: not valid YAML: {exc}".replace("\n", " "), 2) from None
+    if not documents:
+        raise CommandError(f"{path}: no document", 2)
+    return documents
+
+
+def _print(args: argparse.Namespace, data: Any, table: str) -> None:
+    if args.output == "json":
+        import json
+        print(json.dumps(data, indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+    else:
+        print(table)
+
+
+def _deploy(args: argparse.Namespace, client: AdminClient) -> None:
+    documents = _read(args.file)
+    if len(documents) != 1:
+        raise CommandError(f"{args.file}: expected one blueprint, found {len(documents)} documents", 2)
+    blueprint = {k: v for k, v in documents[0].items() if k != "kind"} if isinstance(documents[0], dict) \
+        else documents[0]
+    if args.name:
+        answer = client.request("PUT", f"{API}/deployments/{quote(args.name, safe='')}", blueprint)
+    else:
+        answer = client.request("POST", f"{API}/deployments", blueprint)
+    document = answer.data or {}
+    _print(args, document, f"deployment {document.get('name', args.name)} accepted")
+
+
+def _summary(kind: str, item: dict) -> list[Any]:
+    if kind == "deployments":
+        clusters = item.get("clusters") or {}
+        services = [f"{c}/{s.get('breed', {}).get('name', '?')}×{len(s.get('instances', []))}"
+                    for c, body in clusters.items() for s in body.get("services", [])]
+        return [item.get("name"), " ".join(services)]
+    if kind == "gateways":
+        return [item.get("name"), item.get("port"), admin_client.weights_summary(item.get("routes") or {})]
+    return [item.get("name"), ""]
+
+
+def _get(args: argparse.Namespace, client: AdminClient) -> None:
+    if args.name:
+        path = _artifact_path(args.kind, args.name)
+        data = client.request("GET", path).data
+        _print(args, data, yaml.safe_dump(data, sort_keys=False).rstrip())
+        return
+    data = client.request("GET", f"{API}/{args.kind}?per_page=1000").data or []
+    headers = {"deployments": ("NAME", "SERVICES (cluster/breed×instances)"),
+               "gateways": ("NAME", "PORT", "ROUTES")}.get(args.kind, ("NAME", ""))
+    _print(args, data, render_table(headers, [_summary(args.kind, item)[:len(headers)] for item in data]))
+
+
+def _artifact_path(kind: str, name: str) -> str:
+    """Gateway names keep their '/' in the path; other names are one path segment."""
+    return f"{API}/{kind}/{quote(name, safe='/:' if kind == 'gateways' else ':')}"
+
+
+def _delete(args: argparse.Namespace, client: AdminClient) -> None:
+    if args.file:
+        documents = _read(args.file)
+        if args.deployment:
+            for document in documents:
+                body = {k: v for k, v in document.items() if k != "kind"}
+                client.request("DELETE", f"{API}/deployments/{quote(args.deployment, safe='')}", body)
+            print(f"services of {args.file} removed from deployment {args.deployment}")
+            return
+        client.request("DELETE", API, documents)
+        print(f"deleted the {len(documents)} document(s) of {args.file}")
+        return
+    if not args.kind or not args.name:
+        raise CommandError("say what to delete: vamp delete KIND NAME, or vamp delete -f FILE", 2)
+    path = _artifact_path(args.kind, args.name)
+    client.request("DELETE", path)
+    print(f"{args.kind[:-1]} {args.name} deleted")
+
+
+def _scale(args: argparse.Namespace, client: AdminClient) -> None:
+    parts = args.service.split("/")
+    if len(parts) != 3 or not all(parts):
+        raise CommandError(f"expected DEPLOYMENT/CLUSTER/SERVICE, got {args.service!r}", 2)
+    if args.instances < 0:
+        raise CommandError("the number of instances must be 0 or more", 2)
+    deployment, cluster, service = (quote(p, safe="") for p in parts)
+    path = f"{API}/deployments/{deployment}/clusters/{cluster}/services/{service}/scale"
+    scale = client.request("GET", path).data or {}
+    scale = {k: v for k, v in scale.items() if k not in ("kind", "name")}
+    scale["instances"] = args.instances
+    answer = client.request("PUT", path, scale)
+    _print(args, answer.data, f"{args.service} scaled to {args.instances} instance(s)")
+
+
+def _apply(args: argparse.Namespace, gateway_apply: Any) -> int:
+    """Documents with `kind:` go to the control plane API (PUT /api/v1); a gateways file to the gateway."""
+    if args.file != "-":
+        try:
+            documents = _read(args.file)
+        except CommandError as exc:
+            print(f"vamp: {exc}", file=sys.stderr)
+            return exc.exit_code
+        if all(isinstance(d, dict) and "kind" in d for d in documents):
+            try:
+                client = AdminClient(args.api or DEFAULT_API, args.token)
+                answer = client.request("PUT", API, documents)
+            except CommandError as exc:
+                print(f"vamp: {exc}", file=sys.stderr)
+                return exc.exit_code
+            for document in answer.data or []:
+                print(f"{document.get('kind', 'artifact')} {document.get('name')} applied")
+            return 0
+    return gateway_apply(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from control.platform import serve
+    from gateway.admin import AdminBindingError, check_admin_binding, parse_admin_address
+
+    gateway_cli._setup_logging(getattr(args, "log_format", "text"), getattr(args, "log_level", "info"))
+    try:
+        host, port = parse_admin_address(args.api)
+        check_admin_binding(host, args.token)
+    except AdminBindingError as exc:
+        print(f"vamp: {str(exc).replace('--admin', '--api')}", file=sys.stderr)
+        return 2
+    import uvloop
+    try:
+        return uvloop.run(serve(Path(args.state_dir), host, port, args.token, args.bind, args.grace))
+    except KeyboardInterrupt:
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if hasattr(args, "func"):
+        return args.func(args)
+    return gateway_cli.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""`vamp run`: the embedded platform — the control plane API, the gateway and the local-process orchestrator
+in one process tree, with its state (SQLite store, logs) in the state directory.
+
+On start it resumes every deployment the store holds: the orchestrator starts their instances again and the
+gateways are rebuilt as they were. Stopping (SIGTERM, SIGINT) stops the instances and exits 0; the
+instances never outlive the platform.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from control.engine import Engine
+from control.orchestrator.local import LocalOrchestrator
+from control.store import Store
+from gateway.controller import Controller
+from gateway.metrics import render
+from gateway.server import Runtime
+from gateway.workers import LocalWorker
+
+log = logging.getLogger("vamp.platform")
+
+
+async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None, bind: str,
+                grace: float) -> int:
+    from control.api import create_app
+
+    loop = asyncio.get_running_loop()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    gateways = Controller([LocalWorker(Runtime(loop))], None)
+    await gateways.start(gateways.desired)
+    engine_ref: dict[str, Engine] = {}
+
+    async def before_stop(instance: Any) -> None:
+        await engine_ref["engine"].drain_instance(instance)
+
+    orchestrator = LocalOrchestrator(state_dir / "logs", before_stop=before_stop)
+    store = Store(state_dir / "vamp.db")
+    engine = engine_ref["engine"] = Engine(store, orchestrator, gateways, bind=bind)
+    try:
+        await engine.start()
+    except Exception as exc:  # noqa: BLE001 - a start that fails must still stop what it started
+        print(f"vamp: cannot resume the deployments in {state_dir}: {exc}", file=sys.stderr)
+        await orchestrator.close()
+        await gateways.shutdown(0)
+        return 1
+
+    app = create_app(store, engine, token)
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = render(await gateways.snapshot(), gateways.effective)
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, api_host, api_port).start()
+    except OSError as exc:
+        print(f"vamp: cannot listen on {api_host}:{api_port}: {exc.strerror or exc}", file=sys.stderr)
+        await _stop(engine, orchestrator, gateways, runner, 0)
+        return 1
+    print(f"Vamp is running (state in {state_dir}):\n"
+          f"  API       http://{api_host}:{api_port}/api/v1\n"
+          f"  metrics   http://{api_host}:{api_port}/metrics\n"
+          f"  try       vamp deploy examples/sava-1.0.yaml --name sava   then open http://127.0.0.1:9050/\n",
+          flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: instances, then the gateway (grace %.0fs)", grace)
+    await _stop(engine, orchestrator, gateways, runner, grace)
+    return 0
+
+
+async def _stop(engine: Engine, orchestrator: LocalOrchestrator, gateways: Controller, runner: web.AppRunner,
+                grace: float) -> None:
+    await engine.close()
+    await orchestrator.close()
+    await gateways.shutdown(grace)
+    await runner.cleanup()
+    engine.store.close()
