@@ -106,6 +106,8 @@ class Engine:
                     await self._sync()
                 except DeploymentError as exc:
                     log.error("gateway sync failed: %s", exc.message)
+                except Exception:  # noqa: BLE001 - following instances must outlive one failed round
+                    log.exception("gateway sync failed")
 
     # -- deployments -----------------------------------------------------------------------------------
     async def deploy(self, name: str, blueprint: Blueprint, *, validate_only: bool = False
@@ -125,21 +127,25 @@ class Engine:
                         service.breed.deployable.argv()  # type: ignore[union-attr]
                     except ValueError as exc:
                         raise DeploymentError(400, str(exc), f"clusters.{cluster.name}") from exc
-            previous = dict(self.running)
+            previous, allocations = dict(self.running), dict(self.allocations)
+
+            def restore() -> None:
+                self.running, self.allocations = previous, allocations
             self.running[name] = merged
             try:
                 self._allocate(merged)
                 self._check_gateways()
             except DeploymentError:
-                self.running = previous
+                restore()
                 raise
             if validate_only:
-                self.running = previous
-                return self._document(merged), current is None
+                document = self._document(merged)
+                restore()
+                return document, current is None
             try:
                 await self._sync()
             except DeploymentError:
-                self.running = previous
+                restore()
                 await self._sync()
                 raise
             self._persist(merged)
