@@ -45,6 +45,7 @@ from gateway import conditions
 from gateway.model import FULL, STICKY_MODES, Config, Gateway, GeoSettings, Route, Target, Timeouts
 from gateway.units import (format_duration, format_percent, is_host_name, parse_address, parse_duration,
                            parse_percent, parse_port, shown)
+from gateway.yamltext import YamlTextError, line_of, single_document
 
 Location = tuple[str | int, ...]
 
@@ -130,93 +131,17 @@ def load_text(text: str, source: str = "<config>") -> Config:
         return from_dict(data)
     except ConfigError as exc:
         if exc.line is None:
-            exc.line = _line_of(node, exc.location)
+            exc.line = line_of(node, exc.location)
         raise
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader, refusing duplicate keys and keeping mapping keys as the text written."""
-
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[str, Any]:
-        if not isinstance(node, yaml.MappingNode):
-            raise yaml.constructor.ConstructorError(None, None, f"expected a mapping, found {node.id}",
-                                                    node.start_mark)
-        first_lines: dict[str, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key, line = _key_text(key_node), key_node.start_mark.line + 1
-            if key in first_lines:
-                raise ConfigError(f"duplicate key {key!r} (first on line {first_lines[key]})", line=line)
-            first_lines[key] = line
-        self.flatten_mapping(node)
-        return {_key_text(key_node): self.construct_object(value_node, deep=deep)
-                for key_node, value_node in node.value}
-
-
-def _key_text(key_node: yaml.Node) -> str:
-    if not isinstance(key_node, yaml.ScalarNode):
-        raise ConfigError(f"a key must be a plain name, not a {key_node.id}",
-                          line=key_node.start_mark.line + 1)
-    return key_node.value
 
 
 def _parse_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
     try:
-        loader = _StrictLoader(text)
-    except yaml.reader.ReaderError as exc:
-        raise ConfigError(f"YAML syntax error: {exc.reason} (#x{exc.character:04x})",
-                          line=text.count("\n", 0, exc.position) + 1) from None
-    loader.name = source
-    try:
-        node = loader.get_single_node()
-        return node, (loader.construct_document(node) if node is not None else None)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = ", ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
-        raise ConfigError(f"YAML syntax error: {problem}", line=mark.line + 1 if mark else None) from None
-    except RecursionError:
-        raise ConfigError("YAML document nested too deeply") from None
-    finally:
-        loader.dispose()
+        return single_document(text, source)
+    except YamlTextError as exc:
+        raise ConfigError(exc.message, line=exc.line) from None
 
 
-def _line_of(node: yaml.Node | None, location: Location) -> int | None:
-    """The source line of the deepest part of `location` present in the YAML node tree (a mapping entry's
-    key line; a list item's line; a gateway of the list form found by its `name`)."""
-    if node is None:
-        return None
-    line = node.start_mark.line + 1
-    for part in location:
-        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-            entry = next(((k, v) for k, v in reversed(node.value)
-                          if isinstance(k, yaml.ScalarNode) and k.value == part), None)
-            if entry is None:
-                return line
-            line, node = entry[0].start_mark.line + 1, entry[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, str):
-            named = next((item for item in node.value if _yaml_name(item) == part), None)
-            if named is None:
-                return line
-            node, line = named, named.start_mark.line + 1
-        else:
-            return line
-    return line
-
-
-def _yaml_name(node: yaml.Node) -> str | None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.value == "name" \
-                    and isinstance(value_node, yaml.ScalarNode):
-                return value_node.value
-    return None
-
-
-# -- validation: the whole document ------------------------------------------------------------------
 def from_dict(data: Any) -> Config:
     """Validate a whole document {"gateways": {...}, "geo": {...}}; None (an empty file) is an empty Config."""
     if data is None:

@@ -11,6 +11,8 @@ from typing import Any, Awaitable, Callable
 import yaml
 from aiohttp import web
 
+from gateway.yamltext import YamlTextError, documents, single_document
+
 YAML_TYPES = ("application/x-yaml", "application/yaml", "text/yaml", "text/x-yaml")
 JSON_TYPES = ("application/json", "application/merge-patch+json", "")
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -51,12 +53,11 @@ async def read_body(request: web.Request, *, all_documents: bool = False) -> Any
     if kind in YAML_TYPES:
         try:
             if all_documents:
-                return [document for document in yaml.safe_load_all(text) if document is not None]
-            return yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ApiError(400, f"the body is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+                return [data for _, data in documents(text, "body") if data is not None]
+            return single_document(text, "body")[1]
+        except YamlTextError as exc:
+            where = f" at line {exc.line}" if exc.line is not None else ""
+            raise ApiError(400, f"the body is not valid YAML{where}: {exc.message}") from exc
     if kind not in JSON_TYPES:
         raise ApiError(415, f"unsupported Content-Type {kind!r}: send application/json or application/x-yaml")
     try:

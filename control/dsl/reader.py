@@ -59,6 +59,7 @@ from gateway.config import ConfigError, gateway_from_dict
 from gateway.model import Gateway as ConfigGateway
 from gateway.model import Target
 from gateway.units import format_percent, parse_address, parse_duration, parse_percent, parse_port, shown
+from gateway.yamltext import YamlTextError, documents, line_of
 
 KINDS = ("breed", "blueprint", "deployment", "gateway", "scale", "condition", "sla", "escalation", "workflow")
 PLURALS = {kind: kind + "s" for kind in KINDS}
@@ -132,7 +133,7 @@ def read_text(text: str) -> list[Artifact]:
             artifacts.append(_read(kind, data, _document_label(kind, data) or label))
         except DslError as error:
             error.document = error.document or label
-            error.line = _line_of(node, error.location)
+            error.line = line_of(node, error.location)
             raise
     return artifacts
 
@@ -165,75 +166,16 @@ def _document_label(kind: str, data: Any) -> str:
 
 
 # -- YAML text -----------------------------------------------------------------------------------------
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader refusing duplicate keys and keeping mapping keys as the text written (`9050:` is
-    the name "9050")."""
-
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[str, Any]:
-        if not isinstance(node, yaml.MappingNode):
-            raise yaml.constructor.ConstructorError(None, None, f"expected a mapping, found {node.id}",
-                                                    node.start_mark)
-        first_lines: dict[str, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise DslError(f"a key must be a plain name, not a {key_node.id}",
-                               line=key_node.start_mark.line + 1)
-            line = key_node.start_mark.line + 1
-            if key_node.value in first_lines:
-                raise DslError(f"duplicate key {key_node.value!r} (first on line {first_lines[key_node.value]})",
-                               line=line)
-            first_lines[key_node.value] = line
-        self.flatten_mapping(node)
-        return {key_node.value: self.construct_object(value_node, deep=deep) for key_node, value_node in node.value}
-
-
 def _yaml_documents(text: str) -> Iterator[tuple[int, yaml.Node, Any]]:
     """(number from 1, node, data) of every non-empty document; YAML errors as DslError with the line."""
     number = 1
     try:
-        loader = _StrictLoader(text)
-    except yaml.reader.ReaderError as exc:
-        raise DslError(f"YAML syntax error: {exc.reason} (#x{exc.character:04x})",
-                       line=text.count("\n", 0, exc.position) + 1) from None
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            data = loader.construct_document(node)
+        for node, data in documents(text):
             if data is not None:        # an empty document, like one after a final `---`
                 yield number, node, data
                 number += 1
-    except DslError as error:       # a duplicate or non-scalar key, from the loader
-        error.document = f"document {number}"
-        raise
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = ", ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
-        raise DslError(f"YAML syntax error: {problem}", document=f"document {number}",
-                       line=mark.line + 1 if mark else None) from None
-    except RecursionError:
-        raise DslError("YAML document nested too deeply", document=f"document {number}") from None
-    finally:
-        loader.dispose()
-
-
-def _line_of(node: yaml.Node, location: Path) -> int:
-    """The source line of the deepest part of `location` found in the YAML node tree."""
-    line = node.start_mark.line + 1
-    for part in location:
-        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-            entry = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part),
-                         None)
-            if entry is None:
-                return line
-            line, node = entry[0].start_mark.line + 1, entry[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
+    except YamlTextError as exc:
+        raise DslError(exc.message, document=f"document {number}", line=exc.line) from None
 
 
 # -- breeds ------------------------------------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""Strict YAML reading shared by every file format of Vamp (gateway configs, Vamp's DSL documents).
+
+PyYAML's safe loader, made strict: duplicate keys are refused (PyYAML keeps the last one silently), keys must
+be plain scalars and are kept as the text written (`9050:` is the name "9050", not a number), and every error
+carries its source line. `line_of` finds the line of a field in the node tree, so validation errors found
+after loading can name it too.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import yaml
+
+
+class YamlTextError(ValueError):
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[str, Any]:
+        if not isinstance(node, yaml.MappingNode):
+            raise yaml.constructor.ConstructorError(None, None, f"expected a mapping, found {node.id}",
+                                                    node.start_mark)
+        first_lines: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise YamlTextError(f"a key must be a plain name, not a {key_node.id}", line)
+            if key_node.value in first_lines:
+                raise YamlTextError(f"duplicate key {key_node.value!r} (first on line "
+                                    f"{first_lines[key_node.value]})", line)
+            first_lines[key_node.value] = line
+        self.flatten_mapping(node)
+        return {key_node.value: self.construct_object(value_node, deep=deep) for key_node, value_node in node.value}
+
+
+def _loader(text: str, source: str) -> _StrictLoader:
+    try:
+        loader = _StrictLoader(text)
+    except yaml.reader.ReaderError as exc:
+        raise YamlTextError(f"YAML syntax error: {exc.reason} (#x{exc.character:04x})",
+                            text.count("\n", 0, exc.position) + 1) from None
+    loader.name = source
+    return loader
+
+
+@contextmanager
+def _translated(loader: _StrictLoader) -> Iterator[None]:
+    """PyYAML's errors as YamlTextError with the line; the loader disposed of at the end."""
+    try:
+        yield
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = ", ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
+        raise YamlTextError(f"YAML syntax error: {problem}", mark.line + 1 if mark else None) from None
+    except RecursionError:
+        raise YamlTextError("YAML document nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def documents(text: str, source: str = "<text>") -> Iterator[tuple[yaml.Node, Any]]:
+    """(node, data) of every document of `text`, empty ones included (data None)."""
+    loader = _loader(text, source)
+    with _translated(loader):
+        while loader.check_node():
+            node = loader.get_node()
+            yield node, loader.construct_document(node)
+
+
+def single_document(text: str, source: str = "<text>") -> tuple[yaml.Node | None, Any]:
+    """The one document of `text` ((None, None) when empty); a second one is an error."""
+    loader = _loader(text, source)
+    with _translated(loader):
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+
+
+def line_of(node: yaml.Node | None, location: Sequence[str | int]) -> int | None:
+    """The source line of the deepest part of `location` present in the node tree: a mapping entry's key
+    line, a list item's line, or a list item found by its `name` field."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for part in location:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            entry = next(((k, v) for k, v in reversed(node.value)
+                          if isinstance(k, yaml.ScalarNode) and k.value == part), None)
+            if entry is None:
+                return line
+            line, node = entry[0].start_mark.line + 1, entry[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, str):
+            named = next((item for item in node.value if _name_of(item) == part), None)
+            if named is None:
+                return line
+            node, line = named, named.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _name_of(node: yaml.Node) -> str | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == "name" \
+                    and isinstance(value_node, yaml.ScalarNode):
+                return value_node.value
+    return None
