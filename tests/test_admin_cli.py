@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from gateway.cli import main
+from gateway.controller import merge_patch
 from gateway.units import parse_percent
 from tests.support import LOOPBACK, HttpClient, config, free_port, gateway, route, run_cli
 
@@ -43,17 +44,6 @@ class Recorded:
         return self.query.get("validate_only") == "true"
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7396."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
 
 
 class FakeAdminApi:
