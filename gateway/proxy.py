@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from .http import (CHUNK_END, CONTINUE_100, CRLF, HOP_BY_HOP, IDEMPOTENT, MAX_HEAD_BYTES, chunk_prefix,
-                   error_response)
+from .http import (CHUNK_END, CONTINUE_100, CRLF, HOP_BY_HOP, IDEMPOTENT, MAX_HEAD_BYTES, PAUSE_BUFFER,
+                   PAUSE_PIPELINE, PAUSE_TUNNEL, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES, chunk_prefix,
+                   connection_named_headers,
+                   connection_tokens, error_response)
 from .request import RequestView
 from .upstream import dispatch
 
@@ -25,12 +27,6 @@ if TYPE_CHECKING:
     from .routing import GatewayRouter, RouteState, TargetState
     from .server import Runtime
     from .upstream import UpstreamConnection
-
-# Reasons to stop reading from the client, as bits: reading resumes when none is left.
-PAUSE_PIPELINE = 1      # a further request is queued behind the one in flight
-PAUSE_UPSTREAM = 2      # the upstream's write buffer is full (request body flow control)
-PAUSE_BUFFER = 4        # request body piling up before the upstream connection is ready
-PAUSE_TUNNEL = 8        # upgrade requested; waiting for the backend's 101
 
 BODY_BUFFER_LIMIT = 256 * 1024
 MAX_HEAD_SECONDS = 30.0    # a request head must arrive within this (or the idle timeout, if shorter)
@@ -98,7 +94,8 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "runtime", "port", "loop", "transport", "parser", "peer", "peer_bytes", "trusted", "pause_mask",
         "current", "queue", "parsing", "closing", "last_active", "idle_timer", "gateway_stats",
-        "_url", "_headers", "_head_size", "_host", "_cl", "_te", "_conn_tokens", "_expect", "_upgrade",
+        "_url", "_headers", "_head_size", "_host", "_cl", "_te", "_conn_upgrade", "_named", "_expect",
+        "_upgrade",
         "_xff", "_xfp", "_xfh", "_ua", "_in_body", "_pending_error", "_tunnel_upstream", "_host_raw",
         "_host_name", "_head_started",
     )
@@ -133,7 +130,8 @@ class ClientConnection(asyncio.Protocol):
         self._host: bytes | None = None
         self._cl: bytes | None = None
         self._te: bytes | None = None
-        self._conn_tokens: list[bytes] = []
+        self._conn_upgrade = False               # `Connection: upgrade`
+        self._named: set[bytes] | None = None    # headers named in Connection, to strip
         self._expect = False
         self._upgrade: bytes | None = None
         self._xff: bytes | None = None
@@ -260,7 +258,7 @@ class ClientConnection(asyncio.Protocol):
     # httptools callbacks ---------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._reset_head()
-        self._head_started = self.loop.time()
+        self._head_started = self.last_active    # the read that brought the head's first bytes
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -292,7 +290,11 @@ class ClientConnection(asyncio.Protocol):
                 raise self._fail(400, "repeated Transfer-Encoding")
             self._te = value
         elif kind is _CONNECTION:
-            self._conn_tokens.extend(t.strip().lower() for t in value.split(b","))
+            if value.lower() not in PLAIN_CONNECTION_VALUES:
+                self._conn_upgrade = self._conn_upgrade or b"upgrade" in connection_tokens(value)
+                named = connection_named_headers(value)
+                if named:
+                    self._named = named if self._named is None else self._named | named
         elif kind is _UPGRADE:
             self._upgrade = value
         elif kind is _FORWARDED_FOR:
@@ -339,9 +341,8 @@ class ClientConnection(asyncio.Protocol):
             self._host = authority
             self._url = b"/" + path if slash else b"/"
         keep_alive = parser.should_keep_alive()
-        upgrade = self._upgrade is not None and b"upgrade" in self._conn_tokens
-        tokens = self._conn_tokens
-        head = self._serialise(method, chunked, length, upgrade, tokens)
+        upgrade = self._upgrade is not None and self._conn_upgrade
+        head = self._serialise(method, chunked, length, upgrade)
         ex = Exchange(self, method, head, keep_alive, http10, chunked, chunked or length > 0, upgrade,
                       self._expect)
         self._in_body = True
@@ -380,11 +381,10 @@ class ClientConnection(asyncio.Protocol):
         return self._pending_error
 
     def _serialise(self, method: bytes, chunked: bool, length: int, upgrade: bool,
-                   tokens: list[bytes]) -> bytes:
+                   ) -> bytes:
         headers = self._headers
-        named = [t for t in tokens if t and t not in _CONNECTION_KEYWORDS]
-        if named:
-            drop = frozenset(named)
+        if self._named:
+            drop = self._named
             headers = [(n, v) for n, v in headers if n.lower() not in drop]
         parts = [method, b" ", self._url, b" HTTP/1.1\r\n"]
         for name, value in headers:
@@ -527,8 +527,6 @@ class ClientConnection(asyncio.Protocol):
             return True
         return False
 
-
-_CONNECTION_KEYWORDS = frozenset({b"close", b"keep-alive", b"upgrade"})
 
 # Request headers the proxy looks at, by lower-case name (one dict lookup per header on the hot path).
 (_HOST, _USER_AGENT, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _UPGRADE, _FORWARDED_FOR,

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from .http import CHUNK_END, CRLF, HOP_BY_HOP, chunk_prefix, status_line
+from .http import (CHUNK_END, CRLF, HOP_BY_HOP, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES, chunk_prefix,
+                   connection_named_headers)
 
 if TYPE_CHECKING:
     from .proxy import Exchange
@@ -76,7 +77,8 @@ def pool_of(target: "TargetState") -> UpstreamPool:
 
 def dispatch(ex: "Exchange") -> None:
     """Send the exchange's request to its target, on a pooled connection when one is idle."""
-    conn = pool_of(ex.target).acquire()  # type: ignore[arg-type]
+    pool = ex.target.pool  # type: ignore[union-attr]
+    conn = (pool or pool_of(ex.target)).acquire()  # type: ignore[arg-type]
     if conn is not None:
         conn.start(ex, reused=True)
     else:
@@ -126,7 +128,7 @@ async def _connect(ex: "Exchange", target: "TargetState") -> None:
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "pool", "loop", "transport", "parser", "ex", "closed", "ready", "reused", "got_bytes", "tunnel",
-        "last_io", "out", "reason", "headers", "cl", "te", "tokens", "upgrade_value", "mode",
+        "last_io", "out", "reason", "headers", "cl", "te", "named", "upgrade_value", "mode",
         "complete", "head_only", "violation", "keep_alive", "close_client", "in_body", "informational",
         "reading_paused",
     )
@@ -158,7 +160,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = reused
         self.got_bytes = False
         self.parser = httptools.HttpResponseParser(self)
-        self._reset_response()
+        self.reason = b""
+        self.headers = []
+        self.cl = None
+        self.te = False
+        self.named = None
+        self.upgrade_value = None
+        self.in_body = False
+        self.informational = False
         self.complete = False
         self.head_only = False
         self.violation = False
@@ -181,11 +190,12 @@ class UpstreamConnection(asyncio.Protocol):
             target.stats.requests += 1  # type: ignore[union-attr]
 
     def _reset_response(self) -> None:
+        """Ready for the final response after a 1xx one."""
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.cl: bytes | None = None
         self.te = False
-        self.tokens: list[bytes] = []
+        self.named: set[bytes] | None = None     # headers named in Connection, to strip
         self.upgrade_value: bytes | None = None
         self.in_body = False
         self.informational = False
@@ -219,8 +229,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.ready = False
         ex.upstream = None
         ex.target.in_flight -= 1  # type: ignore[union-attr]
-        ex.client.upstream_drained()
-        ex.client.runtime.busy_upstreams.discard(self)
+        client = ex.client
+        if client.pause_mask & PAUSE_UPSTREAM:
+            client.resume(PAUSE_UPSTREAM)
+        client.runtime.busy_upstreams.discard(self)
 
     def pause_reading(self) -> None:
         if not self.reading_paused and not self.closed:
@@ -368,9 +380,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.release(self)
         else:
             self.close()
-        client = ex.client
-        client.runtime.record(ex, ex.status)
-        client.finish(ex, close=self.close_client)
+        ex.route.stats.record(ex.status, time.monotonic() - ex.started)  # type: ignore[union-attr]
+        ex.client.finish(ex, close=self.close_client)
 
     def _become_tunnel(self, ex: "Exchange") -> None:
         self.tunnel = True
@@ -399,7 +410,10 @@ class UpstreamConnection(asyncio.Protocol):
                 self.violation = True     # a transfer coding we would have to undo: refuse the response
             self.te = True
         elif kind is _CONNECTION:
-            self.tokens.extend(t.strip().lower() for t in value.split(b","))
+            if value.lower() not in PLAIN_CONNECTION_VALUES:
+                named = connection_named_headers(value)
+                if named:
+                    self.named = named if self.named is None else self.named | named
         elif kind is _UPGRADE:
             self.upgrade_value = value
         # other hop-by-hop headers are dropped
@@ -458,11 +472,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _head(self, status: int, extra: list[bytes]) -> bytes:
         headers = self.headers
-        named = [t for t in self.tokens if t and t not in (b"close", b"keep-alive", b"upgrade")]
-        if named:
-            drop = frozenset(named)
+        if self.named:
+            drop = self.named
             headers = [(n, v) for n, v in headers if n.lower() not in drop]
-        parts = [status_line(status, self.reason or b"")]
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, self.reason)]
         for name, value in headers:
             parts += (name, b": ", value, CRLF)
         parts += extra
