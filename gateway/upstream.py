@@ -192,7 +192,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _reset_response(self) -> None:
         """Ready for the final response after a 1xx one."""
         self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: list[bytes] = []           # name, b": ", value, CRLF for every end-to-end header
         self.cl: bytes | None = None
         self.te = False
         self.named: set[bytes] | None = None     # headers named in Connection, to strip
@@ -402,7 +402,7 @@ class UpstreamConnection(asyncio.Protocol):
             return                    # trailers are not forwarded
         kind = _RESPONSE_HEADERS.get(name.lower())
         if kind is None:
-            self.headers.append((name, value))
+            self.headers += (name, b": ", value, CRLF)
         elif kind is _CONTENT_LENGTH:
             self.cl = value
         elif kind is _TRANSFER_ENCODING:
@@ -474,13 +474,9 @@ class UpstreamConnection(asyncio.Protocol):
         headers = self.headers
         if self.named:
             drop = self.named
-            headers = [(n, v) for n, v in headers if n.lower() not in drop]
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, self.reason)]
-        for name, value in headers:
-            parts += (name, b": ", value, CRLF)
-        parts += extra
-        parts.append(CRLF)
-        return b"".join(parts)
+            headers = [part for i in range(0, len(headers), 4) if headers[i].lower() not in drop
+                       for part in headers[i:i + 4]]
+        return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, self.reason, b"".join(headers), b"".join(extra))
 
     def on_body(self, body: bytes) -> None:
         if self.head_only:
