@@ -97,7 +97,7 @@ class ClientConnection(asyncio.Protocol):
         "_url", "_headers", "_head_size", "_host", "_cl", "_te", "_conn_upgrade", "_named", "_expect",
         "_upgrade",
         "_xff", "_xfp", "_xfh", "_ua", "_in_body", "_pending_error", "_tunnel_upstream", "_host_raw",
-        "_host_name", "_head_started",
+        "_host_name", "_head_started", "_router", "_routed_by",
     )
 
     def __init__(self, runtime: "Runtime", port: int) -> None:
@@ -119,6 +119,8 @@ class ClientConnection(asyncio.Protocol):
         self.gateway_stats = None
         self._tunnel_upstream: UpstreamConnection | None = None
         self._host_raw: bytes | None = None
+        self._router: GatewayRouter | None = None       # the gateway for _host_raw in the table _routed_by
+        self._routed_by: object = None
         self._head_started = 0.0       # when the head being parsed began (0: none in progress)
         self._host_name = ""
         self._reset_head()
@@ -412,15 +414,19 @@ class ClientConnection(asyncio.Protocol):
         """Choose the route and target for the exchange in flight and hand it to an upstream connection."""
         ex.dispatched = True
         runtime = self.runtime
-        port_router = runtime.table.ports.get(self.port)
-        if ex.host != self._host_raw:                 # keep-alive clients repeat their Host: parse it once
+        table = runtime.table
+        if ex.host != self._host_raw or table is not self._routed_by:
+            # keep-alive clients repeat their Host: find its gateway once per Host and route table
             if not _VALID_HOST.fullmatch(ex.host):
                 self.answer(ex, 400, "invalid Host header")
                 return
             self._host_raw = ex.host
             self._host_name = _host_name(ex.host)
+            port_router = table.ports.get(self.port)
+            self._router = port_router.for_host(self._host_name) if port_router is not None else None
+            self._routed_by = table
         host = self._host_name
-        router = port_router.for_host(host) if port_router is not None else None
+        router = self._router
         if router is None:
             self.answer(ex, 404, f"no gateway for host {host!r} on port {self.port}")
             return
@@ -438,7 +444,12 @@ class ClientConnection(asyncio.Protocol):
         ex.route, ex.target, ex.set_cookie = decision
         if ex.expect_continue and not ex.http10:
             self.transport.write(CONTINUE_100)  # type: ignore[union-attr]
-        dispatch(ex)
+        idle = ex.target.pool.idle if ex.target.pool is not None else None  # type: ignore[union-attr]
+        conn = idle.pop() if idle else None
+        if conn is not None and not conn.closed:      # the common case, inline: a warm pooled connection
+            conn.start(ex, True)
+        else:
+            dispatch(ex)
 
     # -- answers -----------------------------------------------------------------------------------
     def answer(self, ex: Exchange, status: int, message: str) -> None:
