@@ -1,0 +1,110 @@
+"""The gateway's per-request Python cost, without sockets: a client protocol fed one request and the upstream
+protocol fed its response, over and over, on the route table `benchmarks/proxy.py` measures (90%/10% with a
+user-agent condition). Syscalls and the kernel's TCP stack are left out on purpose; this is what compiled code
+would have to beat.
+
+    .venv/bin/python benchmarks/hotpath.py [--requests 50000] [--profile]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import time
+
+import uvloop
+
+from gateway.config import load_text
+from gateway.proxy import ClientConnection
+from gateway.server import Runtime
+from gateway.upstream import UpstreamConnection, pool_of
+
+CONFIG = """
+gateways:
+  bench:
+    port: 19102
+    bind: 127.0.0.1
+    routes:
+      stable: {weight: 90%, targets: ["127.0.0.1:19001"]}
+      canary: {weight: 10%, condition: "user-agent = Firefox", targets: ["127.0.0.1:19001"]}
+"""
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:19002\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 25 Nov 2026 14:50:00 GMT\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello")
+
+
+class RecordingTransport:
+    """Just enough of an asyncio transport: writes are kept, nothing is sent."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def writelines(self, parts: list[bytes]) -> None:
+        self.written.append(b"".join(parts))
+
+    def get_extra_info(self, name: str) -> object:
+        return ("127.0.0.1", 5555) if name == "peername" else None
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+async def measure(requests: int, profile: bool) -> None:
+    runtime = Runtime(asyncio.get_running_loop())
+
+    async def no_listeners(_table: object) -> None:
+        pass
+    runtime._open_listeners = no_listeners  # type: ignore[method-assign]
+    await runtime.apply(load_text(CONFIG))
+    client = ClientConnection(runtime, 19102)
+    client.connection_made(RecordingTransport())  # type: ignore[arg-type]
+    for _, _, target in runtime.table.targets():     # one warm pooled connection per target
+        upstream = UpstreamConnection(pool_of(target))
+        upstream.connection_made(RecordingTransport())  # type: ignore[arg-type]
+        pool_of(target).release(upstream)
+
+    def run(count: int) -> None:
+        for _ in range(count):
+            client.data_received(REQUEST)
+            client.current.upstream.data_received(RESPONSE)  # type: ignore[union-attr]
+
+    run(1000)
+    started = time.perf_counter()
+    run(requests)
+    elapsed = time.perf_counter() - started
+    print(f"{elapsed / requests * 1e6:.2f} µs of Python per proxied request ({requests} requests)")
+    if profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run(min(requests, 20000))
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+    await runtime.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=50_000)
+    parser.add_argument("--profile", action="store_true", help="also print a cProfile of the path")
+    args = parser.parse_args()
+    uvloop.run(measure(args.requests, args.profile))
+
+
+if __name__ == "__main__":
+    main()
