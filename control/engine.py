@@ -375,9 +375,7 @@ class Engine:
     async def _set_generated(self, name: str, body: dict[str, Any], validate_only: bool) -> gw.Gateway:
         parts = name.split("/")
         current = next(g for g in self.generated_gateways() if g.name == name)
-        merged = {**gateway_to_dict(current), **{k: v for k, v in body.items()
-                                                if k in ("routes", "sticky", "sticky_ttl", "drain_timeout",
-                                                         "timeouts", "virtual_hosts")}}
+        merged = {k: v for k, v in body.items() if k not in ("name", "status", "generated")}
         # the sync owns targets and the port: keep the current ones whatever the body says
         routes = merged.get("routes") or {}
         if not isinstance(routes, dict):

@@ -1,0 +1,117 @@
+"""The control plane API over the real engine (local processes, the in-process gateway): what users get wrong
+is refused with a clear status and changes nothing; stored breeds are found by reference; generated
+gateways keep their targets while users set their weights; a user-made gateway is served."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from control.api import create_app
+from tests.support import free_port
+from tests.test_engine_quickstart import platform  # noqa: F401 - the fixture
+
+BREED = {"name": "sava:1.0.0", "deployable": {"type": "cmd", "definition": "python -m control.demo.sava --version 1.0.0"},
+         "ports": {"webport": "8080/http"}}
+
+
+def blueprint(port: int, breed: object = "sava:1.0.0") -> dict:
+    return {"name": "sava:1.0", "gateways": {str(port): "sava/webport"},
+            "clusters": {"sava": {"services": {"breed": breed, "scale": {"instances": 1}}}}}
+
+
+@pytest.fixture
+async def api(platform):  # noqa: F811
+    client = TestClient(TestServer(create_app(platform.store, platform)))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+async def version_at(port: int, deadline: float = 20.0) -> str:
+    end = time.monotonic() + deadline
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/") as response:
+                    if response.status == 200:
+                        return response.headers["X-Version"]
+            except aiohttp.ClientError:
+                pass
+            assert time.monotonic() < end, f"nothing served on port {port}"
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.timeout(60)
+async def test_a_blueprint_made_of_a_stored_breed_deploys_and_serves(api):
+    assert (await api.post("/api/v1/breeds", json=BREED)).status == 201
+    port = free_port()
+    response = await api.put("/api/v1/deployments/sava", json=blueprint(port))
+    assert response.status == 202, await response.text()
+    assert await version_at(port) == "1.0.0"
+    as_blueprint = await (await api.get("/api/v1/deployments/sava?as_blueprint=true")).json()
+    assert as_blueprint["clusters"]["sava"]["services"][0]["breed"]["name"] == "sava:1.0.0"
+
+
+@pytest.mark.timeout(60)
+async def test_what_cannot_run_or_clashes_is_refused_and_changes_nothing(api):
+    docker = {**BREED, "name": "sava:9.9.9", "deployable": "magneticio/sava:1.0.0"}
+    response = await api.put("/api/v1/deployments/broken", json=blueprint(free_port(), docker))
+    assert response.status == 400
+    assert "docker" in (await response.json())["error"]
+    assert (await api.get("/api/v1/deployments/broken")).status == 404
+
+    port = free_port()
+    assert (await api.put("/api/v1/deployments/sava", json=blueprint(port, BREED))).status == 202
+    assert await version_at(port) == "1.0.0"
+    clash = await api.put("/api/v1/deployments/other", json=blueprint(port, BREED))
+    assert clash.status == 409, await clash.text()
+    assert (await api.get("/api/v1/deployments/other")).status == 404
+    assert await version_at(port) == "1.0.0"
+
+
+@pytest.mark.timeout(60)
+async def test_generated_gateways_take_weights_but_keep_their_routes_and_targets(api):
+    port = free_port()
+    assert (await api.put("/api/v1/deployments/sava", json=blueprint(port, BREED))).status == 202
+    await version_at(port)
+    name = "sava/sava/webport"
+    before = await (await api.get(f"/api/v1/gateways/{name}")).json()
+    route = "sava/sava/sava:1.0.0/webport"
+
+    unknown = await api.patch(f"/api/v1/gateways/{name}", json={"routes": {"nope": {"weight": "100%"}}})
+    assert unknown.status == 400
+    too_much = await api.patch(f"/api/v1/gateways/{name}", json={"routes": {route: {"weight": "120%"}}})
+    assert too_much.status == 400
+    assert (await api.delete(f"/api/v1/gateways/{name}")).status == 409
+    after = await (await api.get(f"/api/v1/gateways/{name}")).json()
+    assert after["routes"] == before["routes"]
+
+    unknown_field = await api.patch(f"/api/v1/gateways/{name}", json={"sticky": "route", "targets": ["x:1"]})
+    assert unknown_field.status == 400
+    assert (await (await api.get(f"/api/v1/gateways/{name}")).json())["sticky"] == "none"
+
+    own_targets = await api.patch(f"/api/v1/gateways/{name}",
+                                  json={"sticky": "route", "routes": {route: {"targets": ["127.0.0.1:1"]}}})
+    assert own_targets.status == 202, await own_targets.text()
+    now = await (await api.get(f"/api/v1/gateways/{name}")).json()
+    assert now["sticky"] == "route"
+    assert now["routes"][route]["targets"] == before["routes"][route]["targets"]   # the sync's, not the body's
+
+
+@pytest.mark.timeout(60)
+async def test_a_user_made_gateway_is_served_and_removed(api):
+    backend_port = free_port()
+    assert (await api.put("/api/v1/deployments/sava", json=blueprint(backend_port, BREED))).status == 202
+    await version_at(backend_port)
+    mine = free_port()
+    body = {"port": str(mine), "bind": "127.0.0.1",
+            "routes": {"all": {"weight": "100%", "targets": [f"127.0.0.1:{backend_port}"]}}}
+    response = await api.put("/api/v1/gateways/mine", json=body)
+    assert response.status in (201, 202), await response.text()
+    assert await version_at(mine) == "1.0.0"
+    assert (await api.delete("/api/v1/gateways/mine")).status == 202
+    assert (await api.get("/api/v1/gateways/mine")).status == 404
