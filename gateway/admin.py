@@ -86,8 +86,9 @@ def build_app(controller: Controller, token: str | None = None) -> web.Applicati
             raise ApiError(404, str(exc)) from exc
 
     async def write(request: web.Request, name: str, action: Callable[[bool], Awaitable[Gateway | None]],
-                    status: int) -> web.Response:
-        """Run a write; answer the resulting gateway (for ?validate_only=true, what it would be)."""
+                    status: int | Callable[[], int]) -> web.Response:
+        """Run a write; answer the resulting gateway (for ?validate_only=true, what it would be) with
+        `status` (a callable is asked after the write, when the answer depends on what it did)."""
         validate_only = validate_only_requested(request)
         try:
             result = await action(validate_only)
@@ -103,7 +104,7 @@ def build_app(controller: Controller, token: str | None = None) -> web.Applicati
             document = controller.document(name, await controller.snapshot())
         except NotFound:
             document = {"name": name, "status": {"state": "removed"}}
-        return respond(request, document, status)
+        return respond(request, document, status() if callable(status) else status)
 
     async def create_gateway(request: web.Request) -> web.Response:
         body = await read_body(request)
@@ -127,10 +128,7 @@ def build_app(controller: Controller, token: str | None = None) -> web.Applicati
             nonlocal created
             created, gateway = await controller.put_gateway(name, body, validate_only=validate_only)
             return gateway
-        response = await write(request, name, action, 200)
-        if created and response.status == 200 and not validate_only_requested(request):
-            response.set_status(201)
-        return response
+        return await write(request, name, action, lambda: 201 if created else 200)
 
     async def patch_gateway(request: web.Request) -> web.Response:
         name = request.match_info["name"]
