@@ -7,6 +7,7 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
+COPY control ./control
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
