@@ -14,7 +14,6 @@ failed or is unreachable, 2 bad input.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from urllib.parse import quote
 import yaml
 
 from gateway import admin_client, cli as gateway_cli
-from gateway.admin_client import AdminClient, CommandError, render_table
+from gateway.admin_client import AdminClient, CommandError, emit, render_table
 
 DEFAULT_API = "http://127.0.0.1:8080"
 API = "/api/v1"
@@ -110,16 +109,6 @@ def _read(path: str) -> list[Any]:
     return documents
 
 
-def _print(args: argparse.Namespace, data: Any, table: str) -> None:
-    if args.output == "json":
-        import json
-        print(json.dumps(data, indent=2))
-    elif args.output == "yaml":
-        print(yaml.safe_dump(data, sort_keys=False), end="")
-    else:
-        print(table)
-
-
 def _deploy(args: argparse.Namespace, client: AdminClient) -> None:
     documents = _read(args.file)
     if len(documents) != 1:
@@ -131,7 +120,7 @@ def _deploy(args: argparse.Namespace, client: AdminClient) -> None:
     else:
         answer = client.request("POST", f"{API}/deployments", blueprint)
     document = answer.data or {}
-    _print(args, document, f"deployment {document.get('name', args.name)} accepted")
+    emit(args, document, lambda: f"deployment {document.get('name', args.name)} accepted")
 
 
 def _summary(kind: str, item: dict) -> list[Any]:
@@ -149,12 +138,12 @@ def _get(args: argparse.Namespace, client: AdminClient) -> None:
     if args.name:
         path = _artifact_path(args.kind, args.name)
         data = client.request("GET", path).data
-        _print(args, data, yaml.safe_dump(data, sort_keys=False).rstrip())
+        emit(args, data, lambda: yaml.safe_dump(data, sort_keys=False).rstrip())
         return
     data = client.request("GET", f"{API}/{args.kind}?per_page=1000").data or []
     headers = {"deployments": ("NAME", "SERVICES (cluster/breed×instances)"),
                "gateways": ("NAME", "PORT", "ROUTES")}.get(args.kind, ("NAME", ""))
-    _print(args, data, render_table(headers, [_summary(args.kind, item)[:len(headers)] for item in data]))
+    emit(args, data, lambda: render_table(headers, [_summary(args.kind, item)[:len(headers)] for item in data]))
 
 
 def _artifact_path(kind: str, name: str) -> str:
@@ -193,7 +182,7 @@ def _scale(args: argparse.Namespace, client: AdminClient) -> None:
     scale = {k: v for k, v in scale.items() if k not in ("kind", "name")}
     scale["instances"] = args.instances
     answer = client.request("PUT", path, scale)
-    _print(args, answer.data, f"{args.service} scaled to {args.instances} instance(s)")
+    emit(args, answer.data, lambda: f"{args.service} scaled to {args.instances} instance(s)")
 
 
 def _apply(args: argparse.Namespace, gateway_apply: Any) -> int:

@@ -292,7 +292,7 @@ def _target_fields(target: Any) -> tuple[str, int, bool]:
 
 
 # -- output ------------------------------------------------------------------------------------------
-def _emit(args: argparse.Namespace, data: Any, table: Callable[[], str]) -> None:
+def emit(args: argparse.Namespace, data: Any, table: Callable[[], str]) -> None:
     """The table for people, or the API's data as JSON or YAML for scripts."""
     if args.output == "table":
         print(table())
@@ -314,12 +314,12 @@ def list_gateways(args: argparse.Namespace, client: AdminClient) -> None:
     gateways = client.request("GET", API).data
     if not isinstance(gateways, list):
         raise CommandError(f"the admin API at {client.base_url} answered something other than a list", 1)
-    _emit(args, gateways, lambda: gateways_table(gateways))
+    emit(args, gateways, lambda: gateways_table(gateways))
 
 
 def get_gateway(args: argparse.Namespace, client: AdminClient) -> None:
     doc = client.get_gateway(args.name)
-    _emit(args, doc, lambda: gateway_table(doc))
+    emit(args, doc, lambda: gateway_table(doc))
 
 
 def parse_weight_assignments(assignments: list[str]) -> dict[str, str]:
@@ -346,7 +346,7 @@ def set_weight(args: argparse.Namespace, client: AdminClient) -> None:
         raise CommandError(f"gateway {args.name!r} has no route {unknown[0]!r} (routes: {', '.join(routes)})")
     doc = client.patch_gateway(args.name, {"routes": {route: {"weight": weight}
                                                       for route, weight in weights.items()}})
-    _emit(args, doc, lambda: f"gateway {args.name}: {weights_summary(_routes_of(doc))}")
+    emit(args, doc, lambda: f"gateway {args.name}: {weights_summary(_routes_of(doc))}")
 
 
 def split_route_target(spec: str, routes: dict) -> tuple[str, str | None]:
@@ -391,7 +391,7 @@ def _set_drain(args: argparse.Namespace, client: AdminClient, drain: bool) -> No
         patch = {"routes": {route: {"targets": targets}}}
         what = f"target {found} of route {route}"
     doc = client.patch_gateway(args.name, patch)
-    _emit(args, doc, lambda: f"gateway {args.name}: {what} {'draining' if drain else 'active'}")
+    emit(args, doc, lambda: f"gateway {args.name}: {what} {'draining' if drain else 'active'}")
 
 
 def drain(args: argparse.Namespace, client: AdminClient) -> None:
@@ -404,7 +404,7 @@ def undrain(args: argparse.Namespace, client: AdminClient) -> None:
 
 def delete_gateway(args: argparse.Namespace, client: AdminClient) -> None:
     answer = client.request("DELETE", gateway_path(args.name))
-    _emit(args, answer.data, lambda: f"gateway {args.name} deleted: it drains, then disappears")
+    emit(args, answer.data, lambda: f"gateway {args.name} deleted: it drains, then disappears")
 
 
 def read_gateways(path: str) -> list[tuple[str, Any]]:

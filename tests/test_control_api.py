@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from control import dsl
 from control.api import create_app
-from control.dsl.model import Blueprint, Breed, Deployment, Reference, Scale
+from control.dsl.model import Blueprint, Deployment, Scale
 from control.engine import DeploymentError
 from control.store import Store
 from gateway.httpapi import TOKEN_REQUIRED
