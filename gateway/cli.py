@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--admin", default="127.0.0.1:9090", help="admin API address HOST:PORT (default %(default)s)")
     gw.add_argument("--admin-token", default=os.environ.get("VAMP_ADMIN_TOKEN"),
                     help="bearer token for admin API writes (default: $VAMP_ADMIN_TOKEN)")
-    gw.add_argument("--state-dir", default=".vamp", help="where applied changes persist (default %(default)s)")
+    gw.add_argument("--state-dir", help="where applied changes persist (default: .vamp/gateway-<id of the "
+                                       "--config file's path>, or .vamp/gateway without --config)")
     gw.add_argument("--workers", type=int, default=1,
                     help="worker processes sharing each port (default %(default)s: serve in this process)")
     gw.add_argument("--grace", type=float, default=30.0,
@@ -81,6 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def default_state_dir(config: str | None) -> str:
+    """One state directory per config file (by its absolute path), so gateways started from different files
+    in one working directory never share or overwrite each other's state."""
+    if config is None:
+        return os.path.join(".vamp", "gateway")
+    digest = hashlib.sha1(os.path.abspath(config).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return os.path.join(".vamp", f"gateway-{digest}")
+
+
 def run_gateway(args: argparse.Namespace) -> int:
     from .admin import AdminBindingError, check_admin_binding, parse_admin_address
     from .config import ConfigError, load_file
@@ -103,6 +114,7 @@ def run_gateway(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"vamp: {args.config}: {exc}", file=sys.stderr)
             return 2
+    args.state_dir = args.state_dir or default_state_dir(args.config)
     store = StateStore(args.state_dir)
     try:
         stored = store.load()

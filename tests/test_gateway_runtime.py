@@ -130,3 +130,11 @@ def test_sigterm_lets_requests_in_flight_finish_and_exits_zero(procs, echo):
     assert gw.process.wait(20) == 0
     with pytest.raises(OSError):
         socket.create_connection((LOOPBACK, port), timeout=2).close()
+
+
+def test_each_config_file_gets_its_own_default_state_directory(tmp_path):
+    from gateway.cli import default_state_dir
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    assert default_state_dir(str(a)) != default_state_dir(str(b))
+    assert default_state_dir(str(a)) == default_state_dir(str(a))     # a restart finds its state again
+    assert default_state_dir(None).endswith("gateway")
