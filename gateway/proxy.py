@@ -18,8 +18,7 @@ import httptools
 
 from .http import (CHUNK_END, CONTINUE_100, CRLF, HOP_BY_HOP, IDEMPOTENT, MAX_HEAD_BYTES, PAUSE_BUFFER,
                    PAUSE_PIPELINE, PAUSE_TUNNEL, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES, chunk_prefix,
-                   connection_named_headers,
-                   connection_tokens, error_response)
+                   connection_named_headers, connection_tokens, error_response)
 from .request import RequestView
 from .upstream import dispatch
 
@@ -95,9 +94,8 @@ class ClientConnection(asyncio.Protocol):
         "runtime", "port", "loop", "transport", "parser", "peer", "peer_bytes", "trusted", "pause_mask",
         "current", "queue", "parsing", "closing", "last_active", "idle_timer", "gateway_stats",
         "_url", "_headers", "_head_size", "_host", "_cl", "_te", "_conn_upgrade", "_named", "_expect",
-        "_upgrade",
-        "_xff", "_xfp", "_xfh", "_ua", "_in_body", "_pending_error", "_tunnel_upstream", "_host_raw",
-        "_host_name", "_head_started", "_router", "_routed_by",
+        "_upgrade", "_xff", "_xfp", "_xfh", "_ua", "_in_body", "_pending_error", "_tunnel_upstream",
+        "_host_raw", "_host_name", "_head_started", "_router", "_routed_by",
     )
 
     def __init__(self, runtime: "Runtime", port: int) -> None:
