@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from control.engine import Engine
+from control.metrics import render_clusters
 from control.orchestrator.local import LocalOrchestrator
 from control.store import Store
 from gateway.controller import Controller
@@ -54,7 +55,8 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
     app = create_app(store, engine, token)
 
     async def metrics(_: web.Request) -> web.Response:
-        body = render(await gateways.snapshot(), gateways.effective)
+        snapshot = await gateways.snapshot()
+        body = render(snapshot, gateways.effective) + render_clusters(engine, snapshot)
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
     app.router.add_get("/metrics", metrics)

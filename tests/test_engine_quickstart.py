@@ -162,3 +162,30 @@ async def test_the_canary_quickstart_end_to_end(platform):
         await load
     assert traffic.failures == [], traffic.failures[:5]
     assert traffic.versions["1.1.0"] > 0
+
+
+@pytest.mark.timeout(60)
+async def test_cluster_metrics_count_what_each_cluster_received(platform):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from control.metrics import render_clusters
+
+    engine = platform
+    port = free_port()
+    await engine.deploy("sava", blueprint("sava-1.0.yaml", port))
+    url = f"http://127.0.0.1:{port}/"
+
+    async def serving() -> bool:
+        try:
+            return bool(await versions(url, 1))
+        except (aiohttp.ClientError, AssertionError):
+            return False
+    await eventually(serving, 20, "serving sava 1.0.0")
+    await versions(url, 9)
+    text = render_clusters(engine, await engine.gateway_controller.snapshot()).decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    labels = (("cluster", "sava"), ("deployment", "sava"))
+    assert samples[("vamp_cluster_requests_total", labels[:1] + (("code", "2xx"),) + labels[1:])] == 10
+    assert samples[("vamp_cluster_request_duration_seconds_count", labels)] == 10
+    assert samples[("vamp_cluster_instances", labels[:1] + labels[1:] + (("state", "ready"),))] == 1
