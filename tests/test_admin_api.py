@@ -9,7 +9,7 @@ import re
 import pytest
 
 from gateway.config import from_dict, gateway_to_dict
-from tests.support import HttpClient, config, free_port, gateway, port_accepts, route
+from tests.support import HttpClient, config, free_port, gateway, port_accepts, route, shop_config
 from tests.support.admin import GATEWAYS, JSON, YAML, AdminApi, AdminResponse, eventually, gateway_path
 
 TOKEN = "s3cret"
@@ -20,13 +20,6 @@ YAML_TYPES = ("application/x-yaml", "text/yaml", "application/yaml")
 def echo(module_procs):
     return module_procs.backend("echo", "v1", "v2")
 
-
-def shop_config(port: int, echo) -> dict:
-    """`shop`: everything to v1 (`stable`), nothing to v2 (`canary`) yet."""
-    return config({"shop": gateway(port, {
-        "stable": route(echo.address("v1"), weight="100%"),
-        "canary": route(echo.address("v2"), weight="0%"),
-    })})
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 
-from tests.support import BrokenResponse, HttpClient, config, free_port, gateway, route
+from tests.support import BrokenResponse, HttpClient, free_port, gateway, route, shop_config
 from tests.support.admin import AdminApi, eventually
 from tests.support.processes import LOOPBACK
 
@@ -25,12 +25,6 @@ SLOW = [("X-Echo-Delay", str(SLOW_SECONDS))]
 def echo(module_procs):
     return module_procs.backend("echo", "v1", "v2")
 
-
-def shop_config(port: int, echo, stable: str = "100%", canary: str = "0%") -> dict:
-    return config({"shop": gateway(port, {
-        "stable": route(echo.address("v1"), weight=stable),
-        "canary": route(echo.address("v2"), weight=canary),
-    })})
 
 
 def in_flight(api: AdminApi) -> int:

@@ -10,7 +10,7 @@ import threading
 import pytest
 import yaml
 
-from tests.support import GatewayProcess, HttpClient, config, free_port, gateway, route, run_cli
+from tests.support import GatewayProcess, HttpClient, free_port, gateway, route, run_cli, shop_config
 from tests.support.admin import YAML, AdminApi
 
 TOKEN = "s3cret"
@@ -21,13 +21,6 @@ SWAPPED = {"routes": {"stable": {"weight": "0%"}, "canary": {"weight": "100%"}}}
 def echo(module_procs):
     return module_procs.backend("echo", "v1", "v2")
 
-
-def shop_config(port: int, echo) -> dict:
-    """`shop`: everything to v1 (`stable`), nothing to v2 (`canary`)."""
-    return config({"shop": gateway(port, {
-        "stable": route(echo.address("v1"), weight="100%"),
-        "canary": route(echo.address("v2"), weight="0%"),
-    })})
 
 
 def restart(procs, gw: GatewayProcess, extra_args: tuple[str, ...] = (), *, config_file: bool = True,

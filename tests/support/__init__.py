@@ -1,5 +1,5 @@
 """The integration-test harness: real gateway and backend processes on loopback, and an h11 client."""
-from .config import config, gateway, route
+from .config import config, gateway, route, shop_config
 from .http import BrokenResponse, HttpClient, Response, get, raw_exchange
 from .processes import (LOOPBACK, BackendProcess, GatewayProcess, Metrics, PeakRss, ProcessError, free_port,
                         port_accepts, run_cli)
@@ -8,5 +8,5 @@ from .pool import Processes
 __all__ = [
     "LOOPBACK", "BackendProcess", "BrokenResponse", "GatewayProcess", "HttpClient", "Metrics", "PeakRss",
     "ProcessError", "Processes", "Response", "config", "free_port", "gateway", "get", "port_accepts",
-    "raw_exchange", "route", "run_cli",
+    "raw_exchange", "route", "run_cli", "shop_config",
 ]

@@ -30,3 +30,12 @@ def config(gateways: dict, geo: dict | None = None) -> dict:
     if geo is not None:
         document["geo"] = geo
     return document
+
+
+def shop_config(port: int, echo, stable: str = "100%", canary: str = "0%") -> dict:
+    """Gateway `shop` on `port`: route `stable` to echo backend v1, `canary` to v2 (all to stable by default).
+    `echo` is a BackendProcess serving the names v1 and v2."""
+    return config({"shop": gateway(port, {
+        "stable": route(echo.address("v1"), weight=stable),
+        "canary": route(echo.address("v2"), weight=canary),
+    })})
