@@ -28,7 +28,7 @@ from control.orchestrator.base import HealthCheck as ProbeSpec
 from control.orchestrator.base import Instance, ServiceSpec
 from control.store import Store
 from gateway import model as gw
-from gateway.config import ConfigError, from_dict, gateway_from_dict, gateway_to_dict, to_dict
+from gateway.config import ConfigError, from_dict, gateway_from_dict, gateway_to_dict, resolve_weights, to_dict
 from gateway import snapshot as snapshots
 from gateway.controller import Conflict, NotFound, merge_patch
 from gateway.model import FULL
@@ -238,24 +238,15 @@ class Engine:
         spec = _cluster_gateway(cluster, port.name, len(cluster_ports(cluster)))
         settings = {route.path: route for route in spec.routes} if spec else {}
         routes = []
-        weights: list[int | None] = []
         for service in cluster.services:
             if port.name not in {p.name for p in service.breed.ports}:  # type: ignore[union-attr]
                 continue
-            setting = settings.get(service_name(service))
-            weights.append(setting.weight if setting else None)
             targets = tuple(gw.Target("127.0.0.1", instance.ports[port.name])
                             for instance in self.orchestrator.instances(service_id(dep.name, cluster.name, service))
                             if instance.state == "ready" and instance.id not in self.leaving
                             and port.name in instance.ports)
-            condition = setting.condition.condition if setting and setting.condition else None  # type: ignore[union-attr]
-            strength = setting.condition_strength if setting and setting.condition_strength is not None else FULL
-            routes.append(gw.Route(name=f"{dep.name}/{cluster.name}/{service_name(service)}/{port.name}",
-                                   weight=0, targets=targets, condition=condition,
-                                   condition_strength=strength if condition else FULL))
-        resolved = _share_weights(weights)
-        routes = [dataclasses.replace(route, weight=w, weight_given=given is not None)
-                  for route, w, given in zip(routes, resolved, weights)]
+            routes.append(_route(f"{dep.name}/{cluster.name}/{service_name(service)}/{port.name}",
+                                 settings.get(service_name(service)), targets))
         return gw.Gateway(name=f"{dep.name}/{cluster.name}/{port.name}",
                           port=self.allocations[f"{dep.name}/{cluster.name}/{port.name}"],
                           protocol=port.protocol, sticky=spec.sticky if spec else "none",
@@ -263,19 +254,11 @@ class Engine:
 
     def _external_gateway(self, dep: Deployment, external: Any) -> gw.Gateway:
         routes = []
-        weights: list[int | None] = []
         for route in external.routes:
             cluster, _, port = route.path.partition("/")
             internal = self.allocations.get(f"{dep.name}/{cluster}/{port}")
             targets = (gw.Target("127.0.0.1", internal),) if internal else ()
-            weights.append(route.weight)
-            condition = route.condition.condition if route.condition else None
-            routes.append(gw.Route(name=f"{dep.name}/{route.path}", weight=0, targets=targets,
-                                   condition=condition,
-                                   condition_strength=route.condition_strength or FULL if condition else FULL))
-        resolved = _share_weights(weights)
-        routes = [dataclasses.replace(r, weight=w, weight_given=g is not None)
-                  for r, w, g in zip(routes, resolved, weights)]
+            routes.append(_route(f"{dep.name}/{route.path}", route, targets))
         return gw.Gateway(name=f"{dep.name}/{external.port}", port=external.port, protocol=external.protocol,
                           sticky=external.sticky, virtual_hosts=external.virtual_hosts, bind=self.bind,
                           routes=tuple(routes))
@@ -528,17 +511,14 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _share_weights(weights: list[int | None]) -> list[int]:
-    """Vamp's rule: routes without a weight share what the weighted ones leave, evenly (in basis points)."""
-    given = sum(w for w in weights if w is not None)
-    free = [i for i, w in enumerate(weights) if w is None]
-    resolved = [w or 0 for w in weights]
-    if free:
-        left = max(0, FULL - given) if given or not free else FULL
-        share, extra = divmod(left, len(free))
-        for n, i in enumerate(free):
-            resolved[i] = share + (1 if n < extra else 0)
-    return resolved
+def _route(name: str, setting: GatewayRoute | None, targets: tuple[gw.Target, ...]) -> gw.Route:
+    """A generated route as the deployment sets it. A route without a weight shares what the others leave:
+    the gateway configuration's own rule resolves that when the whole configuration is validated."""
+    condition = setting.condition.condition if setting and setting.condition else None  # type: ignore[union-attr]
+    strength = setting.condition_strength if setting and setting.condition_strength is not None else FULL
+    weight = setting.weight if setting else None
+    return gw.Route(name=name, weight=weight or 0, weight_given=weight is not None, targets=targets,
+                    condition=condition, condition_strength=strength if condition else FULL)
 
 
 def _cluster_gateway(cluster: Cluster, port: str, port_count: int) -> ClusterGateway | None:
@@ -593,7 +573,7 @@ def _join_at_zero(cluster: Cluster, before: Cluster, added: list[str],
         old_services = [service_name(s) for s in before.services
                         if port.name in {p.name for p in s.breed.ports}]  # type: ignore[union-attr]
         given = {route.path: route for route in spec.routes}
-        shares = _share_weights([given[s].weight if s in given else None for s in old_services])
+        shares = resolve_weights([given[s].weight if s in given else None for s in old_services])
         routes = [dataclasses.replace(given[s], weight=w) if s in given else GatewayRoute(path=s, weight=w)
                   for s, w in zip(old_services, shares)]
         routes += [GatewayRoute(path=s, weight=0) for s in added]

@@ -294,12 +294,12 @@ def _routes(value: Any, at: Location, protocol: str) -> tuple[Route, ...]:
         return ()
     routes = [_route(name, body, at + (name,), protocol)
               for name, body in _mapping(value, at, "route names to routes").items()]
-    weights = _resolve_weights([route.weight if route.weight_given else None for route in routes], at)
+    weights = resolve_weights([route.weight if route.weight_given else None for route in routes], at)
     return tuple(replace(route, weight=weight) for route, weight in zip(routes, weights))
 
 
 def _route(name: str, data: Any, at: Location, protocol: str) -> Route:
-    """One route, with weight 0 when none was given (`_resolve_weights` fills it in)."""
+    """One route, with weight 0 when none was given (`resolve_weights` fills it in)."""
     if not _ROUTE_NAME.fullmatch(name):
         raise ConfigError("invalid route name: it must be non-empty, without whitespace or control characters",
                           at)
@@ -334,7 +334,7 @@ def _condition(value: Any, at: Location) -> str | None:
         raise ConfigError(str(exc), at) from None
 
 
-def _resolve_weights(weights: list[int | None], at: Location) -> list[int]:
+def resolve_weights(weights: list[int | None], at: Location = ()) -> list[int]:
     """Vamp's rule: given weights sum to 100% (or all 0%); routes without one share the rest evenly."""
     given_total = sum(weight for weight in weights if weight is not None)
     if given_total > FULL:

@@ -433,9 +433,8 @@ class ClientConnection(asyncio.Protocol):
             self.gateway_stats = runtime.stats.gateway(router.name)
             self.gateway_stats.open_connections += 1
         view = RequestView(ex.method, ex.url, ex.headers, host, self.peer, runtime.lookups, ex.forwarded_for,
-                           ex.user_agent)
-        now = time.monotonic()
-        decision = router.select(view, now)
+                           ex.user_agent) if router.reads_request else None
+        decision = router.select(view, time.monotonic())
         if decision is None:
             self.answer(ex, 503, f"no target available for gateway {router.name!r}")
             return

@@ -171,6 +171,8 @@ class GatewayRouter:
         self._cookie_names_target = gateway.sticky == "instance"
         if gateway.sticky != "none":
             self._precompute_cookies(gateway)
+        # Conditions and sticky cookies are all select() reads of a request: without them, pass None.
+        self.reads_request = bool(self._conditional) or gateway.sticky != "none"
 
     def _precompute_cookies(self, gateway: model.Gateway) -> None:
         attributes = f"; Path=/; Max-Age={max(1, round(gateway.sticky_ttl))}; HttpOnly; SameSite=Lax"
@@ -184,7 +186,7 @@ class GatewayRouter:
                 self._sticky_targets.setdefault(value, (route, target))
                 target._set_cookie = f"{self.cookie_name}={value}{attributes}"
 
-    def select(self, req: RequestView, now: float) -> tuple[RouteState, TargetState, str | None] | None:
+    def select(self, req: RequestView | None, now: float) -> tuple[RouteState, TargetState, str | None] | None:
         """(route, target, Set-Cookie value or None) for a request; None when nothing can serve it.
 
         `req` is read only for conditions and sticky cookies, so a gateway with neither (e.g. tcp) may be

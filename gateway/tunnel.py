@@ -10,7 +10,6 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from .request import RequestView
 from .upstream import MAX_CONNECT_ATTEMPTS
 
 if TYPE_CHECKING:
@@ -66,8 +65,6 @@ class TcpConnection(_Pipe):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        peer = transport.get_extra_info("peername")
-        self.peer_address = peer[0] if peer else ""
         transport.pause_reading()  # type: ignore[attr-defined]
         self.runtime.loop.create_task(self._connect())
 
@@ -75,8 +72,7 @@ class TcpConnection(_Pipe):
         port_router = self.runtime.table.ports.get(self.port)
         router = port_router.gateways[0] if port_router is not None and port_router.gateways else None
         now = time.monotonic()
-        view = RequestView("", "", [], "", self.peer_address, self.runtime.lookups)
-        decision = router.select(view, now) if router is not None else None
+        decision = router.select(None, now) if router is not None else None   # tcp: no conditions, no sticky
         if decision is None:
             self._close()
             return
