@@ -6,6 +6,7 @@
     vamp apply -f FILE                                  create or update every document of FILE
     vamp delete KIND NAME | vamp delete -f FILE         delete artifacts; with a blueprint: undeploy services
     vamp scale DEPLOYMENT/CLUSTER/SERVICE N             set a service's number of instances
+    vamp loadtest URL [options]                         load-test a canary split (benchmarks.loadtest)
 
 API commands talk to `--api URL` (default $VAMP_API_URL, else http://127.0.0.1:8080) with the token from
 $VAMP_ADMIN_TOKEN; they print tables for people and `-o json|yaml` for scripts. Exit codes: 0 ok, 1 the API
@@ -22,6 +23,7 @@ from urllib.parse import quote
 
 import yaml
 
+from benchmarks.loadtest.cli import add_parser as add_loadtest_parser
 from gateway import admin_client, cli as gateway_cli
 from gateway.admin_client import AdminClient, CommandError, emit, render_table
 
@@ -69,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("instances", type=int)
     _api_options(scale)
     scale.set_defaults(func=_command(_scale))
+
+    add_loadtest_parser(sub)
 
     apply_parser = sub.choices["apply"]
     gateway_apply = apply_parser.get_default("func")
