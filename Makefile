@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run run-gateway test bench install install-test system-deps clean
+.PHONY: run run-gateway test bench bench-loadtest install install-test system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: install-test system-deps
 # HAProxy, nginx and the gateway side by side under wrk; e.g. `make bench BENCH_ARGS="--duration 5 --only haproxy,gateway"`.
 bench: install system-deps
 	$(BIN)/python benchmarks/proxy.py $(BENCH_ARGS)
+
+# `vamp loadtest` against wrk on one core, against nginx; e.g. `make bench-loadtest BENCH_ARGS="--rounds 5"`.
+bench-loadtest: install system-deps
+	$(BIN)/python benchmarks/loadtest_vs_wrk.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .vamp build *.egg-info

@@ -123,12 +123,23 @@ class Processes:
         self.log_dir = log_dir
         self.running: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], cwd: Path | None = None) -> subprocess.Popen:
         with open(self.log_path(name), "wb") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True, cwd=cwd)
         self.running[name] = proc
         return proc
+
+    def run(self, name: str, argv: list[str], timeout: float, cwd: Path | None = None) -> tuple[int, str]:
+        """Run a command to completion: its exit status and output. Stopped, and BenchmarkError, after timeout s."""
+        proc = self.start(name, argv, cwd)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BenchmarkError(f"{name} did not finish within {timeout:.0f} s") from None
+        finally:
+            self.stop(name)
+        return proc.returncode, self.log_path(name).read_text(errors="replace")
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
@@ -362,6 +373,18 @@ def gateway_config(port: int, backend_port: int) -> str:
 """
 
 
+def start_nginx(processes: Processes, name: str, command_prefix: list[str], config: str, port: int) -> None:
+    """Start nginx with config, its prefix (config, logs, temp paths) in the log directory; wait until it serves."""
+    prefix = processes.log_dir / name
+    prefix.mkdir()
+    os.chmod(prefix, 0o755)   # run as root, the worker runs as nobody and must reach its temp paths
+    (prefix / "nginx.conf").write_text(config)
+    processes.start(name, [*command_prefix, require_program("nginx"), "-p", str(prefix),
+                           "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log"),
+                           "-g", "daemon off;"])
+    wait_until_serving(processes, name, port)
+
+
 # --- one benchmark run ------------------------------------------------------------------------------------
 
 class Bench:
@@ -377,7 +400,7 @@ class Bench:
     def start_backend(self) -> int:
         self.backend_port = free_port()
         config = backend_config(self.workdir / "backend", self.backend_port, self.args.connections)
-        self.start_nginx("backend", self.pinning.client, config, self.backend_port)
+        start_nginx(self.processes, "backend", self.pinning.client, config, self.backend_port)
         return self.backend_port
 
     def start_haproxy(self) -> int:
@@ -392,7 +415,7 @@ class Bench:
     def start_nginx_proxy(self) -> int:
         port = free_port()
         config = nginx_proxy_config(self.workdir / "nginx", port, self.backend_port, self.args.connections)
-        self.start_nginx("nginx", self.pinning.proxy, config, port)
+        start_nginx(self.processes, "nginx", self.pinning.proxy, config, port)
         return port
 
     def start_gateway(self) -> int:
@@ -407,16 +430,6 @@ class Bench:
         wait_until_serving(self.processes, "gateway", admin_port, "/ready")
         wait_until_serving(self.processes, "gateway", port)
         return port
-
-    def start_nginx(self, name: str, command_prefix: list[str], config: str, port: int) -> None:
-        prefix = self.workdir / name
-        prefix.mkdir()
-        os.chmod(prefix, 0o755)   # run as root, the worker runs as nobody and must reach its temp paths
-        (prefix / "nginx.conf").write_text(config)
-        self.processes.start(name, [*command_prefix, require_program("nginx"), "-p", str(prefix),
-                                    "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log"),
-                                    "-g", "daemon off;"])
-        wait_until_serving(self.processes, name, port)
 
     def start(self, case: str) -> int:
         """Start the server of a case (the backend is already running) and return the port to load."""
@@ -448,16 +461,9 @@ class Bench:
     def run_wrk(self, name: str, url: str, seconds: int) -> str:
         command = [*self.pinning.client, require_program("wrk"), "-t1", f"-c{self.args.connections}",
                    f"-d{seconds}s", "--latency", url]
-        proc = self.processes.start(name, command)
-        try:
-            proc.wait(timeout=seconds + WRK_GRACE)
-        except subprocess.TimeoutExpired:
-            raise BenchmarkError(f"wrk did not finish within {seconds + WRK_GRACE:.0f} s") from None
-        finally:
-            self.processes.stop(name)
-        output = self.processes.log_path(name).read_text(errors="replace")
-        if proc.returncode != 0:
-            raise BenchmarkError(f"wrk exited with status {proc.returncode}:\n{output.strip()}")
+        status, output = self.processes.run(name, command, seconds + WRK_GRACE)
+        if status != 0:
+            raise BenchmarkError(f"wrk exited with status {status}:\n{output.strip()}")
         return output
 
     def run(self, results: dict[str, WrkResult], failures: dict[str, str]) -> None:
