@@ -1,0 +1,126 @@
+"""`--from-gateway NAME`: the split a running gateway should give this traffic, per route and per group.
+
+`fetch_gateway` reads the gateway's document from the admin API. `route_shares` applies the gateway's own
+routing semantics (gateway/routing.py) to the traffic's profiles: the gateway's config parser, its condition
+compiler, and a `RequestView` of the very request the load tester sends, with the client address taken from
+its X-Forwarded-For as if the gateway trusted the tester. `groups_for_routes` turns route names into the
+group labels the responses carry.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from gateway.admin_client import AdminClient, CommandError
+from gateway.conditions import compile_condition
+from gateway.config import ConfigError, gateway_from_dict
+from gateway.geo import TrustedProxies
+from gateway.lookups import Lookups
+from gateway.model import FULL, Route
+from gateway.request import RequestView
+
+from .plan import UNLABELLED
+from .traffic import Traffic
+
+TESTER_ADDRESS = "127.0.0.1"                     # the peer the gateway sees: the load tester on loopback
+TRUSTED_TESTER = ("127.0.0.0/8", "::1/128")      # so the tester's X-Forwarded-For names the client
+_NAME_PARTS = re.compile(r"[/:]")
+
+
+class ExpectationError(Exception):
+    """The expected split cannot be worked out from the gateway (bad input: the command exits 2)."""
+
+
+class GatewayUnreachable(ExpectationError):
+    """The admin API cannot be reached, or failed (the command exits 1)."""
+
+
+def fetch_gateway(admin_url: str, name: str, token: str | None, timeout: float = 5.0) -> dict:
+    """GET {admin}/api/v1/gateways/{name} as JSON (names may contain '/'), with the bearer token if given."""
+    try:
+        return AdminClient(admin_url, token, timeout).get_gateway(name)
+    except CommandError as exc:
+        failure = GatewayUnreachable if exc.exit_code == 1 else ExpectationError
+        raise failure(f"--from-gateway {name}: {exc}") from None
+
+
+def route_shares(document: dict, name: str, traffic: Traffic) -> dict[str, float]:
+    """Expected share of requests per route name (every route of the gateway) for this traffic.
+
+    Per profile, the first non-draining route whose condition matches owns the request and takes
+    `condition_strength` of it (when it has a target to serve it); the rest is split by weight across the
+    non-draining routes that have a target to serve. Requests nothing can serve (the gateway answers 503)
+    count for no route, so the shares then add up to less than 1."""
+    gateway_fields = {key: value for key, value in document.items() if key != "status"}
+    try:
+        gateway = gateway_from_dict(name, gateway_fields)
+    except ConfigError as exc:
+        raise ExpectationError(f"--from-gateway {name}: {exc}") from None
+    lookups = Lookups(trusted_proxies=TrustedProxies(TRUSTED_TESTER))
+    conditional = [(route, compile_condition(route.condition).matches) for route in gateway.routes
+                   if route.condition is not None and not route.drain]
+    weighted = [route for route in gateway.routes if route.weight > 0 and not route.drain and _serves(route)]
+    weighted_total = sum(route.weight for route in weighted)
+    shares = {route.name: 0.0 for route in gateway.routes}
+    for identity, share in traffic.profiles():
+        request = _request_view(traffic.render(identity), lookups)
+        owner = next((route for route, matches in conditional if matches(request)), None)
+        if owner is not None and _serves(owner):
+            taken = share * owner.condition_strength / FULL
+            shares[owner.name] += taken
+            share -= taken
+        for route in weighted:
+            shares[route.name] += share * route.weight / weighted_total
+    return shares
+
+
+def groups_for_routes(route_shares: dict[str, float], observed: Iterable[str]) -> dict[str, float]:
+    """Expected share per group label. A route maps to the observed label equal to its name; else to the one
+    observed label equal to a part of its name split at '/' and ':' (Vamp's route `sava/sava/sava:1.1.0/web`
+    -> label `1.1.0`); else to its own name (a group that was expected and never seen; left out when the
+    route was expected to take nothing). Routes mapping to one label add up. A route whose name parts match
+    several observed labels raises ExpectationError naming them."""
+    labels = set(observed) - set(UNLABELLED)
+    expected: dict[str, float] = {}
+    for route, share in route_shares.items():
+        label = _label_of(route, labels)
+        if label in labels or share > 0:
+            expected[label] = expected.get(label, 0.0) + share
+    return expected
+
+
+def _label_of(route: str, labels: set[str]) -> str:
+    if route in labels:
+        return route
+    matching = sorted(set(_NAME_PARTS.split(route)) & labels)
+    if len(matching) > 1:
+        raise ExpectationError(f"--from-gateway: route {route!r} could be any of the groups "
+                               f"{', '.join(matching)}; give the split with --expect instead")
+    return matching[0] if matching else route
+
+
+def _serves(route: Route) -> bool:
+    """Whether a route has a target that takes traffic (weight above 0, not draining)."""
+    return any(target.weight > 0 and not target.drain for target in route.targets)
+
+
+def _request_view(request: bytes, lookups: Lookups) -> RequestView:
+    """What the gateway's conditions see of a request the load tester sends (rendered by Traffic)."""
+    head = request.split(b"\r\n\r\n", 1)[0]
+    request_line, *header_lines = head.split(b"\r\n")
+    method, target, _ = request_line.split(b" ", 2)
+    headers = []
+    for line in header_lines:
+        name, _, value = line.partition(b":")
+        headers.append((name.strip(), value.strip()))
+    host = next((value for name, value in headers if name.lower() == b"host"), b"")
+    return RequestView(method, target, headers, _host_name(host.decode("latin-1")), TESTER_ADDRESS, lookups)
+
+
+def _host_name(host: str) -> str:
+    """The Host header as the gateway compares it: lower case, without port or IPv6 brackets."""
+    try:
+        return urlsplit("//" + host).hostname or ""
+    except ValueError:
+        return host.lower()
