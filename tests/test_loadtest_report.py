@@ -60,7 +60,7 @@ def make_group(label: str, requests: int, share: float, expected_share: float | 
 
 def make_verdict(expected: dict[str, float] | None, errors_ok: bool, sticky: dict | None, passed: bool,
                  reasons: tuple[str, ...]) -> dict:
-    return {"expected_from": "expect" if expected else None,
+    return {"expected_from": "expect" if expected else None, "unit": "users" if sticky else "requests",
             "chi_square": 0.4 if expected else None,
             "degrees_of_freedom": len(expected) - 1 if expected else None,
             "p_value": 0.527 if expected else None, "alpha": 0.001,
@@ -163,6 +163,7 @@ DELETE = object()
     ("schema", "vamp-loadtest/2"),
     ("started_at", "2025-01-31T12:00:00+02:00"),
     ("verdict.exit_status", 2),
+    ("verdict.unit", "bytes"),
     ("verdict.p_value", 1.2),
     ("timeline.errors", [1, 2.5]),
     ("mix.countries", {"Britain": 3}),
@@ -267,8 +268,8 @@ def test_write_plot_copes_with_a_run_that_recorded_nothing(tmp_path):
 
 # -- the final summary --------------------------------------------------------------------------------------------
 
-def summary(result: dict) -> str:
-    console = Console(record=True, width=120, file=io.StringIO())
+def summary(result: dict, width: int = 120) -> str:
+    console = Console(record=True, width=width, file=io.StringIO())
     print_summary(result, console)
     return console.export_text()
 
@@ -280,8 +281,16 @@ def test_summary_shows_each_group_with_its_share_and_the_verdict():
     assert "1,000" in rows["1.1.0"] and "10.00%" in rows["1.1.0"]
     assert "PASS" in text and "FAIL" not in text
     assert "10,000 requests" in text
-    assert "chi-square 0.40, 1 degree of freedom, p = 0.527 (alpha 0.001), expected split from --expect" in text
+    assert ("chi-square 0.40, 1 degree of freedom, p = 0.527 (alpha 0.001), requests counted, "
+            "expected split from --expect") in text
     assert "errors: none" in text
+
+
+def test_summary_on_a_narrow_console_splits_the_table_rather_than_cut_figures():
+    text = summary(make_result(NINETY_TEN, expected={"1.0.0": 0.9, "1.1.0": 0.1}), width=80)
+    assert "…" not in text
+    assert max(map(len, text.splitlines())) <= 80
+    assert text.count("│ 1.0.0 ") == 2 and "90.00%" in text and "p99.9 ms" in text
 
 
 def test_summary_of_a_failed_run_gives_the_reasons_and_errors_by_kind():
@@ -312,7 +321,7 @@ def test_summary_without_expectation_says_so_and_formats_latency_for_people():
     result = make_result({"200": 2000}) | {"model": "open", "rate": 5000.0}
     text = summary(result)
     assert "open model, 5,000 req/s planned" in text
-    assert "no expected split" in text
+    assert "no expected split to test" in text
     row = next(line for line in text.splitlines() if line.split()[1:2] == ["200"])
     p50 = result["groups"][0]["latency_ms"]["p50"]
     assert f"{p50:.2f}" in row

@@ -57,7 +57,7 @@ def _plot_shares(axes, result: dict, colours: dict[str, tuple]) -> None:
     axes.set_xlabel("time (s)")
     axes.set_ylabel("share")
     axes.yaxis.set_major_formatter(PercentFormatter(100))
-    axes.set_ylim(0, 100)
+    axes.set_ylim(-2, 102)      # room for lines at 0% and 100%
     if not labels:
         axes.text(0.5, 0.5, "no requests finished", transform=axes.transAxes, ha="center", va="center")
         return
@@ -83,7 +83,8 @@ def _plot_shares(axes, result: dict, colours: dict[str, tuple]) -> None:
 
 
 def _plot_latencies(axes, result: dict, colours: dict[str, tuple]) -> None:
-    """Each group's latency percentiles; x = 1/(1-p), so 90%, 99%, 99.9% ... are evenly spaced."""
+    """Each group's latency percentiles; x = 1/(1-p), so 90%, 99%, 99.9% ... are evenly spaced. A group's
+    line stops where its sample runs out (x = count, beyond which every percentile is its maximum)."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     axes.set_title("latency by percentile")
@@ -92,11 +93,12 @@ def _plot_latencies(axes, result: dict, colours: dict[str, tuple]) -> None:
     drawn = 0
     widest = 10.0
     for group in result["groups"]:
-        points = [(100 / (100 - percentile), value) for percentile, value in group["latency_ms"]["distribution"]
-                  if percentile < 100 and value > 0]
+        latency = group["latency_ms"]
+        points = [(100 / (100 - percentile), value) for percentile, value in latency["distribution"]
+                  if percentile < 100 and value > 0 and 100 / (100 - percentile) < latency["count"]]
         if not points:
             continue
-        x, y = zip(*points)
+        x, y = zip(*points, (latency["count"], latency["max"]))
         widest = max(widest, x[-1])
         axes.plot(x, y, color=colours[group["name"]], label=group["name"], linewidth=1.5,
                   linestyle=":" if group["name"] in UNLABELLED else "-")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
+from rich.measure import Measurement
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -25,9 +26,11 @@ from benchmarks.loadtest.plan import UNLABELLED, Plan
 RESULT_SCHEMA = Path(__file__).with_name("result.schema.json")
 
 ERROR_KINDS = ("connect", "timeout", "reset", "protocol", "http_4xx", "http_5xx")
+COUNT_COLUMNS = ("requests", "share", "expected", "deviation", "errors")
 LATENCY_COLUMNS = (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p99_9", "p99.9"), ("max", "max"))
 REFRESH_INTERVAL = 0.2          # seconds of run time between two repaints of the live line (at most 5/s)
 RATE_WINDOW = 1.0               # seconds over which the live line measures requests/s
+UNBOUNDED_WIDTH = 10_000        # columns offered to a table to learn how wide it would like to be
 SPLIT_SHOWN = 8                 # labelled groups named in the live line; the rest are counted
 
 
@@ -174,38 +177,49 @@ def _split_text(groups: dict[str, int]) -> Text:
 def print_summary(result: dict, console: Console) -> None:
     """The run in a few lines: what was run, the table per group, errors, traffic mix, sticky users and the
     verdict."""
-    totals = result["totals"]
     console.print(_headline(result))
-    console.print(_groups_table(result))
+    for table in _groups_tables(result, console):
+        console.print(table)
     console.print(_errors_text(result))
     for title, counts in (("user agent", result["mix"]["user_agents"]), ("country", result["mix"]["countries"])):
         if counts:
             console.print(_mix_table(title, counts))
     if result["sticky"] is not None:
         console.print(_sticky_line(result["sticky"]))
-    console.print(_verdict_text(result["verdict"], totals["requests"]))
+    console.print(_verdict_text(result["verdict"], result["totals"]["requests"]))
 
 
 def _headline(result: dict) -> Text:
     load = (f"open model, {result['rate']:,g} req/s planned" if result["model"] == "open"
             else f"closed model, {count_text(result['concurrency'])} connections")
+    processes = f"{result['processes']} process{'es' if result['processes'] > 1 else ''}"
     who = f", {count_text(result['clients'])} virtual users" if result["clients"] else ""
+    totals = result["totals"]
     text = Text()
     text.append(f"{result['method']} {result['url']}", style="bold")
-    text.append(f"  {load}, {result['processes']} process{'es' if result['processes'] > 1 else ''}{who}, "
-                f"grouped by {result['by']}\n")
-    totals = result["totals"]
-    text.append(f"{count_text(totals['requests'])} requests in {seconds_text(result['elapsed_s'])}: ")
+    text.append(f" grouped by {result['by']}\n{load}, {processes}{who}: ")
+    text.append(f"{count_text(totals['requests'])} requests in {seconds_text(result['elapsed_s'])}, ")
     text.append(f"{count_text(round(totals['requests_per_second']))} req/s", style="bold")
     return text
 
 
-def _groups_table(result: dict) -> Table:
+def _groups_tables(result: dict, console: Console) -> list[Table]:
+    """The groups' counts and latencies in one table, or in two (counts, then latencies) when one would not
+    fit the console's width."""
+    whole = _groups_table(result, counts=True, latencies=True)
+    natural = Measurement.get(console, console.options.update_width(UNBOUNDED_WIDTH), whole).maximum
+    if natural <= console.width:
+        return [whole]
+    return [_groups_table(result, counts=True, latencies=False), _groups_table(result, counts=False, latencies=True)]
+
+
+def _groups_table(result: dict, *, counts: bool, latencies: bool) -> Table:
+    """A row per group, the unlabelled groups set apart below the labelled ones, then a row for all."""
     table = Table(header_style="bold")
     table.add_column("group", no_wrap=True)
-    for heading in ("requests", "share", "expected", "deviation", "errors"):
+    for heading in COUNT_COLUMNS if counts else ():
         table.add_column(heading, justify="right")
-    for _, heading in LATENCY_COLUMNS:
+    for _, heading in LATENCY_COLUMNS if latencies else ():
         table.add_column(f"{heading} ms", justify="right")
     section_started = False
     for group in result["groups"]:
@@ -213,20 +227,17 @@ def _groups_table(result: dict) -> Table:
         if unlabelled and not section_started:
             table.add_section()
             section_started = True
-        table.add_row(
-            Text(group["name"], style="dim italic" if unlabelled else "cyan"),
-            count_text(group["requests"]),
-            percent_text(group["share"]),
-            percent_text(group["expected_share"]),
-            percent_text(group["deviation"], signed=True),
-            _errors_cell(group["errors"]),
-            *_latency_cells(group["latency_ms"]),
-            style="dim" if unlabelled else "",
-        )
+        count_cells = [count_text(group["requests"]), percent_text(group["share"]),
+                       percent_text(group["expected_share"]), percent_text(group["deviation"], signed=True),
+                       _errors_cell(group["errors"])]
+        table.add_row(Text(group["name"], style="dim italic" if unlabelled else "cyan"),
+                      *(count_cells if counts else ()), *(_latency_cells(group["latency_ms"]) if latencies else ()),
+                      style="dim" if unlabelled else "")
     totals = result["totals"]
+    count_cells = [count_text(totals["requests"]), "", "", "", _errors_cell(totals["errors"])]
     table.add_section()
-    table.add_row(Text("all", style="bold"), count_text(totals["requests"]), "", "", "",
-                  _errors_cell(totals["errors"]), *_latency_cells(totals["latency_ms"]))
+    table.add_row(Text("all", style="bold"), *(count_cells if counts else ()),
+                  *(_latency_cells(totals["latency_ms"]) if latencies else ()))
     return table
 
 
@@ -291,19 +302,20 @@ def _verdict_text(verdict: dict, requests: int) -> Text:
     text.append(" PASS " if verdict["passed"] else " FAIL ",
                 style="bold white on green" if verdict["passed"] else "bold white on red")
     text.append(f"  {count_text(requests)} requests")
-    if verdict["split_holds"] is None:
-        text.append(" · no expected split (give --expect or --from-gateway)", style="dim")
-    else:
+    if verdict["split_holds"] is not None:
         check("split", verdict["split_holds"], "holds", "does not hold")
     check("errors", verdict["errors_ok"], "within", "above")
     text.append(f" --max-errors {percent_text(verdict['max_errors'])}")
     if verdict["sticky_ok"] is not None:
         check("sticky users", verdict["sticky_ok"], "stayed put", "moved")
-    if verdict["chi_square"] is not None:
+    if verdict["expected_from"] is None:
+        text.append("\n  no expected split to test: give --expect or --from-gateway", style="dim")
+    elif verdict["chi_square"] is not None:
         freedom = verdict["degrees_of_freedom"]
         text.append(f"\n  chi-square {verdict['chi_square']:,.2f}, {freedom} degree{'' if freedom == 1 else 's'} of "
                     f"freedom, p = {verdict['p_value']:.3g} (alpha {verdict['alpha']:g}), "
-                    f"expected split from {_expectation_source(verdict['expected_from'])}", style="dim")
+                    f"{verdict['unit']} counted, expected split from {_expectation_source(verdict['expected_from'])}",
+                    style="dim")
     for reason in verdict["reasons"]:
         text.append(f"\n  - {reason}")
     return text
