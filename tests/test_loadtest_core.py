@@ -9,6 +9,7 @@ from benchmarks.loadtest.engine import Share
 from benchmarks.loadtest.plan import (NO_LABEL, NO_RESPONSE, OTHER_GROUP, MAX_GROUPS, PlanError, parse_expectations,
                                       parse_fraction, parse_grouping, parse_url)
 from benchmarks.loadtest.recorder import Recorder, decode, merge
+from benchmarks.loadtest.runner import rebinned
 from benchmarks.loadtest.verdict import FAILED, PASSED, chi_square, judge
 
 
@@ -163,3 +164,14 @@ def test_errors_and_stickiness_gate_the_run():
 def test_without_expectation_only_errors_count():
     verdict = verdict_for({"v1": 10, "v2": 990}, None)
     assert verdict["split_holds"] is None and verdict["chi_square"] is None and verdict["passed"]
+
+
+def test_timeline_is_rebinned_to_at_most_200_points_without_losing_counts():
+    series = {"v1": [1] * 1000, "v2": [2] * 450}
+    timeline = rebinned(0.1, series, [0] * 999 + [7])
+    assert timeline["interval_s"] == pytest.approx(0.5)
+    assert len(timeline["groups"]["v1"]) == len(timeline["groups"]["v2"]) == len(timeline["errors"]) == 200
+    assert sum(timeline["groups"]["v1"]) == 1000 and sum(timeline["groups"]["v2"]) == 900
+    assert timeline["errors"][-1] == 7
+    short = rebinned(0.1, {"v1": [3, 4]}, [])
+    assert short == {"interval_s": 0.1, "start_s": 0, "groups": {"v1": [3, 4]}, "errors": [0, 0]}

@@ -39,6 +39,14 @@ def test_plain_weights_give_their_split():
     assert shares == pytest.approx({"v1": 0.9, "v2": 0.1})
 
 
+def test_a_platform_gateway_document_with_its_generated_flag_is_read():
+    """`vamp run`'s API marks the gateways it generated for deployments; the flag is read-only."""
+    platform_document = {**document({"sava:1.0.0": route(V1, weight="80%"), "sava:1.1.0": route(V2, weight="20%")}),
+                         "generated": True}
+    assert route_shares(platform_document, "sava", make_traffic()) == pytest.approx(
+        {"sava:1.0.0": 0.8, "sava:1.1.0": 0.2})
+
+
 def test_a_country_condition_takes_exactly_the_share_of_that_country_in_the_mix():
     routes = {"uk": route(V3, weight="0%", condition="country = GB"),
               "v1": route(V1, weight="90%"), "v2": route(V2, weight="10%")}

@@ -17,6 +17,8 @@ from .plan import (MAX_CLIENTS, MAX_CONCURRENCY, Plan, PlanError, is_ip_literal,
                    parse_expectations, parse_fraction, parse_grouping, parse_header, parse_rate, parse_seconds,
                    parse_url, positive_int)
 
+SUMMARY_WIDTH = 140       # columns of the summary when stdout is not a terminal
+
 EXAMPLES = """\
 examples:
   vamp loadtest http://127.0.0.1:9050/ --duration 30s --by header:X-Version --expect 1.0.0=90% --expect 1.1.0=10%
@@ -121,6 +123,13 @@ def _resolve(host: str, port: int) -> str:
         raise PlanError(f"URL: cannot resolve {host!r}: {exc}") from None
 
 
+def _summary_console():
+    """stdout for the summary: a terminal's width, or 140 columns when written to a file or a pipe."""
+    from rich.console import Console
+    wide = sys.stdout.isatty() or "COLUMNS" in os.environ
+    return Console() if wide else Console(width=SUMMARY_WIDTH)
+
+
 def main(args: argparse.Namespace) -> int:
     # Imported here: `vamp --help` and the other commands should not pay for scipy, hdrh and rich.
     from rich.console import Console
@@ -129,7 +138,7 @@ def main(args: argparse.Namespace) -> int:
     from .expectation import ExpectationError, GatewayUnreachable, fetch_gateway, groups_for_routes, route_shares
     from .report import LiveProgress, print_summary, write_json
     from .traffic import Traffic
-    from .verdict import judge
+    from .verdict import judge, normalised
 
     try:
         plan = build_plan(args)
@@ -157,7 +166,7 @@ def main(args: argparse.Namespace) -> int:
     snapshot = outcome.snapshot
     observed, unit = runner.split_counts(plan, snapshot)
     try:
-        expected = plan.expect if shares is None else groups_for_routes(shares, observed)
+        expected = plan.expect if shares is None else normalised(groups_for_routes(shares, observed))
     except ExpectationError as exc:
         print(f"vamp loadtest: {exc}", file=sys.stderr)
         return 2
@@ -169,7 +178,7 @@ def main(args: argparse.Namespace) -> int:
                     max_errors=plan.max_errors,
                     users_with_several_groups=None if sticky is None else sticky["users_with_several_groups"])
     result = runner.build_result(plan, outcome, expected, verdict)
-    print_summary(result, Console())
+    print_summary(result, _summary_console())
     try:
         if plan.json_path:
             write_json(result, plan.json_path)

@@ -34,6 +34,7 @@ class ExpectationError(Exception):
 
 class GatewayUnreachable(ExpectationError):
     """The admin API cannot be reached, or failed (the command exits 1)."""
+READ_ONLY_FIELDS = ("status", "generated")   # what the gateway's and the platform's APIs add to a gateway
 
 
 def fetch_gateway(admin_url: str, name: str, token: str | None, timeout: float = 5.0) -> dict:
@@ -52,7 +53,7 @@ def route_shares(document: dict, name: str, traffic: Traffic) -> dict[str, float
     `condition_strength` of it (when it has a target to serve it); the rest is split by weight across the
     non-draining routes that have a target to serve. Requests nothing can serve (the gateway answers 503)
     count for no route, so the shares then add up to less than 1."""
-    gateway_fields = {key: value for key, value in document.items() if key != "status"}
+    gateway_fields = {key: value for key, value in document.items() if key not in READ_ONLY_FIELDS}
     try:
         gateway = gateway_from_dict(name, gateway_fields)
     except ConfigError as exc:

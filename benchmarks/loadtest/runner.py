@@ -24,15 +24,27 @@ from .traffic import Traffic
 
 PROGRESS_INTERVAL = 0.25        # seconds between two progress updates
 MAX_STICKY_EXAMPLES = 10
+TIMELINE_POINTS = 200           # at most this many points per series in the result's timeline
 
 ProgressSink = Callable[[Progress], None]
 
 
 def timeline_interval(plan: Plan) -> float:
-    """Seconds per timeline slot: about 120 slots over a timed run, between 0.1 s and 10 s."""
-    if plan.duration is None:
-        return 0.5
-    return min(10.0, max(0.1, plan.duration / 120))
+    """Seconds per recorded timeline slot: 0.1 s, or a thousandth of a long run (the result has fewer)."""
+    return 0.1 if plan.duration is None else max(0.1, plan.duration / 1000)
+
+
+def rebinned(interval: float, series: dict[str, list[int]], errors: list[int]) -> dict[str, Any]:
+    """The result's timeline: the recorded slots added up in runs so that at most TIMELINE_POINTS remain."""
+    slots = max([len(errors), *map(len, series.values())], default=0)
+    factor = max(1, -(-slots // TIMELINE_POINTS))
+
+    def coarse(values: list[int]) -> list[int]:
+        values = values + [0] * (slots - len(values))
+        return [sum(values[index:index + factor]) for index in range(0, slots, factor)]
+
+    return {"interval_s": interval * factor, "start_s": 0,
+            "groups": {name: coarse(values) for name, values in series.items()}, "errors": coarse(errors)}
 
 
 class Outcome:
@@ -259,7 +271,6 @@ def build_result(plan: Plan, outcome: Outcome, expected: dict[str, float] | None
         "rate": plan.rate,
         "processes": plan.processes,
         "clients": plan.clients,
-        "sticky": plan.sticky,
         "by": plan.by.text,
         "started_at": outcome.started_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "elapsed_s": outcome.elapsed,
@@ -273,12 +284,9 @@ def build_result(plan: Plan, outcome: Outcome, expected: dict[str, float] | None
             "latency_ms": latency_summary(total_histogram),
         },
         "groups": groups,
-        "timeline": {
-            "interval_s": timeline_interval(plan),
-            "start_s": 0,
-            "groups": {name: list(data["timeline"]) for name, data in snapshot["groups"].items()},
-            "errors": list(snapshot["errors_timeline"]),
-        },
+        "timeline": rebinned(timeline_interval(plan),
+                             {name: data["timeline"] for name, data in snapshot["groups"].items()},
+                             snapshot["errors_timeline"]),
         "mix": outcome.mix,
         "sticky": sticky_summary(plan, snapshot),
         "verdict": verdict,

@@ -20,6 +20,13 @@ from scipy.stats import chi2
 PASSED, FAILED = 0, 3
 
 
+def normalised(expected: dict[str, float]) -> dict[str, float]:
+    """Shares scaled to add up to 1 (a gateway may be expected to serve some requests with no route at all:
+    those answers carry no group label and are judged as errors, not as part of the split)."""
+    total = sum(expected.values())
+    return {label: share / total for label, share in expected.items()} if total > 0 else dict(expected)
+
+
 def chi_square(observed: dict[str, int], expected: dict[str, float]) -> tuple[float, int, float]:
     """(statistic, degrees of freedom, p-value) for counts against expected shares (adding up to 1); groups
     with an expected share of 0 must have been checked for being empty before."""
