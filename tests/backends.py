@@ -9,6 +9,7 @@ Kinds:
            body_sha256}; keep-alive and pipelining honoured. Request headers steer it: `X-Echo-Status: 204`,
            `X-Echo-Delay: 2.5` (seconds), `X-Echo-Size: N` (answer N bytes of `pattern()` streamed in chunks
            instead of JSON; `X-Echo-Chunked: 1` frames it chunked instead of with Content-Length).
+           `--status N` answers N instead of 200 when the request has no `X-Echo-Status` (a failing backend).
            `--max-requests-per-connection N` closes a connection right after its Nth response, without saying
            `Connection: close`; with `--close-on-next-request` it instead keeps the connection open and closes
            it, unanswered, when request N+1 arrives (a pooled connection that died just as it was reused).
@@ -155,7 +156,7 @@ class EchoProtocol(asyncio.Protocol):
         delay = float(ex.header("x-echo-delay") or 0)
         if delay:
             await asyncio.sleep(delay)
-        status = int(ex.header("x-echo-status") or 200)
+        status = int(ex.header("x-echo-status") or self.options.status)
         headers = [("X-Version", self.name)]
         if self.kind == "head304":
             headers.append(("ETag", ETAG))
@@ -398,6 +399,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-requests-per-connection", type=int, default=0)
     parser.add_argument("--close-on-next-request", action="store_true")
     parser.add_argument("--die-mode", choices=["close", "reset"], default="close")
+    parser.add_argument("--status", type=int, default=200, help="echo: the status answered without X-Echo-Status")
     options = parser.parse_args(argv)
     if options.kind == "record" and not options.record:
         parser.error("record needs --record FILE")
