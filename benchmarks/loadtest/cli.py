@@ -159,8 +159,8 @@ def main(args: argparse.Namespace) -> int:
 
     with LiveProgress(plan, Console(stderr=True) if plan.progress else Console(stderr=True, quiet=True)) as live:
         try:
-            outcome = runner.run(plan, traffic, live.update)
-        except KeyboardInterrupt:
+            outcome = runner.run(plan, traffic, live.update)    # Ctrl-C ends the run early, with its results
+        except KeyboardInterrupt:                               # ... unless it came before the run started
             print("vamp loadtest: interrupted", file=sys.stderr)
             return 1
     snapshot = outcome.snapshot

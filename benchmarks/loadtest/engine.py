@@ -238,6 +238,14 @@ class Engine:
                 connection.transport.close()
         self._check_finished()
 
+    def interrupt(self) -> None:
+        """Ctrl-C: the first stops the run like its end would; the next ends it at once, dropping what is
+        in flight."""
+        if not self.stopping:
+            self.stop()
+        elif not self.finished.done():
+            self.finished.set_result(None)
+
     def _connect(self, delay: float = 0.0) -> None:
         if self._exhausted() and not self.backlog:
             self._check_finished()

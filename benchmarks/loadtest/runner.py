@@ -8,7 +8,9 @@ parent merges them (histograms included) and starts every worker at the same mom
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
+import signal
 import time
 from datetime import datetime, timezone
 from multiprocessing.connection import Connection as Pipe, wait
@@ -72,9 +74,12 @@ async def _run_here(plan: Plan, traffic: Traffic, on_progress: ProgressSink) -> 
     started_at = datetime.now(timezone.utc)
     start = time.perf_counter()
     reporter = asyncio.create_task(_report_progress(plan, recorder, start, on_progress))
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, engine.interrupt)
     try:
         await engine.run()
     finally:
+        loop.remove_signal_handler(signal.SIGINT)
         reporter.cancel()
     elapsed = time.perf_counter() - start
     on_progress(_progress(plan, recorder.requests, recorder.errors, recorder.group_counts(), elapsed))
@@ -117,22 +122,30 @@ def _run_processes(plan: Plan, on_progress: ProgressSink) -> Outcome:
         progress: dict[int, tuple[int, int, dict[str, int]]] = {}
         finals: dict[int, tuple[dict[str, Any], dict[str, dict[str, int]]]] = {}
         while len(finals) < len(pipes):
-            for pipe in wait([p for i, p in enumerate(pipes) if i not in finals], PROGRESS_INTERVAL):
-                index = pipes.index(pipe)       # type: ignore[arg-type]
-                message = _receive(pipe, workers[index].name)
-                if message[0] == "progress":
-                    progress[index] = message[1]
-                else:
-                    finals[index] = message[1]
-            on_progress(_progress(plan, sum(p[0] for p in progress.values()),
-                                  sum(p[1] for p in progress.values()),
-                                  _add_up(p[2] for p in progress.values()), time.perf_counter() - start))
+            try:
+                for pipe in wait([p for i, p in enumerate(pipes) if i not in finals], PROGRESS_INTERVAL):
+                    index = pipes.index(pipe)       # type: ignore[arg-type]
+                    message = _receive(pipe, workers[index].name)
+                    if message[0] == "progress":
+                        progress[index] = message[1]
+                    else:
+                        finals[index] = message[1]
+                on_progress(_progress(plan, sum(p[0] for p in progress.values()),
+                                      sum(p[1] for p in progress.values()),
+                                      _add_up(p[2] for p in progress.values()), time.perf_counter() - start))
+            except KeyboardInterrupt:       # Ctrl-C: the workers stop and report; a second one ends at once
+                for index, pipe in enumerate(pipes):
+                    if index not in finals:
+                        with contextlib.suppress(OSError):
+                            pipe.send("stop")
         elapsed = time.perf_counter() - start
     finally:
         for worker in workers:
             worker.join(timeout=5)
             if worker.is_alive():
                 worker.kill()
+        for pipe in pipes:
+            pipe.close()
     snapshots = [finals[index][0] for index in sorted(finals)]
     mixes = [finals[index][1] for index in sorted(finals)]
     merged = merge(snapshots)
@@ -143,6 +156,7 @@ def _run_processes(plan: Plan, on_progress: ProgressSink) -> Outcome:
 
 
 def _worker_main(plan: Plan, share: Share, pipe: Pipe) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C reaches the parent, which tells the workers
     traffic = Traffic(plan)
     uvloop.run(_worker(plan, traffic, share, pipe))
 
@@ -151,7 +165,17 @@ async def _worker(plan: Plan, traffic: Traffic, share: Share, pipe: Pipe) -> Non
     recorder = Recorder(0.0, timeline_interval(plan), plan.sticky)
     engine = Engine(plan, traffic, recorder, share)
     pipe.send(("ready",))
-    await asyncio.get_running_loop().run_in_executor(None, pipe.recv)     # "go"
+    pipe.recv()                             # "go" (nothing else runs on this loop yet)
+    loop = asyncio.get_running_loop()
+
+    def on_parent_message() -> None:        # "stop" (Ctrl-C), or the parent died
+        try:
+            pipe.recv()
+        except EOFError:
+            loop.remove_reader(pipe.fileno())
+        engine.interrupt()
+
+    loop.add_reader(pipe.fileno(), on_parent_message)
 
     async def report() -> None:
         while True:
