@@ -210,6 +210,21 @@ def test_a_url_nothing_listens_on_counts_connect_errors(tmp_path):
     assert run.group("(no response)")["errors_by_kind"] == {"connect": 20}
 
 
+def test_a_keep_alive_connection_closed_unannounced_is_retried_for_get_but_not_for_post(procs, tmp_path):
+    # The backend closes each connection right after its first answer, without `Connection: close`: every
+    # second request goes out on a connection the server has just closed. A GET is sent again on a new
+    # connection, as browsers do; a POST may have reached the server, so it is counted as a reset.
+    backend = procs.backend("echo", "v1", extra_args=("--max-requests-per-connection", "1"))
+    url = f"http://{backend.address('v1')}/"
+    run = loadtest(tmp_path, url, "--requests", "1000", "--concurrency", "4")
+    assert run.status == 0, run.stdout + run.stderr
+    assert run.requests_by_group() == {"200": 1000} and run.result["totals"]["errors"] == 0
+    posted = loadtest(tmp_path, url, "--requests", "1000", "--concurrency", "4", "--method", "POST")
+    assert posted.status == 3
+    assert posted.result["totals"]["requests"] == 1000
+    assert posted.group("(no response)")["errors_by_kind"]["reset"] > 100
+
+
 # -- the open model sees a stall the closed model hides ---------------------------------------------------
 
 STALL = 1.0             # seconds the backend is stopped

@@ -31,6 +31,7 @@ BODY_LIMIT = 64 * 1024          # bytes of a response body kept for `--by body:`
 EARLY_SEND = 0.001              # open model: a request due within this many seconds is sent at once
 CONNECT_BACKOFF = 0.1           # seconds before a connection that could not connect tries again
 SWEEP_INTERVAL = 0.05           # seconds between two checks of request timeouts
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.busy = False               # a request is in flight
+        self.received = False           # a byte of its answer has arrived
+        self.answered = 0               # responses completed on this connection
         self.started = 0.0              # when the request in flight was due (open) or sent (closed)
         self.user: User | None = None
         self.label: bytes | None = None
@@ -77,6 +80,7 @@ class Connection(asyncio.Protocol):
         self.engine.connected(self)
 
     def data_received(self, data: bytes) -> None:
+        self.received = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -175,6 +179,7 @@ class Engine:
         self.body_pattern = plan.by.pattern
         self.keeps_cookies = plan.sticky
         self.by_status = plan.by.kind == "status"
+        self.retries = plan.method in IDEMPOTENT_METHODS
         self.concurrency = share.part(plan.concurrency)
         self.limit = None if plan.requests is None else share.part(plan.requests)
         self.start = 0.0                # set by run(): the time origin of the schedule and the recorder
@@ -329,6 +334,7 @@ class Engine:
         connection.user = user
         connection.started = now if due == 0.0 or due > now else due
         connection.label = None
+        connection.received = False
         connection.busy = True
         self.in_flight += 1
         transport.write(data)
@@ -339,6 +345,7 @@ class Engine:
             return
         now = perf_counter()
         user = connection.user
+        connection.answered += 1
         self.recorder.response(status if self.by_status else connection.label, status,
                                now - connection.started, now, -1 if user is None else user.identity.index)
         if connection.cookies is not None:
@@ -367,8 +374,14 @@ class Engine:
     def lost(self, connection: Connection) -> None:
         self.connections.discard(connection)
         if connection.busy:
-            now = perf_counter()
-            self.recorder.failure("reset", now - connection.started, now)
+            if self.retries and connection.answered and not connection.received and not self.stopping:
+                # A reused keep-alive connection closed before any byte of the answer: the server closed it
+                # as the request went out. Like browsers, send an idempotent request again, once, on a new
+                # connection; its latency still counts from the first attempt.
+                self.backlog.append(connection.started)
+            else:
+                now = perf_counter()
+                self.recorder.failure("reset", now - connection.started, now)
             self._finish(connection)
         if not self._exhausted() or self.backlog:
             self._connect()
