@@ -166,6 +166,17 @@ def test_from_gateway_reads_the_weights_the_gateway_has_now(procs, echo, tmp_pat
     assert current.group("v2")["expected_share"] == pytest.approx(0.5)
 
 
+def test_from_gateway_whose_routes_name_no_group_reports_and_exits_2(procs, echo, tmp_path):
+    url, process = start_gateway(procs, "named", {"stable": route(echo.address("v1"), weight="90%"),
+                                                  "canary": route(echo.address("v2"), weight="10%")})
+    run = loadtest(tmp_path, url, *BY_VERSION, "--from-gateway", "named", "--admin", process.admin_url(""),
+                   "--requests", "500")
+    assert run.status == 2, run.stdout + run.stderr
+    assert run.requests_by_group() == {"v1": 450, "v2": 50}         # the measurements are still reported
+    assert run.verdict["split_holds"] is None
+    assert "no route of the gateway (canary, stable) names a group" in run.stderr and "--expect" in run.stderr
+
+
 def test_an_unreachable_admin_api_is_a_runtime_failure(tmp_path, split_90_10):
     run = loadtest(tmp_path, split_90_10, *BY_VERSION, "--from-gateway", "split",
                    "--admin", f"http://{LOOPBACK}:{free_port()}", "--requests", "100")

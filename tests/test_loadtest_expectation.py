@@ -144,6 +144,12 @@ def test_a_route_whose_name_parts_match_several_groups_is_an_error_naming_them()
 
 # -- the admin API of a real gateway -----------------------------------------------------------------------
 
+def test_groups_that_no_route_names_are_an_error_suggesting_expect():
+    with pytest.raises(ExpectationError, match=r"no route of the gateway \(canary, stable\) names a group that "
+                                               r"was seen \(v1, v2\).*--expect"):
+        groups_for_routes({"stable": 0.9, "canary": 0.1}, ["v1", "v2", NO_LABEL])
+
+
 def test_the_expected_split_comes_from_a_running_gateway(procs):
     port = free_port()
     gw = procs.gateway(config({"sava/9050": gateway(port, {

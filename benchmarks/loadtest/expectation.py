@@ -80,14 +80,19 @@ def groups_for_routes(route_shares: dict[str, float], observed: Iterable[str]) -
     """Expected share per group label. A route maps to the observed label equal to its name; else to the one
     observed label equal to a part of its name split at '/' and ':' (Vamp's route `sava/sava/sava:1.1.0/web`
     -> label `1.1.0`); else to its own name (a group that was expected and never seen; left out when the
-    route was expected to take nothing). Routes mapping to one label add up. A route whose name parts match
-    several observed labels raises ExpectationError naming them."""
+    route was expected to take nothing). Routes mapping to one label add up. ExpectationError when a route's
+    name parts match several observed labels, or when labels were seen and no route maps to any of them."""
     labels = set(observed) - set(UNLABELLED)
     expected: dict[str, float] = {}
     for route, share in route_shares.items():
         label = _label_of(route, labels)
         if label in labels or share > 0:
             expected[label] = expected.get(label, 0.0) + share
+    if labels and not labels & expected.keys():
+        raise ExpectationError(
+            f"--from-gateway: no route of the gateway ({', '.join(sorted(route_shares))}) names a group that "
+            f"was seen ({', '.join(sorted(labels))}): group by a value the route names contain, or give the "
+            "split with --expect")
     return expected
 
 
