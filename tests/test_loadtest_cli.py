@@ -236,6 +236,15 @@ def test_a_keep_alive_connection_closed_unannounced_is_retried_for_get_but_not_f
     assert posted.group("(no response)")["errors_by_kind"]["reset"] > 100
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_the_open_model_sends_exactly_rate_times_duration_requests(tmp_path, split_90_10, processes):
+    run = loadtest(tmp_path, split_90_10, *BY_VERSION, "--rate", "400", "--duration", "2s", "--concurrency", "8",
+                   "--processes", processes)
+    assert run.status == 0, run.stdout + run.stderr
+    assert run.result["model"] == "open" and run.result["totals"]["requests"] == 800
+    assert_exact_split(run, {"v1": 720, "v2": 80})
+
+
 # -- the open model sees a stall the closed model hides ---------------------------------------------------
 
 STALL = 1.0             # seconds the backend is stopped

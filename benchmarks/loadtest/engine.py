@@ -206,6 +206,7 @@ class Engine:
         self.backlog: deque[float] = deque()            # due requests whose connection went away
         # progress
         self.issued = 0
+        self.scheduled = 0              # requests handed out with a due time (open model, retries), not yet sent
         self.in_flight = 0
         self.stopping = False
         self.connections: set[Connection] = set()
@@ -234,13 +235,9 @@ class Engine:
                     connection.transport.abort()
 
     def stop(self) -> None:
-        """No new request from now on; the run ends when those in flight are done (or time out)."""
+        """No new request from now on; the run ends when those in flight, and in the open model those that
+        fell due before the end, are done (or time out)."""
         self.stopping = True
-        self.waiting.clear()
-        self.backlog.clear()
-        for connection in self.connections:
-            if not connection.busy and connection.transport is not None:
-                connection.transport.close()
         self._check_finished()
 
     def interrupt(self) -> None:
@@ -266,12 +263,18 @@ class Engine:
         try:
             await self.loop.create_connection(lambda: connection, self.plan.host, self.plan.port)
         except OSError:
-            if self._exhausted():
+            now = perf_counter()
+            if self.backlog:                # the request waiting for this connection fails with it
+                due = self.backlog.popleft()
+                if due:
+                    self.scheduled -= 1
+                self.recorder.failure("connect", now - (due or began), now)
+            elif self._exhausted():
                 self._check_finished()
                 return
-            self.issued += 1
-            now = perf_counter()
-            self.recorder.failure("connect", now - began, now)
+            else:
+                self.issued += 1
+                self.recorder.failure("connect", now - began, now)
             self._check_finished()
             self._connect(CONNECT_BACKOFF)
 
@@ -299,6 +302,7 @@ class Engine:
         if self.end is not None and due >= self.end:
             return                      # the last due request of the run has been handed out
         self.issued += 1
+        self.scheduled += 1
         delay = due - perf_counter()
         if delay > EARLY_SEND:
             self.loop.call_later(delay, self._take_user, connection, due)
@@ -315,12 +319,15 @@ class Engine:
             self._send(connection, None, due)
 
     def _send(self, connection: Connection, user: User | None, due: float) -> None:
+        """Write the request; `due` is when it fell due (open model, retries), 0.0 for "now"."""
+        if due:
+            self.scheduled -= 1
         transport = connection.transport
-        if self.stopping or transport is None or transport.is_closing():
+        if (self.stopping and not due) or transport is None or transport.is_closing():
             if user is not None:
                 self.idle_users.append(user)
-            if not self.stopping:
-                self.backlog.append(due)     # its connection went away: the next one sends it
+            if not (self.stopping and not due):
+                self._hold(due)         # its connection went away: the next one sends it
             return
         if user is not None:
             data = user.request
@@ -353,12 +360,10 @@ class Engine:
                 self._store_cookies(user, connection.cookies)
             connection.cookies = None
         self._finish(connection)
-        if not keep_alive:
-            connection.transport.close()    # type: ignore[union-attr]  # connection_lost reconnects
-        elif not self.stopping:
+        if keep_alive:
             self.dispatch(connection)
         else:
-            connection.transport.close()    # type: ignore[union-attr]
+            connection.transport.close()    # type: ignore[union-attr]  # connection_lost reconnects
         self._check_finished()
 
     def failed(self, connection: Connection, kind: str) -> None:
@@ -378,7 +383,7 @@ class Engine:
                 # A reused keep-alive connection closed before any byte of the answer: the server closed it
                 # as the request went out. Like browsers, send an idempotent request again, once, on a new
                 # connection; its latency still counts from the first attempt.
-                self.backlog.append(connection.started)
+                self._hold(connection.started)
             else:
                 now = perf_counter()
                 self.recorder.failure("reset", now - connection.started, now)
@@ -388,6 +393,12 @@ class Engine:
         self._check_finished()
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
+    def _hold(self, due: float) -> None:
+        """Keep a request for the next free connection."""
+        self.backlog.append(due)
+        if due:
+            self.scheduled += 1
+
     def _finish(self, connection: Connection) -> None:
         connection.busy = False
         self.in_flight -= 1
@@ -419,7 +430,7 @@ class Engine:
         if self.finished.done():
             return
         done = self.limit is not None and self.recorder.requests >= self.limit
-        if self.stopping and self.in_flight == 0:
+        if self.stopping and self.in_flight == 0 and self.scheduled == 0:
             done = True
         if done:
             self.finished.set_result(None)
