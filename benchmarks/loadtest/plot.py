@@ -74,7 +74,7 @@ def _plot_shares(axes, result: dict, colours: dict[str, tuple]) -> None:
         with numpy.errstate(divide="ignore", invalid="ignore"):
             share = numpy.where(total > 0, counts[row] / total * 100, numpy.nan)
         axes.plot(midpoints, share, color=colours[label], label=label, linestyle=":" if unlabelled[row] else "-",
-                  linewidth=1.5)
+                  linewidth=1.5, marker="o" if intervals < 3 else None)     # a line needs two points
         if expected.get(label) is not None:
             axes.axhline(expected[label] * 100, color=colours[label], linestyle="--", linewidth=1, alpha=0.8)
     axes.set_xlim(0, intervals * timeline["interval_s"])
@@ -85,7 +85,7 @@ def _plot_shares(axes, result: dict, colours: dict[str, tuple]) -> None:
 def _plot_latencies(axes, result: dict, colours: dict[str, tuple]) -> None:
     """Each group's latency percentiles; x = 1/(1-p), so 90%, 99%, 99.9% ... are evenly spaced. A group's
     line stops where its sample runs out (x = count, beyond which every percentile is its maximum)."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, NullLocator
 
     axes.set_title("latency by percentile")
     axes.set_xlabel("percentile")
@@ -117,6 +117,7 @@ def _plot_latencies(axes, result: dict, colours: dict[str, tuple]) -> None:
     axes.set_xticklabels([label for _, label in ticks])
     axes.set_xlim(1, max(widest * 1.2, ticks[-1][0]))
     axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(1.5, 0.5)))   # plain numbers, when few decades
     axes.grid(alpha=0.3)
     axes.grid(alpha=0.1, which="minor", axis="y")
     axes.legend(loc="upper left", fontsize="small")
