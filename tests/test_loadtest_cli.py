@@ -435,6 +435,7 @@ def record(module_procs):
     ("https", [], "https"),
     ("http", ["--rate", "0"], "--rate"),
     ("http", ["--mix", "no-such-mix-file.txt"], "--mix"),
+    ("http", ["--plot", "/no/such/folder/plot.png"], "--plot"),
 ])
 def test_bad_input_exits_2_naming_the_option_and_sends_nothing(tmp_path, record, scheme, options, named):
     run = loadtest(tmp_path, f"{scheme}://{record.address()}/", *options, "--requests", "100")

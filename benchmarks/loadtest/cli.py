@@ -109,8 +109,19 @@ def build_plan(args: argparse.Namespace) -> Plan:
         admin_token=args.admin_token or os.environ.get("VAMP_ADMIN_TOKEN"),
         max_errors=parse_fraction(args.max_errors, "--max-errors"), alpha=alpha,
         clients=clients, sticky=args.sticky, mix=args.mix, forwarded_for=args.forwarded_for,
-        json_path=args.json, plot_path=args.plot, progress=not args.no_progress,
+        json_path=_writable(args.json, "--json"), plot_path=_writable(args.plot, "--plot"),
+        progress=not args.no_progress,
     )
+
+
+def _writable(path: str | None, option: str) -> str | None:
+    """An output path, checked before the run rather than after it."""
+    if path is None:
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise PlanError(f"{option}: cannot write {path!r} (no such folder, not writable, or a folder)")
+    return path
 
 
 def _resolve(host: str, port: int) -> str:
@@ -157,7 +168,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"vamp loadtest: {exc}", file=sys.stderr)
         return 2
 
-    with LiveProgress(plan, Console(stderr=True) if plan.progress else Console(stderr=True, quiet=True)) as live:
+    with LiveProgress(plan, Console(stderr=True)) as live:     # silent off a terminal or with --no-progress
         try:
             outcome = runner.run(plan, traffic, live.update)    # Ctrl-C ends the run early, with its results
         except KeyboardInterrupt:                               # ... unless it came before the run started
