@@ -272,9 +272,17 @@ class Engine:
             elif self._exhausted():
                 self._check_finished()
                 return
-            else:
+            elif self.open_interval is None:
                 self.issued += 1
                 self.recorder.failure("connect", now - began, now)
+            else:
+                # Open model: the request that fell due fails with this connection, and when no connection
+                # is up, so does every other one that is due: nothing could send it.
+                due = self._next_due()
+                while due is not None and due <= now:
+                    self.issued += 1
+                    self.recorder.failure("connect", now - due, now)
+                    due = self._next_due() if not self.connections else None
             self._check_finished()
             self._connect(CONNECT_BACKOFF)
 
@@ -298,8 +306,8 @@ class Engine:
             self.issued += 1
             self._take_user(connection, 0.0)
             return
-        due = self.start + self.open_offset + self.issued * self.open_interval
-        if self.end is not None and due >= self.end:
+        due = self._next_due()
+        if due is None:
             return                      # the last due request of the run has been handed out
         self.issued += 1
         self.scheduled += 1
@@ -308,6 +316,11 @@ class Engine:
             self.loop.call_later(delay, self._take_user, connection, due)
         else:
             self._take_user(connection, due)
+
+    def _next_due(self) -> float | None:
+        """Open model: when the next request falls due; None when that is past the end of the run."""
+        due = self.start + self.open_offset + self.issued * self.open_interval    # type: ignore[operator]
+        return None if self.end is not None and due >= self.end else due
 
     def _take_user(self, connection: Connection, due: float) -> None:
         if self.users:
