@@ -256,31 +256,40 @@ def has_client_connection(pid: int, port: int) -> bool:
                for connection in psutil.Process(pid).net_connections(kind="tcp"))
 
 
-def run_with_stall(tmp_path: Path, backend, *options: str) -> LoadtestRun:
-    """A 4 s run against `backend` that is stopped (SIGSTOP) for STALL seconds once it has been serving the
-    load for STALL_AFTER seconds."""
+def run_disturbed(tmp_path: Path, url: str, server, port: int, disturb, *options: str,
+                  duration: str = "4s") -> LoadtestRun:
+    """A run against `url`; once `server` (a harness process) has been serving it on `port` for STALL_AFTER
+    seconds, `disturb()` runs while the load goes on."""
     json_path = json_path_for_run(tmp_path)
-    args = loadtest_args(json_path, f"http://{backend.address()}/", ["--duration", "4s", *options])
+    args = loadtest_args(json_path, url, ["--duration", duration, *options])
     process = subprocess.Popen([*VAMP, *args], cwd=REPO_ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
         deadline = time.monotonic() + RUN_TIMEOUT / 2
-        while not has_client_connection(backend.pid, backend.port()):
+        while not has_client_connection(server.pid, port):
             assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "vamp loadtest never connected to the backend"
+            assert time.monotonic() < deadline, "vamp loadtest never connected to the server"
             time.sleep(POLL_INTERVAL)
         time.sleep(STALL_AFTER)
-        backend.process.send_signal(signal.SIGSTOP)
-        try:
-            time.sleep(STALL)
-        finally:
-            backend.process.send_signal(signal.SIGCONT)
+        disturb()
         stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
     return finished(process.returncode, stdout, stderr, json_path)
+
+
+def run_with_stall(tmp_path: Path, backend, *options: str) -> LoadtestRun:
+    """A 4 s run against `backend`, which is stopped (SIGSTOP) for STALL seconds in the middle of it."""
+    def stall() -> None:
+        backend.process.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(STALL)
+        finally:
+            backend.process.send_signal(signal.SIGCONT)
+
+    return run_disturbed(tmp_path, f"http://{backend.address()}/", backend, backend.port(), stall, *options)
 
 
 def test_the_open_model_reports_a_backend_stall_the_closed_model_hides(procs, tmp_path):
@@ -300,6 +309,28 @@ def test_the_open_model_reports_a_backend_stall_the_closed_model_hides(procs, tm
     # meanwhile, so among thousands of fast requests the stall is far below p99 (coordinated omission).
     assert closed["max"] >= 900, closed
     assert opened["p99"] > 2 * closed["p99"], (opened, closed)
+
+
+def test_a_gateway_killed_and_restarted_mid_run_shows_as_errors_at_the_planned_rate(procs, echo, tmp_path):
+    port = free_port()
+    gateway_process = procs.gateway(config({"restarted": gateway(port, split_routes(echo, "90%", "10%"))}))
+
+    def restart() -> None:
+        gateway_process.process.kill()
+        gateway_process.process.wait()
+        gateway_process.start()             # same port, same state directory; waits until it is ready
+
+    run = run_disturbed(tmp_path, GatewayProcess.url(port), gateway_process, port, restart, *BY_VERSION,
+                        "--rate", "400", "--concurrency", "8", "--expect", "v1=90%", "--expect", "v2=10%",
+                        duration="6s")     # room for the restart (about a second) on a slow machine
+    assert run.status == 3, run.stdout + run.stderr
+    totals = run.result["totals"]
+    assert totals["requests"] == 2400                   # every request that fell due, served or failed
+    assert totals["errors"] > 0 and set(totals["errors_by_kind"]) <= {"connect", "reset"}
+    assert run.verdict["split_holds"] is True           # what was served kept its split
+    assert run.verdict["errors_ok"] is False
+    served_after = sum(run.result["timeline"]["groups"]["v1"][-5:])      # in the last half second
+    assert served_after > 0, "no request was served after the restart"
 
 
 # -- sticky users -----------------------------------------------------------------------------------------
