@@ -174,6 +174,9 @@ def main(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:                               # ... unless it came before the run started
             print("vamp loadtest: interrupted", file=sys.stderr)
             return 1
+        except RuntimeError as exc:                             # a worker process died or never started
+            print(f"vamp loadtest: {exc}", file=sys.stderr)
+            return 1
     snapshot = outcome.snapshot
     observed, unit = runner.split_counts(plan, snapshot)
     mapping_error = None

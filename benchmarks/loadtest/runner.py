@@ -12,6 +12,7 @@ import contextlib
 import multiprocessing
 import signal
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from multiprocessing.connection import Connection as Pipe, wait
 from typing import Any, Callable
@@ -49,15 +50,13 @@ def rebinned(interval: float, series: dict[str, list[int]], errors: list[int]) -
             "groups": {name: coarse(values) for name, values in series.items()}, "errors": coarse(errors)}
 
 
+@dataclass(frozen=True)
 class Outcome:
     """What the processes measured, merged: the recorder snapshot, the mix counts and the run's times."""
-
-    def __init__(self, snapshot: dict[str, Any], mix: dict[str, dict[str, int]], started_at: datetime,
-                 elapsed: float) -> None:
-        self.snapshot = snapshot
-        self.mix = mix
-        self.started_at = started_at
-        self.elapsed = elapsed
+    snapshot: dict[str, Any]
+    mix: dict[str, dict[str, int]]
+    started_at: datetime
+    elapsed: float
 
 
 def run(plan: Plan, traffic: Traffic, on_progress: ProgressSink) -> Outcome:
