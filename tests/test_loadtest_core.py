@@ -1,10 +1,13 @@
-"""The load tester's core without the network: the plan's parsing, the recorder and its merge across
-processes, and the verdict (chi-square, errors, stickiness)."""
+"""The load tester's core, no load sent: the plan's parsing (and resolving the URL's host), the recorder and
+its merge across processes, and the verdict (chi-square, errors, stickiness)."""
 from __future__ import annotations
+
+import socket
 
 import pytest
 from scipy.stats import chisquare
 
+from benchmarks.loadtest.cli import resolve_host
 from benchmarks.loadtest.engine import Share
 from benchmarks.loadtest.plan import (NO_LABEL, NO_RESPONSE, OTHER_GROUP, MAX_GROUPS, PlanError, parse_expectations,
                                       parse_fraction, parse_grouping, parse_url)
@@ -175,3 +178,10 @@ def test_timeline_is_rebinned_to_at_most_200_points_without_losing_counts():
     assert timeline["errors"][-1] == 7
     short = rebinned(0.1, {"v1": [3, 4]}, [])
     assert short == {"interval_s": 0.1, "start_s": 0, "groups": {"v1": [3, 4]}, "errors": [0, 0]}
+
+
+def test_a_host_name_resolves_to_the_address_that_accepts_connections():
+    with socket.create_server(("127.0.0.1", 0)) as listener:       # IPv4 only, whatever localhost says first
+        port = listener.getsockname()[1]
+        assert resolve_host("localhost", port) == "127.0.0.1"
+    assert resolve_host("::1", 1) == "::1"                              # a literal is taken as it is

@@ -18,6 +18,7 @@ from .plan import (MAX_CLIENTS, MAX_CONCURRENCY, Plan, PlanError, is_ip_literal,
                    parse_url, positive_int)
 
 SUMMARY_WIDTH = 140       # columns of the summary when stdout is not a terminal
+PROBE_TIMEOUT = 1.0       # seconds to try each address of a host name before the run
 
 EXAMPLES = """\
 examples:
@@ -96,7 +97,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
     if not 0 < alpha < 1:
         raise PlanError("--alpha: expected a significance level between 0 and 1, e.g. 0.001")
     return Plan(
-        url=args.url, host=_resolve(host, port), port=port, target=target, host_header=host_header,
+        url=args.url, host=resolve_host(host, port), port=port, target=target, host_header=host_header,
         method=method, body=parse_body(args.body),
         headers=tuple(parse_header(h) for h in args.header),
         cookies=tuple(parse_cookie(c) for c in args.cookie),
@@ -124,14 +125,22 @@ def _writable(path: str | None, option: str) -> str | None:
     return path
 
 
-def _resolve(host: str, port: int) -> str:
-    """The address to connect to, resolved once (the Host header keeps the name)."""
+def resolve_host(host: str, port: int) -> str:
+    """The address to connect to, resolved once (the Host header keeps the name): of the name's addresses
+    (`localhost` is often ::1 and 127.0.0.1), the first that accepts a connection, else the first."""
     if is_ip_literal(host):
         return host
     try:
-        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
-    except (socket.gaierror, IndexError) as exc:
+        addresses = [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    except socket.gaierror as exc:
         raise PlanError(f"URL: cannot resolve {host!r}: {exc}") from None
+    for address in addresses:
+        try:
+            socket.create_connection((address, port), timeout=PROBE_TIMEOUT).close()
+        except OSError:
+            continue
+        return address
+    return addresses[0]
 
 
 def _summary_console():
