@@ -51,6 +51,11 @@ def count_text(value: int) -> str:
     return f"{value:,}"
 
 
+def counted(value: int, noun: str, plural: str | None = None) -> str:
+    """'1 connection', '64 connections', '2 processes'."""
+    return f"{count_text(value)} {noun if value == 1 else plural or noun + 's'}"
+
+
 def percent_text(fraction: float | None, signed: bool = False) -> str:
     if fraction is None:
         return "–"
@@ -191,9 +196,9 @@ def print_summary(result: dict, console: Console) -> None:
 
 def _headline(result: dict) -> Text:
     load = (f"open model, {result['rate']:,g} req/s planned" if result["model"] == "open"
-            else f"closed model, {count_text(result['concurrency'])} connections")
-    processes = f"{result['processes']} process{'es' if result['processes'] > 1 else ''}"
-    who = f", {count_text(result['clients'])} virtual users" if result["clients"] else ""
+            else f"closed model, {counted(result['concurrency'], 'connection')}")
+    processes = counted(result["processes"], "process", "processes")
+    who = f", {counted(result['clients'], 'virtual user')}" if result["clients"] else ""
     totals = result["totals"]
     text = Text()
     text.append(f"{result['method']} {result['url']}", style="bold")
