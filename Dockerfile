@@ -1,4 +1,4 @@
-# A slim image that runs the Vamp gateway. Mount your configuration (gateways must not set `bind: 127.0.0.1`
+# A slim image that runs the Vamp gateway (`vamp loadtest` is in it too). Mount your configuration (gateways must not set `bind: 127.0.0.1`
 # inside a container) and set an admin token:
 #   docker build -t vamp .
 #   docker run -p 8080:8080 -p 9090:9090 -e VAMP_ADMIN_TOKEN=secret \
@@ -8,6 +8,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY control ./control
+COPY benchmarks ./benchmarks
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
