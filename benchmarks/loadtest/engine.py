@@ -279,7 +279,7 @@ class Engine:
                 # Open model: the request that fell due fails with this connection, and when no connection
                 # is up, so does every other one that is due: nothing could send it.
                 due = self._next_due()
-                while due is not None and due <= now:
+                while due is not None and due <= now and not self._exhausted():
                     self.issued += 1
                     self.recorder.failure("connect", now - due, now)
                     due = self._next_due() if not self.connections else None
