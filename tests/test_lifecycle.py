@@ -74,7 +74,10 @@ def test_sigterm_finishes_requests_in_flight_then_exits_zero(procs, echo):
     clients = [SlowClient(port) for _ in range(4)]
     for client in clients:
         client.start()
-    eventually(lambda: in_flight(api) == len(clients), 10, "every slow request in flight")
+    # Each client has its quick answer, so the requests in flight are the slow ones (a client between its two
+    # requests is idle, and SIGTERM rightly closes idle connections).
+    eventually(lambda: all(len(client.responses) == 1 for client in clients) and in_flight(api) == len(clients),
+               10, "every slow request in flight")
 
     gw.process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
