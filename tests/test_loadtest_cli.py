@@ -245,6 +245,14 @@ def test_the_open_model_sends_exactly_rate_times_duration_requests(tmp_path, spl
     assert_exact_split(run, {"v1": 720, "v2": 80})
 
 
+def test_in_the_open_model_a_url_nothing_listens_on_fails_every_due_request(tmp_path):
+    run = loadtest(tmp_path, f"http://{LOOPBACK}:{free_port()}/", "--rate", "100", "--duration", "1s",
+                   "--concurrency", "4")
+    assert run.status == 3, run.stdout + run.stderr
+    assert run.requests_by_group() == {"(no response)": 100}
+    assert run.group("(no response)")["errors_by_kind"] == {"connect": 100}
+
+
 # -- the open model sees a stall the closed model hides ---------------------------------------------------
 
 STALL = 1.0             # seconds the backend is stopped

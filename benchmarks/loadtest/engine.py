@@ -238,6 +238,8 @@ class Engine:
         """No new request from now on; the run ends when those in flight, and in the open model those that
         fell due before the end, are done (or time out)."""
         self.stopping = True
+        if self.open_interval is not None and not self.connections:
+            self._fail_due(perf_counter(), every=True)
         self._check_finished()
 
     def interrupt(self) -> None:
@@ -275,14 +277,8 @@ class Engine:
             elif self.open_interval is None:
                 self.issued += 1
                 self.recorder.failure("connect", now - began, now)
-            else:
-                # Open model: the request that fell due fails with this connection, and when no connection
-                # is up, so does every other one that is due: nothing could send it.
-                due = self._next_due()
-                while due is not None and due <= now and not self._exhausted():
-                    self.issued += 1
-                    self.recorder.failure("connect", now - due, now)
-                    due = self._next_due() if not self.connections else None
+            else:                           # open model
+                self._fail_due(now, every=not self.connections)
             self._check_finished()
             self._connect(CONNECT_BACKOFF)
 
@@ -321,6 +317,15 @@ class Engine:
         """Open model: when the next request falls due; None when that is past the end of the run."""
         due = self.start + self.open_offset + self.issued * self.open_interval    # type: ignore[operator]
         return None if self.end is not None and due >= self.end else due
+
+    def _fail_due(self, now: float, every: bool) -> None:
+        """Open model, a connect failed: the request that fell due fails with it, and when no connection is
+        up (`every`), so does every other one due by now: nothing could send it."""
+        due = self._next_due()
+        while due is not None and due <= now and (self.limit is None or self.issued < self.limit):
+            self.issued += 1
+            self.recorder.failure("connect", now - due, now)
+            due = self._next_due() if every else None
 
     def _take_user(self, connection: Connection, due: float) -> None:
         if self.users:
