@@ -30,9 +30,8 @@ if __package__ in (None, ""):                      # run as a script: make `benc
     sys.path.insert(0, str(REPOSITORY))
 
 from benchmarks.proxy import (CLIENT_CPU, PROXY_CPU, WRK_GRACE, BenchmarkError, Pinning, Processes,  # noqa: E402
-                              Terminated, WrkResult, backend_config, choose_pinning, environment_info,
-                              free_port, integer_at_least, parse_wrk_output, raise_terminated, require_program,
-                              start_nginx)
+                              Terminated, WrkResult, backend_config, free_port, integer_at_least,
+                              parse_wrk_output, require_program, start_benchmark, start_nginx)
 
 TARGET_RATIO = 0.5
 TOOL_GRACE = 60.0                 # seconds `vamp loadtest` may take beyond its duration (start-up included)
@@ -160,11 +159,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, raise_terminated)
-    pinning = choose_pinning()
-    environment = environment_info()
-    print(f"machine: {environment['nproc']} CPUs, {environment['cpu']}; Python {environment['python']}; "
-          f"{environment['nginx']}; {environment['wrk']}; vamp {environment['revision']}")
+    pinning, environment = start_benchmark(("nginx", "wrk"))
     print(f"placement: {placement(pinning)}")
     print(f"load: {args.connections} connections, {args.duration} s per run; rounds: {args.rounds} x "
           f"(wrk -t1, then vamp loadtest --processes 1)\n", flush=True)

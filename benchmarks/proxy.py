@@ -518,6 +518,18 @@ def environment_info() -> dict[str, str]:
     }
 
 
+def start_benchmark(programs: tuple[str, ...]) -> tuple[Pinning, dict[str, str]]:
+    """What every benchmark does first: SIGTERM raises Terminated (so its processes are stopped on the way
+    out), the CPUs are chosen, and the machine is printed with the versions of `programs`."""
+    signal.signal(signal.SIGTERM, raise_terminated)
+    pinning = choose_pinning()
+    environment = environment_info()
+    versions = "".join(f"{environment[name]}; " for name in programs)
+    print(f"machine: {environment['nproc']} CPUs, {environment['cpu']}; Python {environment['python']}; "
+          f"{versions}vamp {environment['revision']}")
+    return pinning, environment
+
+
 def format_table(results: dict[str, WrkResult], failures: dict[str, str]) -> str:
     rows = [("case", "req/s", "p50", "p99", "errors", "server CPU/req", "server CPU busy")]
     for case, label in CASES.items():
@@ -592,11 +604,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, raise_terminated)
-    pinning = choose_pinning()
-    environment = environment_info()
-    print(f"machine: {environment['nproc']} CPUs, {environment['cpu']}; Python {environment['python']}; "
-          f"{environment['haproxy']}; {environment['nginx']}; {environment['wrk']}; vamp {environment['revision']}")
+    pinning, environment = start_benchmark(("haproxy", "nginx", "wrk"))
     print(f"placement: {pinning.note}")
     print(f"load: wrk -t1 -c{args.connections} -d{args.duration}s --latency, after {args.warmup} s of warm-up\n",
           flush=True)

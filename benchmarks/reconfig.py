@@ -39,9 +39,9 @@ if __package__ in (None, ""):                      # run as a script: make `benc
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.proxy import (KEEPALIVE_REQUESTS, WRK_GRACE, BenchmarkError, Pinning, Processes,  # noqa: E402
-                              Terminated, WrkResult, choose_pinning, environment_info, free_port,
-                              integer_at_least, nginx_common, nginx_temp_paths, parse_wrk_output,
-                              raise_terminated, require_program, vamp_command, wait_until_serving)
+                              Terminated, WrkResult, free_port, integer_at_least, nginx_common,
+                              nginx_temp_paths, parse_wrk_output, require_program, start_benchmark,
+                              vamp_command, wait_until_serving)
 
 GATEWAY = "bench"
 PATCH_PATH = f"/api/v1/gateways/{GATEWAY}"
@@ -402,11 +402,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, raise_terminated)
-    pinning = choose_pinning()
-    environment = environment_info()
-    print(f"machine: {environment['nproc']} CPUs, {environment['cpu']}; Python {environment['python']}; "
-          f"{environment['nginx']}; {environment['wrk']}; vamp {environment['revision']}")
+    pinning, environment = start_benchmark(("nginx", "wrk"))
     print(f"placement: {pinning.note} (the --workers 2 gateway runs unpinned)")
     print(f"load: wrk -t1 -c{args.connections} -d{args.duration}s --latency, after {args.warmup} s of warm-up; "
           f"{args.rate} changes/s; propagation over {args.changes} changes, {args.streak} new connections in a row\n",

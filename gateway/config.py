@@ -32,7 +32,6 @@ are tried in that order), so a YAML dump of `to_dict` must not sort keys.
 """
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
@@ -44,7 +43,7 @@ import yaml
 from gateway import conditions
 from gateway.model import FULL, STICKY_MODES, Config, Gateway, GeoSettings, Route, Target, Timeouts
 from gateway.units import (format_duration, format_percent, is_host_name, parse_address, parse_duration,
-                           parse_percent, parse_port, shown)
+                           parse_percent, parse_port, shown, unknown_field)
 from gateway.yamltext import YamlTextError, line_of, single_document
 
 Location = tuple[str | int, ...]
@@ -433,11 +432,9 @@ def _list(value: Any, at: Location, what: str) -> list[Any]:
 
 
 def _only_fields(body: dict[str, Any], allowed: tuple[str, ...], at: Location, what: str) -> None:
-    for key in body:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown field{hint}; {what} has: {', '.join(allowed)}", at + (key,))
+    unknown = unknown_field(body, allowed, what)
+    if unknown is not None:
+        raise ConfigError(unknown[1], at + (unknown[0],))
 
 
 def _bool(value: Any, default: bool, at: Location) -> bool:

@@ -13,9 +13,13 @@ exactly the same value.
 - Ports are "9050", 9050, "9050/http" or "9050/tcp" (protocol defaults to http).
 - Addresses are "host:port": an IPv4 literal, an IPv6 literal in brackets ("[::1]:8081") or a DNS host name
   (letters, digits, '-' and '_', dot-separated labels; returned lower case).
+
+Also the wording shared by every reader of such documents: `shown` quotes a value, `unknown_field` names a
+field that does not belong (with a did-you-mean hint).
 """
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from decimal import Decimal
@@ -54,6 +58,17 @@ def shown(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "a list"
     return f"a {type(value).__name__}"
+
+
+def unknown_field(body: dict, allowed: tuple[str, ...], what: str) -> tuple[str, str] | None:
+    """(key, message) for the first key of `body` that is not in `allowed`, with a did-you-mean hint; None
+    when every key is known. Config and DSL readers raise it with their own error type and location."""
+    for key in body:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return key, f"unknown field{hint}; {what} has: {', '.join(allowed)}"
+    return None
 
 
 def _scalar_text(value: object) -> str | None:

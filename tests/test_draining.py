@@ -8,17 +8,16 @@ Everything the gateway does in its own time is polled with a deadline.
 """
 from __future__ import annotations
 
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import pytest
 
-from tests.support import HttpClient, Response, config, free_port, gateway, port_accepts, route
+from tests.support import (HttpClient, Response, config, first_response_from, free_port, gateway, port_accepts,
+                           route, sticky_cookie)
 from tests.support.load import admin_call
 
-COOKIE = re.compile(r"^(vamp_[0-9a-f]{8})=([^;]*)")
 DELAY = 2.0                # seconds the echo backend holds a request that must be in flight during a change
 POLL = 0.02                # seconds between two looks at the admin API while waiting for the gateway
 
@@ -26,24 +25,6 @@ POLL = 0.02                # seconds between two looks at the admin API while wa
 @pytest.fixture(scope="module")
 def echo(module_procs):
     return module_procs.backend("echo", "t1", "t2")
-
-
-def sticky_cookie(response: Response) -> tuple[str, str]:
-    """(name, value) of the gateway's sticky cookie in a response's Set-Cookie."""
-    for value in response.header_values("set-cookie"):
-        match = COOKIE.match(value)
-        if match:
-            return match.group(1), match.group(2)
-    raise AssertionError(f"no vamp_ sticky cookie in {response.headers}")
-
-
-def first_response_from(client: HttpClient, version: str, headers=(), attempts: int = 10) -> Response:
-    """Sends GETs until one is answered by `version` (bounded)."""
-    for _ in range(attempts):
-        response = client.request("GET", "/", headers)
-        if response.version == version:
-            return response
-    raise AssertionError(f"no request reached {version} in {attempts} attempts")
 
 
 class Drains:

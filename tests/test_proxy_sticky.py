@@ -1,32 +1,11 @@
 """Sticky sessions through the real gateway: the `vamp_<8 hex>` cookie keeps a client on its route/target."""
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 import pytest
 
-from tests.support import HttpClient, Response, config, free_port, gateway, route
-
-COOKIE = re.compile(r"^(vamp_[0-9a-f]{8})=([^;]*)")
-
-
-def sticky_cookie(response: Response) -> tuple[str, str]:
-    """(name, value) of the gateway's sticky cookie in a response's Set-Cookie."""
-    for value in response.header_values("set-cookie"):
-        match = COOKIE.match(value)
-        if match:
-            return match.group(1), match.group(2)
-    raise AssertionError(f"no vamp_ sticky cookie in {response.headers}")
-
-
-def first_response_from(client: HttpClient, version: str, attempts: int = 20) -> Response:
-    """Sends cookie-less requests until one is answered by `version` (bounded)."""
-    for _ in range(attempts):
-        response = client.request("GET", "/")
-        if response.version == version:
-            return response
-    raise AssertionError(f"no request reached {version} in {attempts} attempts")
+from tests.support import HttpClient, config, first_response_from, free_port, gateway, route, sticky_cookie
 
 
 @pytest.fixture(scope="module")

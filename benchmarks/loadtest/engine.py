@@ -172,7 +172,6 @@ class Engine:
     def __init__(self, plan: Plan, traffic: Traffic, recorder: Recorder, share: Share = Share()) -> None:
         self.plan = plan
         self.recorder = recorder
-        self.share = share
         self.loop = asyncio.get_running_loop()
         self.protocol = connection_class(plan)
         self.group_header = plan.by.header if plan.by.kind == "header" else None

@@ -24,6 +24,8 @@ NO_RESPONSE = "(no response)"   # a request that got no response at all (connect
 OTHER_GROUP = "(other)"         # labels beyond MAX_GROUPS
 UNLABELLED = (NO_LABEL, NO_RESPONSE, OTHER_GROUP)
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")     # RFC 9110 token: header and cookie names
+
 
 class PlanError(ValueError):
     """An option is invalid: the message names it and says what was expected."""
@@ -112,7 +114,7 @@ def parse_grouping(text: str) -> Grouping:
         return Grouping("status", "status")
     if kind == "header" and rest.strip():
         name = rest.strip()
-        if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
+        if not _TOKEN.fullmatch(name):
             raise PlanError(f"--by: {shown(name)} is not a header name")
         return Grouping("header", f"header:{name}", header=name.lower().encode("ascii"))
     if kind == "body" and rest:
@@ -160,7 +162,7 @@ def parse_expectations(items: list[str]) -> dict[str, float]:
 def parse_header(text: str, option: str = "-H") -> tuple[str, str]:
     name, sep, value = text.partition(":")
     name = name.strip()
-    if not sep or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
+    if not sep or not _TOKEN.fullmatch(name):
         raise PlanError(f"{option}: expected 'Name: value', got {shown(text)}")
     value = value.strip()
     if any(ch in value for ch in "\r\n\0"):
@@ -171,7 +173,7 @@ def parse_header(text: str, option: str = "-H") -> tuple[str, str]:
 def parse_cookie(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     name = name.strip()
-    if not sep or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name) or any(c in value for c in ";,\r\n\0 "):
+    if not sep or not _TOKEN.fullmatch(name) or any(c in value for c in ";,\r\n\0 "):
         raise PlanError(f"--cookie: expected NAME=VALUE (no spaces, ';' or ','), got {shown(text)}")
     return name, value
 

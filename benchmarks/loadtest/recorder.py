@@ -165,8 +165,8 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
                                                       "statuses": {}, "timeline": []})
             into["requests"] += data["requests"]
             into["errors"] += data["errors"]
-            _add_counts(into["errors_by_kind"], data["errors_by_kind"])
-            _add_counts(into["statuses"], data["statuses"])
+            add_counts(into["errors_by_kind"], data["errors_by_kind"])
+            add_counts(into["statuses"], data["statuses"])
             _add_series(into["timeline"], data["timeline"])
             histogram = histograms.get(name)
             if histogram is None:
@@ -185,7 +185,8 @@ def decode(encoded: bytes | str) -> HdrHistogram:
     return histogram
 
 
-def _add_counts(into: dict, counts: dict) -> None:
+def add_counts(into: dict, counts: dict) -> None:
+    """Adds `counts` (key -> number) into `into`."""
     for key, value in counts.items():
         into[key] = into.get(key, 0) + value
 

@@ -20,8 +20,8 @@ from typing import Any, Callable
 import uvloop
 
 from .engine import Engine, Share
-from .plan import NO_LABEL, NO_RESPONSE, OTHER_GROUP, UNLABELLED, Plan
-from .recorder import Recorder, decode, merge, new_histogram
+from .plan import NO_RESPONSE, UNLABELLED, Plan
+from .recorder import Recorder, add_counts, decode, merge, new_histogram
 from .report import Progress
 from .traffic import Traffic
 
@@ -118,7 +118,7 @@ def _run_processes(plan: Plan, on_progress: ProgressSink) -> Outcome:
         start = time.perf_counter()
         for pipe in pipes:
             pipe.send("go")
-        progress: dict[int, tuple[int, int, dict[str, int]]] = {}
+        progress: dict[int, Progress] = {}
         finals: dict[int, tuple[dict[str, Any], dict[str, dict[str, int]]]] = {}
         while len(finals) < len(pipes):
             try:
@@ -129,9 +129,9 @@ def _run_processes(plan: Plan, on_progress: ProgressSink) -> Outcome:
                         progress[index] = message[1]
                     else:
                         finals[index] = message[1]
-                on_progress(_progress(plan, sum(p[0] for p in progress.values()),
-                                      sum(p[1] for p in progress.values()),
-                                      _add_up(p[2] for p in progress.values()), time.perf_counter() - start))
+                on_progress(_progress(plan, sum(p.requests for p in progress.values()),
+                                      sum(p.errors for p in progress.values()),
+                                      _add_up(p.groups for p in progress.values()), time.perf_counter() - start))
             except KeyboardInterrupt:       # Ctrl-C: the workers stop and report; a second one ends at once
                 for index, pipe in enumerate(pipes):
                     if index not in finals:
@@ -176,12 +176,8 @@ async def _worker(plan: Plan, traffic: Traffic, share: Share, pipe: Pipe) -> Non
 
     loop.add_reader(pipe.fileno(), on_parent_message)
 
-    async def report() -> None:
-        while True:
-            await asyncio.sleep(PROGRESS_INTERVAL)
-            pipe.send(("progress", (recorder.requests, recorder.errors, recorder.group_counts())))
-
-    reporter = asyncio.create_task(report())
+    reporter = asyncio.create_task(_report_progress(plan, recorder, time.perf_counter(),
+                                                    lambda progress: pipe.send(("progress", progress))))
     try:
         await engine.run()
     finally:
@@ -204,11 +200,10 @@ def _receive(pipe: Pipe, name: str) -> tuple:
         raise RuntimeError(f"load-test worker process {name} died") from None
 
 
-def _add_up(counts) -> dict[str, int]:
+def _add_up(parts) -> dict[str, int]:
     total: dict[str, int] = {}
-    for part in counts:
-        for key, value in part.items():
-            total[key] = total.get(key, 0) + value
+    for part in parts:
+        add_counts(total, part)
     return total
 
 
@@ -325,4 +320,4 @@ def split_counts(plan: Plan, snapshot: dict[str, Any]) -> tuple[dict[str, int], 
             counts[group] = counts.get(group, 0) + 1
         return counts, "users"
     return {name: g["requests"] for name, g in snapshot["groups"].items()
-            if name not in (NO_LABEL, NO_RESPONSE, OTHER_GROUP)}, "requests"
+            if name not in UNLABELLED}, "requests"

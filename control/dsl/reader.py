@@ -39,7 +39,6 @@ memory and CPU are control.dsl.units values.
 from __future__ import annotations
 
 import datetime
-import difflib
 import math
 import re
 from dataclasses import replace
@@ -58,7 +57,8 @@ from gateway import conditions
 from gateway.config import ConfigError, gateway_from_dict
 from gateway.model import Gateway as ConfigGateway
 from gateway.model import Target
-from gateway.units import format_percent, parse_address, parse_duration, parse_percent, parse_port, shown
+from gateway.units import (format_percent, parse_address, parse_duration, parse_percent, parse_port, shown,
+                           unknown_field)
 from gateway.yamltext import YamlTextError, documents, line_of
 
 KINDS = ("breed", "blueprint", "deployment", "gateway", "scale", "condition", "sla", "escalation", "workflow")
@@ -996,11 +996,9 @@ def _list_or_empty(value: Any, at: Path, what: str) -> list[Any]:
 
 
 def _only_fields(body: dict[str, Any], allowed: tuple[str, ...], at: Path, what: str) -> None:
-    for key in body:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise DslError(f"unknown field{hint}; {what} has: {', '.join(allowed)}", at + (key,))
+    unknown = unknown_field(body, allowed, what)
+    if unknown is not None:
+        raise DslError(unknown[1], at + (unknown[0],))
 
 
 def _one_of(body: dict[str, Any], keys: tuple[str, str], at: Path) -> tuple[str, Any]:

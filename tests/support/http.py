@@ -6,6 +6,7 @@ bytes and then read the responses with h11, for pipelining, malformed requests a
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -190,3 +191,24 @@ def raw_exchange(port: int, data: bytes, method: str = "GET", timeout: float = 1
     with HttpClient(port, timeout=timeout) as client:
         client.send_raw(data)
         return client.read_response_to_raw(method)
+
+
+STICKY_COOKIE = re.compile(r"^(vamp_[0-9a-f]{8})=([^;]*)")
+
+
+def sticky_cookie(response: Response) -> tuple[str, str]:
+    """(name, value) of the gateway's sticky cookie in a response's Set-Cookie."""
+    for value in response.header_values("set-cookie"):
+        match = STICKY_COOKIE.match(value)
+        if match:
+            return match.group(1), match.group(2)
+    raise AssertionError(f"no vamp_ sticky cookie in {response.headers}")
+
+
+def first_response_from(client: HttpClient, version: str, headers=(), attempts: int = 20) -> Response:
+    """Sends GETs until one is answered by `version` (bounded)."""
+    for _ in range(attempts):
+        response = client.request("GET", "/", headers)
+        if response.version == version:
+            return response
+    raise AssertionError(f"no request reached {version} in {attempts} attempts")
