@@ -1,4 +1,4 @@
-"""Per-cluster Prometheus series (DESIGN.md §5): what every deployment's cluster received, built from the
+"""Per-cluster Prometheus series (docs/metrics.md): what every deployment's cluster received, built from the
 gateway's counters of its internal gateways (`deployment/cluster/port`), plus its instances by state."""
 from __future__ import annotations
 

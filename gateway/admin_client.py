@@ -1,4 +1,4 @@
-"""The command line that drives a running gateway through its admin API (DESIGN.md §4, §6):
+"""The command line that drives a running gateway through its admin API (docs/admin-api.md, docs/cli.md):
 `vamp gateways list|get|set-weight|drain|undrain|delete` and `vamp apply -f FILE`.
 
 `add_commands(subparsers)` registers the commands on the `vamp` parser; each sets `func(args) -> int`. Output is

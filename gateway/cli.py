@@ -1,6 +1,6 @@
 """The `vamp` command line: `vamp gateway --config FILE` runs the gateway alone.
 
-Exit codes (DESIGN.md §6): 0 success, 1 runtime failure, 2 bad input (configuration, arguments). Errors are
+Exit codes (docs/cli.md): 0 success, 1 runtime failure, 2 bad input (configuration, arguments). Errors are
 one line on stderr.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The condition grammar: parse route conditions, print them canonically, compile them to closures.
 
-This module owns DESIGN.md §3 "Condition grammar" (with Vamp's spellings from VAMP-REFERENCE.md). Routing calls
+This module owns the condition language of docs/conditions.md (with Vamp's spellings). Routing calls
 `compile_condition` once per configuration; the resulting `Condition.matches(request)` does no parsing and no
 regex compilation per request. Config validation calls `canonical` (or `parse`) and reports `ConditionError`.
 

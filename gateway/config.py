@@ -1,4 +1,4 @@
-"""Configuration loading and validation: the YAML file of DESIGN.md §3 (or the same shapes as JSON/dicts, as
+"""Configuration loading and validation: the YAML file of docs/gateway-config.md (or the same shapes as JSON/dicts, as
 the admin API receives them) to `gateway.model.Config`, and back.
 
 Anything invalid is rejected whole with a `ConfigError` naming the gateway, route and field at fault, in one

@@ -1,4 +1,4 @@
-"""Draining (DESIGN.md §3 rule 5): what a change removes keeps serving, as a ghost, until it is idle.
+"""Draining (docs/gateway-config.md, "Draining"): what a change removes keeps serving, as a ghost, until it is idle.
 
 The user's configuration (the *desired* one) is what they wrote. What the gateway serves (the *effective*
 configuration) is the desired one plus ghosts: routes, targets and gateways that a change removed, put back

@@ -2,7 +2,7 @@
 
 Owns the country resolvers — `IptoccResolver` (the shipped default, RIR data embedded in iptocc) and
 `MaxMindResolver` (a user-supplied GeoIP2/GeoLite2 .mmdb) — each behind an LRU cache keyed by the address
-string, and `TrustedProxies`, which finds the client's address in X-Forwarded-For (DESIGN.md §3).
+string, and `TrustedProxies`: the client's address from X-Forwarded-For (docs/gateway-config.md, "Trusted proxies").
 """
 from __future__ import annotations
 

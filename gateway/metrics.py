@@ -1,4 +1,4 @@
-"""Prometheus export (DESIGN.md §5), rendered at scrape time from a snapshot of the hot-path counters
+"""Prometheus export (docs/metrics.md), rendered at scrape time from a snapshot of the hot-path counters
 (summed over every worker process) and the configuration being served."""
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ everything `GatewayRouter.select()` needs, so that the per-request work is a few
 condition closure per conditional route, one cookie lookup for sticky gateways and integer arithmetic: no
 string formatting, no hashing of our own, no sorting, no regular-expression compilation.
 
-Routing semantics (DESIGN.md §3, made exact):
+Routing semantics (docs/gateway-config.md, "Routing"), made exact:
 
 1. Conditional routes are tried in the order written. The first whose condition matches owns the request,
    and takes a `condition_strength` share of the requests it owns, spread evenly by error diffusion: the

@@ -1,4 +1,4 @@
-"""Draining (DESIGN.md §3 rule 5) through the admin API: a target or route marked `drain: true` or removed
+"""Draining (docs/gateway-config.md) through the admin API: a target or route marked `drain: true` or removed
 gets no new non-sticky requests; requests in flight finish; sticky clients keep reaching it while they come
 back within `sticky_ttl`, until the gateway's `drain_timeout`; then it disappears from the status. A deleted
 gateway drains the same way, then closes its port.

@@ -35,7 +35,7 @@ def error_of(kind: str, data) -> DslError:
     return caught.value
 
 
-# -- VAMP's own examples (VAMP-REFERENCE.md) -----------------------------------------------------------
+# -- VAMP's own examples (docs/dsl.md) ------------------------------------------------------------------
 VAMP_BREED = """\
 kind: breeds
 name: my_breed:0.1

@@ -1,5 +1,5 @@
 """Routing: exact weight splits, conditions with strength, sticky cookies, draining, back-off, virtual hosts
-and carrying runtime state over a rebuild (gateway/routing.py, DESIGN.md §3 "Routing semantics")."""
+and carrying runtime state over a rebuild (gateway/routing.py; docs/gateway-config.md, "Routing")."""
 from __future__ import annotations
 
 import hashlib

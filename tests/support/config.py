@@ -1,4 +1,4 @@
-"""Builders for gateway configuration dicts (DESIGN.md §3), always bound to 127.0.0.1."""
+"""Builders for gateway configuration dicts (docs/gateway-config.md), always bound to 127.0.0.1."""
 from __future__ import annotations
 
 from .processes import LOOPBACK
