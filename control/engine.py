@@ -12,6 +12,11 @@ Every change reaches the gateway through its controller's atomic update path, as
 the generated gateways plus the gateways users made through the API. Route weights, conditions and sticky
 modes of generated gateways belong to the deployment (the cluster's `gateways`), targets to the sync: the
 sync never routes to an instance that is not ready, and a merge never takes a ready target away.
+
+Each service of a deployment has a state: `deployed` once as many instances as its scale asks for run its
+current spec, are ready and are targets of the internal gateways of their ports; `failed` while one of them
+keeps failing (FAILED_AFTER crashes or failed health checks in a row, never ready in between), with the
+reason; `deploying` otherwise, with what it waits for.
 """
 from __future__ import annotations
 
@@ -37,6 +42,8 @@ log = logging.getLogger("vamp.engine")
 
 INTERNAL_PORTS = range(40000, 41000)      # loopback ports of internal gateways
 DRAIN_POLL = 0.1                          # seconds between looks at whether a leaving instance has drained
+FAILED_AFTER = 3                          # failures in a row of an instance that make its service `failed`
+GONE = ("stopping", "stopped")            # instance states of instances on their way out
 
 
 class DeploymentError(Exception):
@@ -96,11 +103,12 @@ class Engine:
     async def _follow(self, events: asyncio.Queue) -> None:
         """Instances come and go: bring the gateways in line, once per burst of events."""
         while True:
-            event = await events.get()
+            burst = [await events.get()]
             while not events.empty():
-                event = events.get_nowait()
-            if event.instance.state == "stopped":
-                self.leaving.discard(event.instance.id)
+                burst.append(events.get_nowait())
+            for event in burst:
+                if event.instance.state in ("stopped", "starting"):    # gone, or a new process under its id
+                    self.leaving.discard(event.instance.id)
             async with self.lock:
                 try:
                     await self._sync()
@@ -478,6 +486,34 @@ class Engine:
             self.store.put("deployments", deployment.name, dsl.to_dict(deployment))
             self.store.put("allocations", "internal-ports", self.allocations)
 
+    def _service_state(self, deployment: Deployment, cluster: Cluster, service: Service,
+                       instances: list[Instance]) -> tuple[str, str | None]:
+        """(deploying | deployed | failed, why it is not deployed): see the module docstring."""
+        staying = [i for i in instances if i.state not in GONE and i.id not in self.leaving]
+        failing = [i for i in staying if i.failures >= FAILED_AFTER and not i.outdated]
+        if failing:
+            worst = max(failing, key=lambda i: i.failures)
+            return "failed", f"instance {worst.id}: {worst.failure} ({worst.failures} times in a row)"
+        wanted = service.scale.instances  # type: ignore[union-attr]
+        ready = [i for i in staying if i.state == "ready" and not i.outdated]
+        if len(ready) < wanted:
+            replaced = sum(i.outdated for i in staying)
+            return "deploying", f"{len(ready)} of {wanted} instances ready" + (
+                f", {replaced} being replaced by the new version" if replaced else "")
+        if len(staying) > wanted:
+            return "deploying", f"{len(staying) - wanted} instances more than {wanted} still to stop"
+        effective = self.gateway_controller.effective
+        for port in service.breed.ports:  # type: ignore[union-attr]
+            name = f"{deployment.name}/{cluster.name}/{port.name}"
+            route_name = f"{deployment.name}/{cluster.name}/{service_name(service)}/{port.name}"
+            gateway = effective.gateway(name)
+            route = next((r for r in gateway.routes if r.name == route_name), None) if gateway else None
+            served = {t.address for t in route.targets if not t.drain} if route and not route.drain else set()
+            unrouted = [i for i in ready if gw.Target("127.0.0.1", i.ports.get(port.name, 0)).address not in served]
+            if unrouted:
+                return "deploying", f"instance {unrouted[0].id} is ready, not yet a target of gateway {name}"
+        return "deployed", None
+
     def _document(self, deployment: Deployment) -> dict[str, Any]:
         document = dsl.to_dict(deployment)
         document["kind"] = "deployments"
@@ -488,6 +524,8 @@ class Engine:
                 body["services"][index]["instances"] = [
                     {"name": i.id, "host": i.host, "ports": dict(i.ports), "state": i.state, "restarts": i.restarts}
                     for i in instances]
+                state, reason = self._service_state(deployment, cluster, service, instances)
+                body["services"][index].update(state=state, reason=reason)
             body["gateway_ports"] = {port.name: self.allocations.get(f"{deployment.name}/{cluster.name}/{port.name}")
                                      for port in cluster_ports(cluster)}
         return document

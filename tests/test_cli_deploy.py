@@ -1,0 +1,199 @@
+"""`vamp deploy` and `vamp scale` against a real `vamp run`: they return once the gateway serves the new
+instances (or exit 1 naming what failed or is not ready), the API shows each service's state, the gateway's
+status counts the requests each target served, and errors name what the user wrote."""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import HttpClient, free_port, get, run_cli
+from tests.support.platform import VAMP, PlatformProcess
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+BREED_TEMPLATE = """\
+kind: blueprints
+name: {name}:1.0
+gateways:
+  {port}: {name}/webport
+clusters:
+  {name}:
+    services:
+      breed:
+        name: {name}:1.0.0
+        deployable:
+          type: cmd
+          definition: {command}
+        ports:
+          webport: 8080/http
+      scale:
+        cpu: 0.2
+        memory: 64MB
+        instances: {instances}
+      health_checks:
+        path: /
+        port: webport
+        initial_delay: {initial_delay}
+        interval: 5s
+        timeout: 2s
+        failures: 3
+"""
+DEMO = "python -m control.demo.sava --version 1.0.0"
+WAIT = 60.0                   # seconds the CLI gets to return in a test that expects it to succeed
+
+
+@pytest.fixture(scope="module")
+def platform(module_procs, tmp_path_factory) -> PlatformProcess:
+    workdir = tmp_path_factory.mktemp("platform")
+    process = PlatformProcess(workdir / "state", workdir)
+    module_procs.started.append(process)
+    return process.start()
+
+
+def blueprint(tmp_path: Path, name: str, *, command: str = DEMO, instances: int | str = 1,
+              initial_delay: str = "0s", port: int | None = None) -> tuple[Path, int]:
+    """(a blueprint file with one cluster `name` running breed `name:1.0.0`, its external gateway port)."""
+    port = port or free_port()
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(BREED_TEMPLATE.format(name=name, port=port, command=command, instances=instances,
+                                          initial_delay=initial_delay))
+    return path, port
+
+
+def vamp(platform: PlatformProcess, *args: str, timeout: float = WAIT):
+    """`vamp ARGS --api URL` to completion: the CompletedProcess (any exit code)."""
+    return run_cli([*args, "--api", platform.api_url], timeout=timeout, executable=VAMP)
+
+
+def service_of(platform: PlatformProcess, deployment: str) -> dict:
+    """The only service of `deployment`, as GET /api/v1/deployments/NAME shows it."""
+    status, document = platform.api("GET", f"/api/v1/deployments/{deployment}")
+    assert status == 200, (status, document)
+    (cluster,) = document["clusters"].values()
+    (service,) = cluster["services"]
+    return service
+
+
+def gateway_requests(platform: PlatformProcess, name: str) -> dict[str, int]:
+    """Requests each target of gateway `name` served, by route/target, as the API's status shows them."""
+    status, document = platform.api("GET", f"/api/v1/gateways/{name}")
+    assert status == 200, (status, document)
+    return {f"{route}/{address}": target["requests"] for route, body in document["status"]["routes"].items()
+            for address, target in body["targets"].items()}
+
+
+# -- deploy and scale wait ---------------------------------------------------------------------------------
+@pytest.mark.timeout(90)
+def test_deploy_and_scale_return_once_the_gateway_serves_the_new_instances(platform, tmp_path):
+    path = tmp_path / "sava-1.0.yaml"
+    port = free_port()
+    path.write_text((EXAMPLES / "sava-1.0.yaml").read_text().replace("9050:", f"{port}:"))
+
+    deployed = vamp(platform, "deploy", str(path), "--name", "sava")
+    assert deployed.returncode == 0, deployed.stderr
+    response = get(port)                             # README's curl, at once
+    assert response.status == 200 and response.header("x-version") == "1.0.0", response.body[:200]
+    assert "sava/sava/sava:1.0.0" in deployed.stderr   # the progress line names what it waits for
+    assert deployed.stdout.strip() == "deployment sava deployed"
+    assert service_of(platform, "sava")["state"] == "deployed"
+
+    scaled = vamp(platform, "scale", "sava/sava/sava:1.0.0", "3")
+    assert scaled.returncode == 0, scaled.stderr
+    service = service_of(platform, "sava")
+    assert service["state"] == "deployed" and len(service["instances"]) == 3, service
+    reached = set()
+    with HttpClient(port, timeout=5) as client:
+        for _ in range(6):
+            client.close()                           # a new connection each: the round-robin meets each instance
+            response = client.request("GET", "/")
+            assert response.status == 200, response.body[:200]
+            reached.add(response.header("x-instance"))
+    assert reached == {instance["name"] for instance in service["instances"]}
+
+
+@pytest.mark.timeout(90)
+def test_scale_down_and_up_again_waits_for_the_instances_that_come_back(platform, tmp_path):
+    """Instances keep their ids across a scale-down and up: the ones back are routed like new ones."""
+    path, port = blueprint(tmp_path, "updown", instances=3)
+    assert vamp(platform, "deploy", str(path), "--name", "updown").returncode == 0
+    for instances in (1, 3):
+        result = vamp(platform, "scale", "updown/updown/updown:1.0.0", str(instances), "--timeout", "30")
+        assert result.returncode == 0, result.stderr
+    service = service_of(platform, "updown")
+    ready = {i["name"] for i in service["instances"] if i["state"] == "ready"}
+    assert service["state"] == "deployed" and len(ready) == 3, service
+    reached = set()
+    with HttpClient(port, timeout=5) as client:
+        for _ in range(6):
+            client.close()
+            reached.add(client.request("GET", "/").header("x-instance"))
+    assert reached == ready
+
+
+@pytest.mark.timeout(90)
+def test_a_changed_breed_is_deployed_once_its_new_instances_serve(platform, tmp_path):
+    """Merging a blueprint whose breed runs another command replaces the instances one by one; deploy
+    returns once the new ones serve."""
+    path, port = blueprint(tmp_path, "changed")
+    assert vamp(platform, "deploy", str(path), "--name", "changed").returncode == 0
+    path.write_text(path.read_text().replace("--version 1.0.0", "--version 1.0.1"))
+    result = vamp(platform, "deploy", str(path), "--name", "changed", "--timeout", "30")
+    assert result.returncode == 0, result.stderr
+    response = get(port)
+    assert response.status == 200 and response.header("x-version") == "1.0.1", response.body[:200]
+
+
+@pytest.mark.timeout(60)
+def test_a_service_whose_command_fails_is_failed_and_deploy_exits_1_naming_it(platform, tmp_path):
+    path, _ = blueprint(tmp_path, "broken", command="python -c 'import sys; sys.exit(3)'")
+    started = time.monotonic()
+    result = vamp(platform, "deploy", str(path), "--name", "broken", "--timeout", "45")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert time.monotonic() - started < 30          # failed is told as soon as it is known, not at the timeout
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("vamp: broken/broken/broken:1.0.0 failed: "), result.stderr
+    assert "exit code 3" in last_line, last_line
+    service = service_of(platform, "broken")
+    assert service["state"] == "failed" and "exit code 3" in service["reason"], service
+    status, _ = platform.api("DELETE", "/api/v1/deployments/broken")
+    assert status == 202
+
+
+@pytest.mark.timeout(60)
+def test_no_wait_returns_while_the_service_is_still_deploying(platform, tmp_path):
+    path, _ = blueprint(tmp_path, "slowstart", initial_delay="60s")      # ready only after a minute
+    result = vamp(platform, "deploy", str(path), "--name", "slowstart", "--no-wait")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "deployment slowstart accepted"
+    service = service_of(platform, "slowstart")
+    assert service["state"] == "deploying", service
+    status, _ = platform.api("DELETE", "/api/v1/deployments/slowstart")
+    assert status == 202
+
+
+@pytest.mark.timeout(60)
+def test_timeout_exits_1_naming_what_is_not_ready(platform, tmp_path):
+    path, _ = blueprint(tmp_path, "slow", initial_delay="60s")
+    started = time.monotonic()
+    result = vamp(platform, "deploy", str(path), "--name", "slow", "--timeout", "1")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert time.monotonic() - started < 15
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"vamp: not ready after 1s: slow/slow/slow:1\.0\.0 is deploying \(.+\)", last_line), \
+        result.stderr
+
+    scaled = vamp(platform, "scale", "slow/slow/slow:1.0.0", "2", "--timeout", "1")
+    assert scaled.returncode == 1, (scaled.stdout, scaled.stderr)
+    assert "slow/slow/slow:1.0.0 is deploying" in scaled.stderr.strip().splitlines()[-1], scaled.stderr
+    status, _ = platform.api("DELETE", "/api/v1/deployments/slow")
+    assert status == 202
+
+
+def test_timeout_must_be_positive(platform, tmp_path):
+    path, _ = blueprint(tmp_path, "never")
+    result = vamp(platform, "deploy", str(path), "--name", "never", "--timeout", "0")
+    assert result.returncode == 2 and "--timeout" in result.stderr, result.stderr
+    assert platform.api("GET", "/api/v1/deployments/never")[0] == 404
