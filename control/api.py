@@ -528,10 +528,10 @@ class ControlApi:
 
     # -- gateways --------------------------------------------------------------------------------------
     async def list_gateways(self, request: web.Request) -> web.Response:
-        return _page_of(request, self.engine.gateways())
+        return _page_of(request, self.engine.gateways(await self.engine.gateway_snapshot()))
 
     async def get_gateway(self, request: web.Request) -> web.Response:
-        return respond(request, self._gateway(request.match_info["name"]))
+        return respond(request, self._gateway(request.match_info["name"], await self.engine.gateway_snapshot()))
 
     async def create_gateway(self, request: web.Request) -> web.Response:
         validate_only = validate_only_requested(request)
@@ -572,8 +572,8 @@ class ControlApi:
         await self.engine.delete_gateway(name, validate_only=validate_only)
         return respond(request, document, 200 if validate_only else 202)
 
-    def _gateway(self, name: str) -> dict[str, Any]:
-        document = self.engine.gateway(name)
+    def _gateway(self, name: str, snapshot: dict[str, Any] | None = None) -> dict[str, Any]:
+        document = self.engine.gateway(name, snapshot)
         if document is None:
             raise ApiError(404, f"no gateway named {name!r}")
         return document

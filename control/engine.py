@@ -296,17 +296,23 @@ class Engine:
         except Conflict as exc:
             raise DeploymentError(409, str(exc)) from exc
 
-    def gateways(self) -> list[dict[str, Any]]:
-        return [self._gateway_document(g) for g in sorted(self.desired_config().gateways, key=lambda g: g.name)]
+    async def gateway_snapshot(self) -> dict[str, Any]:
+        """The gateway's counters now (requests, in flight, down), for the documents' status."""
+        return await self.gateway_controller.snapshot()
 
-    def gateway(self, name: str) -> dict[str, Any] | None:
+    def gateways(self, snapshot: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return [self._gateway_document(g, snapshot)
+                for g in sorted(self.desired_config().gateways, key=lambda g: g.name)]
+
+    def gateway(self, name: str, snapshot: dict[str, Any] | None = None) -> dict[str, Any] | None:
         found = next((g for g in self.desired_config().gateways if g.name == name), None)
-        return self._gateway_document(found) if found is not None else None
+        return self._gateway_document(found, snapshot) if found is not None else None
 
-    def _gateway_document(self, gateway: gw.Gateway) -> dict[str, Any]:
-        """The gateway as configured, with its targets' states as the gateway serves them."""
+    def _gateway_document(self, gateway: gw.Gateway, snapshot: dict[str, Any] | None) -> dict[str, Any]:
+        """The gateway as configured, with its targets' states as the gateway serves them; their counters
+        are `snapshot`'s (gateway_snapshot()), all 0 without one."""
         try:
-            status = self.gateway_controller.document(gateway.name, snapshots.merge([]))["status"]
+            status = self.gateway_controller.document(gateway.name, snapshot or snapshots.merge([]))["status"]
         except NotFound:
             status = {"state": "pending"}
         return {"name": gateway.name, **gateway_to_dict(gateway), "status": status,
@@ -321,7 +327,7 @@ class Engine:
     async def put_gateway(self, name: str, body: dict[str, Any], *, validate_only: bool = False
                           ) -> tuple[dict[str, Any], bool]:
         gateway, created = await self._put_gateway(name, body, validate_only)
-        return self._gateway_document(gateway), created
+        return self._gateway_document(gateway, await self.gateway_snapshot()), created
 
     async def _put_gateway(self, name: str, body: dict[str, Any], validate_only: bool
                            ) -> tuple[gw.Gateway, bool]:
@@ -350,7 +356,7 @@ class Engine:
         if not isinstance(body, dict):
             raise DeploymentError(400, "a merge patch must be a JSON object")
         gateway, _ = await self._put_gateway(name, body, validate_only)
-        return self._gateway_document(gateway)
+        return self._gateway_document(gateway, await self.gateway_snapshot())
 
     async def delete_gateway(self, name: str, *, validate_only: bool = False) -> None:
         async with self.lock:

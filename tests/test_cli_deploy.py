@@ -197,3 +197,21 @@ def test_timeout_must_be_positive(platform, tmp_path):
     result = vamp(platform, "deploy", str(path), "--name", "never", "--timeout", "0")
     assert result.returncode == 2 and "--timeout" in result.stderr, result.stderr
     assert platform.api("GET", "/api/v1/deployments/never")[0] == 404
+
+
+# -- the gateway's status under vamp run ---------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_the_gateway_status_counts_the_requests_of_each_target(platform, tmp_path):
+    path, port = blueprint(tmp_path, "counted", instances=2)
+    deployed = vamp(platform, "deploy", str(path), "--name", "counted")
+    assert deployed.returncode == 0, deployed.stderr
+    with HttpClient(port, timeout=5) as client:
+        for _ in range(40):
+            assert client.request("GET", "/").status == 200
+    internal = gateway_requests(platform, "counted/counted/webport")
+    assert len(internal) == 2 and sum(internal.values()) == 40, internal
+    assert all(count == 20 for count in internal.values()), internal     # round-robin over two instances
+    assert list(gateway_requests(platform, f"counted/{port}").values()) == [40]
+    listed = {g["name"]: g for g in platform.api("GET", "/api/v1/gateways?per_page=1000")[1]}
+    shown = listed["counted/counted/webport"]["status"]["routes"]
+    assert sum(t["requests"] for r in shown.values() for t in r["targets"].values()) == 40

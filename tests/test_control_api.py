@@ -137,10 +137,13 @@ class FakeEngine:
                 if c.name == cluster else c for c in current.clusters))
         return dsl.to_dict(scale)
 
-    def gateways(self) -> list[dict]:
+    async def gateway_snapshot(self) -> dict:
+        return {}
+
+    def gateways(self, snapshot: dict | None = None) -> list[dict]:
         return [self.gateway(name) for name in sorted(self.user_gateways)]
 
-    def gateway(self, name: str) -> dict | None:
+    def gateway(self, name: str, snapshot: dict | None = None) -> dict | None:
         body = self.user_gateways.get(name)
         return {"name": name, **body, "status": {"state": "active"}} if body is not None else None
 
