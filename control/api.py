@@ -433,8 +433,15 @@ class ControlApi:
         return await self._deploy(request, name, body)
 
     async def _deploy(self, request: web.Request, name: str, body: Any) -> web.Response:
+        """Errors name the deployment (the blueprint may have a name of its own)."""
         validate_only = validate_only_requested(request)
-        blueprint = self._resolved(dsl.read("deployment", body), body, self._lookup())
+        label = f"deployment {name!r}"
+        try:
+            artifact = dsl.read("deployment", body)
+        except dsl.DslError as exc:
+            exc.document = label
+            raise
+        blueprint = self._resolved(artifact, body, self._lookup(), label=label)
         document, _ = await self.engine.deploy(name, blueprint, validate_only=validate_only)
         return respond(request, document, 200 if validate_only else 202)
 
@@ -491,11 +498,7 @@ class ControlApi:
 
     # -- scales ----------------------------------------------------------------------------------------
     async def get_scale(self, request: web.Request) -> web.Response:
-        deployment, cluster, service = self._service_path(request)
-        scale = self.engine.scale(deployment, cluster, service)
-        if scale is None:
-            raise ApiError(404, f"no service {service!r} in cluster {cluster!r} of deployment {deployment!r}")
-        return respond(request, scale)
+        return respond(request, self.engine.scale(*self._service_path(request)))
 
     async def put_scale(self, request: web.Request) -> web.Response:
         deployment, cluster, service = self._service_path(request)

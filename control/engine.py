@@ -199,18 +199,13 @@ class Engine:
                               dialects=deployment.dialects)
         return dsl.to_dict(blueprint)
 
-    def scale(self, deployment: str, cluster: str, service: str) -> dict[str, Any] | None:
-        found = self._find_service(deployment, cluster, service)
-        return dsl.to_dict(found[2].scale) if found else None  # type: ignore[arg-type]
+    def scale(self, deployment: str, cluster: str, service: str) -> dict[str, Any]:
+        return dsl.to_dict(self._find_service(deployment, cluster, service)[2].scale)  # type: ignore[arg-type]
 
     async def set_scale(self, deployment: str, cluster: str, service: str, scale: Scale, *,
                         validate_only: bool = False) -> dict[str, Any]:
         async with self.lock:
-            found = self._find_service(deployment, cluster, service)
-            if found is None:
-                raise DeploymentError(404, f"no service {service!r} in cluster {cluster!r} of deployment "
-                                           f"{deployment!r}")
-            dep, clu, svc = found
+            dep, clu, svc = self._find_service(deployment, cluster, service)
             if validate_only:
                 return dsl.to_dict(scale)
             updated = _replace_service(dep, clu.name, dataclasses.replace(svc, scale=scale))
@@ -219,17 +214,18 @@ class Engine:
             await self.orchestrator.scale(service_id(deployment, clu.name, svc), scale.instances)
             return dsl.to_dict(scale)
 
-    def _find_service(self, deployment: str, cluster: str, service: str
-                      ) -> tuple[Deployment, Cluster, Service] | None:
+    def _find_service(self, deployment: str, cluster: str, service: str) -> tuple[Deployment, Cluster, Service]:
+        """The service, or a 404 naming the first part of deployment/cluster/service that does not exist."""
         dep = self.running.get(deployment)
         if dep is None:
-            return None
-        for clu in dep.clusters:
-            if clu.name == cluster:
-                for svc in clu.services:
-                    if service_name(svc) == service:
-                        return dep, clu, svc
-        return None
+            raise DeploymentError(404, f"no deployment {deployment!r}")
+        clu = next((c for c in dep.clusters if c.name == cluster), None)
+        if clu is None:
+            raise DeploymentError(404, f"no cluster {cluster!r} in deployment {deployment!r}")
+        svc = next((s for s in clu.services if service_name(s) == service), None)
+        if svc is None:
+            raise DeploymentError(404, f"no service {service!r} in cluster {cluster!r} of deployment {deployment!r}")
+        return dep, clu, svc
 
     # -- gateways --------------------------------------------------------------------------------------
     def generated_gateways(self) -> list[gw.Gateway]:

@@ -215,3 +215,54 @@ def test_the_gateway_status_counts_the_requests_of_each_target(platform, tmp_pat
     listed = {g["name"]: g for g in platform.api("GET", "/api/v1/gateways?per_page=1000")[1]}
     shown = listed["counted/counted/webport"]["status"]["routes"]
     assert sum(t["requests"] for r in shown.values() for t in r["targets"].values()) == 40
+
+
+# -- errors name what the user wrote -------------------------------------------------------------------------
+def test_a_blueprint_error_names_the_deployment_the_user_gave(platform, tmp_path):
+    path, _ = blueprint(tmp_path, "typo", instances="one")        # the blueprint is named typo:1.0
+    result = vamp(platform, "deploy", str(path), "--name", "mistyped")
+    assert result.returncode == 2, result.stderr
+    assert "deployment 'mistyped'" in result.stderr and "deployment 'typo:1.0'" not in result.stderr, \
+        result.stderr
+    assert "clusters.typo.services.scale.instances" in result.stderr, result.stderr
+
+    unresolved = tmp_path / "unresolved.yaml"           # a breed by name that is not stored
+    unresolved.write_text("kind: blueprints\nname: typo:1.0\nclusters:\n  typo:\n    services:\n"
+                          "      breed: missing:1.0.0\n")
+    result = vamp(platform, "deploy", str(unresolved), "--name", "mistyped")
+    assert result.returncode == 2 and result.stderr.startswith("vamp: deployment 'mistyped': "), result.stderr
+    assert "no breed named 'missing:1.0.0' is stored" in result.stderr, result.stderr
+
+
+def test_scale_names_the_part_of_the_path_that_does_not_exist(platform, tmp_path):
+    path, _ = blueprint(tmp_path, "named")
+    assert vamp(platform, "deploy", str(path), "--name", "named").returncode == 0
+    for target, message in [
+            ("nope/named/named:1.0.0", "no deployment 'nope'"),
+            ("named/nope/named:1.0.0", "no cluster 'nope' in deployment 'named'"),
+            ("named/named/nope:1.0.0", "no service 'nope:1.0.0' in cluster 'named' of deployment 'named'")]:
+        result = vamp(platform, "scale", target, "3")
+        assert result.returncode != 0 and result.stderr == f"vamp: {message}\n", (target, result.stderr)
+        deployment, cluster, service = target.split("/")
+        status, answer = platform.api(
+            "PUT", f"/api/v1/deployments/{deployment}/clusters/{cluster}/services/{service}/scale", {"instances": 3})
+        assert status == 404 and answer["error"] == message, (target, answer)
+
+
+def test_readme_example_error_is_what_the_cli_prints(tmp_path):
+    """README's "Gateway configuration" shows a file and the error `vamp gateway` prints for one bad condition."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Gateway configuration"):]
+    config = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)
+    bad = re.search(r"for example, for `condition: (.*?)`", section).group(1)
+    printed = re.search(r"```\n(vamp: gateways\.yaml: .*)\n```", section).group(1)
+    lines = config.splitlines()
+    (index,) = [i for i, line in enumerate(lines) if line.strip().startswith("condition:")]
+    lines[index] = re.sub(r"condition: .*", f"condition: {bad}", lines[index])
+    lines = [line.replace("bind: 0.0.0.0", "bind: 127.0.0.1") for line in lines]   # loopback only, same lines
+    path = tmp_path / "gateways.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    result = run_cli(["gateway", "--config", str(path), "--state-dir", str(tmp_path / "state"),
+                      "--admin", f"127.0.0.1:{free_port()}"], timeout=20, executable=VAMP)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().replace(str(path), "gateways.yaml") == printed

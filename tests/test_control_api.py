@@ -120,9 +120,11 @@ class FakeEngine:
         found = found.cluster(cluster) if found else None
         return found.service(service) if found else None
 
-    def scale(self, deployment: str, cluster: str, service: str) -> dict | None:
+    def scale(self, deployment: str, cluster: str, service: str) -> dict:
         found = self._service(deployment, cluster, service)
-        return dsl.to_dict(found.scale) if found else None
+        if found is None:
+            raise DeploymentError(404, f"no service {service!r}")
+        return dsl.to_dict(found.scale)
 
     async def set_scale(self, deployment: str, cluster: str, service: str, scale: Scale, *,
                         validate_only: bool = False) -> dict:
