@@ -500,8 +500,11 @@ class Engine:
         ready = [i for i in staying if i.state == "ready" and not i.outdated]
         if len(ready) < wanted:
             replaced = sum(i.outdated for i in staying)
+            troubled = max((i for i in staying if i.failures and not i.outdated), key=lambda i: i.failures,
+                           default=None)
             return "deploying", f"{len(ready)} of {wanted} instances ready" + (
-                f", {replaced} being replaced by the new version" if replaced else "")
+                f", {replaced} being replaced by the new version" if replaced else "") + (
+                f"; instance {troubled.id}: {troubled.failure}" if troubled else "")
         if len(staying) > wanted:
             return "deploying", f"{len(staying) - wanted} instances more than {wanted} still to stop"
         effective = self.gateway_controller.effective
