@@ -78,7 +78,7 @@ class Engine:
         self.lock = asyncio.Lock()
         self.running: dict[str, Deployment] = {}
         self.allocations: dict[str, int] = {}        # "deployment/cluster/port" -> internal gateway port
-        self.leaving: set[str] = set()               # instances draining before the orchestrator stops them
+        self.leaving: dict[str, int | None] = {}     # instance id -> pid of its process draining before it stops
         self._watcher: asyncio.Task | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -107,8 +107,7 @@ class Engine:
             while not events.empty():
                 burst.append(events.get_nowait())
             for event in burst:
-                if event.instance.state in ("stopped", "starting"):    # gone, or a new process under its id
-                    self.leaving.discard(event.instance.id)
+                self._forget_drained(event.instance)
             async with self.lock:
                 try:
                     await self._sync()
@@ -408,7 +407,7 @@ class Engine:
     async def drain_instance(self, instance: Instance) -> None:
         """The orchestrator's before_stop hook: take the instance out of its gateways and wait until the
         gateway has drained it (requests in flight done, sticky clients gone or the drain deadline passed)."""
-        self.leaving.add(instance.id)
+        self.leaving[instance.id] = instance.pid
         async with self.lock:
             await self._sync()
         addresses = {f"127.0.0.1:{port}" for port in instance.ports.values()}
@@ -420,6 +419,16 @@ class Engine:
             if not addresses & served:
                 return
             await asyncio.sleep(DRAIN_POLL)
+
+    def _forget_drained(self, instance: Instance) -> None:
+        """A drained instance is routed again once its process stopped or a new one runs under its id (a
+        replacement); an older event about the process being drained changes nothing."""
+        if instance.id not in self.leaving:
+            return
+        drained = self.leaving[instance.id]
+        if (instance.state == "stopped" and instance.pid == drained) or \
+                (instance.state == "starting" and instance.pid != drained):
+            del self.leaving[instance.id]
 
     async def _converge(self, deployment: Deployment) -> None:
         for cluster in deployment.clusters:
