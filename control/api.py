@@ -433,8 +433,15 @@ class ControlApi:
         return await self._deploy(request, name, body)
 
     async def _deploy(self, request: web.Request, name: str, body: Any) -> web.Response:
+        """Errors name the deployment (the blueprint may have a name of its own)."""
         validate_only = validate_only_requested(request)
-        blueprint = self._resolved(dsl.read("deployment", body), body, self._lookup())
+        label = f"deployment {name!r}"
+        try:
+            artifact = dsl.read("deployment", body)
+        except dsl.DslError as exc:
+            exc.document = label
+            raise
+        blueprint = self._resolved(artifact, body, self._lookup(), label=label)
         document, _ = await self.engine.deploy(name, blueprint, validate_only=validate_only)
         return respond(request, document, 200 if validate_only else 202)
 
@@ -491,11 +498,7 @@ class ControlApi:
 
     # -- scales ----------------------------------------------------------------------------------------
     async def get_scale(self, request: web.Request) -> web.Response:
-        deployment, cluster, service = self._service_path(request)
-        scale = self.engine.scale(deployment, cluster, service)
-        if scale is None:
-            raise ApiError(404, f"no service {service!r} in cluster {cluster!r} of deployment {deployment!r}")
-        return respond(request, scale)
+        return respond(request, self.engine.scale(*self._service_path(request)))
 
     async def put_scale(self, request: web.Request) -> web.Response:
         deployment, cluster, service = self._service_path(request)
@@ -528,10 +531,10 @@ class ControlApi:
 
     # -- gateways --------------------------------------------------------------------------------------
     async def list_gateways(self, request: web.Request) -> web.Response:
-        return _page_of(request, self.engine.gateways())
+        return _page_of(request, self.engine.gateways(await self.engine.gateway_snapshot()))
 
     async def get_gateway(self, request: web.Request) -> web.Response:
-        return respond(request, self._gateway(request.match_info["name"]))
+        return respond(request, self._gateway(request.match_info["name"], await self.engine.gateway_snapshot()))
 
     async def create_gateway(self, request: web.Request) -> web.Response:
         validate_only = validate_only_requested(request)
@@ -572,8 +575,8 @@ class ControlApi:
         await self.engine.delete_gateway(name, validate_only=validate_only)
         return respond(request, document, 200 if validate_only else 202)
 
-    def _gateway(self, name: str) -> dict[str, Any]:
-        document = self.engine.gateway(name)
+    def _gateway(self, name: str, snapshot: dict[str, Any] | None = None) -> dict[str, Any]:
+        document = self.engine.gateway(name, snapshot)
         if document is None:
             raise ApiError(404, f"no gateway named {name!r}")
         return document

@@ -1,11 +1,11 @@
 """The `vamp` command line: the gateway's commands (`gateway.cli`) plus the control plane's.
 
     vamp run [--state-dir DIR] [--api HOST:PORT]        the embedded platform (API, gateway, local processes)
-    vamp deploy FILE [--name N]                         deploy (or merge) a blueprint
+    vamp deploy FILE [--name N] [--timeout S|--no-wait] deploy (or merge) a blueprint, wait until it serves
     vamp get breeds|blueprints|deployments|gateways|scales|conditions|slas|escalations|workflows [NAME]
     vamp apply -f FILE                                  create or update every document of FILE
     vamp delete KIND NAME | vamp delete -f FILE         delete artifacts; with a blueprint: undeploy services
-    vamp scale DEPLOYMENT/CLUSTER/SERVICE N             set a service's number of instances
+    vamp scale DEPLOYMENT/CLUSTER/SERVICE N             set a service's number of instances, wait until it serves
     vamp loadtest URL [options]                         load-test a canary split (benchmarks.loadtest)
 
 API commands talk to `--api URL` (default $VAMP_API_URL, else http://127.0.0.1:8080) with the token from
@@ -24,6 +24,7 @@ from urllib.parse import quote
 import yaml
 
 from benchmarks.loadtest.cli import add_parser as add_loadtest_parser
+from control import waiting
 from gateway import admin_client, cli as gateway_cli
 from gateway.admin_client import AdminClient, CommandError, emit, render_table
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy = sub.add_parser("deploy", help="deploy a blueprint, or merge it into a running deployment")
     deploy.add_argument("file", help="blueprint YAML/JSON file ('-' for stdin)")
     deploy.add_argument("--name", help="deployment name (default: a new UUID)")
+    waiting.add_options(deploy)
     _api_options(deploy)
     deploy.set_defaults(func=_command(_deploy))
 
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     scale = sub.add_parser("scale", help="set the number of instances of DEPLOYMENT/CLUSTER/SERVICE")
     scale.add_argument("service", help="DEPLOYMENT/CLUSTER/SERVICE, e.g. sava/sava/sava:1.0.0")
     scale.add_argument("instances", type=int)
+    waiting.add_options(scale)
     _api_options(scale)
     scale.set_defaults(func=_command(_scale))
 
@@ -124,7 +127,12 @@ def _deploy(args: argparse.Namespace, client: AdminClient) -> None:
     else:
         answer = client.request("POST", f"{API}/deployments", blueprint)
     document = answer.data or {}
-    emit(args, document, lambda: f"deployment {document.get('name', args.name)} accepted")
+    name = document.get("name", args.name)
+    if args.no_wait:
+        emit(args, document, lambda: f"deployment {name} accepted")
+        return
+    document = waiting.until_deployed(client, name, args.timeout)
+    emit(args, document, lambda: f"deployment {name} deployed")
 
 
 def _summary(kind: str, item: dict) -> list[Any]:
@@ -186,6 +194,8 @@ def _scale(args: argparse.Namespace, client: AdminClient) -> None:
     scale = {k: v for k, v in scale.items() if k not in ("kind", "name")}
     scale["instances"] = args.instances
     answer = client.request("PUT", path, scale)
+    if not args.no_wait:
+        waiting.until_deployed(client, parts[0], args.timeout, service=f"{parts[1]}/{parts[2]}")
     emit(args, answer.data, lambda: f"{args.service} scaled to {args.instances} instance(s)")
 
 

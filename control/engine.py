@@ -12,6 +12,11 @@ Every change reaches the gateway through its controller's atomic update path, as
 the generated gateways plus the gateways users made through the API. Route weights, conditions and sticky
 modes of generated gateways belong to the deployment (the cluster's `gateways`), targets to the sync: the
 sync never routes to an instance that is not ready, and a merge never takes a ready target away.
+
+Each service of a deployment has a state: `deployed` once as many instances as its scale asks for run its
+current spec, are ready and are targets of the internal gateways of their ports; `failed` while one of them
+keeps failing (FAILED_AFTER crashes or failed health checks in a row, never ready in between), with the
+reason; `deploying` otherwise, with what it waits for.
 """
 from __future__ import annotations
 
@@ -37,6 +42,8 @@ log = logging.getLogger("vamp.engine")
 
 INTERNAL_PORTS = range(40000, 41000)      # loopback ports of internal gateways
 DRAIN_POLL = 0.1                          # seconds between looks at whether a leaving instance has drained
+FAILED_AFTER = 3                          # failures in a row of an instance that make its service `failed`
+GONE = ("stopping", "stopped")            # instance states of instances on their way out
 
 
 class DeploymentError(Exception):
@@ -71,7 +78,7 @@ class Engine:
         self.lock = asyncio.Lock()
         self.running: dict[str, Deployment] = {}
         self.allocations: dict[str, int] = {}        # "deployment/cluster/port" -> internal gateway port
-        self.leaving: set[str] = set()               # instances draining before the orchestrator stops them
+        self.leaving: dict[str, int | None] = {}     # instance id -> pid of its process draining before it stops
         self._watcher: asyncio.Task | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -96,11 +103,11 @@ class Engine:
     async def _follow(self, events: asyncio.Queue) -> None:
         """Instances come and go: bring the gateways in line, once per burst of events."""
         while True:
-            event = await events.get()
+            burst = [await events.get()]
             while not events.empty():
-                event = events.get_nowait()
-            if event.instance.state == "stopped":
-                self.leaving.discard(event.instance.id)
+                burst.append(events.get_nowait())
+            for event in burst:
+                self._forget_drained(event.instance)
             async with self.lock:
                 try:
                     await self._sync()
@@ -191,18 +198,13 @@ class Engine:
                               dialects=deployment.dialects)
         return dsl.to_dict(blueprint)
 
-    def scale(self, deployment: str, cluster: str, service: str) -> dict[str, Any] | None:
-        found = self._find_service(deployment, cluster, service)
-        return dsl.to_dict(found[2].scale) if found else None  # type: ignore[arg-type]
+    def scale(self, deployment: str, cluster: str, service: str) -> dict[str, Any]:
+        return dsl.to_dict(self._find_service(deployment, cluster, service)[2].scale)  # type: ignore[arg-type]
 
     async def set_scale(self, deployment: str, cluster: str, service: str, scale: Scale, *,
                         validate_only: bool = False) -> dict[str, Any]:
         async with self.lock:
-            found = self._find_service(deployment, cluster, service)
-            if found is None:
-                raise DeploymentError(404, f"no service {service!r} in cluster {cluster!r} of deployment "
-                                           f"{deployment!r}")
-            dep, clu, svc = found
+            dep, clu, svc = self._find_service(deployment, cluster, service)
             if validate_only:
                 return dsl.to_dict(scale)
             updated = _replace_service(dep, clu.name, dataclasses.replace(svc, scale=scale))
@@ -211,17 +213,18 @@ class Engine:
             await self.orchestrator.scale(service_id(deployment, clu.name, svc), scale.instances)
             return dsl.to_dict(scale)
 
-    def _find_service(self, deployment: str, cluster: str, service: str
-                      ) -> tuple[Deployment, Cluster, Service] | None:
+    def _find_service(self, deployment: str, cluster: str, service: str) -> tuple[Deployment, Cluster, Service]:
+        """The service, or a 404 naming the first part of deployment/cluster/service that does not exist."""
         dep = self.running.get(deployment)
         if dep is None:
-            return None
-        for clu in dep.clusters:
-            if clu.name == cluster:
-                for svc in clu.services:
-                    if service_name(svc) == service:
-                        return dep, clu, svc
-        return None
+            raise DeploymentError(404, f"no deployment {deployment!r}")
+        clu = next((c for c in dep.clusters if c.name == cluster), None)
+        if clu is None:
+            raise DeploymentError(404, f"no cluster {cluster!r} in deployment {deployment!r}")
+        svc = next((s for s in clu.services if service_name(s) == service), None)
+        if svc is None:
+            raise DeploymentError(404, f"no service {service!r} in cluster {cluster!r} of deployment {deployment!r}")
+        return dep, clu, svc
 
     # -- gateways --------------------------------------------------------------------------------------
     def generated_gateways(self) -> list[gw.Gateway]:
@@ -288,17 +291,23 @@ class Engine:
         except Conflict as exc:
             raise DeploymentError(409, str(exc)) from exc
 
-    def gateways(self) -> list[dict[str, Any]]:
-        return [self._gateway_document(g) for g in sorted(self.desired_config().gateways, key=lambda g: g.name)]
+    async def gateway_snapshot(self) -> dict[str, Any]:
+        """The gateway's counters now (requests, in flight, down), for the documents' status."""
+        return await self.gateway_controller.snapshot()
 
-    def gateway(self, name: str) -> dict[str, Any] | None:
+    def gateways(self, snapshot: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return [self._gateway_document(g, snapshot)
+                for g in sorted(self.desired_config().gateways, key=lambda g: g.name)]
+
+    def gateway(self, name: str, snapshot: dict[str, Any] | None = None) -> dict[str, Any] | None:
         found = next((g for g in self.desired_config().gateways if g.name == name), None)
-        return self._gateway_document(found) if found is not None else None
+        return self._gateway_document(found, snapshot) if found is not None else None
 
-    def _gateway_document(self, gateway: gw.Gateway) -> dict[str, Any]:
-        """The gateway as configured, with its targets' states as the gateway serves them."""
+    def _gateway_document(self, gateway: gw.Gateway, snapshot: dict[str, Any] | None) -> dict[str, Any]:
+        """The gateway as configured, with its targets' states as the gateway serves them; their counters
+        are `snapshot`'s (gateway_snapshot()), all 0 without one."""
         try:
-            status = self.gateway_controller.document(gateway.name, snapshots.merge([]))["status"]
+            status = self.gateway_controller.document(gateway.name, snapshot or snapshots.merge([]))["status"]
         except NotFound:
             status = {"state": "pending"}
         return {"name": gateway.name, **gateway_to_dict(gateway), "status": status,
@@ -313,7 +322,7 @@ class Engine:
     async def put_gateway(self, name: str, body: dict[str, Any], *, validate_only: bool = False
                           ) -> tuple[dict[str, Any], bool]:
         gateway, created = await self._put_gateway(name, body, validate_only)
-        return self._gateway_document(gateway), created
+        return self._gateway_document(gateway, await self.gateway_snapshot()), created
 
     async def _put_gateway(self, name: str, body: dict[str, Any], validate_only: bool
                            ) -> tuple[gw.Gateway, bool]:
@@ -342,7 +351,7 @@ class Engine:
         if not isinstance(body, dict):
             raise DeploymentError(400, "a merge patch must be a JSON object")
         gateway, _ = await self._put_gateway(name, body, validate_only)
-        return self._gateway_document(gateway)
+        return self._gateway_document(gateway, await self.gateway_snapshot())
 
     async def delete_gateway(self, name: str, *, validate_only: bool = False) -> None:
         async with self.lock:
@@ -398,7 +407,7 @@ class Engine:
     async def drain_instance(self, instance: Instance) -> None:
         """The orchestrator's before_stop hook: take the instance out of its gateways and wait until the
         gateway has drained it (requests in flight done, sticky clients gone or the drain deadline passed)."""
-        self.leaving.add(instance.id)
+        self.leaving[instance.id] = instance.pid
         async with self.lock:
             await self._sync()
         addresses = {f"127.0.0.1:{port}" for port in instance.ports.values()}
@@ -410,6 +419,16 @@ class Engine:
             if not addresses & served:
                 return
             await asyncio.sleep(DRAIN_POLL)
+
+    def _forget_drained(self, instance: Instance) -> None:
+        """A drained instance is routed again once its process stopped or a new one runs under its id (a
+        replacement); an older event about the process being drained changes nothing."""
+        if instance.id not in self.leaving:
+            return
+        drained = self.leaving[instance.id]
+        if (instance.state == "stopped" and instance.pid == drained) or \
+                (instance.state == "starting" and instance.pid != drained):
+            del self.leaving[instance.id]
 
     async def _converge(self, deployment: Deployment) -> None:
         for cluster in deployment.clusters:
@@ -478,6 +497,37 @@ class Engine:
             self.store.put("deployments", deployment.name, dsl.to_dict(deployment))
             self.store.put("allocations", "internal-ports", self.allocations)
 
+    def _service_state(self, deployment: Deployment, cluster: Cluster, service: Service,
+                       instances: list[Instance]) -> tuple[str, str | None]:
+        """(deploying | deployed | failed, why it is not deployed): see the module docstring."""
+        staying = [i for i in instances if i.state not in GONE and i.id not in self.leaving]
+        failing = [i for i in staying if i.failures >= FAILED_AFTER and not i.outdated]
+        if failing:
+            worst = max(failing, key=lambda i: i.failures)
+            return "failed", f"instance {worst.id}: {worst.failure} ({worst.failures} times in a row)"
+        wanted = service.scale.instances  # type: ignore[union-attr]
+        ready = [i for i in staying if i.state == "ready" and not i.outdated]
+        if len(ready) < wanted:
+            replaced = sum(i.outdated for i in staying)
+            troubled = max((i for i in staying if i.failures and not i.outdated), key=lambda i: i.failures,
+                           default=None)
+            return "deploying", f"{len(ready)} of {wanted} instances ready" + (
+                f", {replaced} being replaced by the new version" if replaced else "") + (
+                f"; instance {troubled.id}: {troubled.failure}" if troubled else "")
+        if len(staying) > wanted:
+            return "deploying", f"{len(staying) - wanted} instances more than {wanted} still to stop"
+        effective = self.gateway_controller.effective
+        for port in service.breed.ports:  # type: ignore[union-attr]
+            name = f"{deployment.name}/{cluster.name}/{port.name}"
+            route_name = f"{deployment.name}/{cluster.name}/{service_name(service)}/{port.name}"
+            gateway = effective.gateway(name)
+            route = next((r for r in gateway.routes if r.name == route_name), None) if gateway else None
+            served = {t.address for t in route.targets if not t.drain} if route and not route.drain else set()
+            unrouted = [i for i in ready if gw.Target("127.0.0.1", i.ports.get(port.name, 0)).address not in served]
+            if unrouted:
+                return "deploying", f"instance {unrouted[0].id} is ready, not yet a target of gateway {name}"
+        return "deployed", None
+
     def _document(self, deployment: Deployment) -> dict[str, Any]:
         document = dsl.to_dict(deployment)
         document["kind"] = "deployments"
@@ -488,6 +538,8 @@ class Engine:
                 body["services"][index]["instances"] = [
                     {"name": i.id, "host": i.host, "ports": dict(i.ports), "state": i.state, "restarts": i.restarts}
                     for i in instances]
+                state, reason = self._service_state(deployment, cluster, service, instances)
+                body["services"][index].update(state=state, reason=reason)
             body["gateway_ports"] = {port.name: self.allocations.get(f"{deployment.name}/{cluster.name}/{port.name}")
                                      for port in cluster_ports(cluster)}
         return document

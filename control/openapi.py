@@ -200,6 +200,9 @@ OPENAPI: dict[str, Any] = {
                          "properties": {"kind": {"type": "string", "enum": list(STATIC_KINDS)},
                                         "name": {"type": "string"}}},
             "Deployment": {"type": "object", "required": ["name"],
+                           "description": "a running blueprint; each service of each cluster also shows its "
+                                          "`instances`, its `state` (deploying, deployed: its instances are ready "
+                                          "and routed, or failed) and the `reason` when it is not deployed",
                            "properties": {"name": {"type": "string"}, "clusters": {"type": "object"},
                                           "gateways": {"type": "object"}}},
             "Scale": {"type": "object", "required": ["cpu", "memory", "instances"],

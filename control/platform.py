@@ -1,18 +1,22 @@
 """`vamp run`: the embedded platform — the control plane API, the gateway and the local-process orchestrator
 in one process tree, with its state (SQLite store, logs) in the state directory.
 
-On start it resumes every deployment the store holds: the orchestrator starts their instances again and the
-gateways are rebuilt as they were. Stopping (SIGTERM, SIGINT) stops the instances and exits 0; the
+On start it first locks the state directory (an flock on `vamp.lock`, which holds its pid): a second
+`vamp run` on the same directory exits 1 at once, starting nothing; the lock goes with the process, however
+it ends. Then it resumes every deployment the store holds: the orchestrator starts their instances again and
+the gateways are rebuilt as they were. Stopping (SIGTERM, SIGINT) stops the instances and exits 0; the
 instances never outlive the platform.
 """
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from aiohttp import web
 
@@ -27,13 +31,43 @@ from gateway.workers import LocalWorker
 
 log = logging.getLogger("vamp.platform")
 
+LOCK_FILE = "vamp.lock"
+
+
+class StateDirInUse(Exception):
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder          # the pid written by the process that holds the lock ("?" if unknown)
+
+
+def lock_state_dir(state_dir: Path) -> IO[str]:
+    """Take the state directory for this process: the open lock file, to keep while the platform runs (its
+    descriptor is not inherited by the instances). StateDirInUse when another process holds it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(state_dir / LOCK_FILE, "a+", encoding="ascii")    # "a+": the holder's pid stays readable
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        lock.close()
+        raise StateDirInUse(holder) from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
 
 async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None, bind: str,
                 grace: float) -> int:
     from control.api import create_app
 
+    try:
+        lock = lock_state_dir(state_dir)        # first of all: a second platform here must start nothing
+    except StateDirInUse as exc:
+        print(f"vamp: another vamp run (pid {exc.holder}) is using {state_dir}", file=sys.stderr)
+        return 1
     loop = asyncio.get_running_loop()
-    state_dir.mkdir(parents=True, exist_ok=True)
     gateways = Controller([LocalWorker(Runtime(loop))], None)
     await gateways.start(gateways.desired)
     engine_ref: dict[str, Engine] = {}
@@ -79,6 +113,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
     await stop.wait()
     log.info("stopping: instances, then the gateway (grace %.0fs)", grace)
     await _stop(engine, orchestrator, gateways, runner, grace)
+    lock.close()                                # the instances are gone: the directory is free again
     return 0
 
 

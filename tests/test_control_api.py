@@ -120,9 +120,11 @@ class FakeEngine:
         found = found.cluster(cluster) if found else None
         return found.service(service) if found else None
 
-    def scale(self, deployment: str, cluster: str, service: str) -> dict | None:
+    def scale(self, deployment: str, cluster: str, service: str) -> dict:
         found = self._service(deployment, cluster, service)
-        return dsl.to_dict(found.scale) if found else None
+        if found is None:
+            raise DeploymentError(404, f"no service {service!r}")
+        return dsl.to_dict(found.scale)
 
     async def set_scale(self, deployment: str, cluster: str, service: str, scale: Scale, *,
                         validate_only: bool = False) -> dict:
@@ -137,10 +139,13 @@ class FakeEngine:
                 if c.name == cluster else c for c in current.clusters))
         return dsl.to_dict(scale)
 
-    def gateways(self) -> list[dict]:
+    async def gateway_snapshot(self) -> dict:
+        return {}
+
+    def gateways(self, snapshot: dict | None = None) -> list[dict]:
         return [self.gateway(name) for name in sorted(self.user_gateways)]
 
-    def gateway(self, name: str) -> dict | None:
+    def gateway(self, name: str, snapshot: dict | None = None) -> dict | None:
         body = self.user_gateways.get(name)
         return {"name": name, **body, "status": {"state": "active"}} if body is not None else None
 

@@ -4,6 +4,7 @@ no process outliving the platform (close(), and the platform killed with SIGKILL
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -234,10 +235,12 @@ async def test_killed_instance_crashes_restarts_and_is_ready_again(make_driver):
     os.kill(first.pid, signal.SIGKILL)
     crashed = await next_event(events, lambda e: e.instance.state == "crashed")
     assert crashed.exit_code == -signal.SIGKILL and "SIGKILL" in crashed.reason
+    assert (crashed.instance.failures, crashed.instance.failure) == (1, crashed.reason)
     restarted = await next_event(events, lambda e: e.instance.state == "starting")
     assert restarted.instance.restarts == 1 and restarted.previous_state == "crashed"
     again = (await next_event(events, lambda e: e.instance.state == "ready")).instance
     assert again.id == first.id and again.pid != first.pid and again.restarts == 1
+    assert (again.failures, again.failure) == (0, None)                      # ready again: a clean record
     status, headers, _ = await get(again.ports["webport"])
     assert status == 200 and headers["X-Version"] == "1.0.0"
 
@@ -267,9 +270,25 @@ async def test_new_spec_replaces_the_running_instance(make_driver):
     await driver.deploy(sava_spec("1.0.0"))
     old = (await next_event(events, lambda e: e.instance.state == "ready")).instance
     await driver.deploy(sava_spec("1.0.1"))
+    assert [i.outdated for i in driver.instances(SAVA)] == [True]            # still the old process
     new = (await next_event(events, lambda e: e.instance.state == "ready")).instance
-    assert drained == [old.id] and new.id == old.id and not alive(old.pid)
+    assert drained == [old.id] and new.id == old.id and not alive(old.pid) and not new.outdated
     assert (await get(new.ports["webport"]))[1]["X-Version"] == "1.0.1"
+
+
+async def test_failures_in_a_row_are_counted_until_a_new_spec_clears_them(make_driver):
+    driver = make_driver()
+    events = driver.subscribe()
+    await driver.deploy(dataclasses.replace(sava_spec(), command=("python", "-c", "import sys; sys.exit(3)")))
+    seen: list[InstanceEvent] = []
+    crashes = [await next_event(events, lambda e: e.instance.state == "crashed", seen) for _ in range(2)]
+    assert [e.instance.failures for e in crashes] == [1, 2]          # its port never opened: never ready
+    assert crashes[1].instance.failure == crashes[1].reason and "exit code 3" in crashes[1].reason
+    await driver.deploy(sava_spec("1.0.1"))
+    started = await next_event(events, lambda e: e.instance.state == "starting" and not e.instance.outdated, seen)
+    assert (started.instance.failures, started.instance.failure) == (0, None)
+    ready = (await next_event(events, lambda e: e.instance.state == "ready", seen)).instance
+    assert (await get(ready.ports["webport"]))[1]["X-Version"] == "1.0.1"
 
 
 @pytest.mark.parametrize("spec, fault", [

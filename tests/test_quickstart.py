@@ -89,11 +89,13 @@ def services(platform: PlatformProcess) -> dict[str, dict]:
 
 
 def deployment_without_instances(platform: PlatformProcess) -> dict:
-    """`vamp get deployments sava -o json` without what changes from run to run: the instances."""
+    """`vamp get deployments sava -o json` without what changes from run to run: the instances and the
+    services' states."""
     document = platform.vamp_json("get", "deployments", "sava", "--api", platform.api_url)
     for cluster in document["clusters"].values():
         for service in cluster["services"]:
-            service.pop("instances")
+            for field in ("instances", "state", "reason"):
+                service.pop(field)
     return document
 
 

@@ -56,7 +56,9 @@ class ServiceSpec:
 class Instance:
     """A snapshot of one running copy of a service. `id` is the service id + "#" + index, stable across
     restarts; `ports` maps port names to the numbers it listens on at `host`; `started_at` is the wall-clock
-    time (epoch seconds) its current process started."""
+    time (epoch seconds) its current process started. `failures` counts its failures (crashed, unhealthy)
+    since it was last ready, `failure` says what the last one was; `outdated` is true while its process
+    runs an older spec than the service's (a replacement is on its way)."""
 
     id: str
     service: str
@@ -66,6 +68,9 @@ class Instance:
     pid: int | None
     restarts: int
     started_at: float
+    failures: int = 0
+    failure: str | None = None
+    outdated: bool = False
 
 
 @dataclass(frozen=True)

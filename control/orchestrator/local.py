@@ -192,6 +192,8 @@ class _Runner:
         self.started_at = 0.0
         self.ready_since: float | None = None
         self.ready_for = 0.0                       # how long it stayed ready before it last failed
+        self.failures = 0                          # failures since it was last ready (or got a new spec)
+        self.failure: str | None = None            # what the last of them was
         self.leaving = False                       # chosen to go: scale-down, undeploy, stop_instance
         self.supervisor: asyncio.Task | None = None
         self.lock = asyncio.Lock()                 # one stop or replacement at a time
@@ -199,11 +201,18 @@ class _Runner:
     def snapshot(self) -> Instance:
         return Instance(id=self.id, service=self.service.spec.id, host=self.driver.host, ports=dict(self.ports),
                         state=self.state or "starting", pid=self.process.pid if self.process else None,
-                        restarts=self.restarts, started_at=self.started_at)
+                        restarts=self.restarts, started_at=self.started_at, failures=self.failures,
+                        failure=self.failure, outdated=self.runs_outdated_spec())
+
+    def runs_outdated_spec(self) -> bool:
+        return dataclasses.replace(self.spec, instances=self.service.spec.instances) != self.service.spec
 
     def _set(self, state: str, reason: str, exit_code: int | None = None) -> None:
         previous, self.state = self.state, state
+        if state in ("crashed", "unhealthy"):
+            self.failures, self.failure = self.failures + 1, reason
         if state == "ready":
+            self.failures, self.failure = 0, None
             self.ready_since = time.monotonic()
         elif previous == "ready" and self.ready_since is not None:
             self.ready_for = time.monotonic() - self.ready_since
@@ -374,6 +383,7 @@ class _Runner:
                 except Exception:
                     log.exception("before_stop failed for instance %s; replacing it anyway", self.id)
             await self._terminate()
+            self.failures, self.failure = 0, None      # the new spec starts with a clean record
             self.start(reason)
 
     async def settled(self, timeout: float) -> None:
@@ -511,7 +521,7 @@ class LocalOrchestrator:
         if previous is not None:
             await asyncio.wait({previous})
         for runner in sorted(service.runners.values(), key=lambda runner: runner.index):
-            if dataclasses.replace(runner.spec, instances=service.spec.instances) != service.spec:
+            if runner.runs_outdated_spec():
                 await runner.replace("replaced by a new spec")
                 await runner.settled(SETTLE_TIMEOUT)
 
