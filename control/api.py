@@ -23,8 +23,8 @@ Conventions are the gateway admin API's (gateway.httpapi): JSON by default, YAML
 levels; errors `{"error": "...", "field": "/json/pointer" | null}`; with a token set, every request (reads
 too) needs `Authorization: Bearer <token>`; `?validate_only=true` on any write answers 200 with what the
 write would store or do, and changes nothing. Every name follows `gateway.names` (at most 253 characters, no
-part `.` or `..`) besides the rules of its kind. Lists take `?page=` (from 1) and `?per_page=` (default 30, at most 1000) and answer `X-Total-Count`
-and a `Link` header (rel next, prev, first, last).
+part `.` or `..`) besides the rules of its kind. Lists take `?page=` (from 1) and `?per_page=` (default 30,
+at most 1000) and answer `X-Total-Count` and a `Link` header (rel next, prev, first, last).
 
 Static artifacts are read with control.dsl and stored in Vamp's long form (`control.dsl.to_dict`, with its
 `kind:`); each write also records an event `archive:create|update|delete` + `<kind>:<name>`. Deployments and
