@@ -87,11 +87,12 @@ class Runtime:
         listeners are as they were (closed ones reopened) and the old configuration stays in force.
 
         A listener moving to another address of the same port (`bind` 0.0.0.0 -> 127.0.0.1, or back) is
-        opened before the old one is closed whenever the kernel lets both exist at once, so the port is
-        served throughout. When it does not (one of the addresses is the wildcard of the other's family:
-        EADDRINUSE), the old listener is closed and the new one bound and listening right after, in the same
-        synchronous step, with no await between: the port goes unserved only for those few system calls,
-        never for a turn of the event loop, and connections already accepted carry on."""
+        opened before the old one is closed whenever the kernel lets both exist at once (worker processes,
+        whose sockets all have SO_REUSEPORT), so the port is served throughout. When it does not (EADDRINUSE:
+        one address is the wildcard of the other's family), opening first is impossible, so the old listener
+        is closed and the new one bound and listening right after, in one synchronous step with no await in
+        between: the port goes unserved only for those few system calls, never for a turn of the event loop.
+        Connections already accepted carry on; one still in the old listener's accept queue is reset."""
         opened: list[tuple[str, int]] = []
         displaced: dict[tuple[str, int], asyncio.AbstractServer] = {}
         try:
