@@ -19,11 +19,12 @@
     POST   /events                       record {tags, value, type, timestamp}               201
     GET    /info · /health · /openapi.json
 
-Conventions are the gateway admin API's (gateway.httpapi): JSON by default, YAML both ways; errors
-`{"error": "...", "field": "/json/pointer" | null}`; writes need `Authorization: Bearer <token>` when a token
-is set; `?validate_only=true` on any write answers 200 with what the write would store or do, and changes
-nothing. Lists take `?page=` (from 1) and `?per_page=` (default 30, at most 1000) and answer `X-Total-Count`
-and a `Link` header (rel next, prev, first, last).
+Conventions are the gateway admin API's (gateway.httpapi): JSON by default, YAML both ways, nested at most 64
+levels; errors `{"error": "...", "field": "/json/pointer" | null}`; with a token set, every request (reads
+too) needs `Authorization: Bearer <token>`; `?validate_only=true` on any write answers 200 with what the
+write would store or do, and changes nothing. Every name follows `gateway.names` (at most 253 characters, no
+part `.` or `..`) besides the rules of its kind. Lists take `?page=` (from 1) and `?per_page=` (default 30,
+at most 1000) and answer `X-Total-Count` and a `Link` header (rel next, prev, first, last).
 
 Static artifacts are read with control.dsl and stored in Vamp's long form (`control.dsl.to_dict`, with its
 `kind:`); each write also records an event `archive:create|update|delete` + `<kind>:<name>`. Deployments and
@@ -57,6 +58,8 @@ from control.dsl.model import Artifact, Blueprint, Reference, Scale
 from control.engine import DeploymentError, Engine
 from control.store import Store
 from gateway.httpapi import ApiError, Handler, api_middleware, query_flag, read_body, respond, validate_only_requested
+from gateway.names import RULE as NAME_RULE, breaks_rule
+from gateway.units import shown
 
 STATIC_KINDS = ("breeds", "blueprints", "slas", "scales", "escalations", "conditions", "workflows")
 DEFAULT_PER_PAGE = 30
@@ -72,9 +75,10 @@ except metadata.PackageNotFoundError:      # run from a source tree that is not 
     VERSION = "unknown"
 
 
-def create_app(store: Store, engine: Engine, token: str | None = None) -> web.Application:
+def create_app(store: Store, engine: Engine, token: str | None = None, *, public_metrics: bool = False
+               ) -> web.Application:
     api = ControlApi(store, engine)
-    app = web.Application(middlewares=[api_middleware(token), _domain_errors])
+    app = web.Application(middlewares=[api_middleware(token, public_metrics=public_metrics), _domain_errors])
     kind = "{kind:" + "|".join(STATIC_KINDS) + "}"
     scale = "/api/v1/deployments/{deployment}/clusters/{cluster}/services/{service}/scale"
     for method in ("POST", "PUT", "DELETE"):
@@ -434,6 +438,8 @@ class ControlApi:
 
     async def _deploy(self, request: web.Request, name: str, body: Any) -> web.Response:
         """Errors name the deployment (the blueprint may have a name of its own)."""
+        if breaks_rule(name):
+            raise ApiError(400, f"invalid deployment name {shown(name)}: {NAME_RULE}", "/name")
         validate_only = validate_only_requested(request)
         label = f"deployment {name!r}"
         try:

@@ -40,8 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="the embedded platform: control plane API, gateway, local orchestrator")
     run.add_argument("--state-dir", default=".vamp", help="store and logs (default %(default)s)")
     run.add_argument("--api", default="127.0.0.1:8080", help="API address HOST:PORT (default %(default)s)")
-    run.add_argument("--token", default=os.environ.get("VAMP_ADMIN_TOKEN"),
-                     help="bearer token for API writes (default: $VAMP_ADMIN_TOKEN)")
+    gateway_cli.add_token_options(run, "the API")
     run.add_argument("--bind", default="127.0.0.1",
                      help="address external gateways listen on (default %(default)s)")
     run.add_argument("--grace", type=float, default=10.0, help="seconds requests get to finish on stop")
@@ -226,14 +225,16 @@ def _run(args: argparse.Namespace) -> int:
 
     gateway_cli._setup_logging(getattr(args, "log_format", "text"), getattr(args, "log_level", "info"))
     try:
+        token = gateway_cli.token_from(args)
         host, port = parse_admin_address(args.api)
-        check_admin_binding(host, args.token)
-    except AdminBindingError as exc:
+        check_admin_binding(host, token, "the API")
+    except (gateway_cli.TokenError, AdminBindingError) as exc:
         print(f"vamp: {str(exc).replace('--admin', '--api')}", file=sys.stderr)
         return 2
     import uvloop
     try:
-        return uvloop.run(serve(Path(args.state_dir), host, port, args.token, args.bind, args.grace))
+        return uvloop.run(serve(Path(args.state_dir), host, port, token, args.bind, args.grace,
+                                public_metrics=args.public_metrics))
     except KeyboardInterrupt:
         return 0
 

@@ -282,7 +282,8 @@ class Engine:
         try:
             return from_dict(to_dict(config))
         except ConfigError as exc:
-            raise DeploymentError(409 if "port" in str(exc) else 400, str(exc)) from exc
+            raise DeploymentError(409 if "port" in str(exc) else 400, str(exc),
+                                  exc.pointer(extra.name) if extra is not None else None) from exc
 
     async def _sync(self) -> None:
         config = self._check_gateways()
@@ -334,7 +335,7 @@ class Engine:
             try:
                 gateway = gateway_from_dict(name, {k: v for k, v in body.items() if k not in ("name", "status")})
             except ConfigError as exc:
-                raise DeploymentError(400, str(exc)) from exc
+                raise DeploymentError(400, str(exc), exc.pointer(name)) from exc
             self._check_gateways(gateway)
             created = self.store.get("gateways", name) is None
             if not validate_only:
@@ -384,7 +385,7 @@ class Engine:
         try:
             gateway = gateway_from_dict(name, merged)
         except ConfigError as exc:
-            raise DeploymentError(400, str(exc)) from exc
+            raise DeploymentError(400, str(exc), exc.pointer(name)) from exc
         if validate_only:
             return gateway
         if len(parts) == 3:                          # internal: deployment/cluster/port

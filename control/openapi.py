@@ -6,7 +6,7 @@ from typing import Any
 from control.api import STATIC_KINDS
 
 _JSON_AND_YAML = ("application/json", "application/x-yaml")
-_WRITE_SECURITY = [{"bearer": []}, {}]
+_SECURITY = [{"bearer": []}, {}]          # the bearer token when one is set, on every operation
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -22,7 +22,7 @@ def _answer(description: str, schema: dict[str, Any], headers: dict[str, Any] | 
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    descriptions = {400: "invalid input; nothing changed", 401: "missing or wrong bearer token",
+    descriptions = {400: "invalid input; nothing changed", 401: "missing or wrong bearer token (when a token is set)",
                     404: "not found", 409: "conflicts with what exists; nothing changed",
                     415: "unsupported Content-Type"}
     return {str(status): _answer(descriptions[status], _ref("Error")) for status in statuses}
@@ -58,7 +58,7 @@ def _write(summary: str, body: dict[str, Any] | None, answers: dict[str, tuple[s
     responses = {status: _answer(description, _ref(schema)) if schema else {"description": description}
                  for status, (description, schema) in answers.items()}
     operation: dict[str, Any] = {"summary": summary, "parameters": [_VALIDATE_ONLY],
-                                 "responses": {**responses, **_errors(401, *errors)}, "security": _WRITE_SECURITY}
+                                 "responses": {**responses, **_errors(401, *errors)}, "security": _SECURITY}
     if body is not None:
         operation["requestBody"] = {"required": True, "content": {kind: {"schema": body} for kind in content_types}}
     return operation
@@ -99,7 +99,7 @@ _MULTI_DOCUMENT = {
     "responses": {"200": _answer("the documents stored (or removed), in the body's order",
                                  {"type": "array", "items": {"type": "object"}}),
                   **_errors(400, 401, 404, 409, 415)},
-    "security": _WRITE_SECURITY,
+    "security": _SECURITY,
 }
 _SCALE_PATH = "/api/v1/deployments/{deployment}/clusters/{cluster}/services/{service}/scale"
 
@@ -107,8 +107,9 @@ OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "Vamp control plane API", "version": "1",
              "description": "Vamp's artifacts, deployments, gateways and events, following VAMP's paths and status "
-                            "codes. JSON by default, YAML with application/x-yaml both ways. Writes need a bearer "
-                            "token when one is set; an invalid write is rejected whole and changes nothing."},
+                            "codes. JSON by default, YAML with application/x-yaml both ways. When a token is set, "
+                            "every request (reads too; not /health and /ready) needs it as a bearer token; an "
+                            "invalid write is rejected whole and changes nothing."},
     "paths": {
         "/api/v1": {
             "post": {"summary": "store (create or replace) every document of a multi-document body",
@@ -235,3 +236,9 @@ OPENAPI: dict[str, Any] = {
         },
     },
 }
+
+for _item in OPENAPI["paths"].values():        # reads need the token too
+    for _method, _operation in _item.items():
+        if _method != "parameters":
+            _operation.setdefault("security", _SECURITY)
+            _operation["responses"].setdefault("401", _errors(401)["401"])

@@ -59,7 +59,7 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
 
 
 async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None, bind: str,
-                grace: float) -> int:
+                grace: float, *, public_metrics: bool = False) -> int:
     from control.api import create_app
 
     try:
@@ -86,14 +86,24 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         await gateways.shutdown(0)
         return 1
 
-    app = create_app(store, engine, token)
+    app = create_app(store, engine, token, public_metrics=public_metrics)
+    stopping = False
 
     async def metrics(_: web.Request) -> web.Response:
         snapshot = await gateways.snapshot()
         body = render(snapshot, gateways.effective) + render_clusters(engine, snapshot)
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def ready(_: web.Request) -> web.Response:
+        return web.json_response({"status": "stopping"} if stopping else {"status": "ready"},
+                                 status=503 if stopping else 200)
+
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
@@ -111,6 +121,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    stopping = True
     log.info("stopping: instances, then the gateway (grace %.0fs)", grace)
     await _stop(engine, orchestrator, gateways, runner, grace)
     lock.close()                                # the instances are gone: the directory is free again

@@ -10,8 +10,9 @@
     GET    /metrics · /health · /ready
 
 Names may contain `/`. JSON by default, YAML both ways (`Accept` / `Content-Type: application/x-yaml`).
-`?validate_only=true` checks a write and changes nothing. Writes need `Authorization: Bearer <token>` when
-a token is set, and the API refuses to start on a non-loopback address without one. Errors are
+`?validate_only=true` checks a write and changes nothing. When a token is set, every request but `/health`
+and `/ready` needs `Authorization: Bearer <token>` (`/metrics` too, unless `--public-metrics`), and the API
+refuses to start on a non-loopback address without one. Errors are
 `{"error": "...", "field": "/json/pointer" | null}`; an invalid write changes nothing.
 """
 from __future__ import annotations
@@ -52,25 +53,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_admin_binding(host: str, token: str | None) -> None:
+def check_admin_binding(host: str, token: str | None, what: str = "the admin API") -> None:
     if not token and not is_loopback(host):
-        raise AdminBindingError(f"refusing to serve the admin API on non-loopback address {host} without a "
-                                "token: set --admin-token or VAMP_ADMIN_TOKEN")
-
-
-def _pointer(location: tuple, name: str) -> str | None:
-    """A ConfigError location as a JSON pointer into the gateway document (RFC 6901)."""
-    parts = list(location)
-    if parts[:2] == ["gateways", name]:
-        parts = parts[2:]
-    if not parts:
-        return None
-    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+        raise AdminBindingError(f"refusing to serve {what} on non-loopback address {host} without a token: set "
+                                "--token, --token-file or VAMP_TOKEN")
 
 
 # -- the application -----------------------------------------------------------------------------------
-def build_app(controller: Controller, token: str | None = None) -> web.Application:
-    app = web.Application(middlewares=[api_middleware(token)])
+def build_app(controller: Controller, token: str | None = None, *, public_metrics: bool = False
+              ) -> web.Application:
+    app = web.Application(middlewares=[api_middleware(token, public_metrics=public_metrics)])
     app[CONTROLLER] = controller
     app[READY] = [False]
 
@@ -93,7 +85,7 @@ def build_app(controller: Controller, token: str | None = None) -> web.Applicati
         try:
             result = await action(validate_only)
         except ConfigError as exc:
-            raise ApiError(400, str(exc), _pointer(exc.location, name)) from exc
+            raise ApiError(400, str(exc), exc.pointer(name)) from exc
         except NotFound as exc:
             raise ApiError(404, str(exc)) from exc
         except Conflict as exc:

@@ -48,8 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     gw = sub.add_parser("gateway", help="run the gateway alone, serving every gateway in a config file")
     gw.add_argument("--config", help="gateways YAML file: seeds a new state directory; SIGHUP re-applies it")
     gw.add_argument("--admin", default="127.0.0.1:9090", help="admin API address HOST:PORT (default %(default)s)")
-    gw.add_argument("--admin-token", default=os.environ.get("VAMP_ADMIN_TOKEN"),
-                    help="bearer token for admin API writes (default: $VAMP_ADMIN_TOKEN)")
+    add_token_options(gw, "the admin API", "--admin-token")
     gw.add_argument("--state-dir", help="where applied changes persist (default: .vamp/gateway-<id of the "
                                        "--config file's path>, or .vamp/gateway without --config)")
     gw.add_argument("--workers", type=int, default=1,
@@ -61,6 +60,56 @@ def build_parser() -> argparse.ArgumentParser:
     _logging_options(worker)
     add_commands(sub)
     return parser
+
+
+# -- the token of an API ---------------------------------------------------------------------------------
+TOKEN_VARIABLES = ("VAMP_TOKEN", "VAMP_ADMIN_TOKEN")     # the first one set (not empty) is the default token
+MAX_TOKEN_FILE = 64 * 1024
+
+
+class TokenError(ValueError):
+    pass
+
+
+def add_token_options(parser: argparse.ArgumentParser, api: str, *aliases: str) -> None:
+    """--token (and `aliases` of it) or --token-file, and --public-metrics; `token_from(args)` reads them."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--token", *aliases, dest="token", metavar="TOKEN",
+                        help=f"bearer token {api} requires on every request but /health and /ready "
+                             "(default: $VAMP_TOKEN, else $VAMP_ADMIN_TOKEN)")
+    source.add_argument("--token-file", metavar="PATH",
+                        help="read the token from a file, such as a mounted secret (a trailing newline is ignored)")
+    parser.add_argument("--public-metrics", action="store_true",
+                        help="serve /metrics without the token (for a Prometheus that sends none)")
+
+
+def token_from(args: argparse.Namespace) -> str | None:
+    """The token of --token-file, --token, $VAMP_TOKEN or $VAMP_ADMIN_TOKEN (the first given); None for none."""
+    if args.token_file is not None:
+        return read_token_file(args.token_file)
+    if args.token:
+        return args.token
+    return next((os.environ[name] for name in TOKEN_VARIABLES if os.environ.get(name)), None)
+
+
+def read_token_file(path: str) -> str:
+    """The token a file holds on its one line (a trailing newline is not part of it)."""
+    try:
+        with open(path, "rb") as file:
+            raw = file.read(MAX_TOKEN_FILE + 1)
+    except OSError as exc:
+        raise TokenError(f"cannot read the token file {path}: {exc.strerror or exc}") from None
+    try:
+        token = raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise TokenError(f"the token file {path} is not UTF-8 text") from None
+    if len(raw) > MAX_TOKEN_FILE:
+        raise TokenError(f"the token file {path} is larger than {MAX_TOKEN_FILE // 1024} KiB: is it a token?")
+    if not token:
+        raise TokenError(f"the token file {path} is empty")
+    if not token.isprintable() or token != token.strip():
+        raise TokenError(f"the token file {path} must hold the token alone on one line, without spaces around it")
+    return token
 
 
 def _logging_options(parser: argparse.ArgumentParser) -> None:
@@ -102,9 +151,10 @@ def run_gateway(args: argparse.Namespace) -> int:
         print("vamp: --workers must be at least 1", file=sys.stderr)
         return 2
     try:
+        args.token = token_from(args)
         admin_host, admin_port = parse_admin_address(args.admin)
-        check_admin_binding(admin_host, args.admin_token)
-    except AdminBindingError as exc:
+        check_admin_binding(admin_host, args.token)
+    except (TokenError, AdminBindingError) as exc:
         print(f"vamp: {exc}", file=sys.stderr)
         return 2
     file_config = None
@@ -162,7 +212,7 @@ async def _serve(config, store, admin_host: str, admin_port: int, args: argparse
         print(f"vamp: {exc}", file=sys.stderr)
         await controller.shutdown(0)
         return 1
-    app = build_app(controller, args.admin_token)
+    app = build_app(controller, args.token, public_metrics=args.public_metrics)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:

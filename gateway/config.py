@@ -7,7 +7,8 @@ line. The rules, beyond the value syntaxes of `gateway.units`:
 - Top level: `gateways` (a mapping name -> gateway, or a list of gateways each with a `name`) and `geo`. An
   empty document or `gateways: {}` is valid and serves nothing. Unknown keys are errors everywhere. A null
   value means "not given" (the default) for every optional field.
-- Gateway names: 1-4 `/`-separated non-empty parts of letters, digits and `- _ . :` (`sava/9050`).
+- Gateway names: 1-4 `/`-separated non-empty parts of letters, digits and `- _ . :` (`sava/9050`), and the
+  rule of every name (`gateway.names`: at most 253 characters, no part `.` or `..`).
   Route names: any text without whitespace or control characters (`sava/sava/sava:1.1.0/webport`,
   `[127.0.0.1:8080]`).
 - Gateway: `port` (required), `sticky` none|route|instance (null is none), `sticky_ttl` (30m),
@@ -42,6 +43,7 @@ import yaml
 
 from gateway import conditions
 from gateway.model import FULL, STICKY_MODES, Config, Gateway, GeoSettings, Route, Target, Timeouts
+from gateway.names import RULE as NAME_RULE, breaks_rule
 from gateway.units import (format_duration, format_percent, is_host_name, parse_address, parse_duration,
                            parse_percent, parse_port, shown, unknown_field)
 from gateway.yamltext import YamlTextError, line_of, single_document
@@ -81,16 +83,26 @@ class ConfigError(ValueError):
             text = (f"line {self.line}: " if self.line is not None else "") + self.message
         return _LINE_BREAKS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
+    def pointer(self, gateway: str) -> str | None:
+        """The location as a JSON pointer (RFC 6901) into the document of gateway `gateway`, as both APIs
+        answer it in `field` (`/routes/sava-1.1/condition`); None for the gateway as a whole."""
+        parts = list(self.location)
+        if parts[:2] == ["gateways", gateway]:
+            parts = parts[2:]
+        if not parts:
+            return None
+        return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
 
 def describe_location(location: Location) -> str:
     """("gateways", "sava", "routes", "r", "targets", 1, "weight") -> "gateway 'sava', route 'r', field
     'targets[1].weight'"."""
     parts, rest = [], list(location)
     if len(rest) >= 2 and rest[0] == "gateways" and isinstance(rest[1], str):
-        parts.append(f"gateway {rest[1]!r}")
+        parts.append(f"gateway {shown(rest[1])}")
         rest = rest[2:]
         if len(rest) >= 2 and rest[0] == "routes" and isinstance(rest[1], str):
-            parts.append(f"route {rest[1]!r}")
+            parts.append(f"route {shown(rest[1])}")
             rest = rest[2:]
     if rest:
         field = ""
@@ -202,9 +214,11 @@ def gateway_from_dict(name: Any, data: Any) -> Gateway:
     if not isinstance(name, str):
         raise ConfigError(f"expected a gateway name, got {shown(name)}", ("gateways",))
     at: Location = ("gateways", name)
+    if breaks_rule(name):
+        raise ConfigError(f"invalid gateway name: {NAME_RULE}", at + ("name",))
     if not _GATEWAY_NAME.fullmatch(name):
         raise ConfigError("invalid gateway name: use 1-4 non-empty parts separated by '/', made of letters, "
-                          "digits, '-', '_', '.' and ':'", at)
+                          "digits, '-', '_', '.' and ':'", at + ("name",))
     body = _mapping(data, at, "gateway fields")
     _only_fields(body, GATEWAY_FIELDS, at, "a gateway")
     if body.get("name") is not None and body["name"] != name:

@@ -1,7 +1,8 @@
 """The conventions Vamp's HTTP APIs share (the gateway's admin API and the control plane's API): JSON by
 default and YAML both ways (`Accept` / `Content-Type: application/x-yaml`), errors as
-`{"error": "...", "field": ... | null}`, `?validate_only=true`, and the bearer token that writes need when
-one is set."""
+`{"error": "...", "field": ... | null}`, `?validate_only=true`, bodies nested at most 64 levels deep, and the
+bearer token that every request but `/health` and `/ready` needs when one is set (`/metrics` too, unless it
+is made public)."""
 from __future__ import annotations
 
 import hmac
@@ -11,12 +12,13 @@ from typing import Any, Awaitable, Callable
 import yaml
 from aiohttp import web
 
-from gateway.yamltext import YamlTextError, documents, single_document
+from gateway.yamltext import MAX_DEPTH, TOO_DEEP, YamlTextError, documents, single_document
 
 YAML_TYPES = ("application/x-yaml", "application/yaml", "text/yaml", "text/x-yaml")
 JSON_TYPES = ("application/json", "application/merge-patch+json", "")
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-TOKEN_REQUIRED = "a valid 'Authorization: Bearer <token>' header is required for writes"
+OPEN_PATHS = frozenset({"/health", "/ready"})     # probes: never need the token
+METRICS_PATH = "/metrics"
+TOKEN_REQUIRED = "a valid 'Authorization: Bearer <token>' header is required"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -61,9 +63,26 @@ async def read_body(request: web.Request, *, all_documents: bool = False) -> Any
     if kind not in JSON_TYPES:
         raise ApiError(415, f"unsupported Content-Type {kind!r}: send application/json or application/x-yaml")
     try:
-        return json.loads(text)
+        data = json.loads(text)
+    except RecursionError:
+        raise ApiError(400, f"the body is {TOO_DEEP}") from None
     except ValueError as exc:
         raise ApiError(400, f"the body is not valid JSON: {exc}") from exc
+    if _deeper_than(data, MAX_DEPTH):
+        raise ApiError(400, f"the body is {TOO_DEEP}")
+    return data
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    """Whether lists and objects in `data` nest more than `limit` levels."""
+    pending = [(data, 1)]
+    while pending:
+        value, level = pending.pop()
+        if isinstance(value, (dict, list)):
+            if level > limit:
+                return True
+            pending.extend((item, level + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return False
 
 
 def query_flag(request: web.Request, name: str) -> bool:
@@ -83,17 +102,22 @@ def token_ok(request: web.Request, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
 
-def api_middleware(token: str | None) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """Writes need the bearer token (when one is set); ApiErrors and aiohttp's own 4xx/5xx become error
+def api_middleware(token: str | None, *, public_metrics: bool = False
+                   ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """With a token, every request but the probes (and `/metrics` when `public_metrics`) needs it, reads
+    included: the gateways name their targets and addresses. ApiErrors and aiohttp's own 4xx/5xx become error
     documents."""
+    open_paths = OPEN_PATHS | ({METRICS_PATH} if public_metrics else frozenset())
+
     @web.middleware
     async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            if request.method in WRITE_METHODS and token and not token_ok(request, token):
+            if token and request.path not in open_paths and not token_ok(request, token):
                 raise ApiError(401, TOKEN_REQUIRED)
             return await handler(request)
         except ApiError as exc:
-            return respond(request, {"error": exc.message, "field": exc.field}, exc.status)
+            challenge = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            return respond(request, {"error": exc.message, "field": exc.field}, exc.status, challenge)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

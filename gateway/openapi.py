@@ -73,36 +73,41 @@ def _error(description: str) -> dict[str, Any]:
 
 
 _GATEWAY_RESPONSE = {"description": "the gateway", "content": _content("#/components/schemas/Gateway")}
-_ERRORS = {"400": _error("invalid input; nothing changed"), "401": _error("missing or wrong bearer token"),
+_UNAUTHORIZED = _error("missing or wrong bearer token (when a token is set)")
+_ERRORS = {"400": _error("invalid input; nothing changed"), "401": _UNAUTHORIZED,
            "415": _error("unsupported Content-Type")}
+_SECURITY = [{"bearer": []}, {}]      # the bearer token when one is set, on every operation
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "Vamp gateway admin API", "version": "1",
-             "description": "Live configuration of the Vamp gateway. Writes need a bearer token when one is "
-                            "set. An invalid write is rejected whole and changes nothing."},
+             "description": "Live configuration of the Vamp gateway. When a token is set, every request (reads "
+                            "too; not /health and /ready) needs it as a bearer token. An invalid write is rejected "
+                            "whole and changes nothing."},
     "paths": {
         "/api/v1/gateways": {
             "get": {"summary": "every gateway, with its status",
                     "responses": {"200": {"description": "the gateways, sorted by name", "content": {
                         kind: {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Gateway"}}}
-                        for kind in _JSON_AND_YAML}}}},
+                        for kind in _JSON_AND_YAML}}, "401": _UNAUTHORIZED},
+                    "security": _SECURITY},
             "post": {"summary": "create a gateway", "parameters": [_VALIDATE_ONLY],
                      "requestBody": {"required": True, "content": _content("#/components/schemas/GatewayInput")},
                      "responses": {"201": _GATEWAY_RESPONSE, "200": _GATEWAY_RESPONSE,
                                    "409": _error("the gateway exists, or its port cannot be opened"),
                                    **_ERRORS},
-                     "security": [{"bearer": []}, {}]},
+                     "security": _SECURITY},
         },
         "/api/v1/gateways/{name}": {
             "parameters": [_NAME_PARAM],
-            "get": {"summary": "one gateway", "responses": {"200": _GATEWAY_RESPONSE,
-                                                            "404": _error("no such gateway")}},
+            "get": {"summary": "one gateway", "responses": {"200": _GATEWAY_RESPONSE, "401": _UNAUTHORIZED,
+                                                            "404": _error("no such gateway")},
+                    "security": _SECURITY},
             "put": {"summary": "create or replace a gateway", "parameters": [_VALIDATE_ONLY],
                     "requestBody": {"required": True, "content": _content("#/components/schemas/GatewayInput")},
                     "responses": {"200": _GATEWAY_RESPONSE, "201": _GATEWAY_RESPONSE,
                                   "409": _error("a port cannot be opened"), **_ERRORS},
-                    "security": [{"bearer": []}, {}]},
+                    "security": _SECURITY},
             "patch": {"summary": "change a gateway with a JSON merge patch (RFC 7396)",
                       "parameters": [_VALIDATE_ONLY],
                       "requestBody": {"required": True, "content": {
@@ -110,13 +115,13 @@ OPENAPI: dict[str, Any] = {
                           for kind in ("application/merge-patch+json", *_JSON_AND_YAML)}},
                       "responses": {"200": _GATEWAY_RESPONSE, "404": _error("no such gateway"),
                                     "409": _error("a port cannot be opened"), **_ERRORS},
-                      "security": [{"bearer": []}, {}]},
+                      "security": _SECURITY},
             "delete": {"summary": "drain, then remove a gateway", "parameters": [_VALIDATE_ONLY],
                        "responses": {"202": _GATEWAY_RESPONSE, "200": _GATEWAY_RESPONSE,
                                      "400": _error("invalid parameters"),
-                                     "404": _error("no such gateway"), "401": _ERRORS["401"],
+                                     "404": _error("no such gateway"), "401": _UNAUTHORIZED,
                                      "409": _error("the change could not be applied")},
-                       "security": [{"bearer": []}, {}]},
+                       "security": _SECURITY},
         },
     },
     "components": {

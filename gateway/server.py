@@ -1,15 +1,17 @@
 """The gateway runtime: the current route table, the listeners, and the shared per-process state.
 
 `Runtime.apply(config)` compiles a new `RouteTable` off the hot path (carrying over target state, pools and
-counters of what still exists), swaps it in with one assignment, then opens listeners for new ports and
-closes listeners of ports no gateway uses any more. Connections read `runtime.table` per request, so a request
-is routed by the table current when it arrived and finishes on the objects it picked.
+counters of what still exists), opens listeners for new ports or bind addresses, swaps the table in with one
+assignment, then closes listeners no gateway uses any more. Connections read `runtime.table` per request, so
+a request is routed by the table current when it arrived and finishes on the objects it picked.
 """
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("vamp.gateway")
 
 SWEEP_INTERVAL = 0.1    # seconds: the resolution of response timeouts
+BACKLOG = 1024
 
 
 class Runtime:
@@ -80,28 +83,83 @@ class Runtime:
                 conn.check_timeout(now)
 
     async def _open_listeners(self, table: RouteTable) -> None:
+        """A listener for every (bind, port) of `table` that has none yet; all or nothing: on failure the
+        listeners are as they were (closed ones reopened) and the old configuration stays in force.
+
+        A listener moving to another address of the same port (`bind` 0.0.0.0 -> 127.0.0.1, or back) is
+        opened before the old one is closed whenever the kernel lets both exist at once (worker processes,
+        whose sockets all have SO_REUSEPORT), so the port is served throughout. When it does not (EADDRINUSE:
+        one address is the wildcard of the other's family), opening first is impossible, so the old listener
+        is closed and the new one bound and listening right after, in one synchronous step with no await in
+        between: the port goes unserved only for those few system calls, never for a turn of the event loop.
+        Connections already accepted carry on; one still in the old listener's accept queue is reset."""
         opened: list[tuple[str, int]] = []
+        displaced: dict[tuple[str, int], asyncio.AbstractServer] = {}
         try:
             for port, pr in table.ports.items():
                 key = (pr.bind, port)
                 if key in self.listeners:
                     continue
-                if pr.protocol == "tcp":
-                    factory = (lambda p=port: TcpConnection(self, p))
-                else:
-                    factory = (lambda p=port: ClientConnection(self, p))
-                server = await self.loop.create_server(factory, host=pr.bind, port=port, reuse_address=True,
-                                                       reuse_port=self.reuse_port or None, backlog=1024)
-                self.listeners[key] = server
+                try:
+                    sock = self._bound_socket(key)
+                except OSError as exc:
+                    stale = [old for old in self.listeners
+                             if old[1] == port and old not in opened and old not in _keys(table)]
+                    if exc.errno != errno.EADDRINUSE or not stale:
+                        raise
+                    for old in stale:
+                        displaced[old] = self.listeners.pop(old)
+                        displaced[old].close()
+                    sock = self._bound_socket(key)
+                self.listeners[key] = await self.loop.create_server(self._factory(port, pr.protocol), sock=sock,
+                                                                    backlog=BACKLOG)
                 opened.append(key)
                 log.info("listening on %s:%d (%s)", pr.bind, port, ", ".join(g.name for g in pr.gateways))
         except OSError:
-            for key in opened:                   # all or nothing: the old configuration stays in force
+            for key in opened:
                 self.listeners.pop(key).close()
+            for old in displaced:
+                await self._reopen(old)
             raise
+        for old in displaced:
+            log.info("closed listener %s:%d", *old)
+
+    async def _reopen(self, key: tuple[str, int]) -> None:
+        """The listener of the configuration in force again, after a change that closed it failed."""
+        try:
+            sock = self._bound_socket(key)
+        except OSError as exc:
+            log.error("could not listen on %s:%d again: %s", *key, exc.strerror or exc)
+            return
+        protocol = self.table.ports[key[1]].protocol
+        self.listeners[key] = await self.loop.create_server(self._factory(key[1], protocol), sock=sock,
+                                                            backlog=BACKLOG)
+
+    def _bound_socket(self, key: tuple[str, int]) -> socket.socket:
+        """A socket bound to (bind, port) and listening, made without yielding to the event loop."""
+        bind, port = key
+        family = socket.AF_INET6 if ipaddress.ip_address(bind).version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:           # `::` serves IPv6 only, as 0.0.0.0 serves IPv4 only
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(key)
+            sock.listen(BACKLOG)
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, f"{bind}:{port}: {(exc.strerror or str(exc)).lower()}") from None
+        return sock
+
+    def _factory(self, port: int, protocol: str):
+        if protocol == "tcp":
+            return lambda: TcpConnection(self, port)
+        return lambda: ClientConnection(self, port)
 
     async def _close_listeners(self, table: RouteTable) -> None:
-        wanted = {(pr.bind, port) for port, pr in table.ports.items()}
+        wanted = _keys(table)
         for key in [k for k in self.listeners if k not in wanted]:
             server = self.listeners.pop(key)
             server.close()
@@ -177,3 +235,8 @@ class Runtime:
             self.stats.gateway(ex.gateway.name).unrouted.record(status, seconds)
         else:
             self.stats.malformed.record(status, seconds)
+
+
+def _keys(table: RouteTable) -> set[tuple[str, int]]:
+    """The (bind, port) of every listener `table` needs."""
+    return {(pr.bind, port) for port, pr in table.ports.items()}

@@ -4,6 +4,11 @@ PyYAML's safe loader, made strict: duplicate keys are refused (PyYAML keeps the 
 be plain scalars and are kept as the text written (`9050:` is the name "9050", not a number), and every error
 carries its source line. `line_of` finds the line of a field in the node tree, so validation errors found
 after loading can name it too.
+
+Hostile text is refused before anything is built from it: lists and mappings nest at most MAX_DEPTH levels
+(checked while the node tree is composed, so a deep document never reaches Python's recursion limit), and
+aliases may neither refer to the node that contains them nor make a document, expanded, more than MAX_DEPTH
+levels deep or MAX_NODES nodes big ("billion laughs").
 """
 from __future__ import annotations
 
@@ -11,6 +16,10 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 import yaml
+
+MAX_DEPTH = 64              # levels of nested lists and mappings in one document
+MAX_NODES = 1_000_000       # nodes of one document with its aliases expanded
+TOO_DEEP = f"nested too deeply: at most {MAX_DEPTH} levels of lists and mappings"
 
 
 class YamlTextError(ValueError):
@@ -21,6 +30,41 @@ class YamlTextError(ValueError):
 
 
 class _StrictLoader(yaml.SafeLoader):
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0              # of the collection being composed
+        self.aliased = False        # whether the document composed so far uses an alias
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            self.aliased = True
+        return super().compose_node(parent, index)
+
+    def compose_sequence_node(self, anchor: str | None) -> yaml.Node:
+        with self._nested():
+            return super().compose_sequence_node(anchor)
+
+    def compose_mapping_node(self, anchor: str | None) -> yaml.Node:
+        with self._nested():
+            return super().compose_mapping_node(anchor)
+
+    @contextmanager
+    def _nested(self) -> Iterator[None]:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise YamlTextError(TOO_DEEP, self.peek_event().start_mark.line + 1)
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+    def checked(self, node: yaml.Node | None) -> yaml.Node | None:
+        """`node` (a composed document), once its aliases are known not to loop, nest too deeply or blow up."""
+        if node is not None and self.aliased:
+            _check_expansion(node)
+        self.aliased = False
+        return node
+
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[str, Any]:
         if not isinstance(node, yaml.MappingNode):
             raise yaml.constructor.ConstructorError(None, None, f"expected a mapping, found {node.id}",
@@ -38,6 +82,43 @@ class _StrictLoader(yaml.SafeLoader):
             first_lines[key_node.value] = line
         self.flatten_mapping(node)
         return {key_node.value: self.construct_object(value_node, deep=deep) for key_node, value_node in node.value}
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuses a node tree whose aliases loop or, expanded, nest deeper than MAX_DEPTH or count more than
+    MAX_NODES nodes. Each node is measured once (its height and expanded size remembered), so this takes time
+    in proportion to the text, however much its aliases would expand."""
+    measured: dict[int, tuple[int, int]] = {}       # id(node) -> (levels of collections, nodes expanded)
+    open_nodes: set[int] = set()
+
+    def measure(node: yaml.Node, level: int) -> tuple[int, int]:
+        """(height, size) of `node`, found `level` collections deep."""
+        if isinstance(node, yaml.ScalarNode):
+            return 0, 1
+        line = node.start_mark.line + 1
+        if id(node) not in measured:
+            if id(node) in open_nodes:
+                raise YamlTextError("a YAML alias refers to a node that contains it", line)
+            if level >= MAX_DEPTH:
+                raise YamlTextError(TOO_DEEP + " (with its aliases expanded)", line)
+            open_nodes.add(id(node))
+            children = node.value if isinstance(node, yaml.SequenceNode) else \
+                [part for pair in node.value for part in pair]
+            height, size = 0, 1
+            for child in children:
+                child_height, child_size = measure(child, level + 1)
+                height, size = max(height, child_height), size + child_size
+                if size > MAX_NODES:
+                    raise YamlTextError(f"YAML aliases expand this document to more than {MAX_NODES:,} nodes",
+                                        line)
+            open_nodes.discard(id(node))
+            measured[id(node)] = (height + 1, size)
+        height, size = measured[id(node)]
+        if level + height > MAX_DEPTH:
+            raise YamlTextError(TOO_DEEP + " (with its aliases expanded)", line)
+        return height, size
+
+    measure(root, 0)
 
 
 def _loader(text: str, source: str) -> _StrictLoader:
@@ -59,8 +140,6 @@ def _translated(loader: _StrictLoader) -> Iterator[None]:
         mark = exc.problem_mark or exc.context_mark
         problem = ", ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
         raise YamlTextError(f"YAML syntax error: {problem}", mark.line + 1 if mark else None) from None
-    except RecursionError:
-        raise YamlTextError("YAML document nested too deeply") from None
     finally:
         loader.dispose()
 
@@ -70,7 +149,7 @@ def documents(text: str, source: str = "<text>") -> Iterator[tuple[yaml.Node, An
     loader = _loader(text, source)
     with _translated(loader):
         while loader.check_node():
-            node = loader.get_node()
+            node = loader.checked(loader.get_node())
             yield node, loader.construct_document(node)
 
 
@@ -78,7 +157,7 @@ def single_document(text: str, source: str = "<text>") -> tuple[yaml.Node | None
     """The one document of `text` ((None, None) when empty); a second one is an error."""
     loader = _loader(text, source)
     with _translated(loader):
-        node = loader.get_single_node()
+        node = loader.checked(loader.get_single_node())
         return node, (loader.construct_document(node) if node is not None else None)
 
 

@@ -1,15 +1,24 @@
 """The admin API contract (issue 3), row by row, against a real `vamp gateway` process: list, get, create,
-create-or-replace, merge patch and delete; JSON and YAML both ways; names with `/`; `?validate_only=true`;
-400 with a pointer to the field at fault; 401/404/405/409/415; the bearer token; and a write changing where
-traffic goes."""
+create-or-replace, merge patch and delete; JSON and YAML both ways; names with `/` and the rule of names;
+bodies nested too deeply; `?validate_only=true`; 400 with a pointer to the field at fault;
+401/404/405/409/415; the bearer token on every request but the probes (from an option, a file or the
+environment); a write changing where traffic goes; and a gateway moving to another bind address."""
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
+import socket
 
+import psutil
 import pytest
+import yaml
 
 from gateway.config import from_dict, gateway_to_dict
-from tests.support import HttpClient, config, free_port, gateway, port_accepts, route, shop_config
+from gateway.names import RULE as NAME_RULE
+from gateway.server import Runtime
+from tests.support import (LOOPBACK, HttpClient, config, free_port, gateway, port_accepts, route, run_cli,
+                           shop_config)
 from tests.support.admin import GATEWAYS, JSON, YAML, AdminApi, AdminResponse, eventually, gateway_path
 
 TOKEN = "s3cret"
@@ -305,6 +314,18 @@ def test_a_name_of_five_parts_is_400(api, echo):
     assert api.get("a/b/c/d/e").status == 404
 
 
+@pytest.mark.parametrize("name", ["..", ".", "sava/..", "a/./b", "../sava", "a" * 254, "a" * 5000])
+def test_names_breaking_the_rule_are_400_naming_it_and_start_nothing(api, shop, echo, name):
+    before = observable_state(shop[0], api)
+    document = new_gateway(echo)
+    for response in (api.create({"name": name, **document}), api.put(name, document),
+                     api.create({"name": name, **document}, validate_only=True)):
+        message = assert_error(response, 400, "/name")
+        assert NAME_RULE in message and len(message) < 300
+    assert observable_state(shop[0], api) == before
+    assert not port_accepts(document["port"])
+
+
 # -- validate_only -------------------------------------------------------------------------------------
 def _writes(echo, port: int) -> dict:
     """name -> (a write as validate_only, what the answer must show) for `test_validate_only...`."""
@@ -370,6 +391,42 @@ def test_invalid_patch_is_400_pointing_at_the_field_and_changes_nothing(api, sho
     assert versions(shop[1], 3) == ["v1"] * 3
 
 
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def billion_laughs() -> str:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    return "\n".join(lines) + "\n"
+
+
+DEEP_BODIES = {
+    "JSON of 100,000 [": (nested(100_000), JSON, "nested too deeply"),
+    "JSON of 65 levels": ('{"routes": {"r": {"targets": ' + nested(62) + "}}}", JSON, "nested too deeply"),
+    "YAML of 100,000 [": (nested(100_000), YAML, "nested too deeply"),
+    "YAML alias bomb": (billion_laughs(), YAML, "aliases"),
+    "YAML alias loop": ("routes: &loop [*loop]\n", YAML, "contains it"),
+}
+
+
+@pytest.mark.parametrize("case", list(DEEP_BODIES))
+def test_deeply_nested_or_exploding_bodies_are_400_and_change_nothing(api, shop, echo, case):
+    body, content_type, mentions = DEEP_BODIES[case]
+    before = observable_state(shop[0], api)
+    for response in (api.create(body, content_type=content_type), api.put("shop", body, content_type=content_type),
+                     api.patch("shop", body, content_type=content_type)):
+        assert mentions in assert_error(response, 400)
+    assert observable_state(shop[0], api) == before
+    assert versions(shop[1], 2) == ["v1", "v1"]
+
+
+def test_a_body_64_levels_deep_is_read(api):
+    message = assert_error(api.patch("shop", '{"routes": {"r": {"targets": ' + nested(61) + "}}}"), 400,
+                           "/routes/r/targets/0")
+    assert "nested" not in message
+
+
 def test_a_condition_error_says_where(api):
     message = assert_error(api.patch("shop", {"routes": {"canary": {"condition": "browser = = Chrome"}}}),
                            400, "/routes/canary/condition")
@@ -385,60 +442,221 @@ def test_invalid_post_is_400_pointing_at_the_field_and_creates_nothing(api, shop
 
 
 # -- the bearer token ----------------------------------------------------------------------------------
+READS = ["/api/v1/gateways", "/api/v1/gateways/shop", "/api/v1/openapi.json", "/metrics", "/api/v1/nothing"]
+PROBES = ["/health", "/ready"]
+WRONG_AUTHORIZATIONS = [None, "Bearer wrong", f"Bearer {TOKEN}x", f"Basic {TOKEN}", TOKEN]
+
+
 @pytest.fixture
 def guarded(procs, echo):
     """A gateway process with `--admin-token s3cret` (and debug logging, so that any leak would show)."""
     port = free_port()
-    gw = procs.gateway(shop_config(port, echo), extra_args=("--admin-token", TOKEN, "--log-level", "debug"))
+    gw = procs.gateway(shop_config(port, echo), extra_args=("--admin-token", TOKEN, "--log-level", "debug"),
+                       token=TOKEN)
     return gw, port
 
 
-def _all_writes(api: AdminApi, echo, **options) -> list[AdminResponse]:
+def _all_writes(api: AdminApi, echo, shop: dict, **options) -> list[AdminResponse]:
     swapped = {"routes": {"stable": {"weight": "0%"}, "canary": {"weight": "100%"}}}
     return [
         api.create({"name": "more", **new_gateway(echo)}, **options),
         api.put("more", new_gateway(echo), **options),
         api.patch("shop", swapped, **options),
-        api.put("shop", {**api.document("shop"), "sticky": "route"}, **options),
+        api.put("shop", {**shop, "sticky": "route"}, **options),
         api.patch("shop", swapped, validate_only=True, **options),
         api.delete("shop", **options),
     ]
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer wrong", f"Bearer {TOKEN}x", f"Basic {TOKEN}", TOKEN])
+def assert_refused(response: AdminResponse) -> None:
+    assert_error(response, 401)
+    assert response.headers.get("www-authenticate") == "Bearer"
+
+
+@pytest.mark.parametrize("authorization", WRONG_AUTHORIZATIONS)
 def test_writes_without_the_right_token_are_401_and_change_nothing(guarded, echo, authorization):
     gw, port = guarded
-    api = AdminApi(gw.admin_url(""), token=None)
+    api = AdminApi(gw.admin_url(""), token=TOKEN)
     before = observable_state(gw, api)
     headers = {"Authorization": authorization} if authorization else {}
-    for response in _all_writes(api, echo, headers=headers):
-        assert_error(response, 401)
+    for response in _all_writes(AdminApi(gw.admin_url(""), token=None), echo, api.document("shop"),
+                                headers=headers):
+        assert_refused(response)
     assert observable_state(gw, api) == before
     assert versions(port, 4) == ["v1"] * 4
 
 
-def test_reads_need_no_token_and_writes_with_it_work(guarded, echo):
-    gw, port = guarded
-    anonymous = AdminApi(gw.admin_url(""))
-    assert anonymous.list().status == 200
-    assert anonymous.get("shop").status == 200
-    assert anonymous.request("GET", "/api/v1/openapi.json").status == 200
-    assert anonymous.request("GET", "/metrics").status == 200
+def test_with_a_token_every_read_needs_it_but_the_probes(guarded):
+    gw, _ = guarded
+    anonymous = AdminApi(gw.admin_url(""), token=None)
+    for path in READS:
+        for authorization in WRONG_AUTHORIZATIONS:
+            assert_refused(anonymous.request("GET", path, headers={"Authorization": authorization}
+                                             if authorization else {}))
+        assert anonymous.request("GET", path, token=TOKEN).status == (404 if "nothing" in path else 200)
+    for path in PROBES:
+        assert anonymous.request("GET", path).status == 200
 
+
+def test_writes_with_the_token_work(guarded):
+    gw, port = guarded
     api = AdminApi(gw.admin_url(""), token=TOKEN)
     patched = api.patch("shop", {"routes": {"stable": {"weight": "0%"}, "canary": {"weight": "100%"}}})
     assert patched.status == 200, patched.body
     assert versions(port, 4) == ["v2"] * 4
 
 
+def test_public_metrics_opens_metrics_alone(procs, echo):
+    gw = procs.gateway(shop_config(free_port(), echo), extra_args=("--token", TOKEN, "--public-metrics"))
+    anonymous = AdminApi(gw.admin_url(""), token=None)
+    assert anonymous.request("GET", "/metrics").status == 200
+    assert b"vamp_route_weight_ratio" in anonymous.request("GET", "/metrics").body
+    for path in READS:
+        if path != "/metrics":
+            assert_refused(anonymous.request("GET", path))
+    assert_refused(anonymous.patch("shop", {"sticky": "route"}))
+
+
+def test_the_token_can_come_from_a_file(procs, echo, tmp_path):
+    secret = tmp_path / "token"
+    secret.write_text(TOKEN + "\n")              # as `echo s3cret > token` writes it
+    gw = procs.gateway(shop_config(free_port(), echo), extra_args=("--token-file", str(secret)), token=TOKEN)
+    assert_refused(AdminApi(gw.admin_url(""), token=None).list())
+    assert_refused(AdminApi(gw.admin_url(""), token="wrong").list())
+    api = AdminApi(gw.admin_url(""), token=TOKEN)
+    assert api.list().status == 200
+    assert api.patch("shop", {"sticky": "route"}).status == 200
+    assert TOKEN not in gw.stderr_text()
+
+
+TOKEN_FILES = {
+    "missing": (None, "cannot read the token file"),
+    "empty": ("", "is empty"),
+    "a newline only": ("\n", "is empty"),
+    "two lines": ("s3cret\nmore\n", "alone on one line"),
+    "a directory": ("directory", "cannot read the token file"),
+}
+
+
+@pytest.mark.parametrize("case", list(TOKEN_FILES))
+def test_an_unusable_token_file_exits_2_with_one_line(tmp_path, case):
+    content, mentions = TOKEN_FILES[case]
+    path = tmp_path / "token"
+    if content == "directory":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+    config_path = tmp_path / "gateways.yaml"
+    config_path.write_text("gateways: {}\n")
+    result = run_cli(["gateway", "--config", str(config_path), "--admin", f"127.0.0.1:{free_port()}",
+                      "--state-dir", str(tmp_path / "state"), "--token-file", str(path)])
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("vamp: ")
+    assert mentions in result.stderr and str(path) in result.stderr
+    assert "s3cret" not in result.stderr
+
+
+def test_token_and_token_file_together_are_bad_input(tmp_path):
+    result = run_cli(["gateway", "--token", TOKEN, "--token-file", str(tmp_path / "token")])
+    assert result.returncode == 2 and "not allowed with" in result.stderr
+
+
+@pytest.mark.parametrize("environment, expected", [
+    ({"VAMP_TOKEN": "new", "VAMP_ADMIN_TOKEN": "old"}, "new"),
+    ({"VAMP_TOKEN": "", "VAMP_ADMIN_TOKEN": "old"}, "old"),
+    ({}, None),
+])
+def test_the_token_from_the_environment(monkeypatch, environment, expected):
+    from gateway.cli import build_parser, token_from
+    for name in ("VAMP_TOKEN", "VAMP_ADMIN_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert token_from(build_parser().parse_args(["gateway"])) == expected
+    assert token_from(build_parser().parse_args(["gateway", "--token", "given"])) == "given"
+    assert token_from(build_parser().parse_args(["gateway", "--admin-token", "given"])) == "given"
+
+
 def test_the_token_never_appears_in_the_log(guarded, echo):
     gw, _ = guarded
     api = AdminApi(gw.admin_url(""), token=TOKEN)
+    shop = api.document("shop")
     for wrong in (None, "wrong"):
-        _all_writes(AdminApi(gw.admin_url(""), token=wrong), echo)
+        _all_writes(AdminApi(gw.admin_url(""), token=wrong), echo, shop)
+        AdminApi(gw.admin_url(""), token=wrong).list()
     assert api.patch("shop", {"routes": {"canary": {"weight": "50%"}}}).status == 400
-    for response in _all_writes(api, echo):
+    for response in _all_writes(api, echo, shop):
         assert response.status < 300, response.body
     gw.stop()
     assert gw.stderr_text(), "the gateway logged nothing at debug level"
     assert TOKEN not in gw.stderr_text()
+
+
+# -- moving a gateway to another bind address ---------------------------------------------------------------
+def listening(gw, port: int) -> set[str]:
+    """The addresses the gateway process listens on with `port`."""
+    return {c.laddr.ip for c in psutil.Process(gw.pid).net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+
+
+def test_bind_moves_between_the_wildcard_and_loopback_on_the_same_port(procs, echo):
+    # The wildcard is what conflicts with 127.0.0.1 on one port; the listener on 0.0.0.0 lives for this test
+    # only, on a free port, and is only ever connected to through loopback.
+    port = free_port()
+    gw = procs.gateway(config({"edge": gateway(port, {"r": route(echo.address("v1"))}, bind="0.0.0.0")}))
+    api = AdminApi(gw.admin_url(""))
+    assert listening(gw, port) == {"0.0.0.0"}
+    for bind in ("127.0.0.1", "0.0.0.0", "127.0.0.1"):
+        with HttpClient(port) as kept:                  # a connection from before the move
+            assert kept.request("GET", "/").version == "v1"
+            moved = api.patch("edge", {"bind": bind})
+            assert moved.status == 200, moved.body
+            assert moved.json()["bind"] == bind
+            assert kept.request("GET", "/").version == "v1"
+        assert listening(gw, port) == {bind}
+        assert versions(port, 3, fresh_connections=True) == ["v1"] * 3
+        assert api.document("edge")["bind"] == bind
+
+
+def test_a_bind_move_that_fails_keeps_the_old_listener(procs, echo):
+    """Gateway `edge` moves from 0.0.0.0 to 127.0.0.1 (its listener is closed for it) in the same change as
+    gateway `other` asks for a port that is taken: the change fails whole and `edge` listens as before."""
+    port, taken = free_port(), socket.socket()
+    taken.bind((LOOPBACK, 0))
+    taken.listen()
+    with taken:
+        gw = procs.gateway(config({"edge": gateway(port, {"r": route(echo.address("v1"))}, bind="0.0.0.0")}))
+        moved = config({"edge": gateway(port, {"r": route(echo.address("v1"))}),
+                        "other": gateway(taken.getsockname()[1], {"r": route(echo.address("v2"))})})
+        gw.config_path.write_text(yaml.safe_dump(moved, sort_keys=False))
+        gw.process.send_signal(signal.SIGHUP)
+        gw.wait_until(lambda: "not applied" in gw.stderr_text(), 10.0, "refusing the change")
+        assert listening(gw, port) == {"0.0.0.0"}
+        assert versions(port, 3, fresh_connections=True) == ["v1"] * 3
+        assert AdminApi(gw.admin_url("")).document("edge")["bind"] == "0.0.0.0"
+
+
+async def test_a_failed_change_reopens_the_listener_a_bind_move_closed():
+    """The runtime alone: a change that closed `edge`'s 0.0.0.0 listener to bind 127.0.0.1, and then failed
+    on another port, leaves the listeners exactly as they were."""
+    runtime = Runtime(asyncio.get_running_loop())
+    port = free_port()
+
+    def edge(bind: str, **others: dict):
+        return from_dict(config({"edge": gateway(port, {"r": route(f"{LOOPBACK}:9")}, bind=bind), **others}))
+
+    await runtime.apply(edge("0.0.0.0"))
+    try:
+        with socket.socket() as taken:
+            taken.bind((LOOPBACK, 0))
+            taken.listen()
+            other = gateway(taken.getsockname()[1], {"r": route(f"{LOOPBACK}:9")})
+            with pytest.raises(OSError, match="address already in use"):
+                await runtime.apply(edge("127.0.0.1", other=other))
+        assert list(runtime.listeners) == [("0.0.0.0", port)]
+        assert port_accepts(port)
+        await runtime.apply(edge("127.0.0.1"))
+        assert list(runtime.listeners) == [("127.0.0.1", port)]
+        assert port_accepts(port)
+    finally:
+        await runtime.close()

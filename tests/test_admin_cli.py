@@ -556,7 +556,7 @@ def live(procs):
     process = procs.gateway(config({"demo": gateway(port, {
         "v1": route(echo.address("v1"), weight="100%"),
         "v2": route(echo.address("v2"), echo.address("v2b"), weight="0%")})}),
-        extra_args=("--admin-token", TOKEN))
+        extra_args=("--admin-token", TOKEN), token=TOKEN)
     return Live(process, echo, port, {"VAMP_ADMIN_URL": f"http://{process.admin}", "VAMP_ADMIN_TOKEN": TOKEN})
 
 

@@ -37,6 +37,9 @@ INVALID = {
         "        targets: [127.0.0.1:9]\n",
         ["demo", "v2", "condition", "position"]),
     "bad port": ("gateways:\n  demo:\n    port: 99999\n" + ROUTES, ["demo", "port", "99999"]),
+    "a name with a '..' part": ("gateways:\n  demo:\n    port: 8080\n  demo/..:\n    port: 8081\n",
+                                ["demo/..", "'..'", "253 characters", "(line 4)"]),
+    "nested too deeply": ("gateways:\n  demo: " + "[" * 100 + "]" * 100 + "\n", ["nested too deeply", "line 2"]),
     "duplicate virtual host": (
         "gateways:\n"
         "  shop:\n    port: 8080\n    virtual_hosts: [shop.local]\n" + ROUTES +

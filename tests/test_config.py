@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from gateway.config import (ConfigError, from_dict, gateway_from_dict, gateway_to_dict, load_file, load_text,
                             to_dict)
 from gateway.model import Config, Gateway, GeoSettings, Route, Target, Timeouts
+from gateway.names import RULE as NAME_RULE
 from gateway.units import (MAX_DURATION, format_duration, format_percent, parse_address, parse_duration,
                            parse_percent, parse_port)
 
@@ -361,10 +362,17 @@ def test_one_gateway_for_the_admin_api():
     (one_gateway(routes=["a", "b"]), ("gateways", "g", "routes"), "got a list"),
     ({"gateways": {1: {}}}, ("gateways",), "expected names as keys, got '1'"),
     # names
-    ({"gateways": {"sa va": {"port": 1}}}, ("gateways", "sa va"), "invalid gateway name"),
-    ({"gateways": {"a/b/c/d/e": {"port": 1}}}, ("gateways", "a/b/c/d/e"), "1-4 non-empty parts"),
-    ({"gateways": {"a//b": {"port": 1}}}, ("gateways", "a//b"), "invalid gateway name"),
-    ({"gateways": {"": {"port": 1}}}, ("gateways", ""), "invalid gateway name"),
+    ({"gateways": {"sa va": {"port": 1}}}, ("gateways", "sa va", "name"), "invalid gateway name"),
+    ({"gateways": {"a/b/c/d/e": {"port": 1}}}, ("gateways", "a/b/c/d/e", "name"), "1-4 non-empty parts"),
+    ({"gateways": {"a//b": {"port": 1}}}, ("gateways", "a//b", "name"), "invalid gateway name"),
+    ({"gateways": {"": {"port": 1}}}, ("gateways", "", "name"), "invalid gateway name"),
+    ({"gateways": {"..": {"port": 1}}}, ("gateways", "..", "name"), NAME_RULE),
+    ({"gateways": {".": {"port": 1}}}, ("gateways", ".", "name"), NAME_RULE),
+    ({"gateways": {"sava/..": {"port": 1}}}, ("gateways", "sava/..", "name"), NAME_RULE),
+    ({"gateways": {"a/./b": {"port": 1}}}, ("gateways", "a/./b", "name"), NAME_RULE),
+    ({"gateways": {"a" * 254: {"port": 1}}}, ("gateways", "a" * 254, "name"), "1 to 253 characters"),
+    ({"gateways": {"a" * 253: {"port": 1}}}, None, ""),
+    ({"gateways": {"a/..b/c.": {"port": 1}}}, None, ""),
     (with_routes(**{"r 1": {}}), ("gateways", "g", "routes", "r 1"), "invalid route name"),
     (with_routes(**{"r\x00": {}}), ("gateways", "g", "routes", "r\x00"), "control characters"),
     (with_routes(**{"": {}}), ("gateways", "g", "routes", ""), "non-empty"),
@@ -533,6 +541,55 @@ def test_yaml_syntax_errors_give_the_line(text, line):
 
 def test_deeply_nested_yaml_is_refused_cleanly():
     assert "nested too deeply" in error_of("gateways: " + "[" * 5000).message
+
+
+def test_a_name_against_the_rule_is_refused_with_its_line():
+    error = error_of("gateways:\n  ok:\n    port: 80\n  sava/..:\n    port: 81\n")
+    assert error.location == ("gateways", "sava/..", "name") and error.line == 4
+    assert str(error) == f"gateway 'sava/..', field 'name': invalid gateway name: {NAME_RULE} (line 4)"
+    listed = error_of("gateways:\n  - name: ok\n    port: 80\n  - port: 81\n    name: '..'\n")
+    assert listed.line == 5
+
+
+def test_a_very_long_name_is_shortened_in_the_message():
+    error = error_of({"gateways": {"x" * 5000: {"port": 1}}})
+    assert len(str(error)) < 300, str(error)
+
+
+def nested(depth: int, open_: str = "[", close: str = "]") -> str:
+    return open_ * depth + close * depth
+
+
+@pytest.mark.parametrize("text", [
+    "gateways: " + nested(64),                                    # 65 levels, with the top mapping
+    "gateways: " + nested(100_000),
+    "gateways: " + "{a: " * 64 + "1" + "}" * 64,
+    "gateways:\n" + "".join("  " * level + f"k{level}:\n" for level in range(1, 70)) + "  " * 70 + "x",
+])
+def test_yaml_nested_more_than_64_levels_is_refused_with_the_line(text):
+    error = error_of(text)
+    assert "nested too deeply" in error.message and "64" in error.message
+    assert error.line is not None
+
+
+def test_yaml_nested_64_levels_is_read():
+    assert "nested" not in error_of("gateways: " + nested(63)).message     # read; then refused as a value
+
+
+def test_yaml_aliases_cannot_multiply_a_document():
+    laughs = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    laughs += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    error = error_of("\n".join(laughs) + "\n")
+    assert "aliases" in error.message and "expand" in error.message
+
+
+def test_yaml_aliases_cannot_nest_a_document_deeper_than_64_levels():
+    text = "a: &a " + nested(40) + "\nb: " + "[" * 30 + "*a" + "]" * 30 + "\n"
+    assert "nested too deeply" in error_of(text).message
+
+
+def test_a_yaml_alias_inside_its_own_anchor_is_refused():
+    assert "refers to a node that contains it" in error_of("gateways: &loop [*loop]\n").message
 
 
 def test_load_file_reports_unreadable_files(tmp_path):

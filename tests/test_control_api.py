@@ -24,6 +24,7 @@ from control.dsl.model import Blueprint, Deployment, Scale
 from control.engine import DeploymentError
 from control.store import Store
 from gateway.httpapi import TOKEN_REQUIRED
+from gateway.names import RULE as NAME_RULE
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 YAML = "application/x-yaml"
@@ -362,22 +363,78 @@ async def test_unknown_paths_methods_and_media_types(api):
     (await api.call("POST", "/breeds", text="name: x", headers={"Content-Type": "text/plain"})).error(415)
 
 
-async def test_writes_need_the_bearer_token_when_one_is_set(tmp_path):
+READS = ["/breeds", "/breeds/sava:1.0.0", "/blueprints", "/deployments", "/deployments/sava",
+         "/deployments/sava/clusters/sava/services/sava:1.0.0/scale", "/gateways", "/gateways/sava/9050",
+         "/events", "/info", "/health", "/openapi.json", "/nothing"]
+
+
+async def test_with_a_token_every_request_needs_it_reads_included(tmp_path):
     api = await start_api(tmp_path, token="s3cret")
     try:
-        assert (await api.call("GET", "/breeds")).status == 200
-        assert (await api.call("GET", "/info")).status == 200
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
             assert (await api.call("POST", "/breeds", BREED, headers=headers)).error(401) == TOKEN_REQUIRED
             (await api.call("DELETE", "/deployments/x", headers=headers)).error(401)
             (await api.call("PUT", "", text="kind: breeds", headers=headers)).error(401)
+            for path in READS:
+                refused = await api.call("GET", path, headers=headers)
+                assert refused.error(401) == TOKEN_REQUIRED, path
+                assert refused.headers["WWW-Authenticate"] == "Bearer"
         assert api.snapshot()[0][0] == ([], 0)
         good = {"Authorization": "Bearer s3cret"}
         assert (await api.call("POST", "/breeds", BREED, headers=good)).status == 201
         assert (await api.call("POST", "/events", {"tags": ["x"]}, headers=good)).status == 201
+        for path in READS:
+            assert (await api.call("GET", path, headers=good)).status in (200, 404), path
+        assert (await api.call("GET", "/breeds/sava:1.0.0", headers=good)).data["name"] == "sava:1.0.0"
     finally:
         await api.client.close()
         api.store.close()
+
+
+# -- names ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["..", ".", "a" * 254, "b" * 5000])
+async def test_names_breaking_the_rule_are_400_naming_it_and_store_nothing(api, name):
+    before = api.snapshot()
+    answers = [await api.call("POST", f"/{kind}", {**SAMPLES[kind], "name": name}) for kind in SAMPLES]
+    answers.append(await api.call("POST", "", text=documents({"kind": "breeds", **BREED, "name": name}),
+                                  send_yaml=True))
+    answers.append(await api.call("POST", "", [{"kind": "breeds", **BREED}, {**DEPLOYMENT, "name": name}]))
+    if "." not in name:                  # the client would resolve '..' in a path; the body says it all
+        answers += [await api.call("PUT", f"/{kind}/{name}", {k: v for k, v in SAMPLES[kind].items() if k != "name"})
+                    for kind in SAMPLES]
+        answers.append(await api.call("PUT", f"/deployments/{name}", {"name": "sava:1.0"}))
+    for answer in answers:
+        message = answer.error(400, answer.data["field"])
+        assert answer.data["field"] in ("/name", "/0/name", "/1/name"), answer.data
+        assert NAME_RULE in message and len(message) < 300, message
+    assert api.snapshot() == before and api.engine.calls == []
+
+
+# -- nesting -------------------------------------------------------------------------------------------
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("send_yaml", [False, True])
+async def test_bodies_nested_more_than_64_levels_are_400_and_change_nothing(api, send_yaml):
+    before = api.snapshot()
+    for text in (nested(100_000), '{"tags": ["x"], "value": ' + nested(64) + "}"):
+        for method, path in (("POST", "/events"), ("POST", "/breeds"), ("PUT", "/deployments/sava"), ("PUT", ""),
+                             ("PUT", "/gateways/sava/9050"), ("PUT", "/deployments/s/clusters/c/services/x/scale")):
+            answer = await api.call(method, path, text=text, send_yaml=send_yaml)
+            assert "nested too deeply" in answer.error(400), (method, path)
+    assert api.snapshot() == before and api.engine.calls == []
+    just_deep_enough = '{"tags": ["x"], "value": ' + nested(63) + "}"
+    assert (await api.call("POST", "/events", text=just_deep_enough, send_yaml=send_yaml)).status == 201
+
+
+async def test_yaml_aliases_cannot_blow_up_a_body(api):
+    laughs = ["tags: [x]", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    laughs += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    answer = await api.call("POST", "/events", text="\n".join(laughs) + "\n", send_yaml=True)
+    assert "aliases" in answer.error(400)
+    answer = await api.call("POST", "", text="- &loop {kind: breeds, name: x, more: *loop}\n", send_yaml=True)
+    assert "contains it" in answer.error(400)
 
 
 # -- multi-document bodies -----------------------------------------------------------------------------

@@ -85,7 +85,10 @@ async def test_generated_gateways_take_weights_but_keep_their_routes_and_targets
     unknown = await api.patch(f"/api/v1/gateways/{name}", json={"routes": {"nope": {"weight": "100%"}}})
     assert unknown.status == 400
     too_much = await api.patch(f"/api/v1/gateways/{name}", json={"routes": {route: {"weight": "120%"}}})
-    assert too_much.status == 400
+    pointer = f"/routes/{route.replace('/', '~1')}"            # the route's name holds '/'
+    assert (too_much.status, (await too_much.json())["field"]) == (400, f"{pointer}/weight")
+    condition = await api.patch(f"/api/v1/gateways/{name}", json={"routes": {route: {"condition": "os = = x"}}})
+    assert (condition.status, (await condition.json())["field"]) == (400, f"{pointer}/condition")
     assert (await api.delete(f"/api/v1/gateways/{name}")).status == 409
     after = await (await api.get(f"/api/v1/gateways/{name}")).json()
     assert after["routes"] == before["routes"]

@@ -57,6 +57,7 @@ from gateway import conditions
 from gateway.config import ConfigError, gateway_from_dict
 from gateway.model import Gateway as ConfigGateway
 from gateway.model import Target
+from gateway.names import RULE as NAME_RULE, breaks_rule
 from gateway.units import (format_percent, parse_address, parse_duration, parse_percent, parse_port, shown,
                            unknown_field)
 from gateway.yamltext import YamlTextError, documents, line_of
@@ -1023,6 +1024,8 @@ def _reference(body: dict[str, Any], kind: str, at: Path) -> Reference | None:
 def _artifact_name(value: Any, at: Path, what: str) -> str:
     if value is None:
         raise DslError(f"required field missing: the {what}'s name", at)
+    if isinstance(value, str) and breaks_rule(value):
+        raise DslError(f"invalid {what} name {shown(value)}: {NAME_RULE}", at)
     if not isinstance(value, str) or not _ARTIFACT_NAME.fullmatch(value) or len(value) > 200:
         raise DslError(f"expected a {what} name without whitespace, '/', '[' or ']', got {shown(value)}", at)
     return value

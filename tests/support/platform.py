@@ -34,12 +34,14 @@ class PlatformProcess(ManagedProcess):
     label = "vamp run"
 
     def __init__(self, state_dir: Path, workdir: Path, *, api_port: int | None = None,
-                 ready_timeout: float = 20.0, log_name: str = "platform") -> None:
+                 ready_timeout: float = 20.0, log_name: str = "platform", extra_args: tuple[str, ...] = (),
+                 token: str | None = None) -> None:
         self.state_dir = state_dir
         self.api_port = api_port or free_port()
         self.ready_timeout = ready_timeout
-        super().__init__([*VAMP, "run", "--state-dir", str(state_dir), "--api", f"{LOOPBACK}:{self.api_port}"],
-                         workdir, log_name=log_name)
+        self.token = token          # what `api()` sends; how the process gets it is up to `extra_args`
+        super().__init__([*VAMP, "run", "--state-dir", str(state_dir), "--api", f"{LOOPBACK}:{self.api_port}",
+                          *extra_args], workdir, log_name=log_name)
 
     @property
     def api_url(self) -> str:
@@ -65,8 +67,10 @@ class PlatformProcess(ManagedProcess):
             data, content_type = yaml_text.encode(), "application/x-yaml"
         else:
             data, content_type = (None if body is None else json.dumps(body).encode()), "application/json"
-        request = urllib.request.Request(self.api_url + path, data=data, method=method,
-                                         headers={"Content-Type": content_type, "Accept": "application/json"})
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.api_url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 status, payload = response.status, response.read()

@@ -19,10 +19,13 @@ class Processes:
         self.started.append(process)
         return process.start()
 
-    def gateway(self, config: dict, *, extra_args: tuple[str, ...] = ()) -> GatewayProcess:
-        """A gateway process serving `config` (a dict in the YAML shape), ready when this returns."""
+    def gateway(self, config: dict, *, extra_args: tuple[str, ...] = (), token: str | None = None
+                ) -> GatewayProcess:
+        """A gateway process serving `config` (a dict in the YAML shape), ready when this returns; `token` is
+        the one the harness sends (see GatewayProcess)."""
         gateways = sum(isinstance(p, GatewayProcess) for p in self.started)
-        process = GatewayProcess(config, self.workdir / f"gateway-{gateways + 1}", extra_args=extra_args)
+        process = GatewayProcess(config, self.workdir / f"gateway-{gateways + 1}", extra_args=extra_args,
+                                 token=token)
         self.started.append(process)
         return process.start()
 

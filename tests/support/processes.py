@@ -179,14 +179,17 @@ class Metrics:
 class GatewayProcess(ManagedProcess):
     """`python -m gateway gateway --config FILE --admin 127.0.0.1:PORT --state-dir DIR` with a config dict.
 
-    Ready when `GET /ready` on the admin address answers 200.
+    Ready when `GET /ready` on the admin address answers 200. `token` is what the harness's own admin
+    requests (`admin_get`, `admin_status`, `metrics`) send as bearer token; how the process gets its token
+    (`--token`, `--token-file`, ...) is up to `extra_args`.
     """
 
     label = "gateway"
 
     def __init__(self, config: dict, workdir: Path, *, ready_timeout: float = 20.0,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), token: str | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
+        self.token = token
         self.config = config
         self.config_path = workdir / "gateways.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -217,7 +220,7 @@ class GatewayProcess(ManagedProcess):
     def admin_status(self, path: str) -> int | None:
         """Status of GET on the admin API, None when it does not answer."""
         try:
-            with urllib.request.urlopen(self.admin_url(path), timeout=2) as response:
+            with urllib.request.urlopen(self._admin_request(path), timeout=2) as response:
                 return response.status
         except urllib.error.HTTPError as exc:
             return exc.code
@@ -225,8 +228,12 @@ class GatewayProcess(ManagedProcess):
             return None
 
     def admin_get(self, path: str) -> bytes:
-        with urllib.request.urlopen(self.admin_url(path), timeout=5) as response:
+        with urllib.request.urlopen(self._admin_request(path), timeout=5) as response:
             return response.read()
+
+    def _admin_request(self, path: str) -> urllib.request.Request:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return urllib.request.Request(self.admin_url(path), headers=headers)
 
     def metrics(self) -> Metrics:
         return Metrics(self.admin_get("/metrics").decode())
