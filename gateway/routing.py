@@ -31,7 +31,8 @@ Routing semantics (DESIGN.md §3, made exact):
    the other weighted routes (smooth round-robin among those that can serve it).
 5. A draining route (or target) gets no new non-sticky requests: it is skipped for condition ownership, the
    weight split and target picks. A valid sticky cookie still reaches it; a sticky client of a draining route
-   (route mode) gets its non-draining targets first, else its draining ones.
+   (route mode) gets its non-draining targets first, else its draining ones. Once its drain is over
+   (`drained`, gateway.drain) nothing reaches it: a cookie naming it is treated as no cookie.
 6. `RouteTable(new, previous=old)` reuses old `TargetState` objects (same gateway, route and address) and
    `RouteState.stats`, so back-off, upstream pools and counters carry over; round-robin and strength
    state start afresh.
@@ -75,10 +76,11 @@ class TargetState:
         self.adopt(target)
 
     def adopt(self, target: model.Target) -> None:
-        """Take the (possibly changed) configuration of the same address; round-robin state starts afresh."""
+        """Take the (possibly changed) configuration of the same address; round-robin state starts afresh.
+        A drained target (its drain is over) is picked by nobody: weight 0, at no cost per request."""
         self.target = target
-        self.weight = target.weight
-        self.drain = target.drain
+        self.weight = 0 if target.drained else target.weight
+        self.drain = target.drain or target.drained
         self._current = 0
 
     def available(self, now: float) -> bool:
@@ -177,11 +179,15 @@ class GatewayRouter:
     def _precompute_cookies(self, gateway: model.Gateway) -> None:
         attributes = f"; Path=/; Max-Age={max(1, round(gateway.sticky_ttl))}; HttpOnly; SameSite=Lax"
         for route in self.routes:
+            if route.route.drained:
+                continue                # its drain is over: a cookie naming it is routed afresh
             if gateway.sticky == "route":
                 self._sticky_routes.setdefault(route.cookie_id, route)
                 route._set_cookie = f"{self.cookie_name}={route.cookie_id}{attributes}"
                 continue
             for target in route.targets:
+                if target.target.drained:
+                    continue
                 value = f"{route.cookie_id}.{target.cookie_id}"
                 self._sticky_targets.setdefault(value, (route, target))
                 target._set_cookie = f"{self.cookie_name}={value}{attributes}"

@@ -358,6 +358,24 @@ def test_draining_flag_changed_on_rebuild_takes_effect_at_once():
     assert {new.gateways["sava"].select(request(), NOW)[1].port for _ in range(10)} == {8081}
 
 
+def test_a_drained_target_or_route_is_reached_by_nobody_not_even_its_sticky_clients():
+    instance = table(route("a", 10_000, targets=(target(8081), Target("127.0.0.1", 8082, drained=True,
+                                                                       drain=True))),
+                     sticky="instance").gateways["sava"]
+    a = instance.routes[0]
+    cookie = request(cookie=f"{instance.cookie_name}={a.cookie_id}.{a.targets[1].cookie_id}")
+    chosen = instance.select(cookie, NOW)
+    assert chosen[1].port == 8081
+    assert chosen[2].startswith(f"{instance.cookie_name}={a.cookie_id}.{chosen[1].cookie_id};")
+
+    by_route = table(route("a", 5000, 8081), Route("b", 5000, (target(8082),), drain=True, drained=True),
+                     sticky="route").gateways["sava"]
+    b = by_route.routes[1]
+    chosen = [by_route.select(request(cookie=f"{by_route.cookie_name}={b.cookie_id}"), NOW) for _ in range(10)]
+    assert {(c[0].name, c[2].split(";")[0]) for c in chosen} == {("a", f"{by_route.cookie_name}="
+                                                                     f"{by_route.routes[0].cookie_id}")}
+
+
 # -- back-off and fallback ---------------------------------------------------------------------------
 
 def test_back_off_doubles_per_failure_up_to_30_seconds_and_resets_on_success():
