@@ -97,7 +97,11 @@ class TargetState:
         return self.down_until <= now and not self.drain
 
     def mark_failed(self, now: float) -> None:
-        """Passive health check: back off 1 s after a refused connection, doubling per failure, at most 30 s."""
+        """Passive health check: back off 1 s after a refused connection, doubling per failure, at most 30 s.
+        A failure while backed off already (a connection tried alongside the one that failed first) is the
+        same failure: it does not double the back-off again."""
+        if self.down_until > now:
+            return
         self.failures += 1
         self.down_until = now + min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** min(self.failures - 1, 16))
         if self.owner is not None:

@@ -157,9 +157,8 @@ def log_connect_failure(target: "TargetState", ex: "Exchange", reason: str, now:
 def log_recovery(target: "TargetState", ex: "Exchange") -> None:
     suppressed, target.log_suppressed = target.log_suppressed, 0
     target.log_quiet_until = 0.0
-    log.info("gateway %s route %s: %s accepts connections again after %d failed attempt(s)%s",
-             _gateway_name(ex), _route_name(ex), target.address, target.failures,
-             f" ({suppressed} of them not logged)" if suppressed else "")
+    log.info("gateway %s route %s: %s accepts connections again%s", _gateway_name(ex), _route_name(ex),
+             target.address, f" ({suppressed} more failures since the last report)" if suppressed else "")
 
 
 def _gateway_name(ex: "Exchange") -> str:

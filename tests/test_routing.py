@@ -378,15 +378,17 @@ def test_a_drained_target_or_route_is_reached_by_nobody_not_even_its_sticky_clie
 
 # -- back-off and fallback ---------------------------------------------------------------------------
 
-def test_back_off_doubles_per_failure_up_to_30_seconds_and_resets_on_success():
+def test_back_off_doubles_per_failed_probe_up_to_30_seconds_and_resets_on_success():
     state = table(route("a", 10_000, 8081)).gateways["sava"].routes[0].targets[0]
     assert state.available(NOW)
     delays = []
+    now = NOW
     for _ in range(8):
-        state.mark_failed(NOW)
-        delays.append(state.down_until - NOW)
+        state.mark_failed(now)                  # each time the back-off ends, the probe fails again
+        delays.append(state.down_until - now)
+        now = state.down_until
     assert delays == [1, 2, 4, 8, 16, 30, 30, 30]
-    assert not state.available(NOW + 29.9) and state.available(NOW + 30)
+    assert not state.available(now - 0.1) and state.available(now)
     state.mark_ok()
     assert state.available(NOW) and state.failures == 0
 
@@ -492,10 +494,10 @@ def test_a_route_counts_its_live_targets_as_they_fail_and_recover():
     assert (a.live, a.retry_at) == (1, NOW + 1)
     second.mark_failed(NOW + 0.5)
     second.mark_failed(NOW + 0.5)
-    assert (a.live, a.retry_at) == (0, NOW + 1)
+    assert (a.live, a.retry_at, second.failures) == (0, NOW + 1, 1)   # two attempts at once: one failure
     assert not a.is_live(NOW + 0.9) and a.is_live(NOW + 1)   # back-off over: a request may probe it
     first.mark_failed(NOW + 1)                               # the probe failed
-    assert (a.live, a.retry_at) == (0, NOW + 2.5)
+    assert (a.live, a.retry_at) == (0, NOW + 1.5)
     second.mark_ok()
     assert (a.live, a.retry_at) == (1, NOW + 3)
     rebuilt = RouteTable(tables.config, previous=tables).gateways["sava"].routes[0]
