@@ -149,7 +149,7 @@ def log_connect_failure(target: "TargetState", ex: "Exchange", reason: str, now:
         return
     suppressed, target.log_suppressed = target.log_suppressed, 0
     target.log_quiet_until = now + CONNECT_LOG_INTERVAL
-    log.warning("gateway %s route %s: cannot connect to %s: %s; backed off for %gs%s",
+    log.warning("gateway %s route %s: cannot connect to %s: %s; backed off for %.3gs%s",
                 _gateway_name(ex), _route_name(ex), target.address, reason, target.down_until - now,
                 f" ({suppressed} more failures since the last report)" if suppressed else "")
 
