@@ -183,27 +183,37 @@ class Controller:
             targets = {}
             for target in route.targets:
                 tsnap = rsnap["targets"].get(target.address, {})
-                draining = target.drain or route.drain
-                state = "draining" if draining else ("down" if tsnap.get("down") else "active")
+                key = (name, route.name, target.address)
+                if target.drain or route.drain:
+                    state, ends_at = self._drain_state(key)
+                else:
+                    state, ends_at = ("down" if tsnap.get("down") else "active"), None
                 targets[target.address] = {
                     "state": state, "in_flight": tsnap.get("in_flight", 0),
-                    "requests": tsnap.get("requests", 0),
-                    "drain_ends_at": self._drain_end((name, route.name, target.address)) if draining else None,
+                    "requests": tsnap.get("requests", 0), "drain_ends_at": ends_at,
                 }
-            routes[route.name] = {"state": "draining" if route.drain else "active",
-                                  "drain_ends_at": self._drain_end((name, route.name)) if route.drain else None,
-                                  "targets": targets}
+            state, ends_at = self._drain_state((name, route.name)) if route.drain else ("active", None)
+            routes[route.name] = {"state": state, "drain_ends_at": ends_at, "targets": targets}
         ghost = desired is None
         return {"name": name, **gateway_to_dict(shown),
                 "status": {"state": "draining" if ghost else "active",
-                           "drain_ends_at": self._drain_end((name,)) if ghost else None,
+                           "drain_ends_at": self._drain_state((name,))[1] if ghost else None,
                            "routes": routes}}
 
-    def _drain_end(self, key: tuple[str, ...]) -> str | None:
-        drain = self.drainer.find(key)
-        if drain is None:
-            return None
-        return datetime.fromtimestamp(drain.deadline, timezone.utc).isoformat(timespec="seconds")
+    def _drain_state(self, key: tuple[str, ...]) -> tuple[str, str | None]:
+        """(`draining`, when it will end at the latest) or (`drained`, when it ended) of what drains: a target
+        drains with its route, and a route with its gateway, too."""
+        drains = self.drainer.containing(key)
+        over = [drain.ended for drain in drains if drain.over]
+        if over:
+            return "drained", _timestamp(min(over))  # type: ignore[type-var]
+        if not drains:
+            return "draining", None
+        return "draining", _timestamp(min(drain.deadline for drain in drains))
+
+
+def _timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
 
 
 def _check_name_field(name: str, body: Any) -> None:

@@ -1,13 +1,16 @@
-"""Draining (docs/gateway-config.md, "Draining"): what a change removes keeps serving, as a ghost, until it is idle.
+"""Draining (docs/gateway-config.md, "Draining"): what a change removes or marks `drain: true` keeps serving its
+requests in flight and its sticky clients until it is idle or its deadline passes; then its drain is over.
 
 The user's configuration (the *desired* one) is what they wrote. What the gateway serves (the *effective*
 configuration) is the desired one plus ghosts: routes, targets and gateways that a change removed, put back
 with `drain: true`, so they get no new non-sticky requests while their requests in flight finish and their
-sticky clients are still served. A ghost disappears when it has nothing in flight and (for sticky gateways)
-no client has reached it for `sticky_ttl`, or when its gateway's `drain_timeout` has passed since removal.
+sticky clients are still served.
 
-Routes and targets a user marks `drain: true` are tracked too, so the admin API can say since when they
-drain and when their drain will be over; they stay in the configuration until the user removes them.
+Both ways of draining share one `Drain` and one ending: a drain is over when what drains has nothing in flight
+and (for sticky gateways) no client has reached it for `sticky_ttl`, or when its gateway's `drain_timeout` has
+passed since the drain began. Then a ghost disappears; a route or target the user marked `drain: true` stays
+in the configuration, served as `drained`: no request reaches it any more, not even a sticky client's (that
+client is routed afresh and given a new cookie), until the user removes it or sets `drain: false`.
 
 Everything here works on `gateway.model` values and wall-clock seconds; what is in flight is asked of the
 runtime (or of every worker) through a `usage` function.
@@ -31,6 +34,11 @@ class Drain:
     deadline: float             # wall-clock time it ends at the latest
     removed: bool               # a ghost (removed from the configuration) or marked `drain: true`
     snapshot: Gateway | Route | Target | None = None   # what a ghost looked like when it was removed
+    ended: float | None = None  # wall-clock time a marked drain ended (it is `drained` since)
+
+    @property
+    def over(self) -> bool:
+        return self.ended is not None
 
 
 class Drainer:
@@ -71,6 +79,9 @@ class Drainer:
         current = self.drains.get(key)
         if current is not None and current.removed:
             return                                  # already draining: its deadline stands
+        if current is not None and current.over:
+            self._forget_under(key)                 # drained already: nothing left to drain
+            return
         started = current.started if current is not None else now
         self.drains[key] = Drain(key, started, started + timeout, True, snapshot)
 
@@ -99,33 +110,38 @@ class Drainer:
 
     # -- what is served ------------------------------------------------------------------------------------
     def effective(self, desired: Config) -> Config:
-        """The desired configuration with the ghosts put back, draining."""
+        """The desired configuration with the ghosts put back, draining, and the marks whose drain is over
+        served as drained."""
         ghosts = {key: d.snapshot for key, d in self.drains.items() if d.removed}
-        if not ghosts:
+        drained = {key for key, d in self.drains.items() if d.over}
+        if not ghosts and not drained:
             return desired
         gateways = []
         for gw in desired.gateways:
             routes = []
             for route in gw.routes:
-                extra = tuple(_drained_target(t) for key, t in ghosts.items()   # type: ignore[arg-type]
+                extra = tuple(_draining_target(t) for key, t in ghosts.items()  # type: ignore[arg-type]
                               if len(key) == 3 and key[:2] == (gw.name, route.name))
-                routes.append(dataclasses.replace(route, targets=route.targets + extra) if extra else route)
-            routes += [_drained_route(r) for key, r in ghosts.items()          # type: ignore[arg-type]
+                if extra:
+                    route = dataclasses.replace(route, targets=route.targets + extra)
+                routes.append(_with_drained(route, gw.name, drained) if drained else route)
+            routes += [_draining_route(r) for key, r in ghosts.items()         # type: ignore[arg-type]
                        if len(key) == 2 and key[0] == gw.name]
             gateways.append(dataclasses.replace(gw, routes=tuple(routes)))
         for key, gw in ghosts.items():
             if len(key) == 1:
                 gateways.append(dataclasses.replace(                           # type: ignore[arg-type]
-                    gw, routes=tuple(_drained_route(r) for r in gw.routes)))  # type: ignore[union-attr]
+                    gw, routes=tuple(_draining_route(r) for r in gw.routes)))  # type: ignore[union-attr]
         return dataclasses.replace(desired, gateways=tuple(gateways))
 
     # -- ending drains -----------------------------------------------------------------------------------
     def expire(self, effective: Config, usage: Usage, now: float) -> bool:
-        """Drop the ghosts that are done; True when the effective configuration changed."""
+        """End the drains that are over (idle, or past their deadline): ghosts disappear, marked routes and
+        targets become drained. True when the effective configuration changed."""
         sticky = {gw.name: (gw.sticky != "none", gw.sticky_ttl) for gw in effective.gateways}
         done = []
         for key, drain in self.drains.items():
-            if not drain.removed:
+            if drain.over:
                 continue
             if now >= drain.deadline:
                 done.append(key)
@@ -135,27 +151,40 @@ class Drainer:
             if in_flight == 0 and (not is_sticky or idle_for >= ttl):
                 done.append(key)
         for key in done:
-            self._forget_under(key)
+            drain = self.drains.get(key)
+            if drain is None:
+                continue                            # went with a ghost that contained it
+            if drain.removed:
+                self._forget_under(key)
+            else:
+                self.drains[key] = dataclasses.replace(drain, ended=now)
         return bool(done)
 
     def next_deadline(self) -> float | None:
-        return min((d.deadline for d in self.drains.values() if d.removed), default=None)
+        """The earliest deadline of a drain still going on; None when nothing drains."""
+        return min((d.deadline for d in self.drains.values() if not d.over), default=None)
 
-    def ghosts_of(self, gateway: str) -> list[Drain]:
-        return [d for key, d in self.drains.items() if key[0] == gateway and d.removed]
-
-    def find(self, key: Key) -> Drain | None:
-        """The drain of this key or of what contains it (a route of a ghost gateway drains with it)."""
-        for length in range(len(key), 0, -1):
-            drain = self.drains.get(key[:length])
-            if drain is not None:
-                return drain
-        return None
+    def containing(self, key: Key) -> list[Drain]:
+        """The drains of this key and of what contains it (a route of a ghost gateway drains with it)."""
+        return [drain for length in range(len(key), 0, -1)
+                if (drain := self.drains.get(key[:length])) is not None]
 
 
-def _drained_target(target: Target) -> Target:
+def _draining_target(target: Target) -> Target:
     return target if target.drain else dataclasses.replace(target, drain=True)
 
 
-def _drained_route(route: Route) -> Route:
+def _draining_route(route: Route) -> Route:
     return dataclasses.replace(route, weight=0, drain=True)
+
+
+def _with_drained(route: Route, gateway: str, drained: set[Key]) -> Route:
+    """`route` with `drained` set on itself and on its targets whose marked drain is over."""
+    if (gateway, route.name) in drained:
+        return dataclasses.replace(route, drained=True, targets=tuple(
+            dataclasses.replace(t, drained=True) for t in route.targets))
+    if not any((gateway, route.name, t.address) in drained for t in route.targets):
+        return route
+    return dataclasses.replace(route, targets=tuple(
+        dataclasses.replace(t, drained=True) if (gateway, route.name, t.address) in drained else t
+        for t in route.targets))

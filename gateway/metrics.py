@@ -64,7 +64,8 @@ class _SnapshotCollector:
                     labels = (gw.name, route.name, target.address)
                     tsnap = rsnap["targets"].get(target.address) if rsnap else None
                     up.add_metric(labels, 0 if tsnap and tsnap["down"] else 1)
-                    draining.add_metric(labels, 1 if (target.drain or route.drain) else 0)
+                    drains = (target.drain or route.drain) and not (target.drained or route.drained)
+                    draining.add_metric(labels, 1 if drains else 0)
         if self.snapshot["malformed"]["count"]:
             add_route("", "", self.snapshot["malformed"])
         yield from (requests, duration, errors, connections, weights, up, draining)

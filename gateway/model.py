@@ -20,6 +20,7 @@ class Target:
     port: int
     weight: int = 100       # relative weight among the route's targets (round-robin share)
     drain: bool = False
+    drained: bool = False   # its drain is over (set by gateway.drain when it serves, never by the user)
 
     @property
     def address(self) -> str:
@@ -36,6 +37,7 @@ class Route:
     condition_strength: int = FULL    # basis points of matching requests taken by this route
     drain: bool = False
     weight_given: bool = True         # False when the weight was derived from Vamp's "share the rest" rule
+    drained: bool = False             # its drain is over (set by gateway.drain in what is served, not by users)
 
 
 @dataclass(frozen=True, slots=True)

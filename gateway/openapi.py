@@ -43,7 +43,7 @@ _GATEWAY_FIELDS = {
 }
 _TARGET_STATUS = {
     "type": "object", "required": ["state", "in_flight", "requests", "drain_ends_at"],
-    "properties": {"state": {"type": "string", "enum": ["active", "draining", "down"]},
+    "properties": {"state": {"type": "string", "enum": ["active", "draining", "drained", "down"]},
                    "in_flight": {"type": "integer", "minimum": 0},
                    "requests": {"type": "integer", "minimum": 0},
                    "drain_ends_at": {"type": "string", "format": "date-time", "nullable": True}},
@@ -55,7 +55,7 @@ _STATUS = {
         "drain_ends_at": {"type": "string", "format": "date-time", "nullable": True},
         "routes": {"type": "object", "additionalProperties": {
             "type": "object", "required": ["state", "targets"],
-            "properties": {"state": {"type": "string", "enum": ["active", "draining"]},
+            "properties": {"state": {"type": "string", "enum": ["active", "draining", "drained"]},
                            "drain_ends_at": {"type": "string", "format": "date-time", "nullable": True},
                            "targets": {"type": "object", "additionalProperties": _TARGET_STATUS}}}},
     },

@@ -27,11 +27,17 @@ Routing semantics (docs/gateway-config.md, "Routing"), made exact:
    target, present in that route and not backed off). Anything else in the cookie is ignored: the request is
    routed as if it had none. Every answer of a sticky gateway carries a Set-Cookie (sliding `sticky_ttl`).
 4. Within a route, targets are picked by smooth weighted round-robin over the available ones (not backed off,
-   not draining, weight > 0). A route picked by the weight split with nothing available hands the request to
-   the other weighted routes (smooth round-robin among those that can serve it).
+   not draining, weight > 0). A route is *live* while one of its targets is available or, every one being
+   backed off, one's back-off has expired (a request may then probe it). The weight split is smooth weighted
+   round-robin over the live routes only: a route with no live target takes no share, as if its weight were
+   0, until a target comes back. Each route keeps a count of its targets not backed off and the earliest
+   end of a back-off, updated when a target fails or recovers, so asking "is it live" costs O(1).
+   A request whose connection fails (`redispatch`) goes to another available target of its route, else to
+   another route by the weight split, with that route's cookie for a sticky client.
 5. A draining route (or target) gets no new non-sticky requests: it is skipped for condition ownership, the
    weight split and target picks. A valid sticky cookie still reaches it; a sticky client of a draining route
-   (route mode) gets its non-draining targets first, else its draining ones.
+   (route mode) gets its non-draining targets first, else its draining ones. Once its drain is over
+   (`drained`, gateway.drain) nothing reaches it: a cookie naming it is treated as no cookie.
 6. `RouteTable(new, previous=old)` reuses old `TargetState` objects (same gateway, route and address) and
    `RouteState.stats`, so back-off, upstream pools and counters carry over; round-robin and strength
    state start afresh.
@@ -47,6 +53,7 @@ from gateway.request import RequestView
 
 BACKOFF_FIRST = 1.0     # seconds a target is skipped after its first consecutive connect failure
 BACKOFF_MAX = 30.0      # cap of the doubling back-off
+INFINITY = float("inf")
 
 
 def short_id(text: str) -> str:
@@ -58,7 +65,8 @@ class TargetState:
     """Runtime state of one target of one route: health, load and what the proxy attaches to it."""
 
     __slots__ = ("target", "address", "host", "port", "weight", "drain", "down_until", "failures",
-                 "in_flight", "pool", "stats", "cookie_id", "last_used", "_current", "_set_cookie")
+                 "in_flight", "pool", "stats", "cookie_id", "last_used", "owner", "log_quiet_until",
+                 "log_suppressed", "_current", "_set_cookie")
 
     def __init__(self, target: model.Target) -> None:
         self.address = target.address
@@ -71,27 +79,40 @@ class TargetState:
         self.last_used = 0.0     # when it was last picked (monotonic): a drain waits for sticky clients
         self.pool: object | None = None
         self.stats: object | None = None
+        self.owner: RouteState | None = None    # the route (of the table last built) whose live count it is in
+        self.log_quiet_until = 0.0               # connect failures are logged at most once per interval ...
+        self.log_suppressed = 0                  # ... and counted meanwhile (gateway.upstream)
         self._set_cookie: str | None = None
         self.adopt(target)
 
     def adopt(self, target: model.Target) -> None:
-        """Take the (possibly changed) configuration of the same address; round-robin state starts afresh."""
+        """Take the (possibly changed) configuration of the same address; round-robin state starts afresh.
+        A drained target (its drain is over) is picked by nobody: weight 0, at no cost per request."""
         self.target = target
-        self.weight = target.weight
-        self.drain = target.drain
+        self.weight = 0 if target.drained else target.weight
+        self.drain = target.drain or target.drained
         self._current = 0
 
     def available(self, now: float) -> bool:
         return self.down_until <= now and not self.drain
 
     def mark_failed(self, now: float) -> None:
-        """Passive health check: back off 1 s after a refused connection, doubling per failure, at most 30 s."""
+        """Passive health check: back off 1 s after a refused connection, doubling per failure, at most 30 s.
+        A failure while backed off already (a connection tried alongside the one that failed first) is the
+        same failure: it does not double the back-off again."""
+        if self.down_until > now:
+            return
         self.failures += 1
         self.down_until = now + min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** min(self.failures - 1, 16))
+        if self.owner is not None:
+            self.owner.count_live()
 
     def mark_ok(self) -> None:
-        self.failures = 0
-        self.down_until = 0.0
+        if self.failures:
+            self.failures = 0
+            self.down_until = 0.0
+            if self.owner is not None:
+                self.owner.count_live()
 
     def __repr__(self) -> str:
         return f"TargetState({self.address}, weight={self.weight}, drain={self.drain})"
@@ -100,8 +121,8 @@ class TargetState:
 class RouteState:
     """One route of one gateway: its targets and their round-robin."""
 
-    __slots__ = ("name", "route", "targets", "condition", "cookie_id", "stats", "last_used",
-                 "_weight", "_current", "_strength", "_strength_credit", "_set_cookie")
+    __slots__ = ("name", "route", "targets", "condition", "cookie_id", "stats", "last_used", "live",
+                 "retry_at", "_weight", "_current", "_strength", "_strength_credit", "_set_cookie")
 
     def __init__(self, route: model.Route, targets: tuple[TargetState, ...], condition: Condition | None,
                  stats: object | None) -> None:
@@ -117,6 +138,30 @@ class RouteState:
         self._strength = route.condition_strength
         self._strength_credit = 0
         self._set_cookie: str | None = None
+        self.live = 0                 # targets that take requests (weight > 0, not draining) and are not down
+        self.retry_at = INFINITY      # the earliest end of a back-off among the others that take requests
+        for target in targets:
+            target.owner = self
+        self.count_live()
+
+    def count_live(self) -> None:
+        """Recount `live` and `retry_at`: when the route is built and when one of its targets fails or recovers
+        (never per request)."""
+        live = 0
+        retry_at = INFINITY
+        for target in self.targets:
+            if target.weight <= 0 or target.drain:
+                continue
+            if target.failures:
+                retry_at = min(retry_at, target.down_until)
+            else:
+                live += 1
+        self.live = live
+        self.retry_at = retry_at
+
+    def is_live(self, now: float) -> bool:
+        """Can the route take a new request: a target not backed off, or one whose back-off is over?"""
+        return self.live > 0 or self.retry_at <= now
 
     def pick_target(self, now: float, exclude: TargetState | None = None) -> TargetState | None:
         """Smooth weighted round-robin over the available targets (except `exclude`); None if there is none."""
@@ -164,7 +209,6 @@ class GatewayRouter:
         self._conditional = tuple((route, route.condition.matches) for route in routes
                                   if route.condition is not None and not route.route.drain)
         self._weighted = tuple(route for route in routes if route._weight > 0 and not route.route.drain)
-        self._weighted_total = sum(route._weight for route in self._weighted)
         self.cookie_name = "" if gateway.sticky == "none" else "vamp_" + short_id(gateway.name)
         self._sticky_routes: dict[str, RouteState] = {}
         self._sticky_targets: dict[str, tuple[RouteState, TargetState]] = {}
@@ -177,11 +221,15 @@ class GatewayRouter:
     def _precompute_cookies(self, gateway: model.Gateway) -> None:
         attributes = f"; Path=/; Max-Age={max(1, round(gateway.sticky_ttl))}; HttpOnly; SameSite=Lax"
         for route in self.routes:
+            if route.route.drained:
+                continue                # its drain is over: a cookie naming it is routed afresh
             if gateway.sticky == "route":
                 self._sticky_routes.setdefault(route.cookie_id, route)
                 route._set_cookie = f"{self.cookie_name}={route.cookie_id}{attributes}"
                 continue
             for target in route.targets:
+                if target.target.drained:
+                    continue
                 value = f"{route.cookie_id}.{target.cookie_id}"
                 self._sticky_targets.setdefault(value, (route, target))
                 target._set_cookie = f"{self.cookie_name}={value}{attributes}"
@@ -222,51 +270,38 @@ class GatewayRouter:
         return route, target, route._set_cookie
 
     def _weight_split(self, now: float) -> tuple[RouteState, TargetState, str | None] | None:
-        """Smooth weighted round-robin across the weighted routes; other routes take over from one that
-        has no available target."""
-        weighted = self._weighted
-        total = self._weighted_total
+        """Smooth weighted round-robin across the live weighted routes: one with no live target takes no
+        share until a target comes back, so the split stays exact over the others."""
         best = None
-        for route in weighted:
-            route._current += route._weight
-            if best is None or route._current > best._current:
-                best = route
+        total = 0
+        for route in self._weighted:
+            if route.live or route.retry_at <= now:
+                route._current += route._weight
+                total += route._weight
+                if best is None or route._current > best._current:
+                    best = route
         if best is None:
             return None
+        best._current -= total
         target = best.pick_target(now)
-        if target is not None:
-            best._current -= total
-            return self._answer(best, target, now)
-        for route in weighted:                  # undo this round; retry without the routes that cannot serve
-            route._current -= route._weight
-        return self._fallback_split(now, best)
+        if target is None:
+            # Its counts were stale (a target's state changed outside mark_failed/mark_ok): recount, split again.
+            best.count_live()
+            return self._weight_split(now) if not best.is_live(now) else None
+        return self._answer(best, target, now)
 
-    def _fallback_split(self, now: float, unavailable: RouteState) -> tuple[RouteState, TargetState, str | None] | None:
-        excluded = [unavailable]
-        for _ in range(len(self._weighted)):
-            total = 0
-            best = None
-            for route in self._weighted:
-                if route in excluded:
-                    continue
-                total += route._weight
-                if best is None or route._current + route._weight > best._current + best._weight:
-                    best = route
-            if best is None:
-                return None
-            target = best.pick_target(now)
-            if target is not None:
-                for route in self._weighted:
-                    if route not in excluded:
-                        route._current += route._weight
-                best._current -= total
-                return self._answer(best, target, now)
-            excluded.append(best)
-        return None
-
-    def retry_target(self, route: RouteState, failed: TargetState, now: float) -> TargetState | None:
-        """Another available target of the same route for an idempotent retry, or None."""
-        return route.pick_target(now, exclude=failed)
+    def redispatch(self, route_name: str, failed: TargetState, now: float
+                   ) -> tuple[RouteState, TargetState, str | None] | None:
+        """Where a request goes after the connection to `failed` (marked failed already) failed: another
+        available target of its route, else another route by the weight split, like a request without
+        cookie (so a sticky client gets the new route's cookie). None when nothing else can serve it."""
+        for route in self.routes:
+            if route.name == route_name:
+                target = route.pick_target(now, exclude=failed)
+                if target is not None:
+                    return self._answer(route, target, now)
+                break
+        return self._weight_split(now)
 
     def __repr__(self) -> str:
         return f"GatewayRouter({self.name})"

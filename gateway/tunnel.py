@@ -1,8 +1,9 @@
 """TCP gateways (`port: N/tcp`): each accepted connection is tunnelled, byte for byte, to one target.
 
 The route is chosen by weight (the route table's split; TCP gateways carry no conditions), the target
-round-robin within it; a target that refuses is backed off and the next one tried. Flow control is mirrored
-both ways, and a half-close on one side is passed on to the other.
+round-robin within it; a target that refuses is backed off and the connection redispatched (another target
+of the route, else another route). Flow control is mirrored both ways, and a half-close on one side is
+passed on to the other.
 """
 from __future__ import annotations
 
@@ -84,9 +85,10 @@ class TcpConnection(_Pipe):
                     router.gateway.timeouts.connect)
             except (OSError, asyncio.TimeoutError):
                 target.mark_failed(time.monotonic())
-                target = router.retry_target(route, target, time.monotonic())
-                if target is None:
+                decision = router.redispatch(route.name, target, time.monotonic())
+                if decision is None:
                     break
+                route, target, _ = decision
                 continue
             target.mark_ok()
             if self.transport is None:

@@ -5,12 +5,19 @@ is parsed strictly with httptools, hop-by-hop headers are stripped, the body is 
 (Content-Length kept, chunked re-chunked, close-delimited turned into chunked for HTTP/1.1 clients) and
 streamed with flow control both ways. A fresh parser serves each response, so HEAD/204/304 answers whose
 headers announce a body never confuse the next one. A pooled connection that turns out to be dead before any
-response byte arrives is replaced once for replayable requests; a target that refuses connections is backed
-off and the request tried on another target of its route.
+response byte arrives is replaced once for replayable requests.
+
+A target that refuses a connection (or does not accept it within the connect timeout) is backed off and the
+request redispatched: to another target of its route, else to another route by weight (`GatewayRouter.
+redispatch`), whatever its method: a connection that was never made carried no byte of the request, whose
+body waits in the exchange until a connection is ready. Up to MAX_CONNECT_ATTEMPTS connections are tried;
+the gateway answers 502 (504 for a timeout) only when no other target can take the request. Connect failures
+are logged at most once per target every CONNECT_LOG_INTERVAL seconds, with the count of those not logged.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -23,8 +30,11 @@ if TYPE_CHECKING:
     from .proxy import Exchange
     from .routing import TargetState
 
+log = logging.getLogger("vamp.upstream")
+
 MAX_IDLE_PER_TARGET = 256
-MAX_CONNECT_ATTEMPTS = 3
+MAX_CONNECT_ATTEMPTS = 4       # connections tried for one request (each failure backs its target off)
+CONNECT_LOG_INTERVAL = 10.0    # seconds: at most one log line per target about its connect failures
 
 # Response headers the proxy looks at, by lower-case name; the rest of HOP_BY_HOP is dropped.
 _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _UPGRADE, _HOP_BY_HOP = (object() for _ in range(5))
@@ -100,29 +110,67 @@ async def _connect(ex: "Exchange", target: "TargetState") -> None:
             loop.create_connection(lambda: UpstreamConnection(pool), target.host, target.port), timeout)
     except (OSError, asyncio.TimeoutError) as exc:
         timed_out = isinstance(exc, asyncio.TimeoutError)
-        target.mark_failed(time.monotonic())
+        now = time.monotonic()
+        target.mark_failed(now)
         if target.stats is not None:
             target.stats.failures += 1
         if ex.route is not None and ex.route.stats is not None:
             ex.route.stats.upstream_errors["timeout" if timed_out else "connect"] += 1
+        log_connect_failure(target, ex, f"timed out after {timeout:g}s" if timed_out else _reason(exc), now)
         if client.current is not ex:
             return                                   # the client went away meanwhile
-        retry = None
+        decision = None
         if ex.attempts < MAX_CONNECT_ATTEMPTS and ex.gateway is not None and ex.route is not None:
-            retry = ex.gateway.retry_target(ex.route, target, time.monotonic())
-        if retry is not None:
-            ex.target = retry
+            # routed afresh by the table in force now (the request may predate a configuration change)
+            router = client.runtime.table.gateways.get(ex.gateway.name)
+            if router is not None:
+                decision = router.redispatch(ex.route.name, target, now)
+        if decision is not None:
+            ex.route, ex.target, ex.set_cookie = decision
             dispatch(ex)
         elif timed_out:
             client.answer(ex, 504, f"timed out connecting to {target.address}")
         else:
             client.answer(ex, 502, f"cannot connect to {target.address}")
         return
+    if target.failures:
+        log_recovery(target, ex)
     target.mark_ok()
     if client.current is not ex:
         pool.release(conn)                           # still useful to the next request
         return
     conn.start(ex, reused=False)
+
+
+def log_connect_failure(target: "TargetState", ex: "Exchange", reason: str, now: float) -> None:
+    """One warning per target per CONNECT_LOG_INTERVAL; failures in between are counted, reported in the next."""
+    if now < target.log_quiet_until:
+        target.log_suppressed += 1
+        return
+    suppressed, target.log_suppressed = target.log_suppressed, 0
+    target.log_quiet_until = now + CONNECT_LOG_INTERVAL
+    log.warning("gateway %s route %s: cannot connect to %s: %s; backed off for %.3gs%s",
+                _gateway_name(ex), _route_name(ex), target.address, reason, target.down_until - now,
+                f" ({suppressed} more failures since the last report)" if suppressed else "")
+
+
+def log_recovery(target: "TargetState", ex: "Exchange") -> None:
+    suppressed, target.log_suppressed = target.log_suppressed, 0
+    target.log_quiet_until = 0.0
+    log.info("gateway %s route %s: %s accepts connections again%s", _gateway_name(ex), _route_name(ex),
+             target.address, f" ({suppressed} more failures since the last report)" if suppressed else "")
+
+
+def _gateway_name(ex: "Exchange") -> str:
+    return ex.gateway.name if ex.gateway is not None else "?"
+
+
+def _route_name(ex: "Exchange") -> str:
+    return ex.route.name if ex.route is not None else "?"
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 class UpstreamConnection(asyncio.Protocol):

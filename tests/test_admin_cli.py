@@ -597,11 +597,13 @@ def test_live_drain_of_a_target_then_of_its_route(live):
     run = live.vamp("gateways", "drain", "demo", f"v2/{live.echo.address('v2b')}")
     assert run.returncode == 0, run.stderr
     assert_within_one(live.versions(100), {"v1": 50, "v2": 50, "v2b": 0})
-    assert row_of(live.vamp("gateways", "get", "demo").stdout, live.echo.address("v2b"))[2] == "draining"
+    # not sticky and nothing in flight: its drain may be over already
+    state = row_of(live.vamp("gateways", "get", "demo").stdout, live.echo.address("v2b"))[2]
+    assert state in ("draining", "drained")
 
     assert live.vamp("gateways", "drain", "demo", "v2").returncode == 0
     assert live.versions(50) == Counter({"v1": 50})
-    assert live.document()["status"]["routes"]["v2"]["state"] == "draining"
+    assert live.document()["status"]["routes"]["v2"]["state"] in ("draining", "drained")
 
     assert live.vamp("gateways", "undrain", "demo", "v2").returncode == 0
     assert_within_one(live.versions(100), {"v1": 50, "v2": 50, "v2b": 0})

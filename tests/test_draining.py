@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 
@@ -79,17 +79,20 @@ def slow_request_to(client: HttpClient, version: str) -> Response:
     return response
 
 
-def test_a_target_set_to_drain_gets_no_new_requests_at_once(procs, echo):
-    gw = Drains(procs, echo, {"r": route(echo.address("t1"), echo.address("t2"))})
+def test_a_target_set_to_drain_gets_no_new_requests_at_once_then_says_it_is_drained(procs, echo):
+    gw = Drains(procs, echo, {"r": route(echo.address("t1"), echo.address("t2"))}, drain_timeout="1h")
     with HttpClient(gw.port) as client:
         assert {client.request("GET", "/").version for _ in range(4)} == {"t1", "t2"}
         gw.patch({"routes": {"r": {"targets": [gw.address("t1"), {"address": gw.address("t2"), "drain": True}]}}})
         assert [client.request("GET", "/").version for _ in range(50)] == ["t1"] * 50
     t2 = gw.target_status("r", "t2")
-    assert t2["state"] == "draining" and t2["drain_ends_at"] is not None, t2
+    assert t2["state"] in ("draining", "drained") and t2["drain_ends_at"] is not None, t2
     assert gw.target_status("r", "t1")["state"] == "active"
-    assert gw.draining_metric("r", "t2") == 1
     assert gw.draining_metric("r", "t1") == 0
+    # Nothing in flight and no sticky clients (the gateway is not sticky): drained long before the deadline.
+    gw.wait_for(lambda: gw.target_status("r", "t2")["state"] == "drained", 5.0, "t2 drained")
+    assert gw.draining_metric("r", "t2") == 0
+    assert gw.target_status("r", "t2")["drain_ends_at"] <= datetime.now(timezone.utc).isoformat()
 
 
 def test_a_request_in_flight_on_a_removed_target_completes_then_the_target_is_gone(procs, echo):
@@ -113,90 +116,110 @@ def test_a_request_in_flight_on_a_removed_target_completes_then_the_target_is_go
     assert gw.draining_metric("r", "t2") is None
 
 
-# Removing a target of a `sticky: instance` route, or a whole route of a `sticky: route` gateway: the
-# sticky client's cookie names what is removed; `gone` is the patch that removes it.
-REMOVALS = {
-    "target": dict(sticky="instance",
-                   routes={"r": route("t1", "t2")},
-                   gone={"routes": {"r": {"targets": ["t1"]}}},
-                   drained=("r", "t2")),
-    "route": dict(sticky="route",
-                  routes={"stable": route("t1", weight="50%"), "canary": route("t2", weight="50%")},
-                  gone={"routes": {"canary": None, "stable": {"weight": "100%"}}},
-                  drained=("canary", "t2")),
+# A drain through each path: removing, or marking `drain: true`, a target of a `sticky: instance` route or a
+# whole route of a `sticky: route` gateway. The sticky client's cookie names what drains; `patch` starts the
+# drain. A removed one is gone from the status when its drain ends; a marked one stays, `drained`.
+DRAINS = {
+    "removed target": dict(sticky="instance",
+                           routes={"r": route("t1", "t2")},
+                           patch={"routes": {"r": {"targets": ["t1"]}}},
+                           drained=("r", "t2")),
+    "removed route": dict(sticky="route",
+                          routes={"stable": route("t1", weight="50%"), "canary": route("t2", weight="50%")},
+                          patch={"routes": {"canary": None, "stable": {"weight": "100%"}}},
+                          drained=("canary", "t2")),
+    "target set to drain": dict(sticky="instance",
+                                routes={"r": route("t1", "t2")},
+                                patch={"routes": {"r": {"targets": ["t1", {"address": "t2", "drain": True}]}}},
+                                drained=("r", "t2")),
+    "route set to drain": dict(sticky="route",
+                               routes={"stable": route("t1", weight="50%"), "canary": route("t2", weight="50%")},
+                               patch={"routes": {"canary": {"drain": True}}},
+                               drained=("canary", "t2")),
 }
 
 
-def start_removal_case(procs, echo, case: str, **fields) -> tuple[Drains, dict, tuple[str, str]]:
-    """The gateway of a REMOVALS case with real target addresses; (gateway, removing patch, drained)."""
-    spec = REMOVALS[case]
+def start_drain_case(procs, echo, case: str, **fields) -> tuple[Drains, dict, tuple[str, str]]:
+    """The gateway of a DRAINS case with real target addresses; (gateway, patch starting the drain, drained)."""
+    spec = DRAINS[case]
 
     def real(value):
         if isinstance(value, dict):
             return {key: real(item) for key, item in value.items()}
         if isinstance(value, list):
-            return [echo.address(item) if item in ("t1", "t2") else real(item) for item in value]
-        return value
+            return [real(item) for item in value]
+        return echo.address(value) if value in ("t1", "t2") else value
     gw = Drains(procs, echo, real(spec["routes"]), sticky=spec["sticky"], **fields)
-    return gw, real(spec["gone"]), spec["drained"]
+    return gw, real(spec["patch"]), spec["drained"]
 
 
-@pytest.mark.parametrize("case", REMOVALS)
-def test_a_sticky_client_keeps_what_was_removed_while_it_comes_back_within_the_ttl(procs, echo, case):
+def drain_over(gw: Drains, case: str, route_name: str, target: str) -> bool:
+    """Has the drain of a DRAINS case ended, as the admin API tells: removed ones are gone, marked ones say
+    `drained` (with the time it ended, not a deadline still to come)."""
+    status = gw.target_status(route_name, target)
+    if case.startswith("removed"):
+        return status is None
+    return status["state"] == "drained"
+
+
+@pytest.mark.parametrize("case", DRAINS)
+def test_a_sticky_client_keeps_what_drains_while_it_comes_back_within_the_ttl(procs, echo, case):
     ttl = 2.0
-    gw, remove, (route_name, target) = start_removal_case(procs, echo, case, sticky_ttl="2s",
-                                                          drain_timeout="30s")
+    gw, start_drain, (route_name, target) = start_drain_case(procs, echo, case, sticky_ttl="2s",
+                                                             drain_timeout="30s")
     with HttpClient(gw.port) as sticky, HttpClient(gw.port) as anonymous:
         name, pinned = sticky_cookie(first_response_from(sticky, "t2"))
         cookie = [("Cookie", f"{name}={pinned}")]
-        gw.patch(remove)
+        gw.patch(start_drain)
         assert {anonymous.request("GET", "/").version for _ in range(20)} == {"t1"}
 
-        removed_at = last_visit = time.monotonic()
-        while last_visit - removed_at < ttl * 1.5:       # keeps coming back, for longer than the TTL
+        drain_started = last_visit = time.monotonic()
+        while last_visit - drain_started < ttl * 1.5:       # keeps coming back, for longer than the TTL
             last_visit = time.monotonic()
             assert sticky.request("GET", "/", cookie).version == "t2"
             assert gw.target_status(route_name, target)["state"] == "draining"
             time.sleep(ttl / 4)
         assert gw.draining_metric(route_name, target) == 1
 
-        gone_at = gw.wait_for(lambda: gw.target_status(route_name, target) is None, ttl + 5.0,
-                              f"{target} gone after its sticky client stayed away")
-        assert gone_at - last_visit >= ttl, "the drain ended before the sticky client had been away for the TTL"
+        over_at = gw.wait_for(lambda: drain_over(gw, case, route_name, target), ttl + 5.0,
+                              f"{target} drained after its sticky client stayed away")
+        assert over_at - last_visit >= ttl, "the drain ended before the sticky client had been away for the TTL"
         response = sticky.request("GET", "/", cookie)
         assert response.version == "t1"
         new_name, new_value = sticky_cookie(response)
         assert new_name == name and new_value != pinned
+        assert gw.draining_metric(route_name, target) == (None if case.startswith("removed") else 0)
 
 
-@pytest.mark.parametrize("case", REMOVALS)
+@pytest.mark.parametrize("case", DRAINS)
 def test_the_drain_timeout_ends_a_drain_even_for_a_sticky_client_that_keeps_coming_back(procs, echo, case):
     timeout = 2.0
-    gw, remove, (route_name, target) = start_removal_case(procs, echo, case, sticky_ttl="1h",
-                                                          drain_timeout="2s")
+    gw, start_drain, (route_name, target) = start_drain_case(procs, echo, case, sticky_ttl="1h",
+                                                             drain_timeout="2s")
     with HttpClient(gw.port) as sticky:
         name, pinned = sticky_cookie(first_response_from(sticky, "t2"))
         cookie = [("Cookie", f"{name}={pinned}")]
-        before_removal = time.time()
-        gw.patch(remove)
-        after_removal = time.time()
+        before_drain = time.time()
+        gw.patch(start_drain)
+        after_drain = time.time()
         ends_at = datetime.fromisoformat(gw.target_status(route_name, target)["drain_ends_at"]).timestamp()
-        assert before_removal + timeout - 1 <= ends_at <= after_removal + timeout   # shown to the second
+        assert before_drain + timeout - 1 <= ends_at <= after_drain + timeout   # shown to the second
 
-        served_by_removed = 0
+        served_by_drained = 0
         deadline = time.monotonic() + timeout + 5.0
         while time.monotonic() < deadline:
             response = sticky.request("GET", "/", cookie)
             if response.version != "t2":
                 break
-            served_by_removed += 1
+            served_by_drained += 1
             time.sleep(0.1)
         moved_at = time.time()
-    assert response.version == "t1", "the sticky client still reached the removed target after the drain timeout"
+    assert response.version == "t1", "the sticky client still reached the drained target after the drain timeout"
     assert sticky_cookie(response)[1] != pinned
-    assert served_by_removed >= 10, "the sticky client lost the removed target before the drain timeout"
-    assert before_removal + timeout <= moved_at <= after_removal + timeout + 1.5
-    assert gw.target_status(route_name, target) is None
+    assert served_by_drained >= 10, "the sticky client lost the draining target before the drain timeout"
+    assert before_drain + timeout <= moved_at <= after_drain + timeout + 1.5
+    gw.wait_for(lambda: drain_over(gw, case, route_name, target), 5.0, f"{target} shown drained")
+    assert gw.draining_metric(route_name, target) == (None if case.startswith("removed") else 0)
 
 
 def test_a_deleted_gateway_finishes_its_request_in_flight_then_closes_its_port(procs, echo):

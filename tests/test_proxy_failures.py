@@ -1,12 +1,22 @@
-"""Upstream failures through the real gateway: refused, hung, dying and stale pooled connections."""
+"""Upstream failures through the real gateway: refused, hung, dying and stale pooled connections, and
+redispatch: a route whose backend is gone hands its visitors, sticky ones included, to the other routes."""
 from __future__ import annotations
 
+import hashlib
+import logging
+import re
 import time
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
-from tests.support import BrokenResponse, HttpClient, config, free_port, gateway, get, route
+from gateway.model import Target
+from gateway.routing import TargetState
+from gateway.upstream import CONNECT_LOG_INTERVAL, log_connect_failure, log_recovery
+from tests.support import (BrokenResponse, HttpClient, config, first_response_from, free_port, gateway, get, route,
+                           sticky_cookie)
+from tests.support.load import LoadGenerator
 
 DEAD = "127.0.0.1:{port}"        # an address nothing listens on: connections are refused
 
@@ -51,6 +61,96 @@ def test_another_route_keeps_serving_when_one_route_has_no_live_target(procs, ec
         assert first.status in (200, 502, 503)
         answers = Counter((r.status, r.version) for r in (client.request("GET", "/") for _ in range(20)))
     assert answers == Counter({(200, "alive"): 20})
+
+
+def connect_errors(process, gateway_name: str, route_name: str) -> float:
+    return process.metrics().value("vamp_upstream_errors_total", gateway=gateway_name, route=route_name,
+                                   kind="connect") or 0
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {what} after {timeout} s")
+        time.sleep(0.05)
+
+
+def test_visitors_of_a_route_whose_backend_stops_are_redispatched_to_the_other_route(procs):
+    v1, v2 = procs.backend("echo", "v1"), procs.backend("echo", "v2")
+    port = free_port()
+    gw = procs.gateway(config({"shop": gateway(port, {"v1": route(v1.address(), weight="50%"),
+                                                      "v2": route(v2.address(), weight="50%")}, sticky="route")}))
+    with HttpClient(port) as sticky, HttpClient(port) as fresh:
+        name, pinned = sticky_cookie(first_response_from(sticky, "v1"))
+        assert v1.stop() is not None
+
+        # The sticky visitor of v1 is the first to find its backend gone. Its POST is redispatched (a connection
+        # that failed carried nothing of it) to v2, body intact, with v2's cookie.
+        body = b"x" * 100_000
+        cookie = [("Cookie", f"{name}={pinned}")]
+        posted = sticky.request("POST", "/upload", cookie, body=body)
+        assert (posted.status, posted.version) == (200, "v2")
+        assert posted.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+        new_name, new_value = sticky_cookie(posted)
+        assert new_name == name and new_value != pinned
+        assert target_up(gw, "shop", v1.port()) == [0]
+        response = sticky.request("GET", "/", cookie)              # the old cookie again, while v1 is down
+        assert (response.status, response.version, sticky_cookie(response)) == (200, "v2", (name, new_value))
+
+        # Fresh visitors: v1 has no live target, so it takes no share; nothing is answered 502.
+        answers = Counter((r.status, r.version) for r in (fresh.request("GET", "/") for _ in range(200)))
+        assert answers == Counter({(200, "v2"): 200})
+
+        # The back-off expires: a request may probe v1 again; it fails to connect and goes to v2.
+        failed_before = connect_errors(gw, "shop", "v1")
+        wait_until(lambda: target_up(gw, "shop", v1.port()) == [1], 10.0, "v1's back-off over")
+        answers = Counter((r.status, r.version) for r in (fresh.request("GET", "/") for _ in range(200)))
+        assert answers == Counter({(200, "v2"): 200})
+        assert connect_errors(gw, "shop", "v1") > failed_before, "no request probed v1 after its back-off"
+
+        # Six clients at once as the next back-off ends: every probe that fails is redispatched as well.
+        failed_before = connect_errors(gw, "shop", "v1")
+        wait_until(lambda: target_up(gw, "shop", v1.port()) == [1], 10.0, "v1's back-off over")
+        with LoadGenerator(port, connections=6, seconds=1.5) as load:
+            wait_until(lambda: not load.running, 10.0, "the load run over")
+        assert load.failures == [] and set(load.versions()) == {"v2"}, load.failure_kinds()
+        assert connect_errors(gw, "shop", "v1") > failed_before, "no request probed v1 under load"
+
+        # v1 comes back: once a probe succeeds, traffic returns to the configured split.
+        v1.start()
+        wait_until(lambda: Counter(fresh.request("GET", "/").version for _ in range(20)) == {"v1": 10, "v2": 10},
+                   40.0, "back to the 50/50 split")
+    log = gw.stderr_text()
+    assert re.search(rf"cannot connect to {re.escape(v1.address())}", log), log
+
+
+def test_connect_failures_are_logged_once_per_target_per_interval_with_the_count_of_the_others(caplog):
+    caplog.set_level(logging.INFO, logger="vamp.upstream")
+    target = TargetState(Target("127.0.0.1", 8081))
+    ex = SimpleNamespace(gateway=SimpleNamespace(name="shop"), route=SimpleNamespace(name="v1"))
+    now = 1000.0
+    for step in range(50):                                  # 50 failures, 0.5 s apart: 25 s
+        target.mark_failed(now + step * 0.5)
+        log_connect_failure(target, ex, "Connection refused", now + step * 0.5)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 == 1 + int(25 // CONNECT_LOG_INTERVAL)
+    assert lines[0].startswith("gateway shop route v1: cannot connect to 127.0.0.1:8081: Connection refused")
+    assert lines[1].endswith("(19 more failures since the last report)")
+    log_recovery(target, ex)
+    assert caplog.records[-1].getMessage() == ("gateway shop route v1: 127.0.0.1:8081 accepts connections again "
+                                               "(9 more failures since the last report)")
+
+
+def test_a_gateway_whose_every_route_is_down_still_answers_502_or_503(procs):
+    dead_a, dead_b, port = free_port(), free_port(), free_port()
+    gw = procs.gateway(config({"down": gateway(port, {"a": route(DEAD.format(port=dead_a), weight="50%"),
+                                                      "b": route(DEAD.format(port=dead_b), weight="50%")},
+                                               sticky="route")}))
+    with HttpClient(port) as client:
+        statuses = Counter(client.request("GET", "/").status for _ in range(20))
+    assert set(statuses) <= {502, 503} and statuses[502] >= 1, statuses
+    assert target_up(gw, "down", dead_a) == [0] and target_up(gw, "down", dead_b) == [0]
 
 
 def test_hung_backend_gets_504_after_the_response_timeout(procs):

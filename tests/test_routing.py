@@ -358,17 +358,37 @@ def test_draining_flag_changed_on_rebuild_takes_effect_at_once():
     assert {new.gateways["sava"].select(request(), NOW)[1].port for _ in range(10)} == {8081}
 
 
+def test_a_drained_target_or_route_is_reached_by_nobody_not_even_its_sticky_clients():
+    instance = table(route("a", 10_000, targets=(target(8081), Target("127.0.0.1", 8082, drained=True,
+                                                                       drain=True))),
+                     sticky="instance").gateways["sava"]
+    a = instance.routes[0]
+    cookie = request(cookie=f"{instance.cookie_name}={a.cookie_id}.{a.targets[1].cookie_id}")
+    chosen = instance.select(cookie, NOW)
+    assert chosen[1].port == 8081
+    assert chosen[2].startswith(f"{instance.cookie_name}={a.cookie_id}.{chosen[1].cookie_id};")
+
+    by_route = table(route("a", 5000, 8081), Route("b", 5000, (target(8082),), drain=True, drained=True),
+                     sticky="route").gateways["sava"]
+    b = by_route.routes[1]
+    chosen = [by_route.select(request(cookie=f"{by_route.cookie_name}={b.cookie_id}"), NOW) for _ in range(10)]
+    assert {(c[0].name, c[2].split(";")[0]) for c in chosen} == {("a", f"{by_route.cookie_name}="
+                                                                     f"{by_route.routes[0].cookie_id}")}
+
+
 # -- back-off and fallback ---------------------------------------------------------------------------
 
-def test_back_off_doubles_per_failure_up_to_30_seconds_and_resets_on_success():
+def test_back_off_doubles_per_failed_probe_up_to_30_seconds_and_resets_on_success():
     state = table(route("a", 10_000, 8081)).gateways["sava"].routes[0].targets[0]
     assert state.available(NOW)
     delays = []
+    now = NOW
     for _ in range(8):
-        state.mark_failed(NOW)
-        delays.append(state.down_until - NOW)
+        state.mark_failed(now)                  # each time the back-off ends, the probe fails again
+        delays.append(state.down_until - now)
+        now = state.down_until
     assert delays == [1, 2, 4, 8, 16, 30, 30, 30]
-    assert not state.available(NOW + 29.9) and state.available(NOW + 30)
+    assert not state.available(now - 0.1) and state.available(now)
     state.mark_ok()
     assert state.available(NOW) and state.failures == 0
 
@@ -430,15 +450,72 @@ def test_sticky_route_with_every_target_down_is_replaced():
     assert chosen[0].name == "a" and chosen[2].startswith(f"{router.cookie_name}={chosen[0].cookie_id};")
 
 
-def test_retry_target_picks_another_available_target_of_the_same_route():
-    router = table(route("a", 10_000, 8081, 8082, 8083), route("b", 0, 8084)).gateways["sava"]
+def test_redispatch_picks_another_available_target_of_the_same_route_first():
+    router = table(route("a", 5000, 8081, 8082, 8083), route("b", 5000, 8084), sticky="instance").gateways["sava"]
     a = router.routes[0]
     first, second, third = a.targets
     first.mark_failed(NOW)
     third.mark_failed(NOW)
-    assert router.retry_target(a, second, NOW) is None
+    second.mark_failed(NOW)
+    rerouted = router.redispatch("a", second, NOW)
+    assert (rerouted[0].name, rerouted[1].port) == ("b", 8084)
+    assert rerouted[2].startswith(f"{router.cookie_name}={router.routes[1].cookie_id}.{rerouted[1].cookie_id};")
     third.mark_ok()
-    assert router.retry_target(a, second, NOW) is third
+    assert router.redispatch("a", second, NOW)[1] is third
+
+
+def test_redispatch_sends_a_sticky_client_of_a_dead_route_elsewhere_with_a_new_cookie():
+    router = table(route("a", 5000, 8081), route("b", 5000, 8082), sticky="route").gateways["sava"]
+    a, b = router.routes
+    cookie = request(cookie=f"{router.cookie_name}={a.cookie_id}")
+    assert router.select(cookie, NOW)[0] is a
+    a.targets[0].mark_failed(NOW)                           # the connection the sticky client's request needed
+    assert router.redispatch("a", a.targets[0], NOW) == (b, b.targets[0], b._set_cookie)
+    assert router.select(cookie, NOW)[0] is b               # and the cookie is worth nothing while a is down
+
+
+def test_redispatch_with_nothing_else_live_gives_none():
+    router = table(route("a", 5000, 8081), route("b", 5000, 8082)).gateways["sava"]
+    a, b = router.routes
+    b.targets[0].mark_failed(NOW)
+    a.targets[0].mark_failed(NOW)
+    assert router.redispatch("a", a.targets[0], NOW) is None
+    assert router.redispatch("gone", a.targets[0], NOW) is None
+
+
+def test_a_route_counts_its_live_targets_as_they_fail_and_recover():
+    tables = table(route("a", 10_000, targets=(target(8081), target(8082), target(8083, drain=True),
+                                                target(8084, weight=0))))
+    router = tables.gateways["sava"]
+    a = router.routes[0]
+    first, second = a.targets[:2]
+    assert (a.live, a.retry_at) == (2, float("inf"))
+    first.mark_failed(NOW)
+    assert (a.live, a.retry_at) == (1, NOW + 1)
+    second.mark_failed(NOW + 0.5)
+    second.mark_failed(NOW + 0.5)
+    assert (a.live, a.retry_at, second.failures) == (0, NOW + 1, 1)   # two attempts at once: one failure
+    assert not a.is_live(NOW + 0.9) and a.is_live(NOW + 1)   # back-off over: a request may probe it
+    first.mark_failed(NOW + 1)                               # the probe failed
+    assert (a.live, a.retry_at) == (0, NOW + 1.5)
+    second.mark_ok()
+    assert (a.live, a.retry_at) == (1, NOW + 3)
+    rebuilt = RouteTable(tables.config, previous=tables).gateways["sava"].routes[0]
+    assert (rebuilt.live, rebuilt.retry_at) == (1, NOW + 3)
+    first.mark_ok()                                          # the rebuilt route counts from now on
+    assert (rebuilt.live, rebuilt.retry_at) == (2, float("inf"))
+
+
+def test_the_split_is_exact_over_the_live_routes_and_a_route_comes_back_when_its_target_does():
+    router = table(route("a", 5000, 8081), route("b", 3000, 8082), route("c", 2000, 8083)).gateways["sava"]
+    c = router.routes[2].targets[0]
+    c.mark_failed(NOW)
+    assert counts(router, 800) == {"a": 500, "b": 300}
+    picks = route_names(router, [request()] * 800)           # every prefix within one request of 5:3
+    assert all(abs(picks[:n].count("a") - Fraction(5 * n, 8)) <= 1 for n in range(1, 801))
+    # The back-off is over: c is live again (its next request probes it) and takes its share at once.
+    got = Counter(router.select(request(), NOW + 1)[0].name for _ in range(1000))
+    assert all(abs(got[name] - share) <= 2 for name, share in {"a": 500, "b": 300, "c": 200}.items()), got
 
 
 # -- virtual hosts -----------------------------------------------------------------------------------
