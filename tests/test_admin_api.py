@@ -376,6 +376,19 @@ def test_a_condition_error_says_where(api):
     assert re.search(r"position \d+", message), message
 
 
+@pytest.mark.parametrize("condition, construct, position", [
+    ("user-agent ~ /(?=Chrome)Chrome/", "lookaround '(?='", 14),
+    ("header x-id ~ /^(a)\\1$/", "backreference '\\1'", 19),
+])
+def test_a_regex_re2_cannot_run_is_400_with_the_field_and_position(api, shop, condition, construct, position):
+    before = observable_state(shop[0], api)
+    message = assert_error(api.patch("shop", {"routes": {"canary": {"condition": condition}}}), 400,
+                           "/routes/canary/condition")
+    assert f"{construct} is not supported" in message
+    assert message.endswith(f"at position {position}")
+    assert observable_state(shop[0], api) == before
+
+
 def test_invalid_post_is_400_pointing_at_the_field_and_creates_nothing(api, shop, echo):
     before = observable_state(shop[0], api)
     document = {"name": "broken", **new_gateway(echo), "routes": {"r": {"targets": ["nowhere"]}}}

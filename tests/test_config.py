@@ -498,6 +498,18 @@ def test_errors_in_yaml_carry_the_line_of_the_field():
     assert error_of(DESIGN_EXAMPLE.replace("    port: 9050/http\n", "")).line == 2   # the gateway, no port
 
 
+def test_a_regex_re2_cannot_run_is_an_error_with_its_line_and_position(tmp_path):
+    text = DESIGN_EXAMPLE.replace("browser = Chrome and os = Android and country = GB",
+                                  "user-agent ~ /(Chrome)\\/\\d+ \\1/")
+    path = tmp_path / "gateways.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_file(path)
+    assert str(caught.value) == ("gateway 'sava', route 'sava-1.1', field 'condition': invalid regular expression: "
+                                 "backreference '\\1' is not supported (conditions use RE2, which runs in linear "
+                                 "time) at position 28 (line 14)")
+
+
 def test_line_of_a_list_item_and_of_a_listed_gateway():
     error = error_of("gateways:\n  - name: a\n    port: 80\n  - name: b\n    port: 80\n    routes:\n"
                      "      r:\n        targets:\n          - 127.0.0.1:1\n          - nonsense\n")
