@@ -71,7 +71,7 @@ import re2
 from gateway.request import RequestView
 
 MAX_DEPTH = 100   # nested parentheses and negations; keeps parsing, printing and matching far from recursion limits
-MAX_REGEX_PROGRAM = 200   # RE2 instructions in one regular expression (Envoy bounds this too: max_program_size)
+MAX_REGEX_PROGRAM = 100   # RE2 instructions in one regular expression: Envoy's default max_program_size
 
 
 class ConditionError(ValueError):
