@@ -197,6 +197,35 @@ def test_patch_adds_a_route_and_null_removes_one(api, shop, echo):
                "the removed route gone from status")
 
 
+def test_patch_null_removes_a_condition_and_its_strength(procs, echo):
+    port = free_port()
+    gw = procs.gateway(config({"shop": gateway(port, {
+        "stable": route(echo.address("v1"), weight="50%"),
+        "canary": route(echo.address("v2"), weight="50%", condition="has cookie beta", strength="100%"),
+    })}))
+    api = AdminApi(gw.admin_url(""))
+    beta = [("Cookie", "beta=1")]
+    with HttpClient(port) as client:
+        assert {client.request("GET", "/", beta).version for _ in range(6)} == {"v2"}
+
+        removed = api.patch("shop", {"routes": {"canary": {"condition": None}}})
+        assert removed.status == 200, removed.body
+        canary = api.document("shop")["routes"]["canary"]
+        assert "condition" not in canary and "condition_strength" not in canary
+        # by weight only now: the cookie no longer decides, the 50/50 split does
+        assert sorted(client.request("GET", "/", beta).version for _ in range(6)) == ["v1"] * 3 + ["v2"] * 3
+
+
+@pytest.mark.parametrize("patch, field", [
+    ({"routes": {"canary": {"condition": None, "condition_strength": "50%"}}}, "/routes/canary/condition_strength"),
+    ({"routes": {"stable": {"condition_strength": "50%"}}}, "/routes/stable/condition_strength"),
+])
+def test_a_strength_without_a_condition_is_still_an_error(api, shop, patch, field):
+    before = observable_state(shop[0], api)
+    assert "condition_strength needs a condition" in assert_error(api.patch("shop", patch), 400, field)
+    assert observable_state(shop[0], api) == before
+
+
 def test_patch_merges_nested_timeouts(api):
     patched = api.patch("shop", {"timeouts": {"response": "5s"}})
     assert patched.status == 200, patched.body
