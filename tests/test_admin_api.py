@@ -226,6 +226,29 @@ def test_a_strength_without_a_condition_is_still_an_error(api, shop, patch, fiel
     assert observable_state(shop[0], api) == before
 
 
+def test_patch_sets_the_sticky_cookie_attributes_live(api, shop):
+    _, port = shop
+    patched = api.patch("shop", {"sticky": "route", "sticky_cookie": {"same_site": "none", "secure": True}})
+    assert patched.status == 200, patched.body
+    assert patched.json()["sticky_cookie"] == {"same_site": "none", "secure": True}
+    with HttpClient(port) as client:
+        [set_cookie] = client.request("GET", "/").header_values("set-cookie")
+    assert set_cookie.endswith("; HttpOnly; Secure; SameSite=None")
+
+
+@pytest.mark.parametrize("sticky_cookie, field, mentions", [
+    ({"same_site": "none"}, "/sticky_cookie/same_site", "same_site none needs secure: true"),
+    ({"same_site": "none", "secure": False}, "/sticky_cookie/same_site", "same_site none needs secure: true"),
+    ({"same_site": "sometimes"}, "/sticky_cookie/same_site", "expected one of lax, strict, none"),
+    ({"secure": "on"}, "/sticky_cookie/secure", "expected true or false"),
+])
+def test_invalid_sticky_cookie_attributes_are_400_naming_the_field(api, shop, sticky_cookie, field, mentions):
+    before = observable_state(shop[0], api)
+    message = assert_error(api.patch("shop", {"sticky": "route", "sticky_cookie": sticky_cookie}), 400, field)
+    assert mentions in message
+    assert observable_state(shop[0], api) == before
+
+
 def test_patch_merges_nested_timeouts(api):
     patched = api.patch("shop", {"timeouts": {"response": "5s"}})
     assert patched.status == 200, patched.body
