@@ -405,7 +405,7 @@ class _Parser:
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.never_capture = True    # conditions only ask "is there a match": no submatch tracking
 _RE2_OPTIONS.log_errors = False      # a rejected pattern is the user's error, reported as a ConditionError
-_UNANCHORED = re2._Anchor.UNANCHORED
+_UNANCHORED = re2._Anchor.UNANCHORED   # with `_Regexp._regexp.Match` below: re2's C++ binding (google-re2 1.x)
 _LOOKAROUND = ("(?=", "(?!", "(?<=", "(?<!")
 _BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
 _NOT_IN_RE2 = "conditions use RE2, which runs in linear time"
