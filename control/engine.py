@@ -35,7 +35,7 @@ from control.store import Store
 from gateway import model as gw
 from gateway.config import ConfigError, from_dict, gateway_from_dict, gateway_to_dict, resolve_weights, to_dict
 from gateway import snapshot as snapshots
-from gateway.controller import Conflict, NotFound, merge_patch
+from gateway.controller import Conflict, NotFound, patch_gateway_body
 from gateway.model import FULL
 
 log = logging.getLogger("vamp.engine")
@@ -348,9 +348,9 @@ class Engine:
         current = next((g for g in self.desired_config().gateways if g.name == name), None)
         if current is None:
             raise DeploymentError(404, f"no gateway {name!r}")
-        body = merge_patch(gateway_to_dict(current), patch)
-        if not isinstance(body, dict):
+        if not isinstance(patch, dict):
             raise DeploymentError(400, "a merge patch must be a JSON object")
+        body = patch_gateway_body(current, patch)
         gateway, _ = await self._put_gateway(name, body, validate_only)
         return self._gateway_document(gateway, await self.gateway_snapshot())
 

@@ -19,7 +19,11 @@ escapes the quote character or a backslash, any other backslash is literal -- or
 characters other than whitespace, quotes, parentheses, `&` and `|`. So `user-agent = Mozilla/5.0` and
 `path prefix /api/v1` need no quotes, but a value with a space must be quoted (`browser = "Chrome Mobile"`),
 and a bare value cannot be `and` or `or`. A regular expression is written `/re/` (`\\/` for a slash inside; no
-flags, use `(?i)`) and matched with `re.search`. A country list is `(GB, IE)`.
+flags, use `(?i)`) in RE2 syntax and matched with RE2 (`google-re2`), which finds a match anywhere in the value
+in time linear in its length, whatever the pattern: a hostile pattern cannot freeze a worker. What RE2 cannot
+express (backreferences, lookahead and lookbehind, possessive quantifiers) is rejected, with its position, and so
+is a pattern whose RE2 program has more than MAX_REGEX_PROGRAM instructions (which bounds the cost per byte). A
+country list is `(GB, IE)`.
 
 Operators: `=`, `==`, `is` (equality), negated `!=`, `!`, `not`; `has`, `contains`, negated `misses`;
 `~`, negated `!~` (regex); `prefix` and `not prefix` (path); `in` and `not in` (country). After `not` or `!`
@@ -41,7 +45,7 @@ cookie x is absent, and `country != GB` is true when the country is unknown):
   an unknown country never matches.
 - `path = /p` / `path prefix /p`: the percent-decoded path equals / starts with /p.
 - `method = M`: the method equals M, case-insensitive.
-- `SUBJECT [N] ~ /re/`, for every subject: `re.search` finds a match in the value (in the family for
+- `SUBJECT [N] ~ /re/`, for every subject: RE2 finds a match anywhere in the value (in the family for
   browser/os/device, in the upper-case code for country); an absent value never matches.
 
 Cookie names are case-sensitive, header names are not (kept lower case). `parse` normalises what is
@@ -58,14 +62,16 @@ Errors: `ConditionError.position` is the 0-based character offset of the fault i
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass, field
 from operator import attrgetter, methodcaller
 from typing import Callable, NoReturn, Union
 
+import re2
+
 from gateway.request import RequestView
 
 MAX_DEPTH = 100   # nested parentheses and negations; keeps parsing, printing and matching far from recursion limits
+MAX_REGEX_PROGRAM = 100   # RE2 instructions in one regular expression: Envoy's default max_program_size
 
 
 class ConditionError(ValueError):
@@ -334,13 +340,7 @@ class _Parser:
         if i >= len(self.text):
             raise ConditionError("unterminated regular expression (no closing /)", start)
         source = self.text[start + 1:i]
-        try:
-            _compile_regex(source)
-        except re.error as error:
-            raise ConditionError(f"invalid regular expression: {error.msg}",
-                                 start + 1 + (error.pos or 0)) from None
-        except (RecursionError, OverflowError, ValueError, MemoryError) as error:
-            raise ConditionError(f"invalid regular expression: {error}", start) from None
+        compile_regex(source, offset=start + 1)
         self.pos = i + 1
         return source
 
@@ -402,11 +402,127 @@ class _Parser:
         raise ConditionError(f"expected {expected}, found '{found}'{hint}", start)
 
 
-def _compile_regex(source: str) -> re.Pattern[str]:
-    """re.compile, without its FutureWarnings about syntax that may change meaning (they are not errors)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return re.compile(source)
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.never_capture = True    # conditions only ask "is there a match": no submatch tracking
+_RE2_OPTIONS.log_errors = False      # a rejected pattern is the user's error, reported as a ConditionError
+_UNANCHORED = re2._Anchor.UNANCHORED   # with `_Regexp._regexp.Match` below: re2's C++ binding (google-re2 1.x)
+_LOOKAROUND = ("(?=", "(?!", "(?<=", "(?<!")
+_BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
+_NOT_IN_RE2 = "conditions use RE2, which runs in linear time"
+
+
+def compile_regex(source: str, offset: int = 0) -> re2._Regexp:
+    """The RE2 regular expression of a condition; a ConditionError (at `offset` + the position of the fault
+    in `source`) for what RE2 cannot express or for a program over MAX_REGEX_PROGRAM instructions."""
+    try:
+        compiled = re2.compile(source, _RE2_OPTIONS)
+    except re2.error as error:
+        message, position = _explained(error, source)
+        raise ConditionError(message, offset + position) from None
+    except UnicodeEncodeError as error:   # a lone surrogate, from JSON's \ud800
+        raise ConditionError("invalid regular expression: not valid Unicode text", offset + error.start) from None
+    if compiled.programsize > MAX_REGEX_PROGRAM:
+        raise ConditionError(f"regular expression too complex: its RE2 program has {compiled.programsize} "
+                             f"instructions, at most {MAX_REGEX_PROGRAM} are allowed (simplify it, or split it "
+                             "into several conditions)", offset)
+    return compiled
+
+
+def _explained(error: re2.error, source: str) -> tuple[str, int]:
+    """(message, position in source) for RE2's error text, "<what>: <the text at fault>"."""
+    what, fault = _error_parts(error)
+    position = _fault_position(source, what, fault)
+    if what == "invalid perl operator" and source.startswith(_LOOKAROUND, position):
+        found = next(prefix for prefix in _LOOKAROUND if source.startswith(prefix, position))
+        return f"invalid regular expression: lookaround '{found}' is not supported ({_NOT_IN_RE2})", position
+    backreference = _BACKREFERENCE.match(source, position)
+    if backreference:
+        return (f"invalid regular expression: backreference '{backreference.group()}' is not supported "
+                f"({_NOT_IN_RE2})", position)
+    if what in ("missing )", "unexpected )", "trailing \\") or not fault:
+        return f"invalid regular expression: {what}", position
+    shown = fault if len(fault) <= 30 else fault[:27] + "..."
+    return f"invalid regular expression: {what} '{shown}'", position
+
+
+def _error_parts(error: re2.error) -> tuple[str, str]:
+    text = error.args[0] if error.args else ""
+    text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    what, _, fault = text.partition(": ")
+    return what, fault
+
+
+def _fault_position(source: str, what: str, fault: str) -> int:
+    """Where in `source` RE2's error points. RE2 names the text at fault but not its offset: of the places
+    that text appears (outside escapes and, unless the fault is about a class, outside classes), the first
+    where the pattern cut just after it, its parentheses closed, fails the same way."""
+    scan = _Scan(source, what, fault)
+    if what == "missing )" and scan.unclosed:
+        return scan.unclosed[-1]
+    if what == "unexpected )" and scan.unexpected is not None:
+        return scan.unexpected
+    if what == "trailing \\":
+        return max(0, len(source) - 1)
+    if len(scan.candidates) > 16:            # each check compiles a prefix: keep the worst case small
+        return scan.candidates[0]
+    for position in scan.candidates[:-1]:    # the last one, if it comes to that, is the fault by elimination
+        prefix = _Scan(source[:position + len(fault)], what, "")
+        if prefix.in_class:
+            continue
+        try:
+            re2.compile(prefix.source + ")" * len(prefix.unclosed), _RE2_OPTIONS)
+        except re2.error as error:
+            if _error_parts(error) == (what, fault):
+                return position
+    if scan.candidates:
+        return scan.candidates[-1]
+    return max(source.find(fault), 0) if fault else 0
+
+
+class _Scan:
+    """One pass over a pattern: the places `fault` appears, the '(' left open, the first ')' that closes
+    nothing, and whether it ends inside a character class (escapes, classes and \\Q...\\E are skipped)."""
+
+    def __init__(self, source: str, what: str, fault: str) -> None:
+        self.source = source
+        self.candidates: list[int] = []
+        self.unclosed: list[int] = []
+        self.unexpected: int | None = None
+        self.in_class = False
+        class_body = 0
+        i = 0
+        while i < len(source):
+            if (fault and source.startswith(fault, i)
+                    and (not self.in_class or fault[0] == "\\" or "class" in what)
+                    and not source.startswith("(?P<", i)):   # RE2 says "(?P" for "(?P=", not for named groups
+                self.candidates.append(i)
+            char = source[i]
+            if source.startswith("\\Q", i):
+                end = source.find("\\E", i + 2)
+                i = len(source) if end < 0 else end + 2
+            elif char == "\\":
+                i += 2
+            elif self.in_class:
+                closing = source.find(":]", i + 2) if source.startswith("[:", i) else -1
+                if closing >= 0:
+                    i = closing + 2
+                    continue
+                if char == "]" and i > class_body:
+                    self.in_class = False
+                i += 1
+            elif char == "[":
+                self.in_class = True
+                i += 2 if source.startswith("^", i + 1) else 1
+                class_body = i       # a ']' right here is a literal
+            else:
+                if char == "(":
+                    self.unclosed.append(i)
+                elif char == ")":
+                    if self.unclosed:
+                        self.unclosed.pop()
+                    elif self.unexpected is None:
+                        self.unexpected = i
+                i += 1
 
 
 def _normalised(subject: str, value: str, position: int) -> str:
@@ -596,11 +712,16 @@ def _compile_check(check: Check) -> Matcher:
         return present
 
     if op == REGEX:
-        search = _compile_regex(value).search
+        # RE2's own object, called directly: re2's Python `search` builds a generator and a match object per
+        # call (3-4 us), this is one call into C++ (under 1 us for a User-Agent).
+        match = compile_regex(value)._regexp.Match
 
         def regex_matches(request: RequestView) -> bool:
             found = get(request)
-            return found is not None and search(found) is not None
+            if found is None:
+                return False
+            encoded = found.encode("utf-8", "surrogatepass")
+            return match(_UNANCHORED, encoded, 0, len(encoded))[0][0] >= 0
         return regex_matches
 
     if check.subject in _FAMILY_SUBJECTS or _is_browser_alias(check):

@@ -12,6 +12,7 @@ line. The rules, beyond the value syntaxes of `gateway.units`:
   Route names: any text without whitespace or control characters (`sava/sava/sava:1.1.0/webport`,
   `[127.0.0.1:8080]`).
 - Gateway: `port` (required), `sticky` none|route|instance (null is none), `sticky_ttl` (30m),
+  `sticky_cookie` {same_site lax|strict|none (lax), secure (false); same_site none needs secure true},
   `drain_timeout` (5m: how long removed or drained routes and targets may keep serving their sticky clients),
   `virtual_hosts` (host names, IP literals or wildcards `*.example.com` for any name ending in
   `.example.com`; stored lower case, without port), `timeouts` {connect 2s, response 30s, idle 60s},
@@ -42,7 +43,8 @@ from typing import Any
 import yaml
 
 from gateway import conditions
-from gateway.model import FULL, STICKY_MODES, Config, Gateway, GeoSettings, Route, Target, Timeouts
+from gateway.model import (FULL, SAME_SITE_VALUES, STICKY_MODES, Config, Gateway, GeoSettings, Route, StickyCookie,
+                           Target, Timeouts)
 from gateway.names import RULE as NAME_RULE, breaks_rule
 from gateway.units import (format_duration, format_percent, is_host_name, parse_address, parse_duration,
                            parse_percent, parse_port, shown, unknown_field)
@@ -51,8 +53,9 @@ from gateway.yamltext import YamlTextError, line_of, single_document
 Location = tuple[str | int, ...]
 
 TOP_FIELDS = ("gateways", "geo")
-GATEWAY_FIELDS = ("name", "port", "bind", "sticky", "sticky_ttl", "drain_timeout", "virtual_hosts", "timeouts",
-                  "routes")
+GATEWAY_FIELDS = ("name", "port", "bind", "sticky", "sticky_ttl", "sticky_cookie", "drain_timeout", "virtual_hosts",
+                  "timeouts", "routes")
+STICKY_COOKIE_FIELDS = ("same_site", "secure")
 TIMEOUT_FIELDS = ("connect", "response", "idle")
 ROUTE_FIELDS = ("weight", "targets", "condition", "condition_strength", "drain")
 TARGET_FIELDS = ("address", "weight", "drain")
@@ -234,6 +237,8 @@ def gateway_from_dict(name: Any, data: Any) -> Gateway:
         fields["sticky"] = _sticky(body["sticky"], at + ("sticky",))
     if body.get("sticky_ttl") is not None:
         fields["sticky_ttl"] = _parsed(parse_duration, body["sticky_ttl"], at + ("sticky_ttl",))
+    if body.get("sticky_cookie") is not None:
+        fields["sticky_cookie"] = _sticky_cookie(body["sticky_cookie"], at + ("sticky_cookie",))
     if body.get("drain_timeout") is not None:
         fields["drain_timeout"] = _parsed(parse_duration, body["drain_timeout"], at + ("drain_timeout",))
     fields["virtual_hosts"] = _virtual_hosts(body.get("virtual_hosts"), at + ("virtual_hosts",))
@@ -263,6 +268,25 @@ def _sticky(value: Any, at: Location) -> str:
     if isinstance(value, str) and value.strip().lower() in STICKY_MODES:
         return value.strip().lower()
     raise ConfigError(f"expected one of {', '.join(STICKY_MODES)}, got {shown(value)}", at)
+
+
+def _sticky_cookie(value: Any, at: Location) -> StickyCookie:
+    body = _mapping(value, at, "sticky cookie attributes (same_site, secure)")
+    _only_fields(body, STICKY_COOKIE_FIELDS, at, "sticky_cookie")
+    default = StickyCookie()
+    same_site = body.get("same_site")
+    if same_site is None:
+        same_site = default.same_site
+    elif isinstance(same_site, str) and same_site.strip().lower() in SAME_SITE_VALUES:
+        same_site = same_site.strip().lower()
+    else:
+        raise ConfigError(f"expected one of {', '.join(SAME_SITE_VALUES)}, got {shown(same_site)}",
+                          at + ("same_site",))
+    secure = _bool(body.get("secure"), default.secure, at + ("secure",))
+    if same_site == "none" and not secure:
+        raise ConfigError("same_site none needs secure: true (browsers refuse a SameSite=None cookie without "
+                          "Secure)", at + ("same_site",))
+    return StickyCookie(same_site=same_site, secure=secure)
 
 
 def _virtual_hosts(value: Any, at: Location) -> tuple[str, ...]:
@@ -481,6 +505,7 @@ def gateway_to_dict(gateway: Gateway) -> dict[str, Any]:
         "bind": gateway.bind,
         "sticky": gateway.sticky,
         "sticky_ttl": format_duration(gateway.sticky_ttl),
+        "sticky_cookie": {"same_site": gateway.sticky_cookie.same_site, "secure": gateway.sticky_cookie.secure},
         "drain_timeout": format_duration(gateway.drain_timeout),
         "virtual_hosts": list(gateway.virtual_hosts),
         "timeouts": {key: format_duration(getattr(gateway.timeouts, key)) for key in TIMEOUT_FIELDS},

@@ -122,7 +122,7 @@ class Controller:
                 raise NotFound(f"no gateway {name!r}")
             if not isinstance(patch, dict):
                 raise ConfigError("a merge patch must be a JSON object")
-            body = merge_patch(gateway_to_dict(current), patch)
+            body = patch_gateway_body(current, patch)
             if not isinstance(body, dict):
                 raise ConfigError("the patched gateway must be an object")
             _check_name_field(name, body)
@@ -220,6 +220,20 @@ def _check_name_field(name: str, body: Any) -> None:
     if isinstance(body, dict) and body.get("name") not in (None, name):
         raise ConfigError(f"the name in the body ({body['name']!r}) differs from the name in the path "
                           f"({name!r})", ("gateways", name, "name"))
+
+
+def patch_gateway_body(current: Gateway, patch: dict[str, Any]) -> Any:
+    """The gateway's documented fields with a merge patch applied. Removing a route's condition (`condition:
+    null`) removes its strength too, unless the same patch sets one (which is then an error, as always)."""
+    body = merge_patch(gateway_to_dict(current), patch)
+    routes_patch = patch.get("routes")
+    if isinstance(body, dict) and isinstance(body.get("routes"), dict) and isinstance(routes_patch, dict):
+        for name, route_patch in routes_patch.items():
+            route = body["routes"].get(name)
+            if (isinstance(route_patch, dict) and "condition" in route_patch and route_patch["condition"] is None
+                    and "condition_strength" not in route_patch and isinstance(route, dict)):
+                route.pop("condition_strength", None)
+    return body
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

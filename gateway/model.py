@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 FULL = 10_000  # 100% in basis points
 
 STICKY_MODES = ("none", "route", "instance")
+SAME_SITE_VALUES = ("lax", "strict", "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +49,20 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class StickyCookie:
+    """Attributes of a sticky gateway's cookie (it is always `Path=/`, `HttpOnly`, `Max-Age=<sticky_ttl>`)."""
+    same_site: str = "lax"   # one of SAME_SITE_VALUES; "none" (a site embedded in another's pages) needs secure
+    secure: bool = False     # sent only over HTTPS (the gateway behind a TLS terminator)
+
+
+@dataclass(frozen=True, slots=True)
 class Gateway:
     name: str
     port: int
     protocol: str = "http"            # "http" or "tcp"
     sticky: str = "none"              # one of STICKY_MODES
     sticky_ttl: float = 1800.0        # seconds
+    sticky_cookie: StickyCookie = field(default_factory=StickyCookie)
     drain_timeout: float = 300.0      # seconds a removed/drained target, route or gateway may keep serving
     virtual_hosts: tuple[str, ...] = ()   # lower-case host names; empty: every Host on this port
     timeouts: Timeouts = field(default_factory=Timeouts)

@@ -219,7 +219,9 @@ class GatewayRouter:
         self.reads_request = bool(self._conditional) or gateway.sticky != "none"
 
     def _precompute_cookies(self, gateway: model.Gateway) -> None:
-        attributes = f"; Path=/; Max-Age={max(1, round(gateway.sticky_ttl))}; HttpOnly; SameSite=Lax"
+        cookie = gateway.sticky_cookie
+        attributes = (f"; Path=/; Max-Age={max(1, round(gateway.sticky_ttl))}; HttpOnly"
+                      f"{'; Secure' if cookie.secure else ''}; SameSite={cookie.same_site.capitalize()}")
         for route in self.routes:
             if route.route.drained:
                 continue                # its drain is over: a cookie naming it is routed afresh

@@ -206,6 +206,58 @@ def test_patch_adds_a_route_and_null_removes_one(api, shop, echo):
                "the removed route gone from status")
 
 
+def test_patch_null_removes_a_condition_and_its_strength(procs, echo):
+    port = free_port()
+    gw = procs.gateway(config({"shop": gateway(port, {
+        "stable": route(echo.address("v1"), weight="50%"),
+        "canary": route(echo.address("v2"), weight="50%", condition="has cookie beta", strength="100%"),
+    })}))
+    api = AdminApi(gw.admin_url(""))
+    beta = [("Cookie", "beta=1")]
+    with HttpClient(port) as client:
+        assert {client.request("GET", "/", beta).version for _ in range(6)} == {"v2"}
+
+        removed = api.patch("shop", {"routes": {"canary": {"condition": None}}})
+        assert removed.status == 200, removed.body
+        canary = api.document("shop")["routes"]["canary"]
+        assert "condition" not in canary and "condition_strength" not in canary
+        # by weight only now: the cookie no longer decides, the 50/50 split does
+        assert sorted(client.request("GET", "/", beta).version for _ in range(6)) == ["v1"] * 3 + ["v2"] * 3
+
+
+@pytest.mark.parametrize("patch, field", [
+    ({"routes": {"canary": {"condition": None, "condition_strength": "50%"}}}, "/routes/canary/condition_strength"),
+    ({"routes": {"stable": {"condition_strength": "50%"}}}, "/routes/stable/condition_strength"),
+])
+def test_a_strength_without_a_condition_is_still_an_error(api, shop, patch, field):
+    before = observable_state(shop[0], api)
+    assert "condition_strength needs a condition" in assert_error(api.patch("shop", patch), 400, field)
+    assert observable_state(shop[0], api) == before
+
+
+def test_patch_sets_the_sticky_cookie_attributes_live(api, shop):
+    _, port = shop
+    patched = api.patch("shop", {"sticky": "route", "sticky_cookie": {"same_site": "none", "secure": True}})
+    assert patched.status == 200, patched.body
+    assert patched.json()["sticky_cookie"] == {"same_site": "none", "secure": True}
+    with HttpClient(port) as client:
+        [set_cookie] = client.request("GET", "/").header_values("set-cookie")
+    assert set_cookie.endswith("; HttpOnly; Secure; SameSite=None")
+
+
+@pytest.mark.parametrize("sticky_cookie, field, mentions", [
+    ({"same_site": "none"}, "/sticky_cookie/same_site", "same_site none needs secure: true"),
+    ({"same_site": "none", "secure": False}, "/sticky_cookie/same_site", "same_site none needs secure: true"),
+    ({"same_site": "sometimes"}, "/sticky_cookie/same_site", "expected one of lax, strict, none"),
+    ({"secure": "on"}, "/sticky_cookie/secure", "expected true or false"),
+])
+def test_invalid_sticky_cookie_attributes_are_400_naming_the_field(api, shop, sticky_cookie, field, mentions):
+    before = observable_state(shop[0], api)
+    message = assert_error(api.patch("shop", {"sticky": "route", "sticky_cookie": sticky_cookie}), 400, field)
+    assert mentions in message
+    assert observable_state(shop[0], api) == before
+
+
 def test_patch_merges_nested_timeouts(api):
     patched = api.patch("shop", {"timeouts": {"response": "5s"}})
     assert patched.status == 200, patched.body
@@ -431,6 +483,19 @@ def test_a_condition_error_says_where(api):
     message = assert_error(api.patch("shop", {"routes": {"canary": {"condition": "browser = = Chrome"}}}),
                            400, "/routes/canary/condition")
     assert re.search(r"position \d+", message), message
+
+
+@pytest.mark.parametrize("condition, construct, position", [
+    ("user-agent ~ /(?=Chrome)Chrome/", "lookaround '(?='", 14),
+    ("header x-id ~ /^(a)\\1$/", "backreference '\\1'", 19),
+])
+def test_a_regex_re2_cannot_run_is_400_with_the_field_and_position(api, shop, condition, construct, position):
+    before = observable_state(shop[0], api)
+    message = assert_error(api.patch("shop", {"routes": {"canary": {"condition": condition}}}), 400,
+                           "/routes/canary/condition")
+    assert f"{construct} is not supported" in message
+    assert message.endswith(f"at position {position}")
+    assert observable_state(shop[0], api) == before
 
 
 def test_invalid_post_is_400_pointing_at_the_field_and_creates_nothing(api, shop, echo):

@@ -11,8 +11,8 @@ from hypothesis import given, settings, strategies as st
 
 from gateway.conditions import (
     BROWSER, COOKIE, COUNTRY, DEVICE, EQUALS, EXISTS, HAS, HEADER, HOST, IN, MAX_DEPTH, METHOD, OS, PATH, PREFIX,
-    QUERY, REGEX, USER_AGENT, And, Check, Condition, ConditionError, Const, Not, Or, canonical, compile_condition,
-    parse, unparse,
+    MAX_REGEX_PROGRAM, QUERY, REGEX, USER_AGENT, And, Check, Condition, ConditionError, Const, Not, Or, canonical,
+    compile_condition, parse, unparse,
 )
 from gateway.request import RequestView
 
@@ -437,7 +437,12 @@ def test_compile_condition_accepts_text_or_tree_and_exposes_what_it_needs():
     ("path ~ abc", 7, "expected a /regular expression/ after '~'"),
     ("path ~ /abc", 7, "unterminated regular expression"),
     ("path ~ /a(/", 9, "invalid regular expression: missing )"),
-    ("header x ~ /[z-a]/", 13, "invalid regular expression: bad character range"),
+    ("header x ~ /[z-a]/", 13, "invalid regular expression: invalid character class range 'z-a'"),
+    ("path ~ /a)/", 9, "invalid regular expression: unexpected )"),
+    ("path ~ /a\\/", 7, "unterminated regular expression"),
+    ("path ~ /a++/", 9, "invalid regular expression: bad repetition operator '++'"),
+    ("path ~ /\\Z/", 8, "invalid regular expression: invalid escape sequence '\\Z'"),
+    ("path ~ /((a{100}){100}){100}/", 17, "invalid regular expression: invalid repetition size '{100}'"),
     ("path ~ /x/i", 10, "found 'i'"),
     ("host prefix x", 5, "'prefix' does not apply to host"),
     ("browser has Chrome", 8, "'has' does not apply to browser"),
@@ -465,6 +470,59 @@ def test_errors_name_the_fault_and_its_position(text, position, message):
     assert isinstance(error, ValueError)
 
 
+# -- regular expressions are RE2's: linear time, no backtracking features ---------------------------------
+
+@pytest.mark.parametrize("text, position, construct", [
+    (r"user-agent ~ /(a)\1/", 17, "backreference '\\1'"),
+    (r"header x-id ~ /^(\w+)-\1$/", 22, "backreference '\\1'"),
+    (r"path ~ /(?P<n>a)(?P=n)/", 16, "backreference '(?P='"),
+    (r"user-agent ~ /(?=a)/", 14, "lookaround '(?='"),
+    (r"user-agent ~ /Chrome(?!.*Edg)/", 20, "lookaround '(?!'"),
+    (r"path ~ /(?<=\/api)\/v1/", 8, "lookaround '(?<='"),
+    (r"cookie s ~ /x(?<!y)/", 13, "lookaround '(?<!'"),
+    (r"path ~ /[(?=]x(?=y)/", 14, "lookaround '(?='"),         # the first one is a character class
+    (r"path ~ /\(?=a(?=b)/", 13, "lookaround '(?='"),          # the first one is '(' made optional
+    (r"browser = Chrome and os ~ /(?=Android)/", 27, "lookaround '(?='"),
+])
+def test_what_re2_cannot_express_is_refused_with_its_position(text, position, construct):
+    with pytest.raises(ConditionError) as caught:
+        parse(text)
+    assert caught.value.position == position
+    assert f"{construct} is not supported (conditions use RE2, which runs in linear time)" in caught.value.message
+
+
+def test_a_regex_program_larger_than_the_limit_is_refused_at_the_regex():
+    accepted = "a" * (MAX_REGEX_PROGRAM - 10)
+    assert matches(f"path ~ /{accepted}/", request(target="/" + accepted))
+    with pytest.raises(ConditionError, match=r"regular expression too complex: its RE2 program has \d+ "
+                                             rf"instructions, at most {MAX_REGEX_PROGRAM} are allowed") as caught:
+        parse("browser = Chrome or path ~ /" + "a" * (MAX_REGEX_PROGRAM + 10) + "/")
+    assert caught.value.position == len("browser = Chrome or path ~ /")
+    with pytest.raises(ConditionError, match="too complex"):
+        parse("path ~ /(a{1,100}b){2}/")
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("user_agent", ["a" * 27 + "!", "a" * 65_536 + "!"])
+def test_a_catastrophic_backtracking_pattern_is_answered_at_once(user_agent):
+    """`(a+)+$` takes seconds with a backtracking engine on 27 a's and a '!' (and forever on 64 KiB)."""
+    assert matches("user-agent ~ /(a+)+$/", request(user_agent)) is False
+    assert matches("user-agent ~ /(a+)+$/", request(user_agent[:-1])) is True
+    assert matches("user-agent !~ /^(a|aa)+$/", request(user_agent)) is True
+
+
+@pytest.mark.parametrize("condition, agent, expected", [
+    (r"user-agent ~ /Chrome\/\d+/", CHROME_WINDOWS, True),
+    ("user-agent ~ /(?i)headlesschrome/", "Mozilla/5.0 (X11) HeadlessChrome/124.0.0.0 Safari/537.36", True),
+    ("user-agent ~ /(?i)headlesschrome/", CHROME_WINDOWS, False),
+    ("user-agent ~ /^curl\\/8\\.[0-9]+\\.[0-9]+$/", CURL, True),
+    ("user-agent ~ /\\Q(KHTML, like Gecko)\\E/", CHROME_WINDOWS, True),     # \Q...\E: literal text
+    ("user-agent ~ /\\Q(KHTML, like Gecko)\\E/", CURL, False),
+])
+def test_re2_search_finds_a_match_anywhere(condition, agent, expected):
+    assert matches(condition, request(agent)) is expected
+
+
 def test_compile_and_canonical_raise_condition_errors_too():
     with pytest.raises(ConditionError):
         compile_condition("browser =")
@@ -477,8 +535,9 @@ def test_compile_and_canonical_raise_condition_errors_too():
     "(" * 10_000,
     "not " * 10_000 + "true",
     "!" * 10_000 + "true",
-    "path ~ /" + "(" * 5_000 + ")" * 5_000 + "/",
-    "path ~ /a{99999999999999999999}/",
+    "path ~ /" + "(" * 5_000 + "/",
+    "path ~ /a{1001}/",
+    "path ~ /(?:(?:a{1000}){1000}){1000}/",
 ])
 def test_pathological_input_is_a_condition_error(text):
     with pytest.raises(ConditionError):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.config import (ConfigError, from_dict, gateway_from_dict, gateway_to_dict, load_file, load_text,
                             to_dict)
-from gateway.model import Config, Gateway, GeoSettings, Route, Target, Timeouts
+from gateway.model import Config, Gateway, GeoSettings, Route, StickyCookie, Target, Timeouts
 from gateway.names import RULE as NAME_RULE
 from gateway.units import (MAX_DURATION, format_duration, format_percent, parse_address, parse_duration,
                            parse_percent, parse_port)
@@ -294,11 +294,33 @@ def test_example_file_loads():
     ]
 
 
+@pytest.mark.parametrize("given, expected", [
+    (None, StickyCookie("lax", False)),
+    ({}, StickyCookie("lax", False)),
+    ({"same_site": "Strict"}, StickyCookie("strict", False)),
+    ({"secure": True}, StickyCookie("lax", True)),
+    ({"same_site": "none", "secure": True}, StickyCookie("none", True)),
+    ({"same_site": None, "secure": None}, StickyCookie("lax", False)),
+])
+def test_sticky_cookie_attributes_default_to_lax_and_not_secure(given, expected):
+    assert from_dict(one_gateway(sticky="route", sticky_cookie=given)).gateways[0].sticky_cookie == expected
+
+
+def test_sticky_cookie_in_yaml():
+    config = load_text("gateways:\n  g:\n    port: 80\n    sticky: route\n"
+                       "    sticky_cookie: {same_site: none, secure: true}\n")
+    assert config.gateways[0].sticky_cookie == StickyCookie("none", True)
+    error = error_of("gateways:\n  g:\n    port: 80\n    sticky_cookie:\n      same_site: none\n")
+    assert str(error) == ("gateway 'g', field 'sticky_cookie.same_site': same_site none needs secure: true "
+                          "(browsers refuse a SameSite=None cookie without Secure) (line 5)")
+
+
 # -- round trip ----------------------------------------------------------------------------------------
 ROUND_TRIP_DOCUMENT = {
     "gateways": {
         "sava/9050": {
             "port": "9050", "sticky": "instance", "sticky_ttl": "90s", "virtual_hosts": ["sava.local"],
+            "sticky_cookie": {"same_site": "none", "secure": True},
             "timeouts": {"connect": "1.5s", "response": "500ms", "idle": "2h"}, "bind": "127.0.0.1",
             "routes": {
                 "a": {"weight": "33.33%", "targets": ["127.0.0.1:1", {"address": "[::1]:2", "weight": 7}]},
@@ -326,6 +348,8 @@ def test_to_dict_writes_the_documented_shape():
     gateway = document["gateways"]["sava/9050"]
     assert gateway["port"] == "9050/http"
     assert gateway["sticky_ttl"] == "90s"
+    assert gateway["sticky_cookie"] == {"same_site": "none", "secure": True}
+    assert document["gateways"]["empty"]["sticky_cookie"] == {"same_site": "lax", "secure": False}
     assert gateway["timeouts"] == {"connect": "1.5s", "response": "500ms", "idle": "2h"}
     assert gateway["routes"]["a"]["weight"] == "33.33%"
     assert gateway["routes"]["a"]["targets"] == ["127.0.0.1:1", {"address": "[::1]:2", "weight": 7, "drain": False}]
@@ -385,6 +409,17 @@ def test_one_gateway_for_the_admin_api():
      "expected a port 1-65535 with optional /http or /tcp, got '99999'"),
     (one_gateway(sticky="always"), ("gateways", "g", "sticky"), "expected one of none, route, instance"),
     (one_gateway(sticky_ttl="forever"), ("gateways", "g", "sticky_ttl"), "expected a duration"),
+    (one_gateway(sticky_cookie={"same_site": "none"}), ("gateways", "g", "sticky_cookie", "same_site"),
+     "same_site none needs secure: true"),
+    (one_gateway(sticky_cookie={"same_site": "None", "secure": False}),
+     ("gateways", "g", "sticky_cookie", "same_site"), "same_site none needs secure: true"),
+    (one_gateway(sticky_cookie={"same_site": "loose"}), ("gateways", "g", "sticky_cookie", "same_site"),
+     "expected one of lax, strict, none, got 'loose'"),
+    (one_gateway(sticky_cookie={"secure": "yes"}), ("gateways", "g", "sticky_cookie", "secure"),
+     "expected true or false"),
+    (one_gateway(sticky_cookie={"samesite": "lax"}), ("gateways", "g", "sticky_cookie", "samesite"),
+     "unknown field"),
+    (one_gateway(sticky_cookie="secure"), ("gateways", "g", "sticky_cookie"), "expected a mapping of sticky cookie"),
     (one_gateway(timeouts={"connect": "0s"}), ("gateways", "g", "timeouts", "connect"), "greater than zero"),
     (one_gateway(timeouts={"read": "1s"}), ("gateways", "g", "timeouts", "read"), "unknown field"),
     (one_gateway(timeouts="1s"), ("gateways", "g", "timeouts"), "expected a mapping of timeouts"),
@@ -506,6 +541,18 @@ def test_errors_in_yaml_carry_the_line_of_the_field():
     assert error_of(DESIGN_EXAMPLE.replace("    port: 9050/http\n", "")).line == 2   # the gateway, no port
 
 
+def test_a_regex_re2_cannot_run_is_an_error_with_its_line_and_position(tmp_path):
+    text = DESIGN_EXAMPLE.replace("browser = Chrome and os = Android and country = GB",
+                                  "user-agent ~ /(Chrome)\\/\\d+ \\1/")
+    path = tmp_path / "gateways.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_file(path)
+    assert str(caught.value) == ("gateway 'sava', route 'sava-1.1', field 'condition': invalid regular expression: "
+                                 "backreference '\\1' is not supported (conditions use RE2, which runs in linear "
+                                 "time) at position 28 (line 14)")
+
+
 def test_line_of_a_list_item_and_of_a_listed_gateway():
     error = error_of("gateways:\n  - name: a\n    port: 80\n  - name: b\n    port: 80\n    routes:\n"
                      "      r:\n        targets:\n          - 127.0.0.1:1\n          - nonsense\n")
@@ -618,7 +665,8 @@ _scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.te
 _keys = st.one_of(st.text(max_size=8),
                   st.sampled_from(["gateways", "geo", "g", "port", "routes", "r", "weight", "targets",
                                    "condition", "condition_strength", "drain", "address", "sticky",
-                                   "sticky_ttl", "virtual_hosts", "timeouts", "connect", "bind", "name",
+                                   "sticky_ttl", "sticky_cookie", "same_site", "secure", "virtual_hosts",
+                                   "timeouts", "connect", "bind", "name",
                                    "database", "trusted_proxies"]))
 _documents = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                             st.dictionaries(_keys, inner, max_size=5)),

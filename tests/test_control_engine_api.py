@@ -118,3 +118,20 @@ async def test_a_user_made_gateway_is_served_and_removed(api):
     assert await version_at(mine) == "1.0.0"
     assert (await api.delete("/api/v1/gateways/mine")).status == 202
     assert (await api.get("/api/v1/gateways/mine")).status == 404
+
+
+@pytest.mark.timeout(60)
+async def test_removing_a_condition_by_merge_patch_removes_its_strength(api):
+    body = {"port": str(free_port()), "bind": "127.0.0.1",
+            "routes": {"all": {"weight": "100%", "targets": ["127.0.0.1:1"]},
+                       "beta": {"weight": "0%", "targets": ["127.0.0.1:2"], "condition": "has cookie beta",
+                                "condition_strength": "50%"}}}
+    response = await api.put("/api/v1/gateways/mine", json=body)
+    assert response.status in (201, 202), await response.text()
+    removed = await api.patch("/api/v1/gateways/mine", json={"routes": {"beta": {"condition": None}}})
+    assert removed.status == 202, await removed.text()
+    beta = (await (await api.get("/api/v1/gateways/mine")).json())["routes"]["beta"]
+    assert "condition" not in beta and "condition_strength" not in beta
+    still_wrong = await api.patch("/api/v1/gateways/mine", json={"routes": {"all": {"condition_strength": "5%"}}})
+    assert still_wrong.status == 400
+    assert "condition_strength needs a condition" in (await still_wrong.json())["error"]

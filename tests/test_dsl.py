@@ -582,6 +582,10 @@ BAD_DOCUMENTS = {
     "a condition that does not parse": (
         "gateway", {"name": "sava/9050", "port": 9050, "routes": {"a": {"condition": "browser = "}}},
         "gateway 'sava/9050', routes.a.condition: expected a value after '=', found the end at position 10"),
+    "a regular expression RE2 cannot run": (
+        "gateway", {"name": "g", "port": 9050, "routes": {"a": {"condition": "user-agent ~ /^(?!bot)/"}}},
+        "gateway 'g', routes.a.condition: invalid regular expression: lookaround '(?!' is not supported "
+        "(conditions use RE2, which runs in linear time) at position 15"),
     "weights over 100%": (
         "gateway", {"name": "g", "port": 9050, "routes": {"a": {"weight": "60%"}, "b": {"weight": "50%"}}},
         "gateway 'g', routes: route weights add up to 110%, more than 100%"),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.http import MAX_HEAD_BYTES
 from tests.support import HttpClient, config, free_port, gateway, route
 
 CHROME_ANDROID = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -37,7 +38,7 @@ def condition_gateway(procs, echo, trusted_proxies: list[str]) -> int:
 
 @pytest.fixture(scope="module")
 def echo(module_procs):
-    return module_procs.backend("echo", *CONDITIONS, "default")
+    return module_procs.backend("echo", *CONDITIONS, "default", "regex")
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +109,27 @@ def test_forwarded_for_is_ignored_when_the_peer_is_not_trusted(untrusting):
     assert route_of(untrusting, headers=[("X-Forwarded-For", GB_ADDRESS)]) == {"default"}
     # the same gateway still routes by the other conditions
     assert route_of(untrusting, headers=[("User-Agent", FIREFOX_DESKTOP)]) == {"firefox"}
+
+
+# -- regular expressions run in linear time (RE2) ------------------------------------------------------------
+HOSTILE_PATTERN = "user-agent ~ /(a+)+$/"     # 27 a's and a '!' took 8 s with a backtracking engine
+
+
+@pytest.fixture(scope="module")
+def hostile(module_procs, echo):
+    """Port of a gateway whose one conditional route has a catastrophic-backtracking pattern."""
+    port = free_port()
+    routes = {"regex": route(echo.address("regex"), weight="0%", condition=HOSTILE_PATTERN),
+              "default": route(echo.address("default"), weight="100%")}
+    module_procs.gateway(config({"hostile": gateway(port, routes)}))
+    return port
+
+
+@pytest.mark.parametrize("length", [27, MAX_HEAD_BYTES - 1024])
+def test_a_hostile_regex_does_not_hold_up_the_worker(hostile, length):
+    """The request that would backtrack forever is answered, and so is the next one on the same worker."""
+    with HttpClient(hostile, timeout=5.0) as client:
+        answer = client.request("GET", "/", [("User-Agent", "a" * length + "!")])
+        assert (answer.status, answer.version) == (200, "default")
+        assert client.request("GET", "/", [("User-Agent", "a" * length)]).version == "regex"
+        assert client.request("GET", "/", [("User-Agent", CURL)]).version == "default"

@@ -66,3 +66,20 @@ def test_cookie_for_a_removed_route_is_replaced(procs, echo):
         assert new_value != old_value
         follow_up = client.request("GET", "/", [("Cookie", f"{new_name}={new_value}")])
         assert follow_up.version == "v1"
+
+
+@pytest.mark.parametrize("configured, attributes", [
+    (None, ["Path=/", "Max-Age=1800", "HttpOnly", "SameSite=Lax"]),
+    ({"same_site": "strict"}, ["Path=/", "Max-Age=1800", "HttpOnly", "SameSite=Strict"]),
+    ({"same_site": "none", "secure": True}, ["Path=/", "Max-Age=1800", "HttpOnly", "Secure", "SameSite=None"]),
+    ({"secure": True}, ["Path=/", "Max-Age=1800", "HttpOnly", "Secure", "SameSite=Lax"]),
+])
+def test_the_sticky_cookie_carries_the_configured_attributes(procs, echo, configured, attributes):
+    port = free_port()
+    fields = {"sticky": "route"} if configured is None else {"sticky": "route", "sticky_cookie": configured}
+    procs.gateway(config({"shop": gateway(port, {"v1": route(echo.address("v1"), weight="100%")}, **fields)}))
+    with HttpClient(port) as client:
+        response = client.request("GET", "/")
+    name, value = sticky_cookie(response)
+    [set_cookie] = [v for v in response.header_values("set-cookie") if v.startswith(f"{name}=")]
+    assert [part.strip() for part in set_cookie.split(";")] == [f"{name}={value}", *attributes]

@@ -9,7 +9,7 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gateway.model import Config, Gateway, Route, Target
+from gateway.model import Config, Gateway, Route, StickyCookie, Target
 from gateway.request import RequestView
 from gateway.routing import RouteTable
 
@@ -255,6 +255,20 @@ def test_sticky_route_cookie_wins_and_does_not_disturb_the_split():
                                 "SameSite=Lax"
     assert sticky_hits == [("b", expected_set_cookie)] * 100
     assert others == {"a": 900, "b": 100}
+
+
+@pytest.mark.parametrize("sticky, attributes, expected", [
+    ("route", StickyCookie(), "; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"),
+    ("route", StickyCookie("strict", False), "; Path=/; Max-Age=600; HttpOnly; SameSite=Strict"),
+    ("instance", StickyCookie("lax", True), "; Path=/; Max-Age=600; HttpOnly; Secure; SameSite=Lax"),
+    ("route", StickyCookie("none", True), "; Path=/; Max-Age=600; HttpOnly; Secure; SameSite=None"),
+])
+def test_the_set_cookie_carries_the_configured_attributes(sticky, attributes, expected):
+    router = table(route("a", 10_000, 8081), sticky=sticky, sticky_ttl=600.0,
+                   sticky_cookie=attributes).gateways["sava"]
+    set_cookie = router.select(request(), NOW)[2]
+    assert set_cookie.startswith(f"{router.cookie_name}=") and set_cookie.endswith(expected)
+    assert set_cookie.count(";") == expected.count(";")
 
 
 def test_sticky_route_cookie_wins_over_conditions():
