@@ -177,3 +177,15 @@ def test_the_compose_example_s_backends_are_the_demo_service_on_every_address():
         assert importlib.util.find_spec(entrypoint[2]) is not None
         assert entrypoint[entrypoint.index("--host") + 1] == "0.0.0.0"
         assert entrypoint[entrypoint.index("--port") + 1] == "8080"
+
+
+# -- make run and make run-gateway side by side ---------------------------------------------------------------
+def test_make_run_and_make_run_gateway_use_different_ports():
+    run_api = int(build_parser().parse_args(["run"]).api.rpartition(":")[2])
+    quickstart = yaml.safe_load((REPO / "examples" / "sava-1.0.yaml").read_text())
+    platform_ports = {run_api, *map(int, quickstart["gateways"])}
+    demo = load_file(REPO / "examples" / "gateways.yaml")
+    demo_admin = int(build_parser().parse_args(["gateway"]).admin.rpartition(":")[2])
+    demo_ports = {demo_admin, *(gw.port for gw in demo.gateways),
+                  *(target.port for gw in demo.gateways for r in gw.routes for target in r.targets)}
+    assert not platform_ports & demo_ports, f"both take port(s) {sorted(platform_ports & demo_ports)}"
