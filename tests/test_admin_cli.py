@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-import sys
 import threading
 import urllib.parse
 import urllib.request
