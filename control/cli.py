@@ -167,7 +167,6 @@ def _get(args: argparse.Namespace, client: AdminClient) -> None:
          if data else NOTHING_STORED[args.kind])
 
 
-
 def _artifact_path(kind: str, name: str) -> str:
     """Gateway names keep their '/' in the path; other names are one path segment."""
     return f"{API}/{kind}/{quote(name, safe='/:' if kind == 'gateways' else ':')}"

@@ -195,8 +195,8 @@ def main(args: argparse.Namespace) -> int:
     except ExpectationError as exc:     # the routes do not say which groups they are: report without a split
         expected, mapping_error = None, exc
     sticky = runner.sticky_summary(plan, snapshot)
-    verdict = judge(observed=observed, expected=expected,
-                    expected_from="expect" if plan.expect else plan.from_gateway and f"gateway:{plan.from_gateway}",
+    expected_from = "expect" if plan.expect else f"gateway:{plan.from_gateway}" if plan.from_gateway else None
+    verdict = judge(observed=observed, expected=expected, expected_from=expected_from,
                     unit=unit, requests=snapshot["requests"], errors=snapshot["errors"], alpha=plan.alpha,
                     max_errors=plan.max_errors,
                     users_with_several_groups=None if sticky is None else sticky["users_with_several_groups"])
