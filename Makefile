@@ -6,15 +6,26 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run run-gateway test bench bench-loadtest install install-test system-deps clean
 
+# pip installs only when pyproject.toml changed since the last install (the stamp files in the venv).
+# setuptools says "Editable installation ... folders with the same name" on every editable install; that
+# note alone is silenced.
+PIP_INSTALL := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-install: $(BIN)/python
-	$(BIN)/pip install -q -e .
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) -e .
+	touch $@
 
-install-test: $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
 
 # Debian packages the tests and benchmarks compare against (HAProxy, nginx, wrk).
 system-deps:
@@ -26,7 +37,8 @@ system-deps:
 run: install
 	$(BIN)/vamp run
 
-# The gateway alone with examples/gateways.yaml in front of two demo backends
+# The gateway alone with examples/gateways.yaml (gateway on 127.0.0.1:8000, admin API on 127.0.0.1:9090) in front
+# of two demo backends; it runs next to `make run` (8080) without a clash.
 run-gateway: install
 	$(BIN)/python -m gateway.demo
 

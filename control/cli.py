@@ -8,9 +8,11 @@
     vamp scale DEPLOYMENT/CLUSTER/SERVICE N             set a service's number of instances, wait until it serves
     vamp loadtest URL [options]                         load-test a canary split (benchmarks.loadtest)
 
-API commands talk to `--api URL` (default $VAMP_API_URL, else http://127.0.0.1:8080) with the token from
-$VAMP_ADMIN_TOKEN; they print tables for people and `-o json|yaml` for scripts. Exit codes: 0 ok, 1 the API
-failed or is unreachable, 2 bad input.
+API commands (these, `vamp gateways …` and `vamp loadtest --from-gateway`) talk to `--api URL` (default
+$VAMP_API, else http://127.0.0.1:8080) with the token from `--token` or $VAMP_TOKEN (gateway.admin_client);
+they print tables for people and `-o json|yaml` for scripts. Exit codes: 0 ok, 1 the API failed or is
+unreachable, 2 bad input, 141 stdout was closed early (`vamp get … | head`: the command stops quietly, as
+if killed by SIGPIPE like other Unix tools).
 """
 from __future__ import annotations
 
@@ -26,12 +28,26 @@ import yaml
 from benchmarks.loadtest.cli import add_parser as add_loadtest_parser
 from control import waiting
 from gateway import admin_client, cli as gateway_cli
-from gateway.admin_client import AdminClient, CommandError, emit, render_table
+from gateway.admin_client import AdminClient, CommandError, add_server_options, client_for, emit, render_table
 
-DEFAULT_API = "http://127.0.0.1:8080"
 API = "/api/v1"
+EXIT_BROKEN_PIPE = 141      # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
 KINDS = ("breeds", "blueprints", "deployments", "gateways", "scales", "conditions", "slas", "escalations",
          "workflows")
+_STORED_BY_APPLY = "`vamp apply -f FILE` stores them"
+_RUNNING = "see `vamp get deployments` for what runs"
+NOTHING_STORED = {      # what `vamp get KIND` says for an empty list, and where to look instead
+    "breeds": f"no breeds stored (deploying a blueprint from a file stores none; {_RUNNING})",
+    "blueprints": f"no blueprints stored (deploying from a file stores none; {_RUNNING})",
+    "deployments": "no deployments (start one with `vamp deploy FILE --name NAME`)",
+    "gateways": "no gateways (a deployment's gateways appear here once it is deployed)",
+    "scales": f"no scales stored ({_STORED_BY_APPLY}; a deployment's own scales: `vamp get deployments NAME`)",
+    "conditions": f"no conditions stored ({_STORED_BY_APPLY}; a gateway's own conditions: `vamp gateways get "
+                  "NAME`)",
+    "slas": f"no SLAs stored ({_STORED_BY_APPLY})",
+    "escalations": f"no escalations stored ({_STORED_BY_APPLY})",
+    "workflows": f"no workflows stored ({_STORED_BY_APPLY})",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,23 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     apply_parser = sub.choices["apply"]
     gateway_apply = apply_parser.get_default("func")
-    apply_parser.add_argument("--api", default=os.environ.get("VAMP_API_URL"),
-                              help="control plane API URL, for documents with `kind:`")
     apply_parser.set_defaults(func=lambda args: _apply(args, gateway_apply))
     return parser
 
 
 def _api_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--api", default=os.environ.get("VAMP_API_URL", DEFAULT_API),
-                        help="control plane API URL (default: $VAMP_API_URL, else %(default)s)")
-    parser.add_argument("--token", default=os.environ.get("VAMP_ADMIN_TOKEN"), help=argparse.SUPPRESS)
+    add_server_options(parser)
     parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
 
 
 def _command(handler: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
-            handler(args, AdminClient(args.api, args.token))
+            handler(args, client_for(args))
         except CommandError as exc:
             print(f"vamp: {exc}", file=sys.stderr)
             return exc.exit_code
@@ -151,10 +163,15 @@ def _get(args: argparse.Namespace, client: AdminClient) -> None:
         data = client.request("GET", path).data
         emit(args, data, lambda: yaml.safe_dump(data, sort_keys=False).rstrip())
         return
-    data = client.request("GET", f"{API}/{args.kind}?per_page=1000").data or []
+    answer = client.request("GET", f"{API}/{args.kind}{admin_client.LIST_QUERY}", expect=(404,))
+    if answer.status == 404:        # a `vamp gateway`'s admin API serves gateways only
+        raise CommandError(f"the API at {client.base_url} has no {args.kind}: `vamp get {args.kind}` needs "
+                           "`vamp run`'s API (only `vamp get gateways` works against a `vamp gateway`)", 2)
+    data = answer.data or []
     headers = {"deployments": ("NAME", "SERVICES (cluster/breed×instances)"),
                "gateways": ("NAME", "PORT", "ROUTES")}.get(args.kind, ("NAME", ""))
-    emit(args, data, lambda: render_table(headers, [_summary(args.kind, item)[:len(headers)] for item in data]))
+    emit(args, data, lambda: render_table(headers, [_summary(args.kind, item)[:len(headers)] for item in data])
+         if data else NOTHING_STORED[args.kind])
 
 
 def _artifact_path(kind: str, name: str) -> str:
@@ -203,13 +220,11 @@ def _apply(args: argparse.Namespace, gateway_apply: Any) -> int:
     if args.file != "-":
         try:
             documents = _read(args.file)
-        except CommandError as exc:
-            print(f"vamp: {exc}", file=sys.stderr)
-            return exc.exit_code
+        except CommandError:        # the gateways file reader says what is wrong, with the line of a YAML error
+            return gateway_apply(args)
         if all(isinstance(d, dict) and "kind" in d for d in documents):
             try:
-                client = AdminClient(args.api or DEFAULT_API, args.token)
-                answer = client.request("PUT", API, documents)
+                answer = client_for(args).request("PUT", API, documents)
             except CommandError as exc:
                 print(f"vamp: {exc}", file=sys.stderr)
                 return exc.exit_code
@@ -240,6 +255,17 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+        sys.stdout.flush()      # here, not at exit, where a closed pipe could only print a traceback
+    except BrokenPipeError:     # the reader went away (`vamp get … | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())   # what is still buffered goes nowhere when Python exits
+        return EXIT_BROKEN_PIPE
+    return status
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(args, "func"):
         return args.func(args)

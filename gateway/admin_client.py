@@ -1,9 +1,15 @@
-"""The command line that drives a running gateway through its admin API (docs/admin-api.md, docs/cli.md):
-`vamp gateways list|get|set-weight|drain|undrain|delete` and `vamp apply -f FILE`.
+"""The command line that drives running gateways through an API (docs/admin-api.md, docs/cli.md):
+`vamp gateways list|get|set-weight|drain|undrain|delete` and `vamp apply -f FILE`; and the one way every API
+command is pointed at a server (`add_server_options`, `client_for`).
+
+Every API command takes `--api URL` (default `$VAMP_API`, else http://127.0.0.1:8080, where `vamp run` serves)
+and sends `--token` (default `$VAMP_TOKEN`) with every request. Both servers serve `/api/v1/gateways`: `vamp
+run`'s API and a `vamp gateway`'s admin API (`--api http://127.0.0.1:9090`). The older spellings still work:
+`--admin` (a deprecated alias of `--api`), `$VAMP_API_URL` and `$VAMP_ADMIN_URL`, `$VAMP_ADMIN_TOKEN`.
 
 `add_commands(subparsers)` registers the commands on the `vamp` parser; each sets `func(args) -> int`. Output is
 aligned text tables for people (`-o table`, the default) or, for scripts, the API's documents as JSON or YAML
-(`-o json|yaml`). Exit codes: 0 success; 1 the admin API is unreachable or failed (5xx); 2 bad input: the
+(`-o json|yaml`). Exit codes: 0 success; 1 the API is unreachable or failed (5xx); 2 bad input: the
 arguments, the file, or a 4xx answer, whose `error` and `field` are printed. Errors are one line on stderr and
 never show the token. HTTP is the stdlib's `urllib`, without proxies and without following redirects, so the
 token only ever goes to the URL given.
@@ -28,8 +34,11 @@ from .config import ConfigError, parse_document
 from .model import FULL
 from .units import format_percent, parse_address, parse_percent
 
-DEFAULT_ADMIN_URL = "http://127.0.0.1:9090"
-DEFAULT_TIMEOUT = 30.0      # seconds for one admin API request (a write returns once every worker serves it)
+DEFAULT_API_URL = "http://127.0.0.1:8080"     # where `vamp run` serves its API
+API_URL_VARIABLES = ("VAMP_API", "VAMP_API_URL", "VAMP_ADMIN_URL")   # the first one set wins; then older names
+TOKEN_VARIABLES = ("VAMP_TOKEN", "VAMP_ADMIN_TOKEN")
+DEFAULT_TIMEOUT = 30.0      # seconds for one API request (a write returns once every worker serves it)
+LIST_QUERY = "?per_page=1000"   # `vamp run`'s API answers lists in pages (30 by default); a gateway ignores it
 OUTPUTS = ("table", "json", "yaml")
 API = "/api/v1/gateways"
 
@@ -61,22 +70,22 @@ class Answer:
     data: Any            # the decoded JSON body; None when the body is empty
 
 
-def normalise_admin_url(text: str) -> str:
+def normalise_api_url(text: str) -> str:
     """'127.0.0.1:9090', 'http://host:9090/', 'http://host:9090/api/v1' -> 'http://host:9090'."""
     url = text.strip()
     if "://" not in url:
         url = "http://" + url
     parts = urllib.parse.urlsplit(url)
     if parts.username is not None or parts.password is not None:
-        raise CommandError("--admin expects a URL without user or password; give the token in "
-                           "VAMP_ADMIN_TOKEN or --token")
+        raise CommandError("--api expects a URL without user or password; give the token in VAMP_TOKEN or "
+                           "--token")
     try:
         valid = parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query \
             and not parts.fragment and (parts.port is None or parts.port > 0)
     except ValueError:       # a port that is not a number or out of range
         valid = False
     if not valid:
-        raise CommandError(f"--admin expects a URL like {DEFAULT_ADMIN_URL}, got {text!r}")
+        raise CommandError(f"--api expects a URL like {DEFAULT_API_URL}, got {text!r}")
     path = parts.path.rstrip("/")
     return f"{parts.scheme}://{parts.netloc}{path.removesuffix('/api/v1')}"
 
@@ -88,12 +97,56 @@ def gateway_path(name: str) -> str:
     return f"{API}/{urllib.parse.quote(name, safe='/:')}"
 
 
+# -- which server, which token ---------------------------------------------------------------------------
+def _first_set(variables: tuple[str, ...]) -> str | None:
+    return next((os.environ[name] for name in variables if os.environ.get(name)), None)
+
+
+def api_url(args: argparse.Namespace) -> str:
+    """The server a command talks to: --api, else $VAMP_API ($VAMP_API_URL, $VAMP_ADMIN_URL), else the
+    address `vamp run` serves on."""
+    return getattr(args, "api", None) or _first_set(API_URL_VARIABLES) or DEFAULT_API_URL
+
+
+def api_token(args: argparse.Namespace) -> str | None:
+    """The bearer token sent with every request: --token, else $VAMP_TOKEN ($VAMP_ADMIN_TOKEN), else none."""
+    return getattr(args, "token", None) or _first_set(TOKEN_VARIABLES)
+
+
+def client_for(args: argparse.Namespace, timeout: float = DEFAULT_TIMEOUT) -> "AdminClient":
+    return AdminClient(api_url(args), api_token(args), timeout)
+
+
+class DeprecatedAlias(argparse.Action):
+    """An older spelling of an option: stores what the current option stores, with a note on stderr."""
+
+    def __init__(self, option_strings: list[str], dest: str, replacement: str, **kwargs: Any) -> None:
+        self.replacement = replacement
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"vamp: note: {option_string} is deprecated, use {self.replacement}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_server_options(parser: Any) -> None:
+    """--api URL and --token (and the deprecated --admin) on a command or argument group that uses an API."""
+    parser.add_argument("--api", metavar="URL",
+                        help=f"the server: `vamp run`'s API, or a `vamp gateway`'s admin API (e.g. "
+                             f"http://127.0.0.1:9090); default $VAMP_API, else {DEFAULT_API_URL}")
+    parser.add_argument("--admin", dest="api", metavar="URL", action=DeprecatedAlias, replacement="--api",
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--token", help="bearer token sent with every request (default $VAMP_TOKEN, which keeps "
+                                        "it out of the process list)")
+
+
 class AdminClient:
-    """JSON over HTTP to the admin API at `base_url`; 4xx answers raise CommandError(exit 2), anything else
+    """JSON over HTTP to the API at `base_url`; 4xx answers raise CommandError(exit 2), anything else
     that is not a 2xx (or listed in `expect`) raises CommandError(exit 1)."""
 
     def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.base_url = normalise_admin_url(url)
+        self.base_url = normalise_api_url(url)
         self.token = token or None
         self.timeout = timeout
 
@@ -114,7 +167,8 @@ class AdminClient:
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, _error_body(exc)
         except (OSError, http.client.HTTPException) as exc:      # URLError is an OSError
-            raise CommandError(f"cannot reach the admin API at {self.base_url}: {_reason(exc)}", 1) from None
+            raise CommandError(f"cannot reach the API at {self.base_url}: {_reason(exc)} (is `vamp run` running? "
+                               "For a `vamp gateway`, give its admin address: --api or VAMP_API)", 1) from None
         if 200 <= status < 300 or status in expect:
             return Answer(status, self._decode(status, raw))
         raise self._failure(status, raw)
@@ -131,17 +185,17 @@ class AdminClient:
         try:
             return json.loads(raw)
         except ValueError:
-            raise CommandError(f"the admin API at {self.base_url} answered {status} with a body that is not "
-                               "JSON", 1) from None
+            raise CommandError(f"the API at {self.base_url} answered {status} with a body that is not JSON "
+                               "(is it a Vamp API?)", 1) from None
 
     def _failure(self, status: int, raw: bytes) -> CommandError:
         error, field = _error_of(status, raw)
         if not 400 <= status < 500:
-            return CommandError(f"the admin API at {self.base_url} failed: HTTP {status}: {error}", 1)
+            return CommandError(f"the API at {self.base_url} failed: HTTP {status}: {error}", 1)
         message = error + (f" (field: {field})" if field else "")
         if status == http.HTTPStatus.UNAUTHORIZED:
             message += ("; the token was refused" if self.token
-                        else "; writes need a token: set VAMP_ADMIN_TOKEN or --token")
+                        else "; this API needs a token: set VAMP_TOKEN or --token")
         return CommandError(message, 2)
 
 
@@ -182,7 +236,7 @@ def _phrase(status: int) -> str:
 
 def _document(data: Any, base_url: str) -> dict:
     if not isinstance(data, dict):
-        raise CommandError(f"the admin API at {base_url} answered something other than a gateway document", 1)
+        raise CommandError(f"the API at {base_url} answered something other than a gateway document", 1)
     return data
 
 
@@ -306,14 +360,16 @@ def _print_data(output: str, data: Any) -> None:
     if output == "json":
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
+        # the last line break written apart, as for JSON: a reader gone before the end is noticed (one large
+        # write that the pipe takes only part of is not reported by Python)
+        print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).removesuffix("\n"))
 
 
 # -- commands ----------------------------------------------------------------------------------------
 def list_gateways(args: argparse.Namespace, client: AdminClient) -> None:
-    gateways = client.request("GET", API).data
+    gateways = client.request("GET", API + LIST_QUERY).data
     if not isinstance(gateways, list):
-        raise CommandError(f"the admin API at {client.base_url} answered something other than a list", 1)
+        raise CommandError(f"the API at {client.base_url} answered something other than a list", 1)
     emit(args, gateways, lambda: gateways_table(gateways))
 
 
@@ -481,7 +537,8 @@ def apply(args: argparse.Namespace, client: AdminClient) -> None:
                 answer = client.request("PUT", gateway_path(name), doc)
             except CommandError as exc:
                 raise _about(name, exc) from None
-            outcome = "created" if answer.status == http.HTTPStatus.CREATED else "configured"
+            created = current.status == http.HTTPStatus.NOT_FOUND   # `vamp run` answers 202 either way
+            outcome = "created" if created else "configured"
             result = answer.data
         if args.output == "table":
             print(f"gateway {name} {outcome}", flush=True)
@@ -494,9 +551,7 @@ def apply(args: argparse.Namespace, client: AdminClient) -> None:
 def _command(handler: Callable[[argparse.Namespace, AdminClient], None]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
-            client = AdminClient(args.admin or os.environ.get("VAMP_ADMIN_URL") or DEFAULT_ADMIN_URL,
-                                 args.token or os.environ.get("VAMP_ADMIN_TOKEN"))
-            handler(args, client)
+            handler(args, client_for(args))
         except CommandError as exc:
             print(f"vamp: {exc}", file=sys.stderr)
             return exc.exit_code
@@ -507,15 +562,12 @@ def _command(handler: Callable[[argparse.Namespace, AdminClient], None]) -> Call
 def add_commands(subparsers: Any) -> None:
     """Registers `gateways ...` and `apply` on the `vamp` parser's subparsers."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--admin", metavar="URL",
-                        help=f"admin API URL (default: $VAMP_ADMIN_URL, else {DEFAULT_ADMIN_URL})")
-    common.add_argument("--token", help="bearer token for writes (default: $VAMP_ADMIN_TOKEN, which keeps it "
-                                        "out of the process list)")
+    add_server_options(common)
     common.add_argument("-o", "--output", choices=OUTPUTS, default="table",
                         help="table for people (default); json or yaml: what the API answered, for scripts")
 
-    gateways = subparsers.add_parser("gateways", help="list, inspect and change the gateways of a running "
-                                                      "`vamp gateway` through its admin API")
+    gateways = subparsers.add_parser("gateways", help="list, inspect and change the gateways of `vamp run` or of "
+                                                      "a `vamp gateway` (--api)")
     verbs = gateways.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name: str, handler: Callable, help_text: str) -> argparse.ArgumentParser:
@@ -538,7 +590,7 @@ def add_commands(subparsers: Any) -> None:
         "name", metavar="NAME")
 
     parser = subparsers.add_parser("apply", parents=[common], help="create or update the gateways of a file "
-                                   "through the admin API", description="Validate every gateway of FILE, then "
+                                   "through the API (--api)", description="Validate every gateway of FILE, then "
                                    "create or replace each one that differs (gateways not in FILE stay).")
     parser.add_argument("-f", "--file", required=True, metavar="FILE",
                         help="gateways YAML or JSON, as `vamp gateway --config` takes; '-' reads stdin")

@@ -1,6 +1,6 @@
-"""`make run`: the gateway with examples/gateways.yaml in front of two small demo backends.
+"""`make run-gateway`: the gateway with examples/gateways.yaml in front of two small demo backends.
 
-    python -m gateway.demo                   # backends on 8081 (1.0) and 8082 (1.1), gateway on 8080
+    python -m gateway.demo                   # backends on 8081 (1.0) and 8082 (1.1), gateway on 8000
     python -m gateway.demo backend --port 8081 --version 1.0     # one demo backend alone
 
 The demo backend answers every request with a short page and an `X-Version` header naming its version, so a
@@ -79,9 +79,9 @@ def run_demo(config: Path, admin: str) -> int:
             print("vamp demo: the gateway did not become ready; see the messages above", file=sys.stderr)
             return 1
         print("\nVamp gateway is up:\n"
-              "  try       curl -si http://127.0.0.1:8080/            (90% demo 1.0, 10% demo 1.1)\n"
+              "  try       curl -si http://127.0.0.1:8000/            (90% demo 1.0, 10% demo 1.1)\n"
               "  Firefox   curl -si -A 'Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 "
-              "Firefox/120.0' http://127.0.0.1:8080/   (always 1.1)\n"
+              "Firefox/120.0' http://127.0.0.1:8000/   (always 1.1)\n"
               f"  metrics   curl -s http://{admin}/metrics\n"
               "Press Ctrl-C to stop.\n", flush=True)
         return gateway.wait()

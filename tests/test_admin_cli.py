@@ -1,12 +1,15 @@
-"""`vamp gateways ...` and `vamp apply -f FILE`: the requests the CLI sends, what it prints and its exit codes.
+"""`vamp gateways ...` and `vamp apply -f FILE`: the requests the CLI sends, what it prints and its exit codes;
+and how every API command is pointed at a server (`--api`, `VAMP_API`, `VAMP_TOKEN`).
 
 Most tests run the CLI in-process against `FakeAdminApi`, a small stand-in for the admin API contract (issue 3)
-on 127.0.0.1 that records every request; the end-to-end tests at the bottom drive a real `vamp gateway`.
+on 127.0.0.1 that records every request; the end-to-end tests at the bottom drive a real `vamp gateway` and a
+real `vamp run`.
 """
 from __future__ import annotations
 
 import io
 import json
+import subprocess
 import threading
 import urllib.parse
 import urllib.request
@@ -18,10 +21,13 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.cli import main
+from control.cli import KINDS, build_parser, main
+from gateway.admin_client import API_URL_VARIABLES, TOKEN_VARIABLES, api_token, api_url
 from gateway.controller import merge_patch
 from gateway.units import parse_percent
 from tests.support import LOOPBACK, HttpClient, config, free_port, gateway, route, run_cli
+from tests.support.platform import VAMP, PlatformProcess
+from tests.support.processes import REPO_ROOT
 
 TOKEN = "s3cret-admin-token"
 
@@ -192,9 +198,9 @@ class Run:
 
 
 @pytest.fixture(autouse=True)
-def no_admin_env(monkeypatch):
-    monkeypatch.delenv("VAMP_ADMIN_URL", raising=False)
-    monkeypatch.delenv("VAMP_ADMIN_TOKEN", raising=False)
+def no_server_env(monkeypatch):
+    for name in API_URL_VARIABLES + TOKEN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -208,10 +214,10 @@ def api():
 
 @pytest.fixture
 def vamp(api, capsys):
-    """vamp(*args) runs `vamp ARGS --admin <the fake>` in-process."""
+    """vamp(*args) runs `vamp ARGS --api <the fake>` in-process."""
     def run(*args: str, admin: str | None = api.url) -> Run:
         capsys.readouterr()
-        code = main([*args] + (["--admin", admin] if admin else []))
+        code = main([*args] + (["--api", admin] if admin else []))
         captured = capsys.readouterr()
         return Run(code, captured.out, captured.err)
     return run
@@ -242,6 +248,47 @@ def test_list_shows_a_row_per_gateway_with_its_route_weights(api, vamp):
 
 def test_list_without_gateways_says_so(vamp):
     assert vamp("gateways", "list").out == "no gateways\n"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_empty_list_of_any_kind_says_so_in_words(api, vamp, kind):
+    api.scripted.append((200, []))
+    run = vamp("get", kind)
+    assert (run.code, run.err) == (0, "")
+    assert run.out.lower().startswith(f"no {kind} ") and len(run.out.splitlines()) == 1     # words, no header
+    if kind in ("breeds", "blueprints"):        # deployments made from a file store none: where to look
+        assert "`vamp get deployments`" in run.out
+    api.scripted.append((200, []))
+    assert json.loads(vamp("get", kind, "-o", "json").out) == []        # scripts still get the API's answer
+
+
+def test_get_of_what_a_gateway_s_admin_api_does_not_serve_names_the_api_that_does(api, vamp):
+    run = vamp("get", "deployments")        # the fake, like a `vamp gateway`, serves gateways only
+    assert run.code == 2
+    assert run.error_line() == (f"vamp: the API at {api.url} has no deployments: `vamp get deployments` needs "
+                                "`vamp run`'s API (only `vamp get gateways` works against a `vamp gateway`)")
+
+
+@pytest.mark.parametrize("command", [("get", "gateways", "-o", "json"), ("gateways", "list"),
+                                     ("gateways", "list", "-o", "yaml")], ids=" ".join)
+def test_output_into_a_pipe_closed_early_ends_quietly_with_status_141(api, command):
+    """`vamp get gateways -o json | head -1`: the reader closes the pipe after one line, with far more than a
+    pipe's buffer (64 KiB) still to be written."""
+    for number in range(3000):
+        api.gateways[f"gateway-{number}"] = sava(name=f"gateway-{number}")
+    process = subprocess.Popen([*VAMP, *command, "--api", api.url], cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first_line = process.stdout.readline()
+        process.stdout.close()
+        stderr = process.stderr.read().decode()
+        status = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert first_line.strip(), "the command printed nothing"
+    assert (status, stderr) == (141, "")
 
 
 @pytest.mark.parametrize("output, parse", [("json", json.loads), ("yaml", yaml.safe_load)])
@@ -464,35 +511,97 @@ def test_apply_of_a_missing_file(vamp, tmp_path):
     assert run.code == 2 and "No such file" in run.error_line()
 
 
-# -- admin URL, token, failures ----------------------------------------------------------------------
-def test_admin_url_comes_from_the_option_or_vamp_admin_url(api, vamp, monkeypatch):
+# -- which server, which token, failures -------------------------------------------------------------
+API_COMMANDS = [          # every command that talks to an API, each with a request the fake answers
+    ("gateways", "list"), ("gateways", "get", "sava"), ("gateways", "set-weight", "sava", "sava-1.0=80",
+                                                       "sava-1.1=20"),
+    ("gateways", "drain", "sava", "sava-1.1"), ("gateways", "undrain", "sava", "sava-1.1"),
+    ("gateways", "delete", "sava"), ("get", "gateways"), ("get", "gateways", "sava"), ("delete", "gateways", "sava"),
+]
+
+
+def test_every_command_defaults_to_the_address_vamp_run_serves_on():
+    parser = build_parser()
+    served = "http://" + parser.parse_args(["run"]).api
+    assert served == "http://127.0.0.1:8080"
+    commands = [*API_COMMANDS, ("deploy", "sava.yaml"), ("scale", "sava/sava/sava:1.0.0", "3"),
+                ("apply", "-f", "sava.yaml"), ("loadtest", "http://127.0.0.1:9050/", "--from-gateway", "sava")]
+    for command in commands:
+        args = parser.parse_args(list(command))
+        assert (api_url(args), api_token(args)) == (served, None), command
+
+
+@pytest.mark.parametrize("command", API_COMMANDS, ids=" ".join)
+def test_every_api_command_takes_the_server_and_token_from_vamp_api_and_vamp_token(api, vamp, monkeypatch,
+                                                                                    command):
+    api.token = TOKEN
+    api.gateways["sava"] = sava()
+    monkeypatch.setenv("VAMP_API", api.url)
+    monkeypatch.setenv("VAMP_TOKEN", TOKEN)
+    run = vamp(*command, admin=None)
+    assert run.code == 0, run.err
+    assert api.requests, "no request reached the server named by VAMP_API"
+    assert all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in api.requests), \
+        "the token goes with every request, reads included"
+    assert TOKEN not in run.out + run.err
+
+
+def test_the_option_wins_over_the_environment_and_the_current_names_over_the_old(api, vamp, monkeypatch):
+    api.gateways["sava"] = sava()
+    unreachable = f"http://{LOOPBACK}:{free_port()}"
+    monkeypatch.setenv("VAMP_API", unreachable)
+    assert vamp("gateways", "get", "sava").code == 0                     # --api <the fake>
+    monkeypatch.setenv("VAMP_API", api.url)
+    monkeypatch.setenv("VAMP_API_URL", unreachable)
+    monkeypatch.setenv("VAMP_ADMIN_URL", unreachable)
+    monkeypatch.setenv("VAMP_TOKEN", "current")
+    monkeypatch.setenv("VAMP_ADMIN_TOKEN", "old")
+    assert vamp("gateways", "get", "sava", admin=None).code == 0
+    assert api.requests[-1].headers["authorization"] == "Bearer current"
+    assert vamp("gateways", "get", "sava", "--token", "given", admin=None).code == 0
+    assert api.requests[-1].headers["authorization"] == "Bearer given"
+
+
+@pytest.mark.parametrize("variable", ["VAMP_API_URL", "VAMP_ADMIN_URL"])
+def test_the_older_names_still_work(api, vamp, monkeypatch, variable):
+    api.gateways["sava"] = sava()
+    monkeypatch.setenv(variable, api.url)
+    monkeypatch.setenv("VAMP_ADMIN_TOKEN", TOKEN)
+    assert vamp("gateways", "get", "sava", admin=None).code == 0
+    assert api.requests[-1].headers["authorization"] == f"Bearer {TOKEN}"
+    old_option = vamp("gateways", "get", "sava", "--admin", api.url, admin=None)
+    assert old_option.code == 0
+    assert old_option.error_line() == "vamp: note: --admin is deprecated, use --api"
+
+
+def test_the_server_url_may_be_host_port_or_carry_the_api_path(api, vamp):
     api.gateways["sava"] = sava()
     host_port = api.url.removeprefix("http://")
     assert vamp("gateways", "get", "sava", admin=host_port).code == 0
     assert vamp("gateways", "get", "sava", admin=api.url + "/api/v1/").code == 0
-    monkeypatch.setenv("VAMP_ADMIN_URL", api.url)
-    assert vamp("gateways", "get", "sava", admin=None).code == 0
-    assert [r.path for r in api.requests] == ["/api/v1/gateways/sava"] * 3
+    assert [r.path for r in api.requests] == ["/api/v1/gateways/sava"] * 2
 
 
 @pytest.mark.parametrize("admin", ["ftp://127.0.0.1:9090", "http://127.0.0.1:notaport", "http://"])
-def test_a_bad_admin_url_is_bad_input(vamp, admin):
+def test_a_bad_server_url_is_bad_input(vamp, admin):
     run = vamp("gateways", "list", admin=admin)
-    assert run.code == 2 and "--admin expects a URL" in run.error_line()
+    assert run.code == 2 and "--api expects a URL" in run.error_line()
 
 
-def test_an_unreachable_admin_api_exits_1_with_one_clear_line(vamp):
+def test_an_unreachable_api_exits_1_with_one_clear_line(vamp):
     url = f"http://{LOOPBACK}:{free_port()}"
     run = vamp("gateways", "list", admin=url)
     assert run.code == 1
-    assert run.error_line().startswith(f"vamp: cannot reach the admin API at {url}: ")
+    line = run.error_line()
+    assert line.startswith(f"vamp: cannot reach the API at {url}: ")
+    assert "--api" in line and "VAMP_API" in line
 
 
 def test_a_server_error_exits_1(api, vamp):
     api.scripted.append((500, error("state directory not writable")))
     run = vamp("gateways", "list")
     assert run.code == 1
-    assert run.error_line() == f"vamp: the admin API at {api.url} failed: HTTP 500: state directory not writable"
+    assert run.error_line() == f"vamp: the API at {api.url} failed: HTTP 500: state directory not writable"
 
 
 def test_a_non_json_error_answer_is_shown_by_its_first_line(api, vamp):
@@ -500,18 +609,18 @@ def test_a_non_json_error_answer_is_shown_by_its_first_line(api, vamp):
     assert vamp("gateways", "delete", "sava").error_line() == "vamp: Method Not Allowed"
 
 
-def test_writes_carry_the_token_from_the_environment_or_option_and_never_print_it(api, vamp, monkeypatch):
+def test_requests_carry_the_token_from_the_environment_or_option_and_never_print_it(api, vamp, monkeypatch):
     api.token = TOKEN
     api.gateways["sava"] = sava()
     refused = vamp("gateways", "set-weight", "sava", "sava-1.0=80", "sava-1.1=20")
     assert refused.code == 2
-    assert refused.error_line() == ("vamp: missing or wrong bearer token; writes need a token: set "
-                                    "VAMP_ADMIN_TOKEN or --token")
+    assert refused.error_line() == ("vamp: missing or wrong bearer token; this API needs a token: set "
+                                    "VAMP_TOKEN or --token")
     wrong = vamp("gateways", "drain", "sava", "sava-1.1", "--token", "not-" + TOKEN)
     assert wrong.code == 2 and "the token was refused" in wrong.error_line()
     assert TOKEN not in wrong.err + wrong.out
 
-    monkeypatch.setenv("VAMP_ADMIN_TOKEN", TOKEN)
+    monkeypatch.setenv("VAMP_TOKEN", TOKEN)
     accepted = vamp("gateways", "set-weight", "sava", "sava-1.0=80", "sava-1.1=20")
     assert accepted.code == 0, accepted.err
     assert api.writes[-1].headers["authorization"] == f"Bearer {TOKEN}"
@@ -557,7 +666,7 @@ def live(procs):
         "v1": route(echo.address("v1"), weight="100%"),
         "v2": route(echo.address("v2"), echo.address("v2b"), weight="0%")})}),
         extra_args=("--admin-token", TOKEN), token=TOKEN)
-    return Live(process, echo, port, {"VAMP_ADMIN_URL": f"http://{process.admin}", "VAMP_ADMIN_TOKEN": TOKEN})
+    return Live(process, echo, port, {"VAMP_API": f"http://{process.admin}", "VAMP_TOKEN": TOKEN})
 
 
 def assert_within_one(counts: Counter, expected: dict[str, int]) -> None:
@@ -585,8 +694,9 @@ def test_live_set_weight_changes_the_split(live):
     counts = live.versions(100)
     assert_within_one(Counter({"v1": counts["v1"], "v2": counts["v2"] + counts["v2b"]}), {"v1": 70, "v2": 30})
 
-    refused = live.vamp("gateways", "set-weight", "demo", "v1=0", "v2=100", env={"VAMP_ADMIN_TOKEN": ""})
-    assert refused.returncode == 2 and "VAMP_ADMIN_TOKEN" in refused.stderr
+    refused = live.vamp("gateways", "set-weight", "demo", "v1=0", "v2=100",
+                        env={"VAMP_TOKEN": "", "VAMP_ADMIN_TOKEN": ""})
+    assert refused.returncode == 2 and "VAMP_TOKEN" in refused.stderr
     invalid = live.vamp("gateways", "set-weight", "demo", "v1=50")
     assert invalid.returncode == 2 and "(field: /routes" in invalid.stderr
     assert {name: r["weight"] for name, r in live.document()["routes"].items()} == {"v1": "70%", "v2": "30%"}
@@ -641,3 +751,45 @@ def test_live_delete(live):
     assert live.vamp("gateways", "list").stdout == "no gateways\n"
     missing = live.vamp("gateways", "delete", "nope")
     assert (missing.returncode, missing.stderr) == (2, "vamp: no gateway 'nope'\n")
+
+
+# -- end to end: one way to point the CLI at `vamp run` or at a `vamp gateway` -----------------------
+def vamp_command(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The `vamp` command (`python -m control`) as a process, to completion."""
+    return run_cli(list(args), executable=VAMP, env=env)
+
+
+def test_live_the_same_commands_work_against_vamp_run_and_a_vamp_gateway(procs, tmp_path):
+    echo = procs.backend("echo", "v1", "v2")
+    platform = PlatformProcess(tmp_path / "state", tmp_path)
+    procs.started.append(platform)
+    platform.start()
+    alone_port, shop_port = free_port(), free_port()
+    alone = procs.gateway(config({"alone": gateway(alone_port, {"v1": route(echo.address("v1"))})}))
+    shop = tmp_path / "shop.yaml"
+    shop.write_text(yaml.safe_dump(config({"shop": gateway(shop_port, {
+        "v1": route(echo.address("v1"), weight="100%"), "v2": route(echo.address("v2"), weight="0%")})})))
+
+    # `vamp run`, named once in the environment: no option on any command
+    under_run = {"VAMP_API": platform.api_url}
+    applied = vamp_command("apply", "-f", str(shop), env=under_run)
+    assert (applied.returncode, applied.stdout) == (0, "gateway shop created\n"), applied.stderr
+    listed = vamp_command("gateways", "list", env=under_run)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1].split() == ["shop", f"{shop_port}/http", "none", "2", "v1=100%", "v2=0%"]
+    moved = vamp_command("gateways", "set-weight", "shop", "v1=70", "v2=30", env=under_run)
+    assert moved.returncode == 0, moved.stderr
+    with HttpClient(shop_port) as client:
+        versions = Counter(client.request("GET", "/").version for _ in range(100))
+    assert versions == Counter({"v1": 70, "v2": 30})
+    assert "shop" in vamp_command("get", "gateways", env=under_run).stdout
+
+    # a `vamp gateway` alone, with --api its admin address
+    gateway_api = ("--api", f"http://{alone.admin}")
+    listed = vamp_command("gateways", "list", *gateway_api)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1].split()[:2] == ["alone", f"{alone_port}/http"]
+    got = vamp_command("get", "gateways", "alone", "-o", "json", *gateway_api)
+    assert got.returncode == 0 and json.loads(got.stdout)["name"] == "alone", got.stderr
+    deployments = vamp_command("get", "deployments", *gateway_api)
+    assert deployments.returncode == 2 and "`vamp run`'s API" in deployments.stderr

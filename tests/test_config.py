@@ -287,7 +287,7 @@ def test_geo_settings():
 def test_example_file_loads():
     config = load_file(REPO / "examples" / "gateways.yaml")
     demo = config.gateway("demo")
-    assert (demo.port, demo.protocol) == (8080, "http")
+    assert (demo.port, demo.protocol) == (8000, "http")       # next to `vamp run`'s API on 8080
     assert [(r.name, r.weight, r.targets, r.condition, r.condition_strength) for r in demo.routes] == [
         ("demo-1.0", 9000, (Target("127.0.0.1", 8081),), None, 10000),
         ("demo-1.1", 1000, (Target("127.0.0.1", 8082),), 'browser = "Firefox"', 10000),

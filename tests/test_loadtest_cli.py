@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -147,7 +148,7 @@ def test_expecting_50_50_of_a_90_10_gateway_fails_with_exit_3(tmp_path, split_90
 
 def test_from_gateway_reads_the_weights_the_gateway_has_now(procs, echo, tmp_path):
     url, process = start_gateway(procs, "live", split_routes(echo, "90%", "10%"))
-    from_gateway = ("--from-gateway", "live", "--admin", process.admin_url(""))
+    from_gateway = ("--from-gateway", "live", "--api", process.admin_url(""))
 
     run = loadtest(tmp_path, url, *BY_VERSION, *from_gateway, "--requests", "2000")
     assert run.status == 0, run.stdout + run.stderr
@@ -166,20 +167,86 @@ def test_from_gateway_reads_the_weights_the_gateway_has_now(procs, echo, tmp_pat
     assert current.group("v2")["expected_share"] == pytest.approx(0.5)
 
 
-def test_from_gateway_whose_routes_name_no_group_reports_and_exits_2(procs, echo, tmp_path):
+def test_from_gateway_whose_routes_name_no_group_reports_fail_and_exits_2(procs, echo, tmp_path):
+    # Only the answers can tell: the groups (X-Version v1, v2) are known once they are seen.
     url, process = start_gateway(procs, "named", {"stable": route(echo.address("v1"), weight="90%"),
                                                   "canary": route(echo.address("v2"), weight="10%")})
-    run = loadtest(tmp_path, url, *BY_VERSION, "--from-gateway", "named", "--admin", process.admin_url(""),
+    run = loadtest(tmp_path, url, *BY_VERSION, "--from-gateway", "named", "--api", process.admin_url(""),
                    "--requests", "500")
     assert run.status == 2, run.stdout + run.stderr
     assert run.requests_by_group() == {"v1": 450, "v2": 50}         # the measurements are still reported
     assert run.verdict["split_holds"] is None
+    assert (run.verdict["passed"], run.verdict["exit_status"]) == (False, 2)    # the verdict says what exits
+    assert "PASS" not in run.stdout and " FAIL " in run.stdout
     assert "no route of the gateway (canary, stable) names a group" in run.stderr and "--expect" in run.stderr
+    assert any("could not be judged" in reason for reason in run.verdict["reasons"])
 
 
-def test_an_unreachable_admin_api_is_a_runtime_failure(tmp_path, split_90_10):
+@pytest.fixture(scope="module")
+def unjudgeable(module_procs, record) -> GatewayProcess:
+    """Gateways whose split no run could judge: one without routes, one whose routes serve nothing, one that
+    leads on to another gateway (as Vamp's external gateway sava/9050 does to sava/sava/webport)."""
+    inner_port = free_port()
+    return module_procs.gateway(config({
+        "empty": gateway(free_port(), {}),
+        "no-targets": gateway(free_port(), {"v1": route(weight="100%"), "v2": route(weight="0%")}),
+        "inner": gateway(inner_port, {"v1": route(record.address(), weight="90%"),
+                                      "v2": route(record.address(), weight="10%")}),
+        "outer": gateway(free_port(), {"inner": route(f"{LOOPBACK}:{inner_port}")}),
+    }))
+
+
+@pytest.mark.parametrize("name, by, message", [
+    ("nope", BY_VERSION, "no gateway 'nope'"),
+    ("empty", BY_VERSION, "the gateway has no routes"),
+    ("no-targets", BY_VERSION, "none of its routes (v1, v2) would serve this traffic"),
+    ("outer", BY_VERSION, "its route inner leads on to the gateway of that name, whose routes decide the split: "
+                          "use --from-gateway inner"),
+    ("inner", ("--by", "status"), "--by status groups the answers by status code, and no route name (v1, v2) "
+                                  "holds one"),
+])
+def test_a_split_no_run_could_judge_exits_2_before_sending_anything(tmp_path, record, unjudgeable, name, by,
+                                                                    message):
+    run = loadtest(tmp_path, f"http://{record.address()}/", *by, "--from-gateway", name,
+                   "--api", unjudgeable.admin_url(""), "--requests", "100")
+    assert run.status == 2, run.stdout + run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"vamp loadtest: --from-gateway {name}: "), run.stderr
+    assert message in lines[0]
+    assert run.stdout == "" and run.result is None
+    assert record.records() == []
+
+
+def test_from_gateway_reads_the_api_named_by_vamp_api_and_sends_vamp_token(procs, echo, tmp_path):
+    token = "loadtest-token"
+    url, process = start_gateway(procs, "tokened", split_routes(echo, "90%", "10%"))
+    json_path = json_path_for_run(tmp_path)
+    completed = run_cli(loadtest_args(json_path, url, [*BY_VERSION, "--from-gateway", "tokened", "--requests",
+                                                       "1000"]),
+                        timeout=RUN_TIMEOUT, executable=VAMP,
+                        env={"VAMP_API": process.admin_url(""), "VAMP_TOKEN": token})
+    run = finished(completed.returncode, completed.stdout, completed.stderr, json_path)
+    assert run.status == 0, run.stdout + run.stderr
+    assert run.verdict["expected_from"] == "gateway:tokened"
+
+
+def test_the_help_s_examples_use_only_options_that_exist():
+    from control.cli import build_parser
+    help_text = run_cli(["loadtest", "--help"], executable=VAMP).stdout
+    examples = help_text.split("examples:")[1].split("exit status:")[0].replace("\\\n", " ")
+    commands = [shlex.split(line) for line in examples.splitlines() if line.strip()]
+    assert len(commands) >= 3
+    parser = build_parser()
+    for command in commands:
+        assert command[:2] == ["vamp", "loadtest"]
+        parser.parse_args(command[1:])          # exits 2 on an option that does not exist
+    assert "--admin" not in help_text
+    assert "--from-gateway sava/sava/webport" in help_text and "--api http://127.0.0.1:8080" in help_text
+
+
+def test_an_unreachable_api_is_a_runtime_failure(tmp_path, split_90_10):
     run = loadtest(tmp_path, split_90_10, *BY_VERSION, "--from-gateway", "split",
-                   "--admin", f"http://{LOOPBACK}:{free_port()}", "--requests", "100")
+                   "--api", f"http://{LOOPBACK}:{free_port()}", "--requests", "100")
     assert run.status == 1, run.stdout + run.stderr
     assert run.stderr.strip()
 
@@ -394,7 +461,7 @@ def test_a_country_mix_sends_exactly_its_gb_share_to_the_gb_route(tmp_path, geo_
 def test_from_gateway_expects_the_gb_share_of_a_country_mix(tmp_path, geo_gateway):
     url, process = geo_gateway
     run = loadtest(tmp_path, url, *BY_VERSION, *COUNTRY_MIX, "--from-gateway", "geo",
-                   "--admin", process.admin_url(""), "--requests", "2000")
+                   "--api", process.admin_url(""), "--requests", "2000")
     assert run.status == 0, run.stdout + run.stderr
     assert run.group("gb")["expected_share"] == pytest.approx(0.2, abs=0.005)
     assert run.group("rest")["expected_share"] == pytest.approx(0.8, abs=0.005)

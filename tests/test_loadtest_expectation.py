@@ -165,5 +165,5 @@ def test_the_expected_split_comes_from_a_running_gateway(procs):
 
 
 def test_an_admin_api_that_does_not_answer_is_unreachable():
-    with pytest.raises(GatewayUnreachable, match="cannot reach the admin API"):
+    with pytest.raises(GatewayUnreachable, match="cannot reach the API"):
         fetch_gateway(f"127.0.0.1:{free_port()}", "sava", None, timeout=2.0)

@@ -162,7 +162,9 @@ DELETE = object()
     ("model", "burst"),
     ("schema", "vamp-loadtest/2"),
     ("started_at", "2025-01-31T12:00:00+02:00"),
-    ("verdict.exit_status", 2),
+    ("verdict.exit_status", 2),             # passed, so 0
+    ("verdict.exit_status", 4),
+    ("verdict.passed", False),              # failed, yet exit status 0
     ("verdict.unit", "bytes"),
     ("verdict.p_value", 1.2),
     ("timeline.errors", [1, 2.5]),

@@ -2,10 +2,11 @@
 HTTP to the external gateway — deploy sava 1.0, scale it to 3, merge 1.1 at 0%, 50/50, Chrome only, then 1.1
 alone, with no request of a running load failing from the merge on. Also: a platform killed with SIGKILL
 takes its instances with it and resumes where it was; a crashed instance is routed around and restarted; the
-YAML examples of README.md load."""
+YAML examples of README.md load, and its `vamp` commands parse and name files that exist."""
 from __future__ import annotations
 
 import re
+import shlex
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from control import dsl
+from control.cli import build_parser
 from gateway import config as gateway_config
 from tests.support import BrokenResponse, HttpClient, free_port
 from tests.support.load import LoadGenerator
@@ -142,6 +144,10 @@ def test_the_canary_quickstart_through_the_cli(platform, tmp_path):
         # 3. merge sava 1.1: it joins at 0%
         platform.vamp("deploy", str(EXAMPLES / "sava-1.1.yaml"), "--name", "sava", *api)
         assert weights(platform) == {OLD_ROUTE: "100%", NEW_ROUTE: "0%"}
+        # deployments made from files store no blueprints or breeds: the empty lists say where to look
+        for kind in ("blueprints", "breeds"):
+            listed = platform.vamp("get", kind, *api)
+            assert listed.startswith(f"no {kind} stored") and "`vamp get deployments`" in listed, listed
         platform.wait_until(lambda: len(targets(platform, NEW_ROUTE)) == 1, READY_TIMEOUT, "sava 1.1.0 ready")
         assert probe(port, 20)[0] == Counter({"1.0.0": 20})
         load.wait_for_responses(20)
@@ -149,7 +155,7 @@ def test_the_canary_quickstart_through_the_cli(platform, tmp_path):
 
         # 4. 50/50 with the gateway verbs against the control API, then Chrome users only to 1.1
         platform.vamp("gateways", "set-weight", INTERNAL, f"{OLD_ROUTE}=50%", f"{NEW_ROUTE}=50%",
-                      "--admin", platform.api_url)
+                      *api)
         split = split_window(port, load, 100)
         assert abs(split["1.0.0"] - split["1.1.0"]) <= 2 and set(split) == {"1.0.0", "1.1.0"}, split
         status, document = platform.api("PATCH", f"/api/v1/gateways/{INTERNAL}", {"routes": {
@@ -161,7 +167,7 @@ def test_the_canary_quickstart_through_the_cli(platform, tmp_path):
 
         # 5. everything to 1.1, then remove 1.0: its instances stop
         platform.vamp("gateways", "set-weight", INTERNAL, f"{OLD_ROUTE}=0%", f"{NEW_ROUTE}=100%",
-                      "--admin", platform.api_url)
+                      *api)
         assert probe(port, 20)[0] == Counter({"1.1.0": 20})
         old_processes = platform.demo_processes("1.0.0")
         assert len(old_processes) == 3
@@ -187,7 +193,7 @@ def test_a_killed_platform_takes_its_instances_and_resumes_where_it_was(procs, p
     platform.wait_until(lambda: len(targets(platform, OLD_ROUTE)) == len(targets(platform, NEW_ROUTE)) == 1,
                         READY_TIMEOUT, "both versions ready")
     platform.vamp("gateways", "set-weight", INTERNAL, f"{OLD_ROUTE}=50%", f"{NEW_ROUTE}=50%",
-                  "--admin", platform.api_url)
+                  "--api", platform.api_url)
     deployment = deployment_without_instances(platform)
     instances = platform.demo_processes()
     assert len(instances) == 2
@@ -272,3 +278,41 @@ def test_readme_yaml_examples_load(line, text):
             dsl.read("blueprints", document)
     elif len(documents) == 1 and isinstance(documents[0], dict) and "gateways" in documents[0]:
         gateway_config.load_text(text, f"README.md line {line}")
+
+
+# -- README.md's commands ----------------------------------------------------------------------------------
+SH_BLOCK = re.compile(r"^([ \t]*)```sh[ \t]*\n(.*?)^\1```", re.MULTILINE | re.DOTALL)
+FILE_OPTIONS = ("--config", "-f", "--file")
+
+
+def readme_vamp_commands() -> list:
+    """The arguments of every `vamp …` command in README.md's ```sh blocks (continuation lines joined,
+    comments dropped), as test parameters named by their line."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    commands = []
+    for match in SH_BLOCK.finditer(text):
+        first_line = text.count("\n", 0, match.start()) + 2
+        lines = textwrap.dedent(match.group(2)).splitlines()
+        for offset, line in enumerate(lines):
+            words = line.split()
+            if not words or words[0] not in ("vamp", ".venv/bin/vamp"):
+                continue
+            following = offset
+            while line.endswith("\\") and following + 1 < len(lines):     # a command continued on the next line
+                following += 1
+                line = line[:-1] + " " + lines[following]
+            commands.append(pytest.param(shlex.split(line, comments=True)[1:],
+                                         id=f"README.md line {first_line + offset}: {' '.join(words[:3])}"))
+    return commands
+
+
+@pytest.mark.parametrize("args", readme_vamp_commands())
+def test_readme_commands_run_as_written(args):
+    parsed = build_parser().parse_args(args)           # an option that does not exist exits 2
+    named = [args[i + 1] for i, word in enumerate(args[:-1]) if word in FILE_OPTIONS]
+    if args[0] == "deploy":
+        named.append(parsed.file)
+    for path in named:
+        assert (REPO / path).is_file(), f"{path} is not a file of the repository (the commands run from its root)"
+    if args[0] != "gateway":            # `vamp gateway --admin HOST:PORT` is where its admin API listens
+        assert "--admin" not in args, "API commands take --api (--admin is its deprecated spelling)"

@@ -1,8 +1,10 @@
 """`vamp loadtest URL …`: drive traffic through a canary split and report what each version received.
 
 Builds the `Plan` from the command line, reads the expected split (`--expect`, or a gateway's routes with
-`--from-gateway`), runs it with a live progress line, prints the summary, writes `--json` / `--plot`, and
-exits 0 when the run passed, 3 when it did not, 2 for bad input and 1 when something failed at run time.
+`--from-gateway`, read from the API at `--api`), runs it with a live progress line, writes `--plot` /
+`--json`, prints the summary, and exits 0 when the run passed, 3 when it did not, 2 for bad input and 1 when
+something failed at run time. Whatever can be found wrong before the run is found before any request is sent;
+the summary's verdict line and the exit status always agree (PASS is 0, anything else FAIL).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import os
 import socket
 import sys
 
-from gateway.admin_client import DEFAULT_ADMIN_URL
+from gateway.admin_client import DeprecatedAlias, add_server_options, api_token, api_url
 
 from .plan import (MAX_CLIENTS, MAX_CONCURRENCY, Plan, PlanError, is_ip_literal, parse_body, parse_cookie,
                    parse_expectations, parse_fraction, parse_grouping, parse_header, parse_rate, parse_seconds,
@@ -23,10 +25,12 @@ PROBE_TIMEOUT = 1.0       # seconds to try each address of a host name before th
 EXAMPLES = """\
 examples:
   vamp loadtest http://127.0.0.1:9050/ --duration 30s --by header:X-Version --expect 1.0.0=90% --expect 1.1.0=10%
-  vamp loadtest http://127.0.0.1:9050/ --rate 2000 --from-gateway sava --admin http://127.0.0.1:9090
+  vamp loadtest http://127.0.0.1:9050/ --by header:X-Version --from-gateway sava/sava/webport \\
+      --api http://127.0.0.1:8080
   vamp loadtest http://127.0.0.1:9050/ --clients 500 --sticky --mix browsers --forwarded-for countries:GB=20,US=80
 
-exit status: 0 passed, 3 the split, the error rate or stickiness did not hold, 2 bad input, 1 failure."""
+exit status: 0 passed, 3 the split, the error rate or stickiness did not hold, 2 bad input (or a split that
+cannot be judged), 1 failure."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,10 +52,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="group responses by header:NAME, body:/REGEX/ or status (default status)")
     split.add_argument("--expect", action="append", default=[], metavar="GROUP=SHARE",
                        help="expected share of a group, e.g. 1.1.0=10%% (repeat for each group)")
-    split.add_argument("--from-gateway", metavar="NAME", help="expect the split of this gateway's routes")
-    split.add_argument("--admin", metavar="URL", help=f"gateway admin API for --from-gateway (default "
-                                                      f"$VAMP_ADMIN_URL, else {DEFAULT_ADMIN_URL})")
-    split.add_argument("--admin-token", help="admin API token (default $VAMP_ADMIN_TOKEN)")
+    split.add_argument("--from-gateway", metavar="NAME", help="expect the split of this gateway's routes, read "
+                                                              "from the API at --api")
+    add_server_options(split)
+    split.add_argument("--admin-token", dest="token", action=DeprecatedAlias, replacement="--token",
+                       help=argparse.SUPPRESS)
     split.add_argument("--max-errors", default="0.1%", help="error rate above which the run fails (default 0.1%%)")
     split.add_argument("--alpha", default="0.001", help="significance level of the split test (default 0.001)")
     users = parser.add_argument_group("traffic")
@@ -106,8 +111,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         by=parse_grouping(args.by),
         expect=parse_expectations(args.expect) if args.expect else None,
         from_gateway=args.from_gateway,
-        admin=args.admin or os.environ.get("VAMP_ADMIN_URL") or DEFAULT_ADMIN_URL,
-        admin_token=args.admin_token or os.environ.get("VAMP_ADMIN_TOKEN"),
+        admin=api_url(args), admin_token=api_token(args),
         max_errors=parse_fraction(args.max_errors, "--max-errors"), alpha=alpha,
         clients=clients, sticky=args.sticky, mix=args.mix, forwarded_for=args.forwarded_for,
         json_path=_writable(args.json, "--json"), plot_path=_writable(args.plot, "--plot"),
@@ -155,18 +159,15 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from . import runner
-    from .expectation import ExpectationError, GatewayUnreachable, fetch_gateway, groups_for_routes, route_shares
+    from .expectation import ExpectationError, GatewayUnreachable, gateway_route_shares, groups_for_routes
     from .report import LiveProgress, print_summary, write_json
     from .traffic import Traffic
-    from .verdict import judge, normalised
+    from .verdict import BAD_INPUT, FAILURE, failed, judge, normalised
 
     try:
         plan = build_plan(args)
         traffic = Traffic(plan)
-        shares = None
-        if plan.from_gateway:
-            document = fetch_gateway(plan.admin, plan.from_gateway, plan.admin_token)  # type: ignore[arg-type]
-            shares = route_shares(document, plan.from_gateway, traffic)
+        shares = gateway_route_shares(plan, traffic) if plan.from_gateway else None
     except PlanError as exc:
         print(f"vamp loadtest: {exc}", file=sys.stderr)
         return 2
@@ -194,24 +195,24 @@ def main(args: argparse.Namespace) -> int:
     except ExpectationError as exc:     # the routes do not say which groups they are: report without a split
         expected, mapping_error = None, exc
     sticky = runner.sticky_summary(plan, snapshot)
-    verdict = judge(observed=observed, expected=expected,
-                    expected_from=None if expected is None else
-                    ("expect" if shares is None else f"gateway:{plan.from_gateway}"),
+    expected_from = "expect" if plan.expect else f"gateway:{plan.from_gateway}" if plan.from_gateway else None
+    verdict = judge(observed=observed, expected=expected, expected_from=expected_from,
                     unit=unit, requests=snapshot["requests"], errors=snapshot["errors"], alpha=plan.alpha,
                     max_errors=plan.max_errors,
                     users_with_several_groups=None if sticky is None else sticky["users_with_several_groups"])
+    if mapping_error is not None:
+        print(f"vamp loadtest: {mapping_error}", file=sys.stderr)
+        verdict = failed(verdict, f"the split could not be judged: {mapping_error}", BAD_INPUT)
     result = runner.build_result(plan, outcome, expected, verdict)
-    print_summary(result, _summary_console())
-    try:
-        if plan.json_path:
-            write_json(result, plan.json_path)
+    try:                                # written before the summary, whose verdict line says if they failed
         if plan.plot_path:
             from .plot import write_plot
             write_plot(result, plan.plot_path)
+        if plan.json_path:
+            write_json(result, plan.json_path)
     except OSError as exc:
-        print(f"vamp loadtest: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return 1
-    if mapping_error is not None:
-        print(f"vamp loadtest: {mapping_error}", file=sys.stderr)
-        return 2
-    return verdict["exit_status"]
+        message = f"cannot write {exc.filename}: {exc.strerror}"
+        print(f"vamp loadtest: {message}", file=sys.stderr)
+        result["verdict"] = failed(result["verdict"], message, FAILURE)
+    print_summary(result, _summary_console())
+    return result["verdict"]["exit_status"]

@@ -1,6 +1,10 @@
 """`--from-gateway NAME`: the split a running gateway should give this traffic, per route and per group.
 
-`fetch_gateway` reads the gateway's document from the admin API. `route_shares` applies the gateway's own
+`gateway_route_shares` is what the command calls before the run: it reads the gateway (`fetch_gateway`), works
+out each route's share, and refuses, before any request is sent, a split that no run could judge: no gateway of
+that name, no route that serves this traffic, routes that lead on to other gateways (Vamp's external gateway
+`sava/9050` routes to the internal gateway `sava/sava/webport`, whose routes decide the split), or `--by status`
+when no route's name holds a status code. `route_shares` applies the gateway's own
 routing semantics (gateway/routing.py) to the traffic's profiles: the gateway's config parser, its condition
 compiler, and a `RequestView` of the very request the load tester sends, with the client address taken from
 its X-Forwarded-For as if the gateway trusted the tester. `groups_for_routes` turns route names into the
@@ -17,15 +21,16 @@ from gateway.conditions import compile_condition
 from gateway.config import ConfigError, gateway_from_dict
 from gateway.geo import TrustedProxies
 from gateway.lookups import Lookups
-from gateway.model import FULL, Route
+from gateway.model import FULL, Gateway, Route
 from gateway.request import RequestView
 
-from .plan import UNLABELLED
+from .plan import UNLABELLED, Plan
 from .traffic import Traffic
 
 TESTER_ADDRESS = "127.0.0.1"                     # the peer the gateway sees: the load tester on loopback
 TRUSTED_TESTER = ("127.0.0.0/8", "::1/128")      # so the tester's X-Forwarded-For names the client
 _NAME_PARTS = re.compile(r"[/:]")
+_STATUS_CODE = re.compile(r"[1-5][0-9][0-9]")
 
 
 class ExpectationError(Exception):
@@ -46,6 +51,53 @@ def fetch_gateway(admin_url: str, name: str, token: str | None, timeout: float =
         raise failure(f"--from-gateway {name}: {exc}") from None
 
 
+def gateway_route_shares(plan: Plan, traffic: Traffic, timeout: float = 5.0) -> dict[str, float]:
+    """The expected share per route of gateway `plan.from_gateway` for this traffic, read from the API at
+    `plan.admin`; ExpectationError when no run could judge that split, GatewayUnreachable when the API fails."""
+    name = plan.from_gateway or ""
+    document = fetch_gateway(plan.admin or "", name, plan.admin_token, timeout)
+    shares = route_shares(document, name, traffic)
+    serving = [route for route in _gateway(document, name).routes if shares[route.name] > 0]
+    if not serving:
+        raise ExpectationError(
+            f"--from-gateway {name}: the gateway has no routes" if not shares else
+            f"--from-gateway {name}: none of its routes ({', '.join(shares)}) would serve this traffic (no target "
+            "that takes traffic, or no weight and no condition that matches)")
+    onward = [route.name for route in serving if _leads_to_gateway(route, plan, timeout)]
+    if onward:
+        raise ExpectationError(
+            f"--from-gateway {name}: its route{'s' if len(onward) > 1 else ''} {', '.join(onward)} lead"
+            f"{'' if len(onward) > 1 else 's'} on to the gateway{'s' if len(onward) > 1 else ''} of that name, "
+            f"whose routes decide the split: use --from-gateway {onward[0]}")
+    if plan.by.kind == "status" and not any(_STATUS_CODE.fullmatch(part) for route in serving
+                                            for part in _NAME_PARTS.split(route.name)):
+        raise ExpectationError(
+            f"--from-gateway {name}: --by status groups the answers by status code, and no route name "
+            f"({', '.join(route.name for route in serving)}) holds one: group by what tells the versions apart "
+            "(e.g. --by header:X-Version), or give the split with --expect")
+    return shares
+
+
+def _leads_to_gateway(route: Route, plan: Plan, timeout: float) -> bool:
+    """Whether the route is named after a gateway and sends its traffic to that gateway's port."""
+    try:
+        document = fetch_gateway(plan.admin or "", route.name, plan.admin_token, timeout)
+        port = _gateway(document, route.name).port
+    except GatewayUnreachable:
+        raise
+    except ExpectationError:            # no gateway of that name
+        return False
+    return any(target.port == port for target in route.targets)
+
+
+def _gateway(document: dict, name: str) -> Gateway:
+    gateway_fields = {key: value for key, value in document.items() if key not in READ_ONLY_FIELDS}
+    try:
+        return gateway_from_dict(name, gateway_fields)
+    except ConfigError as exc:
+        raise ExpectationError(f"--from-gateway {name}: {exc}") from None
+
+
 def route_shares(document: dict, name: str, traffic: Traffic) -> dict[str, float]:
     """Expected share of requests per route name (every route of the gateway) for this traffic.
 
@@ -53,11 +105,7 @@ def route_shares(document: dict, name: str, traffic: Traffic) -> dict[str, float
     `condition_strength` of it (when it has a target to serve it); the rest is split by weight across the
     non-draining routes that have a target to serve. Requests nothing can serve (the gateway answers 503)
     count for no route, so the shares then add up to less than 1."""
-    gateway_fields = {key: value for key, value in document.items() if key not in READ_ONLY_FIELDS}
-    try:
-        gateway = gateway_from_dict(name, gateway_fields)
-    except ConfigError as exc:
-        raise ExpectationError(f"--from-gateway {name}: {exc}") from None
+    gateway = _gateway(document, name)
     lookups = Lookups(trusted_proxies=TrustedProxies(TRUSTED_TESTER))
     conditional = [(route, compile_condition(route.condition).matches) for route in gateway.routes
                    if route.condition is not None and not route.drain]

@@ -9,7 +9,9 @@
 - The errors: the error rate must not exceed `--max-errors`.
 - Stickiness: with `--sticky`, no virtual user may have seen more than one group.
 
-Exit status 0 when everything holds, 3 when anything does not.
+Exit status 0 when everything holds, 3 when anything does not. A run that cannot be judged after all (the
+responses' groups match no route of `--from-gateway`: 2) or whose results cannot be written (1) fails too,
+with its reason (`failed`), so that the verdict shown and the exit status always agree.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Any
 
 from scipy.stats import chi2
 
-PASSED, FAILED = 0, 3
+PASSED, FAILURE, BAD_INPUT, FAILED = 0, 1, 2, 3
 
 
 def normalised(expected: dict[str, float]) -> dict[str, float]:
@@ -91,3 +93,9 @@ def judge(*, observed: dict[str, int], expected: dict[str, float] | None, expect
         "exit_status": PASSED if passed else FAILED,
         "reasons": reasons,
     }
+
+
+def failed(verdict: dict[str, Any], reason: str, exit_status: int) -> dict[str, Any]:
+    """The verdict of a run that cannot pass whatever it measured: not passed, with `reason` and the command's
+    `exit_status` (BAD_INPUT or FAILURE)."""
+    return {**verdict, "passed": False, "exit_status": exit_status, "reasons": [*verdict["reasons"], reason]}
