@@ -304,8 +304,13 @@ class ClientConnection(asyncio.Protocol):
                 raise httptools.HttpParserUpgrade(start + upgrade.args[0]) from None
 
     def _bad_input(self, bad: "BadRequest") -> None:
-        """Malformed input. When it begins a request behind requests read completely, those are answered
-        first (the answers do not depend on how the bytes arrived), then the error; else at once."""
+        """Malformed input. When it is in a request still queued (never sent anywhere), the requests before
+        it are answered first (the answers do not depend on how the bytes arrived), then the error; when it
+        is in the request in flight, at once."""
+        queued = self.parsing
+        if queued is not None and queued is not self.current:
+            self.queue.pop()                  # the request being parsed is the last one queued: dropped
+            self.parsing = None
         if self.parsing is None and self.current is not None:
             self._deferred = bad
             self._held = b""              # whatever else arrives is ignored

@@ -93,10 +93,15 @@ def test_a_flood_of_pipelined_requests_is_answered_with_bounded_memory(gw):
     assert rss.growth < 16 * MB, f"gateway RSS grew by {rss.growth / MB:.1f} MB"
 
 
+BAD_HEAD = b"GET /bad HTTP/1.1\r\nHost : x\r\n\r\n"
+BAD_BODY = b"POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"
+
+
 @pytest.mark.parametrize("seed", [None, 4])
-def test_bad_input_behind_good_requests_is_answered_after_them(gw, seed):
+@pytest.mark.parametrize("bad", [BAD_HEAD, BAD_BODY], ids=["bad head", "bad body"])
+def test_bad_input_behind_good_requests_is_answered_after_them(gw, seed, bad):
     _, port = gw
-    data = get_request(0) + get_request(1) + b"GET /bad HTTP/1.1\r\nHost : x\r\n\r\n" + get_request(3)
+    data = get_request(0) + get_request(1) + bad + get_request(3)
     with HttpClient(port) as client:
         for piece in [data] if seed is None else pieces(data, seed):
             client.send_raw(piece)
