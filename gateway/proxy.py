@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 
 BODY_BUFFER_LIMIT = 256 * 1024
 MAX_PIPELINED = 32         # requests read ahead of the one in flight: with this many queued, reading pauses
-FEED_SLICE = 8 * 1024      # a larger read is parsed this much at a time, so that a read full of tiny pipelined
-                           # requests queues at most MAX_PIPELINED + FEED_SLICE / 18 of them (18: the shortest)
+FEED_SLICE = 8 * 1024      # a larger read is parsed this much at a time (a body of known length at once), so
+                           # that a read full of tiny pipelined requests queues at most about
+                           # MAX_PIPELINED + FEED_SLICE / 18 of them (18 bytes: the shortest request)
 
 # RFC 3986 host (reg-name, IPv4, [IPv6]) with an optional port; empty for HTTP/1.0 without Host.
 _VALID_HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
@@ -100,7 +101,7 @@ class ClientConnection(asyncio.Protocol):
         "_url", "_headers", "_head_size", "_host", "_cl", "_te", "_named", "_expect",
         "_upgrade", "_xff", "_xfp", "_xfh", "_ua", "_in_body", "_pending_error", "_tunnel_upstream",
         "_host_raw", "_host_name", "_head_started", "_router", "_routed_by", "_held", "_deferred",
-        "_advancing", "_timer_due",
+        "_advancing", "_timer_due", "_body_left",
     )
 
     def __init__(self, runtime: "Runtime", port: int) -> None:
@@ -131,6 +132,7 @@ class ClientConnection(asyncio.Protocol):
         self._deferred: BadRequest | None = None  # malformed input behind requests still to be answered
         self._advancing = False                   # `_advance` is running (it loops; it does not recurse)
         self._timer_due = 0.0                     # when idle_timer fires
+        self._body_left = 0                       # bytes of a Content-Length body still to come
         self._reset_head()
 
     def _reset_head(self) -> None:
@@ -289,19 +291,23 @@ class ClientConnection(asyncio.Protocol):
             self._watch_head()
 
     def _feed_slices(self, data: bytes) -> None:
-        """A large read, parsed FEED_SLICE bytes at a time; once MAX_PIPELINED requests are queued, the rest
-        is held until answers go out."""
+        """A large read, parsed FEED_SLICE bytes at a time, or the rest of a body of known length at once (an
+        upload costs one parser call per read); once MAX_PIPELINED requests are queued, the rest is held
+        until answers go out."""
         parser = self.parser
         view = memoryview(data)
-        for start in range(0, len(data), FEED_SLICE):
+        start = 0
+        while start < len(data):
             if len(self.queue) >= MAX_PIPELINED:
                 self._held = data[start:]
                 self.pause(PAUSE_PIPELINE)
                 return
+            step = self._body_left if self._body_left > FEED_SLICE else FEED_SLICE
             try:
-                parser.feed_data(view[start:start + FEED_SLICE])
+                parser.feed_data(view[start:start + step])
             except httptools.HttpParserUpgrade as upgrade:
                 raise httptools.HttpParserUpgrade(start + upgrade.args[0]) from None
+            start += step
 
     def _bad_input(self, bad: "BadRequest") -> None:
         """Malformed input. When it is in a request still queued (never sent anywhere), the requests before
@@ -417,6 +423,7 @@ class ClientConnection(asyncio.Protocol):
         if host_missing:
             ex.host_missing = True
         self._in_body = True
+        self._body_left = length
         self._head_started = 0.0
         self.parsing = ex
         if self.current is None:
@@ -431,6 +438,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             ex.body_buffer.append(body)  # type: ignore[union-attr]
         ex.body_buffered += len(body)  # type: ignore[union-attr]
+        self._body_left -= len(body)
         upstream = ex.upstream  # type: ignore[union-attr]
         if upstream is None or not upstream.ready:
             # Too much body before its upstream is ready, or any body of a queued request: stop reading.

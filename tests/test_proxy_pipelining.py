@@ -109,3 +109,15 @@ def test_bad_input_behind_good_requests_is_answered_after_them(gw, seed, bad):
         assert client.conn is None, "the connection stays open after the 400"
     assert [a.status for a in answers] == [200, 200, 400]
     assert [a.json()["path"] for a in answers[:2]] == ["/0", "/1"]
+
+
+def test_pipelined_requests_after_a_large_body_are_answered_in_order(gw):
+    _, port = gw
+    body = bytes(range(256)) * 4096                 # 1 MiB: many reads, parsed a body at a time
+    upload = f"POST /upload HTTP/1.1\r\nHost: pipe.test\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    with HttpClient(port, timeout=30) as client:
+        client.send_raw(upload + b"".join(get_request(i) for i in range(40)) + upload)
+        first = client.read_response_to_raw("POST").json()
+        assert answered_paths(client, ["GET"] * 40) == [f"/{i}" for i in range(40)]
+        last = client.read_response_to_raw("POST").json()
+    assert first["body_length"] == last["body_length"] == len(body)
