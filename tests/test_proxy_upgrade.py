@@ -105,5 +105,5 @@ def test_bytes_sent_with_the_upgrade_request_reach_the_backend_after_its_101(por
             assert chunk, f"connection closed; received {received!r}"
             received += chunk
     assert received.startswith(b"HTTP/1.1 101")
-    head, _, frames = received.partition(b"\r\n\r\n")
+    _, _, frames = received.partition(b"\r\n\r\n")
     assert frames == b"\x81\x17sent with the handshake"             # the server's unmasked echo
