@@ -15,7 +15,8 @@ line. The rules, beyond the value syntaxes of `gateway.units`:
   `sticky_cookie` {same_site lax|strict|none (lax), secure (false); same_site none needs secure true},
   `drain_timeout` (5m: how long removed or drained routes and targets may keep serving their sticky clients),
   `virtual_hosts` (host names, IP literals or wildcards `*.example.com` for any name ending in
-  `.example.com`; stored lower case, without port), `timeouts` {connect 2s, response 30s, idle 60s},
+  `.example.com`; stored lower case, without port), `timeouts` {connect 2s, response 30s, idle 60s,
+  request_head 30s},
   `routes` (possibly none: the gateway answers 503), `bind` (an IP literal, default 0.0.0.0).
 - Route: `weight`, `targets` (possibly none), `condition` (stored in canonical form), `condition_strength`
   (100% by default, only with a condition), `drain`. A target is "host:port" or
@@ -56,7 +57,7 @@ TOP_FIELDS = ("gateways", "geo")
 GATEWAY_FIELDS = ("name", "port", "bind", "sticky", "sticky_ttl", "sticky_cookie", "drain_timeout", "virtual_hosts",
                   "timeouts", "routes")
 STICKY_COOKIE_FIELDS = ("same_site", "secure")
-TIMEOUT_FIELDS = ("connect", "response", "idle")
+TIMEOUT_FIELDS = ("connect", "response", "idle", "request_head")
 ROUTE_FIELDS = ("weight", "targets", "condition", "condition_strength", "drain")
 TARGET_FIELDS = ("address", "weight", "drain")
 GEO_FIELDS = ("database", "trusted_proxies")
@@ -319,7 +320,7 @@ def _is_virtual_host(host: str) -> bool:
 def _timeouts(value: Any, at: Location) -> Timeouts:
     if value is None:
         return Timeouts()
-    body = _mapping(value, at, "timeouts (connect, response, idle)")
+    body = _mapping(value, at, "timeouts (connect, response, idle, request_head)")
     _only_fields(body, TIMEOUT_FIELDS, at, "timeouts")
     return Timeouts(**{key: _parsed(parse_duration, body[key], at + (key,))
                        for key in TIMEOUT_FIELDS if body.get(key) is not None})

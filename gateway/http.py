@@ -15,17 +15,17 @@ HOP_BY_HOP = frozenset({
 # Methods whose requests may be replayed on another connection when nothing of the response has arrived.
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
-MAX_HEAD_BYTES = 64 * 1024
+MAX_HEAD_BYTES = 64 * 1024         # request line + headers; past that: 414 or 431
 
 # Why a client connection stopped reading, as bits (reading resumes when none is left); the upstream side
 # sets PAUSE_UPSTREAM when its write buffer is full and clears it when it drains.
-PAUSE_PIPELINE = 1      # a further request is queued behind the one in flight
+PAUSE_PIPELINE = 1      # enough requests queued behind the one in flight (or bad input behind them)
 PAUSE_UPSTREAM = 2      # the upstream's write buffer is full (request body flow control)
-PAUSE_BUFFER = 4        # request body piling up before the upstream connection is ready
-PAUSE_TUNNEL = 8        # upgrade requested; waiting for the backend's 101
+PAUSE_BUFFER = 4        # request body piling up before the upstream connection is ready, or a queued one's
+PAUSE_TUNNEL = 8        # upgrade requested; what follows is held until the backend has answered
 
 CONNECTION_KEYWORDS = frozenset({b"close", b"keep-alive", b"upgrade"})
-PLAIN_CONNECTION_VALUES = frozenset({b"close", b"keep-alive"})   # the common values: nothing else to do          # request line + headers; past that: 431
+PLAIN_CONNECTION_VALUES = frozenset({b"close", b"keep-alive"})   # the common values: nothing else to do
 CHUNK_END = b"0\r\n\r\n"
 CRLF = b"\r\n"
 

@@ -46,6 +46,7 @@ class Timeouts:
     connect: float = 2.0     # seconds to establish an upstream connection
     response: float = 30.0   # seconds from request sent to the response head (and between body reads)
     idle: float = 60.0       # seconds a keep-alive client connection may sit idle
+    request_head: float = 30.0   # seconds a request head may take from its first byte (at most `idle`)
 
 
 @dataclass(frozen=True, slots=True)

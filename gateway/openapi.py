@@ -41,7 +41,8 @@ _GATEWAY_FIELDS = {
     "drain_timeout": _DURATION,
     "virtual_hosts": {"type": "array", "items": {"type": "string"}},
     "timeouts": {"type": "object", "additionalProperties": False,
-                 "properties": {"connect": _DURATION, "response": _DURATION, "idle": _DURATION}},
+                 "properties": {"connect": _DURATION, "response": _DURATION, "idle": _DURATION,
+                                "request_head": _DURATION}},
     "routes": {"type": "object", "additionalProperties": _ROUTE},
 }
 _TARGET_STATUS = {

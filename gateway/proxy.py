@@ -3,8 +3,10 @@
 It parses requests strictly with httptools, rejects anything with ambiguous framing before a byte reaches a
 backend, asks the route table where each request goes, and hands the request to an upstream connection
 (`gateway.upstream`). One request is in flight per client connection; pipelined requests are parsed into a
-short queue and reading pauses until they are answered. Parser callbacks only record; the I/O they imply is
-done once per `data_received`, so each read event costs at most one write per peer.
+queue, and with MAX_PIPELINED of them waiting reading pauses (back-pressure) until answers go out. Bytes that
+follow an Upgrade request are held back, never forwarded, until the backend has answered 101. Parser
+callbacks only record; the I/O they imply is done once per read, so each read event costs at most one write
+per peer.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import httptools
 
 from .http import (CHUNK_END, CONTINUE_100, CRLF, HOP_BY_HOP, IDEMPOTENT, MAX_HEAD_BYTES, PAUSE_BUFFER,
                    PAUSE_PIPELINE, PAUSE_TUNNEL, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES, chunk_prefix,
-                   connection_named_headers, connection_tokens, error_response)
+                   connection_named_headers, error_response)
 from .request import RequestView
 from .upstream import dispatch
 
@@ -28,8 +30,10 @@ if TYPE_CHECKING:
     from .upstream import UpstreamConnection
 
 BODY_BUFFER_LIMIT = 256 * 1024
-MAX_HEAD_SECONDS = 30.0    # a request head must arrive within this (or the idle timeout, if shorter)
-MAX_PIPELINED = 32         # requests parsed ahead of the one in flight; more is abuse
+MAX_PIPELINED = 32         # requests read ahead of the one in flight: with this many queued, reading pauses
+FEED_SLICE = 8 * 1024      # a larger read is parsed this much at a time (a body of known length at once), so
+                           # that a read full of tiny pipelined requests queues at most about
+                           # MAX_PIPELINED + FEED_SLICE / 18 of them (18 bytes: the shortest request)
 
 # RFC 3986 host (reg-name, IPv4, [IPv6]) with an optional port; empty for HTTP/1.0 without Host.
 _VALID_HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
@@ -48,7 +52,7 @@ class Exchange:
         "client", "method", "head", "keep_alive", "http10", "chunked", "has_body", "request_done",
         "body_buffer", "body_buffered", "upgrade", "expect_continue", "started", "gateway", "route",
         "target", "set_cookie", "upstream", "attempts", "body_streamed", "response_started", "status",
-        "dispatched", "url", "headers", "host", "forwarded_for", "user_agent",
+        "dispatched", "url", "headers", "host", "forwarded_for", "user_agent", "host_missing",
     )
 
     def __init__(self, client: "ClientConnection", method: bytes, head: bytes, keep_alive: bool, http10: bool,
@@ -59,6 +63,7 @@ class Exchange:
         self.url = client._url
         self.headers = client._headers
         self.host = client._host or b""
+        self.host_missing = False             # HTTP/1.0 without Host: the target's address is sent as Host
         self.forwarded_for = client._xff
         self.user_agent = client._ua
         self.head = head                      # the re-serialised request head for the upstream
@@ -93,9 +98,10 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "runtime", "port", "loop", "transport", "parser", "peer", "peer_bytes", "trusted", "pause_mask",
         "current", "queue", "parsing", "closing", "last_active", "idle_timer", "gateway_stats",
-        "_url", "_headers", "_head_size", "_host", "_cl", "_te", "_conn_upgrade", "_named", "_expect",
+        "_url", "_headers", "_head_size", "_host", "_cl", "_te", "_named", "_expect",
         "_upgrade", "_xff", "_xfp", "_xfh", "_ua", "_in_body", "_pending_error", "_tunnel_upstream",
-        "_host_raw", "_host_name", "_head_started", "_router", "_routed_by",
+        "_host_raw", "_host_name", "_head_started", "_router", "_routed_by", "_held", "_deferred",
+        "_advancing", "_timer_due", "_body_left",
     )
 
     def __init__(self, runtime: "Runtime", port: int) -> None:
@@ -121,6 +127,12 @@ class ClientConnection(asyncio.Protocol):
         self._routed_by: object = None
         self._head_started = 0.0       # when the head being parsed began (0: none in progress)
         self._host_name = ""
+        self._held: bytes | None = None           # bytes read but not parsed (reading is paused meanwhile):
+                                                  # after an Upgrade request, or beyond MAX_PIPELINED
+        self._deferred: BadRequest | None = None  # malformed input behind requests still to be answered
+        self._advancing = False                   # `_advance` is running (it loops; it does not recurse)
+        self._timer_due = 0.0                     # when idle_timer fires
+        self._body_left = 0                       # bytes of a Content-Length body still to come
         self._reset_head()
 
     def _reset_head(self) -> None:
@@ -130,7 +142,6 @@ class ClientConnection(asyncio.Protocol):
         self._host: bytes | None = None
         self._cl: bytes | None = None
         self._te: bytes | None = None
-        self._conn_upgrade = False               # `Connection: upgrade`
         self._named: set[bytes] | None = None    # headers named in Connection, to strip
         self._expect = False
         self._upgrade: bytes | None = None
@@ -151,7 +162,7 @@ class ClientConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=256 * 1024)  # type: ignore[attr-defined]
         self.runtime.connections.add(self)
         self.last_active = self.loop.time()
-        self.idle_timer = self.loop.call_later(self.runtime.idle_timeout(self.port), self._check_idle)
+        self._arm(self.last_active + self.runtime.idle_timeout(self.port))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -171,29 +182,45 @@ class ClientConnection(asyncio.Protocol):
             if ex.upstream is not None:
                 ex.upstream.client_gone()
         self.queue.clear()
+        self._held = None
 
     def _check_idle(self) -> None:
         """The connection's one timer: close it when idle too long, answer 408 to a request head that takes
-        too long to arrive (a client dribbling bytes does not keep a connection forever)."""
+        longer than the request-head timeout from its first byte (a client dribbling bytes does not keep a
+        connection forever)."""
         self.idle_timer = None
         if self.closing:
             return
-        timeout = self.runtime.idle_timeout(self.port)
+        now = self.loop.time()
+        runtime = self.runtime
+        idle = runtime.idle_timeout(self.port)
+        due = now + idle
         if self.current is None and self._tunnel_upstream is None:
-            now = self.loop.time()
             if self._head_started:
-                head_timeout = min(timeout, MAX_HEAD_SECONDS)
-                if now - self._head_started >= head_timeout:
+                head_due = self._head_started + runtime.request_head_timeout(self.port)
+                if now >= head_due:
                     self._reject(BadRequest(408, "the request head took too long"))
                     return
-                timeout = min(timeout, head_timeout - (now - self._head_started))
-            idle_for = now - self.last_active
-            if idle_for >= timeout:
+                due = min(due, head_due)
+            idle_due = self.last_active + idle
+            if now >= idle_due:
                 self.closing = True
                 self.transport.close()  # type: ignore[union-attr]
                 return
-            timeout -= idle_for
-        self.idle_timer = self.loop.call_later(timeout, self._check_idle)
+            due = min(due, idle_due)
+        self._arm(due)
+
+    def _arm(self, due: float) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        self.idle_timer = self.loop.call_at(due, self._check_idle)
+        self._timer_due = due
+
+    def _watch_head(self) -> None:
+        """A request head has begun and is not complete: the timer fires by its deadline at the latest."""
+        due = self._head_started + self.runtime.request_head_timeout(self.port)
+        if due < self._timer_due:
+            self._arm(due)
 
     # -- flow control ------------------------------------------------------------------------------
     def pause(self, reason: int) -> None:
@@ -206,6 +233,8 @@ class ClientConnection(asyncio.Protocol):
             self.pause_mask &= ~reason
             if not self.pause_mask and not self.closing:
                 self.transport.resume_reading()  # type: ignore[union-attr]
+                if self._head_started:         # a head's clock does not run while the gateway is not reading
+                    self._head_started = self.loop.time()
 
     def upstream_full(self) -> None:
         self.pause(PAUSE_UPSTREAM)
@@ -230,30 +259,70 @@ class ClientConnection(asyncio.Protocol):
 
     # -- reading -----------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        """Parse what the client sent (also called with bytes held back), then act on what the parser
+        recorded: start the first exchange, flush request body upstream, pause when enough are queued."""
         self.last_active = self.loop.time()
         if self._tunnel_upstream is not None:
             self._tunnel_upstream.transport.write(data)
             return
+        if self._held is not None:      # reading is paused; bytes already on their way wait with the rest
+            self._held += data
+            return
         try:
-            self.parser.feed_data(data)
+            if len(data) <= FEED_SLICE:
+                self.parser.feed_data(data)
+            else:
+                self._feed_slices(data)
         except httptools.HttpParserUpgrade as upgrade:
             self._upgrade_received(data[upgrade.args[0]:])
         except httptools.HttpParserError as exc:
-            bad = self._pending_error or BadRequest(400, _parser_message(exc))
-            self._reject(bad)
+            self._bad_input(self._pending_error or BadRequest(400, _parser_message(exc)))
+        if self.closing:
             return
-        if self._pending_error is not None:
-            self._reject(self._pending_error)
-            return
-        # Act on what the parser recorded: start the first exchange, flush request body upstream.
         ex = self.current
         if ex is not None:
             if not ex.dispatched:
                 self._start(ex)
             elif ex.upstream is not None and ex.upstream.ready and ex.body_buffer:
                 ex.upstream.send_body(ex)
-        if self.queue and not self.pause_mask & PAUSE_PIPELINE:
+        if len(self.queue) >= MAX_PIPELINED:
             self.pause(PAUSE_PIPELINE)
+        if self._head_started:
+            self._watch_head()
+
+    def _feed_slices(self, data: bytes) -> None:
+        """A large read, parsed FEED_SLICE bytes at a time, or the rest of a body of known length at once (an
+        upload costs one parser call per read); once MAX_PIPELINED requests are queued, the rest is held
+        until answers go out."""
+        parser = self.parser
+        view = memoryview(data)
+        start = 0
+        while start < len(data):
+            if len(self.queue) >= MAX_PIPELINED:
+                self._held = data[start:]
+                self.pause(PAUSE_PIPELINE)
+                return
+            step = self._body_left if self._body_left > FEED_SLICE else FEED_SLICE
+            try:
+                parser.feed_data(view[start:start + step])
+            except httptools.HttpParserUpgrade as upgrade:
+                raise httptools.HttpParserUpgrade(start + upgrade.args[0]) from None
+            start += step
+
+    def _bad_input(self, bad: "BadRequest") -> None:
+        """Malformed input. When it is in a request still queued (never sent anywhere), the requests before
+        it are answered first (the answers do not depend on how the bytes arrived), then the error; when it
+        is in the request in flight, at once."""
+        queued = self.parsing
+        if queued is not None and queued is not self.current:
+            self.queue.pop()                  # the request being parsed is the last one queued: dropped
+            self.parsing = None
+        if self.parsing is None and self.current is not None:
+            self._deferred = bad
+            self._held = b""              # whatever else arrives is ignored
+            self.pause(PAUSE_PIPELINE)
+        else:
+            self._reject(bad)
 
     # httptools callbacks ---------------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -291,7 +360,6 @@ class ClientConnection(asyncio.Protocol):
             self._te = value
         elif kind is _CONNECTION:
             if value.lower() not in PLAIN_CONNECTION_VALUES:
-                self._conn_upgrade = self._conn_upgrade or b"upgrade" in connection_tokens(value)
                 named = connection_named_headers(value)
                 if named:
                     self._named = named if self._named is None else self._named | named
@@ -327,31 +395,39 @@ class ClientConnection(asyncio.Protocol):
         length = 0
         if self._cl is not None:
             length = int(self._cl)   # llhttp has validated digits and rejected duplicates and CL+TE
-        if self._host is None and not http10:
+        host_missing = self._host is None
+        if host_missing and not http10:
             raise self._fail(400, "missing Host header")
         if method == b"CONNECT":
             raise self._fail(405, "CONNECT is not served")
         url = self._url
         if url[:1] != b"/" and url != b"*":
-            # absolute-form (RFC 9112 §3.2.2): route by its authority, forward the origin-form
+            # absolute-form (RFC 9112 §3.2.2): its authority is the Host, routed by and sent on; the
+            # origin-form is forwarded
             scheme, sep, rest = url.partition(b"://")
-            if not sep or scheme.lower() not in (b"http", b"https") or not rest:
-                raise self._fail(400, "malformed request target")
             authority, slash, path = rest.partition(b"/")
+            if not sep or scheme.lower() not in (b"http", b"https") or not authority:
+                raise self._fail(400, "malformed request target")
             self._host = authority
+            self._headers = [(b"Host", authority)] + [h for h in self._headers if h[0].lower() != b"host"]
             self._url = b"/" + path if slash else b"/"
+            host_missing = False
         keep_alive = parser.should_keep_alive()
-        upgrade = self._upgrade is not None and self._conn_upgrade
+        # llhttp's own verdict, so that the gateway and its parser never disagree on what follows the head
+        upgrade = self._upgrade is not None and parser.should_upgrade()
+        if upgrade and (chunked or length):
+            raise self._fail(400, "a request body with Upgrade")
         head = self._serialise(method, chunked, length, upgrade)
         ex = Exchange(self, method, head, keep_alive, http10, chunked, chunked or length > 0, upgrade,
                       self._expect)
+        if host_missing:
+            ex.host_missing = True
         self._in_body = True
+        self._body_left = length
         self._head_started = 0.0
         self.parsing = ex
         if self.current is None:
             self.current = ex
-        elif len(self.queue) >= MAX_PIPELINED:
-            raise self._fail(400, "too many pipelined requests")
         else:
             self.queue.append(ex)
 
@@ -362,8 +438,12 @@ class ClientConnection(asyncio.Protocol):
         else:
             ex.body_buffer.append(body)  # type: ignore[union-attr]
         ex.body_buffered += len(body)  # type: ignore[union-attr]
-        if ex.body_buffered > BODY_BUFFER_LIMIT and (ex.upstream is None or not ex.upstream.ready):
-            self.pause(PAUSE_BUFFER)
+        self._body_left -= len(body)
+        upstream = ex.upstream  # type: ignore[union-attr]
+        if upstream is None or not upstream.ready:
+            # Too much body before its upstream is ready, or any body of a queued request: stop reading.
+            if ex.body_buffered > BODY_BUFFER_LIMIT or ex is not self.current:  # type: ignore[union-attr]
+                self.pause(PAUSE_BUFFER)
 
     def on_message_complete(self) -> None:
         ex = self.parsing
@@ -439,6 +519,8 @@ class ClientConnection(asyncio.Protocol):
             self.answer(ex, 503, f"no target available for gateway {router.name!r}")
             return
         ex.route, ex.target, ex.set_cookie = decision
+        if ex.host_missing:
+            ex.head = _with_host(ex.head, ex.target.address)
         if ex.expect_continue and not ex.http10:
             self.transport.write(CONTINUE_100)  # type: ignore[union-attr]
         idle = ex.target.pool.idle if ex.target.pool is not None else None  # type: ignore[union-attr]
@@ -451,7 +533,7 @@ class ClientConnection(asyncio.Protocol):
     # -- answers -----------------------------------------------------------------------------------
     def answer(self, ex: Exchange, status: int, message: str) -> None:
         """Answer the exchange in flight with the gateway's own short response."""
-        close = not ex.keep_alive or not ex.request_done or ex.upgrade
+        close = not ex.keep_alive or not ex.request_done
         self.transport.write(error_response(status, message, close=close))  # type: ignore[union-attr]
         ex.status = status
         self.runtime.record_unrouted(ex, status) if ex.route is None else self.runtime.record(ex, status)
@@ -487,14 +569,42 @@ class ClientConnection(asyncio.Protocol):
             self.closing = True
             self.transport.close()  # type: ignore[union-attr]
             return
-        if self.queue:
-            nxt = self.queue.popleft()
-            self.current = nxt
-            if not self.queue:
+        if self.pause_mask:
+            if ex.upgrade and self.pause_mask & PAUSE_TUNNEL:
+                # The backend declined the upgrade: the connection stays HTTP/1.1, and what the client sent
+                # after the upgrade request is parsed as its next request (by a parser that has not seen one).
+                self.parser = httptools.HttpRequestParser(self)
+                self.resume(PAUSE_TUNNEL)
+            if self.pause_mask & PAUSE_BUFFER:
+                self.resume(PAUSE_BUFFER)
+        if self.queue or self._held is not None or self._deferred is not None:
+            if not self._advancing:
+                self._advance()
+        elif self._head_started:
+            self._watch_head()
+
+    def _advance(self) -> None:
+        """Between responses: start the next queued request, parse bytes held back, answer deferred bad
+        input; reading resumes when the queue is below MAX_PIPELINED. A loop, not recursion: the gateway's
+        own answers (404, 503...) finish their exchange before `_start` returns."""
+        self._advancing = True
+        try:
+            while not self.closing:
+                if self.current is None and self.queue:
+                    ex = self.current = self.queue.popleft()
+                    self._start(ex)
+                elif self.current is None and self._deferred is not None:
+                    self._reject(self._deferred)
+                elif (self._held is not None and self._deferred is None and len(self.queue) < MAX_PIPELINED
+                      and not self.pause_mask & PAUSE_TUNNEL):
+                    held, self._held = self._held, None
+                    self.data_received(held)                # a head held back starts its clock now
+                else:
+                    break
+            if self._held is None and self._deferred is None and len(self.queue) < MAX_PIPELINED:
                 self.resume(PAUSE_PIPELINE)
-            self._start(nxt)
-        elif self.pause_mask & PAUSE_PIPELINE:
-            self.resume(PAUSE_PIPELINE)
+        finally:
+            self._advancing = False
 
     def drain_on_finish(self) -> None:
         """Shutting down: the response in flight is the last one on this connection."""
@@ -506,20 +616,23 @@ class ClientConnection(asyncio.Protocol):
 
     # -- upgrade (WebSocket) ---------------------------------------------------------------------------
     def _upgrade_received(self, rest: bytes) -> None:
-        ex = self.current
+        """The parser stopped after an Upgrade request (the last one read). What follows is held, unparsed and
+        unsent, until the backend answers: a 101 makes the connection a tunnel and the bytes go through; any
+        other answer leaves it HTTP and they are parsed as the next request (see `finish`)."""
+        ex = self.queue[-1] if self.queue else self.current
         if ex is None or not ex.upgrade:
-            self._reject(BadRequest(400, "unexpected protocol upgrade"))
+            self._bad_input(BadRequest(400, "unexpected protocol upgrade"))
             return
-        if rest:
-            ex.body_buffer.append(rest)
+        self._held = rest
         self.pause(PAUSE_TUNNEL)
-        if not ex.dispatched:
-            self._start(ex)
 
     def become_tunnel(self, upstream: "UpstreamConnection") -> None:
         """The backend answered 101: from now on bytes pass through untouched both ways."""
         self._tunnel_upstream = upstream
         self.current = None
+        held, self._held = self._held, None
+        if held:
+            upstream.transport.write(held)  # type: ignore[union-attr]
         self.resume(PAUSE_TUNNEL)
 
     def tunnel_closed(self) -> None:
@@ -557,6 +670,12 @@ def _host_name(host: bytes) -> str:
         return h[1:end] if end > 0 else h
     colon = h.rfind(":")
     return h[:colon] if colon >= 0 else h
+
+
+def _with_host(head: bytes, address: str) -> bytes:
+    """A request head with `Host: address` after its request line."""
+    line_end = head.index(CRLF) + 2
+    return b"%sHost: %s\r\n%s" % (head[:line_end], address.encode("ascii"), head[line_end:])
 
 
 def _parser_message(exc: Exception) -> str:

@@ -42,6 +42,7 @@ class Runtime:
         self.lookups = Lookups.from_settings(self.table.config.geo)
         self.listeners: dict[tuple[str, int], asyncio.AbstractServer] = {}
         self._idle: dict[int, float] = {}
+        self._request_head: dict[int, float] = {}
         self._trusted: tuple = ()
         self.ready = False
         self.busy_upstreams: set[UpstreamConnection] = set()   # exchanges waiting on a backend
@@ -62,6 +63,8 @@ class Runtime:
         lookups.warm(user_agents=table.needs_user_agent, geo=table.needs_country)
         self._trusted = tuple(ipaddress.ip_network(c, strict=False) for c in config.geo.trusted_proxies)
         self._idle = {port: max(g.gateway.timeouts.idle for g in pr.gateways) for port, pr in table.ports.items()}
+        self._request_head = {port: max(min(g.gateway.timeouts.request_head, g.gateway.timeouts.idle)
+                                        for g in pr.gateways) for port, pr in table.ports.items()}
         await self._open_listeners(table)
         previous = self.table
         self.lookups = lookups
@@ -222,6 +225,11 @@ class Runtime:
 
     def idle_timeout(self, port: int) -> float:
         return self._idle.get(port, 60.0)
+
+    def request_head_timeout(self, port: int) -> float:
+        """How long a request head may take from its first byte (the gateway's `request_head`, at most its
+        `idle`; the most lenient gateway on the port, since the Host is not known before the head is in)."""
+        return self._request_head.get(port, 30.0)
 
     # -- accounting ----------------------------------------------------------------------------------
     def record(self, ex: "Exchange", status: int) -> None:

@@ -478,7 +478,8 @@ class UpstreamConnection(asyncio.Protocol):
         ex.status = status  # type: ignore[union-attr]
         self.keep_alive = parser.should_keep_alive()  # type: ignore[union-attr]
         http10 = ex.http10  # type: ignore[union-attr]
-        close_client = (not ex.keep_alive or not ex.request_done or ex.upgrade  # type: ignore[union-attr]
+        # (a declined upgrade leaves the client's connection HTTP: it stays open like any other)
+        close_client = (not ex.keep_alive or not ex.request_done  # type: ignore[union-attr]
                         or ex.client.closing)  # type: ignore[union-attr]
         extra: list[bytes] = []
         if status == 101:

@@ -18,7 +18,8 @@ Kinds:
            Content-Length of the GET body and no body, and `Expect: 100-continue` with `100 Continue`.
   record   an h11 server (an HTTP/1.1 implementation independent of the gateway's) that appends every request
            as h11 parsed it — {name, method, target, http_version, headers, body, body_length} — as a JSON
-           line to `--record FILE` before answering 200 with `X-Version: NAME`.
+           line to `--record FILE` before answering 200 with `X-Version: NAME` and `X-Target: TARGET`; a
+           request h11 rejects is recorded as {name, error} and answered 400.
   hang     accepts connections and reads, never answers.
   die      answers every request head with `Content-Length: 1000000` and a few bytes, then closes
            (`--die-mode close`) or resets (`--die-mode reset`) the connection.
@@ -286,8 +287,11 @@ class RecordProtocol(asyncio.Protocol):
         })
         body = json.dumps({"name": self.name, "recorded": count}).encode()
         out = self.conn.send(h11.Response(status_code=200, headers=[
-            ("X-Version", self.name), ("Content-Type", "application/json"), ("Content-Length", str(len(body)))]))
-        out += self.conn.send(h11.Data(data=body)) + self.conn.send(h11.EndOfMessage())
+            ("X-Version", self.name), ("X-Target", req.target), ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body)))]))
+        if req.method != b"HEAD":
+            out += self.conn.send(h11.Data(data=body))
+        out += self.conn.send(h11.EndOfMessage())
         self.transport.write(out)
         if self.conn.our_state is h11.MUST_CLOSE:
             self.transport.close()

@@ -261,9 +261,11 @@ def test_invalid_sticky_cookie_attributes_are_400_naming_the_field(api, shop, st
 def test_patch_merges_nested_timeouts(api):
     patched = api.patch("shop", {"timeouts": {"response": "5s"}})
     assert patched.status == 200, patched.body
-    assert api.document("shop")["timeouts"] == {"connect": "2s", "response": "5s", "idle": "1m"}
+    assert api.document("shop")["timeouts"] == {"connect": "2s", "response": "5s", "idle": "1m",
+                                                    "request_head": "30s"}
     api.patch("shop", {"timeouts": {"idle": None}})           # null: back to the default
-    assert api.document("shop")["timeouts"] == {"connect": "2s", "response": "5s", "idle": "1m"}
+    assert api.document("shop")["timeouts"] == {"connect": "2s", "response": "5s", "idle": "1m",
+                                                    "request_head": "30s"}
 
 
 def test_patch_that_changes_weights_changes_traffic_at_once(api, shop):

@@ -233,11 +233,11 @@ def test_targets_as_objects_with_weight_and_drain():
 
 def test_gateway_fields():
     gateway = from_dict(one_gateway(
-        port="9000/tcp", bind="::", sticky=None, sticky_ttl="2h", timeouts={"idle": "5m"},
+        port="9000/tcp", bind="::", sticky=None, sticky_ttl="2h", timeouts={"idle": "5m", "request_head": "10s"},
         routes={"r": {"targets": ["10.0.0.1:5432"], "drain": True}})).gateways[0]
     assert (gateway.port, gateway.protocol, gateway.bind, gateway.sticky, gateway.sticky_ttl) == \
         (9000, "tcp", "::", "none", 7200.0)
-    assert gateway.timeouts == Timeouts(connect=2.0, response=30.0, idle=300.0)
+    assert gateway.timeouts == Timeouts(connect=2.0, response=30.0, idle=300.0, request_head=10.0)
     assert gateway.routes[0].drain
 
 
@@ -350,7 +350,7 @@ def test_to_dict_writes_the_documented_shape():
     assert gateway["sticky_ttl"] == "90s"
     assert gateway["sticky_cookie"] == {"same_site": "none", "secure": True}
     assert document["gateways"]["empty"]["sticky_cookie"] == {"same_site": "lax", "secure": False}
-    assert gateway["timeouts"] == {"connect": "1.5s", "response": "500ms", "idle": "2h"}
+    assert gateway["timeouts"] == {"connect": "1.5s", "response": "500ms", "idle": "2h", "request_head": "30s"}
     assert gateway["routes"]["a"]["weight"] == "33.33%"
     assert gateway["routes"]["a"]["targets"] == ["127.0.0.1:1", {"address": "[::1]:2", "weight": 7, "drain": False}]
     assert "weight" not in gateway["routes"]["b"] and "weight" not in gateway["routes"]["d"]
@@ -421,6 +421,8 @@ def test_one_gateway_for_the_admin_api():
      "unknown field"),
     (one_gateway(sticky_cookie="secure"), ("gateways", "g", "sticky_cookie"), "expected a mapping of sticky cookie"),
     (one_gateway(timeouts={"connect": "0s"}), ("gateways", "g", "timeouts", "connect"), "greater than zero"),
+    (one_gateway(timeouts={"request_head": "0s"}), ("gateways", "g", "timeouts", "request_head"),
+     "greater than zero"),
     (one_gateway(timeouts={"read": "1s"}), ("gateways", "g", "timeouts", "read"), "unknown field"),
     (one_gateway(timeouts="1s"), ("gateways", "g", "timeouts"), "expected a mapping of timeouts"),
     (one_gateway(bind="localhost"), ("gateways", "g", "bind"), "expected an IP address to listen on"),

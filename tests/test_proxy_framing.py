@@ -253,3 +253,24 @@ def test_forwarded_headers_are_added(gw, backends):
     assert header_values(record, "x-forwarded-host") in (["shop.example:8080"], ["shop.example"])
     forwarded_for = ", ".join(header_values(recorded(backends["record"], chained), "x-forwarded-for"))
     assert [part.strip() for part in forwarded_for.split(",")] == ["203.0.113.9", "127.0.0.1"]
+
+
+# -- Host towards the backend ----------------------------------------------------------------------------
+
+def test_an_http10_request_without_host_reaches_the_backend_with_the_targets_address(gw, backends):
+    target = unique("http10")
+    with HttpClient(gw.ports["record"]) as client:
+        client.send_raw(f"GET {target} HTTP/1.0\r\n\r\n".encode())
+        assert client.read_response_to_raw().status == 200
+    record = recorded(backends["record"], target)                # h11 rejects a request without Host
+    assert header_values(record, "host") == [backends["record"].address()]
+
+
+@pytest.mark.parametrize("version, host_header", [("1.0", ""), ("1.1", "Host: other.example\r\n")])
+def test_an_absolute_form_target_names_the_host_the_backend_sees(gw, backends, version, host_header):
+    target = unique("absolute")
+    with HttpClient(gw.ports["record"]) as client:
+        client.send_raw(f"GET http://shop.example:8080{target} HTTP/{version}\r\n{host_header}\r\n".encode())
+        assert client.read_response_to_raw().status == 200
+    record = recorded(backends["record"], target)
+    assert header_values(record, "host") == ["shop.example:8080"]    # RFC 9112 §3.2.2: the target's authority
