@@ -109,3 +109,18 @@ def test_every_docs_page_is_in_the_index():
     linked = {target.partition("#")[0] for target in _LINK.findall(index)}
     missing = [page.name for page in sorted(DOCS.glob("*.md")) if page.name != "README.md" and page.name not in linked]
     assert not missing, f"docs pages not linked from docs/README.md: {missing}"
+
+
+def test_the_example_error_of_gateway_config_is_what_validation_says():
+    """docs/gateway-config.md shows its example with one bad condition, and the error that gives (with the line)."""
+    from gateway.config import ConfigError, load_text
+
+    text = (DOCS / "gateway-config.md").read_text(encoding="utf-8")
+    example = re.search(r"```yaml\n(.*?)```", text, re.DOTALL).group(1)
+    bad = re.search(r"With `condition: (.*?)` in the example above", text, re.DOTALL).group(1)
+    shown = re.search(r"in the example above: `(gateway .*?\(line \d+\))`", text, re.DOTALL).group(1)
+    (line,) = [line for line in example.splitlines() if line.strip().startswith("condition:")]
+    example = example.replace(line, re.sub(r"condition: .*", f"condition: {' '.join(bad.split())}", line))
+    with pytest.raises(ConfigError) as error:
+        load_text(example, "gateways.yaml")
+    assert str(error.value) == " ".join(shown.split())
