@@ -384,6 +384,7 @@ class Engine:
         merged["bind"] = current.bind
         try:
             gateway = gateway_from_dict(name, merged)
+            _refuse_unkept(current, gateway, internal=len(parts) == 3)
         except ConfigError as exc:
             raise DeploymentError(400, str(exc), exc.pointer(name)) from exc
         if validate_only:
@@ -679,6 +680,28 @@ def _replace_service(deployment: Deployment, cluster: str, service: Service) -> 
                                                       for s in c.services))
         clusters.append(c)
     return dataclasses.replace(deployment, clusters=tuple(clusters))
+
+
+# What a deployment keeps of a write to one of its gateways is what Vamp's DSL can say of a gateway: route
+# weights, conditions and strengths, `sticky`, and an external gateway's virtual hosts. Anything else set
+# differently would be validated, answered and then lost: it is refused instead.
+_UNKEPT_GATEWAY_FIELDS = ("sticky_ttl", "sticky_cookie", "drain_timeout", "timeouts")
+
+
+def _refuse_unkept(current: gw.Gateway, gateway: gw.Gateway, *, internal: bool) -> None:
+    """Raise a ConfigError naming the first setting of `gateway` that its deployment cannot keep."""
+    fields = _UNKEPT_GATEWAY_FIELDS + (("virtual_hosts",) if internal else ())
+    location = ("gateways", gateway.name)
+    for field in fields:
+        if getattr(gateway, field) != getattr(current, field):
+            raise ConfigError(f"a gateway of a deployment keeps only its routes' weights, conditions and "
+                              f"strengths, sticky{'' if internal else ' and virtual_hosts'}: {field} cannot "
+                              "be set here", location + (field,))
+    for route in gateway.routes:
+        if route.drain:
+            raise ConfigError("a route of a deployment's gateway cannot be drained here: set its weight to 0% "
+                              "to stop new requests, or remove its service from the deployment (it drains)",
+                              location + ("routes", route.name, "drain"))
 
 
 def _route_setting(route: gw.Route, path: str) -> GatewayRoute:

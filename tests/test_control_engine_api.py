@@ -106,6 +106,33 @@ async def test_generated_gateways_take_weights_but_keep_their_routes_and_targets
 
 
 @pytest.mark.timeout(60)
+async def test_a_generated_gateway_refuses_settings_its_deployment_cannot_keep(api):
+    """A write the deployment would silently drop (drain, timeouts, ...) is refused, naming the field, and
+    changes nothing: `vamp gateways drain` must never say "draining" while nothing drains."""
+    port = free_port()
+    assert (await api.put("/api/v1/deployments/sava", json=blueprint(port, BREED))).status == 202
+    await version_at(port)
+    route = "sava/sava/sava:1.0.0/webport"
+    pointer = f"/routes/{route.replace('/', '~1')}"
+    for name, patch, field in [
+            ("sava/sava/webport", {"routes": {route: {"drain": True}}}, f"{pointer}/drain"),
+            ("sava/sava/webport", {"timeouts": {"connect": "1s"}}, "/timeouts"),
+            ("sava/sava/webport", {"drain_timeout": "1s"}, "/drain_timeout"),
+            ("sava/sava/webport", {"sticky_ttl": "1m"}, "/sticky_ttl"),
+            ("sava/sava/webport", {"sticky_cookie": {"same_site": "strict"}}, "/sticky_cookie"),
+            ("sava/sava/webport", {"virtual_hosts": ["a.example"]}, "/virtual_hosts"),
+            (f"sava/{port}", {"timeouts": {"idle": "5s"}}, "/timeouts")]:
+        before = await (await api.get(f"/api/v1/gateways/{name}")).json()
+        refused = await api.patch(f"/api/v1/gateways/{name}", json=patch)
+        body = await refused.json()
+        assert (refused.status, body["field"]) == (400, field), (patch, body)
+        assert "deployment" in body["error"]
+        assert await (await api.get(f"/api/v1/gateways/{name}")).json() == before
+    kept = await api.patch(f"/api/v1/gateways/sava/{port}", json={"virtual_hosts": ["a.example"]})
+    assert kept.status == 202, await kept.text()      # an external gateway's virtual hosts are the DSL's own
+
+
+@pytest.mark.timeout(60)
 async def test_a_user_made_gateway_is_served_and_removed(api):
     backend_port = free_port()
     assert (await api.put("/api/v1/deployments/sava", json=blueprint(backend_port, BREED))).status == 202
