@@ -2,7 +2,7 @@
 # configuration (gateways must listen on 0.0.0.0 inside a container, not 127.0.0.1) and give the admin API a
 # token. A complete example with a token file as a secret: examples/container/ (`docker compose up --build`).
 #   docker build -t vamp .
-#   docker run -p 8080:8080 -p 127.0.0.1:9090:9090 -e VAMP_ADMIN_TOKEN=secret \
+#   docker run -p 8080:8080 -p 127.0.0.1:9090:9090 -e VAMP_TOKEN=secret \
 #     -v $PWD/examples/container/gateways.yaml:/etc/vamp/gateways.yaml:ro vamp
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -23,7 +23,7 @@ EXPOSE 8080 9090
 ENV VAMP_HEALTH_URL=http://127.0.0.1:9090/health
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open(os.environ['VAMP_HEALTH_URL'], timeout=3)"]
-# The admin API listens on all interfaces inside the container, so it needs a token: set VAMP_ADMIN_TOKEN
+# The admin API listens on all interfaces inside the container, so it needs a token: set VAMP_TOKEN
 # (or use a token file, as examples/container/compose.yaml does).
 ENTRYPOINT ["vamp", "gateway"]
 CMD ["--config", "/etc/vamp/gateways.yaml", "--admin", "0.0.0.0:9090", "--state-dir", "/var/lib/vamp/state"]
