@@ -19,7 +19,8 @@ from gateway.names import RULE as NAME_RULE
 from gateway.server import Runtime
 from tests.support import (LOOPBACK, HttpClient, config, free_port, gateway, port_accepts, route, run_cli,
                            shop_config)
-from tests.support.admin import GATEWAYS, JSON, YAML, AdminApi, AdminResponse, eventually, gateway_path
+from tests.support.admin import GATEWAYS, JSON, YAML, AdminApi, AdminResponse, gateway_path
+from tests.support.waiting import eventually
 
 TOKEN = "s3cret"
 YAML_TYPES = ("application/x-yaml", "text/yaml", "application/yaml")

@@ -17,6 +17,7 @@ import pytest
 from tests.support import (HttpClient, Response, config, first_response_from, free_port, gateway, port_accepts,
                            route, sticky_cookie)
 from tests.support.load import admin_call
+from tests.support.waiting import eventually
 
 DELAY = 2.0                # seconds the echo backend holds a request that must be in flight during a change
 POLL = 0.02                # seconds between two looks at the admin API while waiting for the gateway
@@ -60,11 +61,7 @@ class Drains:
 
     def wait_for(self, condition, timeout: float, what: str) -> float:
         """Polls `condition()` until true; returns time.monotonic() when it was first seen true."""
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not {what} after {timeout} s; the gateway shows {self.document()}")
-            time.sleep(POLL)
+        eventually(condition, timeout, what, interval=POLL, context=self.document)
         return time.monotonic()
 
     def wait_until_in_flight(self, route_name: str, target: str) -> None:

@@ -19,6 +19,7 @@ from gateway.controller import Controller
 from gateway.server import Runtime
 from gateway.workers import LocalWorker
 from tests.support import free_port
+from tests.support.waiting import eventually_async
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CHROME = ("Mozilla/5.0 (Linux; Android 13; Pixel 7) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -32,10 +33,7 @@ def blueprint(name: str, port: int) -> dsl.model.Blueprint:
 
 
 async def eventually(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"not {what} within {timeout} s"
-        await asyncio.sleep(0.05)
+    await eventually_async(condition, timeout, what, interval=0.05)
 
 
 class Traffic:

@@ -11,6 +11,7 @@ import pytest
 
 from tests.support import HttpClient, config, free_port, gateway, route, run_cli
 from tests.support.processes import LOOPBACK
+from tests.support.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +122,8 @@ def test_sigterm_lets_requests_in_flight_finish_and_exits_zero(procs, echo):
 
     thread = threading.Thread(target=slow_request)
     thread.start()
-    deadline = time.monotonic() + 10
-    while gw.metrics().value("vamp_open_connections", gateway="g") != 1:
-        assert time.monotonic() < deadline, "the slow request never reached the gateway"
-        time.sleep(0.02)
+    eventually(lambda: gw.metrics().value("vamp_open_connections", gateway="g") == 1, 10,
+               "the slow request at the gateway")
     gw.process.send_signal(signal.SIGTERM)
     thread.join(20)
     assert result.get("status") == 200

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from tests.support import BrokenResponse, HttpClient, free_port, gateway, route, shop_config
-from tests.support.admin import AdminApi, eventually
+from tests.support.admin import AdminApi
+from tests.support.waiting import eventually
 from tests.support.processes import LOOPBACK
 
 SLOW_SECONDS = 3.0       # long enough to be surely in flight when the signal comes, even on a busy machine

@@ -20,6 +20,7 @@ import pytest
 
 from control.orchestrator.base import HealthCheck, InstanceEvent, ServiceSpec
 from control.orchestrator.local import LocalOrchestrator
+from tests.support.waiting import eventually_async
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAVA = "sava/sava/sava:1.0.0"
@@ -87,10 +88,7 @@ async def next_event(queue: asyncio.Queue[InstanceEvent], wanted: Callable[[Inst
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = EVENT_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(POLL)
+    await eventually_async(condition, timeout, "the condition met", interval=POLL)
 
 
 def ready_instances(driver: LocalOrchestrator) -> list:

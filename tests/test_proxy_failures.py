@@ -17,6 +17,7 @@ from gateway.upstream import CONNECT_LOG_INTERVAL, log_connect_failure, log_reco
 from tests.support import (BrokenResponse, HttpClient, config, first_response_from, free_port, gateway, get, route,
                            sticky_cookie)
 from tests.support.load import LoadGenerator
+from tests.support.waiting import eventually
 
 DEAD = "127.0.0.1:{port}"        # an address nothing listens on: connections are refused
 
@@ -69,11 +70,7 @@ def connect_errors(process, gateway_name: str, route_name: str) -> float:
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} after {timeout} s")
-        time.sleep(0.05)
+    eventually(condition, timeout, what, interval=0.05)
 
 
 def test_visitors_of_a_route_whose_backend_stops_are_redispatched_to_the_other_route(procs):

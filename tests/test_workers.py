@@ -19,6 +19,7 @@ import pytest
 
 from tests.support import HttpClient, config, free_port, gateway, route
 from tests.support.load import LoadGenerator, admin_call
+from tests.support.waiting import eventually
 
 NEW_CONNECTIONS = 40
 LOAD_CONNECTIONS = 12
@@ -100,11 +101,7 @@ def one_request_per_new_connection(port: int, pids: set[int], count: int = NEW_C
 
 
 def wait_for(condition, timeout: float, what: str) -> float:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} after {timeout} s")
-        time.sleep(POLL)
+    eventually(condition, timeout, what, interval=POLL)
     return time.monotonic()
 
 

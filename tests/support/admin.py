@@ -8,12 +8,11 @@ bearer token, and every answer — errors included — as an `AdminResponse` to 
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import yaml
 
@@ -22,7 +21,6 @@ YAML = "application/x-yaml"
 GATEWAYS = "/api/v1/gateways"
 USE_CLIENT_TOKEN = object()     # `token=` default of a request: the client's own token (None sends none)
 
-T = TypeVar("T")
 
 
 @dataclass
@@ -124,14 +122,3 @@ def _headers(message) -> dict[str, str]:
     return {key.lower(): value for key, value in message.items()}
 
 
-def eventually(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
-    """Polls `condition()` until it returns something truthy, which is returned; AssertionError naming
-    `what` if that does not happen within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} after {timeout} s")
-        time.sleep(interval)

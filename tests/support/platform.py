@@ -14,7 +14,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import psutil
 
 from .processes import LOOPBACK, POLL_INTERVAL, ManagedProcess, free_port, run_cli
+from .waiting import eventually
 
 VAMP = [sys.executable, "-m", "control"]
 DEMO_MODULE = "control.demo.sava"
@@ -126,7 +126,4 @@ def alive(process: psutil.Process) -> bool:
 
 def wait_for(condition, timeout: float, what: str) -> None:
     """Polls `condition()` until it is true; AssertionError naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not {what} within {timeout} s"
-        time.sleep(POLL_INTERVAL)
+    eventually(condition, timeout, what, interval=POLL_INTERVAL)

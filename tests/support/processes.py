@@ -21,6 +21,8 @@ import psutil
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from .waiting import eventually
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
 POLL_INTERVAL = 0.02      # seconds between two checks of a condition that is polled with a deadline
@@ -73,16 +75,15 @@ class ManagedProcess:
 
     def wait_until(self, condition, timeout: float, what: str) -> None:
         """Polls `condition()` until true; fails early, with stderr, if the process exits meanwhile."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def alive_and_met() -> bool:
             if self.process.poll() is not None:
                 raise ProcessError(f"{self.label} exited with {self.process.returncode} before {what}:\n"
                                    f"{self.stderr_text()}")
-            if condition():
-                return
-            if time.monotonic() > deadline:
-                raise ProcessError(f"{self.label} not {what} after {timeout} s:\n{self.stderr_text()}")
-            time.sleep(POLL_INTERVAL)
+            return condition()
+        try:
+            eventually(alive_and_met, timeout, what, interval=POLL_INTERVAL)
+        except AssertionError:
+            raise ProcessError(f"{self.label} not {what} after {timeout} s:\n{self.stderr_text()}") from None
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """SIGTERM, wait, SIGKILL after the deadline; returns the exit code."""
