@@ -32,11 +32,11 @@ from control.dsl.model import Blueprint, Breed, Cluster, ClusterGateway, Deploym
 from control.orchestrator.base import HealthCheck as ProbeSpec
 from control.orchestrator.base import Instance, ServiceSpec
 from control.store import Store
-from gateway import model as gw
-from gateway.config import ConfigError, from_dict, gateway_from_dict, gateway_to_dict, resolve_weights, to_dict
-from gateway import snapshot as snapshots
-from gateway.controller import Conflict, NotFound, patch_gateway_body
-from gateway.model import FULL
+from gateway.config import model as gw
+from gateway.config.load import ConfigError, from_dict, gateway_from_dict, gateway_to_dict, resolve_weights, to_dict
+from gateway.runtime import snapshot as snapshots
+from gateway.runtime.manager import Conflict, NotFound, patch_gateway_body
+from gateway.config.model import FULL
 
 log = logging.getLogger("vamp.engine")
 

@@ -24,10 +24,10 @@ from control.engine import Engine
 from control.metrics import render_clusters
 from control.orchestrator.local import LocalOrchestrator
 from control.store import Store
-from gateway.controller import Controller
-from gateway.metrics import render
-from gateway.server import Runtime
-from gateway.workers import LocalWorker
+from gateway.runtime.manager import Controller
+from gateway.runtime.metrics import render
+from gateway.runtime.runtime import Runtime
+from gateway.runtime.workers import LocalWorker
 
 log = logging.getLogger("vamp.platform")
 

@@ -15,9 +15,9 @@ from control import dsl
 from control.engine import Engine
 from control.orchestrator.local import LocalOrchestrator
 from control.store import Store
-from gateway.controller import Controller
-from gateway.server import Runtime
-from gateway.workers import LocalWorker
+from gateway.runtime.manager import Controller
+from gateway.runtime.runtime import Runtime
+from gateway.runtime.workers import LocalWorker
 from tests.support import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -1,5 +1,5 @@
-"""User-agent families, client address behind trusted proxies, and country lookups (gateway.useragent,
-gateway.geo, gateway.lookups)."""
+"""User-agent families, client address behind trusted proxies, and country lookups (gateway.routing.useragent,
+gateway.routing.geo, gateway.routing.lookups)."""
 from __future__ import annotations
 
 import os
@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from gateway.geo import (MAX_FORWARDED_ENTRIES, GeoDatabaseError, IptoccResolver, MaxMindResolver,
+from gateway.routing.geo import (MAX_FORWARDED_ENTRIES, GeoDatabaseError, IptoccResolver, MaxMindResolver,
                          TrustedProxies, open_resolver, parse_forwarded_address)
-from gateway.lookups import Lookups, shared_resolver
-from gateway.model import GeoSettings
-from gateway.request import RequestView
-from gateway.useragent import MAX_USER_AGENT_LENGTH, UserAgentParser
+from gateway.routing.lookups import Lookups, shared_resolver
+from gateway.config.model import GeoSettings
+from gateway.routing.request import RequestView
+from gateway.routing.useragent import MAX_USER_AGENT_LENGTH, UserAgentParser
 
 DATA = Path(__file__).parent / "data"
 GEOLITE2_COUNTRY_TEST = DATA / "GeoLite2-Country-Test.mmdb"

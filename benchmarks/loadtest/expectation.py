@@ -5,7 +5,7 @@ out each route's share, and refuses, before any request is sent, a split that no
 that name, no route that serves this traffic, routes that lead on to other gateways (Vamp's external gateway
 `sava/9050` routes to the internal gateway `sava/sava/webport`, whose routes decide the split), or `--by status`
 when no route's name holds a status code. `route_shares` applies the gateway's own
-routing semantics (gateway/routing.py) to the traffic's profiles: the gateway's config parser, its condition
+routing semantics (gateway/routing/table.py) to the traffic's profiles: the gateway's config parser, its condition
 compiler, and a `RequestView` of the very request the load tester sends, with the client address taken from
 its X-Forwarded-For as if the gateway trusted the tester. `groups_for_routes` turns route names into the
 group labels the responses carry.
@@ -17,12 +17,12 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from gateway.admin_client import AdminClient, CommandError
-from gateway.conditions import compile_condition
-from gateway.config import ConfigError, gateway_from_dict
-from gateway.geo import TrustedProxies
-from gateway.lookups import Lookups
-from gateway.model import FULL, Gateway, Route
-from gateway.request import RequestView
+from gateway.routing.conditions import compile_condition
+from gateway.config.load import ConfigError, gateway_from_dict
+from gateway.routing.geo import TrustedProxies
+from gateway.routing.lookups import Lookups
+from gateway.config.model import FULL, Gateway, Route
+from gateway.routing.request import RequestView
 
 from .plan import UNLABELLED, Plan
 from .traffic import Traffic

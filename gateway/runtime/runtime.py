@@ -15,16 +15,16 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-from .lookups import Lookups
-from .model import Config
-from .proxy import ClientConnection
-from .routing import RouteTable
-from .stats import Registry, RouteStats, TargetStats
-from .tunnel import TcpConnection
-from .upstream import UpstreamConnection
+from gateway.routing.lookups import Lookups
+from gateway.config.model import Config
+from gateway.proxy.client import ClientConnection
+from gateway.routing.table import RouteTable
+from gateway.proxy.stats import Registry, RouteStats, TargetStats
+from gateway.proxy.tunnel import TcpConnection
+from gateway.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
-    from .proxy import Exchange
+    from gateway.proxy.client import Exchange
 
 log = logging.getLogger("vamp.gateway")
 

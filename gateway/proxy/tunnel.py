@@ -11,10 +11,10 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from .upstream import MAX_CONNECT_ATTEMPTS
+from gateway.proxy.upstream import MAX_CONNECT_ATTEMPTS
 
 if TYPE_CHECKING:
-    from .server import Runtime
+    from gateway.runtime.runtime import Runtime
 
 class _Pipe(asyncio.Protocol):
     """One side of a tunnel, writing what it reads into its peer's transport."""

@@ -22,12 +22,12 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from .config import ConfigError, gateway_to_dict
-from .controller import Conflict, Controller, NotFound
-from .httpapi import ApiError, api_middleware, read_body, respond, validate_only_requested
-from .model import Gateway
-from .metrics import render
-from .openapi import OPENAPI
+from gateway.config.load import ConfigError, gateway_to_dict
+from gateway.runtime.manager import Conflict, Controller, NotFound
+from gateway.common.httpapi import ApiError, api_middleware, read_body, respond, validate_only_requested
+from gateway.config.model import Gateway
+from gateway.runtime.metrics import render
+from gateway.admin.openapi import OPENAPI
 
 CONTROLLER = web.AppKey("controller", Controller)
 READY = web.AppKey("ready", list)

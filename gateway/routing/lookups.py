@@ -1,4 +1,4 @@
-"""The gateway's `Lookups` (see gateway.request): user-agent families, client address and country.
+"""The gateway's `Lookups` (see gateway.routing.request): user-agent families, client address and country.
 
 Built from the configuration's `geo` settings on every configuration change, so construction is cheap:
 nothing is loaded until a request (or `warm`) needs it. The user-agent parser is shared by every
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 
-from .geo import GeoResolver, TrustedProxies, open_resolver
-from .model import GeoSettings
-from .useragent import UserAgentParser
+from gateway.routing.geo import GeoResolver, TrustedProxies, open_resolver
+from gateway.config.model import GeoSettings
+from gateway.routing.useragent import UserAgentParser
 
 _user_agents = UserAgentParser()
 _resolvers: dict[str | None, tuple[tuple[int, int] | None, GeoResolver]] = {}
@@ -39,7 +39,7 @@ def shared_resolver(database: str | None) -> GeoResolver:
 
 
 class Lookups:
-    """Implements gateway.request.Lookups for one configuration's geo settings."""
+    """Implements gateway.routing.request.Lookups for one configuration's geo settings."""
 
     def __init__(self, database: str | None = None, trusted_proxies: TrustedProxies | None = None,
                  user_agents: UserAgentParser | None = None) -> None:
