@@ -24,7 +24,7 @@ from control.engine import Engine
 from control.metrics import render_clusters
 from control.orchestrator.local import LocalOrchestrator
 from control.store import Store
-from gateway.runtime.manager import Controller
+from gateway.runtime.manager import ConfigManager
 from gateway.runtime.metrics import render
 from gateway.runtime.runtime import Runtime
 from gateway.runtime.workers import LocalWorker
@@ -68,7 +68,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         print(f"vamp: another vamp run (pid {exc.holder}) is using {state_dir}", file=sys.stderr)
         return 1
     loop = asyncio.get_running_loop()
-    gateways = Controller([LocalWorker(Runtime(loop))], None)
+    gateways = ConfigManager([LocalWorker(Runtime(loop))], None)
     await gateways.start(gateways.desired)
     engine_ref: dict[str, Engine] = {}
 
@@ -128,7 +128,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
     return 0
 
 
-async def _stop(engine: Engine, orchestrator: LocalOrchestrator, gateways: Controller, runner: web.AppRunner,
+async def _stop(engine: Engine, orchestrator: LocalOrchestrator, gateways: ConfigManager, runner: web.AppRunner,
                 grace: float) -> None:
     await engine.close()
     await orchestrator.close()

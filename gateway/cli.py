@@ -194,18 +194,18 @@ async def _serve(config, store, admin_host: str, admin_port: int, args: argparse
 
     from gateway.admin.api import READY, build_app
     from gateway.config.load import ConfigError, load_file
-    from gateway.runtime.manager import Conflict, Controller
+    from gateway.runtime.manager import Conflict, ConfigManager
     from gateway.runtime.runtime import Runtime
     from gateway.runtime.workers import ApplyError, LocalWorker, ProcessWorker
 
     loop = asyncio.get_running_loop()
-    controller: Controller
+    controller: ConfigManager
     if args.workers == 1:
         workers: list = [LocalWorker(Runtime(loop))]
     else:
         worker_args = ["--log-format", args.log_format, "--log-level", args.log_level]
         workers = [ProcessWorker(i, worker_args, lambda: controller.effective) for i in range(args.workers)]
-    controller = Controller(workers, store)
+    controller = ConfigManager(workers, store)
     try:
         await controller.start(config)
     except ApplyError as exc:

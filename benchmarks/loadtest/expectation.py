@@ -20,7 +20,7 @@ from gateway.admin_client import AdminClient, CommandError
 from gateway.routing.conditions import compile_condition
 from gateway.config.load import ConfigError, gateway_from_dict
 from gateway.routing.geo import TrustedProxies
-from gateway.routing.lookups import Lookups
+from gateway.routing.lookups import ClientLookups
 from gateway.config.model import FULL, Gateway, Route
 from gateway.routing.request import RequestView
 
@@ -106,7 +106,7 @@ def route_shares(document: dict, name: str, traffic: Traffic) -> dict[str, float
     non-draining routes that have a target to serve. Requests nothing can serve (the gateway answers 503)
     count for no route, so the shares then add up to less than 1."""
     gateway = _gateway(document, name)
-    lookups = Lookups(trusted_proxies=TrustedProxies(TRUSTED_TESTER))
+    lookups = ClientLookups(trusted_proxies=TrustedProxies(TRUSTED_TESTER))
     conditional = [(route, compile_condition(route.condition).matches) for route in gateway.routes
                    if route.condition is not None and not route.drain]
     weighted = [route for route in gateway.routes if route.weight > 0 and not route.drain and _serves(route)]
@@ -159,7 +159,7 @@ def _serves(route: Route) -> bool:
     return any(target.weight > 0 and not target.drain for target in route.targets)
 
 
-def _request_view(request: bytes, lookups: Lookups) -> RequestView:
+def _request_view(request: bytes, lookups: ClientLookups) -> RequestView:
     """What the gateway's conditions see of a request the load tester sends (rendered by Traffic)."""
     head = request.split(b"\r\n\r\n", 1)[0]
     request_line, *header_lines = head.split(b"\r\n")

@@ -26,7 +26,7 @@ from gateway.proxy.upstream import dispatch
 
 if TYPE_CHECKING:
     from gateway.routing.table import GatewayRouter, RouteState, TargetState
-    from gateway.runtime.runtime import Runtime
+    from gateway.proxy.host import ProxyHost
     from gateway.proxy.upstream import UpstreamConnection
 
 BODY_BUFFER_LIMIT = 256 * 1024
@@ -104,7 +104,7 @@ class ClientConnection(asyncio.Protocol):
         "_advancing", "_timer_due", "_body_left",
     )
 
-    def __init__(self, runtime: "Runtime", port: int) -> None:
+    def __init__(self, runtime: "ProxyHost", port: int) -> None:
         self.runtime = runtime
         self.port = port
         self.loop = runtime.loop
