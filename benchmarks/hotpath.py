@@ -17,8 +17,8 @@ import uvloop
 
 from gateway.config.load import load_text
 from gateway.proxy.client import ClientConnection
-from gateway.runtime.runtime import Runtime
 from gateway.proxy.upstream import UpstreamConnection, pool_of
+from gateway.runtime.runtime import Runtime
 
 CONFIG = """
 gateways:

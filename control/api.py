@@ -57,7 +57,8 @@ from control import dsl
 from control.dsl.model import Artifact, Blueprint, Reference, Scale
 from control.engine import DeploymentError, Engine
 from control.store import Store
-from gateway.common.httpapi import ApiError, Handler, api_middleware, query_flag, read_body, respond, validate_only_requested
+from gateway.common.httpapi import (ApiError, Handler, api_middleware, query_flag, read_body, respond,
+                                    validate_only_requested)
 from gateway.common.names import RULE as NAME_RULE, breaks_rule
 from gateway.common.units import shown
 

@@ -32,11 +32,9 @@ from control.dsl.model import Blueprint, Breed, Cluster, ClusterGateway, Deploym
 from control.orchestrator.base import HealthCheck as ProbeSpec
 from control.orchestrator.base import Instance, ServiceSpec
 from control.store import Store
-from gateway.config import model as gw
-from gateway.config.load import ConfigError, from_dict, gateway_from_dict, gateway_to_dict, resolve_weights, to_dict
-from gateway.runtime import snapshot as snapshots
-from gateway.runtime.manager import Conflict, NotFound, patch_gateway_body
-from gateway.config.model import FULL
+import gateway as gw
+from gateway import (FULL, ConfigError, Conflict, NotFound, from_dict, gateway_from_dict, gateway_to_dict,
+                     merge_snapshots, patch_gateway_body, resolve_weights, to_dict)
 
 log = logging.getLogger("vamp.engine")
 
@@ -308,7 +306,7 @@ class Engine:
         """The gateway as configured, with its targets' states as the gateway serves them; their counters
         are `snapshot`'s (gateway_snapshot()), all 0 without one."""
         try:
-            status = self.gateway_controller.document(gateway.name, snapshot or snapshots.merge([]))["status"]
+            status = self.gateway_controller.document(gateway.name, snapshot or merge_snapshots([]))["status"]
         except NotFound:
             status = {"state": "pending"}
         return {"name": gateway.name, **gateway_to_dict(gateway), "status": status,

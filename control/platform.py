@@ -24,10 +24,7 @@ from control.engine import Engine
 from control.metrics import render_clusters
 from control.orchestrator.local import LocalOrchestrator
 from control.store import Store
-from gateway.runtime.manager import ConfigManager
-from gateway.runtime.metrics import render
-from gateway.runtime.runtime import Runtime
-from gateway.runtime.workers import LocalWorker
+from gateway import ConfigManager, LocalWorker, Runtime, render_metrics
 
 log = logging.getLogger("vamp.platform")
 
@@ -91,7 +88,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
 
     async def metrics(_: web.Request) -> web.Response:
         snapshot = await gateways.snapshot()
-        body = render(snapshot, gateways.effective) + render_clusters(engine, snapshot)
+        body = render_metrics(snapshot, gateways.effective) + render_clusters(engine, snapshot)
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
     async def health(_: web.Request) -> web.Response:

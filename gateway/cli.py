@@ -194,7 +194,7 @@ async def _serve(config, store, admin_host: str, admin_port: int, args: argparse
 
     from gateway.admin.api import READY, build_app
     from gateway.config.load import ConfigError, load_file
-    from gateway.runtime.manager import Conflict, ConfigManager
+    from gateway.runtime.manager import ConfigManager, Conflict
     from gateway.runtime.runtime import Runtime
     from gateway.runtime.workers import ApplyError, LocalWorker, ProcessWorker
 

@@ -14,8 +14,8 @@ import psutil
 import pytest
 import yaml
 
-from gateway.config.load import from_dict, gateway_to_dict
 from gateway.common.names import RULE as NAME_RULE
+from gateway.config.load import from_dict, gateway_to_dict
 from gateway.runtime.runtime import Runtime
 from tests.support import (LOOPBACK, HttpClient, config, free_port, gateway, port_accepts, route, run_cli,
                            shop_config)

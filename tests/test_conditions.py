@@ -9,11 +9,10 @@ import pytest
 import ua_parser
 from hypothesis import given, settings, strategies as st
 
-from gateway.routing.conditions import (
-    BROWSER, COOKIE, COUNTRY, DEVICE, EQUALS, EXISTS, HAS, HEADER, HOST, IN, MAX_DEPTH, METHOD, OS, PATH, PREFIX,
-    MAX_REGEX_PROGRAM, QUERY, REGEX, USER_AGENT, And, Check, Condition, ConditionError, Const, Not, Or, canonical,
-    compile_condition, parse, unparse,
-)
+from gateway.routing.conditions import (BROWSER, COOKIE, COUNTRY, DEVICE, EQUALS, EXISTS, HAS, HEADER, HOST, IN,
+                                        MAX_DEPTH, METHOD, OS, PATH, PREFIX, MAX_REGEX_PROGRAM, QUERY, REGEX,
+                                        USER_AGENT, And, Check, Condition, ConditionError, Const, Not, Or, canonical,
+                                        compile_condition, parse, unparse)
 from gateway.routing.request import RequestView
 
 # Real user agents, as the browsers send them.

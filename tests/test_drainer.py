@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.runtime.drain import Drainer
 from gateway.config.model import Config, Gateway, Route, Target
+from gateway.runtime.drain import Drainer
 
 T0 = 1_000_000.0
 BUSY = (1, 0.0)                          # usage: one request in flight, just picked

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from gateway.routing.geo import (MAX_FORWARDED_ENTRIES, GeoDatabaseError, IptoccResolver, MaxMindResolver,
-                         TrustedProxies, open_resolver, parse_forwarded_address)
-from gateway.routing.lookups import ClientLookups, shared_resolver
 from gateway.config.model import GeoSettings
+from gateway.routing.geo import (MAX_FORWARDED_ENTRIES, GeoDatabaseError, IptoccResolver, MaxMindResolver,
+                                 TrustedProxies, open_resolver, parse_forwarded_address)
+from gateway.routing.lookups import ClientLookups, shared_resolver
 from gateway.routing.request import RequestView
 from gateway.routing.useragent import MAX_USER_AGENT_LENGTH, UserAgentParser
 

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from gateway.config.model import Target
-from gateway.routing.table import TargetState
 from gateway.proxy.upstream import CONNECT_LOG_INTERVAL, log_connect_failure, log_recovery
+from gateway.routing.table import TargetState
 from tests.support import (BrokenResponse, HttpClient, config, first_response_from, free_port, gateway, get, route,
                            sticky_cookie)
 from tests.support.load import LoadGenerator

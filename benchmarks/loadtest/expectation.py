@@ -16,13 +16,9 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from gateway import (FULL, ClientLookups, ConfigError, Gateway, RequestView, Route, TrustedProxies, compile_condition,
+                     gateway_from_dict)
 from gateway.admin_client import AdminClient, CommandError
-from gateway.routing.conditions import compile_condition
-from gateway.config.load import ConfigError, gateway_from_dict
-from gateway.routing.geo import TrustedProxies
-from gateway.routing.lookups import ClientLookups
-from gateway.config.model import FULL, Gateway, Route
-from gateway.routing.request import RequestView
 
 from .plan import UNLABELLED, Plan
 from .traffic import Traffic

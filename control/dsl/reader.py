@@ -53,13 +53,11 @@ from control.dsl.model import (DEPLOYABLE_TYPES, FULL, PLACEHOLDER, Argument, Ar
                                Placeholder, Port, Reference, Scale, Schedule, Service, Sla, Workflow)
 from control.dsl.references import Template, parse_template
 from control.dsl.units import parse_cpu, parse_memory
-from gateway.routing import conditions
-from gateway.config.load import ConfigError, gateway_from_dict
-from gateway.config.model import Gateway as ConfigGateway
-from gateway.config.model import Target
+from gateway import ConditionError, ConfigError, Target, canonical_condition, gateway_from_dict
+from gateway import Gateway as ConfigGateway
 from gateway.common.names import RULE as NAME_RULE, breaks_rule
 from gateway.common.units import (format_percent, parse_address, parse_duration, parse_percent, parse_port, shown,
-                           unknown_field)
+                                  unknown_field)
 from gateway.common.yamltext import YamlTextError, documents, line_of
 
 KINDS = ("breed", "blueprint", "deployment", "gateway", "scale", "condition", "sla", "escalation", "workflow")
@@ -420,8 +418,8 @@ def _condition_text(value: Any, at: Path) -> str:
     if not isinstance(value, str) or not value.strip():
         raise DslError(f"expected a condition as text, like 'browser = Chrome', got {shown(value)}", at)
     try:
-        return conditions.canonical(value)
-    except conditions.ConditionError as exc:
+        return canonical_condition(value)
+    except ConditionError as exc:
         raise DslError(str(exc), at) from None
 
 

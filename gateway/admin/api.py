@@ -22,12 +22,12 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.config.load import ConfigError, gateway_to_dict
-from gateway.runtime.manager import Conflict, ConfigManager, NotFound
-from gateway.common.httpapi import ApiError, api_middleware, read_body, respond, validate_only_requested
-from gateway.config.model import Gateway
-from gateway.runtime.metrics import render
 from gateway.admin.openapi import OPENAPI
+from gateway.common.httpapi import ApiError, api_middleware, read_body, respond, validate_only_requested
+from gateway.config.load import ConfigError, gateway_to_dict
+from gateway.config.model import Gateway
+from gateway.runtime.manager import ConfigManager, Conflict, NotFound
+from gateway.runtime.metrics import render
 
 CONTROLLER = web.AppKey("controller", ConfigManager)
 READY = web.AppKey("ready", list)

@@ -43,13 +43,13 @@ from typing import Any
 
 import yaml
 
-from gateway.routing import conditions
-from gateway.config.model import (FULL, SAME_SITE_VALUES, STICKY_MODES, Config, Gateway, GeoSettings, Route, StickyCookie,
-                           Target, Timeouts)
 from gateway.common.names import RULE as NAME_RULE, breaks_rule
 from gateway.common.units import (format_duration, format_percent, is_host_name, parse_address, parse_duration,
-                           parse_percent, parse_port, shown, unknown_field)
+                                  parse_percent, parse_port, shown, unknown_field)
 from gateway.common.yamltext import YamlTextError, line_of, single_document
+from gateway.config.model import (FULL, SAME_SITE_VALUES, STICKY_MODES, Config, Gateway, GeoSettings, Route,
+                                  StickyCookie, Target, Timeouts)
+from gateway.routing import conditions
 
 Location = tuple[str | int, ...]
 

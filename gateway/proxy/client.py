@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from gateway.proxy.wire import (CHUNK_END, CONTINUE_100, CRLF, HOP_BY_HOP, IDEMPOTENT, MAX_HEAD_BYTES, PAUSE_BUFFER,
-                   PAUSE_PIPELINE, PAUSE_TUNNEL, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES, chunk_prefix,
-                   connection_named_headers, error_response)
-from gateway.routing.request import RequestView
 from gateway.proxy.upstream import dispatch
+from gateway.proxy.wire import (CHUNK_END, CONTINUE_100, CRLF, HOP_BY_HOP, IDEMPOTENT, MAX_HEAD_BYTES, PAUSE_BUFFER,
+                                PAUSE_PIPELINE, PAUSE_TUNNEL, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES, chunk_prefix,
+                                connection_named_headers, error_response)
+from gateway.routing.request import RequestView
 
 if TYPE_CHECKING:
-    from gateway.routing.table import GatewayRouter, RouteState, TargetState
     from gateway.proxy.host import ProxyHost
     from gateway.proxy.upstream import UpstreamConnection
+    from gateway.routing.table import GatewayRouter, RouteState, TargetState
 
 BODY_BUFFER_LIMIT = 256 * 1024
 MAX_PIPELINED = 32         # requests read ahead of the one in flight: with this many queued, reading pauses

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from gateway.proxy.wire import (CHUNK_END, CRLF, HOP_BY_HOP, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES, chunk_prefix,
-                   connection_named_headers)
+                                connection_named_headers)
 
 if TYPE_CHECKING:
     from gateway.proxy.client import Exchange

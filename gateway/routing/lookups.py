@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from gateway.routing.geo import GeoResolver, TrustedProxies, open_resolver
 from gateway.config.model import GeoSettings
+from gateway.routing.geo import GeoResolver, TrustedProxies, open_resolver
 from gateway.routing.useragent import UserAgentParser
 
 _user_agents = UserAgentParser()

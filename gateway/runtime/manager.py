@@ -15,11 +15,11 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from gateway.runtime import snapshot as snapshots
 from gateway.config.load import ConfigError, from_dict, gateway_to_dict, to_dict
-from gateway.runtime.drain import Drainer
 from gateway.config.model import Config, Gateway
 from gateway.config.state import StateError, StateStore
+from gateway.runtime import snapshot as snapshots
+from gateway.runtime.drain import Drainer
 from gateway.runtime.workers import ApplyError
 
 log = logging.getLogger("vamp.controller")

@@ -15,13 +15,13 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-from gateway.routing.lookups import ClientLookups
 from gateway.config.model import Config
 from gateway.proxy.client import ClientConnection
-from gateway.routing.table import RouteTable
 from gateway.proxy.stats import Registry, RouteStats, TargetStats
 from gateway.proxy.tunnel import TcpConnection
 from gateway.proxy.upstream import UpstreamConnection
+from gateway.routing.lookups import ClientLookups
+from gateway.routing.table import RouteTable
 
 if TYPE_CHECKING:
     from gateway.proxy.client import Exchange

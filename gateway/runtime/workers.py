@@ -17,8 +17,8 @@ import struct
 import sys
 from typing import Any, Awaitable, Callable
 
-from gateway.runtime import snapshot as snapshots
 from gateway.config.model import Config
+from gateway.runtime import snapshot as snapshots
 from gateway.runtime.runtime import Runtime
 
 log = logging.getLogger("vamp.workers")
