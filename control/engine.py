@@ -8,7 +8,7 @@ routing to the cluster's internal gateway. Merging a blueprint into a running de
 services at 0%; removing services or scaling down drains their instances through the gateway (the gateway's
 own drain rules) before the orchestrator stops them.
 
-Every change reaches the gateway through its controller's atomic update path, as one whole configuration:
+Every change reaches the gateway through its `ConfigManager`'s atomic update path, as one whole configuration:
 the generated gateways plus the gateways users made through the API. Route weights, conditions and sticky
 modes of generated gateways belong to the deployment (the cluster's `gateways`), targets to the sync: the
 sync never routes to an instance that is not ready, and a merge never takes a ready target away.
