@@ -1,5 +1,5 @@
-"""Configuration loading and validation (gateway.config.load, gateway.common.units): what a user writes, what it means,
-and the one-line error naming the gateway, route and field when it is wrong."""
+"""Configuration loading and validation (gateway.config.load, gateway.common.units): what a user writes, what it
+means, and the one-line error naming the gateway, route and field when it is wrong."""
 from __future__ import annotations
 
 import os

@@ -38,7 +38,7 @@ class Route:
     condition_strength: int = FULL    # basis points of matching requests taken by this route
     drain: bool = False
     weight_given: bool = True         # False when the weight was derived from Vamp's "share the rest" rule
-    drained: bool = False             # its drain is over (set by gateway.runtime.drain in what is served, not by users)
+    drained: bool = False             # its drain is over (only gateway.runtime.drain sets it, in what is served)
 
 
 @dataclass(frozen=True, slots=True)
