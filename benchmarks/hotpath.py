@@ -15,10 +15,10 @@ import time
 
 import uvloop
 
-from gateway.config import load_text
-from gateway.proxy import ClientConnection
-from gateway.server import Runtime
-from gateway.upstream import UpstreamConnection, pool_of
+from gateway.config.load import load_text
+from gateway.proxy.client import ClientConnection
+from gateway.proxy.upstream import UpstreamConnection, pool_of
+from gateway.runtime.runtime import Runtime
 
 CONFIG = """
 gateways:

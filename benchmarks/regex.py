@@ -31,8 +31,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from gateway.conditions import compile_condition
-from gateway.request import RequestView
+from gateway.routing.conditions import compile_condition
+from gateway.routing.request import RequestView
 
 BOUND_MS = {"ordinary": 1.0, "backtracking": 1.0, "explosion": 200.0}   # per match on a 64 KiB value
 

@@ -19,10 +19,10 @@
     POST   /events                       record {tags, value, type, timestamp}               201
     GET    /info · /health · /openapi.json
 
-Conventions are the gateway admin API's (gateway.httpapi): JSON by default, YAML both ways, nested at most 64
+Conventions are the gateway admin API's (gateway.common.httpapi): JSON by default, YAML both ways, nested at most 64
 levels; errors `{"error": "...", "field": "/json/pointer" | null}`; with a token set, every request (reads
 too) needs `Authorization: Bearer <token>`; `?validate_only=true` on any write answers 200 with what the
-write would store or do, and changes nothing. Every name follows `gateway.names` (at most 253 characters, no
+write would store or do, and changes nothing. Every name follows `gateway.common.names` (at most 253 characters, no
 part `.` or `..`) besides the rules of its kind. Lists take `?page=` (from 1) and `?per_page=` (default 30,
 at most 1000) and answer `X-Total-Count` and a `Link` header (rel next, prev, first, last).
 
@@ -57,9 +57,10 @@ from control import dsl
 from control.dsl.model import Artifact, Blueprint, Reference, Scale
 from control.engine import DeploymentError, Engine
 from control.store import Store
-from gateway.httpapi import ApiError, Handler, api_middleware, query_flag, read_body, respond, validate_only_requested
-from gateway.names import RULE as NAME_RULE, breaks_rule
-from gateway.units import shown
+from gateway.common.httpapi import (ApiError, Handler, api_middleware, query_flag, read_body, respond,
+                                    validate_only_requested)
+from gateway.common.names import RULE as NAME_RULE, breaks_rule
+from gateway.common.units import shown
 
 STATIC_KINDS = ("breeds", "blueprints", "slas", "scales", "escalations", "conditions", "workflows")
 DEFAULT_PER_PAGE = 30

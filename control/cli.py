@@ -236,7 +236,7 @@ def _apply(args: argparse.Namespace, gateway_apply: Any) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from control.platform import serve
-    from gateway.admin import AdminBindingError, check_admin_binding, parse_admin_address
+    from gateway import AdminBindingError, check_admin_binding, parse_admin_address
 
     gateway_cli._setup_logging(getattr(args, "log_format", "text"), getattr(args, "log_level", "info"))
     try:

@@ -8,7 +8,7 @@ routing to the cluster's internal gateway. Merging a blueprint into a running de
 services at 0%; removing services or scaling down drains their instances through the gateway (the gateway's
 own drain rules) before the orchestrator stops them.
 
-Every change reaches the gateway through its controller's atomic update path, as one whole configuration:
+Every change reaches the gateway through its `ConfigManager`'s atomic update path, as one whole configuration:
 the generated gateways plus the gateways users made through the API. Route weights, conditions and sticky
 modes of generated gateways belong to the deployment (the cluster's `gateways`), targets to the sync: the
 sync never routes to an instance that is not ready, and a merge never takes a ready target away.
@@ -32,11 +32,9 @@ from control.dsl.model import Blueprint, Breed, Cluster, ClusterGateway, Deploym
 from control.orchestrator.base import HealthCheck as ProbeSpec
 from control.orchestrator.base import Instance, ServiceSpec
 from control.store import Store
-from gateway import model as gw
-from gateway.config import ConfigError, from_dict, gateway_from_dict, gateway_to_dict, resolve_weights, to_dict
-from gateway import snapshot as snapshots
-from gateway.controller import Conflict, NotFound, patch_gateway_body
-from gateway.model import FULL
+import gateway as gw
+from gateway import (FULL, ConfigError, Conflict, NotFound, from_dict, gateway_from_dict, gateway_to_dict,
+                     merge_snapshots, patch_gateway_body, resolve_weights, to_dict)
 
 log = logging.getLogger("vamp.engine")
 
@@ -308,7 +306,7 @@ class Engine:
         """The gateway as configured, with its targets' states as the gateway serves them; their counters
         are `snapshot`'s (gateway_snapshot()), all 0 without one."""
         try:
-            status = self.gateway_controller.document(gateway.name, snapshot or snapshots.merge([]))["status"]
+            status = self.gateway_controller.document(gateway.name, snapshot or merge_snapshots([]))["status"]
         except NotFound:
             status = {"state": "pending"}
         return {"name": gateway.name, **gateway_to_dict(gateway), "status": status,

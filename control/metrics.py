@@ -9,8 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import CollectorRegistry
 
 from control.engine import Engine, cluster_ports, service_id
-from gateway.metrics import BUCKET_LABELS, CLASS_LABELS
-from gateway.snapshot import empty_stats
+from gateway import BUCKET_LABELS, CLASS_LABELS, empty_stats
 
 
 class _ClusterCollector:

@@ -24,10 +24,7 @@ from control.engine import Engine
 from control.metrics import render_clusters
 from control.orchestrator.local import LocalOrchestrator
 from control.store import Store
-from gateway.controller import Controller
-from gateway.metrics import render
-from gateway.server import Runtime
-from gateway.workers import LocalWorker
+from gateway import ConfigManager, LocalWorker, Runtime, render_metrics
 
 log = logging.getLogger("vamp.platform")
 
@@ -68,7 +65,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         print(f"vamp: another vamp run (pid {exc.holder}) is using {state_dir}", file=sys.stderr)
         return 1
     loop = asyncio.get_running_loop()
-    gateways = Controller([LocalWorker(Runtime(loop))], None)
+    gateways = ConfigManager([LocalWorker(Runtime(loop))], None)
     await gateways.start(gateways.desired)
     engine_ref: dict[str, Engine] = {}
 
@@ -91,7 +88,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
 
     async def metrics(_: web.Request) -> web.Response:
         snapshot = await gateways.snapshot()
-        body = render(snapshot, gateways.effective) + render_clusters(engine, snapshot)
+        body = render_metrics(snapshot, gateways.effective) + render_clusters(engine, snapshot)
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
     async def health(_: web.Request) -> web.Response:
@@ -128,7 +125,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
     return 0
 
 
-async def _stop(engine: Engine, orchestrator: LocalOrchestrator, gateways: Controller, runner: web.AppRunner,
+async def _stop(engine: Engine, orchestrator: LocalOrchestrator, gateways: ConfigManager, runner: web.AppRunner,
                 grace: float) -> None:
     await engine.close()
     await orchestrator.close()

@@ -1,1 +1,83 @@
-"""Vamp gateway: an asyncio + uvloop HTTP/1.1 reverse proxy that splits traffic by weights and conditions."""
+"""Vamp gateway: an asyncio + uvloop HTTP/1.1 reverse proxy that splits traffic by weights and conditions.
+
+This module is the gateway's public surface: what the control plane and the load tester may use, and all
+they may use besides `gateway.common` (what every part of Vamp shares). Everything else under gateway/ is
+inside one of its rooms — proxy, routing, config, runtime, admin — and may change without notice;
+tests/test_layout.py enforces the rule. The configuration model and its loading are imported with this
+module (the command line needs them anyway); the runtime, its manager, metrics and the admin API only when
+first used, so `vamp gateway ls` does not pay for asyncio servers and aiohttp.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from gateway.config.load import (ConfigError, from_dict, gateway_from_dict, gateway_to_dict, load_file, load_text,
+                                 resolve_weights, to_dict)
+from gateway.config.model import FULL, Config, Gateway, GeoSettings, Route, StickyCookie, Target, Timeouts
+from gateway.routing.conditions import Condition, ConditionError, canonical as canonical_condition, compile_condition
+from gateway.routing.request import Lookups, RequestView
+
+if TYPE_CHECKING:
+    from gateway.admin.api import (AdminBindingError, build_app as build_admin_app, check_admin_binding,
+                                   parse_admin_address)
+    from gateway.routing.geo import TrustedProxies
+    from gateway.routing.lookups import ClientLookups
+    from gateway.routing.table import RouteTable
+    from gateway.routing.useragent import UserAgentParser
+    from gateway.runtime.manager import ConfigManager, Conflict, NotFound, patch_gateway_body
+    from gateway.runtime.metrics import BUCKET_LABELS, CLASS_LABELS, render as render_metrics
+    from gateway.runtime.runtime import Runtime
+    from gateway.runtime.snapshot import empty_stats, merge as merge_snapshots
+    from gateway.runtime.workers import LocalWorker
+
+# name -> (module, name there): imported on first use (see __getattr__).
+_LATER = {
+    "AdminBindingError": ("gateway.admin.api", "AdminBindingError"),
+    "build_admin_app": ("gateway.admin.api", "build_app"),
+    "check_admin_binding": ("gateway.admin.api", "check_admin_binding"),
+    "parse_admin_address": ("gateway.admin.api", "parse_admin_address"),
+    "TrustedProxies": ("gateway.routing.geo", "TrustedProxies"),
+    "ClientLookups": ("gateway.routing.lookups", "ClientLookups"),
+    "RouteTable": ("gateway.routing.table", "RouteTable"),
+    "UserAgentParser": ("gateway.routing.useragent", "UserAgentParser"),
+    "ConfigManager": ("gateway.runtime.manager", "ConfigManager"),
+    "Conflict": ("gateway.runtime.manager", "Conflict"),
+    "NotFound": ("gateway.runtime.manager", "NotFound"),
+    "patch_gateway_body": ("gateway.runtime.manager", "patch_gateway_body"),
+    "BUCKET_LABELS": ("gateway.runtime.metrics", "BUCKET_LABELS"),
+    "CLASS_LABELS": ("gateway.runtime.metrics", "CLASS_LABELS"),
+    "render_metrics": ("gateway.runtime.metrics", "render"),
+    "Runtime": ("gateway.runtime.runtime", "Runtime"),
+    "empty_stats": ("gateway.runtime.snapshot", "empty_stats"),
+    "merge_snapshots": ("gateway.runtime.snapshot", "merge"),
+    "LocalWorker": ("gateway.runtime.workers", "LocalWorker"),
+}
+
+__all__ = [
+    # the configuration: model, loading and validation, back to plain data
+    "Config", "Gateway", "Route", "Target", "GeoSettings", "StickyCookie", "Timeouts", "FULL",
+    "ConfigError", "load_file", "load_text", "from_dict", "to_dict", "gateway_from_dict", "gateway_to_dict",
+    "resolve_weights",
+    # routing: conditions, what they see of a request, the route table
+    "Condition", "ConditionError", "compile_condition", "canonical_condition", "RequestView", "Lookups",
+    "ClientLookups", "TrustedProxies", "UserAgentParser", "RouteTable",
+    # the running gateway, its changes, its numbers
+    "Runtime", "LocalWorker", "ConfigManager", "Conflict", "NotFound", "patch_gateway_body",
+    "merge_snapshots", "empty_stats", "render_metrics", "BUCKET_LABELS", "CLASS_LABELS",
+    # the admin API
+    "build_admin_app", "AdminBindingError", "check_admin_binding", "parse_admin_address",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LATER:
+        raise AttributeError(f"module 'gateway' has no attribute {name!r}")
+    module, attribute = _LATER[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value         # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LATER))

@@ -30,9 +30,9 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import ConfigError, parse_document
-from .model import FULL
-from .units import format_percent, parse_address, parse_percent
+from gateway.common.units import format_percent, parse_address, parse_percent
+from gateway.config.load import ConfigError, parse_document
+from gateway.config.model import FULL
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"     # where `vamp run` serves its API
 API_URL_VARIABLES = ("VAMP_API", "VAMP_API_URL", "VAMP_ADMIN_URL")   # the first one set wins; then older names

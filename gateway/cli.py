@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         import uvloop
 
-        from .workers import serve_worker
+        from gateway.runtime.workers import serve_worker
         _setup_logging(args.log_format, args.log_level)
         return uvloop.run(serve_worker())
     if hasattr(args, "func"):
@@ -142,9 +142,9 @@ def default_state_dir(config: str | None) -> str:
 
 
 def run_gateway(args: argparse.Namespace) -> int:
-    from .admin import AdminBindingError, check_admin_binding, parse_admin_address
-    from .config import ConfigError, load_file
-    from .state import StateError, StateStore
+    from gateway.admin.api import AdminBindingError, check_admin_binding, parse_admin_address
+    from gateway.config.load import ConfigError, load_file
+    from gateway.config.state import StateError, StateStore
 
     _setup_logging(args.log_format, args.log_level)
     if args.workers < 1:
@@ -192,20 +192,20 @@ def run_gateway(args: argparse.Namespace) -> int:
 async def _serve(config, store, admin_host: str, admin_port: int, args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from .admin import READY, build_app
-    from .config import ConfigError, load_file
-    from .controller import Conflict, Controller
-    from .server import Runtime
-    from .workers import ApplyError, LocalWorker, ProcessWorker
+    from gateway.admin.api import READY, build_app
+    from gateway.config.load import ConfigError, load_file
+    from gateway.runtime.manager import ConfigManager, Conflict
+    from gateway.runtime.runtime import Runtime
+    from gateway.runtime.workers import ApplyError, LocalWorker, ProcessWorker
 
     loop = asyncio.get_running_loop()
-    controller: Controller
+    controller: ConfigManager
     if args.workers == 1:
         workers: list = [LocalWorker(Runtime(loop))]
     else:
         worker_args = ["--log-format", args.log_format, "--log-level", args.log_level]
         workers = [ProcessWorker(i, worker_args, lambda: controller.effective) for i in range(args.workers)]
-    controller = Controller(workers, store)
+    controller = ConfigManager(workers, store)
     try:
         await controller.start(config)
     except ApplyError as exc:

@@ -14,9 +14,9 @@ import psutil
 import pytest
 import yaml
 
-from gateway.config import from_dict, gateway_to_dict
-from gateway.names import RULE as NAME_RULE
-from gateway.server import Runtime
+from gateway.common.names import RULE as NAME_RULE
+from gateway.config.load import from_dict, gateway_to_dict
+from gateway.runtime.runtime import Runtime
 from tests.support import (LOOPBACK, HttpClient, config, free_port, gateway, port_accepts, route, run_cli,
                            shop_config)
 from tests.support.admin import GATEWAYS, JSON, YAML, AdminApi, AdminResponse, gateway_path

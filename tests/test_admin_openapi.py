@@ -3,7 +3,7 @@ Every answer of a live gateway must carry a documented status code and Content-T
 documented schema, and never a 5xx — for each row of the API in a fixed set of requests, and for requests
 that schemathesis generates (valid and invalid, from the served document).
 
-The schema is built from `gateway.openapi.OPENAPI` at import time (schemathesis' pytest integration needs it
+The schema is built from `gateway.admin.openapi.OPENAPI` at import time (schemathesis' pytest integration needs it
 then; its lazy `from_fixture` loader does not work with pytest 9); the first test checks that the live
 gateway serves exactly that document.
 
@@ -26,7 +26,7 @@ from openapi_spec_validator import validate
 from schemathesis.checks import (content_type_conformance, not_a_server_error, response_headers_conformance,
                                  response_schema_conformance, status_code_conformance)
 
-from gateway.openapi import OPENAPI
+from gateway.admin.openapi import OPENAPI
 from tests.support import LOOPBACK, config, free_port, gateway, route
 from tests.support.admin import GATEWAYS, AdminApi
 

@@ -1,4 +1,4 @@
-"""The condition grammar (gateway/conditions.py): every predicate on real user agents, negations, precedence,
+"""The condition grammar (gateway/routing/conditions.py): every predicate on real user agents, negations, precedence,
 quoting, errors with their positions, the canonical form, and property tests on arbitrary and generated text."""
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import pytest
 import ua_parser
 from hypothesis import given, settings, strategies as st
 
-from gateway.conditions import (
-    BROWSER, COOKIE, COUNTRY, DEVICE, EQUALS, EXISTS, HAS, HEADER, HOST, IN, MAX_DEPTH, METHOD, OS, PATH, PREFIX,
-    MAX_REGEX_PROGRAM, QUERY, REGEX, USER_AGENT, And, Check, Condition, ConditionError, Const, Not, Or, canonical,
-    compile_condition, parse, unparse,
-)
-from gateway.request import RequestView
+from gateway.routing.conditions import (BROWSER, COOKIE, COUNTRY, DEVICE, EQUALS, EXISTS, HAS, HEADER, HOST, IN,
+                                        MAX_DEPTH, METHOD, OS, PATH, PREFIX, MAX_REGEX_PROGRAM, QUERY, REGEX,
+                                        USER_AGENT, And, Check, Condition, ConditionError, Const, Not, Or, canonical,
+                                        compile_condition, parse, unparse)
+from gateway.routing.request import RequestView
 
 # Real user agents, as the browsers send them.
 CHROME_ANDROID = ("Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "

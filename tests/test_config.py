@@ -1,5 +1,5 @@
-"""Configuration loading and validation (gateway.config, gateway.units): what a user writes, what it means,
-and the one-line error naming the gateway, route and field when it is wrong."""
+"""Configuration loading and validation (gateway.config.load, gateway.common.units): what a user writes, what it
+means, and the one-line error naming the gateway, route and field when it is wrong."""
 from __future__ import annotations
 
 import os
@@ -10,12 +10,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.config import (ConfigError, from_dict, gateway_from_dict, gateway_to_dict, load_file, load_text,
-                            to_dict)
-from gateway.model import Config, Gateway, GeoSettings, Route, StickyCookie, Target, Timeouts
-from gateway.names import RULE as NAME_RULE
-from gateway.units import (MAX_DURATION, format_duration, format_percent, parse_address, parse_duration,
-                           parse_percent, parse_port)
+from gateway.common.names import RULE as NAME_RULE
+from gateway.common.units import (MAX_DURATION, format_duration, format_percent, parse_address, parse_duration,
+                                  parse_percent, parse_port)
+from gateway.config.load import (ConfigError, from_dict, gateway_from_dict, gateway_to_dict, load_file, load_text,
+                                 to_dict)
+from gateway.config.model import Config, Gateway, GeoSettings, Route, StickyCookie, Target, Timeouts
 
 REPO = Path(__file__).resolve().parent.parent
 GEO_TEST_DATABASE = REPO / "tests" / "data" / "GeoLite2-Country-Test.mmdb"

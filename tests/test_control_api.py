@@ -23,8 +23,8 @@ from control.api import create_app
 from control.dsl.model import Blueprint, Deployment, Scale
 from control.engine import DeploymentError
 from control.store import Store
-from gateway.httpapi import TOKEN_REQUIRED
-from gateway.names import RULE as NAME_RULE
+from gateway.common.httpapi import TOKEN_REQUIRED
+from gateway.common.names import RULE as NAME_RULE
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 YAML = "application/x-yaml"

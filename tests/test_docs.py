@@ -113,7 +113,7 @@ def test_every_docs_page_is_in_the_index():
 
 def test_the_example_error_of_gateway_config_is_what_validation_says():
     """docs/gateway-config.md shows its example with one bad condition, and the error that gives (with the line)."""
-    from gateway.config import ConfigError, load_text
+    from gateway.config.load import ConfigError, load_text
 
     text = (DOCS / "gateway-config.md").read_text(encoding="utf-8")
     example = re.search(r"```yaml\n(.*?)```", text, re.DOTALL).group(1)

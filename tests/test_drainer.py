@@ -1,12 +1,12 @@
-"""The drain bookkeeping on its own (gateway/drain.py), with a fake clock: removing and marking `drain: true`
+"""The drain bookkeeping on its own (gateway/runtime/drain.py), with a fake clock: removing and marking `drain: true`
 share one ending — idle (nothing in flight, sticky clients away for `sticky_ttl`) or the deadline — after
 which a ghost is gone and a marked route or target is served `drained`."""
 from __future__ import annotations
 
 import pytest
 
-from gateway.drain import Drainer
-from gateway.model import Config, Gateway, Route, Target
+from gateway.config.model import Config, Gateway, Route, Target
+from gateway.runtime.drain import Drainer
 
 T0 = 1_000_000.0
 BUSY = (1, 0.0)                          # usage: one request in flight, just picked

@@ -15,9 +15,9 @@ from control import dsl
 from control.engine import Engine
 from control.orchestrator.local import LocalOrchestrator
 from control.store import Store
-from gateway.controller import Controller
-from gateway.server import Runtime
-from gateway.workers import LocalWorker
+from gateway.runtime.manager import ConfigManager
+from gateway.runtime.runtime import Runtime
+from gateway.runtime.workers import LocalWorker
 from tests.support import free_port
 from tests.support.waiting import eventually_async
 
@@ -72,7 +72,7 @@ async def versions(url: str, count: int, user_agent: str | None = None) -> Count
 @pytest.fixture
 async def platform(tmp_path):
     loop = asyncio.get_running_loop()
-    gateways = Controller([LocalWorker(Runtime(loop))], None)
+    gateways = ConfigManager([LocalWorker(Runtime(loop))], None)
     await gateways.start(gateways.desired)
     holder: dict = {}
 

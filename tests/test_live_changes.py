@@ -3,8 +3,8 @@ client connection is reset, and after each change the traffic follows the new co
 
 Smooth round-robin state is shared by every client connection, so a split is measured by a probe client on
 a fresh connection while the load is paused. Two routes split any window of requests within one request of
-the exact shares (docs/gateway-config.md, "Routing"); three routes within two (gateway/routing.py); a 0% route gets
-nothing; the targets of a route take turns, so their counts differ by at most one.
+the exact shares (docs/gateway-config.md, "Routing"); three routes within two (gateway/routing/table.py); a 0%
+route gets nothing; the targets of a route take turns, so their counts differ by at most one.
 """
 from __future__ import annotations
 

@@ -13,11 +13,11 @@ from benchmarks.loadtest.expectation import (ExpectationError, GatewayUnreachabl
 from benchmarks.loadtest.mixes import BUILTIN_MIXES
 from benchmarks.loadtest.plan import NO_LABEL, Plan
 from benchmarks.loadtest.traffic import Traffic
-from gateway.config import from_dict
-from gateway.geo import TrustedProxies
-from gateway.lookups import Lookups
-from gateway.request import RequestView
-from gateway.routing import RouteTable
+from gateway.config.load import from_dict
+from gateway.routing.geo import TrustedProxies
+from gateway.routing.lookups import ClientLookups
+from gateway.routing.request import RequestView
+from gateway.routing.table import RouteTable
 from tests.support import config, free_port, gateway, route
 
 V1, V2, V3 = "127.0.0.1:18001", "127.0.0.1:18002", "127.0.0.1:18003"     # never connected to
@@ -110,7 +110,7 @@ def test_the_shares_are_what_the_gateway_router_does_with_the_same_requests():
     traffic = make_traffic(mix="browsers", forwarded_for="countries:GB=30,US=60,DE=10")
     expected = route_shares(document(routes), "sava", traffic)
     router = RouteTable(from_dict(config({"sava": gateway(9050, routes)}))).gateways["sava"]
-    lookups = Lookups(trusted_proxies=TrustedProxies(["127.0.0.1/32"]))
+    lookups = ClientLookups(trusted_proxies=TrustedProxies(["127.0.0.1/32"]))
     rounds = 20
     routed: Counter[str] = Counter()
     for identity in traffic.identities(0, traffic.cycle) * rounds:

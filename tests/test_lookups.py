@@ -1,5 +1,5 @@
-"""User-agent families, client address behind trusted proxies, and country lookups (gateway.useragent,
-gateway.geo, gateway.lookups)."""
+"""User-agent families, client address behind trusted proxies, and country lookups (gateway.routing.useragent,
+gateway.routing.geo, gateway.routing.lookups)."""
 from __future__ import annotations
 
 import os
@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from gateway.geo import (MAX_FORWARDED_ENTRIES, GeoDatabaseError, IptoccResolver, MaxMindResolver,
-                         TrustedProxies, open_resolver, parse_forwarded_address)
-from gateway.lookups import Lookups, shared_resolver
-from gateway.model import GeoSettings
-from gateway.request import RequestView
-from gateway.useragent import MAX_USER_AGENT_LENGTH, UserAgentParser
+from gateway.config.model import GeoSettings
+from gateway.routing.geo import (MAX_FORWARDED_ENTRIES, GeoDatabaseError, IptoccResolver, MaxMindResolver,
+                                 TrustedProxies, open_resolver, parse_forwarded_address)
+from gateway.routing.lookups import ClientLookups, shared_resolver
+from gateway.routing.request import RequestView
+from gateway.routing.useragent import MAX_USER_AGENT_LENGTH, UserAgentParser
 
 DATA = Path(__file__).parent / "data"
 GEOLITE2_COUNTRY_TEST = DATA / "GeoLite2-Country-Test.mmdb"
@@ -262,14 +262,14 @@ def test_client_address_never_raises(forwarded_for: str) -> None:
     assert client == "10.0.0.1" or parse_forwarded_address(client) is not None
 
 
-# -- Lookups -----------------------------------------------------------------------------------------
+# -- ClientLookups -----------------------------------------------------------------------------------
 
-def _view(lookups: Lookups, peer: str, headers: list[tuple[bytes, bytes]]) -> RequestView:
+def _view(lookups: ClientLookups, peer: str, headers: list[tuple[bytes, bytes]]) -> RequestView:
     return RequestView("GET", "/", headers, "example.com", peer, lookups)
 
 
 def test_lookups_answer_request_views() -> None:
-    lookups = Lookups.from_settings(GeoSettings(trusted_proxies=("10.0.0.0/8",)))
+    lookups = ClientLookups.from_settings(GeoSettings(trusted_proxies=("10.0.0.0/8",)))
     view = _view(lookups, "10.0.0.1", [(b"User-Agent", CHROME_ANDROID.encode()),
                                        (b"X-Forwarded-For", b"6.6.6.6, 81.2.69.160")])
     assert (view.browser, view.os, view.device) == ("Chrome Mobile", "Android", "Pixel 7")
@@ -278,20 +278,20 @@ def test_lookups_answer_request_views() -> None:
 
 
 def test_lookups_with_a_maxmind_database() -> None:
-    lookups = Lookups.from_settings(GeoSettings(database=str(GEOLITE2_COUNTRY_TEST)))
+    lookups = ClientLookups.from_settings(GeoSettings(database=str(GEOLITE2_COUNTRY_TEST)))
     assert lookups.country("89.160.20.128") == "SE"
     assert lookups.country("8.8.8.8") is None           # iptocc would say US: the database decides
 
 
 def test_lookups_are_lazy_and_share_their_resolvers(tmp_path: Path) -> None:
     missing = tmp_path / "missing.mmdb"
-    lookups = Lookups.from_settings(GeoSettings(database=str(missing)))   # nothing opened yet
+    lookups = ClientLookups.from_settings(GeoSettings(database=str(missing)))   # nothing opened yet
     with pytest.raises(GeoDatabaseError):
         lookups.warm(geo=True)
     database = tmp_path / "country.mmdb"
     shutil.copyfile(GEOLITE2_COUNTRY_TEST, database)
-    first = Lookups.from_settings(GeoSettings(database=str(database)))
-    second = Lookups.from_settings(GeoSettings(database=str(database), trusted_proxies=("10.0.0.0/8",)))
+    first = ClientLookups.from_settings(GeoSettings(database=str(database)))
+    second = ClientLookups.from_settings(GeoSettings(database=str(database), trusted_proxies=("10.0.0.0/8",)))
     assert first.country("2001:218::1") == second.country("2001:218::1") == "JP"
     assert shared_resolver(str(database)) is shared_resolver(str(database))
 
@@ -311,7 +311,7 @@ def test_a_changed_database_file_is_reopened(tmp_path: Path) -> None:
 
 def test_warm_loads_the_user_agent_parser() -> None:
     parser = UserAgentParser()
-    lookups = Lookups(user_agents=parser)
+    lookups = ClientLookups(user_agents=parser)
     assert not parser.loaded
     lookups.warm(user_agents=True)
     assert parser.loaded

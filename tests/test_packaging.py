@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from control.cli import build_parser
-from gateway.config import load_file
+from gateway.config.load import load_file
 from tests.support import LOOPBACK, config, free_port, gateway, route
 
 REPO = Path(__file__).resolve().parents[1]

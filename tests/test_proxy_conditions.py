@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.http import MAX_HEAD_BYTES
+from gateway.proxy.wire import MAX_HEAD_BYTES
 from tests.support import HttpClient, config, free_port, gateway, route
 
 CHROME_ANDROID = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from gateway.model import Target
-from gateway.routing import TargetState
-from gateway.upstream import CONNECT_LOG_INTERVAL, log_connect_failure, log_recovery
+from gateway.config.model import Target
+from gateway.proxy.upstream import CONNECT_LOG_INTERVAL, log_connect_failure, log_recovery
+from gateway.routing.table import TargetState
 from tests.support import (BrokenResponse, HttpClient, config, first_response_from, free_port, gateway, get, route,
                            sticky_cookie)
 from tests.support.load import LoadGenerator

@@ -16,7 +16,7 @@ import yaml
 
 from control import dsl
 from control.cli import build_parser
-from gateway import config as gateway_config
+from gateway.config import load as gateway_config
 from tests.support import BrokenResponse, HttpClient, free_port
 from tests.support.load import LoadGenerator
 from tests.support.platform import PlatformProcess, alive, wait_for

@@ -1,5 +1,5 @@
 """Routing: exact weight splits, conditions with strength, sticky cookies, draining, back-off, virtual hosts
-and carrying runtime state over a rebuild (gateway/routing.py; docs/gateway-config.md, "Routing")."""
+and carrying runtime state over a rebuild (gateway/routing/table.py; docs/gateway-config.md, "Routing")."""
 from __future__ import annotations
 
 import hashlib
@@ -9,9 +9,9 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gateway.model import Config, Gateway, Route, StickyCookie, Target
-from gateway.request import RequestView
-from gateway.routing import RouteTable
+from gateway.config.model import Config, Gateway, Route, StickyCookie, Target
+from gateway.routing.request import RequestView
+from gateway.routing.table import RouteTable
 
 NOW = 1000.0
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.names import RULE as NAME_RULE
+from gateway.common.names import RULE as NAME_RULE
 from tests.support import config, free_port, gateway, route, run_cli
 from tests.support.admin import AdminApi
 from tests.support.platform import VAMP, PlatformProcess

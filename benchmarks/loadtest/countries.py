@@ -15,7 +15,7 @@ from ipaddress import IPv4Address
 
 import iptocc
 
-from gateway.units import shown
+from gateway.common.units import shown
 
 from .plan import PlanError
 

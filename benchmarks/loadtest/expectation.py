@@ -5,7 +5,7 @@ out each route's share, and refuses, before any request is sent, a split that no
 that name, no route that serves this traffic, routes that lead on to other gateways (Vamp's external gateway
 `sava/9050` routes to the internal gateway `sava/sava/webport`, whose routes decide the split), or `--by status`
 when no route's name holds a status code. `route_shares` applies the gateway's own
-routing semantics (gateway/routing.py) to the traffic's profiles: the gateway's config parser, its condition
+routing semantics (gateway/routing/table.py) to the traffic's profiles: the gateway's config parser, its condition
 compiler, and a `RequestView` of the very request the load tester sends, with the client address taken from
 its X-Forwarded-For as if the gateway trusted the tester. `groups_for_routes` turns route names into the
 group labels the responses carry.
@@ -16,13 +16,9 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from gateway import (FULL, ClientLookups, ConfigError, Gateway, RequestView, Route, TrustedProxies, compile_condition,
+                     gateway_from_dict)
 from gateway.admin_client import AdminClient, CommandError
-from gateway.conditions import compile_condition
-from gateway.config import ConfigError, gateway_from_dict
-from gateway.geo import TrustedProxies
-from gateway.lookups import Lookups
-from gateway.model import FULL, Gateway, Route
-from gateway.request import RequestView
 
 from .plan import UNLABELLED, Plan
 from .traffic import Traffic
@@ -106,7 +102,7 @@ def route_shares(document: dict, name: str, traffic: Traffic) -> dict[str, float
     non-draining routes that have a target to serve. Requests nothing can serve (the gateway answers 503)
     count for no route, so the shares then add up to less than 1."""
     gateway = _gateway(document, name)
-    lookups = Lookups(trusted_proxies=TrustedProxies(TRUSTED_TESTER))
+    lookups = ClientLookups(trusted_proxies=TrustedProxies(TRUSTED_TESTER))
     conditional = [(route, compile_condition(route.condition).matches) for route in gateway.routes
                    if route.condition is not None and not route.drain]
     weighted = [route for route in gateway.routes if route.weight > 0 and not route.drain and _serves(route)]
@@ -159,7 +155,7 @@ def _serves(route: Route) -> bool:
     return any(target.weight > 0 and not target.drain for target in route.targets)
 
 
-def _request_view(request: bytes, lookups: Lookups) -> RequestView:
+def _request_view(request: bytes, lookups: ClientLookups) -> RequestView:
     """What the gateway's conditions see of a request the load tester sends (rendered by Traffic)."""
     head = request.split(b"\r\n\r\n", 1)[0]
     request_line, *header_lines = head.split(b"\r\n")

@@ -11,7 +11,7 @@ import codecs
 import re
 from typing import NamedTuple
 
-from gateway.useragent import UserAgentParser
+from gateway import UserAgentParser
 
 from .plan import PlanError
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address
 from urllib.parse import urlsplit
 
-from gateway.units import parse_duration, shown
+from gateway.common.units import parse_duration, shown
 
 DEFAULT_DURATION = 10.0         # seconds, when neither --duration nor --requests is given
 MAX_CONCURRENCY = 10_000

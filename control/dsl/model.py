@@ -145,7 +145,7 @@ class Scale:
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    condition: str              # canonical text (gateway.conditions.canonical)
+    condition: str              # canonical text (gateway.routing.conditions.canonical)
     name: str | None = None     # None inline; the stored name for a condition artifact
 
 

@@ -33,7 +33,7 @@ Shorthands (each reads to the same model as its long form):
 - Workflow schedules: `daemon`, `{event: tag | [tags] | {tags: [...]}}`, `{time: PERIOD | {period, start,
   repeat}}`.
 
-Percentages allow two decimals ("2.5%"); durations are gateway.units durations (a bare number is seconds);
+Percentages allow two decimals ("2.5%"); durations are gateway.common.units durations (a bare number is seconds);
 memory and CPU are control.dsl.units values.
 """
 from __future__ import annotations
@@ -53,14 +53,12 @@ from control.dsl.model import (DEPLOYABLE_TYPES, FULL, PLACEHOLDER, Argument, Ar
                                Placeholder, Port, Reference, Scale, Schedule, Service, Sla, Workflow)
 from control.dsl.references import Template, parse_template
 from control.dsl.units import parse_cpu, parse_memory
-from gateway import conditions
-from gateway.config import ConfigError, gateway_from_dict
-from gateway.model import Gateway as ConfigGateway
-from gateway.model import Target
-from gateway.names import RULE as NAME_RULE, breaks_rule
-from gateway.units import (format_percent, parse_address, parse_duration, parse_percent, parse_port, shown,
-                           unknown_field)
-from gateway.yamltext import YamlTextError, documents, line_of
+from gateway import ConditionError, ConfigError, Target, canonical_condition, gateway_from_dict
+from gateway import Gateway as ConfigGateway
+from gateway.common.names import RULE as NAME_RULE, breaks_rule
+from gateway.common.units import (format_percent, parse_address, parse_duration, parse_percent, parse_port, shown,
+                                  unknown_field)
+from gateway.common.yamltext import YamlTextError, documents, line_of
 
 KINDS = ("breed", "blueprint", "deployment", "gateway", "scale", "condition", "sla", "escalation", "workflow")
 PLURALS = {kind: kind + "s" for kind in KINDS}
@@ -420,8 +418,8 @@ def _condition_text(value: Any, at: Path) -> str:
     if not isinstance(value, str) or not value.strip():
         raise DslError(f"expected a condition as text, like 'browser = Chrome', got {shown(value)}", at)
     try:
-        return conditions.canonical(value)
-    except conditions.ConditionError as exc:
+        return canonical_condition(value)
+    except ConditionError as exc:
         raise DslError(str(exc), at) from None
 
 
@@ -459,7 +457,7 @@ def _blueprint_gateways(value: Any, at: Path, clusters: tuple[Cluster, ...]) -> 
 def _checked_gateway(name: str | None, body: dict[str, Any], routes: list[tuple[GatewayRoute, Path]], at: Path,
                      port_at: Path | None = None) -> Gateway:
     """Validate what the gateway itself checks (port, sticky, virtual hosts, weights adding up, tcp rules)
-    with gateway.config, so a gateway the DSL accepts is one the gateway accepts."""
+    with gateway.config.load, so a gateway the DSL accepts is one the gateway accepts."""
     virtual_hosts = body.get("virtual_hosts")
     config = {"port": body["port"], "sticky": body.get("sticky"),
               "virtual_hosts": [virtual_hosts] if isinstance(virtual_hosts, str) else virtual_hosts,
@@ -473,7 +471,7 @@ def _checked_gateway(name: str | None, body: dict[str, Any], routes: list[tuple[
 
 
 def _route_for_check(route: GatewayRoute) -> dict[str, Any]:
-    """A route as gateway.config reads it; a condition stored elsewhere stands in as `true`."""
+    """A route as gateway.config.load reads it; a condition stored elsewhere stands in as `true`."""
     condition = route.condition.condition if isinstance(route.condition, Condition) else \
         ("true" if route.condition is not None else None)
     return {"weight": format_percent(route.weight) if route.weight is not None else None,
@@ -484,7 +482,7 @@ def _route_for_check(route: GatewayRoute) -> dict[str, Any]:
 
 def _checked_by_gateway_config(name: str, config: dict[str, Any], at: Path,
                                places: dict[Any, Path]) -> ConfigGateway:
-    """gateway.config's validation; its error located where the field was written (`places` maps the
+    """gateway.config.load's validation; its error located where the field was written (`places` maps the
     port, the name and each route to that)."""
     try:
         return gateway_from_dict(name, config)

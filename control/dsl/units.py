@@ -1,4 +1,4 @@
-"""The value syntaxes Vamp's DSL adds to the gateway's (gateway/units.py has percentages, durations, ports):
+"""The value syntaxes Vamp's DSL adds to the gateway's (gateway/common/units.py has percentages, durations, ports):
 memory sizes and CPU quantities of a scale.
 
 - Memory is returned as whole bytes: a number with a unit `B`, `KB|K`, `MB|M`, `GB|G` (powers of 1000) or
@@ -6,7 +6,7 @@ memory sizes and CPU quantities of a scale.
   "512Mi", "2gb"). A bare number is refused: Vamp never said whether it meant bytes or megabytes.
 - CPU is returned as a float number of cores: 0.2, "0.2", or millicores "200m"; greater than zero.
 
-Like gateway.units, `parse_*` raise ValueError with a one-line message and `format_*` write a value that
+Like gateway.common.units, `parse_*` raise ValueError with a one-line message and `format_*` write a value that
 parses back to exactly the same value.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 import re
 from decimal import Decimal, InvalidOperation
 
-from gateway.units import shown
+from gateway.common.units import shown
 
 MAX_MEMORY = 2**50          # 1 PiB: anything larger is a typo
 MAX_CPU = 1024.0

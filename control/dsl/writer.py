@@ -18,7 +18,7 @@ from control.dsl.model import (Argument, Artifact, Blueprint, Breed, Cluster, Cl
                                Sla, Workflow)
 from control.dsl.reader import PLURALS
 from control.dsl.units import format_memory
-from gateway.units import format_duration, format_percent
+from gateway.common.units import format_duration, format_percent
 
 
 def kind_of(artifact: Artifact) -> str:

@@ -39,7 +39,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from control.orchestrator.base import HealthCheck, Instance, InstanceEvent, ServiceSpec
-from gateway.units import PROTOCOLS
+from gateway.common.units import PROTOCOLS
 
 log = logging.getLogger("vamp.orchestrator")
 

@@ -37,7 +37,7 @@ Routing semantics (docs/gateway-config.md, "Routing"), made exact:
 5. A draining route (or target) gets no new non-sticky requests: it is skipped for condition ownership, the
    weight split and target picks. A valid sticky cookie still reaches it; a sticky client of a draining route
    (route mode) gets its non-draining targets first, else its draining ones. Once its drain is over
-   (`drained`, gateway.drain) nothing reaches it: a cookie naming it is treated as no cookie.
+   (`drained`, gateway.runtime.drain) nothing reaches it: a cookie naming it is treated as no cookie.
 6. `RouteTable(new, previous=old)` reuses old `TargetState` objects (same gateway, route and address) and
    `RouteState.stats`, so back-off, upstream pools and counters carry over; round-robin and strength
    state start afresh.
@@ -47,9 +47,9 @@ from __future__ import annotations
 import hashlib
 from typing import Iterator
 
-from gateway import model
-from gateway.conditions import Condition, compile_condition
-from gateway.request import RequestView
+from gateway.config import model
+from gateway.routing.conditions import Condition, compile_condition
+from gateway.routing.request import RequestView
 
 BACKOFF_FIRST = 1.0     # seconds a target is skipped after its first consecutive connect failure
 BACKOFF_MAX = 30.0      # cap of the doubling back-off
@@ -81,7 +81,7 @@ class TargetState:
         self.stats: object | None = None
         self.owner: RouteState | None = None    # the route (of the table last built) whose live count it is in
         self.log_quiet_until = 0.0               # connect failures are logged at most once per interval ...
-        self.log_suppressed = 0                  # ... and counted meanwhile (gateway.upstream)
+        self.log_suppressed = 0                  # ... and counted meanwhile (gateway.proxy.upstream)
         self._set_cookie: str | None = None
         self.adopt(target)
 

@@ -8,8 +8,8 @@ from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
-from .model import FULL, Config
-from .stats import BUCKETS, UPSTREAM_ERROR_KINDS
+from gateway.config.model import FULL, Config
+from gateway.proxy.stats import BUCKETS, UPSTREAM_ERROR_KINDS
 
 CLASS_LABELS = ("", "1xx", "2xx", "3xx", "4xx", "5xx")
 BUCKET_LABELS = tuple(repr(bound) for bound in BUCKETS) + ("+Inf",)

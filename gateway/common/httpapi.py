@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable
 import yaml
 from aiohttp import web
 
-from gateway.yamltext import MAX_DEPTH, TOO_DEEP, YamlTextError, documents, single_document
+from gateway.common.yamltext import MAX_DEPTH, TOO_DEEP, YamlTextError, documents, single_document
 
 YAML_TYPES = ("application/x-yaml", "application/yaml", "text/yaml", "text/x-yaml")
 JSON_TYPES = ("application/json", "application/merge-patch+json", "")

@@ -1,14 +1,14 @@
 """Configuration loading and validation: the YAML file of docs/gateway-config.md (or the same shapes as JSON/dicts, as
-the admin API receives them) to `gateway.model.Config`, and back.
+the admin API receives them) to `gateway.config.model.Config`, and back.
 
 Anything invalid is rejected whole with a `ConfigError` naming the gateway, route and field at fault, in one
-line. The rules, beyond the value syntaxes of `gateway.units`:
+line. The rules, beyond the value syntaxes of `gateway.common.units`:
 
 - Top level: `gateways` (a mapping name -> gateway, or a list of gateways each with a `name`) and `geo`. An
   empty document or `gateways: {}` is valid and serves nothing. Unknown keys are errors everywhere. A null
   value means "not given" (the default) for every optional field.
 - Gateway names: 1-4 `/`-separated non-empty parts of letters, digits and `- _ . :` (`sava/9050`), and the
-  rule of every name (`gateway.names`: at most 253 characters, no part `.` or `..`).
+  rule of every name (`gateway.common.names`: at most 253 characters, no part `.` or `..`).
   Route names: any text without whitespace or control characters (`sava/sava/sava:1.1.0/webport`,
   `[127.0.0.1:8080]`).
 - Gateway: `port` (required), `sticky` none|route|instance (null is none), `sticky_ttl` (30m),
@@ -43,13 +43,13 @@ from typing import Any
 
 import yaml
 
-from gateway import conditions
-from gateway.model import (FULL, SAME_SITE_VALUES, STICKY_MODES, Config, Gateway, GeoSettings, Route, StickyCookie,
-                           Target, Timeouts)
-from gateway.names import RULE as NAME_RULE, breaks_rule
-from gateway.units import (format_duration, format_percent, is_host_name, parse_address, parse_duration,
-                           parse_percent, parse_port, shown, unknown_field)
-from gateway.yamltext import YamlTextError, line_of, single_document
+from gateway.common.names import RULE as NAME_RULE, breaks_rule
+from gateway.common.units import (format_duration, format_percent, is_host_name, parse_address, parse_duration,
+                                  parse_percent, parse_port, shown, unknown_field)
+from gateway.common.yamltext import YamlTextError, line_of, single_document
+from gateway.config.model import (FULL, SAME_SITE_VALUES, STICKY_MODES, Config, Gateway, GeoSettings, Route,
+                                  StickyCookie, Target, Timeouts)
+from gateway.routing import conditions
 
 Location = tuple[str | int, ...]
 

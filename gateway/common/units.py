@@ -2,7 +2,7 @@
 
 Each `parse_*` accepts what a person writes in YAML (or a script sends as JSON) and returns a plain value, or
 raises `ValueError` whose message is one line saying what was expected and what was given;
-`gateway.config` adds the field at fault. Each `format_*` writes a value back so that parsing it again gives
+`gateway.config.load` adds the field at fault. Each `format_*` writes a value back so that parsing it again gives
 exactly the same value.
 
 - Percentages are returned as integer basis points (10000 = 100%): "97.5%", "97.5", 97.5 and 100 are all

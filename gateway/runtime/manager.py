@@ -1,6 +1,6 @@
 """The gateway's control loop: the desired configuration, its drains, its persistence, and its workers.
 
-Every change — an admin API write, SIGHUP, a drain that ends — goes through `Controller`, one at a time:
+Every change — an admin API write, SIGHUP, a drain that ends — goes through `ConfigManager`, one at a time:
 validate the whole new configuration, work out the drains it starts, push the effective configuration to
 every worker (each compiles it off its hot path and swaps it in one step), persist it, and only then answer.
 If any step fails, the workers get the previous configuration back and nothing is persisted: an invalid or
@@ -15,12 +15,12 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from . import snapshot as snapshots
-from .config import ConfigError, from_dict, gateway_to_dict, to_dict
-from .drain import Drainer
-from .model import Config, Gateway
-from .state import StateError, StateStore
-from .workers import ApplyError
+from gateway.config.load import ConfigError, from_dict, gateway_to_dict, to_dict
+from gateway.config.model import Config, Gateway
+from gateway.config.state import StateError, StateStore
+from gateway.runtime import snapshot as snapshots
+from gateway.runtime.drain import Drainer
+from gateway.runtime.workers import ApplyError
 
 log = logging.getLogger("vamp.controller")
 
@@ -35,7 +35,7 @@ class Conflict(RuntimeError):
     pass
 
 
-class Controller:
+class ConfigManager:
     def __init__(self, workers: list, store: StateStore | None) -> None:
         self.workers = workers
         self.store = store

@@ -11,10 +11,10 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from .upstream import MAX_CONNECT_ATTEMPTS
+from gateway.proxy.upstream import MAX_CONNECT_ATTEMPTS
 
 if TYPE_CHECKING:
-    from .server import Runtime
+    from gateway.proxy.host import ProxyHost
 
 class _Pipe(asyncio.Protocol):
     """One side of a tunnel, writing what it reads into its peer's transport."""
@@ -59,7 +59,7 @@ class _Pipe(asyncio.Protocol):
 class TcpConnection(_Pipe):
     """The client side of a TCP gateway connection."""
 
-    def __init__(self, runtime: "Runtime", port: int) -> None:
+    def __init__(self, runtime: "ProxyHost", port: int) -> None:
         super().__init__()
         self.runtime = runtime
         self.port = port

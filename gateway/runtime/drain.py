@@ -12,7 +12,7 @@ passed since the drain began. Then a ghost disappears; a route or target the use
 in the configuration, served as `drained`: no request reaches it any more, not even a sticky client's (that
 client is routed afresh and given a new cookie), until the user removes it or sets `drain: false`.
 
-Everything here works on `gateway.model` values and wall-clock seconds; what is in flight is asked of the
+Everything here works on `gateway.config.model` values and wall-clock seconds; what is in flight is asked of the
 runtime (or of every worker) through a `usage` function.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
-from .model import Config, Gateway, Route, Target
+from gateway.config.model import Config, Gateway, Route, Target
 
 Key = tuple[str, ...]      # (gateway,) | (gateway, route) | (gateway, route, target address)
 Usage = Callable[[Key], "tuple[int, float]"]   # -> (requests in flight, seconds since last picked)

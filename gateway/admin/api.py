@@ -22,14 +22,14 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from .config import ConfigError, gateway_to_dict
-from .controller import Conflict, Controller, NotFound
-from .httpapi import ApiError, api_middleware, read_body, respond, validate_only_requested
-from .model import Gateway
-from .metrics import render
-from .openapi import OPENAPI
+from gateway.admin.openapi import OPENAPI
+from gateway.common.httpapi import ApiError, api_middleware, read_body, respond, validate_only_requested
+from gateway.config.load import ConfigError, gateway_to_dict
+from gateway.config.model import Gateway
+from gateway.runtime.manager import ConfigManager, Conflict, NotFound
+from gateway.runtime.metrics import render
 
-CONTROLLER = web.AppKey("controller", Controller)
+CONTROLLER = web.AppKey("controller", ConfigManager)
 READY = web.AppKey("ready", list)
 
 
@@ -60,7 +60,7 @@ def check_admin_binding(host: str, token: str | None, what: str = "the admin API
 
 
 # -- the application -----------------------------------------------------------------------------------
-def build_app(controller: Controller, token: str | None = None, *, public_metrics: bool = False
+def build_app(controller: ConfigManager, token: str | None = None, *, public_metrics: bool = False
               ) -> web.Application:
     app = web.Application(middlewares=[api_middleware(token, public_metrics=public_metrics)])
     app[CONTROLLER] = controller

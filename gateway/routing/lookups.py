@@ -1,17 +1,18 @@
-"""The gateway's `Lookups` (see gateway.request): user-agent families, client address and country.
+"""`ClientLookups`, the gateway's `Lookups` (see gateway.routing.request): user-agent families, client address
+and country.
 
 Built from the configuration's `geo` settings on every configuration change, so construction is cheap:
 nothing is loaded until a request (or `warm`) needs it. The user-agent parser is shared by every
-`Lookups` of the process, and a geo resolver is reused while its database file is unchanged, so their
+`ClientLookups` of the process, and a geo resolver is reused while its database file is unchanged, so their
 caches survive configuration changes.
 """
 from __future__ import annotations
 
 import os
 
-from .geo import GeoResolver, TrustedProxies, open_resolver
-from .model import GeoSettings
-from .useragent import UserAgentParser
+from gateway.config.model import GeoSettings
+from gateway.routing.geo import GeoResolver, TrustedProxies, open_resolver
+from gateway.routing.useragent import UserAgentParser
 
 _user_agents = UserAgentParser()
 _resolvers: dict[str | None, tuple[tuple[int, int] | None, GeoResolver]] = {}
@@ -38,8 +39,8 @@ def shared_resolver(database: str | None) -> GeoResolver:
     return resolver
 
 
-class Lookups:
-    """Implements gateway.request.Lookups for one configuration's geo settings."""
+class ClientLookups:
+    """Implements gateway.routing.request.Lookups for one configuration's geo settings."""
 
     def __init__(self, database: str | None = None, trusted_proxies: TrustedProxies | None = None,
                  user_agents: UserAgentParser | None = None) -> None:
@@ -52,7 +53,7 @@ class Lookups:
         self.client_address = self.trusted_proxies.client_address
 
     @classmethod
-    def from_settings(cls, geo: GeoSettings) -> Lookups:
+    def from_settings(cls, geo: GeoSettings) -> ClientLookups:
         return cls(geo.database, TrustedProxies(geo.trusted_proxies))
 
     def country(self, address: str) -> str | None:

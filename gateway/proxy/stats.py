@@ -1,6 +1,6 @@
 """Hot-path counters: plain integers and a fixed-bucket latency histogram, per gateway, route and target.
 
-The proxy bumps these with a few integer operations per request; `gateway.metrics` turns them into Prometheus
+The proxy bumps these with a few integer operations per request; `gateway.runtime.metrics` turns them into Prometheus
 series at scrape time. A `RouteStats` object hangs off each `RouteState` (and so survives route-table rebuilds
 for routes that still exist); a `TargetStats` off each `TargetState`; a `GatewayStats` per gateway name.
 """

@@ -12,8 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from .config import ConfigError, from_dict, to_dict
-from .model import Config
+from gateway.config.load import ConfigError, from_dict, to_dict
+from gateway.config.model import Config
 
 STATE_FILE = "gateways.json"
 

@@ -68,7 +68,7 @@ from typing import Callable, NoReturn, Union
 
 import re2
 
-from gateway.request import RequestView
+from gateway.routing.request import RequestView
 
 MAX_DEPTH = 100   # nested parentheses and negations; keeps parsing, printing and matching far from recursion limits
 MAX_REGEX_PROGRAM = 100   # RE2 instructions in one regular expression: Envoy's default max_program_size

@@ -17,10 +17,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from .stats import BUCKETS, UPSTREAM_ERROR_KINDS, RouteStats
+from gateway.proxy.stats import BUCKETS, UPSTREAM_ERROR_KINDS, RouteStats
 
 if TYPE_CHECKING:
-    from .server import Runtime
+    from gateway.runtime.runtime import Runtime
 
 INFINITY = float("inf")
 

@@ -1,7 +1,7 @@
 """The validated gateway configuration: plain immutable values, no behaviour.
 
-`gateway.config` turns YAML/JSON into these objects (and rejects anything invalid with the field at fault);
-`gateway.routing` compiles them into route tables. Weights and strengths are integer basis points
+`gateway.config.load` turns YAML/JSON into these objects (and rejects anything invalid with the field at fault);
+`gateway.routing.table` compiles them into route tables. Weights and strengths are integer basis points
 (1/100 of a percent): 97.5% is 9750, 100% is 10000, so decimal weights add up exactly.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ class Target:
     port: int
     weight: int = 100       # relative weight among the route's targets (round-robin share)
     drain: bool = False
-    drained: bool = False   # its drain is over (set by gateway.drain when it serves, never by the user)
+    drained: bool = False   # its drain is over (set by gateway.runtime.drain when it serves, never by the user)
 
     @property
     def address(self) -> str:
@@ -38,7 +38,7 @@ class Route:
     condition_strength: int = FULL    # basis points of matching requests taken by this route
     drain: bool = False
     weight_given: bool = True         # False when the weight was derived from Vamp's "share the rest" rule
-    drained: bool = False             # its drain is over (set by gateway.drain in what is served, not by users)
+    drained: bool = False             # its drain is over (only gateway.runtime.drain sets it, in what is served)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,9 @@ import struct
 import sys
 from typing import Any, Awaitable, Callable
 
-from . import snapshot as snapshots
-from .model import Config
-from .server import Runtime
+from gateway.config.model import Config
+from gateway.runtime import snapshot as snapshots
+from gateway.runtime.runtime import Runtime
 
 log = logging.getLogger("vamp.workers")
 

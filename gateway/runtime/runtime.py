@@ -15,16 +15,16 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-from .lookups import Lookups
-from .model import Config
-from .proxy import ClientConnection
-from .routing import RouteTable
-from .stats import Registry, RouteStats, TargetStats
-from .tunnel import TcpConnection
-from .upstream import UpstreamConnection
+from gateway.config.model import Config
+from gateway.proxy.client import ClientConnection
+from gateway.proxy.stats import Registry, RouteStats, TargetStats
+from gateway.proxy.tunnel import TcpConnection
+from gateway.proxy.upstream import UpstreamConnection
+from gateway.routing.lookups import ClientLookups
+from gateway.routing.table import RouteTable
 
 if TYPE_CHECKING:
-    from .proxy import Exchange
+    from gateway.proxy.client import Exchange
 
 log = logging.getLogger("vamp.gateway")
 
@@ -39,7 +39,7 @@ class Runtime:
         self.stats = Registry()
         self.connections: set[ClientConnection] = set()
         self.table: RouteTable = RouteTable(Config())
-        self.lookups = Lookups.from_settings(self.table.config.geo)
+        self.lookups = ClientLookups.from_settings(self.table.config.geo)
         self.listeners: dict[tuple[str, int], asyncio.AbstractServer] = {}
         self._idle: dict[int, float] = {}
         self._request_head: dict[int, float] = {}
@@ -59,7 +59,7 @@ class Runtime:
                 for target in route.targets:
                     if target.stats is None:
                         target.stats = TargetStats()
-        lookups = Lookups.from_settings(config.geo)
+        lookups = ClientLookups.from_settings(config.geo)
         lookups.warm(user_agents=table.needs_user_agent, geo=table.needs_country)
         self._trusted = tuple(ipaddress.ip_network(c, strict=False) for c in config.geo.trusted_proxies)
         self._idle = {port: max(g.gateway.timeouts.idle for g in pr.gateways) for port, pr in table.ports.items()}

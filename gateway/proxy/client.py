@@ -2,7 +2,7 @@
 
 It parses requests strictly with httptools, rejects anything with ambiguous framing before a byte reaches a
 backend, asks the route table where each request goes, and hands the request to an upstream connection
-(`gateway.upstream`). One request is in flight per client connection; pipelined requests are parsed into a
+(`gateway.proxy.upstream`). One request is in flight per client connection; pipelined requests are parsed into a
 queue, and with MAX_PIPELINED of them waiting reading pauses (back-pressure) until answers go out. Bytes that
 follow an Upgrade request are held back, never forwarded, until the backend has answered 101. Parser
 callbacks only record; the I/O they imply is done once per read, so each read event costs at most one write
@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from .http import (CHUNK_END, CONTINUE_100, CRLF, HOP_BY_HOP, IDEMPOTENT, MAX_HEAD_BYTES, PAUSE_BUFFER,
-                   PAUSE_PIPELINE, PAUSE_TUNNEL, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES, chunk_prefix,
-                   connection_named_headers, error_response)
-from .request import RequestView
-from .upstream import dispatch
+from gateway.proxy.upstream import dispatch
+from gateway.proxy.wire import (CHUNK_END, CONTINUE_100, CRLF, HOP_BY_HOP, IDEMPOTENT, MAX_HEAD_BYTES, PAUSE_BUFFER,
+                                PAUSE_PIPELINE, PAUSE_TUNNEL, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES, chunk_prefix,
+                                connection_named_headers, error_response)
+from gateway.routing.request import RequestView
 
 if TYPE_CHECKING:
-    from .routing import GatewayRouter, RouteState, TargetState
-    from .server import Runtime
-    from .upstream import UpstreamConnection
+    from gateway.proxy.host import ProxyHost
+    from gateway.proxy.upstream import UpstreamConnection
+    from gateway.routing.table import GatewayRouter, RouteState, TargetState
 
 BODY_BUFFER_LIMIT = 256 * 1024
 MAX_PIPELINED = 32         # requests read ahead of the one in flight: with this many queued, reading pauses
@@ -104,7 +104,7 @@ class ClientConnection(asyncio.Protocol):
         "_advancing", "_timer_due", "_body_left",
     )
 
-    def __init__(self, runtime: "Runtime", port: int) -> None:
+    def __init__(self, runtime: "ProxyHost", port: int) -> None:
         self.runtime = runtime
         self.port = port
         self.loop = runtime.loop

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from .http import (CHUNK_END, CRLF, HOP_BY_HOP, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES, chunk_prefix,
-                   connection_named_headers)
+from gateway.proxy.wire import (CHUNK_END, CRLF, HOP_BY_HOP, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES, chunk_prefix,
+                                connection_named_headers)
 
 if TYPE_CHECKING:
-    from .proxy import Exchange
-    from .routing import TargetState
+    from gateway.proxy.client import Exchange
+    from gateway.routing.table import TargetState
 
 log = logging.getLogger("vamp.upstream")
 

@@ -1,0 +1,1 @@
+"""The admin API: its aiohttp application and its OpenAPI description."""

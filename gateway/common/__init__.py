@@ -1,0 +1,1 @@
+"""What all of Vamp shares (the control plane imports it too): HTTP API conventions, YAML text, units, names."""

@@ -1,0 +1,1 @@
+"""The hot path: client connections, exchanges, upstream connections and pools, tunnels, wire format, counters."""

@@ -1,0 +1,1 @@
+"""Where a request goes: the route table, conditions, the request view and its user-agent and geo lookups."""
