@@ -6,7 +6,7 @@
     vamp apply -f FILE                                  create or update every document of FILE
     vamp delete KIND NAME | vamp delete -f FILE         delete artifacts; with a blueprint: undeploy services
     vamp scale DEPLOYMENT/CLUSTER/SERVICE N             set a service's number of instances, wait until it serves
-    vamp loadtest URL [options]                         load-test a canary split (benchmarks.loadtest)
+    vamp loadtest URL [options]                         load-test a canary split (loadtest)
 
 API commands (these, `vamp gateways …` and `vamp loadtest --from-gateway`) talk to `--api URL` (default
 $VAMP_API, else http://127.0.0.1:8080) with the token from `--token` or $VAMP_TOKEN (gateway.admin_client);
@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import yaml
 
-from benchmarks.loadtest.cli import add_parser as add_loadtest_parser
+from loadtest.cli import add_parser as add_loadtest_parser
 from control import waiting
 from gateway import admin_client, cli as gateway_cli
 from gateway.admin_client import AdminClient, CommandError, add_server_options, client_for, emit, render_table
