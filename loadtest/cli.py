@@ -14,6 +14,7 @@ import importlib.util
 import os
 import socket
 import sys
+from typing import Any
 
 from gateway.admin_client import DeprecatedAlias, add_server_options, api_token, api_url
 
@@ -37,8 +38,10 @@ exit status: 0 passed, 3 the split, the error rate or stickiness did not hold, 2
 cannot be judged), 1 failure."""
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+def register(commands: Any) -> None:
+    """Adds `loadtest` to the subcommands of a `vamp` parser (what `add_subparsers()` returned). Parsing needs
+    none of the extra's modules; running does."""
+    parser = commands.add_parser(
         "loadtest", help="load-test a canary split and report what each route received",
         description=__doc__.split("\n")[0], epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url", help="http://HOST[:PORT]/PATH of the gateway (or any HTTP/1.1 server)")
