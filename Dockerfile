@@ -9,8 +9,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY control ./control
-COPY benchmarks ./benchmarks
-RUN pip install --no-cache-dir --prefix=/install .
+COPY loadtest ./loadtest
+RUN pip install --no-cache-dir --prefix=/install '.[loadtest]'
 
 FROM python:3.11-slim
 COPY --from=build /install /usr/local

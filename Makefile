@@ -15,8 +15,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# Both install the load tester's extra, for `vamp loadtest` (the test extra includes it; [ is quoted for the shell).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) -e .
+	$(PIP_INSTALL) -e .'[loadtest]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python

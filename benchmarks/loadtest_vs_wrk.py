@@ -25,17 +25,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):                      # run as a script: make `benchmarks` importable
-    sys.path.insert(0, str(REPOSITORY))
-
-from benchmarks.proxy import (CLIENT_CPU, PROXY_CPU, WRK_GRACE, BenchmarkError, Pinning, Processes,  # noqa: E402
-                              Terminated, WrkResult, backend_config, free_port, integer_at_least,
-                              parse_wrk_output, require_program, start_benchmark, start_nginx)
+from proxy import (CLIENT_CPU, PROXY_CPU, WRK_GRACE, BenchmarkError, Pinning, Processes, Terminated, WrkResult,
+                   backend_config, free_port, integer_at_least, parse_wrk_output, require_program, start_benchmark,
+                   start_nginx, vamp_command)
 
 TARGET_RATIO = 0.5
 TOOL_GRACE = 60.0                 # seconds `vamp loadtest` may take beyond its duration (start-up included)
-TOOL = [sys.executable, "-m", "control", "loadtest"]   # run from the repository, so `benchmarks` imports
 TRANSPORT_ERRORS = ("connect", "timeout", "reset", "protocol")   # the tool's error kinds that are not statuses
 
 
@@ -98,10 +93,10 @@ class Comparison:
     def run_tool(self, number: int, url: str) -> WrkResult:
         name = f"loadtest-{number}"
         result_path = self.workdir / f"{name}.json"
-        command = [*self.pinning.client, *TOOL, url, "--concurrency", str(self.args.connections),
+        command = [*self.pinning.client, *vamp_command(), "loadtest", url, "--concurrency", str(self.args.connections),
                    "--duration", f"{self.args.duration}s", "--processes", "1", "--no-progress",
                    "--json", str(result_path)]
-        status, output = self.processes.run(name, command, self.args.duration + TOOL_GRACE, cwd=REPOSITORY)
+        status, output = self.processes.run(name, command, self.args.duration + TOOL_GRACE)
         if status != 0:
             raise BenchmarkError(f"vamp loadtest exited with status {status}:\n{output.strip()}")
         try:

@@ -35,13 +35,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):                      # run as a script: make `benchmarks` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.proxy import (KEEPALIVE_REQUESTS, WRK_GRACE, BenchmarkError, Pinning, Processes,  # noqa: E402
-                              Terminated, WrkResult, free_port, integer_at_least, nginx_common,
-                              nginx_temp_paths, parse_wrk_output, require_program, start_benchmark,
-                              vamp_command, wait_until_serving)
+from proxy import (KEEPALIVE_REQUESTS, WRK_GRACE, BenchmarkError, Pinning, Processes, Terminated, WrkResult,
+                   free_port, integer_at_least, nginx_common, nginx_temp_paths, parse_wrk_output, require_program,
+                   start_benchmark, vamp_command, wait_until_serving)
 
 GATEWAY = "bench"
 PATCH_PATH = f"/api/v1/gateways/{GATEWAY}"

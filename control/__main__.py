@@ -1,4 +1,4 @@
-"""`python -m control ...` is the `vamp` command."""
+"""`python -m control ...` is the `vamp` command (`control.cli`, the product's one entry point)."""
 import sys
 
 from .cli import main

@@ -1,4 +1,6 @@
-"""The `vamp` command line: the gateway's commands (`gateway.cli`) plus the control plane's.
+"""The `vamp` command line, built here and only here: the gateway's commands (`gateway.cli.register`), the
+control plane's (`register`, below) and the load tester's (`loadtest.cli.register`). `vamp = control.cli:main`;
+`python -m control` is the same command.
 
     vamp run [--state-dir DIR] [--api HOST:PORT]        the embedded platform (API, gateway, local processes)
     vamp deploy FILE [--name N] [--timeout S|--no-wait] deploy (or merge) a blueprint, wait until it serves
@@ -6,7 +8,10 @@
     vamp apply -f FILE                                  create or update every document of FILE
     vamp delete KIND NAME | vamp delete -f FILE         delete artifacts; with a blueprint: undeploy services
     vamp scale DEPLOYMENT/CLUSTER/SERVICE N             set a service's number of instances, wait until it serves
-    vamp loadtest URL [options]                         load-test a canary split (benchmarks.loadtest)
+    vamp loadtest URL [options]                         load-test a canary split (loadtest)
+
+`vamp apply -f FILE` tells documents apart in one place, `apply_documents`: documents with `kind:` go to the
+control plane API, a gateways file to the gateways API (`gateway.admin_client.apply`).
 
 API commands (these, `vamp gateways …` and `vamp loadtest --from-gateway`) talk to `--api URL` (default
 $VAMP_API, else http://127.0.0.1:8080) with the token from `--token` or $VAMP_TOKEN (gateway.admin_client);
@@ -25,10 +30,10 @@ from urllib.parse import quote
 
 import yaml
 
-from benchmarks.loadtest.cli import add_parser as add_loadtest_parser
 from control import waiting
 from gateway import admin_client, cli as gateway_cli
 from gateway.admin_client import AdminClient, CommandError, add_server_options, client_for, emit, render_table
+from loadtest import cli as loadtest_cli
 
 API = "/api/v1"
 EXIT_BROKEN_PIPE = 141      # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
@@ -51,9 +56,17 @@ NOTHING_STORED = {      # what `vamp get KIND` says for an empty list, and where
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = gateway_cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    run = sub.add_parser("run", help="the embedded platform: control plane API, gateway, local orchestrator")
+    """The `vamp` parser: every part's commands, each with `func(args) -> int`."""
+    parser, commands = gateway_cli.new_parser()
+    gateway_cli.register(commands, apply=apply_documents)
+    register(commands)
+    loadtest_cli.register(commands)
+    return parser
+
+
+def register(commands: Any) -> None:
+    """Adds the control plane's commands to the subcommands of a `vamp` parser: run, deploy, get, delete, scale."""
+    run = commands.add_parser("run", help="the embedded platform: control plane API, gateway, local orchestrator")
     run.add_argument("--state-dir", default=".vamp", help="store and logs (default %(default)s)")
     run.add_argument("--api", default="127.0.0.1:8080", help="API address HOST:PORT (default %(default)s)")
     gateway_cli.add_token_options(run, "the API")
@@ -62,20 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grace", type=float, default=10.0, help="seconds requests get to finish on stop")
     run.set_defaults(func=_run)
 
-    deploy = sub.add_parser("deploy", help="deploy a blueprint, or merge it into a running deployment")
+    deploy = commands.add_parser("deploy", help="deploy a blueprint, or merge it into a running deployment")
     deploy.add_argument("file", help="blueprint YAML/JSON file ('-' for stdin)")
     deploy.add_argument("--name", help="deployment name (default: a new UUID)")
     waiting.add_options(deploy)
     _api_options(deploy)
     deploy.set_defaults(func=_command(_deploy))
 
-    get = sub.add_parser("get", help="list artifacts of a kind, or show one")
+    get = commands.add_parser("get", help="list artifacts of a kind, or show one")
     get.add_argument("kind", choices=KINDS)
     get.add_argument("name", nargs="?")
     _api_options(get)
     get.set_defaults(func=_command(_get))
 
-    delete = sub.add_parser("delete", help="delete an artifact; `-f blueprint` undeploys its services")
+    delete = commands.add_parser("delete", help="delete an artifact; `-f blueprint` undeploys its services")
     delete.add_argument("kind", nargs="?", choices=KINDS)
     delete.add_argument("name", nargs="?")
     delete.add_argument("-f", "--file", help="documents to delete (multi-document YAML with kind:)")
@@ -83,19 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     _api_options(delete)
     delete.set_defaults(func=_command(_delete))
 
-    scale = sub.add_parser("scale", help="set the number of instances of DEPLOYMENT/CLUSTER/SERVICE")
+    scale = commands.add_parser("scale", help="set the number of instances of DEPLOYMENT/CLUSTER/SERVICE")
     scale.add_argument("service", help="DEPLOYMENT/CLUSTER/SERVICE, e.g. sava/sava/sava:1.0.0")
     scale.add_argument("instances", type=int)
     waiting.add_options(scale)
     _api_options(scale)
     scale.set_defaults(func=_command(_scale))
-
-    add_loadtest_parser(sub)
-
-    apply_parser = sub.choices["apply"]
-    gateway_apply = apply_parser.get_default("func")
-    apply_parser.set_defaults(func=lambda args: _apply(args, gateway_apply))
-    return parser
 
 
 def _api_options(parser: argparse.ArgumentParser) -> None:
@@ -215,30 +221,27 @@ def _scale(args: argparse.Namespace, client: AdminClient) -> None:
     emit(args, answer.data, lambda: f"{args.service} scaled to {args.instances} instance(s)")
 
 
-def _apply(args: argparse.Namespace, gateway_apply: Any) -> int:
-    """Documents with `kind:` go to the control plane API (PUT /api/v1); a gateways file to the gateway."""
+def apply_documents(args: argparse.Namespace, client: AdminClient) -> None:
+    """`vamp apply -f FILE`: documents that all have `kind:` go to the control plane API (PUT /api/v1); anything
+    else is a gateways file, for the gateways API (stdin too: it can be read only once)."""
     if args.file != "-":
         try:
             documents = _read(args.file)
         except CommandError:        # the gateways file reader says what is wrong, with the line of a YAML error
-            return gateway_apply(args)
-        if all(isinstance(d, dict) and "kind" in d for d in documents):
-            try:
-                answer = client_for(args).request("PUT", API, documents)
-            except CommandError as exc:
-                print(f"vamp: {exc}", file=sys.stderr)
-                return exc.exit_code
+            documents = []
+        if documents and all(isinstance(d, dict) and "kind" in d for d in documents):
+            answer = client.request("PUT", API, documents)
             for document in answer.data or []:
                 print(f"{document.get('kind', 'artifact')} {document.get('name')} applied")
-            return 0
-    return gateway_apply(args)
+            return
+    admin_client.apply(args, client)
 
 
 def _run(args: argparse.Namespace) -> int:
     from control.platform import serve
     from gateway import AdminBindingError, check_admin_binding, parse_admin_address
 
-    gateway_cli._setup_logging(getattr(args, "log_format", "text"), getattr(args, "log_level", "info"))
+    gateway_cli.setup_logging()
     try:
         token = gateway_cli.token_from(args)
         host, port = parse_admin_address(args.api)
@@ -267,9 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    if hasattr(args, "func"):
-        return args.func(args)
-    return gateway_cli.main(argv)
+    return args.func(args)
 
 
 if __name__ == "__main__":

@@ -548,7 +548,10 @@ def apply(args: argparse.Namespace, client: AdminClient) -> None:
 
 
 # -- wiring ------------------------------------------------------------------------------------------
-def _command(handler: Callable[[argparse.Namespace, AdminClient], None]) -> Callable[[argparse.Namespace], int]:
+Handler = Callable[[argparse.Namespace, AdminClient], None]     # a command's body; CommandError for failures
+
+
+def _command(handler: Handler) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
             handler(args, client_for(args))
@@ -559,8 +562,9 @@ def _command(handler: Callable[[argparse.Namespace, AdminClient], None]) -> Call
     return run
 
 
-def add_commands(subparsers: Any) -> None:
-    """Registers `gateways ...` and `apply` on the `vamp` parser's subparsers."""
+def add_commands(subparsers: Any, *, apply: Handler = apply) -> None:
+    """Registers `gateways ...` and `apply` on the `vamp` parser's subparsers; `apply` handles `apply -f FILE`
+    (by default: the gateways of a gateways file)."""
     common = argparse.ArgumentParser(add_help=False)
     add_server_options(common)
     common.add_argument("-o", "--output", choices=OUTPUTS, default="table",

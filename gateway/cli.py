@@ -1,4 +1,11 @@
-"""The `vamp` command line: `vamp gateway --config FILE` runs the gateway alone.
+"""The gateway's commands of the `vamp` command line, and what the commands of every part share.
+
+`register(commands)` adds the gateway's commands to a `vamp` parser: `vamp gateway --config FILE` runs the
+gateway alone, `worker` is the internal worker process of `vamp gateway --workers N`, and `vamp gateways …` and
+`vamp apply -f FILE` drive gateways through an API (`admin_client`). The `vamp` command is built in one place,
+`control.cli`, from each part's `register`; `build_parser()` here holds the gateway's commands alone, which is
+what `python -m gateway` runs. Shared by every part's commands: `new_parser()` (errors are one line, exit 2),
+`setup_logging`, and the token options of an API (`add_token_options`, `token_from`).
 
 Exit codes (docs/cli.md): 0 success, 1 runtime failure, 2 bad input (configuration, arguments). Errors are
 one line on stderr.
@@ -14,8 +21,9 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
-from .admin_client import add_commands
+from . import admin_client
 
 log = logging.getLogger("vamp")
 
@@ -27,7 +35,8 @@ class _JsonFormatter(logging.Formatter):
                            "message": record.getMessage()})
 
 
-def _setup_logging(fmt: str, level: str) -> None:
+def setup_logging(fmt: str = "text", level: str = "info") -> None:
+    """Log records go to stderr, as text or one JSON object a line, from `level` up."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -42,10 +51,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"vamp: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def new_parser() -> tuple[argparse.ArgumentParser, Any]:
+    """An empty `vamp` parser and its subcommands, to which each part's `register` adds its commands; every
+    command sets `func(args) -> int`, the exit status."""
     parser = _Parser(prog="vamp", description="Vamp: canary releases with a fast programmable gateway.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    gw = sub.add_parser("gateway", help="run the gateway alone, serving every gateway in a config file")
+    return parser, parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The gateway's commands alone (`python -m gateway`); the whole `vamp` is `control.cli.build_parser`."""
+    parser, commands = new_parser()
+    register(commands)
+    return parser
+
+
+def register(commands: Any, *, apply: admin_client.Handler = admin_client.apply) -> None:
+    """Adds `gateway`, `worker`, `gateways …` and `apply` to the subcommands of a `vamp` parser. `apply` is what
+    `vamp apply -f FILE` does with the file: by default, apply the gateways of a gateways file."""
+    gw = commands.add_parser("gateway", help="run the gateway alone, serving every gateway in a config file")
     gw.add_argument("--config", help="gateways YAML file: seeds a new state directory; SIGHUP re-applies it")
     gw.add_argument("--admin", default="127.0.0.1:9090", help="admin API address HOST:PORT (default %(default)s)")
     add_token_options(gw, "the admin API", "--admin-token")
@@ -56,10 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--grace", type=float, default=30.0,
                     help="seconds in-flight requests get to finish on SIGTERM (default %(default)s)")
     _logging_options(gw)
-    worker = sub.add_parser("worker")      # internal: a worker process of `vamp gateway --workers N`
+    gw.set_defaults(func=run_gateway)
+    worker = commands.add_parser("worker")      # internal: a worker process of `vamp gateway --workers N`
     _logging_options(worker)
-    add_commands(sub)
-    return parser
+    worker.set_defaults(func=run_worker)
+    admin_client.add_commands(commands, apply=apply)
 
 
 # -- the token of an API ---------------------------------------------------------------------------------
@@ -118,18 +142,18 @@ def _logging_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m gateway ARGS`: the gateway's commands alone."""
     args = build_parser().parse_args(argv)
-    if args.command == "gateway":
-        return run_gateway(args)
-    if args.command == "worker":
-        import uvloop
+    return args.func(args)
 
-        from gateway.runtime.workers import serve_worker
-        _setup_logging(args.log_format, args.log_level)
-        return uvloop.run(serve_worker())
-    if hasattr(args, "func"):
-        return args.func(args)
-    return 2
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from gateway.runtime.workers import serve_worker
+    setup_logging(args.log_format, args.log_level)
+    return uvloop.run(serve_worker())
 
 
 def default_state_dir(config: str | None) -> str:
@@ -146,7 +170,7 @@ def run_gateway(args: argparse.Namespace) -> int:
     from gateway.config.load import ConfigError, load_file
     from gateway.config.state import StateError, StateStore
 
-    _setup_logging(args.log_format, args.log_level)
+    setup_logging(args.log_format, args.log_level)
     if args.workers < 1:
         print("vamp: --workers must be at least 1", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.loadtest_vs_wrk import tool_figures
+from loadtest_vs_wrk import tool_figures
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "loadtest_vs_wrk.py"
 SYSTEM_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])

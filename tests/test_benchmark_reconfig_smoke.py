@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.reconfig import Summary, weights_patch
+from reconfig import Summary, weights_patch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reconfig.py"
 SYSTEM_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.regex import GROUPS, PATTERNS, condition_text
+from regex import GROUPS, PATTERNS, condition_text
 from gateway.routing.conditions import compile_condition
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "regex.py"

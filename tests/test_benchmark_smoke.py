@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.proxy import WrkResult, gateway_ratios, parse_time_ms, parse_wrk_output
+from proxy import WrkResult, gateway_ratios, parse_time_ms, parse_wrk_output
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "proxy.py"
 SYSTEM_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])

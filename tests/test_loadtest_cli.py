@@ -27,7 +27,7 @@ from tests.support.admin import AdminApi
 from tests.support.processes import POLL_INTERVAL, REPO_ROOT
 
 VAMP = [sys.executable, "-m", "control"]
-SCHEMA = json.loads((REPO_ROOT / "benchmarks" / "loadtest" / "result.schema.json").read_text())
+SCHEMA = json.loads((REPO_ROOT / "loadtest" / "result.schema.json").read_text())
 RUN_TIMEOUT = 60.0          # seconds one `vamp loadtest` run may take, start-up included
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHROME_ANDROID = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -242,6 +242,34 @@ def test_the_help_s_examples_use_only_options_that_exist():
         parser.parse_args(command[1:])          # exits 2 on an option that does not exist
     assert "--admin" not in help_text
     assert "--from-gateway sava/sava/webport" in help_text and "--api http://127.0.0.1:8080" in help_text
+
+
+# -- without the `vamp[loadtest]` extra ----------------------------------------------------------------------
+LOADTEST_EXTRA = ("hdrh", "numpy", "rich", "scipy", "matplotlib")
+
+
+def vamp_without(modules, *args: str) -> subprocess.CompletedProcess:
+    """`vamp ARGS` as a process in which `modules` cannot be imported, as where the extra is not installed."""
+    code = (f"import sys\nsys.modules.update(dict.fromkeys({list(modules)!r}))\n"
+            "from control.cli import main\nsys.exit(main(sys.argv[1:]))")
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("module", LOADTEST_EXTRA)
+def test_without_the_extra_vamp_loadtest_says_how_to_install_it(module):
+    done = vamp_without([module], "loadtest", f"http://{LOOPBACK}:{free_port()}/", "--requests", "10")
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "pip install 'vamp[loadtest]'" in done.stderr, done.stderr
+
+
+def test_without_the_extra_the_rest_of_vamp_works():
+    assert vamp_without(LOADTEST_EXTRA, "--help").returncode == 0
+    helped = vamp_without(LOADTEST_EXTRA, "loadtest", "--help")
+    assert helped.returncode == 0 and "--from-gateway" in helped.stdout, helped.stderr
+    refused = vamp_without(LOADTEST_EXTRA, "gateways", "list", "--api", f"http://{LOOPBACK}:{free_port()}")
+    assert refused.returncode == 1 and refused.stderr.startswith("vamp: "), refused.stderr     # unreachable
 
 
 def test_an_unreachable_api_is_a_runtime_failure(tmp_path, split_90_10):

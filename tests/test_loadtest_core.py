@@ -7,13 +7,13 @@ import socket
 import pytest
 from scipy.stats import chisquare
 
-from benchmarks.loadtest.cli import resolve_host
-from benchmarks.loadtest.engine import Share
-from benchmarks.loadtest.plan import (NO_LABEL, NO_RESPONSE, OTHER_GROUP, MAX_GROUPS, PlanError, parse_expectations,
+from loadtest.cli import resolve_host
+from loadtest.generator import Share
+from loadtest.plan import (NO_LABEL, NO_RESPONSE, OTHER_GROUP, MAX_GROUPS, PlanError, parse_expectations,
                                       parse_fraction, parse_grouping, parse_url)
-from benchmarks.loadtest.recorder import Recorder, decode, merge
-from benchmarks.loadtest.runner import rebinned
-from benchmarks.loadtest.verdict import FAILED, PASSED, chi_square, judge
+from loadtest.recorder import Recorder, decode, merge
+from loadtest.runner import rebinned
+from loadtest.verdict import FAILED, PASSED, chi_square, judge
 
 
 # -- plan ------------------------------------------------------------------------------------------------

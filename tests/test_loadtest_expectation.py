@@ -8,11 +8,11 @@ from collections import Counter
 
 import pytest
 
-from benchmarks.loadtest.expectation import (ExpectationError, GatewayUnreachable, fetch_gateway,
+from loadtest.expectation import (ExpectationError, GatewayUnreachable, fetch_gateway,
                                              groups_for_routes, route_shares)
-from benchmarks.loadtest.mixes import BUILTIN_MIXES
-from benchmarks.loadtest.plan import NO_LABEL, Plan
-from benchmarks.loadtest.traffic import Traffic
+from loadtest.mixes import BUILTIN_MIXES
+from loadtest.plan import NO_LABEL, Plan
+from loadtest.traffic import Traffic
 from gateway.config.load import from_dict
 from gateway.routing.geo import TrustedProxies
 from gateway.routing.lookups import ClientLookups

@@ -15,9 +15,9 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from rich.console import Console
 
-from benchmarks.loadtest.plan import NO_LABEL, NO_RESPONSE, UNLABELLED, Plan
-from benchmarks.loadtest.plot import write_plot
-from benchmarks.loadtest.report import RESULT_SCHEMA, LiveProgress, Progress, print_summary, write_json
+from loadtest.plan import NO_LABEL, NO_RESPONSE, UNLABELLED, Plan
+from loadtest.plot import write_plot
+from loadtest.report import RESULT_SCHEMA, LiveProgress, Progress, print_summary, write_json
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TAB10_BLUE = (31, 119, 180)       # the first labelled group's colour in the plot

@@ -8,10 +8,10 @@ from ipaddress import IPv4Address
 import iptocc
 import pytest
 
-from benchmarks.loadtest.countries import addresses_for, parse_country_mix
-from benchmarks.loadtest.mixes import BUILTIN_MIXES, load_mix, ua_label
-from benchmarks.loadtest.plan import Plan, PlanError
-from benchmarks.loadtest.traffic import MAX_PERIOD, Traffic, WeightedCycle, integer_weights, store_set_cookie
+from loadtest.countries import addresses_for, parse_country_mix
+from loadtest.mixes import BUILTIN_MIXES, load_mix, ua_label
+from loadtest.plan import Plan, PlanError
+from loadtest.traffic import MAX_PERIOD, Traffic, WeightedCycle, integer_weights, store_set_cookie
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:136.0) Gecko/20100101 Firefox/136.0"
 SAFARI = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "

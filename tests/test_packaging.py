@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -80,6 +81,24 @@ def test_the_package_metadata_builds_without_setuptools_warnings():
     completed = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=REPO, capture_output=True,
                                text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
+
+
+def test_benchmarks_are_not_installed_and_the_load_tester_s_dependencies_are_an_extra():
+    """A gateway-only install (`pip install vamp`) gets the load tester's code but not scipy, matplotlib,
+    hdrhistogram or rich: those come with `vamp[loadtest]`, which the test extra includes."""
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+    dist = apply_configuration(Distribution(), REPO / "pyproject.toml")
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.match(r"[A-Za-z0-9._-]+", requirement).group().lower() for requirement in requirements}
+    assert {"gateway", "control", "loadtest"} <= set(dist.packages)
+    assert not [package for package in dist.packages if package.split(".")[0] == "benchmarks"]
+    assert "*.json" in dist.package_data["loadtest"] and (REPO / "loadtest" / "result.schema.json").is_file()
+    heavy = {"scipy", "matplotlib", "hdrhistogram", "rich"}
+    assert not names(dist.install_requires) & heavy
+    assert heavy <= names(dist.extras_require["loadtest"])
+    assert "vamp[loadtest]" in dist.extras_require["test"]
 
 
 # -- the image -----------------------------------------------------------------------------------------------

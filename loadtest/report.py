@@ -21,7 +21,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from benchmarks.loadtest.plan import UNLABELLED, Plan
+from .plan import UNLABELLED, Plan
 
 RESULT_SCHEMA = Path(__file__).with_name("result.schema.json")
 

@@ -7,7 +7,7 @@ weighted round-robin (nginx's algorithm, as the gateway splits routes), so every
 over a period and stays within a request or two of it in any window: the country mix over the identity
 number, and the user-agent mix over the identity's rank among those of its country, so that every country
 gets the whole user-agent mix (the two mixes are independent, as a user expects). `Traffic.render` builds a
-request once; the engine reuses the bytes.
+request once; the load generator reuses the bytes.
 
 Also the cookie jar of a virtual user: `store_set_cookie` applies one Set-Cookie header to it.
 """
@@ -95,8 +95,8 @@ def integer_weights(weights: list[float]) -> list[int]:
 
 
 class Traffic:
-    """The identities and requests of one plan. `cycle` is the number of anonymous variants the engine cycles
-    through when the plan has no virtual users: whole periods of the mixes when they fit in MAX_CYCLE."""
+    """The identities and requests of one plan. `cycle` is the number of anonymous variants the load generator
+    cycles through when the plan has no virtual users: whole periods of the mixes when they fit in MAX_CYCLE."""
 
     def __init__(self, plan: Plan) -> None:
         """Loads the mixes; raises PlanError naming the option on a bad mix file or spec."""

@@ -1,8 +1,8 @@
 """Runs a plan — in this process, or in `--processes N` worker processes — and builds the result.
 
-With one process the engine, the progress line and the final merge share one uvloop event loop. With
-several, each worker process runs an engine on its share of connections, requests, rate and virtual users,
-reports progress over a pipe four times a second, and sends its recorder's snapshot when it is done; the
+With one process the load generator, the progress line and the final merge share one uvloop event loop.
+With several, each worker process runs a load generator on its share of connections, requests, rate and virtual
+users, reports progress over a pipe four times a second, and sends its recorder's snapshot when it is done; the
 parent merges them (histograms included) and starts every worker at the same moment, once all are ready.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import uvloop
 
-from .engine import Engine, Share
+from .generator import LoadGenerator, Share
 from .plan import NO_RESPONSE, UNLABELLED, Plan
 from .recorder import Recorder, add_counts, decode, merge, new_histogram
 from .report import Progress
@@ -69,20 +69,20 @@ def run(plan: Plan, traffic: Traffic, on_progress: ProgressSink) -> Outcome:
 
 async def _run_here(plan: Plan, traffic: Traffic, on_progress: ProgressSink) -> Outcome:
     recorder = Recorder(0.0, timeline_interval(plan), plan.sticky)
-    engine = Engine(plan, traffic, recorder)
+    generator = LoadGenerator(plan, traffic, recorder)
     started_at = datetime.now(timezone.utc)
     start = time.perf_counter()
     reporter = asyncio.create_task(_report_progress(plan, recorder, start, on_progress))
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, engine.interrupt)
+    loop.add_signal_handler(signal.SIGINT, generator.interrupt)
     try:
-        await engine.run()
+        await generator.run()
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         reporter.cancel()
     elapsed = time.perf_counter() - start
     on_progress(_progress(plan, recorder.requests, recorder.errors, recorder.group_counts(), elapsed))
-    return Outcome(recorder.snapshot(), engine.mix_counts(), started_at, elapsed)
+    return Outcome(recorder.snapshot(), generator.mix_counts(), started_at, elapsed)
 
 
 async def _report_progress(plan: Plan, recorder: Recorder, start: float, on_progress: ProgressSink) -> None:
@@ -162,7 +162,7 @@ def _worker_main(plan: Plan, share: Share, pipe: Pipe) -> None:
 
 async def _worker(plan: Plan, traffic: Traffic, share: Share, pipe: Pipe) -> None:
     recorder = Recorder(0.0, timeline_interval(plan), plan.sticky)
-    engine = Engine(plan, traffic, recorder, share)
+    generator = LoadGenerator(plan, traffic, recorder, share)
     pipe.send(("ready",))
     pipe.recv()                             # "go" (nothing else runs on this loop yet)
     loop = asyncio.get_running_loop()
@@ -172,17 +172,17 @@ async def _worker(plan: Plan, traffic: Traffic, share: Share, pipe: Pipe) -> Non
             pipe.recv()
         except EOFError:
             loop.remove_reader(pipe.fileno())
-        engine.interrupt()
+        generator.interrupt()
 
     loop.add_reader(pipe.fileno(), on_parent_message)
 
     reporter = asyncio.create_task(_report_progress(plan, recorder, time.perf_counter(),
                                                     lambda progress: pipe.send(("progress", progress))))
     try:
-        await engine.run()
+        await generator.run()
     finally:
         reporter.cancel()
-    pipe.send(("done", (recorder.snapshot(), engine.mix_counts())))
+    pipe.send(("done", (recorder.snapshot(), generator.mix_counts())))
 
 
 def _expect(pipe: Pipe, kind: str) -> None:

@@ -2,16 +2,19 @@
 
 Builds the `Plan` from the command line, reads the expected split (`--expect`, or a gateway's routes with
 `--from-gateway`, read from the API at `--api`), runs it with a live progress line, writes `--plot` /
-`--json`, prints the summary, and exits 0 when the run passed, 3 when it did not, 2 for bad input and 1 when
-something failed at run time. Whatever can be found wrong before the run is found before any request is sent;
-the summary's verdict line and the exit status always agree (PASS is 0, anything else FAIL).
+`--json`, prints the summary, and exits 0 when the run passed, 3 when it did not, 2 for bad input (or without
+the `vamp[loadtest]` extra, whose install command it prints) and 1 when something failed at run time.
+Whatever can be found wrong before the run is found before any request is sent; the summary's verdict line
+and the exit status always agree (PASS is 0, anything else FAIL).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import socket
 import sys
+from typing import Any
 
 from gateway.admin_client import DeprecatedAlias, add_server_options, api_token, api_url
 
@@ -20,6 +23,8 @@ from .plan import (MAX_CLIENTS, MAX_CONCURRENCY, Plan, PlanError, is_ip_literal,
                    parse_url, positive_int)
 
 SUMMARY_WIDTH = 140       # columns of the summary when stdout is not a terminal
+EXTRA_MODULES = ("hdrh", "numpy", "rich", "scipy", "matplotlib")    # what the `vamp[loadtest]` extra installs
+INSTALL_HINT = "pip install 'vamp[loadtest]'"
 PROBE_TIMEOUT = 1.0       # seconds to try each address of a host name before the run
 
 EXAMPLES = """\
@@ -33,8 +38,10 @@ exit status: 0 passed, 3 the split, the error rate or stickiness did not hold, 2
 cannot be judged), 1 failure."""
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+def register(commands: Any) -> None:
+    """Adds `loadtest` to the subcommands of a `vamp` parser (what `add_subparsers()` returned). Parsing needs
+    none of the extra's modules; running does."""
+    parser = commands.add_parser(
         "loadtest", help="load-test a canary split and report what each route received",
         description=__doc__.split("\n")[0], epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url", help="http://HOST[:PORT]/PATH of the gateway (or any HTTP/1.1 server)")
@@ -72,8 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     users.add_argument("-m", "--method", default="GET", help="request method (default GET)")
     users.add_argument("--body", help="request body: TEXT or @FILE")
     output = parser.add_argument_group("output")
-    output.add_argument("--json", metavar="FILE", help="write every figure as JSON (benchmarks/loadtest/"
-                                                       "result.schema.json)")
+    output.add_argument("--json", metavar="FILE", help="write every figure as JSON (loadtest/result.schema.json)")
     output.add_argument("--plot", metavar="FILE", help="write a PNG: share over time and latency per group")
     output.add_argument("--no-progress", action="store_true", help="no live progress line")
     parser.set_defaults(func=main)
@@ -154,7 +160,18 @@ def _summary_console():
     return Console() if wide else Console(width=SUMMARY_WIDTH)
 
 
+def missing_extra() -> str | None:
+    """The first module of the `vamp[loadtest]` extra that is not installed, or None: the rest of Vamp runs
+    without them, so `vamp loadtest` checks before it imports them."""
+    return next((name for name in EXTRA_MODULES if importlib.util.find_spec(name) is None), None)
+
+
 def main(args: argparse.Namespace) -> int:
+    missing = missing_extra()
+    if missing is not None:
+        print(f"vamp loadtest: the load tester's extra is not installed (no module {missing!r}): {INSTALL_HINT}",
+              file=sys.stderr)
+        return 2
     # Imported here: `vamp --help` and the other commands should not pay for scipy, hdrh and rich.
     from rich.console import Console
 

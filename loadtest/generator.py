@@ -1,7 +1,7 @@
-"""The load engine of one process: keep-alive connections that send requests and time the responses.
+"""The load generator of one process: keep-alive connections that send requests and time the responses.
 
 One `Connection` (an asyncio Protocol with an httptools response parser) per socket, one request in flight on
-each, like uvicorn's protocol classes; the `Engine` decides what each connection sends next and when:
+each, like uvicorn's protocol classes; the `LoadGenerator` decides what each connection sends next and when:
 
 - closed model (no rate): a connection sends its next request as soon as the previous response is complete,
   and latency is measured from the moment the request is written;
@@ -55,7 +55,7 @@ class User:
 
     def __init__(self, identity: Identity, position: int, request: bytes) -> None:
         self.identity = identity
-        self.position = position        # index into the engine's identities (for mix counts)
+        self.position = position        # index into the generator's identities (for mix counts)
         self.jar: dict[str, str] = {}
         self.request = request
 
@@ -63,8 +63,8 @@ class User:
 class Connection(asyncio.Protocol):
     """One keep-alive client connection. The base class groups by status and reads no header."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, generator: LoadGenerator) -> None:
+        self.generator = generator
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.busy = False               # a request is in flight
@@ -77,22 +77,22 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport      # type: ignore[assignment]
-        self.engine.connected(self)
+        self.generator.connected(self)
 
     def data_received(self, data: bytes) -> None:
         self.received = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            self.engine.failed(self, "protocol")
+            self.generator.failed(self, "protocol")
 
     def on_message_complete(self) -> None:
         status = self.parser.get_status_code()
         if status >= 200:               # a 1xx is interim: the final response follows
-            self.engine.completed(self, status, self.parser.should_keep_alive())
+            self.generator.completed(self, status, self.parser.should_keep_alive())
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.engine.lost(self)
+        self.generator.lost(self)
 
     def reset(self) -> None:
         """Ready for the next response (after a HEAD, whose Content-Length announces no body here)."""
@@ -101,15 +101,15 @@ class Connection(asyncio.Protocol):
 
 class ReadsHeaders:
     """Mixin: picks out the grouping header and, for sticky users, Set-Cookie."""
-    engine: Engine
+    generator: LoadGenerator
     label: bytes | None
     cookies: list[bytes] | None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        if name == self.engine.group_header:
+        if name == self.generator.group_header:
             self.label = value
-        elif name == b"set-cookie" and self.engine.keeps_cookies:
+        elif name == b"set-cookie" and self.generator.keeps_cookies:
             if self.cookies is None:
                 self.cookies = [value]
             else:
@@ -118,7 +118,7 @@ class ReadsHeaders:
 
 class ReadsBody:
     """Mixin: keeps the first BODY_LIMIT bytes of the body and labels the response with the regex match."""
-    engine: Engine
+    generator: LoadGenerator
     label: bytes | None
     body: bytearray
 
@@ -130,7 +130,7 @@ class ReadsBody:
             self.body += data[:BODY_LIMIT - len(self.body)]
 
     def on_message_complete(self) -> None:
-        match = self.engine.body_pattern.search(self.body)
+        match = self.generator.body_pattern.search(self.body)
         if match is not None:
             self.label = match.group(1) if match.re.groups else match.group(0)
         super().on_message_complete()   # type: ignore[misc]
@@ -138,7 +138,7 @@ class ReadsBody:
 
 class HeadResponses:
     """Mixin for HEAD requests: a response is complete at the end of its head (httptools cannot be told)."""
-    engine: Engine
+    generator: LoadGenerator
     parser: httptools.HttpResponseParser
 
     def on_headers_complete(self) -> None:
@@ -146,7 +146,7 @@ class HeadResponses:
         if status >= 200:
             keep_alive = self.parser.should_keep_alive()
             self.reset()               # type: ignore[attr-defined]
-            self.engine.completed(self, status, keep_alive)   # type: ignore[arg-type]
+            self.generator.completed(self, status, keep_alive)   # type: ignore[arg-type]
 
     def on_message_complete(self) -> None:
         pass                            # 1xx: interim; otherwise already handled at the end of the head
@@ -166,7 +166,7 @@ def connection_class(plan: Plan) -> type[Connection]:
     return type("Connection", (*mixins, Connection), {})
 
 
-class Engine:
+class LoadGenerator:
     """Runs this process's share of a plan until its duration is over or its requests are done."""
 
     def __init__(self, plan: Plan, traffic: Traffic, recorder: Recorder, share: Share = Share()) -> None:

@@ -6,7 +6,7 @@ plot is asked for, since it is slow to import.
 """
 from __future__ import annotations
 
-from benchmarks.loadtest.plan import UNLABELLED
+from .plan import UNLABELLED
 
 DPI = 120
 PERCENTILE_TICKS = (50.0, 90.0, 99.0, 99.9, 99.99, 99.999)

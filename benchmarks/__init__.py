@@ -1,1 +1,0 @@
-"""Benchmarks: the gateway measured side by side with HAProxy and nginx."""
