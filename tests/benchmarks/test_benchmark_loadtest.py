@@ -12,7 +12,7 @@ import pytest
 
 from loadtest_vs_wrk import tool_figures
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "loadtest_vs_wrk.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "loadtest_vs_wrk.py"
 SYSTEM_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 MISSING = [name for name in ("wrk", "nginx") if shutil.which(name, path=SYSTEM_PATH) is None]
 needs_servers = pytest.mark.skipif(bool(MISSING), reason=f"not installed: {', '.join(MISSING)} (make system-deps)")

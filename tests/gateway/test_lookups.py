@@ -17,7 +17,7 @@ from gateway.routing.lookups import ClientLookups, shared_resolver
 from gateway.routing.request import RequestView
 from gateway.routing.useragent import MAX_USER_AGENT_LENGTH, UserAgentParser
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 GEOLITE2_COUNTRY_TEST = DATA / "GeoLite2-Country-Test.mmdb"
 
 CHROME_ANDROID = ("Mozilla/5.0 (Linux; Android 13; Pixel 7) AppleWebKit/537.36 (KHTML, like Gecko) "

@@ -12,7 +12,7 @@ import pytest
 from tests.support import HttpClient, free_port, get, run_cli
 from tests.support.platform import VAMP, PlatformProcess
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 BREED_TEMPLATE = """\
 kind: blueprints

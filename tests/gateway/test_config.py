@@ -17,7 +17,7 @@ from gateway.config.load import (ConfigError, from_dict, gateway_from_dict, gate
                                  to_dict)
 from gateway.config.model import Config, Gateway, GeoSettings, Route, StickyCookie, Target, Timeouts
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 GEO_TEST_DATABASE = REPO / "tests" / "data" / "GeoLite2-Country-Test.mmdb"
 
 DESIGN_EXAMPLE = """\

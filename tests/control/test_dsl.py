@@ -19,7 +19,7 @@ from control.dsl.model import (FULL, PLACEHOLDER, Blueprint, Breed, Condition, D
                                Reference, Scale, Schedule, Sla, Workflow)
 from control.dsl.units import format_memory, parse_cpu, parse_memory
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 SAVA_BREED = {"name": "sava:1.0.0", "deployable": "magneticio/sava:1.0.0", "ports": {"webport": "8080/http"}}
 

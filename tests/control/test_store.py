@@ -9,7 +9,7 @@ import pytest
 
 from control.store import Store
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_artifacts_round_trip_page_and_survive_reopening(tmp_path):

@@ -3,7 +3,7 @@ names every route the application has, and a true one: every answer carries a do
 Content-Type and a body matching the documented schema, never a 5xx — for a fixed set of requests covering
 each operation's successful answers, and for requests schemathesis generates from the document.
 
-The API runs with a temporary store and the fake engine of tests/test_control_api.py, served by aiohttp on a
+The API runs with a temporary store and the fake engine of tests/control/test_control_api.py, served by aiohttp on a
 loopback port in a thread of its own (schemathesis calls it over HTTP). The schema is built from
 `control.openapi.OPENAPI` at import time (schemathesis' pytest integration needs it then); the first test
 checks that the API serves exactly that document.
@@ -28,7 +28,7 @@ from schemathesis.checks import (content_type_conformance, not_a_server_error, r
 from control.api import STATIC_KINDS, create_app
 from control.openapi import OPENAPI
 from control.store import Store
-from tests.test_control_api import BREED, FakeEngine
+from tests.control.test_control_api import BREED, FakeEngine
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]

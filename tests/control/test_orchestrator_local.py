@@ -22,7 +22,7 @@ from control.orchestrator.base import HealthCheck, InstanceEvent, ServiceSpec
 from control.orchestrator.local import LocalOrchestrator
 from tests.support.waiting import eventually_async
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SAVA = "sava/sava/sava:1.0.0"
 HEALTH = HealthCheck(path="/health", port="webport", interval=0.5, timeout=2, failures=3)
 EVENT_TIMEOUT = 15.0

@@ -26,7 +26,7 @@ from control.store import Store
 from gateway.common.httpapi import TOKEN_REQUIRED
 from gateway.common.names import RULE as NAME_RULE
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 YAML = "application/x-yaml"
 
 SAMPLES = {

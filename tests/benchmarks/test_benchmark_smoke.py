@@ -11,7 +11,7 @@ import pytest
 
 from proxy import WrkResult, gateway_ratios, parse_time_ms, parse_wrk_output
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "proxy.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "proxy.py"
 SYSTEM_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 MISSING = [name for name in ("wrk", "haproxy", "nginx") if shutil.which(name, path=SYSTEM_PATH) is None]
 needs_servers = pytest.mark.skipif(bool(MISSING), reason=f"not installed: {', '.join(MISSING)} (make system-deps)")

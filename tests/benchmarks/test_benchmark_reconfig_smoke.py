@@ -11,7 +11,7 @@ import pytest
 
 from reconfig import Summary, weights_patch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reconfig.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "reconfig.py"
 SYSTEM_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 MISSING = [name for name in ("wrk", "nginx") if shutil.which(name, path=SYSTEM_PATH) is None]
 

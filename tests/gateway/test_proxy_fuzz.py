@@ -11,7 +11,7 @@ they were sent, every well-formed one before a mutated one; the backend never re
 Bounded by VAMP_FUZZ_CASES (default 2000) and VAMP_FUZZ_SECONDS (default 20), whichever comes first;
 VAMP_FUZZ_SEED (default 9) picks the cases, and every failure names the case numbers, each reproducible alone
 with VAMP_FUZZ_CASE=N. Leave it out with `pytest -m "not fuzz"`; run longer with e.g.
-`VAMP_FUZZ_SECONDS=600 VAMP_FUZZ_CASES=1000000 pytest -m fuzz tests/test_proxy_fuzz.py`.
+`VAMP_FUZZ_SECONDS=600 VAMP_FUZZ_CASES=1000000 pytest -m fuzz tests/gateway/test_proxy_fuzz.py`.
 """
 from __future__ import annotations
 

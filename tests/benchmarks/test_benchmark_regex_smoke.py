@@ -9,7 +9,7 @@ import pytest
 from regex import GROUPS, PATTERNS, condition_text
 from gateway.routing.conditions import compile_condition
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "regex.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "regex.py"
 
 
 @pytest.mark.parametrize("pattern", PATTERNS, ids=lambda pattern: pattern.regex)

@@ -21,7 +21,7 @@ from tests.support import BrokenResponse, HttpClient, free_port
 from tests.support.load import LoadGenerator
 from tests.support.platform import PlatformProcess, alive, wait_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 INTERNAL = "sava/sava/webport"
 OLD_ROUTE = "sava/sava/sava:1.0.0/webport"

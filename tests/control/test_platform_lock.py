@@ -9,7 +9,7 @@ import pytest
 from tests.support import free_port, get, run_cli
 from tests.support.platform import VAMP, PlatformProcess, alive
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXIT_TIMEOUT = 20.0           # seconds the refused `vamp run` gets to exit
 
 

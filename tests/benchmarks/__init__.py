@@ -1,0 +1,1 @@
+"""Smoke tests of the benchmark scripts: each runs briefly and prints its ratios."""
