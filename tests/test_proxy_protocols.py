@@ -567,3 +567,54 @@ async def test_a_request_for_an_unknown_host_gets_404_without_a_backend():
     [response] = parse_responses(client.received)
     assert response.status == 404
     assert [r.target for r in parse_requests(gw.backend().received)] == ["/a"]
+
+
+async def test_a_body_arriving_before_the_connection_is_made_is_sent_with_the_head(gw):
+    client = gw.client()
+    client.send(b"POST /up HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 10\r\n\r\nhello")
+    client.send(b"world")                                 # the connection to the target is not made yet
+    await gw.settle()
+    [forwarded] = parse_requests(gw.backend().received)
+    assert forwarded.body == b"helloworld"
+
+
+async def test_a_large_body_waiting_for_its_connection_pauses_reading_until_it_is_sent(gw):
+    client = gw.client()
+    size = 300 * 1024                                     # more than the gateway buffers before the connection
+    client.send(b"POST /up HTTP/1.1\r\nHost: shop.example\r\nContent-Length: %d\r\n\r\n" % (2 * size))
+    client.send(b"x" * size)
+    assert not client.reading
+    await gw.settle()
+    assert client.reading
+    client.send(b"y" * size)
+    assert parse_requests(gw.backend().received)[0].body == b"x" * size + b"y" * size
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: the 101 check in on_headers_complete sets ex.status before it "
+                   "refuses the answer, and data_received then tunnels on ex.status == 101")
+async def test_a_101_to_a_request_that_asked_for_no_upgrade_gets_502_and_opens_no_tunnel(gw):
+    client, backend = await request(gw)
+    backend.respond(SWITCHING)
+    assert parse_responses(client.received)[0].status == 502
+    assert backend.aborted
+    client.send(get("/sneaked"))
+    assert b"/sneaked" not in backend.received
+
+
+async def test_bytes_after_a_complete_response_drop_the_upstream_connection(gw):
+    client, backend = await request(gw)
+    backend.respond(OK)
+    backend.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")      # nobody asked
+    assert backend.closed
+    assert client.received == OK
+    _, fresh = await request(gw, get("/b"))
+    assert fresh is not backend
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: a second response in the same read as a complete one is parsed "
+                   "on (its head forwarded with the first one's state) and the connection goes back to the pool")
+async def test_a_second_response_in_the_same_read_is_not_forwarded_and_drops_the_connection(gw):
+    client, backend = await request(gw)
+    backend.respond(OK + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert client.received == OK
+    assert backend.closed
