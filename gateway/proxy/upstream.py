@@ -389,7 +389,7 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)  # type: ignore[union-attr]
         except httptools.HttpParserUpgrade as upgrade:
-            if ex.status == 101:
+            if ex.status == 101 and not self.violation:    # a 101 refused in on_headers_complete is no tunnel
                 rest = data[upgrade.args[0]:]
                 if rest:
                     out.append(rest)
@@ -399,7 +399,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.violation = True
         except httptools.HttpParserError:
             self.violation = True
-        if self.violation and not self.complete:
+        if self.violation and not (self.complete and ex.response_started):
             self._protocol_error(ex, out)
             return
         if out:
@@ -467,6 +467,10 @@ class UpstreamConnection(asyncio.Protocol):
         # other hop-by-hop headers are dropped
 
     def on_headers_complete(self) -> None:
+        if self.complete:
+            # A second response in the read that completed the first: nobody asked for it. Raising stops the
+            # parser (a violation after a complete response): nothing of it is forwarded, the connection closes.
+            raise _OutOfStep
         ex = self.ex
         parser = self.parser
         status = parser.get_status_code()  # type: ignore[union-attr]
@@ -545,6 +549,10 @@ class UpstreamConnection(asyncio.Protocol):
         if self.mode == BODY_CHUNKED or (self.mode == BODY_CLOSE and not self.ex.http10):  # type: ignore[union-attr]
             self.out.append(CHUNK_END)
         self.complete = True
+
+
+class _OutOfStep(Exception):
+    """Raised in a parser callback when the backend sends a response nobody asked for."""
 
 
 def _count_error(ex: "Exchange", kind: str) -> None:

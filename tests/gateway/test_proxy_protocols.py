@@ -590,8 +590,6 @@ async def test_a_large_body_waiting_for_its_connection_pauses_reading_until_it_i
     assert parse_requests(gw.backend().received)[0].body == b"x" * size + b"y" * size
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: the 101 check in on_headers_complete sets ex.status before it "
-                   "refuses the answer, and data_received then tunnels on ex.status == 101")
 async def test_a_101_to_a_request_that_asked_for_no_upgrade_gets_502_and_opens_no_tunnel(gw):
     client, backend = await request(gw)
     backend.respond(SWITCHING)
@@ -611,8 +609,6 @@ async def test_bytes_after_a_complete_response_drop_the_upstream_connection(gw):
     assert fresh is not backend
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: a second response in the same read as a complete one is parsed "
-                   "on (its head forwarded with the first one's state) and the connection goes back to the pool")
 async def test_a_second_response_in_the_same_read_is_not_forwarded_and_drops_the_connection(gw):
     client, backend = await request(gw)
     backend.respond(OK + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
