@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from gateway.routing.conditions import compile_condition
 from gateway.routing.request import RequestView

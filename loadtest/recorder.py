@@ -7,7 +7,8 @@ processes travel over a pipe and `merge()` adds them up. Latencies are recorded 
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from hdrh.histogram import HdrHistogram
 

@@ -13,9 +13,10 @@ import multiprocessing
 import signal
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from multiprocessing.connection import Connection as Pipe, wait
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import uvloop
 
@@ -70,7 +71,7 @@ def run(plan: Plan, traffic: Traffic, on_progress: ProgressSink) -> Outcome:
 async def _run_here(plan: Plan, traffic: Traffic, on_progress: ProgressSink) -> Outcome:
     recorder = Recorder(0.0, timeline_interval(plan), plan.sticky)
     generator = LoadGenerator(plan, traffic, recorder)
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     start = time.perf_counter()
     reporter = asyncio.create_task(_report_progress(plan, recorder, start, on_progress))
     loop = asyncio.get_running_loop()
@@ -114,7 +115,7 @@ def _run_processes(plan: Plan, on_progress: ProgressSink) -> Outcome:
     try:
         for pipe in pipes:                  # every worker has loaded its traffic and is ready
             _expect(pipe, "ready")
-        started_at = datetime.now(timezone.utc)
+        started_at = datetime.now(UTC)
         start = time.perf_counter()
         for pipe in pipes:
             pipe.send("go")

@@ -14,8 +14,9 @@ Kinds:
            `Connection: close`; with `--close-on-next-request` it instead keeps the connection open and closes
            it, unanswered, when request N+1 arrives (a pooled connection that died just as it was reused).
   head304  like echo, but GET answers the fixed HEAD304_RESOURCE, with an `ETag: "v1"` on every answer, 304
-           (with ETag and Content-Length) when `If-None-Match: "v1"`, and 204 for the path `/204`. Both echo and head304 answer HEAD with the
-           Content-Length of the GET body and no body, and `Expect: 100-continue` with `100 Continue`.
+           (with ETag and Content-Length) when `If-None-Match: "v1"`, and 204 for the path `/204`. Both echo and
+           head304 answer HEAD with the Content-Length of the GET body and no body, and `Expect: 100-continue` with
+           `100 Continue`.
   record   an h11 server (an HTTP/1.1 implementation independent of the gateway's) that appends every request
            as h11 parsed it — {name, method, target, http_version, headers, body, body_length} — as a JSON
            line to `--record FILE` before answering 200 with `X-Version: NAME` and `X-Target: TARGET`; a
@@ -303,7 +304,7 @@ class RecordFile:
     """The record file of a record process, shared by all its listeners; each entry is flushed at once."""
 
     def __init__(self, path: str) -> None:
-        self.file = open(path, "a", encoding="utf-8")
+        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the process's life
         self.count = 0
 
     def append(self, entry: dict) -> int:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from control.dsl.references import Template
 
@@ -259,4 +259,4 @@ class Workflow:
     arguments: tuple[Argument, ...] = ()
 
 
-Artifact = Union[Breed, Blueprint, Deployment, Gateway, Scale, Condition, Sla, Escalation, Workflow, Reference]
+Artifact = Breed | Blueprint | Deployment | Gateway | Scale | Condition | Sla | Escalation | Workflow | Reference

@@ -42,7 +42,8 @@ import datetime
 import math
 import re
 from dataclasses import replace
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import yaml
 
@@ -951,7 +952,7 @@ def _start(value: Any, at: Path) -> str | None:
             raise DslError(f"expected now or an ISO 8601 date-time like 2024-01-31T12:00:00Z, got {shown(value)}",
                            at)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
+        moment = moment.replace(tzinfo=datetime.UTC)
     return moment.isoformat()
 
 

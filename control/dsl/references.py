@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Union
+from collections.abc import Callable
 
 TRAIT_GROUPS = ("ports", "environment_variables", "constants")
 
@@ -59,7 +59,7 @@ class TraitReference:
         return f"{self.cluster}.{self.group}.{self.name}"
 
 
-ValueReference = Union[LocalReference, HostReference, TraitReference]
+ValueReference = LocalReference | HostReference | TraitReference
 
 
 @dataclass(frozen=True, slots=True)

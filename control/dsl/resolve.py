@@ -13,7 +13,8 @@ for the cluster running a matching breed (a name ending in `*` matches by prefix
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from control.dsl.errors import DslError, Path
 from control.dsl.model import (Artifact, Blueprint, Breed, Cluster, ClusterGateway, Condition,

@@ -15,7 +15,6 @@ while nothing else is routed.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -172,7 +171,7 @@ class LoadGenerator:
             return self._failed(client, opened, "reset", exc)
         except ConnectionRefusedError as exc:
             return self._failed(client, opened, "refused", exc)
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             return self._failed(client, opened, "timeout", exc)
         except BrokenResponse as exc:
             return self._failed(client, opened, "reset" if "reset" in str(exc) else "broken", exc)

@@ -141,7 +141,7 @@ class BackendProcess(ManagedProcess):
 
     def wait_ready(self) -> None:
         for port in self.ports.values():
-            self.wait_until(lambda: port_accepts(port), self.start_timeout, f"accepting on port {port}")
+            self.wait_until(lambda port=port: port_accepts(port), self.start_timeout, f"accepting on port {port}")
 
     def port(self, name: str | None = None) -> int:
         return self.ports[name or self.names[0]]
