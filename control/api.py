@@ -15,6 +15,7 @@
     GET | PUT  /deployments/{d}/clusters/{c}/services/{s}/scale                              200 · 202
     GET    /gateways · POST /gateways    a page of gateways · create one                     200 · 202 · 409
     GET | PUT | PATCH | DELETE  /gateways/{name}   (names may contain '/')                   200 · 202 · 404
+           the gateway API's own handlers (gateway.admin.gateways), with the engine as their source
     GET    /events?tag=a&tag=b&type=t    a page of the events carrying every tag, newest first   200
     POST   /events                       record {tags, value, type, timestamp}               201
     GET    /info · /health · /openapi.json
@@ -55,14 +56,15 @@ from aiohttp import web
 
 from control import dsl
 from control.dsl.model import Artifact, Blueprint, Reference, Scale
-from control.engine import DeploymentError, Engine
-from control.store import Store
+from control.engine import Engine
+from control.openapi import OPENAPI
+from control.store import STATIC_KINDS, Store
+from gateway import GatewayApi, Invalid, RequestError
 from gateway.common.httpapi import (ApiError, Handler, api_middleware, query_flag, read_body, respond,
                                     validate_only_requested)
 from gateway.common.names import RULE as NAME_RULE, breaks_rule
 from gateway.common.units import shown
 
-STATIC_KINDS = ("breeds", "blueprints", "slas", "scales", "escalations", "conditions", "workflows")
 DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 1000
 MAX_PAGE = 2**31 - 1
@@ -96,12 +98,7 @@ def create_app(store: Store, engine: Engine, token: str | None = None, *, public
     app.router.add_delete("/api/v1/deployments/{name}", api.delete_deployment)
     app.router.add_get(scale, api.get_scale)
     app.router.add_put(scale, api.put_scale)
-    app.router.add_get("/api/v1/gateways", api.list_gateways)
-    app.router.add_post("/api/v1/gateways", api.create_gateway)
-    app.router.add_get("/api/v1/gateways/{name:.+}", api.get_gateway)
-    app.router.add_put("/api/v1/gateways/{name:.+}", api.put_gateway)
-    app.router.add_patch("/api/v1/gateways/{name:.+}", api.patch_gateway)
-    app.router.add_delete("/api/v1/gateways/{name:.+}", api.delete_gateway)
+    GatewayApi(engine, accepted=True, answer_list=_page_of).add_routes(app.router)
     app.router.add_get("/api/v1/events", api.list_events)
     app.router.add_post("/api/v1/events", api.create_event)
     app.router.add_get("/api/v1/info", api.info)
@@ -112,13 +109,16 @@ def create_app(store: Store, engine: Engine, token: str | None = None, *, public
 
 @web.middleware
 async def _domain_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The engine's and the DSL's errors as API errors."""
+    """The DSL's errors as the input at fault."""
     try:
         return await handler(request)
-    except DeploymentError as exc:
-        raise ApiError(exc.status, exc.message, exc.field) from exc
     except dsl.DslError as exc:
-        raise ApiError(400, str(exc), pointer(exc.location)) from exc
+        raise Invalid(str(exc), pointer(exc.location)) from exc
+
+
+def _naming(document: Document, error: RequestError) -> RequestError:
+    """`error` of one document of a multi-document body, saying which (its field a pointer into the list)."""
+    return type(error)(f"{document.label}: {error.message}", document.field(error.field))
 
 
 def pointer(location: tuple[str | int, ...]) -> str | None:
@@ -368,8 +368,8 @@ class ControlApi:
                 return deployment
             gateway, _ = await self.engine.put_gateway(document.name, document.body, validate_only=validate_only)
             return {"kind": "gateways", **gateway}
-        except DeploymentError as exc:
-            raise ApiError(exc.status, f"{document.label}: {exc.message}", document.field(exc.field)) from exc
+        except RequestError as exc:
+            raise _naming(document, exc) from exc
 
     async def _remove_documents(self, documents: list[Document], validate_only: bool) -> list[dict[str, Any]]:
         unique: dict[tuple[str, str], Document] = {}
@@ -411,8 +411,8 @@ class ControlApi:
                 await self.engine.undeploy(document.name, named, validate_only=validate_only)
             else:
                 await self.engine.delete_gateway(document.name, validate_only=validate_only)
-        except DeploymentError as exc:
-            raise ApiError(exc.status, f"{document.label}: {exc.message}", document.field(exc.field)) from exc
+        except RequestError as exc:
+            raise _naming(document, exc) from exc
 
     # -- deployments -----------------------------------------------------------------------------------
     async def list_deployments(self, request: web.Request) -> web.Response:
@@ -536,58 +536,6 @@ class ControlApi:
                 raise
         return dsl.read("scale", body)
 
-    # -- gateways --------------------------------------------------------------------------------------
-    async def list_gateways(self, request: web.Request) -> web.Response:
-        return _page_of(request, self.engine.gateways(await self.engine.gateway_snapshot()))
-
-    async def get_gateway(self, request: web.Request) -> web.Response:
-        return respond(request, self._gateway(request.match_info["name"], await self.engine.gateway_snapshot()))
-
-    async def create_gateway(self, request: web.Request) -> web.Response:
-        validate_only = validate_only_requested(request)
-        body = await read_body(request)
-        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"]:
-            raise ApiError(400, "the body must be a gateway object with a 'name'", "/name")
-        name = body["name"]
-        if self.engine.gateway(name) is not None:
-            raise ApiError(409, f"gateway {name!r} exists (PUT /api/v1/gateways/{name} replaces it)", "/name")
-        document, _ = await self.engine.put_gateway(name, body, validate_only=validate_only)
-        return respond(request, document, 200 if validate_only else 202)
-
-    async def put_gateway(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        validate_only = validate_only_requested(request)
-        body = await read_body(request)
-        if not isinstance(body, dict):
-            raise ApiError(400, "the body must be a gateway object")
-        if body.get("name", name) != name:
-            raise ApiError(400, f"the body names {body['name']!r}, the path {name!r}", "/name")
-        document, _ = await self.engine.put_gateway(name, body, validate_only=validate_only)
-        return respond(request, document, 200 if validate_only else 202)
-
-    async def patch_gateway(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        validate_only = validate_only_requested(request)
-        patch = await read_body(request)
-        if not isinstance(patch, dict):
-            raise ApiError(400, "a merge patch must be a JSON object")
-        self._gateway(name)
-        document = await self.engine.patch_gateway(name, patch, validate_only=validate_only)
-        return respond(request, document, 200 if validate_only else 202)
-
-    async def delete_gateway(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        validate_only = validate_only_requested(request)
-        document = self._gateway(name)
-        await self.engine.delete_gateway(name, validate_only=validate_only)
-        return respond(request, document, 200 if validate_only else 202)
-
-    def _gateway(self, name: str, snapshot: dict[str, Any] | None = None) -> dict[str, Any]:
-        document = self.engine.gateway(name, snapshot)
-        if document is None:
-            raise ApiError(404, f"no gateway named {name!r}")
-        return document
-
     # -- events and the system -------------------------------------------------------------------------
     async def list_events(self, request: web.Request) -> web.Response:
         page = _page(request)
@@ -612,5 +560,4 @@ class ControlApi:
         return respond(request, {"status": "ok"})
 
     async def openapi(self, _: web.Request) -> web.Response:
-        from control.openapi import OPENAPI     # it imports this module (STATIC_KINDS)
         return web.json_response(OPENAPI)

@@ -14,6 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+# The kinds the store only keeps, as written: nothing runs them (deployments and gateways are the engine's).
+STATIC_KINDS = ("breeds", "blueprints", "slas", "scales", "escalations", "conditions", "workflows")
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS artifacts (
     kind     TEXT NOT NULL,
