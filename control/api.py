@@ -59,9 +59,8 @@ from control.dsl.model import Artifact, Blueprint, Reference, Scale
 from control.engine import Engine
 from control.openapi import OPENAPI
 from control.store import STATIC_KINDS, Store
-from gateway import GatewayApi, Invalid, RequestError
-from gateway.common.httpapi import (ApiError, Handler, api_middleware, query_flag, read_body, respond,
-                                    validate_only_requested)
+from gateway import Conflict, GatewayApi, Invalid, NotFound, RequestError
+from gateway.common.httpapi import Handler, api_middleware, query_flag, read_body, respond, validate_only_requested
 from gateway.common.names import RULE as NAME_RULE, breaks_rule
 from gateway.common.units import shown
 
@@ -149,7 +148,7 @@ def _whole_number(request: web.Request, name: str, default: int, maximum: int) -
     if text is None:
         return default
     if not (text.isascii() and text.isdigit() and len(text) <= 10 and 1 <= int(text) <= maximum):
-        raise ApiError(400, f"{name} must be a whole number from 1 to {maximum}", name)
+        raise Invalid(f"{name} must be a whole number from 1 to {maximum}", name)
     return int(text)
 
 
@@ -191,30 +190,30 @@ class Document:
 def read_documents(data: Any) -> list[Document]:
     documents = data if isinstance(data, list) else [data]
     if not documents:
-        raise ApiError(400, "the body holds no documents")
+        raise Invalid("the body holds no documents")
     return [_read_document(index, document) for index, document in enumerate(documents)]
 
 
 def _read_document(index: int, data: Any) -> Document:
     number = index + 1
     if not isinstance(data, dict) or "kind" not in data:
-        raise ApiError(400, f"document {number}: every document needs a 'kind:' (breeds, blueprints, deployments, "
+        raise Invalid(f"document {number}: every document needs a 'kind:' (breeds, blueprints, deployments, "
                             "gateways, scales, conditions, slas, escalations or workflows)", f"/{index}")
     try:
         kind = dsl.canonical_kind(data["kind"]) + "s"
     except dsl.DslError as exc:
-        raise ApiError(400, f"document {number}, kind: {exc.expected}", f"/{index}/kind") from exc
+        raise Invalid(f"document {number}, kind: {exc.expected}", f"/{index}/kind") from exc
     body = {key: value for key, value in data.items() if key != "kind"}
     if kind == "gateways":
         name = body.get("name")
         if not isinstance(name, str) or not name:
-            raise ApiError(400, f"document {number}: a gateway needs a 'name'", f"/{index}/name")
+            raise Invalid(f"document {number}: a gateway needs a 'name'", f"/{index}/name")
         return Document(index, f"document {number} (gateway {name!r})", kind, name, body, None)
     try:
         artifact = dsl.read(kind, data)
     except dsl.DslError as exc:
         exc.document = f"document {number}" + (f" ({exc.document})" if exc.document else "")
-        raise ApiError(400, str(exc), pointer((index, *exc.location))) from exc
+        raise Invalid(str(exc), pointer((index, *exc.location))) from exc
     return Document(index, f"document {number} ({kind[:-1]} {artifact.name!r})", kind, artifact.name, body,
                     artifact)
 
@@ -223,16 +222,16 @@ def _read_document(index: int, data: Any) -> Document:
 def _read_event(body: Any) -> tuple[list[str], Any, str, float]:
     """(tags, value, type, timestamp) of a posted event."""
     if not isinstance(body, dict):
-        raise ApiError(400, "an event is an object: {tags: [...], value, type, timestamp}")
+        raise Invalid("an event is an object: {tags: [...], value, type, timestamp}")
     unknown = next((key for key in body if key not in EVENT_FIELDS), None)
     if unknown is not None:
-        raise ApiError(400, f"unknown field {unknown!r}; an event has: {', '.join(EVENT_FIELDS)}", pointer((unknown,)))
+        raise Invalid(f"unknown field {unknown!r}; an event has: {', '.join(EVENT_FIELDS)}", pointer((unknown,)))
     tags = body.get("tags")
     if not isinstance(tags, list) or not tags or not all(isinstance(tag, str) and tag for tag in tags):
-        raise ApiError(400, "tags must be a list of at least one non-empty text", "/tags")
+        raise Invalid("tags must be a list of at least one non-empty text", "/tags")
     type_ = body.get("type", "event")
     if not isinstance(type_, str) or not type_:
-        raise ApiError(400, "type must be a non-empty text", "/type")
+        raise Invalid("type must be a non-empty text", "/type")
     timestamp = body.get("timestamp")
     return tags, body.get("value"), type_, time.time() if timestamp is None else _epoch(timestamp)
 
@@ -247,7 +246,7 @@ def _epoch(text: Any) -> float:
         _iso(seconds)
         return seconds
     except (TypeError, ValueError, OverflowError, OSError):
-        raise ApiError(400, f"timestamp must be an ISO 8601 date-time, like 2026-11-25T15:30:00Z, got {text!r}",
+        raise Invalid(f"timestamp must be an ISO 8601 date-time, like 2026-11-25T15:30:00Z, got {text!r}",
                        "/timestamp") from None
 
 
@@ -286,7 +285,7 @@ class ControlApi:
         document = dsl.to_dict(dsl.read(kind, await read_body(request)))
         name = document["name"]
         if self.store.get(kind, name) is not None:
-            raise ApiError(409, f"{kind[:-1]} {name!r} exists (PUT /api/v1/{kind}/{name} replaces it)", "/name")
+            raise Conflict(f"{kind[:-1]} {name!r} exists (PUT /api/v1/{kind}/{name} replaces it)", "/name")
         if validate_only:
             return respond(request, document)
         with self.store.transaction():
@@ -299,7 +298,7 @@ class ControlApi:
         body = await read_body(request)
         if isinstance(body, dict):
             if body.get("name", name) != name:
-                raise ApiError(400, f"the body names {body['name']!r}, the path {name!r}", "/name")
+                raise Invalid(f"the body names {body['name']!r}, the path {name!r}", "/name")
             body = {**body, "name": name}
         document = dsl.to_dict(dsl.read(kind, body))
         if validate_only:
@@ -321,7 +320,7 @@ class ControlApi:
     def _stored(self, kind: str, name: str) -> dict[str, Any]:
         document = self.store.get(kind, name)
         if document is None:
-            raise ApiError(404, f"no {kind[:-1]} named {name!r}")
+            raise NotFound(f"no {kind[:-1]} named {name!r}")
         return document
 
     def _put(self, kind: str, name: str, document: dict[str, Any]) -> bool:
@@ -379,7 +378,7 @@ class ControlApi:
         for document in unique.values():
             found = self._current(document)
             if found is None:
-                raise ApiError(404, f"{document.label}: no {document.kind[:-1]} named {document.name!r}",
+                raise NotFound(f"{document.label}: no {document.kind[:-1]} named {document.name!r}",
                                document.field("/name"))
             removed[document.index] = found
         static = [document for document in unique.values() if document.kind in STATIC_KINDS]
@@ -423,7 +422,7 @@ class ControlApi:
         as_blueprint = query_flag(request, "as_blueprint")
         document = self.engine.as_blueprint(name) if as_blueprint else self.engine.deployment(name)
         if document is None:
-            raise ApiError(404, f"no deployment named {name!r}")
+            raise NotFound(f"no deployment named {name!r}")
         return respond(request, document)
 
     async def create_deployment(self, request: web.Request) -> web.Response:
@@ -440,7 +439,7 @@ class ControlApi:
     async def _deploy(self, request: web.Request, name: str, body: Any) -> web.Response:
         """Errors name the deployment (the blueprint may have a name of its own)."""
         if breaks_rule(name):
-            raise ApiError(400, f"invalid deployment name {shown(name)}: {NAME_RULE}", "/name")
+            raise Invalid(f"invalid deployment name {shown(name)}: {NAME_RULE}", "/name")
         validate_only = validate_only_requested(request)
         label = f"deployment {name!r}"
         try:
@@ -459,7 +458,7 @@ class ControlApi:
         validate_only = validate_only_requested(request)
         before = self.engine.deployment(name)
         if before is None:
-            raise ApiError(404, f"no deployment named {name!r}")
+            raise NotFound(f"no deployment named {name!r}")
         body = await read_body(request) if request.body_exists else None
         named = None if body is None else self._named_blueprint(dsl.read("deployment", body), body)
         remaining = await self.engine.undeploy(name, named, validate_only=validate_only)
@@ -483,15 +482,15 @@ class ControlApi:
             key = next(key for key in REFERENCE_KEYS if key in body)
             blueprint = lookup(artifact)
             if blueprint is None:
-                raise ApiError(400, f"{prefix}no blueprint named {artifact.name!r} is stored", pointer((*at, key)))
+                raise Invalid(f"{prefix}no blueprint named {artifact.name!r} is stored", pointer((*at, key)))
             try:
                 return dsl.resolve_references(blueprint, lookup)
             except dsl.DslError as exc:
-                raise ApiError(400, f"{prefix}{exc}", pointer((*at, key))) from exc
+                raise Invalid(f"{prefix}{exc}", pointer((*at, key))) from exc
         try:
             return dsl.resolve_references(artifact, lookup)
         except dsl.DslError as exc:
-            raise ApiError(400, f"{prefix}{exc}", pointer((*at, *exc.location))) from exc
+            raise Invalid(f"{prefix}{exc}", pointer((*at, *exc.location))) from exc
 
     def _named_blueprint(self, artifact: Artifact, body: Any) -> Blueprint:
         """The blueprint whose services a DELETE names: the body, or the stored blueprint it refers to."""
@@ -500,7 +499,7 @@ class ControlApi:
         blueprint = self._lookup()(artifact)
         if blueprint is None:
             key = next(key for key in REFERENCE_KEYS if key in body)
-            raise ApiError(400, f"no blueprint named {artifact.name!r} is stored", pointer((key,)))
+            raise Invalid(f"no blueprint named {artifact.name!r} is stored", pointer((key,)))
         return blueprint
 
     # -- scales ----------------------------------------------------------------------------------------
@@ -526,7 +525,7 @@ class ControlApi:
             key, name = next(iter(body.items()))
             stored = self.store.get("scales", name) if isinstance(name, str) else None
             if stored is None:
-                raise ApiError(400, f"no scale named {name!r} is stored", pointer((key,)))
+                raise Invalid(f"no scale named {name!r} is stored", pointer((key,)))
             return dsl.read("scales", stored)
         if isinstance(body, dict) and "name" not in body:
             try:

@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from gateway.common.httpapi import ApiError, read_body, respond, validate_only_requested
+from gateway.common.errors import Invalid
+from gateway.common.httpapi import read_body, respond, validate_only_requested
 from gateway.config.source import ConfigSource
 
 ListAnswer = Callable[[web.Request, list[Any]], web.Response]
@@ -50,7 +51,7 @@ class GatewayApi:
         validate_only = validate_only_requested(request)
         body = await read_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"]:
-            raise ApiError(400, "the body must be a gateway object with a 'name'", "/name")
+            raise Invalid("the body must be a gateway object with a 'name'", "/name")
         document = await self.source.create_gateway(body["name"], body, validate_only=validate_only)
         return self._written(request, document, validate_only, 201)
 
@@ -58,7 +59,7 @@ class GatewayApi:
         validate_only = validate_only_requested(request)
         body = await read_body(request)
         if not isinstance(body, dict):
-            raise ApiError(400, "the body must be a gateway object")
+            raise Invalid("the body must be a gateway object")
         document, created = await self.source.put_gateway(request.match_info["name"], body,
                                                           validate_only=validate_only)
         return self._written(request, document, validate_only, 201 if created else 200)
@@ -67,7 +68,7 @@ class GatewayApi:
         validate_only = validate_only_requested(request)
         patch = await read_body(request)
         if not isinstance(patch, dict):
-            raise ApiError(400, "a merge patch must be a JSON object")
+            raise Invalid("a merge patch must be a JSON object")
         document = await self.source.patch_gateway(request.match_info["name"], patch, validate_only=validate_only)
         return self._written(request, document, validate_only, 200)
 
