@@ -15,6 +15,7 @@
     GET | PUT  /deployments/{d}/clusters/{c}/services/{s}/scale                              200 · 202
     GET    /gateways · POST /gateways    a page of gateways · create one                     200 · 202 · 409
     GET | PUT | PATCH | DELETE  /gateways/{name}   (names may contain '/')                   200 · 202 · 404
+           the gateway API's own handlers (gateway.admin.gateways), with the engine as their source
     GET    /events?tag=a&tag=b&type=t    a page of the events carrying every tag, newest first   200
     POST   /events                       record {tags, value, type, timestamp}               201
     GET    /info · /health · /openapi.json
@@ -55,14 +56,14 @@ from aiohttp import web
 
 from control import dsl
 from control.dsl.model import Artifact, Blueprint, Reference, Scale
-from control.engine import DeploymentError, Engine
-from control.store import Store
-from gateway.common.httpapi import (ApiError, Handler, api_middleware, query_flag, read_body, respond,
-                                    validate_only_requested)
+from control.engine import Engine
+from control.openapi import OPENAPI
+from control.store import STATIC_KINDS, Store
+from gateway import Conflict, GatewayApi, Invalid, NotFound, RequestError
+from gateway.common.httpapi import Handler, api_middleware, query_flag, read_body, respond, validate_only_requested
 from gateway.common.names import RULE as NAME_RULE, breaks_rule
 from gateway.common.units import shown
 
-STATIC_KINDS = ("breeds", "blueprints", "slas", "scales", "escalations", "conditions", "workflows")
 DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 1000
 MAX_PAGE = 2**31 - 1
@@ -96,12 +97,7 @@ def create_app(store: Store, engine: Engine, token: str | None = None, *, public
     app.router.add_delete("/api/v1/deployments/{name}", api.delete_deployment)
     app.router.add_get(scale, api.get_scale)
     app.router.add_put(scale, api.put_scale)
-    app.router.add_get("/api/v1/gateways", api.list_gateways)
-    app.router.add_post("/api/v1/gateways", api.create_gateway)
-    app.router.add_get("/api/v1/gateways/{name:.+}", api.get_gateway)
-    app.router.add_put("/api/v1/gateways/{name:.+}", api.put_gateway)
-    app.router.add_patch("/api/v1/gateways/{name:.+}", api.patch_gateway)
-    app.router.add_delete("/api/v1/gateways/{name:.+}", api.delete_gateway)
+    GatewayApi(engine, accepted=True, answer_list=_page_of).add_routes(app.router)
     app.router.add_get("/api/v1/events", api.list_events)
     app.router.add_post("/api/v1/events", api.create_event)
     app.router.add_get("/api/v1/info", api.info)
@@ -112,13 +108,16 @@ def create_app(store: Store, engine: Engine, token: str | None = None, *, public
 
 @web.middleware
 async def _domain_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The engine's and the DSL's errors as API errors."""
+    """The DSL's errors as the input at fault."""
     try:
         return await handler(request)
-    except DeploymentError as exc:
-        raise ApiError(exc.status, exc.message, exc.field) from exc
     except dsl.DslError as exc:
-        raise ApiError(400, str(exc), pointer(exc.location)) from exc
+        raise Invalid(str(exc), pointer(exc.location)) from exc
+
+
+def _naming(document: Document, error: RequestError) -> RequestError:
+    """`error` of one document of a multi-document body, saying which (its field a pointer into the list)."""
+    return type(error)(f"{document.label}: {error.message}", document.field(error.field))
 
 
 def pointer(location: tuple[str | int, ...]) -> str | None:
@@ -149,7 +148,7 @@ def _whole_number(request: web.Request, name: str, default: int, maximum: int) -
     if text is None:
         return default
     if not (text.isascii() and text.isdigit() and len(text) <= 10 and 1 <= int(text) <= maximum):
-        raise ApiError(400, f"{name} must be a whole number from 1 to {maximum}", name)
+        raise Invalid(f"{name} must be a whole number from 1 to {maximum}", name)
     return int(text)
 
 
@@ -191,30 +190,30 @@ class Document:
 def read_documents(data: Any) -> list[Document]:
     documents = data if isinstance(data, list) else [data]
     if not documents:
-        raise ApiError(400, "the body holds no documents")
+        raise Invalid("the body holds no documents")
     return [_read_document(index, document) for index, document in enumerate(documents)]
 
 
 def _read_document(index: int, data: Any) -> Document:
     number = index + 1
     if not isinstance(data, dict) or "kind" not in data:
-        raise ApiError(400, f"document {number}: every document needs a 'kind:' (breeds, blueprints, deployments, "
+        raise Invalid(f"document {number}: every document needs a 'kind:' (breeds, blueprints, deployments, "
                             "gateways, scales, conditions, slas, escalations or workflows)", f"/{index}")
     try:
         kind = dsl.canonical_kind(data["kind"]) + "s"
     except dsl.DslError as exc:
-        raise ApiError(400, f"document {number}, kind: {exc.expected}", f"/{index}/kind") from exc
+        raise Invalid(f"document {number}, kind: {exc.expected}", f"/{index}/kind") from exc
     body = {key: value for key, value in data.items() if key != "kind"}
     if kind == "gateways":
         name = body.get("name")
         if not isinstance(name, str) or not name:
-            raise ApiError(400, f"document {number}: a gateway needs a 'name'", f"/{index}/name")
+            raise Invalid(f"document {number}: a gateway needs a 'name'", f"/{index}/name")
         return Document(index, f"document {number} (gateway {name!r})", kind, name, body, None)
     try:
         artifact = dsl.read(kind, data)
     except dsl.DslError as exc:
         exc.document = f"document {number}" + (f" ({exc.document})" if exc.document else "")
-        raise ApiError(400, str(exc), pointer((index, *exc.location))) from exc
+        raise Invalid(str(exc), pointer((index, *exc.location))) from exc
     return Document(index, f"document {number} ({kind[:-1]} {artifact.name!r})", kind, artifact.name, body,
                     artifact)
 
@@ -223,16 +222,16 @@ def _read_document(index: int, data: Any) -> Document:
 def _read_event(body: Any) -> tuple[list[str], Any, str, float]:
     """(tags, value, type, timestamp) of a posted event."""
     if not isinstance(body, dict):
-        raise ApiError(400, "an event is an object: {tags: [...], value, type, timestamp}")
+        raise Invalid("an event is an object: {tags: [...], value, type, timestamp}")
     unknown = next((key for key in body if key not in EVENT_FIELDS), None)
     if unknown is not None:
-        raise ApiError(400, f"unknown field {unknown!r}; an event has: {', '.join(EVENT_FIELDS)}", pointer((unknown,)))
+        raise Invalid(f"unknown field {unknown!r}; an event has: {', '.join(EVENT_FIELDS)}", pointer((unknown,)))
     tags = body.get("tags")
     if not isinstance(tags, list) or not tags or not all(isinstance(tag, str) and tag for tag in tags):
-        raise ApiError(400, "tags must be a list of at least one non-empty text", "/tags")
+        raise Invalid("tags must be a list of at least one non-empty text", "/tags")
     type_ = body.get("type", "event")
     if not isinstance(type_, str) or not type_:
-        raise ApiError(400, "type must be a non-empty text", "/type")
+        raise Invalid("type must be a non-empty text", "/type")
     timestamp = body.get("timestamp")
     return tags, body.get("value"), type_, time.time() if timestamp is None else _epoch(timestamp)
 
@@ -247,7 +246,7 @@ def _epoch(text: Any) -> float:
         _iso(seconds)
         return seconds
     except (TypeError, ValueError, OverflowError, OSError):
-        raise ApiError(400, f"timestamp must be an ISO 8601 date-time, like 2026-11-25T15:30:00Z, got {text!r}",
+        raise Invalid(f"timestamp must be an ISO 8601 date-time, like 2026-11-25T15:30:00Z, got {text!r}",
                        "/timestamp") from None
 
 
@@ -286,7 +285,7 @@ class ControlApi:
         document = dsl.to_dict(dsl.read(kind, await read_body(request)))
         name = document["name"]
         if self.store.get(kind, name) is not None:
-            raise ApiError(409, f"{kind[:-1]} {name!r} exists (PUT /api/v1/{kind}/{name} replaces it)", "/name")
+            raise Conflict(f"{kind[:-1]} {name!r} exists (PUT /api/v1/{kind}/{name} replaces it)", "/name")
         if validate_only:
             return respond(request, document)
         with self.store.transaction():
@@ -299,7 +298,7 @@ class ControlApi:
         body = await read_body(request)
         if isinstance(body, dict):
             if body.get("name", name) != name:
-                raise ApiError(400, f"the body names {body['name']!r}, the path {name!r}", "/name")
+                raise Invalid(f"the body names {body['name']!r}, the path {name!r}", "/name")
             body = {**body, "name": name}
         document = dsl.to_dict(dsl.read(kind, body))
         if validate_only:
@@ -321,7 +320,7 @@ class ControlApi:
     def _stored(self, kind: str, name: str) -> dict[str, Any]:
         document = self.store.get(kind, name)
         if document is None:
-            raise ApiError(404, f"no {kind[:-1]} named {name!r}")
+            raise NotFound(f"no {kind[:-1]} named {name!r}")
         return document
 
     def _put(self, kind: str, name: str, document: dict[str, Any]) -> bool:
@@ -368,8 +367,8 @@ class ControlApi:
                 return deployment
             gateway, _ = await self.engine.put_gateway(document.name, document.body, validate_only=validate_only)
             return {"kind": "gateways", **gateway}
-        except DeploymentError as exc:
-            raise ApiError(exc.status, f"{document.label}: {exc.message}", document.field(exc.field)) from exc
+        except RequestError as exc:
+            raise _naming(document, exc) from exc
 
     async def _remove_documents(self, documents: list[Document], validate_only: bool) -> list[dict[str, Any]]:
         unique: dict[tuple[str, str], Document] = {}
@@ -379,7 +378,7 @@ class ControlApi:
         for document in unique.values():
             found = self._current(document)
             if found is None:
-                raise ApiError(404, f"{document.label}: no {document.kind[:-1]} named {document.name!r}",
+                raise NotFound(f"{document.label}: no {document.kind[:-1]} named {document.name!r}",
                                document.field("/name"))
             removed[document.index] = found
         static = [document for document in unique.values() if document.kind in STATIC_KINDS]
@@ -411,8 +410,8 @@ class ControlApi:
                 await self.engine.undeploy(document.name, named, validate_only=validate_only)
             else:
                 await self.engine.delete_gateway(document.name, validate_only=validate_only)
-        except DeploymentError as exc:
-            raise ApiError(exc.status, f"{document.label}: {exc.message}", document.field(exc.field)) from exc
+        except RequestError as exc:
+            raise _naming(document, exc) from exc
 
     # -- deployments -----------------------------------------------------------------------------------
     async def list_deployments(self, request: web.Request) -> web.Response:
@@ -423,7 +422,7 @@ class ControlApi:
         as_blueprint = query_flag(request, "as_blueprint")
         document = self.engine.as_blueprint(name) if as_blueprint else self.engine.deployment(name)
         if document is None:
-            raise ApiError(404, f"no deployment named {name!r}")
+            raise NotFound(f"no deployment named {name!r}")
         return respond(request, document)
 
     async def create_deployment(self, request: web.Request) -> web.Response:
@@ -440,7 +439,7 @@ class ControlApi:
     async def _deploy(self, request: web.Request, name: str, body: Any) -> web.Response:
         """Errors name the deployment (the blueprint may have a name of its own)."""
         if breaks_rule(name):
-            raise ApiError(400, f"invalid deployment name {shown(name)}: {NAME_RULE}", "/name")
+            raise Invalid(f"invalid deployment name {shown(name)}: {NAME_RULE}", "/name")
         validate_only = validate_only_requested(request)
         label = f"deployment {name!r}"
         try:
@@ -459,7 +458,7 @@ class ControlApi:
         validate_only = validate_only_requested(request)
         before = self.engine.deployment(name)
         if before is None:
-            raise ApiError(404, f"no deployment named {name!r}")
+            raise NotFound(f"no deployment named {name!r}")
         body = await read_body(request) if request.body_exists else None
         named = None if body is None else self._named_blueprint(dsl.read("deployment", body), body)
         remaining = await self.engine.undeploy(name, named, validate_only=validate_only)
@@ -483,15 +482,15 @@ class ControlApi:
             key = next(key for key in REFERENCE_KEYS if key in body)
             blueprint = lookup(artifact)
             if blueprint is None:
-                raise ApiError(400, f"{prefix}no blueprint named {artifact.name!r} is stored", pointer((*at, key)))
+                raise Invalid(f"{prefix}no blueprint named {artifact.name!r} is stored", pointer((*at, key)))
             try:
                 return dsl.resolve_references(blueprint, lookup)
             except dsl.DslError as exc:
-                raise ApiError(400, f"{prefix}{exc}", pointer((*at, key))) from exc
+                raise Invalid(f"{prefix}{exc}", pointer((*at, key))) from exc
         try:
             return dsl.resolve_references(artifact, lookup)
         except dsl.DslError as exc:
-            raise ApiError(400, f"{prefix}{exc}", pointer((*at, *exc.location))) from exc
+            raise Invalid(f"{prefix}{exc}", pointer((*at, *exc.location))) from exc
 
     def _named_blueprint(self, artifact: Artifact, body: Any) -> Blueprint:
         """The blueprint whose services a DELETE names: the body, or the stored blueprint it refers to."""
@@ -500,7 +499,7 @@ class ControlApi:
         blueprint = self._lookup()(artifact)
         if blueprint is None:
             key = next(key for key in REFERENCE_KEYS if key in body)
-            raise ApiError(400, f"no blueprint named {artifact.name!r} is stored", pointer((key,)))
+            raise Invalid(f"no blueprint named {artifact.name!r} is stored", pointer((key,)))
         return blueprint
 
     # -- scales ----------------------------------------------------------------------------------------
@@ -526,7 +525,7 @@ class ControlApi:
             key, name = next(iter(body.items()))
             stored = self.store.get("scales", name) if isinstance(name, str) else None
             if stored is None:
-                raise ApiError(400, f"no scale named {name!r} is stored", pointer((key,)))
+                raise Invalid(f"no scale named {name!r} is stored", pointer((key,)))
             return dsl.read("scales", stored)
         if isinstance(body, dict) and "name" not in body:
             try:
@@ -535,58 +534,6 @@ class ControlApi:
                 exc.document = "scale"
                 raise
         return dsl.read("scale", body)
-
-    # -- gateways --------------------------------------------------------------------------------------
-    async def list_gateways(self, request: web.Request) -> web.Response:
-        return _page_of(request, self.engine.gateways(await self.engine.gateway_snapshot()))
-
-    async def get_gateway(self, request: web.Request) -> web.Response:
-        return respond(request, self._gateway(request.match_info["name"], await self.engine.gateway_snapshot()))
-
-    async def create_gateway(self, request: web.Request) -> web.Response:
-        validate_only = validate_only_requested(request)
-        body = await read_body(request)
-        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"]:
-            raise ApiError(400, "the body must be a gateway object with a 'name'", "/name")
-        name = body["name"]
-        if self.engine.gateway(name) is not None:
-            raise ApiError(409, f"gateway {name!r} exists (PUT /api/v1/gateways/{name} replaces it)", "/name")
-        document, _ = await self.engine.put_gateway(name, body, validate_only=validate_only)
-        return respond(request, document, 200 if validate_only else 202)
-
-    async def put_gateway(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        validate_only = validate_only_requested(request)
-        body = await read_body(request)
-        if not isinstance(body, dict):
-            raise ApiError(400, "the body must be a gateway object")
-        if body.get("name", name) != name:
-            raise ApiError(400, f"the body names {body['name']!r}, the path {name!r}", "/name")
-        document, _ = await self.engine.put_gateway(name, body, validate_only=validate_only)
-        return respond(request, document, 200 if validate_only else 202)
-
-    async def patch_gateway(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        validate_only = validate_only_requested(request)
-        patch = await read_body(request)
-        if not isinstance(patch, dict):
-            raise ApiError(400, "a merge patch must be a JSON object")
-        self._gateway(name)
-        document = await self.engine.patch_gateway(name, patch, validate_only=validate_only)
-        return respond(request, document, 200 if validate_only else 202)
-
-    async def delete_gateway(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        validate_only = validate_only_requested(request)
-        document = self._gateway(name)
-        await self.engine.delete_gateway(name, validate_only=validate_only)
-        return respond(request, document, 200 if validate_only else 202)
-
-    def _gateway(self, name: str, snapshot: dict[str, Any] | None = None) -> dict[str, Any]:
-        document = self.engine.gateway(name, snapshot)
-        if document is None:
-            raise ApiError(404, f"no gateway named {name!r}")
-        return document
 
     # -- events and the system -------------------------------------------------------------------------
     async def list_events(self, request: web.Request) -> web.Response:
@@ -612,5 +559,4 @@ class ControlApi:
         return respond(request, {"status": "ok"})
 
     async def openapi(self, _: web.Request) -> web.Response:
-        from control.openapi import OPENAPI     # it imports this module (STATIC_KINDS)
         return web.json_response(OPENAPI)

@@ -32,7 +32,7 @@ import yaml
 
 from control import waiting
 from gateway import admin_client, cli as gateway_cli
-from gateway.admin_client import AdminClient, CommandError, add_server_options, client_for, emit, render_table
+from gateway.admin_client import AdminClient, CommandError, add_server_options, command, emit, render_table
 from loadtest import cli as loadtest_cli
 
 API = "/api/v1"
@@ -80,13 +80,13 @@ def register(commands: Any) -> None:
     deploy.add_argument("--name", help="deployment name (default: a new UUID)")
     waiting.add_options(deploy)
     _api_options(deploy)
-    deploy.set_defaults(func=_command(_deploy))
+    deploy.set_defaults(func=command(_deploy))
 
     get = commands.add_parser("get", help="list artifacts of a kind, or show one")
     get.add_argument("kind", choices=KINDS)
     get.add_argument("name", nargs="?")
     _api_options(get)
-    get.set_defaults(func=_command(_get))
+    get.set_defaults(func=command(_get))
 
     delete = commands.add_parser("delete", help="delete an artifact; `-f blueprint` undeploys its services")
     delete.add_argument("kind", nargs="?", choices=KINDS)
@@ -94,30 +94,19 @@ def register(commands: Any) -> None:
     delete.add_argument("-f", "--file", help="documents to delete (multi-document YAML with kind:)")
     delete.add_argument("--deployment", help="with -f: the deployment to remove the blueprint's services from")
     _api_options(delete)
-    delete.set_defaults(func=_command(_delete))
+    delete.set_defaults(func=command(_delete))
 
     scale = commands.add_parser("scale", help="set the number of instances of DEPLOYMENT/CLUSTER/SERVICE")
     scale.add_argument("service", help="DEPLOYMENT/CLUSTER/SERVICE, e.g. sava/sava/sava:1.0.0")
     scale.add_argument("instances", type=int)
     waiting.add_options(scale)
     _api_options(scale)
-    scale.set_defaults(func=_command(_scale))
+    scale.set_defaults(func=command(_scale))
 
 
 def _api_options(parser: argparse.ArgumentParser) -> None:
     add_server_options(parser)
     parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
-
-
-def _command(handler: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            handler(args, client_for(args))
-        except CommandError as exc:
-            print(f"vamp: {exc}", file=sys.stderr)
-            return exc.exit_code
-        return 0
-    return run
 
 
 def _read(path: str) -> list[Any]:

@@ -30,11 +30,12 @@ from typing import Any
 from control import dsl
 from control.dsl.model import Blueprint, Breed, Cluster, ClusterGateway, Deployment, GatewayRoute, Scale, Service
 from control.orchestrator.base import HealthCheck as ProbeSpec
-from control.orchestrator.base import Instance, ServiceSpec
+from control.orchestrator.base import Instance, Orchestrator, ServiceSpec
 from control.store import Store
 import gateway as gw
-from gateway import (FULL, ConfigError, Conflict, NotFound, from_dict, gateway_from_dict, gateway_to_dict,
-                     merge_snapshots, patch_gateway_body, resolve_weights, to_dict)
+from gateway import (FULL, ConfigError, PortConflict, from_dict, gateway_fields, gateway_from_dict, gateway_to_dict,
+                     merge_snapshots, patched_gateway, read_gateway, resolve_weights, to_dict)
+from gateway.common.errors import Conflict, Invalid, NotFound, RequestError
 
 log = logging.getLogger("vamp.engine")
 
@@ -42,14 +43,6 @@ INTERNAL_PORTS = range(40000, 41000)      # loopback ports of internal gateways
 DRAIN_POLL = 0.1                          # seconds between looks at whether a leaving instance has drained
 FAILED_AFTER = 3                          # failures in a row of an instance that make its service `failed`
 GONE = ("stopping", "stopped")            # instance states of instances on their way out
-
-
-class DeploymentError(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
 
 
 def service_name(service: Service) -> str:
@@ -66,8 +59,10 @@ def cluster_ports(cluster: Cluster) -> list[dsl.model.Port]:
 
 
 class Engine:
-    def __init__(self, store: Store, orchestrator: Any, gateways: Any, *, geo: gw.GeoSettings | None = None,
-                 bind: str = "127.0.0.1") -> None:
+    def __init__(self, store: Store, orchestrator: Orchestrator, gateways: gw.ConfigManager, *,
+                 geo: gw.GeoSettings | None = None, bind: str = "127.0.0.1") -> None:
+        """`gateways` is the gateway's ConfigManager: the engine replaces its whole configuration and reads
+        back what it serves (`effective`, `snapshot()`, `document()`)."""
         self.store = store
         self.orchestrator = orchestrator
         self.gateway_controller = gateways
@@ -109,7 +104,7 @@ class Engine:
             async with self.lock:
                 try:
                     await self._sync()
-                except DeploymentError as exc:
+                except RequestError as exc:
                     log.error("gateway sync failed: %s", exc.message)
                 except Exception:  # noqa: BLE001 - following instances must outlive one failed round
                     log.exception("gateway sync failed")
@@ -125,13 +120,13 @@ class Engine:
             try:
                 dsl.validate_complete(merged)
             except dsl.DslError as exc:
-                raise DeploymentError(400, str(exc), exc.path if hasattr(exc, "path") else None) from exc
+                raise Invalid(str(exc), exc.path if hasattr(exc, "path") else None) from exc
             for cluster in merged.clusters:
                 for service in cluster.services:
                     try:
                         service.breed.deployable.argv()  # type: ignore[union-attr]
                     except ValueError as exc:
-                        raise DeploymentError(400, str(exc), f"clusters.{cluster.name}") from exc
+                        raise Invalid(str(exc), f"clusters.{cluster.name}") from exc
             previous, allocations = dict(self.running), dict(self.allocations)
 
             def restore() -> None:
@@ -140,7 +135,7 @@ class Engine:
             try:
                 self._allocate(merged)
                 self._check_gateways()
-            except DeploymentError:
+            except RequestError:
                 restore()
                 raise
             if validate_only:
@@ -149,7 +144,7 @@ class Engine:
                 return document, current is None
             try:
                 await self._sync()
-            except DeploymentError:
+            except RequestError:
                 restore()
                 await self._sync()
                 raise
@@ -164,7 +159,7 @@ class Engine:
         async with self.lock:
             current = self.running.get(name)
             if current is None:
-                raise DeploymentError(404, f"no deployment {name!r}")
+                raise NotFound(f"no deployment {name!r}")
             remaining, removed = remove_services(current, blueprint)
             if validate_only:
                 return self._document(remaining) if remaining is not None else None
@@ -215,13 +210,13 @@ class Engine:
         """The service, or a 404 naming the first part of deployment/cluster/service that does not exist."""
         dep = self.running.get(deployment)
         if dep is None:
-            raise DeploymentError(404, f"no deployment {deployment!r}")
+            raise NotFound(f"no deployment {deployment!r}")
         clu = next((c for c in dep.clusters if c.name == cluster), None)
         if clu is None:
-            raise DeploymentError(404, f"no cluster {cluster!r} in deployment {deployment!r}")
+            raise NotFound(f"no cluster {cluster!r} in deployment {deployment!r}")
         svc = next((s for s in clu.services if service_name(s) == service), None)
         if svc is None:
-            raise DeploymentError(404, f"no service {service!r} in cluster {cluster!r} of deployment {deployment!r}")
+            raise NotFound(f"no service {service!r} in cluster {cluster!r} of deployment {deployment!r}")
         return dep, clu, svc
 
     # -- gateways --------------------------------------------------------------------------------------
@@ -280,15 +275,12 @@ class Engine:
         try:
             return from_dict(to_dict(config))
         except ConfigError as exc:
-            raise DeploymentError(409 if "port" in str(exc) else 400, str(exc),
-                                  exc.pointer(extra.name) if extra is not None else None) from exc
+            refusal = Conflict if isinstance(exc, PortConflict) else Invalid
+            raise refusal(str(exc), exc.pointer(extra.name) if extra is not None else None) from exc
 
     async def _sync(self) -> None:
         config = self._check_gateways()
-        try:
-            await self.gateway_controller.replace(config)
-        except Conflict as exc:
-            raise DeploymentError(409, str(exc)) from exc
+        await self.gateway_controller.replace(config)      # Conflict when a worker cannot apply it
 
     async def gateway_snapshot(self) -> dict[str, Any]:
         """The gateway's counters now (requests, in flight, down), for the documents' status."""
@@ -318,50 +310,77 @@ class Engine:
     def is_generated(self, name: str) -> bool:
         return any(g.name == name for g in self.generated_gateways())
 
+    # -- the gateway API's source (gateway.config.source) ---------------------------------------------
+    async def list_gateways(self) -> list[dict[str, Any]]:
+        return self.gateways(await self.gateway_snapshot())
+
+    async def get_gateway(self, name: str) -> dict[str, Any]:
+        return self._existing(name, await self.gateway_snapshot())
+
+    async def create_gateway(self, name: str, body: dict[str, Any], *, validate_only: bool = False
+                             ) -> dict[str, Any]:
+        if self.gateway(name) is not None:
+            raise Conflict(f"gateway {name!r} exists (PUT /api/v1/gateways/{name} replaces it)", "/name")
+        document, _ = await self.put_gateway(name, body, validate_only=validate_only)
+        return document
+
     async def put_gateway(self, name: str, body: dict[str, Any], *, validate_only: bool = False
                           ) -> tuple[dict[str, Any], bool]:
         gateway, created = await self._put_gateway(name, body, validate_only)
         return self._gateway_document(gateway, await self.gateway_snapshot()), created
 
+    async def patch_gateway(self, name: str, patch: dict[str, Any], *, validate_only: bool = False
+                            ) -> dict[str, Any]:
+        self._existing(name)
+        current = next(g for g in self.desired_config().gateways if g.name == name)
+        try:
+            body = patched_gateway(current, patch)
+        except ConfigError as exc:
+            raise Invalid(str(exc), exc.pointer(name)) from exc
+        gateway, _ = await self._put_gateway(name, body, validate_only)
+        return self._gateway_document(gateway, await self.gateway_snapshot())
+
+    async def delete_gateway(self, name: str, *, validate_only: bool = False) -> dict[str, Any]:
+        """Remove a user's gateway: answer it as it was."""
+        document = self._existing(name)
+        async with self.lock:
+            if self.is_generated(name):
+                raise Conflict(f"gateway {name!r} belongs to a deployment: remove its services or the deployment "
+                               "instead")
+            if self.store.get("gateways", name) is None:
+                raise NotFound(f"no gateway {name!r}")
+            if not validate_only:
+                self.store.delete("gateways", name)
+                await self._sync()
+        return document
+
+    def _existing(self, name: str, snapshot: dict[str, Any] | None = None) -> dict[str, Any]:
+        document = self.gateway(name, snapshot)
+        if document is None:
+            raise NotFound(f"no gateway named {name!r}")
+        return document
+
     async def _put_gateway(self, name: str, body: dict[str, Any], validate_only: bool
                            ) -> tuple[gw.Gateway, bool]:
         """Create or replace a user gateway; for a generated one, take its route weights, conditions and
         sticky mode (its targets and port stay the sync's)."""
+        try:
+            gateway_fields(name, body)
+        except ConfigError as exc:
+            raise Invalid(str(exc), exc.pointer(name)) from exc
         async with self.lock:
             if self.is_generated(name):
                 return await self._set_generated(name, body, validate_only), False
             try:
-                gateway = gateway_from_dict(name, {k: v for k, v in body.items() if k not in ("name", "status")})
+                gateway = read_gateway(name, body)
             except ConfigError as exc:
-                raise DeploymentError(400, str(exc), exc.pointer(name)) from exc
+                raise Invalid(str(exc), exc.pointer(name)) from exc
             self._check_gateways(gateway)
             created = self.store.get("gateways", name) is None
             if not validate_only:
                 self.store.put("gateways", name, {"name": name, **gateway_to_dict(gateway)})
                 await self._sync()
             return gateway, created
-
-    async def patch_gateway(self, name: str, patch: dict[str, Any], *, validate_only: bool = False
-                            ) -> dict[str, Any]:
-        current = next((g for g in self.desired_config().gateways if g.name == name), None)
-        if current is None:
-            raise DeploymentError(404, f"no gateway {name!r}")
-        if not isinstance(patch, dict):
-            raise DeploymentError(400, "a merge patch must be a JSON object")
-        body = patch_gateway_body(current, patch)
-        gateway, _ = await self._put_gateway(name, body, validate_only)
-        return self._gateway_document(gateway, await self.gateway_snapshot())
-
-    async def delete_gateway(self, name: str, *, validate_only: bool = False) -> None:
-        async with self.lock:
-            if self.is_generated(name):
-                raise DeploymentError(409, f"gateway {name!r} belongs to a deployment: remove its services "
-                                           "or the deployment instead")
-            if self.store.get("gateways", name) is None:
-                raise DeploymentError(404, f"no gateway {name!r}")
-            if not validate_only:
-                self.store.delete("gateways", name)
-                await self._sync()
 
     async def _set_generated(self, name: str, body: dict[str, Any], validate_only: bool) -> gw.Gateway:
         parts = name.split("/")
@@ -370,11 +389,11 @@ class Engine:
         # the sync owns targets and the port: keep the current ones whatever the body says
         routes = merged.get("routes") or {}
         if not isinstance(routes, dict):
-            raise DeploymentError(400, "routes must be a mapping", "/routes")
+            raise Invalid("routes must be a mapping", "/routes")
         known = {route.name: route for route in current.routes}
         for route_name, route in routes.items():
             if route_name not in known:
-                raise DeploymentError(400, f"gateway {name!r} has no route {route_name!r}: its routes come from "
+                raise Invalid(f"gateway {name!r} has no route {route_name!r}: its routes come from "
                                            "the deployment's services", f"/routes/{route_name}")
             if isinstance(route, dict):
                 route["targets"] = [t.address for t in known[route_name].targets]
@@ -384,7 +403,7 @@ class Engine:
             gateway = gateway_from_dict(name, merged)
             _refuse_unkept(current, gateway, internal=len(parts) == 3)
         except ConfigError as exc:
-            raise DeploymentError(400, str(exc), exc.pointer(name)) from exc
+            raise Invalid(str(exc), exc.pointer(name)) from exc
         if validate_only:
             return gateway
         if len(parts) == 3:                          # internal: deployment/cluster/port
@@ -397,7 +416,7 @@ class Engine:
         self.running[dep.name] = updated
         try:
             await self._sync()
-        except DeploymentError:
+        except RequestError:
             self.running[dep.name] = previous
             raise
         self._persist(updated)
@@ -446,7 +465,7 @@ class Engine:
                 name = target.name if target is not None else reference.cluster
                 port = self.allocations.get(f"{deployment.name}/{name}/{reference.name}")
                 if port is None:
-                    raise DeploymentError(400, f"no port {reference.name!r} in cluster {name!r}")
+                    raise Invalid(f"no port {reference.name!r} in cluster {name!r}")
                 return str(port)
             if isinstance(reference, dsl.TraitReference):
                 target = dsl.referenced_cluster(deployment, service, reference.cluster)
@@ -457,14 +476,14 @@ class Engine:
                     for constant in other.breed.constants:  # type: ignore[union-attr]
                         if constant.name == reference.name:
                             return constant.value
-                raise DeploymentError(400, f"nothing named {reference.text!r}")
+                raise Invalid(f"nothing named {reference.text!r}")
             for var in variables:
                 if var.name == reference.name and not isinstance(var.value, dsl.model.Placeholder):
                     return dsl.render(var.value, lookup)
             for constant in breed.constants:
                 if constant.name == reference.name:
                     return constant.value
-            raise DeploymentError(400, f"nothing named {reference.text!r}")
+            raise Invalid(f"nothing named {reference.text!r}")
 
         variables = dsl.effective_environment(cluster, service)
         environment = {(var.alias or var.name): dsl.render(var.value, lookup) for var in variables
@@ -490,7 +509,7 @@ class Engine:
                         taken.add(candidate)
                         break
                 else:
-                    raise DeploymentError(409, f"no free port left for internal gateway {key}")
+                    raise Conflict(f"no free port left for internal gateway {key}")
 
     def _persist(self, deployment: Deployment) -> None:
         with self.store.transaction():
@@ -551,7 +570,7 @@ def service_id(deployment: str, cluster: str, service: Service) -> str:
 
 def _check_name(name: str) -> None:
     if not name or any(c.isspace() or c in "/[]" for c in name):
-        raise DeploymentError(400, f"a deployment name has no whitespace, '/', '[' or ']': {name!r}", "name")
+        raise Invalid(f"a deployment name has no whitespace, '/', '[' or ']': {name!r}", "name")
 
 
 def _port_free(port: int) -> bool:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from control.api import STATIC_KINDS
+from control.store import STATIC_KINDS
 
 _JSON_AND_YAML = ("application/json", "application/x-yaml")
 _SECURITY = [{"bearer": []}, {}]          # the bearer token when one is set, on every operation

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterator
 
+# The kinds the store only keeps, as written: nothing runs them (deployments and gateways are the engine's).
+STATIC_KINDS = ("breeds", "blueprints", "slas", "scales", "escalations", "conditions", "workflows")
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS artifacts (
     kind     TEXT NOT NULL,

@@ -12,20 +12,25 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from gateway.config.load import (ConfigError, from_dict, gateway_from_dict, gateway_to_dict, load_file, load_text,
-                                 resolve_weights, to_dict)
+from gateway.common.errors import Conflict, Invalid, NotFound, RequestError
+from gateway.config.edit import (gateway_fields, merge_patch, patch_gateway_body, patched as patched_gateway,
+                                 read_gateway)
+from gateway.config.load import (ConfigError, PortConflict, from_dict, gateway_from_dict, gateway_to_dict, load_file,
+                                 load_text, resolve_weights, to_dict)
 from gateway.config.model import FULL, Config, Gateway, GeoSettings, Route, StickyCookie, Target, Timeouts
+from gateway.config.source import ConfigSource
 from gateway.routing.conditions import Condition, ConditionError, canonical as canonical_condition, compile_condition
 from gateway.routing.request import Lookups, RequestView
 
 if TYPE_CHECKING:
     from gateway.admin.api import (AdminBindingError, build_app as build_admin_app, check_admin_binding,
                                    parse_admin_address)
+    from gateway.admin.gateways import GatewayApi
     from gateway.routing.geo import TrustedProxies
     from gateway.routing.lookups import ClientLookups
     from gateway.routing.table import RouteTable
     from gateway.routing.useragent import UserAgentParser
-    from gateway.runtime.manager import ConfigManager, Conflict, NotFound, patch_gateway_body
+    from gateway.runtime.manager import ConfigManager
     from gateway.runtime.metrics import BUCKET_LABELS, CLASS_LABELS, render as render_metrics
     from gateway.runtime.runtime import Runtime
     from gateway.runtime.snapshot import empty_stats, merge as merge_snapshots
@@ -37,14 +42,12 @@ _LATER = {
     "build_admin_app": ("gateway.admin.api", "build_app"),
     "check_admin_binding": ("gateway.admin.api", "check_admin_binding"),
     "parse_admin_address": ("gateway.admin.api", "parse_admin_address"),
+    "GatewayApi": ("gateway.admin.gateways", "GatewayApi"),
     "TrustedProxies": ("gateway.routing.geo", "TrustedProxies"),
     "ClientLookups": ("gateway.routing.lookups", "ClientLookups"),
     "RouteTable": ("gateway.routing.table", "RouteTable"),
     "UserAgentParser": ("gateway.routing.useragent", "UserAgentParser"),
     "ConfigManager": ("gateway.runtime.manager", "ConfigManager"),
-    "Conflict": ("gateway.runtime.manager", "Conflict"),
-    "NotFound": ("gateway.runtime.manager", "NotFound"),
-    "patch_gateway_body": ("gateway.runtime.manager", "patch_gateway_body"),
     "BUCKET_LABELS": ("gateway.runtime.metrics", "BUCKET_LABELS"),
     "CLASS_LABELS": ("gateway.runtime.metrics", "CLASS_LABELS"),
     "render_metrics": ("gateway.runtime.metrics", "render"),
@@ -58,15 +61,19 @@ __all__ = [
     # the configuration: model, loading and validation, back to plain data
     "Config", "Gateway", "Route", "Target", "GeoSettings", "StickyCookie", "Timeouts", "FULL",
     "ConfigError", "load_file", "load_text", "from_dict", "to_dict", "gateway_from_dict", "gateway_to_dict",
-    "resolve_weights",
+    "resolve_weights", "PortConflict",
+    # a source of configuration, and a write to one of its gateways: read, merge-patched, checked
+    "ConfigSource", "gateway_fields", "read_gateway", "patched_gateway", "patch_gateway_body", "merge_patch",
+    # what a request cannot do, as types (gateway.common.errors; the APIs answer 400, 404, 409)
+    "RequestError", "Invalid", "NotFound", "Conflict",
     # routing: conditions, what they see of a request, the route table
     "Condition", "ConditionError", "compile_condition", "canonical_condition", "RequestView", "Lookups",
     "ClientLookups", "TrustedProxies", "UserAgentParser", "RouteTable",
     # the running gateway, its changes, its numbers
-    "Runtime", "LocalWorker", "ConfigManager", "Conflict", "NotFound", "patch_gateway_body",
+    "Runtime", "LocalWorker", "ConfigManager",
     "merge_snapshots", "empty_stats", "render_metrics", "BUCKET_LABELS", "CLASS_LABELS",
-    # the admin API
-    "build_admin_app", "AdminBindingError", "check_admin_binding", "parse_admin_address",
+    # the admin API, and the gateway API's handlers over any ConfigSource
+    "GatewayApi", "build_admin_app", "AdminBindingError", "check_admin_binding", "parse_admin_address",
 ]
 
 

@@ -551,7 +551,9 @@ def apply(args: argparse.Namespace, client: AdminClient) -> None:
 Handler = Callable[[argparse.Namespace, AdminClient], None]     # a command's body; CommandError for failures
 
 
-def _command(handler: Handler) -> Callable[[argparse.Namespace], int]:
+def command(handler: Handler) -> Callable[[argparse.Namespace], int]:
+    """A command's `func(args) -> int` for the `vamp` parser: runs `handler` with a client of the API the
+    arguments name; a CommandError is one line on stderr and its exit code."""
     def run(args: argparse.Namespace) -> int:
         try:
             handler(args, client_for(args))
@@ -576,7 +578,7 @@ def add_commands(subparsers: Any, *, apply: Handler = apply) -> None:
 
     def verb(name: str, handler: Callable, help_text: str) -> argparse.ArgumentParser:
         parser = verbs.add_parser(name, parents=[common], help=help_text, description=help_text)
-        parser.set_defaults(func=_command(handler))
+        parser.set_defaults(func=command(handler))
         return parser
 
     verb("list", list_gateways, "one line per gateway: port, sticky mode, route weights")
@@ -598,4 +600,4 @@ def add_commands(subparsers: Any, *, apply: Handler = apply) -> None:
                                    "create or replace each one that differs (gateways not in FILE stay).")
     parser.add_argument("-f", "--file", required=True, metavar="FILE",
                         help="gateways YAML or JSON, as `vamp gateway --config` takes; '-' reads stdin")
-    parser.set_defaults(func=_command(apply))
+    parser.set_defaults(func=command(apply))

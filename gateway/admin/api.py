@@ -1,4 +1,5 @@
-"""The admin HTTP API (aiohttp): live configuration of the gateways, health, readiness and metrics.
+"""The admin HTTP API (aiohttp): live configuration of the gateways, health, readiness and metrics. The
+gateways' handlers are gateway.admin.gateways', over the `ConfigManager` as their source.
 
     GET    /api/v1/gateways                  every gateway (configured, and removed ones still draining)
     POST   /api/v1/gateways                  create (body with `name`)             201 · 409 when it exists
@@ -18,15 +19,13 @@ refuses to start on a non-loopback address without one. Errors are
 from __future__ import annotations
 
 import ipaddress
-from typing import Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.admin.gateways import GatewayApi
 from gateway.admin.openapi import OPENAPI
-from gateway.common.httpapi import ApiError, api_middleware, read_body, respond, validate_only_requested
-from gateway.config.load import ConfigError, gateway_to_dict
-from gateway.config.model import Gateway
-from gateway.runtime.manager import ConfigManager, Conflict, NotFound
+from gateway.common.httpapi import api_middleware
+from gateway.runtime.manager import ConfigManager
 from gateway.runtime.metrics import render
 
 CONTROLLER = web.AppKey("controller", ConfigManager)
@@ -66,75 +65,6 @@ def build_app(controller: ConfigManager, token: str | None = None, *, public_met
     app[CONTROLLER] = controller
     app[READY] = [False]
 
-    async def list_gateways(request: web.Request) -> web.Response:
-        snap = await controller.snapshot()
-        return respond(request, [controller.document(name, snap) for name in controller.names()])
-
-    async def get_gateway(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        try:
-            return respond(request, controller.document(name, await controller.snapshot()))
-        except NotFound as exc:
-            raise ApiError(404, str(exc)) from exc
-
-    async def write(request: web.Request, name: str, action: Callable[[bool], Awaitable[Gateway | None]],
-                    status: int | Callable[[], int]) -> web.Response:
-        """Run a write; answer the resulting gateway (for ?validate_only=true, what it would be) with
-        `status` (a callable is asked after the write, when the answer depends on what it did)."""
-        validate_only = validate_only_requested(request)
-        try:
-            result = await action(validate_only)
-        except ConfigError as exc:
-            raise ApiError(400, str(exc), exc.pointer(name)) from exc
-        except NotFound as exc:
-            raise ApiError(404, str(exc)) from exc
-        except Conflict as exc:
-            raise ApiError(409, str(exc)) from exc
-        if validate_only:
-            return respond(request, {"name": name, **gateway_to_dict(result)} if result else {"name": name})
-        try:
-            document = controller.document(name, await controller.snapshot())
-        except NotFound:
-            document = {"name": name, "status": {"state": "removed"}}
-        return respond(request, document, status() if callable(status) else status)
-
-    async def create_gateway(request: web.Request) -> web.Response:
-        body = await read_body(request)
-        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"]:
-            raise ApiError(400, "the body must be a gateway object with a 'name'", "/name")
-        name = body["name"]
-
-        async def action(validate_only: bool) -> Gateway:
-            _, gateway = await controller.put_gateway(name, body, create_only=True, validate_only=validate_only)
-            return gateway
-        return await write(request, name, action, 201)
-
-    async def put_gateway(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        body = await read_body(request)
-        if not isinstance(body, dict):
-            raise ApiError(400, "the body must be a gateway object")
-        created = False
-
-        async def action(validate_only: bool) -> Gateway:
-            nonlocal created
-            created, gateway = await controller.put_gateway(name, body, validate_only=validate_only)
-            return gateway
-        return await write(request, name, action, lambda: 201 if created else 200)
-
-    async def patch_gateway(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        patch = await read_body(request)
-        return await write(request, name,
-                           lambda validate_only: controller.patch_gateway(name, patch, validate_only=validate_only),
-                           200)
-
-    async def delete_gateway(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        return await write(request, name,
-                           lambda validate_only: controller.delete_gateway(name, validate_only=validate_only),
-                           202)
-
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
 
@@ -151,12 +81,7 @@ def build_app(controller: ConfigManager, token: str | None = None, *, public_met
         return web.Response(body=body, content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
 
-    app.router.add_get("/api/v1/gateways", list_gateways)
-    app.router.add_post("/api/v1/gateways", create_gateway)
-    app.router.add_get("/api/v1/gateways/{name:.+}", get_gateway)
-    app.router.add_put("/api/v1/gateways/{name:.+}", put_gateway)
-    app.router.add_patch("/api/v1/gateways/{name:.+}", patch_gateway)
-    app.router.add_delete("/api/v1/gateways/{name:.+}", delete_gateway)
+    GatewayApi(controller).add_routes(app.router)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)

@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable
 import yaml
 from aiohttp import web
 
+from gateway.common.errors import Conflict, Invalid, NotFound, RequestError
 from gateway.common.yamltext import MAX_DEPTH, TOO_DEEP, YamlTextError, documents, single_document
 
 YAML_TYPES = ("application/x-yaml", "application/yaml", "text/yaml", "text/x-yaml")
@@ -22,8 +23,18 @@ TOKEN_REQUIRED = "a valid 'Authorization: Bearer <token>' header is required"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+STATUS: dict[type[RequestError], int] = {Invalid: 400, NotFound: 404, Conflict: 409}
+
+
+def status_of(error: RequestError) -> int:
+    """The HTTP status that answers `error`: its type's (the nearest in its classes)."""
+    return next(STATUS[kind] for kind in type(error).__mro__ if kind in STATUS)
+
 
 class ApiError(Exception):
+    """An error of the HTTP exchange itself (the token, the body's type or syntax, a query parameter): the
+    domain's errors are gateway.common.errors'."""
+
     def __init__(self, status: int, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.status = status
@@ -105,8 +116,8 @@ def token_ok(request: web.Request, token: str) -> bool:
 def api_middleware(token: str | None, *, public_metrics: bool = False
                    ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """With a token, every request but the probes (and `/metrics` when `public_metrics`) needs it, reads
-    included: the gateways name their targets and addresses. ApiErrors and aiohttp's own 4xx/5xx become error
-    documents."""
+    included: the gateways name their targets and addresses. ApiErrors, the domain's RequestErrors
+    (gateway.common.errors) and aiohttp's own 4xx/5xx become error documents."""
     open_paths = OPEN_PATHS | ({METRICS_PATH} if public_metrics else frozenset())
 
     @web.middleware
@@ -118,6 +129,8 @@ def api_middleware(token: str | None, *, public_metrics: bool = False
         except ApiError as exc:
             challenge = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
             return respond(request, {"error": exc.message, "field": exc.field}, exc.status, challenge)
+        except RequestError as exc:
+            return respond(request, {"error": exc.message, "field": exc.field}, status_of(exc))
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

@@ -98,6 +98,11 @@ class ConfigError(ValueError):
         return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
+class PortConflict(ConfigError):
+    """Two gateways claim the same port (or host on a port) in ways that cannot share it: each is valid on
+    its own, together they clash."""
+
+
 def describe_location(location: Location) -> str:
     """("gateways", "sava", "routes", "r", "targets", 1, "weight") -> "gateway 'sava', route 'r', field
     'targets[1].weight'"."""
@@ -195,20 +200,20 @@ def _check_shared_ports(gateways: tuple[Gateway, ...]) -> None:
         at: Location = ("gateways", gateway.name)
         for other in by_port.get(gateway.port, ()):
             if gateway.protocol == "tcp" or other.protocol == "tcp":
-                raise ConfigError(f"port {gateway.port} is already used by gateway {other.name!r}; a tcp "
-                                  "gateway needs a port of its own", at + ("port",))
+                raise PortConflict(f"port {gateway.port} is already used by gateway {other.name!r}; a tcp "
+                                   "gateway needs a port of its own", at + ("port",))
             if gateway.bind != other.bind:
-                raise ConfigError(f"gateway {other.name!r} on the same port {gateway.port} binds "
-                                  f"{other.bind}; gateways sharing a port must use the same bind address",
-                                  at + ("bind",))
+                raise PortConflict(f"gateway {other.name!r} on the same port {gateway.port} binds "
+                                   f"{other.bind}; gateways sharing a port must use the same bind address",
+                                   at + ("bind",))
             if not gateway.virtual_hosts and not other.virtual_hosts:
-                raise ConfigError(f"port {gateway.port} is already used by gateway {other.name!r} without "
-                                  "virtual_hosts; give one of them virtual_hosts to tell them apart",
-                                  at + ("port",))
+                raise PortConflict(f"port {gateway.port} is already used by gateway {other.name!r} without "
+                                   "virtual_hosts; give one of them virtual_hosts to tell them apart",
+                                   at + ("port",))
             for index, host in enumerate(gateway.virtual_hosts):
                 if host in other.virtual_hosts:
-                    raise ConfigError(f"host {host!r} on port {gateway.port} is already claimed by gateway "
-                                      f"{other.name!r}", at + ("virtual_hosts", index))
+                    raise PortConflict(f"host {host!r} on port {gateway.port} is already claimed by gateway "
+                                       f"{other.name!r}", at + ("virtual_hosts", index))
         by_port.setdefault(gateway.port, []).append(gateway)
 
 

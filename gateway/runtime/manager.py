@@ -4,7 +4,8 @@ Every change — an admin API write, SIGHUP, a drain that ends — goes through 
 validate the whole new configuration, work out the drains it starts, push the effective configuration to
 every worker (each compiles it off its hot path and swaps it in one step), persist it, and only then answer.
 If any step fails, the workers get the previous configuration back and nothing is persisted: an invalid or
-impossible change leaves everything as it was.
+impossible change leaves everything as it was. The manager is the standalone gateway's ConfigSource
+(gateway.config.source): the admin API's gateway handlers read and write through it.
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from gateway.config.load import ConfigError, from_dict, gateway_to_dict, to_dict
+from gateway.common.errors import Conflict, Invalid, NotFound
+from gateway.config import edit
+from gateway.config.load import ConfigError, gateway_to_dict
 from gateway.config.model import Config, Gateway
 from gateway.config.state import StateError, StateStore
 from gateway.runtime import snapshot as snapshots
@@ -25,14 +28,6 @@ from gateway.runtime.workers import ApplyError
 log = logging.getLogger("vamp.controller")
 
 DRAIN_CHECK_INTERVAL = 0.25     # seconds between two looks at what drains
-
-
-class NotFound(LookupError):
-    pass
-
-
-class Conflict(RuntimeError):
-    pass
 
 
 class ConfigManager:
@@ -92,52 +87,69 @@ class ConfigManager:
             if isinstance(result, BaseException):
                 raise result
 
-    def _with_gateway(self, name: str, body: dict[str, Any] | None) -> Config:
-        """The desired configuration with gateway `name` replaced by `body` (None: removed), validated whole."""
-        document = to_dict(self.desired)
-        if body is None:
-            document["gateways"].pop(name, None)
-        else:
-            body = {key: value for key, value in body.items() if key not in ("name", "status")}
-            document["gateways"][name] = body
-        return from_dict(document)
+    # -- the gateway API's source (gateway.config.source) ---------------------------------------------
+    async def list_gateways(self) -> list[dict[str, Any]]:
+        snap = await self.snapshot()
+        return [self.document(name, snap) for name in self.names()]
 
-    async def put_gateway(self, name: str, body: dict[str, Any], *, create_only: bool = False,
-                          validate_only: bool = False) -> tuple[bool, Gateway]:
-        """Create or replace gateway `name`: (created?, the gateway). Raises ConfigError, Conflict."""
-        _check_name_field(name, body)
+    async def get_gateway(self, name: str) -> dict[str, Any]:
+        return self.document(name, await self.snapshot())
+
+    async def create_gateway(self, name: str, body: dict[str, Any], *, validate_only: bool = False
+                             ) -> dict[str, Any]:
         async with self.lock:
-            exists = self.desired.gateway(name) is not None
-            if create_only and exists:
+            if self.desired.gateway(name) is not None:
                 raise Conflict(f"gateway {name!r} exists already")
-            config = self._with_gateway(name, body)
-            if not validate_only:
-                await self._change(config)
-            return not exists, config.gateway(name)  # type: ignore[return-value]
+            gateway = await self._write(name, body, validate_only)
+        return await self._answer(name, gateway, validate_only)
 
-    async def patch_gateway(self, name: str, patch: Any, *, validate_only: bool = False) -> Gateway:
+    async def put_gateway(self, name: str, body: dict[str, Any], *, validate_only: bool = False
+                          ) -> tuple[dict[str, Any], bool]:
+        async with self.lock:
+            created = self.desired.gateway(name) is None
+            gateway = await self._write(name, body, validate_only)
+        return await self._answer(name, gateway, validate_only), created
+
+    async def patch_gateway(self, name: str, patch: dict[str, Any], *, validate_only: bool = False
+                            ) -> dict[str, Any]:
         async with self.lock:
             current = self.desired.gateway(name)
             if current is None:
                 raise NotFound(f"no gateway {name!r}")
-            if not isinstance(patch, dict):
-                raise ConfigError("a merge patch must be a JSON object")
-            body = patch_gateway_body(current, patch)
-            if not isinstance(body, dict):
-                raise ConfigError("the patched gateway must be an object")
-            _check_name_field(name, body)
-            config = self._with_gateway(name, body)
-            if not validate_only:
-                await self._change(config)
-            return config.gateway(name)  # type: ignore[return-value]
+            try:
+                body = edit.patched(current, patch)
+            except ConfigError as exc:
+                raise Invalid(str(exc), exc.pointer(name)) from exc
+            gateway = await self._write(name, body, validate_only)
+        return await self._answer(name, gateway, validate_only)
 
-    async def delete_gateway(self, name: str, *, validate_only: bool = False) -> None:
+    async def delete_gateway(self, name: str, *, validate_only: bool = False) -> dict[str, Any]:
         async with self.lock:
             if self.desired.gateway(name) is None:
                 raise NotFound(f"no gateway {name!r}")
-            config = self._with_gateway(name, None)
-            if not validate_only:
-                await self._change(config)
+            await self._write(name, None, validate_only)
+        return await self._answer(name, None, validate_only)
+
+    async def _write(self, name: str, body: dict[str, Any] | None, validate_only: bool) -> Gateway | None:
+        """Gateway `name` replaced by `body` (None: removed) in the desired configuration, validated whole and
+        (unless `validate_only`) applied: the gateway as written. The caller holds the lock."""
+        try:
+            config = edit.with_gateway(self.desired, name, body)
+        except ConfigError as exc:
+            raise Invalid(str(exc), exc.pointer(name)) from exc
+        if not validate_only:
+            await self._change(config)
+        return config.gateway(name)
+
+    async def _answer(self, name: str, gateway: Gateway | None, validate_only: bool) -> dict[str, Any]:
+        """What a write answers: the gateway as it would be (validate_only), or as it is now, with its status
+        (`removed` once gone)."""
+        if validate_only:
+            return {"name": name, **gateway_to_dict(gateway)} if gateway else {"name": name}
+        try:
+            return self.document(name, await self.snapshot())
+        except NotFound:
+            return {"name": name, "status": {"state": "removed"}}
 
     # -- drains --------------------------------------------------------------------------------------
     async def _watch_drains(self) -> None:
@@ -214,36 +226,3 @@ class ConfigManager:
 
 def _timestamp(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
-
-
-def _check_name_field(name: str, body: Any) -> None:
-    if isinstance(body, dict) and body.get("name") not in (None, name):
-        raise ConfigError(f"the name in the body ({body['name']!r}) differs from the name in the path "
-                          f"({name!r})", ("gateways", name, "name"))
-
-
-def patch_gateway_body(current: Gateway, patch: dict[str, Any]) -> Any:
-    """The gateway's documented fields with a merge patch applied. Removing a route's condition (`condition:
-    null`) removes its strength too, unless the same patch sets one (which is then an error, as always)."""
-    body = merge_patch(gateway_to_dict(current), patch)
-    routes_patch = patch.get("routes")
-    if isinstance(body, dict) and isinstance(body.get("routes"), dict) and isinstance(routes_patch, dict):
-        for name, route_patch in routes_patch.items():
-            route = body["routes"].get(name)
-            if (isinstance(route_patch, dict) and "condition" in route_patch and route_patch["condition"] is None
-                    and "condition_strength" not in route_patch and isinstance(route, dict)):
-                route.pop("condition_strength", None)
-    return body
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7396 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result

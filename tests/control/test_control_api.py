@@ -21,8 +21,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from control import dsl
 from control.api import create_app
 from control.dsl.model import Blueprint, Deployment, Scale
-from control.engine import DeploymentError
 from control.store import Store
+from gateway.common.errors import Conflict, Invalid, NotFound, RequestError
 from gateway.common.httpapi import TOKEN_REQUIRED
 from gateway.common.names import RULE as NAME_RULE
 
@@ -60,7 +60,7 @@ class FakeEngine:
         self.running: dict[str, Deployment] = {}
         self.user_gateways: dict[str, dict] = {}
         self.calls: list[tuple] = []
-        self.failure: DeploymentError | None = None
+        self.failure: RequestError | None = None
 
     def _write(self, *call: Any) -> None:
         self.calls.append(call)
@@ -73,7 +73,7 @@ class FakeEngine:
         try:
             dsl.validate_complete(blueprint)
         except dsl.DslError as exc:
-            raise DeploymentError(400, str(exc), None) from exc
+            raise Invalid(str(exc)) from exc
         current = self.running.get(name)
         clusters = {cluster.name: cluster for cluster in current.clusters} if current else {}
         for cluster in blueprint.clusters:
@@ -90,7 +90,7 @@ class FakeEngine:
         self._write("undeploy", name, blueprint, validate_only)
         current = self.running.get(name)
         if current is None:
-            raise DeploymentError(404, f"no deployment {name!r}")
+            raise NotFound(f"no deployment {name!r}")
         removed = {service.name for cluster in blueprint.clusters for service in cluster.services} \
             if blueprint is not None else None
         clusters = tuple(replace(cluster, services=tuple(s for s in cluster.services if s.name not in removed))
@@ -124,7 +124,7 @@ class FakeEngine:
     def scale(self, deployment: str, cluster: str, service: str) -> dict:
         found = self._service(deployment, cluster, service)
         if found is None:
-            raise DeploymentError(404, f"no service {service!r}")
+            raise NotFound(f"no service {service!r}")
         return dsl.to_dict(found.scale)
 
     async def set_scale(self, deployment: str, cluster: str, service: str, scale: Scale, *,
@@ -132,7 +132,7 @@ class FakeEngine:
         self._write("set_scale", deployment, cluster, service, scale, validate_only)
         found = self._service(deployment, cluster, service)
         if found is None:
-            raise DeploymentError(404, f"no service {service!r}")
+            raise NotFound(f"no service {service!r}")
         if not validate_only:
             current = self.running[deployment]
             self.running[deployment] = replace(current, clusters=tuple(
@@ -150,10 +150,28 @@ class FakeEngine:
         body = self.user_gateways.get(name)
         return {"name": name, **body, "status": {"state": "active"}} if body is not None else None
 
+    async def list_gateways(self) -> list[dict]:
+        return self.gateways()
+
+    async def get_gateway(self, name: str) -> dict:
+        return self._existing(name)
+
+    def _existing(self, name: str) -> dict:
+        if name not in self.user_gateways:
+            raise NotFound(f"no gateway named {name!r}")
+        return self.gateway(name)
+
+    async def create_gateway(self, name: str, body: dict, *, validate_only: bool = False) -> dict:
+        if name in self.user_gateways:
+            raise Conflict(f"gateway {name!r} exists", "/name")
+        return (await self.put_gateway(name, body, validate_only=validate_only))[0]
+
     async def put_gateway(self, name: str, body: dict, *, validate_only: bool = False) -> tuple[dict, bool]:
+        if body.get("name", name) != name:
+            raise Invalid(f"the body names {body['name']!r}, the path {name!r}", "/name")
         self._write("put_gateway", name, body, validate_only)
         if "port" not in body:
-            raise DeploymentError(400, "a gateway needs a port", "/port")
+            raise Invalid("a gateway needs a port", "/port")
         created = name not in self.user_gateways
         document = {key: value for key, value in body.items() if key not in ("name", "status")}
         if validate_only:
@@ -164,18 +182,18 @@ class FakeEngine:
     async def patch_gateway(self, name: str, patch: dict, *, validate_only: bool = False) -> dict:
         self._write("patch_gateway", name, patch, validate_only)
         if name not in self.user_gateways:
-            raise DeploymentError(404, f"no gateway {name!r}")
+            raise NotFound(f"no gateway {name!r}")
         document = {**self.user_gateways[name], **patch}
         if not validate_only:
             self.user_gateways[name] = document
         return {"name": name, **document}
 
-    async def delete_gateway(self, name: str, *, validate_only: bool = False) -> None:
+    async def delete_gateway(self, name: str, *, validate_only: bool = False) -> dict:
         self._write("delete_gateway", name, validate_only)
-        if name not in self.user_gateways:
-            raise DeploymentError(404, f"no gateway {name!r}")
+        document = self._existing(name)
         if not validate_only:
             del self.user_gateways[name]
+        return document
 
     def events(self, tags: list[str], type: str | None) -> list[dict]:
         return self.store.events(tags, type)
@@ -482,7 +500,7 @@ async def test_one_invalid_document_refuses_the_whole_body(api):
     assert api.snapshot() == before
     assert api.engine.calls == []
 
-    api.engine.failure = DeploymentError(409, "port 9060 is taken", "/port")
+    api.engine.failure = Conflict("port 9060 is taken", "/port")
     message = (await api.call("PUT", "", text=documents({"kind": "breeds", **BREED},
                                                         {"kind": "gateways", "name": "g", "port": 9060}),
                               send_yaml=True)).error(409, "/1/port")
@@ -569,7 +587,7 @@ async def test_delete_deployment_removes_the_services_of_a_blueprint_or_everythi
 
 
 async def test_engine_errors_keep_their_status_message_and_field(api):
-    api.engine.failure = DeploymentError(409, "port 9050 is taken", "/gateways/9050")
+    api.engine.failure = Conflict("port 9050 is taken", "/gateways/9050")
     answer = await api.call("PUT", "/deployments/sava", {"clusters": {"sava": BREED}})
     assert answer.error(409, "/gateways/9050") == "port 9050 is taken"
     assert api.engine.running == {}
