@@ -26,6 +26,10 @@ from gateway.config.source import ConfigSource
 ListAnswer = Callable[[web.Request, list[Any]], web.Response]
 
 
+# A gateway name in a path: slashes included, and any other character, so that a name the rule refuses (a line
+# break, say) is answered by the name check (400), not by a route that does not match (404).
+_NAME = r"/{name:[\s\S]+}"
+
 class GatewayApi:
     def __init__(self, source: ConfigSource, *, accepted: bool = False, answer_list: ListAnswer = respond) -> None:
         """`accepted`: answer every write 202; `answer_list`: how a list is answered (e.g. in pages)."""
@@ -36,10 +40,10 @@ class GatewayApi:
     def add_routes(self, router: web.UrlDispatcher, prefix: str = "/api/v1/gateways") -> None:
         router.add_get(prefix, self.list_gateways)
         router.add_post(prefix, self.create_gateway)
-        router.add_get(prefix + "/{name:.+}", self.get_gateway)
-        router.add_put(prefix + "/{name:.+}", self.put_gateway)
-        router.add_patch(prefix + "/{name:.+}", self.patch_gateway)
-        router.add_delete(prefix + "/{name:.+}", self.delete_gateway)
+        router.add_get(prefix + _NAME, self.get_gateway)
+        router.add_put(prefix + _NAME, self.put_gateway)
+        router.add_patch(prefix + _NAME, self.patch_gateway)
+        router.add_delete(prefix + _NAME, self.delete_gateway)
 
     async def list_gateways(self, request: web.Request) -> web.Response:
         return self.answer_list(request, await self.source.list_gateways())
