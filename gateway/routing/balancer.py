@@ -1,0 +1,92 @@
+"""`SmoothWeighted`: the one weighted round-robin of the gateway, at every level (routes, then targets).
+
+nginx's smooth weighted round-robin: each pick adds every candidate's weight to its running value, takes the
+candidate with the highest value (the first one written on a tie) and subtracts the candidates' total weight
+from it. With two candidates every window of consecutive picks is within one pick of the exact split; over
+`sum(weights)` picks each candidate is taken exactly `weight` times.
+
+A child is a candidate while `child.down_until <= now` (a target backed off, a route with no target to serve
+it: see gateway.routing.table). Children of weight <= 0 are never picked. Fenced children (draining) get no
+new picks; `pick_for_sticky_client` still reaches them when no unfenced child is available, for the clients a
+sticky cookie ties to them. The running values belong to the balancer, so a rebuilt table starts afresh.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import Generic, Protocol, TypeVar
+
+
+class Balanced(Protocol):
+    """What the balancer reads of a child: it takes no new pick before `down_until` (0.0: it can now)."""
+
+    @property
+    def down_until(self) -> float: ...
+
+
+C = TypeVar("C", bound=Balanced)
+
+
+class Pick(Protocol[C]):
+    """The next child available at `now` (other than `exclude`), or None."""
+
+    def __call__(self, now: float, exclude: C | None = None) -> C | None: ...
+
+
+class SmoothWeighted(Generic[C]):
+    """Smooth weighted round-robin over a fixed sequence of (child, weight, fenced).
+
+    `pick(now, exclude=None)`: the next unfenced child available at `now` (other than `exclude`); None if
+    there is none. `pick_for_sticky_client(now)`: for a client a cookie ties to this balancer's owner, an
+    unfenced child first, else a fenced one. Both are bound at construction to the cheapest code for the
+    children (one Python frame per pick): with a single unfenced child, whose running value stays 0, no
+    arithmetic at all; without fenced children, the sticky client's pick is `pick`.
+    """
+
+    __slots__ = ("children", "pick", "pick_for_sticky_client", "_open", "_fenced", "_current", "_only")
+
+    def __init__(self, children: Iterable[tuple[C, int, bool]]) -> None:
+        entries = [(child, weight, fenced) for child, weight, fenced in children if weight > 0]
+        self.children: tuple[C, ...] = tuple(child for child, _, _ in entries)
+        self._open = tuple((index, child, weight) for index, (child, weight, fenced) in enumerate(entries)
+                           if not fenced)
+        self._fenced = tuple((index, child, weight) for index, (child, weight, fenced) in enumerate(entries)
+                             if fenced)
+        self._current = [0] * len(entries)
+        self._only = self._open[0][1] if len(self._open) == 1 else None
+        self.pick: Pick[C] = (self._pick_only if self._only is not None
+                              else functools.partial(_next, self._open, self._current))
+        self.pick_for_sticky_client: Pick[C] = self._pick_any if self._fenced else self.pick
+
+    def _pick_only(self, now: float, exclude: C | None = None) -> C | None:
+        only = self._only
+        return only if only is not None and only.down_until <= now and only is not exclude else None
+
+    def _pick_any(self, now: float, exclude: C | None = None) -> C | None:
+        chosen = self.pick(now, exclude)
+        return chosen if chosen is not None else _next(self._fenced, self._current, now, exclude)
+
+    def __repr__(self) -> str:
+        return f"SmoothWeighted({self.children})"
+
+
+def _next(entries: tuple[tuple[int, C, int], ...], current: list[int], now: float,
+          exclude: C | None = None) -> C | None:
+    """One step of smooth weighted round-robin over `entries` (index into `current`, child, weight)."""
+    chosen = None
+    best = -1
+    top = 0
+    total = 0
+    for index, child, weight in entries:
+        if child.down_until > now or child is exclude:
+            continue
+        value = current[index] + weight
+        current[index] = value
+        total += weight
+        if chosen is None or value > top:
+            best = index
+            top = value
+            chosen = child
+    if chosen is not None:
+        current[best] = top - total
+    return chosen
