@@ -5,6 +5,10 @@ everything `GatewayRouter.select()` needs, so that the per-request work is a few
 condition closure per conditional route, one cookie lookup for sticky gateways and integer arithmetic: no
 string formatting, no hashing of our own, no sorting, no regular-expression compilation.
 
+Both round-robins (the weight split across routes, the target pick within a route) are one
+`gateway.routing.balancer.SmoothWeighted` each, draining routes and targets fenced in it; sticky cookies
+(names, Set-Cookie values, the lookup of a cookie) are `gateway.routing.sticky`.
+
 Routing semantics (docs/gateway-config.md, "Routing"), made exact:
 
 1. Conditional routes are tried in the order written. The first whose condition matches owns the request,
