@@ -43,19 +43,15 @@ class SmoothWeighted(Generic[C]):
     arithmetic at all; without fenced children, the sticky client's pick is `pick`.
     """
 
-    __slots__ = ("children", "pick", "pick_for_sticky_client", "_open", "_fenced", "_current", "_only")
+    __slots__ = ("children", "pick", "pick_for_sticky_client", "_open", "_fenced", "_only")
 
     def __init__(self, children: Iterable[tuple[C, int, bool]]) -> None:
         entries = [(child, weight, fenced) for child, weight, fenced in children if weight > 0]
         self.children: tuple[C, ...] = tuple(child for child, _, _ in entries)
-        self._open = tuple((index, child, weight) for index, (child, weight, fenced) in enumerate(entries)
-                           if not fenced)
-        self._fenced = tuple((index, child, weight) for index, (child, weight, fenced) in enumerate(entries)
-                             if fenced)
-        self._current = [0] * len(entries)
-        self._only = self._open[0][1] if len(self._open) == 1 else None
-        self.pick: Pick[C] = (self._pick_only if self._only is not None
-                              else functools.partial(_next, self._open, self._current))
+        self._open = tuple(_Slot(child, weight) for child, weight, fenced in entries if not fenced)
+        self._fenced = tuple(_Slot(child, weight) for child, weight, fenced in entries if fenced)
+        self._only = self._open[0].child if len(self._open) == 1 else None
+        self.pick: Pick[C] = self._pick_only if self._only is not None else functools.partial(_next, self._open)
         self.pick_for_sticky_client: Pick[C] = self._pick_any if self._fenced else self.pick
 
     def _pick_only(self, now: float, exclude: C | None = None) -> C | None:
@@ -64,29 +60,40 @@ class SmoothWeighted(Generic[C]):
 
     def _pick_any(self, now: float, exclude: C | None = None) -> C | None:
         chosen = self.pick(now, exclude)
-        return chosen if chosen is not None else _next(self._fenced, self._current, now, exclude)
+        return chosen if chosen is not None else _next(self._fenced, now, exclude)
 
     def __repr__(self) -> str:
         return f"SmoothWeighted({self.children})"
 
 
-def _next(entries: tuple[tuple[int, C, int], ...], current: list[int], now: float,
-          exclude: C | None = None) -> C | None:
-    """One step of smooth weighted round-robin over `entries` (index into `current`, child, weight)."""
-    chosen = None
-    best = -1
+class _Slot(Generic[C]):
+    """A child of a balancer, with its weight and running value (the balancer's own)."""
+
+    __slots__ = ("child", "weight", "current")
+
+    def __init__(self, child: C, weight: int) -> None:
+        self.child = child
+        self.weight = weight
+        self.current = 0
+
+
+def _next(slots: tuple[_Slot[C], ...], now: float, exclude: C | None = None) -> C | None:
+    """One step of smooth weighted round-robin over `slots`."""
+    best = None
     top = 0
     total = 0
-    for index, child, weight in entries:
+    for slot in slots:
+        child = slot.child
         if child.down_until > now or child is exclude:
             continue
-        value = current[index] + weight
-        current[index] = value
+        weight = slot.weight
+        value = slot.current + weight
+        slot.current = value
         total += weight
-        if chosen is None or value > top:
-            best = index
+        if best is None or value > top:
+            best = slot
             top = value
-            chosen = child
-    if chosen is not None:
-        current[best] = top - total
-    return chosen
+    if best is None:
+        return None
+    best.current = top - total
+    return best.child
