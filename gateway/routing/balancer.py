@@ -13,7 +13,6 @@ on every change); the running values belong to the balancer, so a rebuilt table 
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from typing import Generic, Protocol, TypeVar
 
@@ -49,11 +48,11 @@ class SmoothWeighted(Generic[C]):
     def __init__(self, children: Iterable[tuple[C, int, bool]]) -> None:
         entries = [(child, weight, fenced) for child, weight, fenced in children if weight > 0]
         self.children: tuple[C, ...] = tuple(child for child, _, _ in entries)
-        self._open = tuple(_Slot(child, weight) for child, weight, fenced in entries if not fenced)
-        self._fenced = tuple(_Slot(child, weight) for child, weight, fenced in entries if fenced)
-        self._only = self._open[0].child if len(self._open) == 1 else None
-        self.pick: Pick[C] = self._pick_only if self._only is not None else functools.partial(_next, self._open)
-        self.pick_for_sticky_client: Pick[C] = self._pick_any if self._fenced else self.pick
+        self._open = _Ring([(child, weight) for child, weight, fenced in entries if not fenced])
+        self._fenced = _Ring([(child, weight) for child, weight, fenced in entries if fenced])
+        self._only = self._open.children[0] if len(self._open.children) == 1 else None
+        self.pick: Pick[C] = self._pick_only if self._only is not None else self._open.next
+        self.pick_for_sticky_client: Pick[C] = self._pick_any if self._fenced.children else self.pick
 
     def _pick_only(self, now: float, exclude: C | None = None) -> C | None:
         only = self._only
@@ -61,14 +60,45 @@ class SmoothWeighted(Generic[C]):
 
     def _pick_any(self, now: float, exclude: C | None = None) -> C | None:
         chosen = self.pick(now, exclude)
-        return chosen if chosen is not None else _next(self._fenced, now, exclude)
+        return chosen if chosen is not None else self._fenced.next(now, exclude)
 
     def __repr__(self) -> str:
         return f"SmoothWeighted({self.children})"
 
 
+class _Ring(Generic[C]):
+    """Children with their weights and running values (the balancer's own): one round-robin step per `next`."""
+
+    __slots__ = ("children", "_slots")
+
+    def __init__(self, entries: list[tuple[C, int]]) -> None:
+        self.children = tuple(child for child, _ in entries)
+        self._slots = tuple(_Slot(child, weight) for child, weight in entries)
+
+    def next(self, now: float, exclude: C | None = None) -> C | None:
+        """The child with the highest running value among those available at `now` (but `exclude`)."""
+        best = None
+        top = 0
+        total = 0
+        for slot in self._slots:
+            child = slot.child
+            if child.down_until > now or child is exclude:
+                continue
+            weight = slot.weight
+            value = slot.current + weight
+            slot.current = value
+            total += weight
+            if best is None or value > top:
+                best = slot
+                top = value
+        if best is None:
+            return None
+        best.current = top - total
+        return best.child
+
+
 class _Slot(Generic[C]):
-    """A child of a balancer, with its weight and running value (the balancer's own)."""
+    """A child of a ring, with its weight and running value."""
 
     __slots__ = ("child", "weight", "current")
 
@@ -76,25 +106,3 @@ class _Slot(Generic[C]):
         self.child = child
         self.weight = weight
         self.current = 0
-
-
-def _next(slots: tuple[_Slot[C], ...], now: float, exclude: C | None = None) -> C | None:
-    """One step of smooth weighted round-robin over `slots`."""
-    best = None
-    top = 0
-    total = 0
-    for slot in slots:
-        child = slot.child
-        if child.down_until > now or child is exclude:
-            continue
-        weight = slot.weight
-        value = slot.current + weight
-        slot.current = value
-        total += weight
-        if best is None or value > top:
-            best = slot
-            top = value
-    if best is None:
-        return None
-    best.current = top - total
-    return best.child

@@ -194,12 +194,31 @@ class RouteState:
         self._strength_credit = credit
         return False
 
-    def answer(self, target: TargetState, now: float) -> tuple[RouteState, TargetState, str | None]:
-        """A request goes to `target` of this route: (route, target, Set-Cookie value or None)."""
+    def serve(self, now: float, exclude: TargetState | None = None
+              ) -> tuple[RouteState, TargetState, str | None] | None:
+        """A new request to this route: (route, target by round-robin, Set-Cookie value or None), None when no
+        target (but `exclude`) is available."""
+        target = self.pick_target(now, exclude)
+        if target is None:
+            return None
         self.last_used = target.last_used = now
         if self._set_cookies is None:
             return self, target, self._set_cookie
         return self, target, self._set_cookies.get(target)
+
+    def serve_sticky_client(self, now: float) -> tuple[RouteState, TargetState, str | None] | None:
+        """A request whose cookie names this route (`sticky: route`): as `serve`, a draining target rather than
+        none."""
+        target = self.pick_for_sticky_client(now)
+        if target is None:
+            return None
+        self.last_used = target.last_used = now
+        return self, target, self._set_cookie
+
+    def serve_target(self, target: TargetState, now: float) -> tuple[RouteState, TargetState, str | None]:
+        """A request whose cookie names `target` of this route (`sticky: instance`)."""
+        self.last_used = target.last_used = now
+        return self, target, None if self._set_cookies is None else self._set_cookies.get(target)
 
     def __repr__(self) -> str:
         return f"RouteState({self.name}, weight={self.route.weight}, targets={self.targets})"
@@ -232,28 +251,25 @@ class GatewayRouter:
         if self._sticky_routes:
             route = self._sticky_routes.get(req.cookie(self.cookie_name))
             if route is not None:
-                target = route.pick_for_sticky_client(now)
-                if target is not None:
-                    return route.answer(target, now)
+                answer = route.serve_sticky_client(now)
+                if answer is not None:
+                    return answer
         elif self._sticky_targets:
             hit = self._sticky_targets.get(req.cookie(self.cookie_name))
             if hit is not None and hit[1].down_until <= now:
-                return hit[0].answer(hit[1], now)
+                return hit[0].serve_target(hit[1], now)
         for route, matches in self._conditional:
             if matches(req):
                 if route.takes_owned_request():
-                    target = route.pick_target(now)
-                    if target is not None:
-                        return route.answer(target, now)
+                    answer = route.serve(now)
+                    if answer is not None:
+                        return answer
                 break
         # The weight split (as _weight_split, written out here: one call less per request).
         route = self._pick_route(now)
         if route is None:
             return None
-        target = route.pick_target(now)
-        if target is not None:
-            return route.answer(target, now)
-        return self._after_stale_counts(route, now)
+        return route.serve(now) or self._after_stale_counts(route, now)
 
     def _weight_split(self, now: float) -> tuple[RouteState, TargetState, str | None] | None:
         """Smooth weighted round-robin across the live weighted routes: one with no live target takes no
@@ -261,10 +277,7 @@ class GatewayRouter:
         route = self._pick_route(now)
         if route is None:
             return None
-        target = route.pick_target(now)
-        if target is None:
-            return self._after_stale_counts(route, now)
-        return route.answer(target, now)
+        return route.serve(now) or self._after_stale_counts(route, now)
 
     def _after_stale_counts(self, route: RouteState, now: float
                             ) -> tuple[RouteState, TargetState, str | None] | None:
@@ -280,9 +293,9 @@ class GatewayRouter:
         cookie (so a sticky client gets the new route's cookie). None when nothing else can serve it."""
         for route in self.routes:
             if route.name == route_name:
-                target = route.pick_target(now, exclude=failed)
-                if target is not None:
-                    return route.answer(target, now)
+                answer = route.serve(now, failed)
+                if answer is not None:
+                    return answer
                 break
         return self._weight_split(now)
 
