@@ -5,6 +5,10 @@ everything `GatewayRouter.select()` needs, so that the per-request work is a few
 condition closure per conditional route, one cookie lookup for sticky gateways and integer arithmetic: no
 string formatting, no hashing of our own, no sorting, no regular-expression compilation.
 
+Both round-robins (the weight split across routes, the target pick within a route) are one
+`gateway.routing.balancer.SmoothWeighted` each, draining routes and targets fenced in it; sticky cookies
+(names, Set-Cookie values, the lookup of a cookie) are `gateway.routing.sticky`.
+
 Routing semantics (docs/gateway-config.md, "Routing"), made exact:
 
 1. Conditional routes are tried in the order written. The first whose condition matches owns the request,
@@ -44,21 +48,17 @@ Routing semantics (docs/gateway-config.md, "Routing"), made exact:
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Iterator
 
 from gateway.config import model
+from gateway.routing.balancer import SmoothWeighted
 from gateway.routing.conditions import Condition, compile_condition
 from gateway.routing.request import RequestView
+from gateway.routing.sticky import StickyCookie, StickyLookup, short_id
 
 BACKOFF_FIRST = 1.0     # seconds a target is skipped after its first consecutive connect failure
 BACKOFF_MAX = 30.0      # cap of the doubling back-off
 INFINITY = float("inf")
-
-
-def short_id(text: str) -> str:
-    """The 8-hex-digit id used in cookies: stable for a given name or address."""
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
 
 
 class TargetState:
@@ -66,7 +66,7 @@ class TargetState:
 
     __slots__ = ("target", "address", "host", "port", "weight", "drain", "down_until", "failures",
                  "in_flight", "pool", "stats", "cookie_id", "last_used", "owner", "log_quiet_until",
-                 "log_suppressed", "_current", "_set_cookie")
+                 "log_suppressed")
 
     def __init__(self, target: model.Target) -> None:
         self.address = target.address
@@ -82,16 +82,18 @@ class TargetState:
         self.owner: RouteState | None = None    # the route (of the table last built) whose live count it is in
         self.log_quiet_until = 0.0               # connect failures are logged at most once per interval ...
         self.log_suppressed = 0                  # ... and counted meanwhile (gateway.proxy.upstream)
-        self._set_cookie: str | None = None
         self.adopt(target)
 
     def adopt(self, target: model.Target) -> None:
-        """Take the (possibly changed) configuration of the same address; round-robin state starts afresh.
+        """Take the (possibly changed) configuration of the same address (round-robin state is the new route's).
         A drained target (its drain is over) is picked by nobody: weight 0, at no cost per request."""
         self.target = target
         self.weight = 0 if target.drained else target.weight
         self.drain = target.drain or target.drained
-        self._current = 0
+
+    def report_to(self, route: RouteState) -> None:
+        """Tell `route` (of the table last built) when this target fails or recovers, from now on."""
+        self.owner = route
 
     def available(self, now: float) -> bool:
         return self.down_until <= now and not self.drain
@@ -119,34 +121,53 @@ class TargetState:
 
 
 class RouteState:
-    """One route of one gateway: its targets and their round-robin."""
+    """One route of one gateway: its targets, their round-robin, its condition's strength and its sticky cookies.
+
+    `down_until` is what the weight split reads: 0.0 while a target is live, else the earliest end of a
+    back-off (INFINITY with no target that takes requests).
+    """
 
     __slots__ = ("name", "route", "targets", "condition", "cookie_id", "stats", "last_used", "live",
-                 "retry_at", "_weight", "_current", "_strength", "_strength_credit", "_set_cookie")
+                 "retry_at", "down_until", "pick_target", "pick_for_sticky_client", "_strength",
+                 "_strength_credit", "_set_cookie", "_set_cookies")
 
     def __init__(self, route: model.Route, targets: tuple[TargetState, ...], condition: Condition | None,
-                 stats: object | None) -> None:
+                 stats: object | None, sticky: StickyCookie | None = None, last_used: float = 0.0) -> None:
         self.name = route.name
         self.route = route
         self.targets = targets
         self.condition = condition
         self.cookie_id = short_id(route.name)
         self.stats = stats
-        self.last_used = 0.0
-        self._weight = route.weight
-        self._current = 0
+        self.last_used = last_used    # when a request last went to it (monotonic): a drain waits for sticky clients
+        balancer = SmoothWeighted((target, target.weight, target.drain) for target in targets)
+        # Smooth weighted round-robin over the available targets (except `exclude`); None if there is none.
+        self.pick_target = balancer.pick
+        # A sticky client's target: an available one first, else a draining one that is not backed off.
+        self.pick_for_sticky_client = balancer.pick_for_sticky_client
         self._strength = route.condition_strength
         self._strength_credit = 0
-        self._set_cookie: str | None = None
+        self._set_cookie: str | None = None                     # route mode: the Set-Cookie of every answer
+        self._set_cookies: dict[TargetState, str] | None = None   # instance mode: the Set-Cookie by target
+        if sticky is not None and not route.drained:
+            self._precompute_cookies(sticky)
         self.live = 0                 # targets that take requests (weight > 0, not draining) and are not down
         self.retry_at = INFINITY      # the earliest end of a back-off among the others that take requests
+        self.down_until = INFINITY
         for target in targets:
-            target.owner = self
+            target.report_to(self)
         self.count_live()
 
+    def _precompute_cookies(self, sticky: StickyCookie) -> None:
+        if not sticky.names_target:
+            self._set_cookie = sticky.set_cookie(sticky.value(self.cookie_id))
+            return
+        self._set_cookies = {target: sticky.set_cookie(sticky.value(self.cookie_id, target.cookie_id))
+                             for target in self.targets if not target.target.drained}
+
     def count_live(self) -> None:
-        """Recount `live` and `retry_at`: when the route is built and when one of its targets fails or recovers
-        (never per request)."""
+        """Recount `live`, `retry_at` and `down_until`: when the route is built and when one of its targets fails
+        or recovers (never per request)."""
         live = 0
         retry_at = INFINITY
         for target in self.targets:
@@ -158,35 +179,13 @@ class RouteState:
                 live += 1
         self.live = live
         self.retry_at = retry_at
+        self.down_until = 0.0 if live else retry_at
 
     def is_live(self, now: float) -> bool:
         """Can the route take a new request: a target not backed off, or one whose back-off is over?"""
-        return self.live > 0 or self.retry_at <= now
+        return self.down_until <= now
 
-    def pick_target(self, now: float, exclude: TargetState | None = None) -> TargetState | None:
-        """Smooth weighted round-robin over the available targets (except `exclude`); None if there is none."""
-        return self._round_robin(now, exclude, True)
-
-    def _pick_for_sticky_client(self, now: float) -> TargetState | None:
-        """A sticky client's target: an available one first, else a draining one that is not backed off."""
-        return self._round_robin(now, None, True) or self._round_robin(now, None, False)
-
-    def _round_robin(self, now: float, exclude: TargetState | None, skip_draining: bool) -> TargetState | None:
-        best = None
-        total = 0
-        for target in self.targets:
-            weight = target.weight
-            if target.down_until > now or weight <= 0 or target is exclude or (skip_draining and target.drain):
-                continue
-            target._current += weight
-            total += weight
-            if best is None or target._current > best._current:
-                best = target
-        if best is not None:
-            best._current -= total
-        return best
-
-    def _takes_owned_request(self) -> bool:
+    def takes_owned_request(self) -> bool:
         """Error diffusion of `condition_strength`: exactly s/10000 of the owned requests, evenly spread."""
         credit = self._strength_credit + self._strength
         if credit >= model.FULL:
@@ -195,46 +194,53 @@ class RouteState:
         self._strength_credit = credit
         return False
 
+    def serve(self, now: float, exclude: TargetState | None = None
+              ) -> tuple[RouteState, TargetState, str | None] | None:
+        """A new request to this route: (route, target by round-robin, Set-Cookie value or None), None when no
+        target (but `exclude`) is available."""
+        target = self.pick_target(now, exclude)
+        if target is None:
+            return None
+        self.last_used = target.last_used = now
+        if self._set_cookies is None:
+            return self, target, self._set_cookie
+        return self, target, self._set_cookies.get(target)
+
+    def serve_sticky_client(self, now: float) -> tuple[RouteState, TargetState, str | None] | None:
+        """A request whose cookie names this route (`sticky: route`): as `serve`, a draining target rather than
+        none."""
+        target = self.pick_for_sticky_client(now)
+        if target is None:
+            return None
+        self.last_used = target.last_used = now
+        return self, target, self._set_cookie
+
+    def serve_target(self, target: TargetState, now: float) -> tuple[RouteState, TargetState, str | None]:
+        """A request whose cookie names `target` of this route (`sticky: instance`)."""
+        self.last_used = target.last_used = now
+        return self, target, None if self._set_cookies is None else self._set_cookies.get(target)
+
     def __repr__(self) -> str:
-        return f"RouteState({self.name}, weight={self._weight}, targets={self.targets})"
+        return f"RouteState({self.name}, weight={self.route.weight}, targets={self.targets})"
 
 
 class GatewayRouter:
     """One compiled gateway: chooses route and target for each request."""
 
-    def __init__(self, gateway: model.Gateway, routes: tuple[RouteState, ...]) -> None:
+    def __init__(self, gateway: model.Gateway, routes: tuple[RouteState, ...],
+                 sticky: StickyCookie | None = None) -> None:
         self.name = gateway.name
         self.gateway = gateway
         self.routes = routes
         self._conditional = tuple((route, route.condition.matches) for route in routes
                                   if route.condition is not None and not route.route.drain)
-        self._weighted = tuple(route for route in routes if route._weight > 0 and not route.route.drain)
-        self.cookie_name = "" if gateway.sticky == "none" else "vamp_" + short_id(gateway.name)
-        self._sticky_routes: dict[str, RouteState] = {}
-        self._sticky_targets: dict[str, tuple[RouteState, TargetState]] = {}
-        self._cookie_names_target = gateway.sticky == "instance"
-        if gateway.sticky != "none":
-            self._precompute_cookies(gateway)
+        self._pick_route = SmoothWeighted((route, route.route.weight, route.route.drain) for route in routes).pick
+        self.cookie_name = "" if sticky is None else sticky.name
+        lookup = None if sticky is None else StickyLookup(sticky, routes)
+        self._sticky_routes: dict[str, RouteState] = {} if lookup is None else lookup.routes
+        self._sticky_targets: dict[str, tuple[RouteState, TargetState]] = {} if lookup is None else lookup.targets
         # Conditions and sticky cookies are all select() reads of a request: without them, pass None.
-        self.reads_request = bool(self._conditional) or gateway.sticky != "none"
-
-    def _precompute_cookies(self, gateway: model.Gateway) -> None:
-        cookie = gateway.sticky_cookie
-        attributes = (f"; Path=/; Max-Age={max(1, round(gateway.sticky_ttl))}; HttpOnly"
-                      f"{'; Secure' if cookie.secure else ''}; SameSite={cookie.same_site.capitalize()}")
-        for route in self.routes:
-            if route.route.drained:
-                continue                # its drain is over: a cookie naming it is routed afresh
-            if gateway.sticky == "route":
-                self._sticky_routes.setdefault(route.cookie_id, route)
-                route._set_cookie = f"{self.cookie_name}={route.cookie_id}{attributes}"
-                continue
-            for target in route.targets:
-                if target.target.drained:
-                    continue
-                value = f"{route.cookie_id}.{target.cookie_id}"
-                self._sticky_targets.setdefault(value, (route, target))
-                target._set_cookie = f"{self.cookie_name}={value}{attributes}"
+        self.reads_request = bool(self._conditional) or sticky is not None
 
     def select(self, req: RequestView | None, now: float) -> tuple[RouteState, TargetState, str | None] | None:
         """(route, target, Set-Cookie value or None) for a request; None when nothing can serve it.
@@ -245,52 +251,40 @@ class GatewayRouter:
         if self._sticky_routes:
             route = self._sticky_routes.get(req.cookie(self.cookie_name))
             if route is not None:
-                target = route._pick_for_sticky_client(now)
-                if target is not None:
-                    route.last_used = target.last_used = now
-                    return route, target, route._set_cookie
+                answer = route.serve_sticky_client(now)
+                if answer is not None:
+                    return answer
         elif self._sticky_targets:
             hit = self._sticky_targets.get(req.cookie(self.cookie_name))
             if hit is not None and hit[1].down_until <= now:
-                route, target = hit
-                route.last_used = target.last_used = now
-                return route, target, target._set_cookie
+                return hit[0].serve_target(hit[1], now)
         for route, matches in self._conditional:
             if matches(req):
-                if route._takes_owned_request():
-                    target = route.pick_target(now)
-                    if target is not None:
-                        return self._answer(route, target, now)
+                if route.takes_owned_request():
+                    answer = route.serve(now)
+                    if answer is not None:
+                        return answer
                 break
-        return self._weight_split(now)
-
-    def _answer(self, route: RouteState, target: TargetState, now: float
-                ) -> tuple[RouteState, TargetState, str | None]:
-        route.last_used = target.last_used = now
-        if self._cookie_names_target:
-            return route, target, target._set_cookie
-        return route, target, route._set_cookie
+        # The weight split (as _weight_split, written out here: one call less per request).
+        route = self._pick_route(now)
+        if route is None:
+            return None
+        return route.serve(now) or self._after_stale_counts(route, now)
 
     def _weight_split(self, now: float) -> tuple[RouteState, TargetState, str | None] | None:
         """Smooth weighted round-robin across the live weighted routes: one with no live target takes no
         share until a target comes back, so the split stays exact over the others."""
-        best = None
-        total = 0
-        for route in self._weighted:
-            if route.live or route.retry_at <= now:
-                route._current += route._weight
-                total += route._weight
-                if best is None or route._current > best._current:
-                    best = route
-        if best is None:
+        route = self._pick_route(now)
+        if route is None:
             return None
-        best._current -= total
-        target = best.pick_target(now)
-        if target is None:
-            # Its counts were stale (a target's state changed outside mark_failed/mark_ok): recount, split again.
-            best.count_live()
-            return self._weight_split(now) if not best.is_live(now) else None
-        return self._answer(best, target, now)
+        return route.serve(now) or self._after_stale_counts(route, now)
+
+    def _after_stale_counts(self, route: RouteState, now: float
+                            ) -> tuple[RouteState, TargetState, str | None] | None:
+        """The weight split chose `route` but none of its targets is available: its counts were stale (a
+        target's state changed outside mark_failed/mark_ok). Recount, and split again if it is not live."""
+        route.count_live()
+        return self._weight_split(now) if not route.is_live(now) else None
 
     def redispatch(self, route_name: str, failed: TargetState, now: float
                    ) -> tuple[RouteState, TargetState, str | None] | None:
@@ -299,9 +293,9 @@ class GatewayRouter:
         cookie (so a sticky client gets the new route's cookie). None when nothing else can serve it."""
         for route in self.routes:
             if route.name == route_name:
-                target = route.pick_target(now, exclude=failed)
-                if target is not None:
-                    return self._answer(route, target, now)
+                answer = route.serve(now, failed)
+                if answer is not None:
+                    return answer
                 break
         return self._weight_split(now)
 
@@ -370,6 +364,7 @@ class RouteTable:
         self.needs_country = False
         by_port: dict[int, list[GatewayRouter]] = {}
         for gateway in config.gateways:
+            sticky = None if gateway.sticky == "none" else StickyCookie(gateway)
             routes = []
             for route in gateway.routes:
                 condition = None
@@ -381,10 +376,10 @@ class RouteTable:
                         self.needs_user_agent |= condition.needs_user_agent
                         self.needs_country |= condition.needs_country
                 targets = self._target_states(gateway.name, route, old_targets)
-                state = RouteState(route, targets, condition, old_route_stats.get((gateway.name, route.name)))
-                state.last_used = old_route_sticky.get((gateway.name, route.name), 0.0)
-                routes.append(state)
-            router = GatewayRouter(gateway, tuple(routes))
+                key = (gateway.name, route.name)
+                routes.append(RouteState(route, targets, condition, old_route_stats.get(key), sticky,
+                                         old_route_sticky.get(key, 0.0)))
+            router = GatewayRouter(gateway, tuple(routes), sticky)
             self.gateways[gateway.name] = router
             by_port.setdefault(gateway.port, []).append(router)
         self.ports: dict[int, PortRouter] = {port: PortRouter(port, tuple(routers))
