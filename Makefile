@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run run-gateway test bench bench-loadtest install install-test system-deps clean
+.PHONY: run run-gateway test lint bench bench-loadtest install install-test system-deps clean
 
 # pip installs only when pyproject.toml changed since the last install (the stamp files in the venv).
 # setuptools says "Editable installation ... folders with the same name" on every editable install; that
@@ -45,6 +45,10 @@ run-gateway: install
 
 test: install-test system-deps
 	$(BIN)/python -m pytest -q
+
+# ruff over the whole tree, with the settings in pyproject.toml.
+lint: install-test
+	$(BIN)/ruff check .
 
 # HAProxy, nginx and the gateway side by side under wrk; e.g. `make bench BENCH_ARGS="--duration 5 --only haproxy,gateway"`.
 bench: install system-deps

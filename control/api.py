@@ -50,7 +50,8 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -241,7 +242,7 @@ def _epoch(text: Any) -> float:
     try:
         moment = datetime.datetime.fromisoformat(text)
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=datetime.timezone.utc)
+            moment = moment.replace(tzinfo=datetime.UTC)
         seconds = moment.timestamp()
         _iso(seconds)
         return seconds
@@ -251,7 +252,7 @@ def _epoch(text: Any) -> float:
 
 
 def _iso(seconds: float) -> str:
-    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

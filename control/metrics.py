@@ -2,7 +2,8 @@
 gateway's counters of its internal gateways (`deployment/cluster/port`), plus its instances by state."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily

@@ -41,7 +41,7 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
     """Take the state directory for this process: the open lock file, to keep while the platform runs (its
     descriptor is not inherited by the instances). StateDirInUse when another process holds it."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(state_dir / LOCK_FILE, "a+", encoding="ascii")    # "a+": the holder's pid stays readable
+    lock = open(state_dir / LOCK_FILE, "a+", encoding="ascii")  # noqa: SIM115 - held while it runs; "a+": the pid stays readable
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -15,7 +15,8 @@ checks and applies. A write answers 200 with `validate_only`; otherwise the stan
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from aiohttp import web
 

@@ -13,7 +13,8 @@ levels deep or MAX_NODES nodes big ("billion laughs").
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Iterator, Sequence
 
 import yaml
 

@@ -64,7 +64,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from operator import attrgetter, methodcaller
-from typing import Callable, NoReturn, Union
+from typing import NoReturn
+from collections.abc import Callable
 
 import re2
 
@@ -121,7 +122,7 @@ class Check:
     negated: bool = False
 
 
-Node = Union[Const, Not, And, Or, Check]
+Node = Const | Not | And | Or | Check
 
 _SUBJECTS = {
     "user-agent": USER_AGENT, "user.agent": USER_AGENT, "useragent": USER_AGENT, "host": HOST,
@@ -278,7 +279,7 @@ class _Parser:
         """(op, negated, the operator as written, its position)."""
         self.skip_spaces()
         start = self.pos
-        for symbol, op, negated in _OPERATOR_SYMBOLS:
+        for symbol, op, negated in _OPERATOR_SYMBOLS:  # noqa: B007 - the match found is used after the loop
             if self.text.startswith(symbol, start):
                 self.pos += len(symbol)
                 break

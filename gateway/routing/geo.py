@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable, Iterable
 
 import maxminddb
 

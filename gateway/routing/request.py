@@ -7,7 +7,8 @@ route table without conditions never pays for it.
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 from urllib.parse import parse_qs, unquote
 
 

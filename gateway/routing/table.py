@@ -48,7 +48,7 @@ Routing semantics (docs/gateway-config.md, "Routing"), made exact:
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from gateway.config import model
 from gateway.routing.balancer import SmoothWeighted

@@ -13,7 +13,7 @@ import asyncio
 import copy
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from gateway.common.errors import Conflict, Invalid, NotFound
@@ -225,4 +225,4 @@ class ConfigManager:
 
 
 def _timestamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")

@@ -15,7 +15,8 @@ import pickle
 import signal
 import struct
 import sys
-from typing import Any, Awaitable, Callable
+from typing import Any
+from collections.abc import Awaitable, Callable
 
 from gateway.config.model import Config
 from gateway.runtime import snapshot as snapshots
@@ -102,7 +103,7 @@ class ProcessWorker:
                 proc.stdin.write(FRAME.pack(len(data)) + data)  # type: ignore[union-attr]
                 await proc.stdin.drain()  # type: ignore[union-attr]
                 return await asyncio.wait_for(_read_frame(proc.stdout), CALL_TIMEOUT)  # type: ignore[arg-type]
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
                 raise ApplyError(f"worker {self.index} did not answer: {exc or type(exc).__name__}") from exc
 
     async def apply(self, config: Config) -> None:
@@ -127,7 +128,7 @@ class ProcessWorker:
             pass
         try:
             await asyncio.wait_for(proc.wait(), grace + 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
 

@@ -14,7 +14,8 @@ from control.api import create_app
 from tests.support import free_port
 from tests.control.test_engine_quickstart import platform  # noqa: F401 - the fixture
 
-BREED = {"name": "sava:1.0.0", "deployable": {"type": "cmd", "definition": "python -m control.demo.sava --version 1.0.0"},
+BREED = {"name": "sava:1.0.0",
+         "deployable": {"type": "cmd", "definition": "python -m control.demo.sava --version 1.0.0"},
          "ports": {"webport": "8080/http"}}
 
 

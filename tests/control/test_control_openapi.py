@@ -14,7 +14,8 @@ import asyncio
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Coroutine
+from typing import Any
+from collections.abc import Coroutine
 
 import pytest
 import requests

@@ -103,9 +103,8 @@ def alive(pid: int) -> bool:
 
 
 async def get(port: int, path: str = "/") -> tuple[int, dict[str, str], str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}{path}") as response:
-            return response.status, dict(response.headers), await response.text()
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}") as response:
+        return response.status, dict(response.headers), await response.text()
 
 
 @pytest.fixture

@@ -31,11 +31,10 @@ def test_artifacts_round_trip_page_and_survive_reopening(tmp_path):
 def test_a_failed_transaction_changes_nothing(tmp_path):
     store = Store(tmp_path / "vamp.db")
     store.put("gateways", "g", {"v": 1})
-    with pytest.raises(RuntimeError):
-        with store.transaction():
-            store.put("gateways", "g", {"v": 2})
-            store.put("gateways", "h", {"v": 1})
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), store.transaction():
+        store.put("gateways", "g", {"v": 2})
+        store.put("gateways", "h", {"v": 1})
+        raise RuntimeError("boom")
     assert store.get("gateways", "g") == {"v": 1}
     assert store.get("gateways", "h") is None
 

@@ -319,7 +319,7 @@ def read_answers(sock: socket.socket, case: Case) -> Outcome:
             if event is h11.NEED_DATA:
                 try:
                     data = sock.recv(262144)
-                except (socket.timeout, ConnectionResetError):
+                except (TimeoutError, ConnectionResetError):
                     return Outcome(case, answers)
                 conn.receive_data(data)
                 continue

@@ -45,7 +45,7 @@ def dribble_head(port: int, limit: float) -> tuple[bytes, float]:
             sock.settimeout(0.25)
             try:
                 answer += sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if answer:
                 break
