@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from gateway.proxy.flow import FlowControl
 from gateway.proxy.upstream import dispatch
 from gateway.proxy.wire import (CHUNK_END, CONTINUE_100, CRLF, HOP_BY_HOP, IDEMPOTENT, MAX_HEAD_BYTES, PAUSE_BUFFER,
-                                PAUSE_PIPELINE, PAUSE_TUNNEL, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES, chunk_prefix,
+                                PAUSE_PIPELINE, PAUSE_TUNNEL, PLAIN_CONNECTION_VALUES, chunk_prefix,
                                 connection_named_headers, error_response)
 from gateway.routing.request import RequestView
 
@@ -96,7 +97,7 @@ class Exchange:
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
-        "runtime", "port", "loop", "transport", "parser", "peer", "peer_bytes", "trusted", "pause_mask",
+        "runtime", "port", "loop", "transport", "parser", "peer", "peer_bytes", "trusted", "flow",
         "current", "queue", "parsing", "closing", "last_active", "idle_timer", "gateway_stats",
         "_url", "_headers", "_head_size", "_host", "_cl", "_te", "_named", "_expect",
         "_upgrade", "_xff", "_xfp", "_xfh", "_ua", "_in_body", "_pending_error", "_tunnel_upstream",
@@ -113,7 +114,6 @@ class ClientConnection(asyncio.Protocol):
         self.peer = ""
         self.peer_bytes = b""
         self.trusted = False
-        self.pause_mask = 0
         self.current: Exchange | None = None
         self.queue: deque[Exchange] = deque()
         self.parsing: Exchange | None = None     # the exchange whose request body is being parsed
@@ -155,6 +155,7 @@ class ClientConnection(asyncio.Protocol):
     # -- connection lifecycle ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.flow = FlowControl(transport, self._reading_resumed)  # type: ignore[arg-type]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
         self.peer_bytes = self.peer.encode()
@@ -223,27 +224,9 @@ class ClientConnection(asyncio.Protocol):
             self._arm(due)
 
     # -- flow control ------------------------------------------------------------------------------
-    def pause(self, reason: int) -> None:
-        if not self.pause_mask and not self.closing:
-            self.transport.pause_reading()  # type: ignore[union-attr]
-        self.pause_mask |= reason
-
-    def resume(self, reason: int) -> None:
-        if self.pause_mask & reason:
-            self.pause_mask &= ~reason
-            if not self.pause_mask and not self.closing:
-                self.transport.resume_reading()  # type: ignore[union-attr]
-                if self._head_started:         # a head's clock does not run while the gateway is not reading
-                    self._head_started = self.loop.time()
-
-    def upstream_full(self) -> None:
-        self.pause(PAUSE_UPSTREAM)
-
-    def upstream_drained(self) -> None:
-        self.resume(PAUSE_UPSTREAM)
-
-    def body_flushed(self) -> None:
-        self.resume(PAUSE_BUFFER)
+    def _reading_resumed(self) -> None:
+        if self._head_started:         # a head's clock does not run while the gateway is not reading
+            self._head_started = self.loop.time()
 
     def pause_writing(self) -> None:            # our client is slow to read the response
         ex = self.current
@@ -286,7 +269,7 @@ class ClientConnection(asyncio.Protocol):
             elif ex.upstream is not None and ex.upstream.ready and ex.body_buffer:
                 ex.upstream.send_body(ex)
         if len(self.queue) >= MAX_PIPELINED:
-            self.pause(PAUSE_PIPELINE)
+            self.flow.pause(PAUSE_PIPELINE)
         if self._head_started:
             self._watch_head()
 
@@ -300,7 +283,7 @@ class ClientConnection(asyncio.Protocol):
         while start < len(data):
             if len(self.queue) >= MAX_PIPELINED:
                 self._held = data[start:]
-                self.pause(PAUSE_PIPELINE)
+                self.flow.pause(PAUSE_PIPELINE)
                 return
             step = self._body_left if self._body_left > FEED_SLICE else FEED_SLICE
             try:
@@ -320,7 +303,7 @@ class ClientConnection(asyncio.Protocol):
         if self.parsing is None and self.current is not None:
             self._deferred = bad
             self._held = b""              # whatever else arrives is ignored
-            self.pause(PAUSE_PIPELINE)
+            self.flow.pause(PAUSE_PIPELINE)
         else:
             self._reject(bad)
 
@@ -443,7 +426,7 @@ class ClientConnection(asyncio.Protocol):
         if upstream is None or not upstream.ready:
             # Too much body before its upstream is ready, or any body of a queued request: stop reading.
             if ex.body_buffered > BODY_BUFFER_LIMIT or ex is not self.current:  # type: ignore[union-attr]
-                self.pause(PAUSE_BUFFER)
+                self.flow.pause(PAUSE_BUFFER)
 
     def on_message_complete(self) -> None:
         ex = self.parsing
@@ -569,14 +552,14 @@ class ClientConnection(asyncio.Protocol):
             self.closing = True
             self.transport.close()  # type: ignore[union-attr]
             return
-        if self.pause_mask:
-            if ex.upgrade and self.pause_mask & PAUSE_TUNNEL:
+        if self.flow.mask:
+            if ex.upgrade and self.flow.mask & PAUSE_TUNNEL:
                 # The backend declined the upgrade: the connection stays HTTP/1.1, and what the client sent
                 # after the upgrade request is parsed as its next request (by a parser that has not seen one).
                 self.parser = httptools.HttpRequestParser(self)
-                self.resume(PAUSE_TUNNEL)
-            if self.pause_mask & PAUSE_BUFFER:
-                self.resume(PAUSE_BUFFER)
+                self.flow.resume(PAUSE_TUNNEL)
+            if self.flow.mask & PAUSE_BUFFER:
+                self.flow.resume(PAUSE_BUFFER)
         if self.queue or self._held is not None or self._deferred is not None:
             if not self._advancing:
                 self._advance()
@@ -596,13 +579,13 @@ class ClientConnection(asyncio.Protocol):
                 elif self.current is None and self._deferred is not None:
                     self._reject(self._deferred)
                 elif (self._held is not None and self._deferred is None and len(self.queue) < MAX_PIPELINED
-                      and not self.pause_mask & PAUSE_TUNNEL):
+                      and not self.flow.mask & PAUSE_TUNNEL):
                     held, self._held = self._held, None
                     self.data_received(held)                # a head held back starts its clock now
                 else:
                     break
             if self._held is None and self._deferred is None and len(self.queue) < MAX_PIPELINED:
-                self.resume(PAUSE_PIPELINE)
+                self.flow.resume(PAUSE_PIPELINE)
         finally:
             self._advancing = False
 
@@ -624,7 +607,7 @@ class ClientConnection(asyncio.Protocol):
             self._bad_input(BadRequest(400, "unexpected protocol upgrade"))
             return
         self._held = rest
-        self.pause(PAUSE_TUNNEL)
+        self.flow.pause(PAUSE_TUNNEL)
 
     def become_tunnel(self, upstream: "UpstreamConnection") -> None:
         """The backend answered 101: from now on bytes pass through untouched both ways."""
@@ -633,7 +616,7 @@ class ClientConnection(asyncio.Protocol):
         held, self._held = self._held, None
         if held:
             upstream.transport.write(held)  # type: ignore[union-attr]
-        self.resume(PAUSE_TUNNEL)
+        self.flow.resume(PAUSE_TUNNEL)
 
     def tunnel_closed(self) -> None:
         self._tunnel_upstream = None

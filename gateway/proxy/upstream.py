@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from gateway.proxy.wire import (CHUNK_END, CRLF, HOP_BY_HOP, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES, chunk_prefix,
+from gateway.proxy.wire import (CHUNK_END, CRLF, HOP_BY_HOP, PAUSE_BUFFER, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES, chunk_prefix,
                                 connection_named_headers)
 
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.write(ex.head + b"".join(ex.body_buffer))  # type: ignore[union-attr]
             ex.body_buffer.clear()
             ex.body_streamed = True
-            ex.client.body_flushed()
+            ex.client.flow.resume(PAUSE_BUFFER)
         else:
             self.transport.write(ex.head)  # type: ignore[union-attr]
         self.last_io = self.loop.time()
@@ -278,8 +278,7 @@ class UpstreamConnection(asyncio.Protocol):
         ex.upstream = None
         ex.target.in_flight -= 1  # type: ignore[union-attr]
         client = ex.client
-        if client.pause_mask & PAUSE_UPSTREAM:
-            client.resume(PAUSE_UPSTREAM)
+        client.flow.resume(PAUSE_UPSTREAM)
         client.runtime.busy_upstreams.discard(self)
 
     def pause_reading(self) -> None:
@@ -339,20 +338,14 @@ class UpstreamConnection(asyncio.Protocol):
             return True
         return False
 
-    # -- flow control (request body) ---------------------------------------------------------------
+    # -- flow control (request body, tunnel) -------------------------------------------------------
     def pause_writing(self) -> None:
         if self.ex is not None:
-            if self.tunnel:
-                self.ex.client.transport.pause_reading()
-            else:
-                self.ex.client.upstream_full()
+            self.ex.client.flow.pause(PAUSE_UPSTREAM)
 
     def resume_writing(self) -> None:
         if self.ex is not None:
-            if self.tunnel:
-                self.ex.client.transport.resume_reading()
-            else:
-                self.ex.client.upstream_drained()
+            self.ex.client.flow.resume(PAUSE_UPSTREAM)
 
     # -- timeouts ----------------------------------------------------------------------------------
     def check_timeout(self, now: float) -> None:
