@@ -27,6 +27,7 @@ from gateway.routing.request import RequestView
 
 if TYPE_CHECKING:
     from gateway.proxy.host import ProxyHost
+    from gateway.proxy.stats import GatewayStats
     from gateway.proxy.upstream import UpstreamConnection
     from gateway.routing.table import GatewayRouter, RouteState, TargetState
 
@@ -120,7 +121,7 @@ class ClientConnection(asyncio.Protocol):
         self.closing = False
         self.last_active = 0.0
         self.idle_timer: asyncio.TimerHandle | None = None
-        self.gateway_stats = None
+        self.gateway_stats: GatewayStats | None = None
         self._tunnel_upstream: UpstreamConnection | None = None
         self._host_raw: bytes | None = None
         self._router: GatewayRouter | None = None       # the gateway for _host_raw in the table _routed_by
@@ -457,7 +458,7 @@ class ClientConnection(asyncio.Protocol):
         elif length or method in _BODY_METHODS:
             parts.append(b"Content-Length: %d\r\n" % length)
         if upgrade:
-            parts += (b"Connection: Upgrade\r\nUpgrade: ", self._upgrade, CRLF)  # type: ignore[list-item]
+            parts += (b"Connection: Upgrade\r\nUpgrade: ", self._upgrade, CRLF)  # type: ignore[arg-type]
         xff = self._xff
         parts += (b"X-Forwarded-For: ", (xff + b", " + self.peer_bytes) if xff else self.peer_bytes, CRLF)
         if self.trusted and self._xfp:
@@ -506,12 +507,7 @@ class ClientConnection(asyncio.Protocol):
             ex.head = _with_host(ex.head, ex.target.address)
         if ex.expect_continue and not ex.http10:
             self.transport.write(CONTINUE_100)  # type: ignore[union-attr]
-        idle = ex.target.pool.idle if ex.target.pool is not None else None  # type: ignore[union-attr]
-        conn = idle.pop() if idle else None
-        if conn is not None and not conn.closed:      # the common case, inline: a warm pooled connection
-            conn.start(ex, True)
-        else:
-            dispatch(ex)
+        dispatch(ex)
 
     # -- answers -----------------------------------------------------------------------------------
     def answer(self, ex: Exchange, status: int, message: str) -> None:

@@ -5,11 +5,11 @@ write buffer as PAUSE_UPSTREAM, in a tunnel too)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 
 class FlowControl:
-    __slots__ = ("transport", "mask", "on_resumed")
+    __slots__ = ("mask", "on_resumed", "transport")
 
     def __init__(self, transport: asyncio.Transport, on_resumed: Callable[[], None]) -> None:
         self.transport = transport

@@ -98,7 +98,7 @@ class TcpConnection(_Pipe):
             if self.pending:
                 upstream.transport.write(b"".join(self.pending))
                 self.pending.clear()
-            self.transport.resume_reading()  # type: ignore[union-attr]
+            self.transport.resume_reading()
             return
         self._close()
 

@@ -82,13 +82,13 @@ def pool_of(target: "TargetState") -> UpstreamPool:
     pool = target.pool
     if pool is None:
         pool = target.pool = UpstreamPool(target)
-    return pool  # type: ignore[return-value]
+    return pool
 
 
 def dispatch(ex: "Exchange") -> None:
     """Send the exchange's request to its target, on a pooled connection when one is idle."""
-    pool = ex.target.pool  # type: ignore[union-attr]
-    conn = (pool or pool_of(ex.target)).acquire()  # type: ignore[arg-type]
+    target = ex.target
+    conn = (target.pool or pool_of(target)).acquire()  # type: ignore[union-attr]
     if conn is not None:
         conn.start(ex, reused=True)
     else:
