@@ -18,18 +18,20 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from gateway.proxy.exchange import (CHECKED, DONE, FAILED, RECEIVED, REQUEST_READ, REQUEST_READING, RESPONDING,
+                                    ROUTED, Exchange, check)
 from gateway.proxy.flow import FlowControl
 from gateway.proxy.upstream import dispatch
-from gateway.proxy.wire import (CHUNK_END, CONTINUE_100, CRLF, HOP_BY_HOP, IDEMPOTENT, MAX_HEAD_BYTES, PAUSE_BUFFER,
-                                PAUSE_PIPELINE, PAUSE_TUNNEL, PLAIN_CONNECTION_VALUES, chunk_prefix,
-                                connection_named_headers, error_response)
+from gateway.proxy.wire import (CHUNK_END, CONTINUE_100, CRLF, HOP_BY_HOP, MAX_HEAD_BYTES, PAUSE_BUFFER, PAUSE_PIPELINE,
+                                PAUSE_TUNNEL, PLAIN_CONNECTION_VALUES, chunk_prefix, connection_named_headers,
+                                error_response)
 from gateway.routing.request import RequestView
 
 if TYPE_CHECKING:
     from gateway.proxy.host import ProxyHost
     from gateway.proxy.stats import GatewayStats
     from gateway.proxy.upstream import UpstreamConnection
-    from gateway.routing.table import GatewayRouter, RouteState, TargetState
+    from gateway.routing.table import GatewayRouter
 
 BODY_BUFFER_LIMIT = 256 * 1024
 MAX_PIPELINED = 32         # requests read ahead of the one in flight: with this many queued, reading pauses
@@ -48,57 +50,9 @@ class BadRequest(Exception):
         self.message = message
 
 
-class Exchange:
-    """One request/response pair, from the request's head to the response's last byte."""
-    __slots__ = (
-        "client", "method", "head", "keep_alive", "http10", "chunked", "has_body", "request_done",
-        "body_buffer", "body_buffered", "upgrade", "expect_continue", "started", "gateway", "route",
-        "target", "set_cookie", "upstream", "attempts", "body_streamed", "response_started", "status",
-        "dispatched", "url", "headers", "host", "forwarded_for", "user_agent", "host_missing",
-    )
-
-    def __init__(self, client: "ClientConnection", method: bytes, head: bytes, keep_alive: bool, http10: bool,
-                 chunked: bool, has_body: bool, upgrade: bool, expect_continue: bool) -> None:
-        self.client = client
-        self.method = method
-        # What routing reads, captured from the parser (a pipelined request may be parsed before we route).
-        self.url = client._url
-        self.headers = client._headers
-        self.host = client._host or b""
-        self.host_missing = False             # HTTP/1.0 without Host: the target's address is sent as Host
-        self.forwarded_for = client._xff
-        self.user_agent = client._ua
-        self.head = head                      # the re-serialised request head for the upstream
-        self.keep_alive = keep_alive          # the client wants the connection kept open
-        self.http10 = http10
-        self.chunked = chunked                # request body re-framed as chunked upstream
-        self.has_body = has_body
-        self.request_done = False             # the client's request has been read completely
-        self.body_buffer: list[bytes] = []    # request bytes not yet written upstream
-        self.body_buffered = 0
-        self.upgrade = upgrade
-        self.expect_continue = expect_continue
-        self.started = time.monotonic()
-        self.gateway: GatewayRouter | None = None
-        self.route: RouteState | None = None
-        self.target: TargetState | None = None
-        self.set_cookie: str | None = None
-        self.upstream: UpstreamConnection | None = None
-        self.attempts = 0
-        self.dispatched = False
-        self.body_streamed = False            # part of the body already went to an upstream: no retry
-        self.response_started = False         # part of the response already went to the client
-        self.status = 0
-
-    @property
-    def replayable(self) -> bool:
-        """May this request be sent again on another connection (nothing of it is lost)?"""
-        return self.method in IDEMPOTENT and not self.body_streamed and not self.upgrade
-
-
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
-        "runtime", "port", "loop", "transport", "parser", "peer", "peer_bytes", "trusted", "flow",
+        "runtime", "port", "loop", "transport", "write", "writelines", "parser", "peer", "peer_bytes", "trusted", "flow",
         "current", "queue", "parsing", "closing", "last_active", "idle_timer", "gateway_stats",
         "_url", "_headers", "_head_size", "_host", "_cl", "_te", "_named", "_expect",
         "_upgrade", "_xff", "_xfp", "_xfh", "_ua", "_in_body", "_pending_error", "_tunnel_upstream",
@@ -156,6 +110,8 @@ class ClientConnection(asyncio.Protocol):
     # -- connection lifecycle ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.write = transport.write  # type: ignore[attr-defined]            # what the upstream side writes
+        self.writelines = transport.writelines  # type: ignore[attr-defined]  # to the client with
         self.flow = FlowControl(transport, self._reading_resumed)  # type: ignore[arg-type]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
@@ -183,6 +139,9 @@ class ClientConnection(asyncio.Protocol):
             self.current = None
             if ex.upstream is not None:
                 ex.upstream.client_gone()
+            if CHECKED:
+                check(ex.state, FAILED)
+            ex.state = FAILED
         self.queue.clear()
         self._held = None
 
@@ -265,9 +224,9 @@ class ClientConnection(asyncio.Protocol):
             return
         ex = self.current
         if ex is not None:
-            if not ex.dispatched:
+            if ex.state == RECEIVED:
                 self._start(ex)
-            elif ex.upstream is not None and ex.upstream.ready and ex.body_buffer:
+            elif ex.upstream is not None and ex.body_buffer:
                 ex.upstream.send_body(ex)
         if len(self.queue) >= MAX_PIPELINED:
             self.flow.pause(PAUSE_PIPELINE)
@@ -402,8 +361,8 @@ class ClientConnection(asyncio.Protocol):
         if upgrade and (chunked or length):
             raise self._fail(400, "a request body with Upgrade")
         head = self._serialise(method, chunked, length, upgrade)
-        ex = Exchange(self, method, head, keep_alive, http10, chunked, chunked or length > 0, upgrade,
-                      self._expect)
+        ex = Exchange(self, method, self._url, self._headers, self._host or b"", self._xff, self._ua, head,
+                      keep_alive, http10, chunked, chunked or length > 0, upgrade, self._expect)
         if host_missing:
             ex.host_missing = True
         self._in_body = True
@@ -423,8 +382,7 @@ class ClientConnection(asyncio.Protocol):
             ex.body_buffer.append(body)  # type: ignore[union-attr]
         ex.body_buffered += len(body)  # type: ignore[union-attr]
         self._body_left -= len(body)
-        upstream = ex.upstream  # type: ignore[union-attr]
-        if upstream is None or not upstream.ready:
+        if ex.upstream is None:  # type: ignore[union-attr]
             # Too much body before its upstream is ready, or any body of a queued request: stop reading.
             if ex.body_buffered > BODY_BUFFER_LIMIT or ex is not self.current:  # type: ignore[union-attr]
                 self.flow.pause(PAUSE_BUFFER)
@@ -435,7 +393,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if ex.chunked:
             ex.body_buffer.append(CHUNK_END)
-        ex.request_done = True
+        ex.request = REQUEST_READ
         self.parsing = None
         self._in_body = False
 
@@ -474,7 +432,6 @@ class ClientConnection(asyncio.Protocol):
     # -- routing and dispatch -----------------------------------------------------------------------
     def _start(self, ex: Exchange) -> None:
         """Choose the route and target for the exchange in flight and hand it to an upstream connection."""
-        ex.dispatched = True
         runtime = self.runtime
         table = runtime.table
         if ex.host != self._host_raw or table is not self._routed_by:
@@ -503,6 +460,9 @@ class ClientConnection(asyncio.Protocol):
             self.answer(ex, 503, f"no target available for gateway {router.name!r}")
             return
         ex.route, ex.target, ex.set_cookie = decision
+        if CHECKED:
+            check(ex.state, ROUTED)
+        ex.state = ROUTED
         if ex.host_missing:
             ex.head = _with_host(ex.head, ex.target.address)
         if ex.expect_continue and not ex.http10:
@@ -512,7 +472,7 @@ class ClientConnection(asyncio.Protocol):
     # -- answers -----------------------------------------------------------------------------------
     def answer(self, ex: Exchange, status: int, message: str) -> None:
         """Answer the exchange in flight with the gateway's own short response."""
-        close = not ex.keep_alive or not ex.request_done
+        close = not ex.keep_alive or ex.request == REQUEST_READING
         self.transport.write(error_response(status, message, close=close))  # type: ignore[union-attr]
         ex.status = status
         self.runtime.record_unrouted(ex, status) if ex.route is None else self.runtime.record(ex, status)
@@ -524,7 +484,7 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is None or self.closing:
             return
         ex = self.current
-        if ex is not None and (ex.response_started or ex.upstream is not None):
+        if ex is not None and (ex.state >= RESPONDING or ex.upstream is not None):
             # The bad bytes follow a request already forwarded: cut the connection; the backend's side of
             # it is aborted too so nothing half-sent is ever completed.
             if ex.upstream is not None:
@@ -540,11 +500,14 @@ class ClientConnection(asyncio.Protocol):
         """The response to `ex` has been written completely: move on to the next request, or close."""
         if ex is not self.current:
             return
+        if CHECKED:
+            check(ex.state, DONE)
+        ex.state = DONE
         self.current = None
         self.last_active = self.loop.time()
         if self.closing:
             return
-        if close or not ex.keep_alive or not ex.request_done:
+        if close or not ex.keep_alive or ex.request == REQUEST_READING:
             self.closing = True
             self.transport.close()  # type: ignore[union-attr]
             return
@@ -613,6 +576,17 @@ class ClientConnection(asyncio.Protocol):
         if held:
             upstream.transport.write(held)  # type: ignore[union-attr]
         self.flow.resume(PAUSE_TUNNEL)
+
+    def abort(self) -> None:
+        """The response under way cannot be completed: cut the connection."""
+        self.closing = True
+        self.transport.abort()  # type: ignore[union-attr]
+
+    def write_eof(self) -> None:
+        """The tunnel's backend half-closed: pass it on."""
+        transport = self.transport
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
 
     def tunnel_closed(self) -> None:
         self._tunnel_upstream = None
