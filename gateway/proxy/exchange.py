@@ -17,14 +17,16 @@ VAMP_CHECK_STATES (the tests do); otherwise a transition is a plain attribute st
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.proxy.wire import IDEMPOTENT
 
 if TYPE_CHECKING:
-    from gateway.proxy.client import ClientConnection
+    from gateway.proxy.flow import FlowControl
+    from gateway.proxy.host import ProxyHost
     from gateway.proxy.upstream import UpstreamConnection
     from gateway.routing.table import GatewayRouter, RouteState, TargetState
 
@@ -70,6 +72,48 @@ def check(old: int, new: int) -> None:
         raise InvalidTransition(f"exchange state {STATE_NAMES[old]} -> {STATE_NAMES[new]} is not a transition")
 
 
+class ClientSide(Protocol):
+    """What the upstream side may use of the client connection an exchange came from (`ClientConnection`): it
+    writes the response through it, hands back pressure to its flow control, and tells it how the exchange
+    ended; it never sets the connection's fields."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    @property
+    def runtime(self) -> ProxyHost: ...
+
+    @property
+    def flow(self) -> FlowControl: ...
+
+    @property
+    def closing(self) -> bool:
+        """The connection closes after the response in flight."""
+        ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def writelines(self, parts: list[bytes]) -> None: ...
+
+    def write_eof(self) -> None: ...
+
+    def answer(self, ex: Exchange, status: int, message: str) -> None:
+        """Nothing of a response was sent: the gateway answers with its own short response."""
+        ...
+
+    def finish(self, ex: Exchange, close: bool = False) -> None:
+        """The response has been written completely."""
+        ...
+
+    def abort(self) -> None:
+        """Part of the response was sent and the rest never will be: cut the connection."""
+        ...
+
+    def become_tunnel(self, upstream: UpstreamConnection) -> None: ...
+
+    def tunnel_closed(self) -> None: ...
+
+
 class Exchange:
     """One request/response pair, from the request's head to the response's last byte."""
     __slots__ = (
@@ -79,7 +123,7 @@ class Exchange:
         "url", "headers", "host", "forwarded_for", "user_agent", "host_missing",
     )
 
-    def __init__(self, client: ClientConnection, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]],
+    def __init__(self, client: ClientSide, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]],
                  host: bytes, forwarded_for: bytes | None, user_agent: bytes | None, head: bytes,
                  keep_alive: bool, http10: bool, chunked: bool, has_body: bool, upgrade: bool,
                  expect_continue: bool) -> None:

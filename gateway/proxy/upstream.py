@@ -209,12 +209,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = reused
         self.got_bytes = False
         self.parser = httptools.HttpResponseParser(self)
-        self.reason = b""
-        self.headers = []
-        self.cl = None
+        self.reason = b""                        # as in _reset_response, inline (once per request)
+        self.headers: list[bytes] = []           # name, b": ", value, CRLF for every end-to-end header
+        self.cl: bytes | None = None
         self.te = False
-        self.named = None
-        self.upgrade_value = None
+        self.named: set[bytes] | None = None     # headers named in Connection, to strip
+        self.upgrade_value: bytes | None = None
         self.in_body = False
         self.informational = False
         self.violation = False
@@ -243,11 +243,11 @@ class UpstreamConnection(asyncio.Protocol):
     def _reset_response(self) -> None:
         """Ready for the final response after a 1xx one."""
         self.reason = b""
-        self.headers: list[bytes] = []           # name, b": ", value, CRLF for every end-to-end header
-        self.cl: bytes | None = None
+        self.headers = []
+        self.cl = None
         self.te = False
-        self.named: set[bytes] | None = None     # headers named in Connection, to strip
-        self.upgrade_value: bytes | None = None
+        self.named = None
+        self.upgrade_value = None
         self.in_body = False
         self.informational = False
 
