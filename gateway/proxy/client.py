@@ -376,15 +376,16 @@ class ClientConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         ex = self.parsing
-        if ex.chunked:  # type: ignore[union-attr]
-            ex.body_buffer.extend((chunk_prefix(len(body)), body, CRLF))  # type: ignore[union-attr]
+        assert ex is not None                 # a body follows the head that queued its exchange
+        if ex.chunked:
+            ex.body_buffer.extend((chunk_prefix(len(body)), body, CRLF))
         else:
-            ex.body_buffer.append(body)  # type: ignore[union-attr]
-        ex.body_buffered += len(body)  # type: ignore[union-attr]
+            ex.body_buffer.append(body)
+        ex.body_buffered += len(body)
         self._body_left -= len(body)
-        if ex.upstream is None:  # type: ignore[union-attr]
+        if ex.upstream is None:
             # Too much body before its upstream is ready, or any body of a queued request: stop reading.
-            if ex.body_buffered > BODY_BUFFER_LIMIT or ex is not self.current:  # type: ignore[union-attr]
+            if ex.body_buffered > BODY_BUFFER_LIMIT or ex is not self.current:
                 self.flow.pause(PAUSE_BUFFER)
 
     def on_message_complete(self) -> None:

@@ -107,7 +107,8 @@ async def _connect(ex: "Exchange", target: "TargetState") -> None:
     client = ex.client
     loop = client.loop
     pool = pool_of(target)
-    timeout = ex.gateway.gateway.timeouts.connect  # type: ignore[union-attr]
+    assert ex.gateway is not None                          # a connecting exchange is routed
+    timeout = ex.gateway.gateway.timeouts.connect
     try:
         _, conn = await asyncio.wait_for(
             loop.create_connection(lambda: UpstreamConnection(pool), target.host, target.port), timeout)
@@ -170,6 +171,10 @@ def _gateway_name(ex: "Exchange") -> str:
 
 def _route_name(ex: "Exchange") -> str:
     return ex.route.name if ex.route is not None else "?"
+
+
+def _address(ex: "Exchange") -> str:
+    return ex.target.address if ex.target is not None else "?"
 
 
 def _reason(exc: BaseException) -> str:
@@ -327,7 +332,7 @@ class UpstreamConnection(asyncio.Protocol):
             connect(ex)
             return
         _count_error(ex, "reset")
-        client.answer(ex, 502, f"connection to {ex.target.address} closed before a response")  # type: ignore[union-attr]
+        client.answer(ex, 502, f"connection to {_address(ex)} closed before a response")
 
     def parser_in_error(self) -> bool:
         return self.violation
@@ -355,7 +360,8 @@ class UpstreamConnection(asyncio.Protocol):
         ex = self.ex
         if ex is None or ex.state == TUNNEL:
             return
-        timeout = ex.gateway.gateway.timeouts.response  # type: ignore[union-attr]
+        assert ex.gateway is not None                      # a started exchange is routed
+        timeout = ex.gateway.gateway.timeouts.response
         if now - self.last_io < timeout:
             return
         _count_error(ex, "timeout")
@@ -364,7 +370,7 @@ class UpstreamConnection(asyncio.Protocol):
         if ex.state >= RESPONDING:
             _fail(ex)
         else:
-            ex.client.answer(ex, 504, f"no response from {ex.target.address} within {timeout:g}s")  # type: ignore[union-attr]
+            ex.client.answer(ex, 504, f"no response from {_address(ex)} within {timeout:g}s")
 
     # -- reading -----------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -412,7 +418,7 @@ class UpstreamConnection(asyncio.Protocol):
                 ex.client.write(b"".join(out))
             _fail(ex)
         else:
-            ex.client.answer(ex, 502, f"invalid response from {ex.target.address}")  # type: ignore[union-attr]
+            ex.client.answer(ex, 502, f"invalid response from {_address(ex)}")
 
     def _finish(self, ex: "Exchange") -> None:
         reusable = self.keep_alive and ex.request == REQUEST_READ and not self.violation and not ex.upgrade
@@ -464,26 +470,27 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         ex = self.ex
         parser = self.parser
-        status = parser.get_status_code()  # type: ignore[union-attr]
+        assert ex is not None and parser is not None      # a response is parsed only for a started exchange
+        status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self.informational = True
-            if not ex.http10 and not (status == 100 and ex.expect_continue):  # type: ignore[union-attr]
+            if not ex.http10 and not (status == 100 and ex.expect_continue):
                 self.out.append(self._head(status, []))
             return
-        ex.status = status  # type: ignore[union-attr]
-        self.keep_alive = parser.should_keep_alive()  # type: ignore[union-attr]
-        http10 = ex.http10  # type: ignore[union-attr]
+        ex.status = status
+        self.keep_alive = parser.should_keep_alive()
+        http10 = ex.http10
         # (a declined upgrade leaves the client's connection HTTP: it stays open like any other)
-        close_client = (not ex.keep_alive or ex.request == REQUEST_READING  # type: ignore[union-attr]
-                        or ex.client.closing)  # type: ignore[union-attr]
+        close_client = (not ex.keep_alive or ex.request == REQUEST_READING
+                        or ex.client.closing)
         extra: list[bytes] = []
         if status == 101:
-            if not ex.upgrade or self.upgrade_value is None:  # type: ignore[union-attr]
+            if not ex.upgrade or self.upgrade_value is None:
                 self.violation = True
                 return
             extra += (b"Connection: Upgrade\r\nUpgrade: ", self.upgrade_value, CRLF)
             self.mode = BODY_NONE
-        elif ex.method == b"HEAD" or status in (204, 304):  # type: ignore[union-attr]
+        elif ex.method == b"HEAD" or status in (204, 304):
             if self.cl is not None and status != 204:
                 extra += (b"Content-Length: ", self.cl, CRLF)
             self.mode = BODY_NONE
@@ -499,8 +506,8 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 extra.append(b"Transfer-Encoding: chunked\r\n")
                 self.mode = BODY_CHUNKED if self.te else BODY_CLOSE
-        if ex.set_cookie is not None:  # type: ignore[union-attr]
-            extra += (b"Set-Cookie: ", ex.set_cookie.encode("latin-1"), CRLF)  # type: ignore[union-attr]
+        if ex.set_cookie is not None:
+            extra += (b"Set-Cookie: ", ex.set_cookie.encode("latin-1"), CRLF)
         if status != 101:
             if close_client:
                 extra.append(b"Connection: close\r\n")
@@ -509,13 +516,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.close_client = close_client
         self.out.append(self._head(status, extra))
         if CHECKED:
-            check(ex.state, RESPONDING)  # type: ignore[union-attr]
-        ex.state = RESPONDING  # type: ignore[union-attr]
+            check(ex.state, RESPONDING)
+        ex.state = RESPONDING
         self.in_body = True
         if self.mode == BODY_NONE:
             if CHECKED:
                 check(RESPONDING, COMPLETE)
-            ex.state = COMPLETE  # type: ignore[union-attr]
+            ex.state = COMPLETE
 
     def _head(self, status: int, extra: list[bytes]) -> bytes:
         headers = self.headers
@@ -538,14 +545,15 @@ class UpstreamConnection(asyncio.Protocol):
         if self.informational:
             self._reset_response()
             return
-        ex = self.ex
         if self.mode == BODY_NONE:
             return
-        if self.mode == BODY_CHUNKED or (self.mode == BODY_CLOSE and not ex.http10):  # type: ignore[union-attr]
+        ex = self.ex
+        assert ex is not None
+        if self.mode == BODY_CHUNKED or (self.mode == BODY_CLOSE and not ex.http10):
             self.out.append(CHUNK_END)
         if CHECKED:
-            check(ex.state, COMPLETE)  # type: ignore[union-attr]
-        ex.state = COMPLETE  # type: ignore[union-attr]
+            check(ex.state, COMPLETE)
+        ex.state = COMPLETE
 
 
 def _fail(ex: "Exchange") -> None:
