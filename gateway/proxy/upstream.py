@@ -90,10 +90,10 @@ def pool_of(target: "TargetState") -> UpstreamPool:
 
 def dispatch(ex: "Exchange") -> None:
     """Send the exchange's request to its target, on a pooled connection when one is idle."""
-    target = ex.target
-    conn = (target.pool or pool_of(target)).acquire()  # type: ignore[union-attr, arg-type]
+    pool = ex.target.pool  # type: ignore[union-attr]
+    conn = pool.acquire() if pool is not None else None    # no pool yet: `_connect` makes it
     if conn is not None:
-        conn.start(ex, reused=True)
+        conn.start(ex, True)                                # reused
     else:
         connect(ex)
 
@@ -286,7 +286,9 @@ class UpstreamConnection(asyncio.Protocol):
         ex.upstream = None
         ex.target.in_flight -= 1  # type: ignore[union-attr]
         client = ex.client
-        client.flow.resume(PAUSE_UPSTREAM)
+        flow = client.flow
+        if flow.mask & PAUSE_UPSTREAM:
+            flow.resume(PAUSE_UPSTREAM)
         client.runtime.busy_upstreams.discard(self)
 
     def pause_reading(self) -> None:
