@@ -60,14 +60,6 @@ class UpstreamPool:
         self.idle: list[UpstreamConnection] = []
         self.closed = False      # the target left the configuration: connections coming back are closed
 
-    def acquire(self) -> "UpstreamConnection | None":
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                return conn
-        return None
-
     def release(self, conn: "UpstreamConnection") -> None:
         if not self.closed and len(self.idle) < MAX_IDLE_PER_TARGET:
             self.idle.append(conn)
@@ -89,13 +81,17 @@ def pool_of(target: "TargetState") -> UpstreamPool:
 
 
 def dispatch(ex: "Exchange") -> None:
-    """Send the exchange's request to its target, on a pooled connection when one is idle."""
+    """Send the exchange's request to its target, on the most recently used idle pooled connection (the one
+    place a pooled connection is taken), else on a new one."""
     pool = ex.target.pool  # type: ignore[union-attr]
-    conn = pool.acquire() if pool is not None else None    # no pool yet: `_connect` makes it
-    if conn is not None:
-        conn.start(ex, True)                                # reused
-    else:
-        connect(ex)
+    if pool is not None:                                    # no pool yet: `_connect` makes it
+        idle = pool.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.start(ex, True)                        # reused
+                return
+    connect(ex)
 
 
 def connect(ex: "Exchange") -> None:
