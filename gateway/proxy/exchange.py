@@ -50,8 +50,11 @@ STATE_NAMES = ("RECEIVED", "ROUTED", "SENT", "STREAMING", "RESPONDING", "COMPLET
 TRANSITIONS: dict[int, frozenset[int]] = {
     RECEIVED: frozenset({ROUTED, DONE, FAILED}),
     ROUTED: frozenset({SENT, STREAMING, DONE, FAILED}),
-    SENT: frozenset({STREAMING, RESPONDING, ROUTED, DONE, FAILED}),   # ROUTED: replayed on a fresh connection
-    STREAMING: frozenset({RESPONDING, DONE, FAILED}),
+    # ROUTED: replayed on a fresh connection. COMPLETE from SENT or STREAMING: a 101 refused in
+    # on_headers_complete (the request asked for no upgrade) still ends its message, then data_received tunnels
+    # on its status: a known bug (an xfail test of the protocol tests); these two transitions go with its fix.
+    SENT: frozenset({STREAMING, RESPONDING, ROUTED, DONE, FAILED, COMPLETE}),
+    STREAMING: frozenset({RESPONDING, DONE, FAILED, COMPLETE}),
     RESPONDING: frozenset({COMPLETE, DONE, FAILED}),                  # DONE: a body delimited by close
     COMPLETE: frozenset({DONE, TUNNEL, FAILED}),
     DONE: frozenset(),
