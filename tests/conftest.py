@@ -2,6 +2,12 @@
 and gateway processes on loopback and stop them afterwards; a failed test's report carries their stderr."""
 from __future__ import annotations
 
+import os
+
+# Every exchange state transition is checked against gateway/proxy/exchange.py's table, in this process and in
+# the gateways it starts (they inherit the environment).
+os.environ.setdefault("VAMP_CHECK_STATES", "1")
+
 import pytest
 
 from tests.support import Processes

@@ -18,16 +18,20 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from gateway.proxy.exchange import (CHECKED, DONE, FAILED, RECEIVED, REQUEST_READ, REQUEST_READING, RESPONDING,
+                                    ROUTED, Exchange, check)
+from gateway.proxy.flow import FlowControl
 from gateway.proxy.upstream import dispatch
-from gateway.proxy.wire import (CHUNK_END, CONTINUE_100, CRLF, HOP_BY_HOP, IDEMPOTENT, MAX_HEAD_BYTES, PAUSE_BUFFER,
-                                PAUSE_PIPELINE, PAUSE_TUNNEL, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES, chunk_prefix,
-                                connection_named_headers, error_response)
+from gateway.proxy.wire import (CHUNK_END, CONTINUE_100, CRLF, HOP_BY_HOP, MAX_HEAD_BYTES, PAUSE_BUFFER, PAUSE_PIPELINE,
+                                PAUSE_TUNNEL, PLAIN_CONNECTION_VALUES, chunk_prefix, connection_named_headers,
+                                error_response)
 from gateway.routing.request import RequestView
 
 if TYPE_CHECKING:
     from gateway.proxy.host import ProxyHost
+    from gateway.proxy.stats import GatewayStats
     from gateway.proxy.upstream import UpstreamConnection
-    from gateway.routing.table import GatewayRouter, RouteState, TargetState
+    from gateway.routing.table import GatewayRouter
 
 BODY_BUFFER_LIMIT = 256 * 1024
 MAX_PIPELINED = 32         # requests read ahead of the one in flight: with this many queued, reading pauses
@@ -46,57 +50,10 @@ class BadRequest(Exception):
         self.message = message
 
 
-class Exchange:
-    """One request/response pair, from the request's head to the response's last byte."""
-    __slots__ = (
-        "client", "method", "head", "keep_alive", "http10", "chunked", "has_body", "request_done",
-        "body_buffer", "body_buffered", "upgrade", "expect_continue", "started", "gateway", "route",
-        "target", "set_cookie", "upstream", "attempts", "body_streamed", "response_started", "status",
-        "dispatched", "url", "headers", "host", "forwarded_for", "user_agent", "host_missing",
-    )
-
-    def __init__(self, client: "ClientConnection", method: bytes, head: bytes, keep_alive: bool, http10: bool,
-                 chunked: bool, has_body: bool, upgrade: bool, expect_continue: bool) -> None:
-        self.client = client
-        self.method = method
-        # What routing reads, captured from the parser (a pipelined request may be parsed before we route).
-        self.url = client._url
-        self.headers = client._headers
-        self.host = client._host or b""
-        self.host_missing = False             # HTTP/1.0 without Host: the target's address is sent as Host
-        self.forwarded_for = client._xff
-        self.user_agent = client._ua
-        self.head = head                      # the re-serialised request head for the upstream
-        self.keep_alive = keep_alive          # the client wants the connection kept open
-        self.http10 = http10
-        self.chunked = chunked                # request body re-framed as chunked upstream
-        self.has_body = has_body
-        self.request_done = False             # the client's request has been read completely
-        self.body_buffer: list[bytes] = []    # request bytes not yet written upstream
-        self.body_buffered = 0
-        self.upgrade = upgrade
-        self.expect_continue = expect_continue
-        self.started = time.monotonic()
-        self.gateway: GatewayRouter | None = None
-        self.route: RouteState | None = None
-        self.target: TargetState | None = None
-        self.set_cookie: str | None = None
-        self.upstream: UpstreamConnection | None = None
-        self.attempts = 0
-        self.dispatched = False
-        self.body_streamed = False            # part of the body already went to an upstream: no retry
-        self.response_started = False         # part of the response already went to the client
-        self.status = 0
-
-    @property
-    def replayable(self) -> bool:
-        """May this request be sent again on another connection (nothing of it is lost)?"""
-        return self.method in IDEMPOTENT and not self.body_streamed and not self.upgrade
-
-
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
-        "runtime", "port", "loop", "transport", "parser", "peer", "peer_bytes", "trusted", "pause_mask",
+        "runtime", "port", "loop", "transport", "write", "writelines", "parser", "peer", "peer_bytes", "trusted",
+        "flow",
         "current", "queue", "parsing", "closing", "last_active", "idle_timer", "gateway_stats",
         "_url", "_headers", "_head_size", "_host", "_cl", "_te", "_named", "_expect",
         "_upgrade", "_xff", "_xfp", "_xfh", "_ua", "_in_body", "_pending_error", "_tunnel_upstream",
@@ -113,14 +70,13 @@ class ClientConnection(asyncio.Protocol):
         self.peer = ""
         self.peer_bytes = b""
         self.trusted = False
-        self.pause_mask = 0
         self.current: Exchange | None = None
         self.queue: deque[Exchange] = deque()
         self.parsing: Exchange | None = None     # the exchange whose request body is being parsed
         self.closing = False
         self.last_active = 0.0
         self.idle_timer: asyncio.TimerHandle | None = None
-        self.gateway_stats = None
+        self.gateway_stats: GatewayStats | None = None
         self._tunnel_upstream: UpstreamConnection | None = None
         self._host_raw: bytes | None = None
         self._router: GatewayRouter | None = None       # the gateway for _host_raw in the table _routed_by
@@ -155,6 +111,9 @@ class ClientConnection(asyncio.Protocol):
     # -- connection lifecycle ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.write = transport.write  # type: ignore[attr-defined]            # what the upstream side writes
+        self.writelines = transport.writelines  # type: ignore[attr-defined]  # to the client with
+        self.flow = FlowControl(transport, self._reading_resumed)  # type: ignore[arg-type]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
         self.peer_bytes = self.peer.encode()
@@ -181,6 +140,9 @@ class ClientConnection(asyncio.Protocol):
             self.current = None
             if ex.upstream is not None:
                 ex.upstream.client_gone()
+            if CHECKED:
+                check(ex.state, FAILED)
+            ex.state = FAILED
         self.queue.clear()
         self._held = None
 
@@ -223,27 +185,9 @@ class ClientConnection(asyncio.Protocol):
             self._arm(due)
 
     # -- flow control ------------------------------------------------------------------------------
-    def pause(self, reason: int) -> None:
-        if not self.pause_mask and not self.closing:
-            self.transport.pause_reading()  # type: ignore[union-attr]
-        self.pause_mask |= reason
-
-    def resume(self, reason: int) -> None:
-        if self.pause_mask & reason:
-            self.pause_mask &= ~reason
-            if not self.pause_mask and not self.closing:
-                self.transport.resume_reading()  # type: ignore[union-attr]
-                if self._head_started:         # a head's clock does not run while the gateway is not reading
-                    self._head_started = self.loop.time()
-
-    def upstream_full(self) -> None:
-        self.pause(PAUSE_UPSTREAM)
-
-    def upstream_drained(self) -> None:
-        self.resume(PAUSE_UPSTREAM)
-
-    def body_flushed(self) -> None:
-        self.resume(PAUSE_BUFFER)
+    def _reading_resumed(self) -> None:
+        if self._head_started:         # a head's clock does not run while the gateway is not reading
+            self._head_started = self.loop.time()
 
     def pause_writing(self) -> None:            # our client is slow to read the response
         ex = self.current
@@ -281,12 +225,12 @@ class ClientConnection(asyncio.Protocol):
             return
         ex = self.current
         if ex is not None:
-            if not ex.dispatched:
+            if ex.state == RECEIVED:
                 self._start(ex)
-            elif ex.upstream is not None and ex.upstream.ready and ex.body_buffer:
+            elif ex.upstream is not None and ex.body_buffer:
                 ex.upstream.send_body(ex)
         if len(self.queue) >= MAX_PIPELINED:
-            self.pause(PAUSE_PIPELINE)
+            self.flow.pause(PAUSE_PIPELINE)
         if self._head_started:
             self._watch_head()
 
@@ -300,7 +244,7 @@ class ClientConnection(asyncio.Protocol):
         while start < len(data):
             if len(self.queue) >= MAX_PIPELINED:
                 self._held = data[start:]
-                self.pause(PAUSE_PIPELINE)
+                self.flow.pause(PAUSE_PIPELINE)
                 return
             step = self._body_left if self._body_left > FEED_SLICE else FEED_SLICE
             try:
@@ -320,7 +264,7 @@ class ClientConnection(asyncio.Protocol):
         if self.parsing is None and self.current is not None:
             self._deferred = bad
             self._held = b""              # whatever else arrives is ignored
-            self.pause(PAUSE_PIPELINE)
+            self.flow.pause(PAUSE_PIPELINE)
         else:
             self._reject(bad)
 
@@ -418,8 +362,8 @@ class ClientConnection(asyncio.Protocol):
         if upgrade and (chunked or length):
             raise self._fail(400, "a request body with Upgrade")
         head = self._serialise(method, chunked, length, upgrade)
-        ex = Exchange(self, method, head, keep_alive, http10, chunked, chunked or length > 0, upgrade,
-                      self._expect)
+        ex = Exchange(self, method, self._url, self._headers, self._host or b"", self._xff, self._ua, head,
+                      keep_alive, http10, chunked, chunked or length > 0, upgrade, self._expect)
         if host_missing:
             ex.host_missing = True
         self._in_body = True
@@ -433,17 +377,16 @@ class ClientConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         ex = self.parsing
-        if ex.chunked:  # type: ignore[union-attr]
-            ex.body_buffer.extend((chunk_prefix(len(body)), body, CRLF))  # type: ignore[union-attr]
+        assert ex is not None                 # a body follows the head that queued its exchange
+        if ex.chunked:
+            ex.body_buffer.extend((chunk_prefix(len(body)), body, CRLF))
         else:
-            ex.body_buffer.append(body)  # type: ignore[union-attr]
-        ex.body_buffered += len(body)  # type: ignore[union-attr]
+            ex.body_buffer.append(body)
+        ex.body_buffered += len(body)
         self._body_left -= len(body)
-        upstream = ex.upstream  # type: ignore[union-attr]
-        if upstream is None or not upstream.ready:
-            # Too much body before its upstream is ready, or any body of a queued request: stop reading.
-            if ex.body_buffered > BODY_BUFFER_LIMIT or ex is not self.current:  # type: ignore[union-attr]
-                self.pause(PAUSE_BUFFER)
+        # Too much body before its upstream is ready, or any body of a queued request: stop reading.
+        if ex.upstream is None and (ex.body_buffered > BODY_BUFFER_LIMIT or ex is not self.current):
+            self.flow.pause(PAUSE_BUFFER)
 
     def on_message_complete(self) -> None:
         ex = self.parsing
@@ -451,7 +394,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if ex.chunked:
             ex.body_buffer.append(CHUNK_END)
-        ex.request_done = True
+        ex.request = REQUEST_READ
         self.parsing = None
         self._in_body = False
 
@@ -474,7 +417,7 @@ class ClientConnection(asyncio.Protocol):
         elif length or method in _BODY_METHODS:
             parts.append(b"Content-Length: %d\r\n" % length)
         if upgrade:
-            parts += (b"Connection: Upgrade\r\nUpgrade: ", self._upgrade, CRLF)  # type: ignore[list-item]
+            parts += (b"Connection: Upgrade\r\nUpgrade: ", self._upgrade, CRLF)  # type: ignore[arg-type]
         xff = self._xff
         parts += (b"X-Forwarded-For: ", (xff + b", " + self.peer_bytes) if xff else self.peer_bytes, CRLF)
         if self.trusted and self._xfp:
@@ -490,7 +433,6 @@ class ClientConnection(asyncio.Protocol):
     # -- routing and dispatch -----------------------------------------------------------------------
     def _start(self, ex: Exchange) -> None:
         """Choose the route and target for the exchange in flight and hand it to an upstream connection."""
-        ex.dispatched = True
         runtime = self.runtime
         table = runtime.table
         if ex.host != self._host_raw or table is not self._routed_by:
@@ -519,21 +461,19 @@ class ClientConnection(asyncio.Protocol):
             self.answer(ex, 503, f"no target available for gateway {router.name!r}")
             return
         ex.route, ex.target, ex.set_cookie = decision
+        if CHECKED:
+            check(ex.state, ROUTED)
+        ex.state = ROUTED
         if ex.host_missing:
             ex.head = _with_host(ex.head, ex.target.address)
         if ex.expect_continue and not ex.http10:
             self.transport.write(CONTINUE_100)  # type: ignore[union-attr]
-        idle = ex.target.pool.idle if ex.target.pool is not None else None  # type: ignore[union-attr]
-        conn = idle.pop() if idle else None
-        if conn is not None and not conn.closed:      # the common case, inline: a warm pooled connection
-            conn.start(ex, True)
-        else:
-            dispatch(ex)
+        dispatch(ex)
 
     # -- answers -----------------------------------------------------------------------------------
     def answer(self, ex: Exchange, status: int, message: str) -> None:
         """Answer the exchange in flight with the gateway's own short response."""
-        close = not ex.keep_alive or not ex.request_done
+        close = not ex.keep_alive or ex.request == REQUEST_READING
         self.transport.write(error_response(status, message, close=close))  # type: ignore[union-attr]
         ex.status = status
         self.runtime.record_unrouted(ex, status) if ex.route is None else self.runtime.record(ex, status)
@@ -545,7 +485,7 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is None or self.closing:
             return
         ex = self.current
-        if ex is not None and (ex.response_started or ex.upstream is not None):
+        if ex is not None and (ex.state >= RESPONDING or ex.upstream is not None):
             # The bad bytes follow a request already forwarded: cut the connection; the backend's side of
             # it is aborted too so nothing half-sent is ever completed.
             if ex.upstream is not None:
@@ -561,22 +501,25 @@ class ClientConnection(asyncio.Protocol):
         """The response to `ex` has been written completely: move on to the next request, or close."""
         if ex is not self.current:
             return
+        if CHECKED:
+            check(ex.state, DONE)
+        ex.state = DONE
         self.current = None
         self.last_active = self.loop.time()
         if self.closing:
             return
-        if close or not ex.keep_alive or not ex.request_done:
+        if close or not ex.keep_alive or ex.request == REQUEST_READING:
             self.closing = True
             self.transport.close()  # type: ignore[union-attr]
             return
-        if self.pause_mask:
-            if ex.upgrade and self.pause_mask & PAUSE_TUNNEL:
+        if self.flow.mask:
+            if ex.upgrade and self.flow.mask & PAUSE_TUNNEL:
                 # The backend declined the upgrade: the connection stays HTTP/1.1, and what the client sent
                 # after the upgrade request is parsed as its next request (by a parser that has not seen one).
                 self.parser = httptools.HttpRequestParser(self)
-                self.resume(PAUSE_TUNNEL)
-            if self.pause_mask & PAUSE_BUFFER:
-                self.resume(PAUSE_BUFFER)
+                self.flow.resume(PAUSE_TUNNEL)
+            if self.flow.mask & PAUSE_BUFFER:
+                self.flow.resume(PAUSE_BUFFER)
         if self.queue or self._held is not None or self._deferred is not None:
             if not self._advancing:
                 self._advance()
@@ -596,13 +539,13 @@ class ClientConnection(asyncio.Protocol):
                 elif self.current is None and self._deferred is not None:
                     self._reject(self._deferred)
                 elif (self._held is not None and self._deferred is None and len(self.queue) < MAX_PIPELINED
-                      and not self.pause_mask & PAUSE_TUNNEL):
+                      and not self.flow.mask & PAUSE_TUNNEL):
                     held, self._held = self._held, None
                     self.data_received(held)                # a head held back starts its clock now
                 else:
                     break
             if self._held is None and self._deferred is None and len(self.queue) < MAX_PIPELINED:
-                self.resume(PAUSE_PIPELINE)
+                self.flow.resume(PAUSE_PIPELINE)
         finally:
             self._advancing = False
 
@@ -624,7 +567,7 @@ class ClientConnection(asyncio.Protocol):
             self._bad_input(BadRequest(400, "unexpected protocol upgrade"))
             return
         self._held = rest
-        self.pause(PAUSE_TUNNEL)
+        self.flow.pause(PAUSE_TUNNEL)
 
     def become_tunnel(self, upstream: "UpstreamConnection") -> None:
         """The backend answered 101: from now on bytes pass through untouched both ways."""
@@ -633,7 +576,18 @@ class ClientConnection(asyncio.Protocol):
         held, self._held = self._held, None
         if held:
             upstream.transport.write(held)  # type: ignore[union-attr]
-        self.resume(PAUSE_TUNNEL)
+        self.flow.resume(PAUSE_TUNNEL)
+
+    def abort(self) -> None:
+        """The response under way cannot be completed: cut the connection."""
+        self.closing = True
+        self.transport.abort()  # type: ignore[union-attr]
+
+    def write_eof(self) -> None:
+        """The tunnel's backend half-closed: pass it on."""
+        transport = self.transport
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
 
     def tunnel_closed(self) -> None:
         self._tunnel_upstream = None

@@ -6,7 +6,8 @@ import asyncio
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from gateway.proxy.client import ClientConnection, Exchange
+    from gateway.proxy.client import ClientConnection
+    from gateway.proxy.exchange import Exchange
     from gateway.proxy.stats import Registry
     from gateway.proxy.upstream import UpstreamConnection
     from gateway.routing.request import Lookups

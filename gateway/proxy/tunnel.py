@@ -83,7 +83,7 @@ class TcpConnection(_Pipe):
                 _, upstream = await asyncio.wait_for(
                     self.runtime.loop.create_connection(_Pipe, target.host, target.port),
                     router.gateway.timeouts.connect)
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 target.mark_failed(time.monotonic())
                 decision = router.redispatch(route.name, target, time.monotonic())
                 if decision is None:
@@ -98,7 +98,7 @@ class TcpConnection(_Pipe):
             if self.pending:
                 upstream.transport.write(b"".join(self.pending))
                 self.pending.clear()
-            self.transport.resume_reading()  # type: ignore[union-attr]
+            self.transport.resume_reading()
             return
         self._close()
 

@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from gateway.proxy.wire import (CHUNK_END, CRLF, HOP_BY_HOP, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES, chunk_prefix,
-                                connection_named_headers)
+from gateway.proxy.exchange import (CHECKED, COMPLETE, FAILED, REQUEST_READ, REQUEST_READING, RESPONDING, ROUTED, SENT,
+                                    STREAMING, TUNNEL, check)
+from gateway.proxy.wire import (CHUNK_END, CRLF, HOP_BY_HOP, PAUSE_BUFFER, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES,
+                                chunk_prefix, connection_named_headers)
 
 if TYPE_CHECKING:
-    from gateway.proxy.client import Exchange
+    from gateway.proxy.exchange import Exchange
     from gateway.routing.table import TargetState
 
 log = logging.getLogger("vamp.upstream")
@@ -44,8 +46,9 @@ _RESPONSE_HEADERS = {
     b"connection": _CONNECTION, b"upgrade": _UPGRADE,
 }
 
-# How the response body is framed towards the client.
-BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE = 0, 1, 2, 3
+# How the response body is framed towards the client (BODY_NONE: the response is its head only; BODY_UNSET:
+# no final response head yet).
+BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE, BODY_UNSET = 0, 1, 2, 3, 4
 
 
 class UpstreamPool:
@@ -56,14 +59,6 @@ class UpstreamPool:
         self.target = target
         self.idle: list[UpstreamConnection] = []
         self.closed = False      # the target left the configuration: connections coming back are closed
-
-    def acquire(self) -> "UpstreamConnection | None":
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                return conn
-        return None
 
     def release(self, conn: "UpstreamConnection") -> None:
         if not self.closed and len(self.idle) < MAX_IDLE_PER_TARGET:
@@ -82,17 +77,21 @@ def pool_of(target: "TargetState") -> UpstreamPool:
     pool = target.pool
     if pool is None:
         pool = target.pool = UpstreamPool(target)
-    return pool  # type: ignore[return-value]
+    return pool
 
 
 def dispatch(ex: "Exchange") -> None:
-    """Send the exchange's request to its target, on a pooled connection when one is idle."""
+    """Send the exchange's request to its target, on the most recently used idle pooled connection (the one
+    place a pooled connection is taken), else on a new one."""
     pool = ex.target.pool  # type: ignore[union-attr]
-    conn = (pool or pool_of(ex.target)).acquire()  # type: ignore[arg-type]
-    if conn is not None:
-        conn.start(ex, reused=True)
-    else:
-        connect(ex)
+    if pool is not None:                                    # no pool yet: `_connect` makes it
+        idle = pool.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.start(ex, True)                        # reused
+                return
+    connect(ex)
 
 
 def connect(ex: "Exchange") -> None:
@@ -104,11 +103,12 @@ async def _connect(ex: "Exchange", target: "TargetState") -> None:
     client = ex.client
     loop = client.loop
     pool = pool_of(target)
-    timeout = ex.gateway.gateway.timeouts.connect  # type: ignore[union-attr]
+    assert ex.gateway is not None                          # a connecting exchange is routed
+    timeout = ex.gateway.gateway.timeouts.connect
     try:
         _, conn = await asyncio.wait_for(
             loop.create_connection(lambda: UpstreamConnection(pool), target.host, target.port), timeout)
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         timed_out = isinstance(exc, asyncio.TimeoutError)
         now = time.monotonic()
         target.mark_failed(now)
@@ -117,7 +117,7 @@ async def _connect(ex: "Exchange", target: "TargetState") -> None:
         if ex.route is not None and ex.route.stats is not None:
             ex.route.stats.upstream_errors["timeout" if timed_out else "connect"] += 1
         log_connect_failure(target, ex, f"timed out after {timeout:g}s" if timed_out else _reason(exc), now)
-        if client.current is not ex:
+        if ex.state != ROUTED:
             return                                   # the client went away meanwhile
         decision = None
         if ex.attempts < MAX_CONNECT_ATTEMPTS and ex.gateway is not None and ex.route is not None:
@@ -136,7 +136,7 @@ async def _connect(ex: "Exchange", target: "TargetState") -> None:
     if target.failures:
         log_recovery(target, ex)
     target.mark_ok()
-    if client.current is not ex:
+    if ex.state != ROUTED:                           # answered, or the client went away meanwhile
         pool.release(conn)                           # still useful to the next request
         return
     conn.start(ex, reused=False)
@@ -169,15 +169,19 @@ def _route_name(ex: "Exchange") -> str:
     return ex.route.name if ex.route is not None else "?"
 
 
+def _address(ex: "Exchange") -> str:
+    return ex.target.address if ex.target is not None else "?"
+
+
 def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
-        "pool", "loop", "transport", "parser", "ex", "closed", "ready", "reused", "got_bytes", "tunnel",
+        "pool", "loop", "transport", "parser", "ex", "closed", "reused", "got_bytes",
         "last_io", "out", "reason", "headers", "cl", "te", "named", "upgrade_value", "mode",
-        "complete", "head_only", "violation", "keep_alive", "close_client", "in_body", "informational",
+        "violation", "keep_alive", "close_client", "in_body", "informational",
         "reading_paused",
     )
 
@@ -188,10 +192,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser: httptools.HttpResponseParser | None = None
         self.ex: Exchange | None = None
         self.closed = False
-        self.ready = False
         self.reused = False
         self.got_bytes = False
-        self.tunnel = False
         self.last_io = 0.0
         self.out: list[bytes] = []
         self.reading_paused = False
@@ -208,28 +210,30 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = reused
         self.got_bytes = False
         self.parser = httptools.HttpResponseParser(self)
-        self.reason = b""
-        self.headers = []
-        self.cl = None
+        self.reason = b""                        # as in _reset_response, inline (once per request)
+        self.headers: list[bytes] = []           # name, b": ", value, CRLF for every end-to-end header
+        self.cl: bytes | None = None
         self.te = False
-        self.named = None
-        self.upgrade_value = None
+        self.named: set[bytes] | None = None     # headers named in Connection, to strip
+        self.upgrade_value: bytes | None = None
         self.in_body = False
         self.informational = False
-        self.complete = False
-        self.head_only = False
         self.violation = False
-        self.mode = BODY_NONE
-        self.ready = True
+        self.mode = BODY_UNSET
         if self.reading_paused:
             self.resume_reading()
         if ex.body_buffer:
             self.transport.write(ex.head + b"".join(ex.body_buffer))  # type: ignore[union-attr]
             ex.body_buffer.clear()
-            ex.body_streamed = True
-            ex.client.body_flushed()
+            if CHECKED:
+                check(ex.state, STREAMING)
+            ex.state = STREAMING
+            ex.client.flow.resume(PAUSE_BUFFER)
         else:
             self.transport.write(ex.head)  # type: ignore[union-attr]
+            if CHECKED:
+                check(ex.state, SENT)
+            ex.state = SENT
         self.last_io = self.loop.time()
         ex.client.runtime.busy_upstreams.add(self)
         target = ex.target
@@ -240,18 +244,19 @@ class UpstreamConnection(asyncio.Protocol):
     def _reset_response(self) -> None:
         """Ready for the final response after a 1xx one."""
         self.reason = b""
-        self.headers: list[bytes] = []           # name, b": ", value, CRLF for every end-to-end header
-        self.cl: bytes | None = None
+        self.headers = []
+        self.cl = None
         self.te = False
-        self.named: set[bytes] | None = None     # headers named in Connection, to strip
-        self.upgrade_value: bytes | None = None
+        self.named = None
+        self.upgrade_value = None
         self.in_body = False
         self.informational = False
 
     def send_body(self, ex: "Exchange") -> None:
         self.transport.write(b"".join(ex.body_buffer))  # type: ignore[union-attr]
         ex.body_buffer.clear()
-        ex.body_streamed = True
+        if ex.state == SENT:
+            ex.state = STREAMING
         self.last_io = self.loop.time()
 
     def close(self) -> None:
@@ -274,12 +279,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _detach(self, ex: "Exchange") -> None:
         self.ex = None
-        self.ready = False
         ex.upstream = None
         ex.target.in_flight -= 1  # type: ignore[union-attr]
         client = ex.client
-        if client.pause_mask & PAUSE_UPSTREAM:
-            client.resume(PAUSE_UPSTREAM)
+        flow = client.flow
+        if flow.mask & PAUSE_UPSTREAM:
+            flow.resume(PAUSE_UPSTREAM)
         client.runtime.busy_upstreams.discard(self)
 
     def pause_reading(self) -> None:
@@ -294,94 +299,89 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.tunnel:
-            self.tunnel = False
-            ex = self.ex
-            if ex is not None:
-                self.ex = None
-                ex.target.in_flight -= 1  # type: ignore[union-attr]
-                ex.client.tunnel_closed()
-            return
         ex = self.ex
         if ex is None:
             return
+        if ex.state == TUNNEL:
+            self.ex = None
+            ex.target.in_flight -= 1  # type: ignore[union-attr]
+            ex.client.tunnel_closed()
+            return
         self._detach(ex)
         client = ex.client
-        if self.complete:
+        if ex.state == COMPLETE:
             return
-        if ex.response_started:
+        if ex.state >= RESPONDING:
             if self.mode == BODY_CLOSE and not self.parser_in_error():
                 # The backend's body ended with its connection: for the client that is a complete body.
                 if not ex.http10:
-                    client.transport.write(CHUNK_END)
+                    client.write(CHUNK_END)
                 client.runtime.record(ex, ex.status)
                 client.finish(ex, close=ex.http10)
             else:
                 _count_error(ex, "reset")
-                client.closing = True
-                client.transport.abort()
+                _fail(ex)
             return
         if not self.got_bytes and self.reused and ex.replayable:
             # A pooled connection the backend had closed: replay once on a fresh connection.
+            if CHECKED:
+                check(ex.state, ROUTED)
+            ex.state = ROUTED
             connect(ex)
             return
         _count_error(ex, "reset")
-        client.answer(ex, 502, f"connection to {ex.target.address} closed before a response")  # type: ignore[union-attr]
+        client.answer(ex, 502, f"connection to {_address(ex)} closed before a response")
 
     def parser_in_error(self) -> bool:
         return self.violation
 
     def eof_received(self) -> bool:
-        if self.tunnel and self.ex is not None:
-            transport = self.ex.client.transport
-            if transport is not None and transport.can_write_eof():
-                transport.write_eof()
+        ex = self.ex
+        if ex is not None and ex.state == TUNNEL:
+            ex.client.write_eof()
             return True
         return False
 
-    # -- flow control (request body) ---------------------------------------------------------------
+    # -- flow control (request body, tunnel) -------------------------------------------------------
     def pause_writing(self) -> None:
         if self.ex is not None:
-            if self.tunnel:
-                self.ex.client.transport.pause_reading()
-            else:
-                self.ex.client.upstream_full()
+            self.ex.client.flow.pause(PAUSE_UPSTREAM)
 
     def resume_writing(self) -> None:
         if self.ex is not None:
-            if self.tunnel:
-                self.ex.client.transport.resume_reading()
-            else:
-                self.ex.client.upstream_drained()
+            self.ex.client.flow.resume(PAUSE_UPSTREAM)
 
     # -- timeouts ----------------------------------------------------------------------------------
     def check_timeout(self, now: float) -> None:
         """Called by the runtime's periodic sweep over busy connections: give up on a backend that has been
         silent for the gateway's response timeout."""
         ex = self.ex
-        if ex is None or self.tunnel:
+        if ex is None or ex.state == TUNNEL:
             return
-        timeout = ex.gateway.gateway.timeouts.response  # type: ignore[union-attr]
+        assert ex.gateway is not None                      # a started exchange is routed
+        timeout = ex.gateway.gateway.timeouts.response
         if now - self.last_io < timeout:
             return
         _count_error(ex, "timeout")
         self._detach(ex)
         self.abort()
-        client = ex.client
-        if ex.response_started:
-            client.closing = True
-            client.transport.abort()
+        if ex.state >= RESPONDING:
+            _fail(ex)
         else:
-            client.answer(ex, 504, f"no response from {ex.target.address} within {timeout:g}s")  # type: ignore[union-attr]
+            ex.client.answer(ex, 504, f"no response from {_address(ex)} within {timeout:g}s")
 
     # -- reading -----------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         ex = self.ex
-        if self.tunnel:
-            ex.client.transport.write(data)  # type: ignore[union-attr]
-            return
-        if ex is None or self.complete:
+        if ex is None:
             self.abort()              # bytes nobody asked for: this connection is out of step
+            return
+        state = ex.state
+        if state == TUNNEL:
+            ex.client.write(data)
+            return
+        if state == COMPLETE:
+            self.abort()
             return
         self.last_io = self.loop.time()
         self.got_bytes = True
@@ -393,38 +393,35 @@ class UpstreamConnection(asyncio.Protocol):
                 rest = data[upgrade.args[0]:]
                 if rest:
                     out.append(rest)
-                ex.client.transport.write(b"".join(out))  # type: ignore[union-attr]
+                ex.client.write(b"".join(out))
                 self._become_tunnel(ex)
                 return
             self.violation = True
         except httptools.HttpParserError:
             self.violation = True
-        if self.violation and not (self.complete and ex.response_started):
+        if self.violation and ex.state != COMPLETE:
             self._protocol_error(ex, out)
             return
         if out:
-            ex.client.transport.writelines(out)  # type: ignore[union-attr]
-        if self.complete:
+            ex.client.writelines(out)
+        if ex.state == COMPLETE:
             self._finish(ex)      # a violation after a complete response only costs this connection
 
     def _protocol_error(self, ex: "Exchange", out: list[bytes]) -> None:
         _count_error(ex, "reset")
         self._detach(ex)
         self.abort()
-        client = ex.client
-        if ex.response_started:
+        if ex.state >= RESPONDING:
             if out:
-                client.transport.write(b"".join(out))
-            client.closing = True
-            client.transport.abort()
+                ex.client.write(b"".join(out))
+            _fail(ex)
         else:
-            client.answer(ex, 502, f"invalid response from {ex.target.address}")  # type: ignore[union-attr]
+            ex.client.answer(ex, 502, f"invalid response from {_address(ex)}")
 
     def _finish(self, ex: "Exchange") -> None:
-        reusable = self.keep_alive and ex.request_done and not self.violation and not ex.upgrade
+        reusable = self.keep_alive and ex.request == REQUEST_READ and not self.violation and not ex.upgrade
         self._detach(ex)
         if reusable:
-            self.ready = False
             self.pool.release(self)
         else:
             self.close()
@@ -432,7 +429,9 @@ class UpstreamConnection(asyncio.Protocol):
         ex.client.finish(ex, close=self.close_client)
 
     def _become_tunnel(self, ex: "Exchange") -> None:
-        self.tunnel = True
+        if CHECKED:
+            check(ex.state, TUNNEL)
+        ex.state = TUNNEL
         client = ex.client
         client.runtime.busy_upstreams.discard(self)
         client.runtime.record(ex, 101)
@@ -467,35 +466,35 @@ class UpstreamConnection(asyncio.Protocol):
         # other hop-by-hop headers are dropped
 
     def on_headers_complete(self) -> None:
-        if self.complete:
+        ex = self.ex
+        parser = self.parser
+        assert ex is not None and parser is not None      # a response is parsed only for a started exchange
+        if ex.state == COMPLETE:
             # A second response in the read that completed the first: nobody asked for it. Raising stops the
             # parser (a violation after a complete response): nothing of it is forwarded, the connection closes.
             raise _OutOfStep
-        ex = self.ex
-        parser = self.parser
-        status = parser.get_status_code()  # type: ignore[union-attr]
+        status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self.informational = True
-            if not ex.http10 and not (status == 100 and ex.expect_continue):  # type: ignore[union-attr]
+            if not ex.http10 and not (status == 100 and ex.expect_continue):
                 self.out.append(self._head(status, []))
             return
-        ex.status = status  # type: ignore[union-attr]
-        self.keep_alive = parser.should_keep_alive()  # type: ignore[union-attr]
-        http10 = ex.http10  # type: ignore[union-attr]
+        ex.status = status
+        self.keep_alive = parser.should_keep_alive()
+        http10 = ex.http10
         # (a declined upgrade leaves the client's connection HTTP: it stays open like any other)
-        close_client = (not ex.keep_alive or not ex.request_done  # type: ignore[union-attr]
-                        or ex.client.closing)  # type: ignore[union-attr]
+        close_client = (not ex.keep_alive or ex.request == REQUEST_READING
+                        or ex.client.closing)
         extra: list[bytes] = []
         if status == 101:
-            if not ex.upgrade or self.upgrade_value is None:  # type: ignore[union-attr]
+            if not ex.upgrade or self.upgrade_value is None:
                 self.violation = True
                 return
             extra += (b"Connection: Upgrade\r\nUpgrade: ", self.upgrade_value, CRLF)
-            self.head_only = True
-        elif ex.method == b"HEAD" or status in (204, 304):  # type: ignore[union-attr]
+            self.mode = BODY_NONE
+        elif ex.method == b"HEAD" or status in (204, 304):
             if self.cl is not None and status != 204:
                 extra += (b"Content-Length: ", self.cl, CRLF)
-            self.head_only = True
             self.mode = BODY_NONE
         elif self.cl is not None:
             extra += (b"Content-Length: ", self.cl, CRLF)
@@ -509,8 +508,8 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 extra.append(b"Transfer-Encoding: chunked\r\n")
                 self.mode = BODY_CHUNKED if self.te else BODY_CLOSE
-        if ex.set_cookie is not None:  # type: ignore[union-attr]
-            extra += (b"Set-Cookie: ", ex.set_cookie.encode("latin-1"), CRLF)  # type: ignore[union-attr]
+        if ex.set_cookie is not None:
+            extra += (b"Set-Cookie: ", ex.set_cookie.encode("latin-1"), CRLF)
         if status != 101:
             if close_client:
                 extra.append(b"Connection: close\r\n")
@@ -518,10 +517,14 @@ class UpstreamConnection(asyncio.Protocol):
                 extra.append(b"Connection: keep-alive\r\n")
         self.close_client = close_client
         self.out.append(self._head(status, extra))
-        ex.response_started = True  # type: ignore[union-attr]
+        if CHECKED:
+            check(ex.state, RESPONDING)
+        ex.state = RESPONDING
         self.in_body = True
-        if self.head_only:
-            self.complete = True
+        if self.mode == BODY_NONE:
+            if CHECKED:
+                check(RESPONDING, COMPLETE)
+            ex.state = COMPLETE
 
     def _head(self, status: int, extra: list[bytes]) -> bytes:
         headers = self.headers
@@ -532,7 +535,7 @@ class UpstreamConnection(asyncio.Protocol):
         return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, self.reason, b"".join(headers), b"".join(extra))
 
     def on_body(self, body: bytes) -> None:
-        if self.head_only:
+        if self.mode == BODY_NONE:
             self.violation = True     # a body where none may be: the connection is out of step
             return
         if self.mode == BODY_LENGTH or (self.mode == BODY_CLOSE and self.ex.http10):  # type: ignore[union-attr]
@@ -544,11 +547,23 @@ class UpstreamConnection(asyncio.Protocol):
         if self.informational:
             self._reset_response()
             return
-        if self.head_only:
+        if self.mode == BODY_NONE:
             return
-        if self.mode == BODY_CHUNKED or (self.mode == BODY_CLOSE and not self.ex.http10):  # type: ignore[union-attr]
+        ex = self.ex
+        assert ex is not None
+        if self.mode == BODY_CHUNKED or (self.mode == BODY_CLOSE and not ex.http10):
             self.out.append(CHUNK_END)
-        self.complete = True
+        if CHECKED:
+            check(ex.state, COMPLETE)
+        ex.state = COMPLETE
+
+
+def _fail(ex: "Exchange") -> None:
+    """Part of the response went to the client and the rest never will: the client's connection is cut."""
+    if CHECKED:
+        check(ex.state, FAILED)
+    ex.state = FAILED
+    ex.client.abort()
 
 
 class _OutOfStep(Exception):

@@ -49,12 +49,17 @@ Routing semantics (docs/gateway-config.md, "Routing"), made exact:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from gateway.config import model
 from gateway.routing.balancer import SmoothWeighted
 from gateway.routing.conditions import Condition, compile_condition
 from gateway.routing.request import RequestView
 from gateway.routing.sticky import StickyCookie, StickyLookup, short_id
+
+if TYPE_CHECKING:
+    from gateway.proxy.stats import RouteStats, TargetStats
+    from gateway.proxy.upstream import UpstreamPool
 
 BACKOFF_FIRST = 1.0     # seconds a target is skipped after its first consecutive connect failure
 BACKOFF_MAX = 30.0      # cap of the doubling back-off
@@ -77,8 +82,8 @@ class TargetState:
         self.failures = 0
         self.in_flight = 0
         self.last_used = 0.0     # when it was last picked (monotonic): a drain waits for sticky clients
-        self.pool: object | None = None
-        self.stats: object | None = None
+        self.pool: UpstreamPool | None = None       # the proxy's keep-alive connections to it
+        self.stats: TargetStats | None = None
         self.owner: RouteState | None = None    # the route (of the table last built) whose live count it is in
         self.log_quiet_until = 0.0               # connect failures are logged at most once per interval ...
         self.log_suppressed = 0                  # ... and counted meanwhile (gateway.proxy.upstream)
@@ -132,7 +137,7 @@ class RouteState:
                  "_strength_credit", "_set_cookie", "_set_cookies")
 
     def __init__(self, route: model.Route, targets: tuple[TargetState, ...], condition: Condition | None,
-                 stats: object | None, sticky: StickyCookie | None = None, last_used: float = 0.0) -> None:
+                 stats: RouteStats | None, sticky: StickyCookie | None = None, last_used: float = 0.0) -> None:
         self.name = route.name
         self.route = route
         self.targets = targets
@@ -346,7 +351,7 @@ class RouteTable:
     def __init__(self, config: model.Config, previous: RouteTable | None = None) -> None:
         self.config = config
         old_targets: dict[tuple[str, str, str], TargetState] = {}
-        old_route_stats: dict[tuple[str, str], object | None] = {}
+        old_route_stats: dict[tuple[str, str], RouteStats | None] = {}
         old_route_sticky: dict[tuple[str, str], float] = {}
         compiled: dict[str, Condition] = {}
         if previous is not None:

@@ -24,7 +24,7 @@ from gateway.routing.lookups import ClientLookups
 from gateway.routing.table import RouteTable
 
 if TYPE_CHECKING:
-    from gateway.proxy.client import Exchange
+    from gateway.proxy.exchange import Exchange
 
 log = logging.getLogger("vamp.gateway")
 

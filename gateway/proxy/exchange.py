@@ -1,0 +1,166 @@
+"""One request/response pair (`Exchange`) and the states it goes through, every state and transition in one table.
+
+An exchange's progress is one small int, `ex.state`, that both protocols ask (`ex.state == SENT`) and move on
+(`ex.state = SENT`). The request's own reading is one more, `ex.request`: a request body may still be arriving
+while the response is under way. Transitions are checked against `TRANSITIONS` when the environment sets
+VAMP_CHECK_STATES (the tests do); otherwise a transition is a plain attribute store:
+
+    if CHECKED:
+        check(ex.state, SENT)
+    ex.state = SENT
+
+    RECEIVED ──▶ ROUTED ──▶ SENT ──▶ STREAMING ──▶ RESPONDING ──▶ COMPLETE ──▶ DONE
+       │           │  ▲       │  │                  ▲      │          │
+       │           │  └───────┘  └──────────────────┘      │          └──▶ TUNNEL (101: bytes pass through)
+       └───────────┴──▶ DONE (the gateway's own answer)    └──▶ DONE (body ended by the backend's close)
+    any live state ──▶ FAILED (the client is gone, or the connection was cut mid-response)
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from gateway.proxy.wire import IDEMPOTENT
+
+if TYPE_CHECKING:
+    from gateway.proxy.flow import FlowControl
+    from gateway.proxy.host import ProxyHost
+    from gateway.proxy.upstream import UpstreamConnection
+    from gateway.routing.table import GatewayRouter, RouteState, TargetState
+
+# The exchange (response side), in order: a state >= RESPONDING means part of the response went to the client.
+RECEIVED = 0      # the request head is parsed; it waits its turn (pipelined) or is about to be routed
+ROUTED = 1        # route and target chosen; waiting for an upstream connection (also between connect attempts)
+SENT = 2          # the head went to an upstream connection, no byte of the body yet: it may be replayed
+STREAMING = 3     # part of the request body went upstream: never replayed
+RESPONDING = 4    # the response head is on its way to the client
+COMPLETE = 5      # the backend's response has been read completely
+DONE = 6          # the response has been written completely (or the gateway answered itself)
+TUNNEL = 7        # the backend answered 101: bytes pass through both ways
+FAILED = 8        # the client went away, or the connection was cut mid-response
+
+# The request side: is the client's request read completely?
+REQUEST_READING = 0
+REQUEST_READ = 1
+
+STATE_NAMES = ("RECEIVED", "ROUTED", "SENT", "STREAMING", "RESPONDING", "COMPLETE", "DONE", "TUNNEL", "FAILED")
+
+TRANSITIONS: dict[int, frozenset[int]] = {
+    RECEIVED: frozenset({ROUTED, DONE, FAILED}),
+    ROUTED: frozenset({SENT, STREAMING, DONE, FAILED}),
+    # ROUTED: replayed on a fresh connection.
+    SENT: frozenset({STREAMING, RESPONDING, ROUTED, DONE, FAILED}),
+    STREAMING: frozenset({RESPONDING, DONE, FAILED}),
+    RESPONDING: frozenset({COMPLETE, DONE, FAILED}),                  # DONE: a body delimited by close
+    COMPLETE: frozenset({DONE, TUNNEL, FAILED}),
+    DONE: frozenset(),
+    TUNNEL: frozenset({FAILED}),
+    FAILED: frozenset({FAILED}),
+}
+
+CHECKED = bool(os.environ.get("VAMP_CHECK_STATES"))
+
+
+class InvalidTransition(AssertionError):
+    pass
+
+
+def check(old: int, new: int) -> None:
+    """Raise unless the table allows moving from `old` to `new`."""
+    if new not in TRANSITIONS[old]:
+        raise InvalidTransition(f"exchange state {STATE_NAMES[old]} -> {STATE_NAMES[new]} is not a transition")
+
+
+class ClientSide(Protocol):
+    """What the upstream side may use of the client connection an exchange came from (`ClientConnection`): it
+    writes the response through it, hands back pressure to its flow control, and tells it how the exchange
+    ended; it never sets the connection's fields."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    @property
+    def runtime(self) -> ProxyHost: ...
+
+    @property
+    def flow(self) -> FlowControl: ...
+
+    @property
+    def closing(self) -> bool:
+        """The connection closes after the response in flight."""
+        ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def writelines(self, parts: list[bytes]) -> None: ...
+
+    def write_eof(self) -> None: ...
+
+    def answer(self, ex: Exchange, status: int, message: str) -> None:
+        """Nothing of a response was sent: the gateway answers with its own short response."""
+        ...
+
+    def finish(self, ex: Exchange, close: bool = False) -> None:
+        """The response has been written completely."""
+        ...
+
+    def abort(self) -> None:
+        """Part of the response was sent and the rest never will be: cut the connection."""
+        ...
+
+    def become_tunnel(self, upstream: UpstreamConnection) -> None: ...
+
+    def tunnel_closed(self) -> None: ...
+
+
+class Exchange:
+    """One request/response pair, from the request's head to the response's last byte."""
+    __slots__ = (
+        "client", "method", "head", "keep_alive", "http10", "chunked", "has_body", "request", "state",
+        "body_buffer", "body_buffered", "upgrade", "expect_continue", "started", "gateway", "route",
+        "target", "set_cookie", "upstream", "attempts", "status",
+        "url", "headers", "host", "forwarded_for", "user_agent", "host_missing",
+    )
+
+    def __init__(self, client: ClientSide, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]],
+                 host: bytes, forwarded_for: bytes | None, user_agent: bytes | None, head: bytes,
+                 keep_alive: bool, http10: bool, chunked: bool, has_body: bool, upgrade: bool,
+                 expect_continue: bool) -> None:
+        self.client = client
+        self.method = method
+        # What routing reads, captured from the parser (a pipelined request may be parsed before we route).
+        self.url = url
+        self.headers = headers
+        self.host = host
+        self.host_missing = False             # HTTP/1.0 without Host: the target's address is sent as Host
+        self.forwarded_for = forwarded_for
+        self.user_agent = user_agent
+        self.head = head                      # the re-serialised request head for the upstream
+        self.keep_alive = keep_alive          # the client wants the connection kept open
+        self.http10 = http10
+        self.chunked = chunked                # request body re-framed as chunked upstream
+        self.has_body = has_body
+        self.state = RECEIVED
+        self.request = REQUEST_READING
+        self.body_buffer: list[bytes] = []    # request bytes not yet written upstream
+        self.body_buffered = 0
+        self.upgrade = upgrade
+        self.expect_continue = expect_continue
+        self.started = time.monotonic()
+        self.gateway: GatewayRouter | None = None
+        self.route: RouteState | None = None
+        self.target: TargetState | None = None
+        self.set_cookie: str | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.attempts = 0
+        self.status = 0
+
+    @property
+    def replayable(self) -> bool:
+        """May this request be sent again on another connection (nothing of it is lost)?"""
+        return self.method in IDEMPOTENT and self.state == SENT and not self.upgrade
+
+    def __repr__(self) -> str:
+        return f"Exchange({self.method.decode('latin-1')} {self.url.decode('latin-1')}, {STATE_NAMES[self.state]})"
