@@ -256,6 +256,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport.write(b"".join(ex.body_buffer))  # type: ignore[union-attr]
         ex.body_buffer.clear()
         if ex.state == SENT:
+            if CHECKED:
+                check(SENT, STREAMING)
             ex.state = STREAMING
         self.last_io = self.loop.time()
 
