@@ -21,7 +21,7 @@ from typing import IO, Any
 from aiohttp import web
 
 from control.engine import Engine
-from control.metrics import render_clusters
+from control.metrics.exposition import render_clusters
 from control.orchestrator.local import LocalOrchestrator
 from control.store import Store
 from gateway import ConfigManager, LocalWorker, Runtime, render_metrics

@@ -166,7 +166,7 @@ async def test_the_canary_quickstart_end_to_end(platform):
 async def test_cluster_metrics_count_what_each_cluster_received(platform):
     from prometheus_client.parser import text_string_to_metric_families
 
-    from control.metrics import render_clusters
+    from control.metrics.exposition import render_clusters
 
     engine = platform
     port = free_port()

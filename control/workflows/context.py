@@ -1,0 +1,80 @@
+"""The contract between the workflow runner and a built-in workflow (`workflow: canary`, `follow-the-sun`,
+`brown-out`): what a built-in may read and change (`WorkflowContext`) and what it must offer
+(`BuiltinWorkflow`).
+
+A built-in never touches the engine, the store or the gateways directly: everything goes through its context,
+so the same code runs under the platform and under a test's fake context with a virtual clock.
+"""
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from control.events.model import Event
+from control.metrics.model import MetricsReader
+from gateway.common.errors import Invalid
+
+
+class WorkflowContext(Protocol):
+    name: str                         # the workflow's name
+    metrics: MetricsReader
+
+    def now(self) -> float:
+        """Seconds since the epoch (the context's clock: virtual under test)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        ...
+
+    def publish(self, tags: Iterable[str], value: Any = None) -> Event:
+        """An event tagged `workflows:NAME` besides `tags`."""
+        ...
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """The workflow's `state` object (JSON-like), shown by `GET /api/v1/workflows/NAME` and kept across
+        restarts of the platform."""
+        ...
+
+    async def gateway(self, name: str) -> dict[str, Any]:
+        """The gateway's document as the API shows it (routes with `weight` "N%", `condition`, …).
+        NotFound if there is none."""
+        ...
+
+    async def set_weights(self, gateway: str, weights: Mapping[str, int]) -> None:
+        """Set route weights (whole per cents, summing to 100 over the routes named) in one change of the
+        gateway; routes not named keep theirs. Invalid or NotFound as the gateway API would answer."""
+        ...
+
+    def instances(self, deployment: str, cluster: str, service: str) -> int:
+        """The service's instance count as deployed (its scale)."""
+        ...
+
+    async def set_instances(self, deployment: str, cluster: str, service: str, instances: int) -> None:
+        """Scale the service; instances that go are drained first."""
+        ...
+
+
+class BuiltinWorkflow(abc.ABC):
+    """One run of a built-in workflow.
+
+    The constructor checks `parameters` and raises `gateway.common.errors.Invalid` (with the field, e.g.
+    "/parameters/steps/1") on anything wrong, so a bad workflow is refused when it is written, not when it
+    runs. `restored` is the last state the workflow set before the platform stopped, if any: a run resumes
+    from it instead of starting over.
+    """
+
+    def __init__(self, context: WorkflowContext, parameters: Mapping[str, Any],
+                 restored: Mapping[str, Any] | None = None) -> None:
+        self.context = context
+        self.parameters = parameters
+        self.restored = restored
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """Work until finished (return) or cancelled (suspended, restarted, deleted or the platform stopping)."""
+
+    def command(self, action: str) -> None:
+        """A manual action from `PUT /api/v1/workflows/NAME/status` (the canary takes `promote` and `abort`).
+        Invalid for an action this workflow does not take."""
+        raise Invalid(f"workflow {self.context.name} takes no action {action!r}", "/status")
