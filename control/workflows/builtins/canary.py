@@ -268,7 +268,7 @@ class Canary(BuiltinWorkflow):
             else:
                 self._transition("progressing", f"step {self.step}: judgement failed "
                                  f"({self.failures} of {self.settings.failure_limit} allowed): {reason}")
-                self._event("canary:fail", {**figures, "failures": self.failures})
+                self._event("canary:fail", {**self._figures(), "judgement": self.judgement})
         elif self.step == len(self.settings.steps):
             await self._promote("every step passed", figures)
         else:
@@ -298,7 +298,8 @@ class Canary(BuiltinWorkflow):
                 await self._rollback(why, figures)
             return
         self._transition("waiting", f"step {self.step}: waiting for data: {reason}")
-        self._event("canary:waiting", {**figures, "requests": judgement.canary.requests,
+        self._event("canary:waiting", {**self._figures(), "judgement": self.judgement,
+                                       "requests": judgement.canary.requests,
                                        "min_requests": self.settings.min_requests, "waited": _seconds(waited)})
 
     async def judge(self, window: float) -> Judgement:
@@ -487,7 +488,7 @@ class Canary(BuiltinWorkflow):
         self.reason = reason
 
     def _figures(self) -> dict[str, Any]:
-        return {"phase": self.phase, "step": self.step, "steps": len(self.settings.steps),
+        return {"phase": self.phase, "step": self.step, "steps": len(self.settings.steps), "failures": self.failures,
                 "weights": {route: f"{weight}%" for route, weight in self.weights.items()},
                 "reason": self.reason}
 
