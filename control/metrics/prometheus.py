@@ -48,8 +48,11 @@ def _value(body: Any, status: int, address: str, query: str) -> float | None:
     if not isinstance(body, dict):
         raise PrometheusError(f"Prometheus at {address} answered HTTP {status} with an unexpected body")
     if body.get("status") != "success":
-        kind = body.get("errorType", f"HTTP {status}")
-        raise PrometheusError(f"Prometheus refused the query {query!r}: {kind}: {body.get('error', 'no reason given')}")
+        if "errorType" in body:
+            raise PrometheusError(f"Prometheus refused the query {query!r}: {body['errorType']}: "
+                                  f"{body.get('error', 'no reason given')}")
+        raise PrometheusError(f"{address} answered HTTP {status} ({body.get('error', 'no reason given')}), "
+                              f"not as Prometheus does (is it Prometheus?)")
     data = body.get("data") or {}
     kind, result = data.get("resultType"), data.get("result")
     if kind == "scalar":
