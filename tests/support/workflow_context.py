@@ -208,7 +208,7 @@ def summary_of(window: float, requests: float, errors: float, p99_ms: float | No
 class Traffic:
     """Requests entering gateway `gateway` at `rate(t)` per second, split by the gateway's weights at that time;
     `conditional[route]` more per second reach a route through its condition whatever its weight. Each route
-    answers a share `error_share[route](t)` with 5xx and has a p99 of `p99_ms[route]`. `summary` integrates over
+    answers a share `error_share[route](t)` with 5xx and has a p99 of `p99_ms[route](t)`. `summary` integrates over
     the window second by second. Installs itself as the context's metrics."""
     context: FakeContext
     gateway: str
@@ -231,15 +231,16 @@ class Traffic:
                 continue
             routes = [scope.route] if scope.route is not None else list(self.context.weights(self.gateway))
             for route in routes:
-                got, failed = self._route(route, end - window, end)
+                got, failed, slowest = self._route(route, end - window, end)
                 requests += got
                 errors += failed
-                if got:
-                    latencies.append(self.p99_ms.get(route, lambda t: 50.0)(end))
+                latencies += slowest
         return summary_of(window, requests, errors, max(latencies) if latencies else None)
 
-    def _route(self, route: str, start: float, end: float) -> tuple[float, float]:
+    def _route(self, route: str, start: float, end: float) -> tuple[float, float, list[float]]:
+        """Requests, errors, and the p99 of each second that had requests (the window's p99: the largest)."""
         requests = errors = 0.0
+        latencies = []
         second = start
         while second < end:
             step = min(1.0, end - second)
@@ -248,8 +249,10 @@ class Traffic:
             got = (self.rate(middle) * weight / 100 + self.conditional.get(route, 0.0)) * step
             requests += got
             errors += got * self.error_share.get(route, lambda t: 0.0)(middle)
+            if got:
+                latencies.append(self.p99_ms.get(route, lambda t: 50.0)(middle))
             second += step
-        return requests, errors
+        return requests, errors, latencies
 
 
 class ScriptedMetrics:

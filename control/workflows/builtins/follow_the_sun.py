@@ -90,7 +90,8 @@ def local_instant(day: datetime.date, at: datetime.time, zone: zoneinfo.ZoneInfo
     if _wall(first, zone) == wall:
         return first
     # Skipped: find the instant the clock jumps past `wall` (between the two readings of the gap).
-    low, high = sorted((first, datetime.datetime.combine(day, at, tzinfo=zone, fold=1).timestamp()))
+    second = datetime.datetime.combine(day, at, tzinfo=zone).replace(fold=1).timestamp()
+    low, high = sorted((first, second))
     while high - low > 1:
         middle = (low + high) / 2
         if _wall(middle, zone) >= wall:
