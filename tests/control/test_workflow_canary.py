@@ -394,6 +394,28 @@ async def test_a_missing_gateway_is_waited_for_then_halts():
     assert context.tagged("canary:halt")[0].timestamp == context.start + 120
 
 
+async def test_a_hand_before_the_gateway_exists_halts_the_canary():
+    context = FakeContext(gateways={})
+    workflow = Canary(context, parameters())
+    context.at(context.start + 45, lambda: workflow.command("abort"))
+    task = asyncio.create_task(workflow.run())
+    await context.run_until(task)
+    assert task.done() and workflow.phase == "halted"
+    assert context.state["reason"].startswith("abort by hand before the canary could start")
+
+
+async def test_a_restored_halted_canary_waits_for_a_hand_again():
+    context = FakeContext(gateways={GATEWAY: document({BASELINE: {"weight": "80%"}, CANARY: {"weight": "20%"}},
+                                                      name=GATEWAY)})
+    restored = {"phase": "halted", "step": 2, "failures": 0, "reason": "no data for 10m",
+                "weights": {BASELINE: "80%", CANARY: "20%"}}
+    workflow, task = await run(context, parameters(), restored=restored, until=3600, phase="halted")
+    assert not task.done() and context.weight_changes == [] and context.state["reason"] == "no data for 10m"
+    workflow.command("abort")
+    await context.run_until(task)
+    assert workflow.phase == "rolled_back" and context.weight_changes[-1][2] == {BASELINE: 100, CANARY: 0}
+
+
 async def test_a_refused_weight_change_halts_the_canary_with_the_reason():
     context = FakeContext(gateways={GATEWAY: sava()})
     Traffic(context, GATEWAY, rate=steady(100.0))

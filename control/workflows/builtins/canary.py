@@ -448,7 +448,12 @@ class Canary(BuiltinWorkflow):
                         self._publish_state()
                         return False
                     return True
-            if self._command is not None or self.context.now() - since >= settings.no_data_timeout:
+            if self._command is not None:
+                self._halt(f"{self._command} by hand before the canary could start: {problem}")
+                self._command = None
+                self._publish_state()
+                return False
+            if self.context.now() - since >= settings.no_data_timeout:
                 self._halt(f"{problem} (waited {format_duration(_whole(self.context.now() - since) or 1)})")
                 self._publish_state()
                 return False
