@@ -424,6 +424,7 @@ async def test_a_refused_weight_change_halts_the_canary_with_the_reason():
     task = asyncio.create_task(workflow.run())
     await context.run_until(task, state=lambda state: state["phase"] == "halted")
     assert "could not set the weights (stepped): the deployment is changing" in context.state["reason"]
+    assert context.state["step"] == 1 and context.state["phase"] == "halted"
     assert canary_weights(context) == [5]
     await finish(task)
 

@@ -9,7 +9,7 @@ restart of the platform at the step it had reached.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,13 +271,12 @@ class Canary(BuiltinWorkflow):
                 self._event("canary:fail", {**self._figures(), "judgement": self.judgement})
         elif self.step == len(self.settings.steps):
             await self._promote("every step passed", figures)
-        else:
+        elif await self._set_weights(self._step_weights(self.step + 1), "stepped"):
             self.step += 1
             self.waiting_since = None
             self.window_start = self.context.now()
-            if await self._set_weights(self._step_weights(), "stepped"):
-                self._transition("progressing", self._step_reason())
-                self._event("canary:progress", {**self._figures(), "judgement": self.judgement})
+            self._transition("progressing", self._step_reason())
+            self._event("canary:progress", {**self._figures(), "judgement": self.judgement})
         self._publish_state()
 
     async def _no_data(self, judgement: Judgement, figures: dict[str, Any]) -> None:
@@ -307,9 +306,10 @@ class Canary(BuiltinWorkflow):
         settings = self.settings
         metrics = self.context.metrics
         canary = metrics.summary([Scope(settings.gateway, self.canary_route)], window)
-        judgement = Judgement(at=self.context.now(), window=window, canary=canary)
+        judgement = Judgement(at=self.context.now(), window=canary.window, canary=canary)
         if canary.requests < settings.min_requests:
-            judgement.no_data(f"{canary.requests} requests on the canary in {format_duration(_whole(window))}, "
+            judgement.no_data(f"{canary.requests} requests on the canary in "
+                              f"{format_duration(_whole(canary.window) or 1)}, "
                               f"fewer than min_requests {settings.min_requests}")
             return judgement
         health = canary.health
@@ -480,8 +480,8 @@ class Canary(BuiltinWorkflow):
         self.weights = dict(weights)
         return True
 
-    def _step_weights(self) -> dict[str, int]:
-        canary = self.settings.steps[self.step - 1]
+    def _step_weights(self, step: int | None = None) -> dict[str, int]:
+        canary = self.settings.steps[(self.step if step is None else step) - 1]
         return {self.baseline_route: 100 - canary, self.canary_route: canary}
 
     # -- state and events --------------------------------------------------------------------------------
@@ -544,5 +544,3 @@ def _percent(fraction: float) -> str:
 def _whole(seconds: float) -> float:
     return float(round(seconds))
 
-
-__all__: Sequence[str] = ("Canary", "CanarySettings", "Judgement", "PrometheusCheck", "read_settings")
