@@ -106,6 +106,17 @@ async def test_other_routes_keep_their_weights():
     await stop(task)
 
 
+async def test_routes_may_be_named_by_their_service_on_a_cluster_gateway():
+    cluster_gateway = "sava/sava/webport"
+    full, lite = "sava/sava/sava:1.0.0/webport", "sava/sava/sava:lite/webport"
+    context = FakeContext(gateways={cluster_gateway: document({full: {"weight": "100%"}, lite: {"weight": "0%"}},
+                                                              name=cluster_gateway)})
+    Traffic(context, cluster_gateway, rate=lambda t: 100.0, error_share={full: lambda t: 0.5})
+    task = await watch(context, parameters(gateway=cluster_gateway, route="sava:1.0.0", to="sava:lite"), until=120)
+    assert context.weight_changes[0][2] == {full: 50, lite: 50}
+    await stop(task)
+
+
 async def test_a_cluster_may_be_measured_instead_of_the_route():
     context = FakeContext(gateways={GATEWAY: gateway()})
     ScriptedMetrics(context, {HEAVY: lambda t: (1000, 100, 50.0)})         # the cluster port's gateway

@@ -95,8 +95,11 @@ class BrownOut(BuiltinWorkflow):
         moved = restored.get("moved") if restored else None
         if restored and restored.get("phase") == BROWNED_OUT and isinstance(moved, int) and moved > 0:
             self.phase, self.moved = BROWNED_OUT, moved
+            weights = restored.get("weights")
+            self.weights = dict(weights) if isinstance(weights, Mapping) else {}
 
     async def run(self) -> None:
+        await self._weights()                   # resolves the route names the user wrote, if the gateway is there
         while True:
             await self.context.sleep(self.settings.interval)
             await self.check()
@@ -126,7 +129,7 @@ class BrownOut(BuiltinWorkflow):
 
     def _scope(self) -> Scope:
         settings = self.settings
-        return Scope(settings.cluster) if settings.cluster is not None else Scope(settings.gateway, settings.route)
+        return Scope(settings.cluster) if settings.cluster is not None else Scope(settings.gateway, self._route)
 
     def _response_ms(self, summary: Summary) -> float | None:
         return getattr(summary, f"{self.settings.statistic}_ms")
