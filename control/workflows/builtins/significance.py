@@ -28,17 +28,18 @@ def higher_error_rate_p_value(canary_errors: int, canary_requests: int,
     population = canary_requests + baseline_requests
     failures = canary_errors + baseline_errors
     draws = canary_requests
-    if failures == 0 or draws == 0 or baseline_requests == 0:
+    if canary_errors == 0 or draws == 0 or baseline_requests == 0:
         return 1.0
     highest = min(failures, draws)
     log_total = _log_choose(population, draws)
     mode = (draws + 1) * (failures + 1) // (population + 2)
     terms: list[float] = []
+    top = -math.inf
     for k in range(canary_errors, highest + 1):
         term = _log_choose(failures, k) + _log_choose(population - failures, draws - k) - log_total
         terms.append(term)
-        if k > mode and term < max(terms) - NEGLIGIBLE:
+        top = max(top, term)
+        if k > mode and term < top - NEGLIGIBLE:
             break                                   # past the mode the terms only shrink
-    top = max(terms)
     p_value = math.exp(top) * math.fsum(math.exp(term - top) for term in terms)
     return min(1.0, p_value)
