@@ -36,6 +36,7 @@ Answers = dict[tuple[str, bool, bool], bytes]     # (kind, head_only, keep_alive
 ERROR_RATE = "SAVA_ERROR_RATE"
 DELAY_MS = "SAVA_DELAY_MS"
 MAX_DELAY_MS = 3_600_000          # an hour
+MAX_DENOMINATOR = 1_000_000       # an error rate is kept to this precision (1 in a million)
 MAX_PENDING = 64                  # answers waiting for their delay before the connection stops reading
 
 
@@ -52,7 +53,7 @@ def misbehaviour_from(environment: Mapping[str, str]) -> Misbehaviour:
                    maximum=Decimal(1))
     delay = _number(environment, DELAY_MS, f"a number of milliseconds from 0 to {MAX_DELAY_MS}",
                     maximum=Decimal(MAX_DELAY_MS))
-    return Misbehaviour(error_rate=Fraction(rate), delay=float(delay) / 1000)
+    return Misbehaviour(error_rate=Fraction(rate).limit_denominator(MAX_DENOMINATOR), delay=float(delay) / 1000)
 
 
 def _number(environment: Mapping[str, str], name: str, expected: str, *, maximum: Decimal) -> Decimal:
@@ -112,6 +113,8 @@ class SavaConnection(asyncio.Protocol):
     Answers wait in `pending` with the loop time they are due (0: at once); they go out in order, those due by
     now in one write, so a delayed page holds up the answers pipelined behind it and nothing else."""
 
+    transport: asyncio.Transport          # set by connection_made, before any other callback
+
     def __init__(self, answers: Answers, misbehaviour: Misbehaviour = Misbehaviour(),
                  errors: ErrorBudget | None = None) -> None:
         self.answers = answers
@@ -125,7 +128,6 @@ class SavaConnection(asyncio.Protocol):
         self.closing = False
         self.write_paused = False
         self.backlogged = False
-        self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

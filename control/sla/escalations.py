@@ -129,7 +129,9 @@ class Escalator:
                 new = round(new, CPU_DECIMALS)
             if new == current:
                 continue
-            after = dataclasses.replace(scale, **{field: new})
+            after = (dataclasses.replace(scale, instances=int(new)) if field == "instances" else
+                     dataclasses.replace(scale, memory=int(new)) if field == "memory" else
+                     dataclasses.replace(scale, cpu=new))
             try:
                 await self.engine.set_scale(deployment, target, service.name, after)
             except RequestError as exc:         # the service went away meanwhile
