@@ -23,6 +23,8 @@ from aiohttp import web
 from control.engine import Engine
 from control.metrics.exposition import render_clusters
 from control.orchestrator.local import LocalOrchestrator
+from control.sla import standins
+from control.sla.monitor import SlaMonitor, SystemClock
 from control.store import Store
 from gateway import ConfigManager, LocalWorker, Runtime, render_metrics
 
@@ -109,6 +111,9 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         print(f"vamp: cannot listen on {api_host}:{api_port}: {exc.strerror or exc}", file=sys.stderr)
         await _stop(engine, orchestrator, gateways, runner, 0)
         return 1
+    # STAND-INS (control/sla/standins.py) until the metrics aggregator and the event log are merged
+    sla = SlaMonitor(engine, standins.NoMetrics(), standins.StoreEventLog(store), SystemClock())
+    sla_task = loop.create_task(sla.run(), name="vamp SLA monitor")
     print(f"Vamp is running (state in {state_dir}):\n"
           f"  API       http://{api_host}:{api_port}/api/v1\n"
           f"  metrics   http://{api_host}:{api_port}/metrics\n"
@@ -119,6 +124,8 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     stopping = True
+    sla_task.cancel()
+    await asyncio.wait({sla_task})
     log.info("stopping: instances, then the gateway (grace %.0fs)", grace)
     await _stop(engine, orchestrator, gateways, runner, grace)
     lock.close()                                # the instances are gone: the directory is free again
