@@ -207,10 +207,9 @@ async def test_follow_resumes_after_an_id_with_the_kept_events_then_goes_live(lo
 
 async def test_an_event_is_delivered_only_once_its_transaction_commits(log, store):
     subscription = log.subscribe(EventFilter())
-    with pytest.raises(RuntimeError):
-        with store.transaction():
-            log.publish(["rolled-back"])
-            raise RuntimeError("the write fails")
+    with pytest.raises(RuntimeError), store.transaction():
+        log.publish(["rolled-back"])
+        raise RuntimeError("the write fails")
     assert await subscription.next(timeout=0.05) is None
     assert log.count(EventFilter()) == 0
     with store.transaction():
