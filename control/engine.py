@@ -86,6 +86,7 @@ class Engine:
         self.leaving: dict[str, int | None] = {}     # instance id -> pid of its process draining before it stops
         self._watcher: asyncio.Task | None = None
         self._applied: dict[str, dict[str, Any]] | None = None   # gateway name -> settings last applied
+        self._generated: dict[str, list[str]] = {}               # generated gateway -> its deployment's tags
         self._service_states: dict[str, str] = {}                # service id -> deploying | deployed | failed
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -158,7 +159,7 @@ class Engine:
                 restore()
                 return document, current is None
             try:
-                await self._sync()
+                applied = await self._sync(announce=False)
             except RequestError:
                 restore()
                 await self._sync()
@@ -166,6 +167,7 @@ class Engine:
             self._persist(merged)
             await self._converge(merged)
             self._publish_deployed(current, merged, blueprint)
+            self._announce(applied)                  # after the deployment's own event: what it made
             return self._document(merged), current is None
 
     async def undeploy(self, name: str, blueprint: Blueprint | None, *, validate_only: bool = False
@@ -184,13 +186,13 @@ class Engine:
             else:
                 self.running[name] = remaining
                 self._persist(remaining)
-            await self._sync()                       # removed routes drain in the gateway from now on
-            for service_id in removed:
-                await self.orchestrator.undeploy(service_id)   # each instance drains (before_stop), then stops
-                self._service_states.pop(service_id, None)
-                self.events.publish([*_service_tags(service_id), "synchronization:undeployed"])
+            applied = await self._sync(announce=False)   # removed routes drain in the gateway from now on
             self.events.publish([f"deployments:{name}", "archive:delete" if remaining is None else "archive:update"],
                                 {"removed": [service_id.split("/", 1)[1] for service_id in removed]})
+            for service_id in removed:
+                await self.orchestrator.undeploy(service_id)   # each instance drains (before_stop), then stops
+                self.events.publish([*_service_tags(service_id), "synchronization:undeployed"])
+            self._announce(applied)
             return self._document(remaining) if remaining is not None else None
 
     def deployment(self, name: str) -> dict[str, Any] | None:
@@ -300,10 +302,17 @@ class Engine:
             refusal = Conflict if isinstance(exc, PortConflict) else Invalid
             raise refusal(str(exc), exc.pointer(extra.name) if extra is not None else None) from exc
 
-    async def _sync(self) -> None:
+    async def _sync(self, *, announce: bool = True) -> gw.Config:
+        """Apply the whole configuration; publish what changed (with `announce`; else the caller does it, with
+        `_announce(config)`, once it has published its own event)."""
         config = self._check_gateways()
         await self.gateway_controller.replace(config)      # Conflict when a worker cannot apply it
-        self._publish_gateway_changes(config)
+        if announce:
+            self._announce(config)
+        return config
+
+    def _announce(self, applied: gw.Config) -> None:
+        self._publish_gateway_changes(applied)
         self._publish_service_states()
 
     # -- events ----------------------------------------------------------------------------------------------
@@ -363,11 +372,14 @@ class Engine:
         """`gateway:created|updated|deleted` for each gateway whose settings (not its targets: instance events
         tell those) differ from the configuration applied before; none for the first one (a resume)."""
         applied = {gateway.name: _settings(gateway) for gateway in config.gateways}
+        users = {body["name"] for body in self.store.list("gateways")[0]}
+        generated = {name: _generated_tags(name) for name in applied if name not in users}
         before, self._applied = self._applied, applied
+        known, self._generated = self._generated, generated
         if before is None:
             return
         for name, change in gateway_changes(before, applied):
-            tags = [f"gateways:{name}", f"gateway:{change}"]
+            tags = [f"gateways:{name}", f"gateway:{change}", *generated.get(name, known.get(name, ()))]
             if change == "created":
                 value: Any = {"port": applied[name]["port"],
                               "routes": {route: body["weight"] for route, body in applied[name]["routes"].items()}}
@@ -669,6 +681,12 @@ def _service_tags(identity: str) -> list[str]:
         return [f"services:{identity}"]
     deployment, cluster, service = parts
     return [f"deployments:{deployment}", f"clusters:{cluster}", f"services:{service}"]
+
+
+def _generated_tags(gateway: str) -> list[str]:
+    """`deployments:D` of a gateway a deployment generated (D/PORT), and `clusters:C` of an internal one (D/C/PORT)."""
+    parts = gateway.split("/")
+    return [f"deployments:{parts[0]}"] + ([f"clusters:{parts[1]}"] if len(parts) == 3 else [])
 
 
 def _settings(gateway: gw.Gateway) -> dict[str, Any]:

@@ -154,6 +154,9 @@ ROWS = {
     "delete gateway": Row("DELETE", "/api/v1/gateways/{name}", {"name": "rows/post"}, status=202),
     "post event": Row("POST", "/api/v1/events", body={"tags": ["rows"], "value": 1}, status=201),
     "list events": Row("GET", "/api/v1/events", query={"tag": ["rows"], "type": "event"}),
+    "list events in a time range": Row("GET", "/api/v1/events", query={"gte": "2026-11-25T15:30:00Z",
+                                                                       "lt": "1900000000"}),
+    "list events from a bad time": Row("GET", "/api/v1/events", query={"gt": "yesterday"}, status=400),
     "info": Row("GET", "/api/v1/info"),
     "health": Row("GET", "/api/v1/health"),
 }
