@@ -47,6 +47,7 @@ when it only names the deployment); 404 when one does not exist. The answer is t
 """
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import math
@@ -79,6 +80,7 @@ EVENT_FIELDS = ("tags", "value", "type", "timestamp")
 TIME_BOUNDS = ("gt", "gte", "lt", "lte")
 DEFAULT_HEARTBEAT = 15.0            # seconds between the event stream's comment lines when nothing happens
 MAX_HEARTBEAT = 3600.0
+STREAM_WRITE_TIMEOUT = 10.0         # seconds a stream client may take nothing before it is dropped (it may resume)
 REFERENCE_KEYS = ("ref", "reference", "name")
 
 try:
@@ -332,6 +334,17 @@ def _resume_after(request: web.Request) -> int | None:
             raise Invalid(f"{name} must be an event id (a whole number from 0), got {shown(text)}", name)
         return int(text)
     return None
+
+
+async def _send(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+    """Write to an event stream; a client that takes nothing for STREAM_WRITE_TIMEOUT seconds is cut off (it
+    may resume with Last-Event-ID), so that it holds neither memory nor the platform's shutdown."""
+    try:
+        await asyncio.wait_for(response.write(data), STREAM_WRITE_TIMEOUT)
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError(f"the client took nothing for {STREAM_WRITE_TIMEOUT:.0f} s") from None
 
 
 def _server_sent(event: Event) -> bytes:
@@ -630,17 +643,17 @@ class ControlApi:
         response.content_type = "text/event-stream"
         try:
             await response.prepare(request)
-            await response.write(b": events\n\n")
+            await _send(request, response, b": events\n\n")
             while True:
                 event = await subscription.next(heartbeat)
                 if event is not None:
-                    await response.write(_server_sent(event))
+                    await _send(request, response, _server_sent(event))
                 elif subscription.finished:
                     break
                 else:
-                    await response.write(b": heartbeat\n\n")
+                    await _send(request, response, b": heartbeat\n\n")
             await response.write_eof()
-        except ConnectionError:          # the client went away
+        except ConnectionError:          # the client went away, or took nothing for too long
             pass
         finally:
             subscription.close()

@@ -5,7 +5,8 @@ On start it first locks the state directory (an flock on `vamp.lock`, which hold
 `vamp run` on the same directory exits 1 at once, starting nothing; the lock goes with the process, however
 it ends. Then it resumes every deployment the store holds: the orchestrator starts their instances again and
 the gateways are rebuilt as they were. Stopping (SIGTERM, SIGINT) stops the instances and exits 0; the
-instances never outlive the platform.
+instances never outlive the platform. The event log (control.events.log) prunes by `--events-max-count` and
+`--events-max-age`; stopping ends its streams first, so no client holds the shutdown.
 """
 from __future__ import annotations
 

@@ -265,3 +265,19 @@ async def test_the_stream_needs_the_token_when_one_is_set(tmp_path):
         await api.log.close()
         await api.client.close()
         store.close()
+
+
+async def test_a_client_that_stops_reading_is_cut_off_and_holds_no_subscription(api, monkeypatch):
+    monkeypatch.setattr("control.api.STREAM_WRITE_TIMEOUT", 0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.client.port)
+    writer.write(b"GET /api/v1/events/stream HTTP/1.1\r\nHost: test\r\n\r\n")    # and never read a byte
+    await writer.drain()
+    await eventually_async(lambda: api.log.subscribers == 1, WAIT, "the stream subscribed")
+    big = "x" * 8192
+    for _ in range(40):                    # 32 MB: far more than the socket buffers hold
+        with api.log.store.transaction():
+            for _ in range(100):
+                api.log.publish(["flood"], big)
+        await asyncio.sleep(0)             # the stream handler writes what it can
+    await eventually_async(lambda: api.log.subscribers == 0, WAIT, "the stuck client cut off")
+    writer.close()
