@@ -224,10 +224,10 @@ class Engine:
             self._persist(updated)
             identity = service_id(deployment, clu.name, svc)
             await self.orchestrator.scale(identity, scale.instances)
-            if scale != svc.scale:
+            previous: Scale = svc.scale  # type: ignore[assignment]
+            if (scale.instances, scale.cpu, scale.memory) != (previous.instances, previous.cpu, previous.memory):
                 self.events.publish([*_service_tags(identity), "synchronization:scale"],
-                                    {"instances": scale.instances,
-                                     "previous": svc.scale.instances})  # type: ignore[union-attr]
+                                    {"instances": scale.instances, "previous": previous.instances})
             return dsl.to_dict(scale)
 
     def _find_service(self, deployment: str, cluster: str, service: str) -> tuple[Deployment, Cluster, Service]:

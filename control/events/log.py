@@ -77,7 +77,8 @@ class EventLog:
         except RuntimeError:
             running = None
         if running is not loop:                 # published from another thread: deliver on the log's loop
-            loop.call_soon_threadsafe(self._deliver_here, event)
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._deliver_here, event)
             return
         self._deliver_here(event)
 
