@@ -16,7 +16,9 @@
     GET    /gateways · POST /gateways    a page of gateways · create one                     200 · 202 · 409
     GET | PUT | PATCH | DELETE  /gateways/{name}   (names may contain '/')                   200 · 202 · 404
            the gateway API's own handlers (gateway.admin.gateways), with the engine as their source
-    GET    /events?tag=a&tag=b&type=t    a page of the events carrying every tag, newest first   200
+    GET    /events?tag=a&tag=b&type=t&gte=T   a page of the events carrying every tag, newest first  200
+    GET    /events/stream                the same filters as Server-Sent Events, live; resumes after
+                                         `Last-Event-ID` (docs/events.md)                        200
     POST   /events                       record {tags, value, type, timestamp}               201
     GET    /info · /health · /openapi.json
 
@@ -28,8 +30,9 @@ part `.` or `..`) besides the rules of its kind. Lists take `?page=` (from 1) an
 at most 1000) and answer `X-Total-Count` and a `Link` header (rel next, prev, first, last).
 
 Static artifacts are read with control.dsl and stored in Vamp's long form (`control.dsl.to_dict`, with its
-`kind:`); each write also records an event `archive:create|update|delete` + `<kind>:<name>`. Deployments and
-gateways are the engine's (control.engine). A deployment body is a blueprint or names a stored one
+`kind:`); each write also records an event `archive:create|update|delete` + `<kind>:<name>` (in the write's
+transaction: the event log, control.events.log, delivers it once committed). Deployments and gateways are the
+engine's (control.engine). A deployment body is a blueprint or names a stored one
 (`{name: BLUEPRINT}` or `{ref: BLUEPRINT}`); its references to stored breeds, scales, SLAs, escalations and
 conditions are resolved from the store before the engine sees it.
 
@@ -44,7 +47,9 @@ when it only names the deployment); 404 when one does not exist. The answer is t
 """
 from __future__ import annotations
 
+import asyncio
 import datetime
+import json
 import math
 import time
 import uuid
@@ -58,18 +63,24 @@ from aiohttp import web
 from control import dsl
 from control.dsl.model import Artifact, Blueprint, Reference, Scale
 from control.engine import Engine
+from control.events.log import EventLog
+from control.events.model import Event, EventFilter
 from control.openapi import OPENAPI
 from control.store import STATIC_KINDS, Store
 from gateway import Conflict, GatewayApi, Invalid, NotFound, RequestError
 from gateway.common.httpapi import Handler, api_middleware, query_flag, read_body, respond, validate_only_requested
 from gateway.common.names import RULE as NAME_RULE, breaks_rule
-from gateway.common.units import shown
+from gateway.common.units import parse_duration, shown
 
 DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 1000
 MAX_PAGE = 2**31 - 1
 GREETING = "Hi, I'm Vamp! How are you?"
 EVENT_FIELDS = ("tags", "value", "type", "timestamp")
+TIME_BOUNDS = ("gt", "gte", "lt", "lte")
+DEFAULT_HEARTBEAT = 15.0            # seconds between the event stream's comment lines when nothing happens
+MAX_HEARTBEAT = 3600.0
+STREAM_WRITE_TIMEOUT = 10.0         # seconds a stream client may take nothing before it is dropped (it may resume)
 REFERENCE_KEYS = ("ref", "reference", "name")
 
 try:
@@ -78,9 +89,11 @@ except metadata.PackageNotFoundError:      # run from a source tree that is not 
     VERSION = "unknown"
 
 
-def create_app(store: Store, engine: Engine, token: str | None = None, *, public_metrics: bool = False
-               ) -> web.Application:
-    api = ControlApi(store, engine)
+def create_app(store: Store, engine: Engine, token: str | None = None, *, public_metrics: bool = False,
+               events: EventLog | None = None) -> web.Application:
+    """`events`: the platform's event log (the engine publishes to the same one); without one, a log of its
+    own over `store`."""
+    api = ControlApi(store, engine, events or EventLog(store))
     app = web.Application(middlewares=[api_middleware(token, public_metrics=public_metrics), _domain_errors])
     kind = "{kind:" + "|".join(STATIC_KINDS) + "}"
     scale = "/api/v1/deployments/{deployment}/clusters/{cluster}/services/{service}/scale"
@@ -100,6 +113,7 @@ def create_app(store: Store, engine: Engine, token: str | None = None, *, public
     app.router.add_put(scale, api.put_scale)
     GatewayApi(engine, accepted=True, answer_list=_page_of).add_routes(app.router)
     app.router.add_get("/api/v1/events", api.list_events)
+    app.router.add_get("/api/v1/events/stream", api.stream_events)
     app.router.add_post("/api/v1/events", api.create_event)
     app.router.add_get("/api/v1/info", api.info)
     app.router.add_get("/api/v1/health", api.health)
@@ -264,11 +278,87 @@ def _event_document(event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def _event_filter(request: web.Request) -> EventFilter:
+    """The filter of `?tag=…&type=…&gt=…&gte=…&lt=…&lte=…` (times: ISO 8601 or seconds since the epoch)."""
+    tags = request.query.getall("tag", [])
+    if not all(tags):
+        raise Invalid("tag must not be empty", "tag")
+    type_ = request.query.get("type")
+    if type_ == "":
+        raise Invalid("type must not be empty", "type")
+    bounds = {name: _moment(request.query[name], name) for name in TIME_BOUNDS if name in request.query}
+    return EventFilter(tags=tuple(dict.fromkeys(tags)), type=type_, **bounds)
+
+
+def _moment(text: str, name: str) -> float:
+    """A query parameter's time: seconds since the epoch, or an ISO 8601 date-time (UTC unless it says)."""
+    try:
+        seconds: float | None = float(text)
+    except ValueError:
+        seconds = None
+    if seconds is not None and math.isfinite(seconds):
+        try:
+            _iso(seconds)
+        except (ValueError, OverflowError, OSError):
+            raise Invalid(f"{name} is out of range: {shown(text)}", name) from None
+        return seconds
+    try:
+        return _epoch(text)
+    except Invalid:
+        raise Invalid(f"{name} must be an ISO 8601 date-time (like 2026-11-25T15:30:00Z) or seconds since the "
+                      f"epoch, got {shown(text)}", name) from None
+
+
+def _heartbeat(request: web.Request) -> float:
+    text = request.query.get("heartbeat")
+    if text is None:
+        return DEFAULT_HEARTBEAT
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise Invalid(f"heartbeat: {exc}", "heartbeat") from None
+    if seconds > MAX_HEARTBEAT:
+        raise Invalid(f"heartbeat must be at most {MAX_HEARTBEAT:.0f} s, got {shown(text)}", "heartbeat")
+    return seconds
+
+
+def _resume_after(request: web.Request) -> int | None:
+    """Where a stream resumes: the `Last-Event-ID` header (what a reconnecting client sends), else the
+    `last_event_id` query parameter; None: live only."""
+    for name, text in (("Last-Event-ID", request.headers.get("Last-Event-ID")),
+                       ("last_event_id", request.query.get("last_event_id"))):
+        if text is None:
+            continue
+        text = text.strip()
+        if not (text.isascii() and text.isdigit() and len(text) <= 18):
+            raise Invalid(f"{name} must be an event id (a whole number from 0), got {shown(text)}", name)
+        return int(text)
+    return None
+
+
+async def _send(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+    """Write to an event stream; a client that takes nothing for STREAM_WRITE_TIMEOUT seconds is cut off (it
+    may resume with Last-Event-ID), so that it holds neither memory nor the platform's shutdown."""
+    try:
+        await asyncio.wait_for(response.write(data), STREAM_WRITE_TIMEOUT)
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError(f"the client took nothing for {STREAM_WRITE_TIMEOUT:.0f} s") from None
+
+
+def _server_sent(event: Event) -> bytes:
+    """One event of a text/event-stream: its id, its type and its JSON on one line."""
+    data = json.dumps(event.as_json(), ensure_ascii=False, separators=(",", ":"))
+    return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode()
+
+
 # -- the handlers --------------------------------------------------------------------------------------
 class ControlApi:
-    def __init__(self, store: Store, engine: Engine) -> None:
+    def __init__(self, store: Store, engine: Engine, events: EventLog) -> None:
         self.store = store
         self.engine = engine
+        self.events = events
         self.started = time.time()
 
     # -- static artifacts ------------------------------------------------------------------------------
@@ -326,12 +416,12 @@ class ControlApi:
 
     def _put(self, kind: str, name: str, document: dict[str, Any]) -> bool:
         created = self.store.put(kind, name, document)
-        self.store.add_event([f"archive:{'create' if created else 'update'}", f"{kind}:{name}"], document)
+        self.events.publish([f"archive:{'create' if created else 'update'}", f"{kind}:{name}"], document)
         return created
 
     def _delete(self, kind: str, name: str) -> None:
         self.store.delete(kind, name)
-        self.store.add_event(["archive:delete", f"{kind}:{name}"])
+        self.events.publish(["archive:delete", f"{kind}:{name}"])
 
     # -- multi-document bodies -------------------------------------------------------------------------
     async def apply_documents(self, request: web.Request) -> web.Response:
@@ -539,9 +629,35 @@ class ControlApi:
     # -- events and the system -------------------------------------------------------------------------
     async def list_events(self, request: web.Request) -> web.Response:
         page = _page(request)
-        events = self.engine.events(request.query.getall("tag", []), request.query.get("type"))
-        shown = [_event_document(event) for event in events[page.offset:page.offset + page.size]]
-        return _paged(request, page, shown, len(events))
+        where = _event_filter(request)
+        found = self.events.query(where, page.size, offset=page.offset)
+        return _paged(request, page, [event.as_json() for event in found], self.events.count(where))
+
+    async def stream_events(self, request: web.Request) -> web.StreamResponse:
+        """Server-Sent Events: the kept events after `Last-Event-ID` (if given), then every new one, as
+        published; a comment line every `heartbeat` seconds when there is nothing to send. It ends when the
+        client goes away or the platform stops."""
+        where, heartbeat, after = _event_filter(request), _heartbeat(request), _resume_after(request)
+        subscription = self.events.subscribe(where, after)   # before answering: nothing published later is missed
+        response = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        response.content_type = "text/event-stream"
+        try:
+            await response.prepare(request)
+            await _send(request, response, b": events\n\n")
+            while True:
+                event = await subscription.next(heartbeat)
+                if event is not None:
+                    await _send(request, response, _server_sent(event))
+                elif subscription.finished:
+                    break
+                else:
+                    await _send(request, response, b": heartbeat\n\n")
+            await response.write_eof()
+        except ConnectionError:          # the client went away, or took nothing for too long
+            pass
+        finally:
+            subscription.close()
+        return response
 
     async def create_event(self, request: web.Request) -> web.Response:
         validate_only = validate_only_requested(request)
@@ -549,8 +665,8 @@ class ControlApi:
         event = {"tags": sorted(set(tags)), "value": value, "type": type_, "timestamp": timestamp}
         if validate_only:
             return respond(request, _event_document(event))
-        event_id = self.store.add_event(tags, value, type_, timestamp)
-        return respond(request, _event_document({"id": event_id, **event}), 201)
+        published = self.events.publish(tags, value, type_, timestamp=timestamp)
+        return respond(request, published.as_json(), 201)
 
     async def info(self, request: web.Request) -> web.Response:
         return respond(request, {"message": GREETING, "version": VERSION, "running_since": _iso(self.started),

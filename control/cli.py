@@ -8,6 +8,7 @@ control plane's (`register`, below) and the load tester's (`loadtest.cli.registe
     vamp apply -f FILE                                  create or update every document of FILE
     vamp delete KIND NAME | vamp delete -f FILE         delete artifacts; with a blueprint: undeploy services
     vamp scale DEPLOYMENT/CLUSTER/SERVICE N             set a service's number of instances, wait until it serves
+    vamp events [--tag T …] [--since TIME] [--follow]   the platform's events, and live ones (control.events.cli)
     vamp loadtest URL [options]                         load-test a canary split (loadtest)
 
 `vamp apply -f FILE` tells documents apart in one place, `apply_documents`: documents with `kind:` go to the
@@ -31,6 +32,7 @@ from urllib.parse import quote
 import yaml
 
 from control import waiting
+from control.events import cli as events_cli
 from gateway import admin_client, cli as gateway_cli
 from gateway.admin_client import AdminClient, CommandError, add_server_options, command, emit, render_table
 from loadtest import cli as loadtest_cli
@@ -73,6 +75,7 @@ def register(commands: Any) -> None:
     run.add_argument("--bind", default="127.0.0.1",
                      help="address external gateways listen on (default %(default)s)")
     run.add_argument("--grace", type=float, default=10.0, help="seconds requests get to finish on stop")
+    events_cli.add_retention_options(run)
     run.set_defaults(func=_run)
 
     deploy = commands.add_parser("deploy", help="deploy a blueprint, or merge it into a running deployment")
@@ -102,6 +105,8 @@ def register(commands: Any) -> None:
     waiting.add_options(scale)
     _api_options(scale)
     scale.set_defaults(func=command(_scale))
+
+    events_cli.register(commands)
 
 
 def _api_options(parser: argparse.ArgumentParser) -> None:
@@ -241,7 +246,8 @@ def _run(args: argparse.Namespace) -> int:
     import uvloop
     try:
         return uvloop.run(serve(Path(args.state_dir), host, port, token, args.bind, args.grace,
-                                public_metrics=args.public_metrics))
+                                public_metrics=args.public_metrics, events_max_count=args.events_max_count,
+                                events_max_age=args.events_max_age))
     except KeyboardInterrupt:
         return 0
 

@@ -17,6 +17,12 @@ Each service of a deployment has a state: `deployed` once as many instances as i
 current spec, are ready and are targets of the internal gateways of their ports; `failed` while one of them
 keeps failing (FAILED_AFTER crashes or failed health checks in a row, never ready in between), with the
 reason; `deploying` otherwise, with what it waits for.
+
+Every change the engine makes or sees is published to its `EventSink` with Vamp's tags (docs/events.md,
+"Tags the platform uses"): deployments written and removed; services redeployed, scaled, removed, and
+reaching `deployed` or `failed`; each instance state the orchestrator reports; gateways created, changed
+(route weights included) and deleted, found by comparing each configuration applied with the one before
+(`gateway_changes`).
 """
 from __future__ import annotations
 
@@ -29,13 +35,16 @@ from typing import Any
 
 from control import dsl
 from control.dsl.model import Blueprint, Breed, Cluster, ClusterGateway, Deployment, GatewayRoute, Scale, Service
+from control.events.log import EventLog
+from control.events.model import EventSink
 from control.orchestrator.base import HealthCheck as ProbeSpec
-from control.orchestrator.base import Instance, Orchestrator, ServiceSpec
+from control.orchestrator.base import Instance, InstanceEvent, Orchestrator, ServiceSpec
 from control.store import Store
 import gateway as gw
 from gateway import (FULL, ConfigError, PortConflict, from_dict, gateway_fields, gateway_from_dict, gateway_to_dict,
                      merge_snapshots, patched_gateway, read_gateway, resolve_weights, to_dict)
 from gateway.common.errors import Conflict, Invalid, NotFound, RequestError
+from gateway.common.units import format_percent
 
 log = logging.getLogger("vamp.engine")
 
@@ -60,10 +69,13 @@ def cluster_ports(cluster: Cluster) -> list[dsl.model.Port]:
 
 class Engine:
     def __init__(self, store: Store, orchestrator: Orchestrator, gateways: gw.ConfigManager, *,
-                 geo: gw.GeoSettings | None = None, bind: str = "127.0.0.1") -> None:
+                 events: EventSink | None = None, geo: gw.GeoSettings | None = None,
+                 bind: str = "127.0.0.1") -> None:
         """`gateways` is the gateway's ConfigManager: the engine replaces its whole configuration and reads
-        back what it serves (`effective`, `snapshot()`, `document()`)."""
+        back what it serves (`effective`, `snapshot()`, `document()`). `events` receives every change (without
+        one: an event log of its own over `store`)."""
         self.store = store
+        self.events: EventSink = events if events is not None else EventLog(store)
         self.orchestrator = orchestrator
         self.gateway_controller = gateways
         self.geo = geo or gw.GeoSettings()
@@ -73,6 +85,9 @@ class Engine:
         self.allocations: dict[str, int] = {}        # "deployment/cluster/port" -> internal gateway port
         self.leaving: dict[str, int | None] = {}     # instance id -> pid of its process draining before it stops
         self._watcher: asyncio.Task | None = None
+        self._applied: dict[str, dict[str, Any]] | None = None   # gateway name -> settings last applied
+        self._generated: dict[str, list[str]] = {}               # generated gateway -> its deployment's tags
+        self._service_states: dict[str, str] = {}                # service id -> deploying | deployed | failed
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -101,6 +116,7 @@ class Engine:
                 burst.append(events.get_nowait())
             for event in burst:
                 self._forget_drained(event.instance)
+                self._publish_instance(event)
             async with self.lock:
                 try:
                     await self._sync()
@@ -143,14 +159,15 @@ class Engine:
                 restore()
                 return document, current is None
             try:
-                await self._sync()
+                applied = await self._sync(announce=False)
             except RequestError:
                 restore()
                 await self._sync()
                 raise
             self._persist(merged)
             await self._converge(merged)
-            self.store.add_event([f"deployments:{name}", "synchronization:deployed"], {"blueprint": blueprint.name})
+            self._publish_deployed(current, merged, blueprint)
+            self._announce(applied)                  # after the deployment's own event: what it made
             return self._document(merged), current is None
 
     async def undeploy(self, name: str, blueprint: Blueprint | None, *, validate_only: bool = False
@@ -169,11 +186,13 @@ class Engine:
             else:
                 self.running[name] = remaining
                 self._persist(remaining)
-            await self._sync()                       # removed routes drain in the gateway from now on
+            applied = await self._sync(announce=False)   # removed routes drain in the gateway from now on
+            self.events.publish([f"deployments:{name}", "archive:delete" if remaining is None else "archive:update"],
+                                {"removed": [service_id.split("/", 1)[1] for service_id in removed]})
             for service_id in removed:
                 await self.orchestrator.undeploy(service_id)   # each instance drains (before_stop), then stops
-            self.store.add_event([f"deployments:{name}", "synchronization:undeployed"],
-                                 {"services": removed})
+                self.events.publish([*_service_tags(service_id), "synchronization:undeployed"])
+            self._announce(applied)
             return self._document(remaining) if remaining is not None else None
 
     def deployment(self, name: str) -> dict[str, Any] | None:
@@ -203,7 +222,12 @@ class Engine:
             updated = _replace_service(dep, clu.name, dataclasses.replace(svc, scale=scale))
             self.running[deployment] = updated
             self._persist(updated)
-            await self.orchestrator.scale(service_id(deployment, clu.name, svc), scale.instances)
+            identity = service_id(deployment, clu.name, svc)
+            await self.orchestrator.scale(identity, scale.instances)
+            previous: Scale = svc.scale  # type: ignore[assignment]
+            if (scale.instances, scale.cpu, scale.memory) != (previous.instances, previous.cpu, previous.memory):
+                self.events.publish([*_service_tags(identity), "synchronization:scale"],
+                                    {"instances": scale.instances, "previous": previous.instances})
             return dsl.to_dict(scale)
 
     def changing(self, deployment: str) -> str | None:
@@ -298,9 +322,94 @@ class Engine:
             refusal = Conflict if isinstance(exc, PortConflict) else Invalid
             raise refusal(str(exc), exc.pointer(extra.name) if extra is not None else None) from exc
 
-    async def _sync(self) -> None:
+    async def _sync(self, *, announce: bool = True) -> gw.Config:
+        """Apply the whole configuration; publish what changed (with `announce`; else the caller does it, with
+        `_announce(config)`, once it has published its own event)."""
         config = self._check_gateways()
         await self.gateway_controller.replace(config)      # Conflict when a worker cannot apply it
+        if announce:
+            self._announce(config)
+        return config
+
+    def _announce(self, applied: gw.Config) -> None:
+        self._publish_gateway_changes(applied)
+        self._publish_service_states()
+
+    # -- events ----------------------------------------------------------------------------------------------
+    def _publish_deployed(self, current: Deployment | None, merged: Deployment, blueprint: Blueprint) -> None:
+        """A deployment created or changed: `archive:create|update` with the services added and changed, and
+        `synchronization:redeploy` for each changed one (its instances are replaced)."""
+        before = {service_id(merged.name, cluster.name, service): service
+                  for cluster in (current.clusters if current else ()) for service in cluster.services}
+        added, updated = [], []
+        for cluster in merged.clusters:
+            for service in cluster.services:
+                identity = service_id(merged.name, cluster.name, service)
+                if identity not in before:
+                    added.append(identity)
+                elif before[identity] != service:
+                    updated.append(identity)
+        if current is not None and not added and not updated and dsl.to_dict(current) == dsl.to_dict(merged):
+            return
+        for identity in updated:
+            self._service_states.pop(identity, None)
+            self.events.publish([*_service_tags(identity), "synchronization:redeploy"])
+        value: dict[str, Any] = {"blueprint": blueprint.name}
+        value.update({key: [identity.split("/", 1)[1] for identity in ids]
+                      for key, ids in (("added", added), ("updated", updated)) if ids})
+        self.events.publish([f"deployments:{merged.name}", "archive:create" if current is None else "archive:update"],
+                            value)
+
+    def _publish_instance(self, event: InstanceEvent) -> None:
+        instance = event.instance
+        value: dict[str, Any] = {"state": instance.state, "previous": event.previous_state, "reason": event.reason}
+        if event.exit_code is not None:
+            value["exit_code"] = event.exit_code
+        if instance.state == "ready":
+            value["ports"] = dict(instance.ports)
+        if instance.restarts:
+            value["restarts"] = instance.restarts
+        self.events.publish([f"instances:{instance.id}", *_service_tags(instance.service),
+                             f"instance:{instance.state}"], value)
+
+    def _publish_service_states(self) -> None:
+        """`synchronization:deployed` (or `:failed`) for each service that has just become so."""
+        states: dict[str, str] = {}
+        for dep in self.running.values():
+            for cluster in dep.clusters:
+                for service in cluster.services:
+                    identity = service_id(dep.name, cluster.name, service)
+                    state, reason = self._service_state(dep, cluster, service, self.orchestrator.instances(identity))
+                    states[identity] = state
+                    if state == self._service_states.get(identity) or state == "deploying":
+                        continue
+                    scale: Scale = service.scale  # type: ignore[assignment]
+                    value = {"instances": scale.instances} if state == "deployed" else {"reason": reason}
+                    self.events.publish([*_service_tags(identity), f"synchronization:{state}"], value)
+        self._service_states = states
+
+    def _publish_gateway_changes(self, config: gw.Config) -> None:
+        """`gateway:created|updated|deleted` for each gateway whose settings (not its targets: instance events
+        tell those) differ from the configuration applied before; none for the first one (a resume)."""
+        applied = {gateway.name: _settings(gateway) for gateway in config.gateways}
+        users = {body["name"] for body in self.store.list("gateways")[0]}
+        generated = {name: _generated_tags(name) for name in applied if name not in users}
+        before, self._applied = self._applied, applied
+        known, self._generated = self._generated, generated
+        if before is None:
+            return
+        for name, change in gateway_changes(before, applied):
+            tags = [f"gateways:{name}", f"gateway:{change}", *generated.get(name, known.get(name, ()))]
+            if change == "created":
+                value: Any = {"port": applied[name]["port"],
+                              "routes": {route: body["weight"] for route, body in applied[name]["routes"].items()}}
+            elif change == "updated":
+                value = {"changed": merge_difference(before[name], applied[name]),
+                         "previous": merge_difference(applied[name], before[name])}
+                tags += [f"routes:{route}" for route in value["changed"].get("routes", {})]
+            else:
+                value = None
+            self.events.publish(tags, value)
 
     async def gateway_snapshot(self) -> dict[str, Any]:
         """The gateway's counters now (requests, in flight, down), for the documents' status."""
@@ -323,9 +432,6 @@ class Engine:
             status = {"state": "pending"}
         return {"name": gateway.name, **gateway_to_dict(gateway), "status": status,
                 "generated": self.is_generated(gateway.name)}
-
-    def events(self, tags: list[str], type: str | None = None) -> list[dict[str, Any]]:
-        return self.store.events(tags, type)
 
     def is_generated(self, name: str) -> bool:
         return any(g.name == name for g in self.generated_gateways())
@@ -586,6 +692,57 @@ class Engine:
 
 def service_id(deployment: str, cluster: str, service: Service) -> str:
     return f"{deployment}/{cluster}/{service_name(service)}"
+
+
+def _service_tags(identity: str) -> list[str]:
+    """`deployments:D`, `clusters:C`, `services:S` of a service id "D/C/S"."""
+    parts = identity.split("/", 2)
+    if len(parts) != 3:
+        return [f"services:{identity}"]
+    deployment, cluster, service = parts
+    return [f"deployments:{deployment}", f"clusters:{cluster}", f"services:{service}"]
+
+
+def _generated_tags(gateway: str) -> list[str]:
+    """`deployments:D` of a gateway a deployment generated (D/PORT), and `clusters:C` of an internal one (D/C/PORT)."""
+    parts = gateway.split("/")
+    return [f"deployments:{parts[0]}"] + ([f"clusters:{parts[1]}"] if len(parts) == 3 else [])
+
+
+def _settings(gateway: gw.Gateway) -> dict[str, Any]:
+    """What a gateway event compares: the gateway's fields with every route's resolved weight, without targets."""
+    settings = gateway_to_dict(gateway)
+    settings["routes"] = {route.name: {**{k: v for k, v in settings["routes"][route.name].items() if k != "targets"},
+                                       "weight": format_percent(route.weight)}
+                          for route in gateway.routes}
+    return settings
+
+
+def gateway_changes(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, created | updated | deleted) for each gateway whose settings differ, by name."""
+    changes = []
+    for name in sorted(before.keys() | after.keys()):
+        if name not in before:
+            changes.append((name, "created"))
+        elif name not in after:
+            changes.append((name, "deleted"))
+        elif before[name] != after[name]:
+            changes.append((name, "updated"))
+    return changes
+
+
+def merge_difference(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7396) that turns `old` into `new`: what changed, None for what went."""
+    patch: dict[str, Any] = {}
+    for key in [*old, *(key for key in new if key not in old)]:
+        if key not in new:
+            patch[key] = None
+        elif key not in old:
+            patch[key] = new[key]
+        elif old[key] != new[key]:
+            both = isinstance(old[key], dict) and isinstance(new[key], dict)
+            patch[key] = merge_difference(old[key], new[key]) if both else new[key]
+    return patch
 
 
 def _check_name(name: str) -> None:

@@ -102,6 +102,26 @@ _MULTI_DOCUMENT = {
     "security": _SECURITY,
 }
 _SCALE_PATH = "/api/v1/deployments/{deployment}/clusters/{cluster}/services/{service}/scale"
+_EVENT_FILTERS = [
+    _parameter("tag", "query", {"type": "array", "items": {"type": "string", "minLength": 1}},
+               "a tag the events must carry (a tag a:b on an event also counts as a); repeat for more",
+               style="form", explode=True),
+    _parameter("type", "query", {"type": "string", "minLength": 1}, "only events of this type"),
+    *(_parameter(bound, "query", {"type": "string"},
+                 f"only events stamped {words} this time: ISO 8601 (2026-11-25T15:30:00Z; UTC unless it says) or "
+                 "seconds since the epoch")
+      for bound, words in (("gt", "after"), ("gte", "at or after"), ("lt", "before"), ("lte", "at or before"))),
+]
+_STREAM_PARAMETERS = [
+    *_EVENT_FILTERS,
+    _parameter("heartbeat", "query", {"type": "string", "example": "15s"},
+               "seconds (or a duration: 500ms, 1m; at most 1h) between comment lines sent when there is no event; "
+               "default 15"),
+    _parameter("last_event_id", "query", {"type": "integer", "minimum": 0},
+               "resume after this event id (for clients that cannot set Last-Event-ID; the header wins)"),
+    _parameter("Last-Event-ID", "header", {"type": "integer", "minimum": 0},
+               "resume after this event id: first every kept matching event with a larger id, then live ones"),
+]
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -168,14 +188,20 @@ OPENAPI: dict[str, Any] = {
                              (400, 404, 409)),
         },
         "/api/v1/events": {
-            "get": _list("a page of the events carrying every tag (a tag a:b also counts as a), newest first",
-                         "Event",
-                         _parameter("tag", "query", {"type": "array", "items": {"type": "string"}},
-                                    "a tag the events must carry; repeat for more", style="form", explode=True),
-                         _parameter("type", "query", {"type": "string"}, "only events of this type")),
+            "get": _list("a page of the kept events that match every filter, newest first", "Event",
+                         *_EVENT_FILTERS),
             "post": _write("record an event", _ref("EventInput"),
                            {"201": ("the event as recorded", "Event"),
                             "200": ("validate_only: the event that would be recorded", "Event")}, (400, 415)),
+        },
+        "/api/v1/events/stream": {
+            "get": {"summary": "the matching events as Server-Sent Events, live; resumes after Last-Event-ID",
+                    "parameters": _STREAM_PARAMETERS,
+                    "responses": {"200": {"description": "an endless text/event-stream: each event as `id: N`, "
+                                                         "`event: TYPE`, `data: JSON` (an Event); a comment line "
+                                                         "every heartbeat; it ends when the platform stops",
+                                          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                                  **_errors(400)}},
         },
         "/api/v1/info": {"get": {"summary": "about this Vamp",
                                  "responses": {"200": _answer("version and uptime", _ref("Info"))}}},

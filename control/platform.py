@@ -5,7 +5,8 @@ On start it first locks the state directory (an flock on `vamp.lock`, which hold
 `vamp run` on the same directory exits 1 at once, starting nothing; the lock goes with the process, however
 it ends. Then it resumes every deployment the store holds: the orchestrator starts their instances again and
 the gateways are rebuilt as they were. Stopping (SIGTERM, SIGINT) stops the instances and exits 0; the
-instances never outlive the platform.
+instances never outlive the platform. The event log (control.events.log) prunes by `--events-max-count` and
+`--events-max-age`; stopping ends its streams first, so no client holds the shutdown.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import IO, Any
 from aiohttp import web
 
 from control.engine import Engine
+from control.events.log import DEFAULT_MAX_AGE, DEFAULT_MAX_COUNT, EventLog
 from control.metrics.exposition import render_clusters
 from control.orchestrator.local import LocalOrchestrator
 from control.sla import standins
@@ -58,7 +60,8 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
 
 
 async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None, bind: str,
-                grace: float, *, public_metrics: bool = False) -> int:
+                grace: float, *, public_metrics: bool = False, events_max_count: int = DEFAULT_MAX_COUNT,
+                events_max_age: float = DEFAULT_MAX_AGE) -> int:
     from control.api import create_app
 
     try:
@@ -76,16 +79,19 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
 
     orchestrator = LocalOrchestrator(state_dir / "logs", before_stop=before_stop)
     store = Store(state_dir / "vamp.db")
-    engine = engine_ref["engine"] = Engine(store, orchestrator, gateways, bind=bind)
+    events = EventLog(store, max_count=events_max_count, max_age=events_max_age)
+    events.start()
+    engine = engine_ref["engine"] = Engine(store, orchestrator, gateways, events=events, bind=bind)
     try:
         await engine.start()
     except Exception as exc:  # noqa: BLE001 - a start that fails must still stop what it started
         print(f"vamp: cannot resume the deployments in {state_dir}: {exc}", file=sys.stderr)
+        await events.close()
         await orchestrator.close()
         await gateways.shutdown(0)
         return 1
 
-    app = create_app(store, engine, token, public_metrics=public_metrics)
+    app = create_app(store, engine, token, public_metrics=public_metrics, events=events)
     stopping = False
 
     async def metrics(_: web.Request) -> web.Response:
@@ -109,7 +115,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         await web.TCPSite(runner, api_host, api_port).start()
     except OSError as exc:
         print(f"vamp: cannot listen on {api_host}:{api_port}: {exc.strerror or exc}", file=sys.stderr)
-        await _stop(engine, orchestrator, gateways, runner, 0)
+        await _stop(engine, orchestrator, gateways, runner, 0, events)
         return 1
     # STAND-INS (control/sla/standins.py) until the metrics aggregator and the event log are merged
     sla = SlaMonitor(engine, standins.NoMetrics(), standins.StoreEventLog(store), SystemClock())
@@ -127,13 +133,14 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
     sla_task.cancel()
     await asyncio.wait({sla_task})
     log.info("stopping: instances, then the gateway (grace %.0fs)", grace)
-    await _stop(engine, orchestrator, gateways, runner, grace)
+    await _stop(engine, orchestrator, gateways, runner, grace, events)
     lock.close()                                # the instances are gone: the directory is free again
     return 0
 
 
 async def _stop(engine: Engine, orchestrator: LocalOrchestrator, gateways: ConfigManager, runner: web.AppRunner,
-                grace: float) -> None:
+                grace: float, events: EventLog) -> None:
+    await events.close()            # the event streams end now: the API's shutdown waits for none of them
     await engine.close()
     await orchestrator.close()
     await gateways.shutdown(grace)

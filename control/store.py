@@ -1,8 +1,11 @@
 """The control plane's store: SQLite (stdlib `sqlite3`, WAL) in the state directory.
 
 Artifacts of every kind (breeds, blueprints, scales, conditions, gateways, deployments, …) are JSON
-documents keyed by (kind, name); events are an append-only table. Each API write is one transaction, so a
-process killed between two writes loses neither, and a restart resumes from exactly what was committed.
+documents keyed by (kind, name); events are an append-only table whose ids only ever grow (AUTOINCREMENT: an
+id is never reused, even after its event was pruned), selected with `control.events.model.EventFilter` in SQL
+and pruned by age and count (control.events.log keeps them bounded). Each API write is one transaction, so a
+process killed between two writes loses neither, and a restart resumes from exactly what was committed;
+`on_commit` runs an action only once the transaction it belongs to has committed.
 """
 from __future__ import annotations
 
@@ -13,7 +16,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+from control.events.model import Event, EventFilter
 
 # The kinds the store only keeps, as written: nothing runs them (deployments and gateways are the engine's).
 STATIC_KINDS = ("breeds", "blueprints", "slas", "scales", "escalations", "conditions", "workflows")
@@ -48,6 +53,7 @@ class Store:
         self._db.executescript(SCHEMA)
         self._lock = threading.RLock()
         self._depth = 0
+        self._after_commit: list[Callable[[], None]] = []
 
     def close(self) -> None:
         self._db.close()
@@ -65,11 +71,24 @@ class Store:
             except BaseException:
                 self._depth -= 1
                 if outer:
+                    self._after_commit.clear()
                     self._db.execute("ROLLBACK")
                 raise
             self._depth -= 1
             if outer:
                 self._db.execute("COMMIT")
+                actions, self._after_commit = self._after_commit, []
+                for action in actions:
+                    action()
+
+    def on_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once the transaction in progress commits (at once outside a transaction); never if it
+        rolls back."""
+        with self._lock:
+            if self._depth:
+                self._after_commit.append(action)
+                return
+        action()
 
     # -- artifacts ------------------------------------------------------------------------------------
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
@@ -109,35 +128,77 @@ class Store:
     # -- events ---------------------------------------------------------------------------------------
     def add_event(self, tags: list[str], value: Any = None, type: str = "event",
                   timestamp: float | None = None) -> int:
+        stamp = time.time() if timestamp is None else timestamp
         with self.transaction():
             cursor = self._db.execute("INSERT INTO events (timestamp, type, tags, value) VALUES (?, ?, ?, ?)",
-                                      (timestamp or time.time(), type, json.dumps(sorted(set(tags))),
-                                       json.dumps(value)))
+                                      (stamp, type, json.dumps(sorted(set(tags))), json.dumps(value)))
         return int(cursor.lastrowid)
 
     def events(self, tags: list[str] | None = None, type: str | None = None, since: float | None = None,
                limit: int = 1000) -> list[dict[str, Any]]:
-        """Newest first; every tag in `tags` must be present (a tag `a:b` also counts as `a`)."""
-        query, args = "SELECT id, timestamp, type, tags, value FROM events", []
-        clauses = []
-        if type is not None:
-            clauses.append("type = ?")
-            args.append(type)
-        if since is not None:
-            clauses.append("timestamp >= ?")
-            args.append(since)
+        """Newest first, as plain documents; every tag in `tags` must be present (a tag `a:b` also counts as `a`)."""
+        where = EventFilter(tags=tuple(tags or ()), type=type, gte=since)
+        return [{"id": event.id, "timestamp": event.timestamp, "type": event.type, "tags": list(event.tags),
+                 "value": event.value} for event in self.query_events(where, limit=limit)]
+
+    def query_events(self, where: EventFilter, *, limit: int | None = None, offset: int = 0,
+                     after: int | None = None, oldest_first: bool = False) -> list[Event]:
+        """The events `where` matches (with an id above `after`, if given), newest first unless `oldest_first`."""
+        clauses, args = _event_clauses(where)
+        if after is not None:
+            clauses.append("id > ?")
+            args.append(after)
+        query = "SELECT id, timestamp, type, tags, value FROM events"
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
-        query += " ORDER BY id DESC"
-        wanted = set(tags or ())
-        found = []
+        query += f" ORDER BY id {'ASC' if oldest_first else 'DESC'} LIMIT ? OFFSET ?"
+        args += [-1 if limit is None else limit, offset]
         with self._lock:
-            for row in self._db.execute(query, args):
-                event_tags = json.loads(row[3])
-                implied = set(event_tags) | {tag.split(":", 1)[0] for tag in event_tags}
-                if wanted <= implied:
-                    found.append({"id": row[0], "timestamp": row[1], "type": row[2], "tags": event_tags,
-                                  "value": json.loads(row[4])})
-                    if len(found) >= limit:
-                        break
-        return found
+            rows = self._db.execute(query, args).fetchall()
+        return [Event(id=row[0], timestamp=row[1], type=row[2], tags=tuple(json.loads(row[3])),
+                      value=json.loads(row[4]) if row[4] is not None else None) for row in rows]
+
+    def count_events(self, where: EventFilter) -> int:
+        clauses, args = _event_clauses(where)
+        query = "SELECT COUNT(*) FROM events" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        with self._lock:
+            return int(self._db.execute(query, args).fetchone()[0])
+
+    def last_event_id(self) -> int:
+        """The largest id ever given to an event (0 before the first), whether or not it is still kept."""
+        with self._lock:
+            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return int(row[0]) if row else 0
+
+    def prune_events(self, *, older_than: float | None = None, keep: int | None = None) -> int:
+        """Remove the events stamped before `older_than` and all but the `keep` newest; how many went."""
+        removed = 0
+        with self.transaction():
+            if older_than is not None:
+                removed += self._db.execute("DELETE FROM events WHERE timestamp < ?", (older_than,)).rowcount
+            if keep is not None:
+                removed += self._db.execute(
+                    "DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (keep,)).rowcount
+        return removed
+
+
+def _event_clauses(where: EventFilter) -> tuple[list[str], list[Any]]:
+    """SQL conditions (and their arguments) selecting what `where` matches: EventFilter.matches in SQL."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if where.type is not None:
+        clauses.append("type = ?")
+        args.append(where.type)
+    for operator, bound in ((">", where.gt), (">=", where.gte), ("<", where.lt), ("<=", where.lte)):
+        if bound is not None:
+            clauses.append(f"timestamp {operator} ?")
+            args.append(bound)
+    for tag in where.tags:
+        if ":" in tag:           # only an event tag equal to it
+            clauses.append("EXISTS (SELECT 1 FROM json_each(events.tags) WHERE value = ?)")
+            args.append(tag)
+        else:                    # it, or any `tag:…` (which implies it)
+            clauses.append("EXISTS (SELECT 1 FROM json_each(events.tags) WHERE value = ? OR substr(value, 1, ?) = ?)")
+            args += [tag, len(tag) + 1, tag + ":"]
+    return clauses, args

@@ -66,5 +66,6 @@ class EventSource(Protocol):
 
     def follow(self, where: EventFilter, after: int | None = None) -> AsyncIterator[Event]:
         """Matching events as they are published, oldest first; with `after`, first the kept ones with a larger
-        id (a resumed stream misses nothing still kept). Ends only when the consumer stops iterating."""
+        id (a resumed stream misses nothing still kept). Ends when the consumer stops iterating, or when the
+        source closes (the platform stops)."""
         ...

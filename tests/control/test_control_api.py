@@ -195,9 +195,6 @@ class FakeEngine:
             del self.user_gateways[name]
         return document
 
-    def events(self, tags: list[str], type: str | None) -> list[dict]:
-        return self.store.events(tags, type)
-
 
 # -- the API under test --------------------------------------------------------------------------------
 @dataclass
