@@ -117,8 +117,8 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         print(f"vamp: cannot listen on {api_host}:{api_port}: {exc.strerror or exc}", file=sys.stderr)
         await _stop(engine, orchestrator, gateways, runner, 0, events)
         return 1
-    # STAND-INS (control/sla/standins.py) until the metrics aggregator and the event log are merged
-    sla = SlaMonitor(engine, standins.NoMetrics(), standins.StoreEventLog(store), SystemClock())
+    # STAND-IN (control/sla/standins.py) until the metrics aggregator is merged
+    sla = SlaMonitor(engine, standins.NoMetrics(), events, SystemClock())
     sla_task = loop.create_task(sla.run(), name="vamp SLA monitor")
     print(f"Vamp is running (state in {state_dir}):\n"
           f"  API       http://{api_host}:{api_port}/api/v1\n"
