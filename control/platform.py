@@ -4,7 +4,8 @@ in one process tree, with its state (SQLite store, logs) in the state directory.
 On start it first locks the state directory (an flock on `vamp.lock`, which holds its pid): a second
 `vamp run` on the same directory exits 1 at once, starting nothing; the lock goes with the process, however
 it ends. Then it resumes every deployment the store holds: the orchestrator starts their instances again and
-the gateways are rebuilt as they were. Stopping (SIGTERM, SIGINT) stops the instances and exits 0; the
+the gateways are rebuilt as they were; once the API answers, every stored workflow starts as it was left
+(control/workflows/runner.py). Stopping (SIGTERM, SIGINT) stops the instances and exits 0; the
 instances never outlive the platform.
 """
 from __future__ import annotations
@@ -24,6 +25,8 @@ from control.engine import Engine
 from control.metrics.exposition import render_clusters
 from control.orchestrator.local import LocalOrchestrator
 from control.store import Store
+from control.workflows.interim import NoMetrics, StoreEvents
+from control.workflows.runner import WorkflowRunner
 from gateway import ConfigManager, LocalWorker, Runtime, render_metrics
 
 log = logging.getLogger("vamp.platform")
@@ -83,7 +86,9 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         await gateways.shutdown(0)
         return 1
 
-    app = create_app(store, engine, token, public_metrics=public_metrics)
+    workflows = WorkflowRunner(store, orchestrator, engine, NoMetrics(), StoreEvents(store),
+                               api_url=_loopback_url(api_host, api_port), token=token)
+    app = create_app(store, engine, token, public_metrics=public_metrics, workflows=workflows)
     stopping = False
 
     async def metrics(_: web.Request) -> web.Response:
@@ -109,6 +114,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         print(f"vamp: cannot listen on {api_host}:{api_port}: {exc.strerror or exc}", file=sys.stderr)
         await _stop(engine, orchestrator, gateways, runner, 0)
         return 1
+    await workflows.start()                     # once the API answers: scripts may call it at once
     print(f"Vamp is running (state in {state_dir}):\n"
           f"  API       http://{api_host}:{api_port}/api/v1\n"
           f"  metrics   http://{api_host}:{api_port}/metrics\n"
@@ -119,10 +125,20 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     stopping = True
-    log.info("stopping: instances, then the gateway (grace %.0fs)", grace)
+    log.info("stopping: workflows, instances, then the gateway (grace %.0fs)", grace)
+    await workflows.close()
     await _stop(engine, orchestrator, gateways, runner, grace)
     lock.close()                                # the instances are gone: the directory is free again
     return 0
+
+
+def _loopback_url(host: str, port: int) -> str:
+    """The API's URL as the platform's own processes reach it (a wildcard address through loopback)."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 async def _stop(engine: Engine, orchestrator: LocalOrchestrator, gateways: ConfigManager, runner: web.AppRunner,
