@@ -1,6 +1,6 @@
-"""A small client of Vamp's API for scripts, above all workflow scripts (docs/workflows.md, "The client
-library"): read metrics and health, read a gateway and set its route weights, post and read events, scale a
-service, suspend the workflow itself. The standard library only, so any Python that can import Vamp runs it.
+"""A small client of Vamp's API for scripts, above all workflow scripts: read metrics and health, read a
+gateway and set its route weights, post and read events, scale a service, suspend the workflow itself. The
+standard library only, so any Python that can import Vamp runs it. See docs/workflows.md, "The client library".
 
     from control.client import Vamp
 

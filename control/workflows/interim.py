@@ -37,8 +37,10 @@ class StoreEvents:
         return Event(event_id, timestamp, type, tuple(unique), value)
 
     def query(self, where: EventFilter, limit: int = 1000) -> list[Event]:
+        bounded = any(bound is not None for bound in (where.gt, where.gte, where.lt, where.lte))
         found = []
-        for event in map(_event, self.store.events(list(where.tags), where.type, limit=10**9)):
+        for event in map(_event, self.store.events(list(where.tags), where.type,
+                                                   limit=10**9 if bounded else limit)):
             if where.matches(event):
                 found.append(event)
                 if len(found) >= limit:

@@ -7,7 +7,7 @@ Schedules:
   to 30 s, reset after 60 s without a failure), from the state it had set.
 - `event`: one run per event that carries every tag of the schedule (`EventSource.follow`), in order, one at a
   time; events that come while a run is going wait (at most EVENT_BACKLOG of them, the rest are dropped and
-  logged). Only events published after the workflow started count.
+  logged). Only events published once the workflow is `running` count.
 - `time`: a run at `start`, then every `period` (calendar arithmetic: P1M is a month), `repeat` times in all
   (None: forever). Runs never overlap: a tick that passes while a run is going, or while the workflow is
   suspended or the platform is down, is skipped. `start: now` means when the workflow starts.
@@ -96,7 +96,6 @@ def digest(document: Mapping[str, Any]) -> str:
 class WorkflowRunner:
     def __init__(self, store: Store, orchestrator: Orchestrator, engine: WorkflowEngine, metrics: MetricsReader,
                  events: EventLog, *, api_url: str, token: str | None, clock: Clock | None = None,
-                 builtins: Mapping[str, type[BuiltinWorkflow]] | None = None,
                  stop_timeout: float = STOP_TIMEOUT) -> None:
         self.store = store
         self.orchestrator = orchestrator
@@ -106,7 +105,6 @@ class WorkflowRunner:
         self.api_url = api_url
         self.token = token
         self.clock: Clock = clock or SystemClock()
-        self.builtins = BUILTINS if builtins is None else builtins
         self.stop_timeout = stop_timeout
         self.closing = False
         self._workflows: dict[str, _Workflow] = {}
@@ -371,9 +369,11 @@ class _Workflow:
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _on_events(self, definition: Workflow) -> None:
+        newest = self.runner.events.query(EventFilter(), limit=1)
+        after = newest[0].id if newest else 0       # what is published from now on counts, however late we follow
         backlog: asyncio.Queue[Event] = asyncio.Queue(EVENT_BACKLOG)
         pump = asyncio.get_running_loop().create_task(self._pump(EventFilter(tags=definition.schedule.tags),
-                                                                 backlog))
+                                                                 after, backlog))
         try:
             while True:
                 following = asyncio.get_running_loop().create_task(backlog.get())
@@ -389,8 +389,8 @@ class _Workflow:
             pump.cancel()
             await asyncio.wait({pump})
 
-    async def _pump(self, where: EventFilter, backlog: asyncio.Queue[Event]) -> None:
-        stream = self.runner.events.follow(where)
+    async def _pump(self, where: EventFilter, after: int, backlog: asyncio.Queue[Event]) -> None:
+        stream = self.runner.events.follow(where, after)
         closing = contextlib.aclosing(stream) if hasattr(stream, "aclose") else contextlib.nullcontext(stream)
         async with closing:
             async for event in stream:
@@ -440,7 +440,7 @@ class _Workflow:
 
     async def _builtin(self, definition: Workflow) -> None:
         assert definition.workflow is not None
-        kind = self.runner.builtins.get(definition.workflow)
+        kind = BUILTINS.get(definition.workflow)
         if kind is None:
             raise CannotRun(f"no built-in workflow named {definition.workflow!r}")
         runner = self.runner

@@ -3,9 +3,10 @@
 
 The environment is the breed's variables, overridden by the workflow's, then the platform's own, which nothing
 overrides: `VAMP_API_URL` (the API; also as `VAMP_API`, which the `vamp` command reads), `VAMP_TOKEN` (empty
-without one), `VAMP_WORKFLOW_NAME`, and for a run on an event `VAMP_EVENT` (the event as the API shows it, JSON). A `$NAME` in a value names another variable or a
-constant of the breed. A daemon's service restarts its script when it exits (the orchestrator's back-off); a
-run on an event or a timer runs to completion (`ServiceSpec.restart` False).
+without one), `VAMP_WORKFLOW_NAME`, and for a run on an event `VAMP_EVENT` (the event as the API shows it, JSON).
+A `$NAME` in a value names another variable or a constant of the breed. A daemon's service restarts its script
+when it exits (the orchestrator's back-off); a run on an event or a timer runs to completion
+(`ServiceSpec.restart` False).
 """
 from __future__ import annotations
 
