@@ -28,10 +28,12 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
-# Debian packages the tests and benchmarks compare against (HAProxy, nginx, wrk).
+# Debian packages the tests and benchmarks compare against (HAProxy, nginx, wrk), and the Prometheus the canary's
+# `provider: prometheus` checks are tested against.
 system-deps:
-	@if ! command -v haproxy >/dev/null || ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nginx wrk; \
+	@if ! command -v haproxy >/dev/null || ! command -v nginx >/dev/null || ! command -v wrk >/dev/null \
+			|| ! command -v prometheus >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nginx wrk prometheus; \
 	fi
 
 # The embedded platform: control plane API on 127.0.0.1:8080, gateway, local processes; state in .vamp/

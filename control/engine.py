@@ -206,6 +206,26 @@ class Engine:
             await self.orchestrator.scale(service_id(deployment, clu.name, svc), scale.instances)
             return dsl.to_dict(scale)
 
+    def changing(self, deployment: str) -> str | None:
+        """Why deployment `deployment` is not settled, or None when it is: settled means no change (deploy,
+        scale, gateway write, sync) is being applied, every service is `deployed` and none of its instances is
+        on its way out (draining or stopping). What measures a deployment to act on it (SLAs) waits for this."""
+        dep = self.running.get(deployment)
+        if dep is None:
+            raise NotFound(f"no deployment {deployment!r}")
+        if self.lock.locked():
+            return "a change is being applied"
+        for cluster in dep.clusters:
+            for service in cluster.services:
+                instances = self.orchestrator.instances(service_id(dep.name, cluster.name, service))
+                leaving = next((i for i in instances if i.id in self.leaving or i.state in GONE), None)
+                if leaving is not None:
+                    return f"instance {leaving.id} is on its way out ({leaving.state})"
+                state, reason = self._service_state(dep, cluster, service, instances)
+                if state != "deployed":
+                    return f"service {service_id(dep.name, cluster.name, service)} is {state}: {reason}"
+        return None
+
     def _find_service(self, deployment: str, cluster: str, service: str) -> tuple[Deployment, Cluster, Service]:
         """The service, or a 404 naming the first part of deployment/cluster/service that does not exist."""
         dep = self.running.get(deployment)

@@ -24,8 +24,9 @@ from aiohttp import web
 from control.engine import Engine
 from control.metrics.exposition import render_clusters
 from control.orchestrator.local import LocalOrchestrator
+from control.sla import standins
+from control.sla.monitor import SlaMonitor, SystemClock
 from control.store import Store
-from control.workflows.interim import NoMetrics, StoreEvents
 from control.workflows.runner import WorkflowRunner
 from gateway import ConfigManager, LocalWorker, Runtime, render_metrics
 
@@ -86,7 +87,8 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         await gateways.shutdown(0)
         return 1
 
-    workflows = WorkflowRunner(store, orchestrator, engine, NoMetrics(), StoreEvents(store),
+    # STAND-INS (control/sla/standins.py) until the metrics aggregator and the event log are merged
+    workflows = WorkflowRunner(store, orchestrator, engine, standins.NoMetrics(), standins.StoreEventLog(store),
                                api_url=_loopback_url(api_host, api_port), token=token)
     app = create_app(store, engine, token, public_metrics=public_metrics, workflows=workflows)
     stopping = False
@@ -115,6 +117,9 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         await _stop(engine, orchestrator, gateways, runner, 0)
         return 1
     await workflows.start()                     # once the API answers: scripts may call it at once
+    # STAND-INS (control/sla/standins.py) until the metrics aggregator and the event log are merged
+    sla = SlaMonitor(engine, standins.NoMetrics(), standins.StoreEventLog(store), SystemClock())
+    sla_task = loop.create_task(sla.run(), name="vamp SLA monitor")
     print(f"Vamp is running (state in {state_dir}):\n"
           f"  API       http://{api_host}:{api_port}/api/v1\n"
           f"  metrics   http://{api_host}:{api_port}/metrics\n"
@@ -125,6 +130,8 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     stopping = True
+    sla_task.cancel()
+    await asyncio.wait({sla_task})
     log.info("stopping: workflows, instances, then the gateway (grace %.0fs)", grace)
     await workflows.close()
     await _stop(engine, orchestrator, gateways, runner, grace)

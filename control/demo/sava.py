@@ -7,27 +7,90 @@ path answer a small HTML page naming the version and the instance ($VAMP_INSTANC
 `X-Version` and `X-Instance`; `/health` answers 200 "ok"; other methods get 405. Answers are prepared once at
 start, requests are parsed by httptools and answered with one write per read, so it keeps up with thousands
 of requests per second through the gateway. SIGTERM or SIGINT stops it cleanly (exit status 0).
+
+It can misbehave on purpose, so that a blueprint can deploy a bad version (read once, at start):
+- `SAVA_ERROR_RATE` (0 to 1): that share of page requests is answered 500, spread evenly (0.2: every fifth,
+  counted over the whole process); `/health` stays healthy, so the instances still turn ready;
+- `SAVA_DELAY_MS` (milliseconds, 0 or more): added to every page answer (500s included). Other connections
+  are not held up, and the answers of pipelined requests still go out in order.
+An invalid value is an error naming the variable (exit status 2). Empty or unset: 0.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import html
 import os
 import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 
 import httptools
 import uvloop
 
 Answers = dict[tuple[str, bool, bool], bytes]     # (kind, head_only, keep_alive) -> the whole response
 
+ERROR_RATE = "SAVA_ERROR_RATE"
+DELAY_MS = "SAVA_DELAY_MS"
+MAX_DELAY_MS = 3_600_000          # an hour
+MAX_DENOMINATOR = 1_000_000       # an error rate is kept to this precision (1 in a million)
+MAX_PENDING = 64                  # answers waiting for their delay before the connection stops reading
+
+
+@dataclass(frozen=True, slots=True)
+class Misbehaviour:
+    """How badly to serve pages: `error_rate` of them answered 500, each answered `delay` seconds late."""
+    error_rate: Fraction = Fraction(0)
+    delay: float = 0.0
+
+
+def misbehaviour_from(environment: Mapping[str, str]) -> Misbehaviour:
+    """SAVA_ERROR_RATE and SAVA_DELAY_MS from `environment`; ValueError naming the variable when one is invalid."""
+    rate = _number(environment, ERROR_RATE, "a number from 0 to 1 (the share of page requests answered 500)",
+                   maximum=Decimal(1))
+    delay = _number(environment, DELAY_MS, f"a number of milliseconds from 0 to {MAX_DELAY_MS}",
+                    maximum=Decimal(MAX_DELAY_MS))
+    return Misbehaviour(error_rate=Fraction(rate).limit_denominator(MAX_DENOMINATOR), delay=float(delay) / 1000)
+
+
+def _number(environment: Mapping[str, str], name: str, expected: str, *, maximum: Decimal) -> Decimal:
+    text = environment.get(name, "").strip()
+    if not text:
+        return Decimal(0)
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = Decimal("NaN")
+    if not value.is_finite() or not 0 <= value <= maximum:
+        raise ValueError(f"{name} must be {expected}, got {text!r}")
+    return value
+
+
+class ErrorBudget:
+    """Which page requests fail: after n of them, exactly floor(n × rate) have, spread evenly."""
+
+    def __init__(self, rate: Fraction) -> None:
+        self.numerator, self.denominator = rate.numerator, rate.denominator
+        self.pages = 0
+
+    def next_fails(self) -> bool:
+        before = self.pages * self.numerator // self.denominator
+        self.pages += 1
+        return self.pages * self.numerator // self.denominator > before
+
 
 def prepare_answers(version: str, instance: str) -> Answers:
-    """Every response the server can give, as bytes: kind is 'page', 'health', 'not_allowed' or 'bad'."""
+    """Every response the server can give, as bytes: kind is 'page', 'error', 'health', 'not_allowed' or
+    'bad'."""
     page = (f"<!doctype html>\n<title>sava {html.escape(version)}</title>\n"
             f"<h1>sava {html.escape(version)}</h1>\n<p>instance {html.escape(instance)}</p>\n").encode()
     kinds = {
         "page": ("200 OK", "text/html; charset=utf-8", page, ""),
+        "error": ("500 Internal Server Error", "text/plain; charset=utf-8",
+                  f"sava {version} failed this request on purpose ({ERROR_RATE})\n".encode(), ""),
         "health": ("200 OK", "text/plain; charset=utf-8", b"ok\n", ""),
         "not_allowed": ("405 Method Not Allowed", "text/plain; charset=utf-8", b"method not allowed\n",
                         "Allow: GET, HEAD\r\n"),
@@ -45,18 +108,36 @@ def prepare_answers(version: str, instance: str) -> Answers:
 
 
 class SavaConnection(asyncio.Protocol):
-    """One client connection: parse requests with httptools, answer each from the prepared responses."""
+    """One client connection: parse requests with httptools, answer each from the prepared responses.
 
-    def __init__(self, answers: Answers) -> None:
+    Answers wait in `pending` with the loop time they are due (0: at once); they go out in order, those due by
+    now in one write, so a delayed page holds up the answers pipelined behind it and nothing else."""
+
+    transport: asyncio.Transport          # set by connection_made, before any other callback
+
+    def __init__(self, answers: Answers, misbehaviour: Misbehaviour = Misbehaviour(),
+                 errors: ErrorBudget | None = None) -> None:
         self.answers = answers
+        self.delay = misbehaviour.delay
+        self.errors = errors if misbehaviour.error_rate else None
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
-        self.output: list[bytes] = []
+        self.pending: collections.deque[tuple[float, bytes]] = collections.deque()
+        self.last_due = 0.0
+        self.timer: asyncio.TimerHandle | None = None
         self.closing = False
-        self.transport: asyncio.Transport | None = None
+        self.write_paused = False
+        self.backlogged = False
+        self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.pending.clear()
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -68,14 +149,21 @@ class SavaConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         method = self.parser.get_method()
         keep_alive = self.parser.should_keep_alive() and not self.closing
+        due = 0.0
         if method not in (b"GET", b"HEAD"):
             kind = "not_allowed"
         elif self.url.split(b"?", 1)[0] == b"/health":
             kind = "health"
         else:
-            kind = "page"
-        self.output.append(self.answers[kind, method == b"HEAD", keep_alive])
+            kind = "error" if self.errors is not None and self.errors.next_fails() else "page"
+            if self.delay:
+                due = self.loop.time() + self.delay
+        self._answer(self.answers[kind, method == b"HEAD", keep_alive], due)
         self.closing = not keep_alive
+
+    def _answer(self, response: bytes, due: float) -> None:
+        self.last_due = max(due, self.last_due)
+        self.pending.append((self.last_due, response))
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -85,32 +173,74 @@ class SavaConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self.closing = True         # answered as a plain request; the protocol switch is refused
         except httptools.HttpParserError:
-            self.output.append(self.answers["bad", False, False])
+            self._answer(self.answers["bad", False, False], 0.0)
             self.closing = True
-        if self.output:
-            self.transport.write(b"".join(self.output))
-            self.output.clear()
-        if self.closing:
-            self.transport.close()
+        self._flush()
 
-    # flow control: a client that does not read its answers stops being read
+    def _flush(self) -> None:
+        """Write the answers that are due, in order; wait for the next one, or close when done and asked to."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.pending and self.pending[-1][0] == 0.0:
+            ready = [response for _, response in self.pending]      # nothing is delayed: the fast path
+            self.pending.clear()
+        else:
+            now = self.loop.time()
+            ready = []
+            while self.pending and self.pending[0][0] <= now:
+                ready.append(self.pending.popleft()[1])
+        if ready:
+            self.transport.write(b"".join(ready))
+        if self.pending:
+            self.timer = self.loop.call_at(self.pending[0][0], self._flush)
+        elif self.closing:
+            self.transport.close()
+        self._set_backlogged(len(self.pending) >= MAX_PENDING)
+
+    # flow control: a client that does not read its answers, or pipelines far ahead of them, stops being read
     def pause_writing(self) -> None:
-        self.transport.pause_reading()
+        self.write_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
-        self.transport.resume_reading()
+        self.write_paused = False
+        self._update_reading()
+
+    def _set_backlogged(self, backlogged: bool) -> None:
+        if backlogged != self.backlogged:
+            self.backlogged = backlogged
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        if self.closing or self.transport.is_closing():
+            return
+        if self.write_paused or self.backlogged:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
 
 
-async def serve(host: str, port: int, version: str, instance: str) -> None:
+async def start_server(host: str, port: int, version: str, instance: str,
+                       misbehaviour: Misbehaviour = Misbehaviour()) -> asyncio.Server:
+    """Listen and serve (the caller closes the server)."""
+    answers = prepare_answers(version, instance)
+    errors = ErrorBudget(misbehaviour.error_rate)
+    return await asyncio.get_running_loop().create_server(
+        lambda: SavaConnection(answers, misbehaviour, errors), host, port, reuse_address=True, backlog=1024)
+
+
+async def serve(host: str, port: int, version: str, instance: str,
+                misbehaviour: Misbehaviour = Misbehaviour()) -> None:
     """Serve until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
-    answers = prepare_answers(version, instance)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = await loop.create_server(lambda: SavaConnection(answers), host, port, reuse_address=True,
-                                      backlog=1024)
-    print(f"sava {version} ({instance}) serving on http://{host}:{port}/", flush=True)
+    server = await start_server(host, port, version, instance, misbehaviour)
+    bad = (f", {ERROR_RATE}={float(misbehaviour.error_rate):g}" if misbehaviour.error_rate else "") + (
+        f", {DELAY_MS}={misbehaviour.delay * 1000:g}" if misbehaviour.delay else "")
+    print(f"sava {version} ({instance}) serving on http://{host}:{port}/{bad}", flush=True)
     await stop.wait()
     server.close()
     print(f"sava {version} ({instance}) stopped", flush=True)
@@ -122,8 +252,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080, help="used when $PORT_WEBPORT and $PORT are unset")
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
+    try:
+        misbehaviour = misbehaviour_from(os.environ)
+    except ValueError as exc:
+        parser.error(str(exc))          # exit status 2
     port = int(os.environ.get("PORT_WEBPORT") or os.environ.get("PORT") or args.port)
-    uvloop.run(serve(args.host, port, args.version, os.environ.get("VAMP_INSTANCE", "local")))
+    uvloop.run(serve(args.host, port, args.version, os.environ.get("VAMP_INSTANCE", "local"), misbehaviour))
 
 
 if __name__ == "__main__":

@@ -187,7 +187,7 @@ class Escalation:
 
 @dataclass(frozen=True, slots=True)
 class Sla:
-    type: str                   # response_time_sliding_window, escalation_only, or another
+    type: str                   # response_time_sliding_window, error_rate, escalation_only, or another
     name: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict, hash=False)
     escalations: tuple[Escalation | Reference, ...] = ()

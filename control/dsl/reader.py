@@ -85,7 +85,8 @@ WORKFLOW_FIELDS = ("name", "breed", "workflow", "parameters", "schedule", "scale
                    "arguments")
 SCRIPT_ONLY_FIELDS = ("scale", "environment_variables", "env", "arguments")
 TIME_SCHEDULE_FIELDS = ("period", "start", "repeat")
-SLA_FIELDS = {"response_time_sliding_window": ("threshold", "window"), "escalation_only": ()}
+SLA_FIELDS = {"response_time_sliding_window": ("threshold", "window"), "error_rate": ("threshold", "window"),
+              "escalation_only": ()}
 ESCALATION_FIELDS = {"scale_instances": ("minimum", "maximum", "scale_by", "target"),
                      "scale_cpu": ("minimum", "maximum", "scale_by", "target"),
                      "scale_memory": ("minimum", "maximum", "scale_by", "target"),
@@ -815,11 +816,18 @@ def _sla_fields(body: dict[str, Any], at: Path, name: str | None) -> Sla:
         return Sla(type_, name, _plain(rest, at), escalations)
     _only_fields(body, ("name", "type", "escalations") + SLA_FIELDS[type_], at, f"a {type_} SLA")
     parameters: dict[str, Any] = {}
-    if type_ == "response_time_sliding_window":
+    if type_ in ("response_time_sliding_window", "error_rate"):
         threshold = _required_mapping(body, "threshold", at, ("upper", "lower"))
         window = _required_mapping(body, "window", at, ("interval", "cooldown"))
-        upper = _whole_number(threshold.get("upper"), at + ("threshold", "upper"), maximum=10**9)
-        lower = _whole_number(threshold.get("lower"), at + ("threshold", "lower"), maximum=upper)
+        if type_ == "error_rate":         # per cents, as basis points like every percentage of the model
+            upper = _parsed(parse_percent, threshold.get("upper"), at + ("threshold", "upper"))
+            lower = _parsed(parse_percent, threshold.get("lower"), at + ("threshold", "lower"))
+            if lower > upper:
+                raise DslError(f"expected at most the upper threshold ({format_percent(upper)}), got "
+                               f"{shown(threshold.get('lower'))}", at + ("threshold", "lower"))
+        else:                             # milliseconds
+            upper = _whole_number(threshold.get("upper"), at + ("threshold", "upper"), maximum=10**9)
+            lower = _whole_number(threshold.get("lower"), at + ("threshold", "lower"), maximum=upper)
         interval = _parsed(parse_duration, window.get("interval"), at + ("window", "interval"))
         cooldown = _parsed(lambda v: parse_duration(v, allow_zero=True), window.get("cooldown"),
                            at + ("window", "cooldown"))

@@ -180,9 +180,12 @@ def _service(service: Service) -> dict[str, Any]:
 def _sla(sla: Sla) -> dict[str, Any]:
     body = {"name": sla.name} if sla.name is not None else {}
     parameters = copy.deepcopy(sla.parameters)
-    if sla.type == "response_time_sliding_window":
+    if sla.type in ("response_time_sliding_window", "error_rate"):
         window = parameters["window"]
         parameters["window"] = {key: format_duration(seconds) for key, seconds in window.items()}
+    if sla.type == "error_rate":
+        parameters["threshold"] = {key: format_percent(basis_points)
+                                   for key, basis_points in parameters["threshold"].items()}
     return {**body, "type": sla.type, **parameters, "escalations": _escalations(sla.escalations)}
 
 

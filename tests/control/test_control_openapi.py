@@ -30,7 +30,7 @@ from control.api import STATIC_KINDS, create_app
 from control.openapi import OPENAPI
 from control.orchestrator.local import LocalOrchestrator
 from control.store import Store
-from control.workflows.interim import NoMetrics, StoreEvents
+from control.sla.standins import NoMetrics, StoreEventLog
 from control.workflows.runner import WorkflowRunner
 from tests.control.test_control_api import BREED, FakeEngine
 
@@ -79,7 +79,7 @@ def live(tmp_path_factory):
     store = Store(directory / "vamp.db")
     engine = FakeEngine(store)
     orchestrator = LocalOrchestrator(directory / "logs")
-    workflows = WorkflowRunner(store, orchestrator, engine, NoMetrics(), StoreEvents(store),
+    workflows = WorkflowRunner(store, orchestrator, engine, NoMetrics(), StoreEventLog(store),
                                api_url="http://127.0.0.1:1", token=None)
     app = create_app(store, engine, workflows=workflows)
     served = ServedApp(app)

@@ -292,6 +292,11 @@ SHORTHANDS = {
                       "window": {"interval": "1h", "cooldown": "2 hrs"}},
               {"name": "s", "type": "response_time_sliding_window", "threshold": {"upper": 9, "lower": 1},
                "window": {"interval": "60m", "cooldown": "7200s"}}),
+    "error rate thresholds in per cent": (
+        "sla", {"name": "s", "type": "error_rate", "threshold": {"upper": "5%", "lower": 0.5},
+                "window": {"interval": "1m", "cooldown": 0}},
+        {"name": "s", "type": "error_rate", "threshold": {"upper": 5, "lower": "0.50%"},
+         "window": {"interval": 60, "cooldown": "0s"}}),
     "a health check alone is a list of one": (
         "breed", {**SAVA_BREED, "health_checks": {"port": "webport"}},
         {**SAVA_BREED, "health_checks": [{"path": "/", "port": "webport", "protocol": "HTTP"}]}),
@@ -627,6 +632,14 @@ BAD_DOCUMENTS = {
         "sla", {"name": "s", "type": "response_time_sliding_window", "threshold": {"upper": 100, "lower": 200},
                 "window": {"interval": 60, "cooldown": 60}},
         "sla 's', threshold.lower: expected a whole number from 0 to 100, got '200'"),
+    "an error rate SLA with lower above upper": (
+        "sla", {"name": "s", "type": "error_rate", "threshold": {"upper": "1%", "lower": "2%"},
+                "window": {"interval": 60, "cooldown": 60}},
+        "sla 's', threshold.lower: expected at most the upper threshold (1%), got '2%'"),
+    "an error rate above 100%": (
+        "sla", {"name": "s", "type": "error_rate", "threshold": {"upper": "120%", "lower": "2%"},
+                "window": {"interval": 60, "cooldown": 60}},
+        "sla 's', threshold.upper: expected a percentage from 0% to 100%, got '120%'"),
     "a workflow without a schedule": (
         "workflow", {"name": "w", "breed": "health"},
         "workflow 'w', schedule: expected daemon, {event: [tags]} or {time: {period: P1D, start: now, repeat: 10}}"
@@ -701,6 +714,14 @@ def test_sla_escalation_workflow_and_condition_kinds():
                       {"threshold": {"upper": 1000, "lower": 100}, "window": {"interval": 600.0, "cooldown": 600.0}},
                       (Escalation("scale_instances", None, {"minimum": 1, "maximum": 3, "scale_by": 1,
                                                             "target": "monarch"}),))
+    errors = read("sla", {"name": "e", "type": "error_rate", "threshold": {"upper": "5%", "lower": "0.5%"},
+                          "window": {"interval": "1m", "cooldown": "2m"}, "escalations": {"type": "scale_instances",
+                                                                                "minimum": 1, "maximum": 2,
+                                                                                "scale_by": 1}})
+    assert errors == Sla("error_rate", "e", {"threshold": {"upper": 500, "lower": 50},
+                                             "window": {"interval": 60.0, "cooldown": 120.0}},
+                         (Escalation("scale_instances", None, {"minimum": 1, "maximum": 2, "scale_by": 1}),))
+    assert to_dict(errors)["threshold"] == {"upper": "5%", "lower": "0.5%"}
     custom = read("escalation", {"name": "page", "type": "pager", "who": ["ops"]})
     assert custom == Escalation("pager", "page", {"who": ["ops"]})
     workflow = read("workflow", {"name": "health", "breed": "health", "schedule": {

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from control.api import create_app
 from control.orchestrator.local import LocalOrchestrator
 from control.store import Store
-from control.workflows.interim import NoMetrics, StoreEvents
+from control.sla.standins import NoMetrics, StoreEventLog
 from control.workflows.runner import WorkflowRunner
 from tests.control.test_control_api import FakeEngine
 from tests.support.waiting import eventually_async
@@ -47,7 +47,7 @@ class Api:
 async def api(tmp_path):
     store = Store(tmp_path / "vamp.db")
     orchestrator = LocalOrchestrator(tmp_path / "logs", stop_grace=5.0)
-    workflows = WorkflowRunner(store, orchestrator, FakeEngine(store), NoMetrics(), StoreEvents(store),
+    workflows = WorkflowRunner(store, orchestrator, FakeEngine(store), NoMetrics(), StoreEventLog(store),
                                api_url="http://127.0.0.1:1", token=None)
     client = TestClient(TestServer(create_app(store, FakeEngine(store), workflows=workflows), host="127.0.0.1"))
     await client.start_server()

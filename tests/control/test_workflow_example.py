@@ -19,7 +19,7 @@ from control.api import create_app
 from control.engine import Engine
 from control.orchestrator.local import LocalOrchestrator
 from control.store import Store
-from control.workflows.interim import NoMetrics, StoreEvents
+from control.sla.standins import NoMetrics, StoreEventLog
 from control.workflows.runner import WorkflowRunner
 from gateway import ConfigManager, LocalWorker, Runtime
 from tests.support import free_port
@@ -60,7 +60,7 @@ async def platform(tmp_path, monkeypatch):
     store = Store(tmp_path / "vamp.db")
     engine = Engine(store, orchestrator, gateways)
     await engine.start()
-    workflows = WorkflowRunner(store, orchestrator, engine, NoMetrics(), StoreEvents(store), api_url="",
+    workflows = WorkflowRunner(store, orchestrator, engine, NoMetrics(), StoreEventLog(store), api_url="",
                                token=TOKEN)
     app = create_app(store, engine, TOKEN, workflows=workflows)
     figures: dict[str, float | None] = {"requests": None, "health": None}

@@ -21,7 +21,7 @@ from control.orchestrator.local import LocalOrchestrator
 from control.store import Store
 from control.workflows.builtins import BUILTINS
 from control.workflows.context import BuiltinWorkflow
-from control.workflows.interim import NoMetrics, StoreEvents
+from control.sla.standins import NoMetrics, StoreEventLog
 from control.workflows.runner import RUNTIME_KIND, WorkflowRunner
 from gateway.common.errors import Conflict, Invalid, NotFound
 from tests.support.clock import VirtualClock
@@ -82,7 +82,7 @@ class Harness:
         self.tmp_path = tmp_path
         self.store = Store(tmp_path / "vamp.db")
         self.clock = VirtualClock()
-        self.events = StoreEvents(self.store, poll=0.05)
+        self.events = StoreEventLog(self.store)
         self.orchestrator = LocalOrchestrator(tmp_path / "logs", stop_grace=5.0)
         self.runner = self._runner()
 
