@@ -1,8 +1,14 @@
-"""The example script workflow (examples/workflows/shift-weight.yaml) run for real: the platform's API, engine,
-gateway and local orchestrator in this process, the script as the orchestrator's process, calling the API through
-the client library (control/client.py) with the token it was given. The metrics it judges by are the test's
-(fake `/api/v1/metrics/…` and `/api/v1/health/…` answers), so each of its verdicts can be brought about: the first
-step without one, waiting on too few requests, a step on a healthy canary, a rollback on an unhealthy one."""
+"""Workflows on a platform in this process (the API, engine, gateway and local orchestrator of `vamp run`, served
+on loopback with a token):
+
+- the example script workflow (examples/workflows/shift-weight.yaml), run by the orchestrator as a process that
+  calls the API through the client library (control/client.py) with the token it was given. The metrics it
+  judges by are the test's (fake `/api/v1/metrics/…` and `/api/v1/health/…` answers), so each of its verdicts
+  can be brought about: the first step without one, waiting on too few requests, a step on a healthy canary, a
+  rollback on an unhealthy one;
+- the built-in canary driven through the status API: it sets its first step's weights on the real gateway, and
+  a manual `promote` gives the canary 100% and finishes the workflow.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -134,3 +140,34 @@ async def test_the_example_shifts_weight_while_the_canary_is_healthy_and_rolls_b
 
 async def status_is(status: Any, expected: str) -> bool:
     return await status() == expected
+
+
+async def test_the_canary_sets_its_first_step_and_a_manual_promote_through_the_status_api_finishes_it(platform):
+    await platform.call("PUT", "/gateways/demo", {
+        "port": free_port(), "bind": "127.0.0.1",
+        "routes": {"demo-1.0": {"weight": "100%", "targets": [f"127.0.0.1:{free_port()}"]},
+                   "demo-1.1": {"weight": "0%", "targets": [f"127.0.0.1:{free_port()}"]}}})
+    await platform.call("PUT", "/workflows/release", {
+        "schedule": "daemon", "workflow": "canary",
+        "parameters": {"gateway": "demo", "baseline": "demo-1.0", "canary": "demo-1.1", "steps": ["10%", "100%"],
+                       "interval": "1h", "min_requests": 100, "success_rate": "99%"}})
+
+    async def weights_are(expected: tuple[str, str]) -> bool:
+        return await platform.weights() == expected
+
+    await eventually_async(lambda: weights_are(("90%", "10%")), WAIT, "the first step", context=platform.weights)
+    answer = await platform.call("PUT", "/workflows/release/status", "promote")
+    assert answer["status"] == "running"
+    await eventually_async(lambda: weights_are(("0%", "100%")), WAIT, "promoted", context=platform.weights)
+
+    async def document() -> dict[str, Any]:
+        return await platform.call("GET", "/workflows/release")
+    finished = await eventually_async(lambda: status_of(document, "finished"), WAIT, "finished", context=document)
+    assert finished["state"]["phase"] == "promoted"
+    [event] = await platform.events("canary:promote", "workflows:release")
+    assert event["value"]["manual"] is True
+
+
+async def status_of(document: Any, expected: str) -> dict[str, Any] | None:
+    found = await document()
+    return found if found["status"] == expected else None
