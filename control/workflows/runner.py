@@ -81,7 +81,7 @@ class Runtime:
 class LastRun:
     started: float
     ended: float | None = None
-    outcome: str | None = None          # "exit code 0", "finished", "failed: …", "stopped"
+    outcome: str | None = None          # "exited with exit code 0", "finished", "failed: …", "stopped"
     event: int | None = None            # the id of the event it ran for
 
     def as_json(self) -> dict[str, Any]:
@@ -182,7 +182,7 @@ class WorkflowRunner:
             if workflow is not None and not active:
                 workflow.status = "starting"
         else:
-            self._runtimes[name] = runtime = Runtime(runtime.definition)
+            runtime.suspended = False           # its state and runs are cleared once its run has stopped
             if workflow is not None:
                 workflow.status = "restarting"
         self._save(name)
@@ -221,12 +221,12 @@ class WorkflowRunner:
                 self._runtimes.pop(name, None)
                 self.store.delete(RUNTIME_KIND, name)
                 return
-            runtime = self._runtime_for(name, document)
             if current is not None and (current.document != document or restart):
                 await current.stop()
                 current = None
+            runtime = self._runtime_for(name, document, fresh=restart)
             if current is None:
-                current = self._workflows[name] = _Workflow(self, name, document)
+                current = self._workflows[name] = _Workflow(self, name, document, runtime)
             if runtime.suspended:
                 await current.stop()
                 current.status = "suspended"
@@ -235,24 +235,28 @@ class WorkflowRunner:
             elif not current.active:
                 current.start()
 
-    def _runtime_for(self, name: str, document: dict[str, Any]) -> Runtime:
-        """The workflow's runtime record, a new one (keeping only `suspended`) when the document changed."""
+    def _runtime_for(self, name: str, document: dict[str, Any], *, fresh: bool = False) -> Runtime:
+        """The workflow's runtime record; a new one (keeping only `suspended`) when the document changed, or when
+        `fresh`."""
         wanted = digest(document)
         runtime = self._runtimes.get(name)
         if runtime is None:
             stored = self.store.get(RUNTIME_KIND, name)
             runtime = Runtime(**stored) if stored is not None else None
-        if runtime is None or runtime.definition != wanted:
+        if runtime is None or runtime.definition != wanted or fresh:
             runtime = Runtime(wanted, suspended=runtime.suspended if runtime else False)
         if self._runtimes.get(name) is not runtime:
             self._runtimes[name] = runtime
             self._save(name)
         return runtime
 
-    def _save(self, name: str) -> None:
-        runtime = self._runtimes.get(name)
-        if runtime is not None and self.store.get("workflows", name) is not None:
-            self.store.put(RUNTIME_KIND, name, asdict(runtime))
+    def _save(self, name: str, runtime: Runtime | None = None) -> None:
+        """Store the workflow's runtime record; `runtime` (a run's own) only while it is the workflow's."""
+        current = self._runtimes.get(name)
+        if runtime is not None and runtime is not current:
+            return
+        if current is not None and self.store.get("workflows", name) is not None:
+            self.store.put(RUNTIME_KIND, name, asdict(current))
 
     # -- the orchestrator's instances of scripts ---------------------------------------------------------
     async def _follow_instances(self, events: asyncio.Queue[InstanceEvent]) -> None:
@@ -288,10 +292,11 @@ class WorkflowRunner:
 class _Workflow:
     """One stored workflow: its definition and, while it is active, the task that runs its schedule."""
 
-    def __init__(self, runner: WorkflowRunner, name: str, document: dict[str, Any]) -> None:
+    def __init__(self, runner: WorkflowRunner, name: str, document: dict[str, Any], runtime: Runtime) -> None:
         self.runner = runner
         self.name = name
         self.document = document
+        self.runtime = runtime              # its own: a run that is being stopped never writes into its successor's
         self.status = "starting"
         self.reason: str | None = None
         self.last_run: LastRun | None = None
@@ -304,10 +309,6 @@ class _Workflow:
             self.definition = definition
         except dsl.DslError as exc:                       # stored by an older version, or a built-in gone
             self.reason = str(exc)
-
-    @property
-    def runtime(self) -> Runtime:
-        return self.runner._runtimes[self.name]
 
     @property
     def active(self) -> bool:
@@ -342,7 +343,7 @@ class _Workflow:
             else:
                 await self._on_time(definition)
             self.runtime.finished = True
-            self.runner._save(self.name)
+            self.runner._save(self.name, self.runtime)
             self.status = "finished"
         except CannotRun as exc:
             log.error("workflow %s cannot run: %s", self.name, exc)
@@ -458,7 +459,7 @@ class _Workflow:
 
     def _save_state(self, state: dict[str, Any]) -> None:
         self.runtime.state = state
-        self.runner._save(self.name)
+        self.runner._save(self.name, self.runtime)
 
     async def _script(self, definition: Workflow, *, restart: bool, event: Event | None = None) -> str:
         """Run the script: until it exits (`restart` False; its outcome), or as a daemon until cancelled."""
@@ -503,7 +504,7 @@ class _Workflow:
 
     def _begin(self, event: Event | None) -> None:
         self.runtime.runs += 1
-        self.runner._save(self.name)
+        self.runner._save(self.name, self.runtime)
         self.last_run = LastRun(self.runner.clock.now(), event=event.id if event is not None else None)
 
     def _end(self, outcome: str) -> None:
