@@ -89,4 +89,5 @@ class PlatformContext:
             scale = dsl.read("scale", {**current, "name": "scale", "instances": instances})
         except dsl.DslError as exc:
             raise Invalid(f"workflow {self.name}: {exc.expected}", "/instances") from None
+        assert isinstance(scale, Scale)
         await self.engine.set_scale(deployment, cluster, service, dataclasses.replace(scale, name=None))

@@ -27,7 +27,6 @@ they belong to. A restarted platform hands that state back to the built-in as `r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import hashlib
 import json
@@ -392,14 +391,17 @@ class _Workflow:
 
     async def _pump(self, where: EventFilter, after: int, backlog: asyncio.Queue[Event]) -> None:
         stream = self.runner.events.follow(where, after)
-        closing = contextlib.aclosing(stream) if hasattr(stream, "aclose") else contextlib.nullcontext(stream)
-        async with closing:
+        try:
             async for event in stream:
                 if backlog.full():
                     log.warning("workflow %s: %d runs wait already; event %d is dropped", self.name,
                                 EVENT_BACKLOG, event.id)
                 else:
                     backlog.put_nowait(event)
+        finally:
+            close = getattr(stream, "aclose", None)       # an async generator: let it clean up now
+            if close is not None:
+                await close()
 
     async def _on_time(self, definition: Workflow) -> None:
         schedule = definition.schedule
@@ -436,6 +438,7 @@ class _Workflow:
             self.reason = f"the last run failed: {type(exc).__name__}: {exc}"
             self._end(f"failed: {type(exc).__name__}: {exc}")
             return False
+        self.reason = None
         self._end(outcome)
         return True
 
