@@ -5,8 +5,8 @@
     GET    /{kind}/{name}                one                                                 200 · 404
     PUT    /{kind}/{name}                create or replace (the body's name, if any, is the path's)  201 · 200
     DELETE /{kind}/{name}                remove                                              204 · 404
-           kind: breeds, blueprints, slas, scales, escalations, conditions, workflows (the runner runs
-           these: control.workflows.runner; a workflow's document also shows its status, reason and state)
+           kind: breeds, blueprints, slas, scales, escalations, conditions, workflows (stored; workflows also
+           run, control.workflows.runner, and their documents show their status, reason and state)
     GET | PUT  /workflows/{name}/status  a workflow's status; suspend, resume, restart, actions   200 · 202
     POST | PUT | DELETE  /api/v1         multi-document YAML or a JSON list, each document with `kind:`  200
     GET    /deployments                  a page of deployments                               200

@@ -195,8 +195,8 @@ class _Runner:
         self.ready_for = 0.0                       # how long it stayed ready before it last failed
         self.failures = 0                          # failures since it was last ready (or got a new spec)
         self.failure: str | None = None            # what the last of them was
-        self.exit_code: int | None = None          # a run-to-completion process (spec.restart False): its exit
-        self.ended: str | None = None              # status, and how it ended
+        self.exit_code: int | None = None          # run to completion (spec.restart False): the exit status
+        self.ended: str | None = None              # and how the run ended
         self.leaving = False                       # chosen to go: scale-down, undeploy, stop_instance
         self.supervisor: asyncio.Task | None = None
         self.lock = asyncio.Lock()                 # one stop or replacement at a time
