@@ -424,9 +424,10 @@ class _Workflow:
         try:
             if definition.workflow is not None:
                 await self._builtin(definition)
-                outcome = "finished"
+                outcome, succeeded = "finished", True
             else:
-                outcome = await self._script(definition, restart=False, event=event)
+                ended = await self._script(definition, restart=False, event=event)
+                outcome, succeeded = ended.reason, ended.exit_code == 0
         except asyncio.CancelledError:
             self._end("stopped")
             raise
@@ -438,7 +439,7 @@ class _Workflow:
             self.reason = f"the last run failed: {type(exc).__name__}: {exc}"
             self._end(f"failed: {type(exc).__name__}: {exc}")
             return False
-        self.reason = None
+        self.reason = None if succeeded else f"the last run {outcome}"
         self._end(outcome)
         return True
 
@@ -464,8 +465,9 @@ class _Workflow:
         self.runtime.state = state
         self.runner._save(self.name, self.runtime)
 
-    async def _script(self, definition: Workflow, *, restart: bool, event: Event | None = None) -> str:
-        """Run the script: until it exits (`restart` False; its outcome), or as a daemon until cancelled."""
+    async def _script(self, definition: Workflow, *, restart: bool, event: Event | None = None) -> InstanceEvent:
+        """Run the script: until it exits (`restart` False: the event of its end), or as a daemon until
+        cancelled."""
         runner = self.runner
         spec = script_spec(definition, runner.lookup, api_url=runner.api_url, token=runner.token,
                            restart=restart, event=event)
@@ -481,7 +483,7 @@ class _Workflow:
                     self.reason = f"{change.reason}; restarted after a back-off"
                     self._end(change.reason)
                 elif state == "stopped" and not restart:
-                    return change.reason
+                    return change
         finally:
             if restart:
                 self._end("stopped")

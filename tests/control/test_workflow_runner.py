@@ -313,6 +313,7 @@ async def test_a_script_runs_once_per_event_with_the_platform_s_environment(harn
                            "the run ended", context=lambda: harness.runner.status("dump"))
     status = harness.runner.status("dump")
     assert status["last_run"]["outcome"] == "exited with exit code 3"
+    assert status["reason"] == "the last run exited with exit code 3"       # an exit other than 0 is a failure
     environment = json.loads(out.read_text())
     assert environment["VAMP_API_URL"] == environment["VAMP_API"] == API_URL
     assert (environment["VAMP_TOKEN"], environment["VAMP_WORKFLOW_NAME"]) == (TOKEN, "dump")

@@ -43,6 +43,7 @@ def test_a_script_reaches_the_api_with_the_token_it_was_given(procs, tmp_path):
     wait_for(lambda: vamp(run, "status", "greeter")["status"] == "finished", WAIT, "its one run done")
     status = vamp(run, "status", "greeter")
     assert status["runs"] == 1 and status["last_run"]["outcome"] == "exited with exit code 0"
+    assert status["reason"] is None
     [listed] = vamp(run, "list")
     assert (listed["name"], listed["status"]) == ("greeter", "finished")
 
