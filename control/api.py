@@ -5,7 +5,9 @@
     GET    /{kind}/{name}                one                                                 200 · 404
     PUT    /{kind}/{name}                create or replace (the body's name, if any, is the path's)  201 · 200
     DELETE /{kind}/{name}                remove                                              204 · 404
-           kind: breeds, blueprints, slas, scales, escalations, conditions, workflows (stored only)
+           kind: breeds, blueprints, slas, scales, escalations, conditions, workflows (stored; workflows also
+           run, control.workflows.runner, and their documents show their status, reason and state)
+    GET | PUT  /workflows/{name}/status  a workflow's status; suspend, resume, restart, actions   200 · 202
     POST | PUT | DELETE  /api/v1         multi-document YAML or a JSON list, each document with `kind:`  200
     GET    /deployments                  a page of deployments                               200
     POST   /deployments                  deploy a blueprint under a new UUID4 name           202
@@ -67,6 +69,8 @@ from control.events.log import EventLog
 from control.events.model import Event, EventFilter
 from control.openapi import OPENAPI
 from control.store import STATIC_KINDS, Store
+from control.workflows import api as workflow_api
+from control.workflows.runner import WorkflowRunner
 from gateway import Conflict, GatewayApi, Invalid, NotFound, RequestError
 from gateway.common.httpapi import Handler, api_middleware, query_flag, read_body, respond, validate_only_requested
 from gateway.common.names import RULE as NAME_RULE, breaks_rule
@@ -90,10 +94,10 @@ except metadata.PackageNotFoundError:      # run from a source tree that is not 
 
 
 def create_app(store: Store, engine: Engine, token: str | None = None, *, public_metrics: bool = False,
-               events: EventLog | None = None) -> web.Application:
+               events: EventLog | None = None, workflows: WorkflowRunner | None = None) -> web.Application:
     """`events`: the platform's event log (the engine publishes to the same one); without one, a log of its
-    own over `store`."""
-    api = ControlApi(store, engine, events or EventLog(store))
+    own over `store`. `workflows`: the platform's workflow runner, told of every workflow written."""
+    api = ControlApi(store, engine, events or EventLog(store), workflows)
     app = web.Application(middlewares=[api_middleware(token, public_metrics=public_metrics), _domain_errors])
     kind = "{kind:" + "|".join(STATIC_KINDS) + "}"
     scale = "/api/v1/deployments/{deployment}/clusters/{cluster}/services/{service}/scale"
@@ -118,6 +122,8 @@ def create_app(store: Store, engine: Engine, token: str | None = None, *, public
     app.router.add_get("/api/v1/info", api.info)
     app.router.add_get("/api/v1/health", api.health)
     app.router.add_get("/api/v1/openapi.json", api.openapi)
+    if workflows is not None:
+        workflow_api.add_routes(app.router, workflows)
     return app
 
 
@@ -355,20 +361,30 @@ def _server_sent(event: Event) -> bytes:
 
 # -- the handlers --------------------------------------------------------------------------------------
 class ControlApi:
-    def __init__(self, store: Store, engine: Engine, events: EventLog) -> None:
+    def __init__(self, store: Store, engine: Engine, events: EventLog,
+                 workflows: WorkflowRunner | None = None) -> None:
         self.store = store
         self.engine = engine
         self.events = events
+        self.workflows = workflows
         self.started = time.time()
 
     # -- static artifacts ------------------------------------------------------------------------------
     async def list_artifacts(self, request: web.Request) -> web.Response:
         page = _page(request)
-        items, total = self.store.list(request.match_info["kind"], page.offset, page.size)
-        return _paged(request, page, items, total)
+        kind = request.match_info["kind"]
+        items, total = self.store.list(kind, page.offset, page.size)
+        return _paged(request, page, [self._shown(kind, item) for item in items], total)
 
     async def get_artifact(self, request: web.Request) -> web.Response:
-        return respond(request, self._stored(request.match_info["kind"], request.match_info["name"]))
+        kind = request.match_info["kind"]
+        return respond(request, self._shown(kind, self._stored(kind, request.match_info["name"])))
+
+    def _shown(self, kind: str, document: dict[str, Any]) -> dict[str, Any]:
+        """A stored document as read: a workflow's with its status and state (control.workflows.runner)."""
+        if kind == "workflows" and self.workflows is not None:
+            return self.workflows.shown(document)
+        return document
 
     async def create_artifact(self, request: web.Request) -> web.Response:
         kind = request.match_info["kind"]
@@ -417,11 +433,18 @@ class ControlApi:
     def _put(self, kind: str, name: str, document: dict[str, Any]) -> bool:
         created = self.store.put(kind, name, document)
         self.events.publish([f"archive:{'create' if created else 'update'}", f"{kind}:{name}"], document)
+        self._changed(kind, name)
         return created
 
     def _delete(self, kind: str, name: str) -> None:
         self.store.delete(kind, name)
         self.events.publish(["archive:delete", f"{kind}:{name}"])
+        self._changed(kind, name)
+
+    def _changed(self, kind: str, name: str) -> None:
+        """A workflow written or deleted runs as stored from now on (once this write has committed)."""
+        if kind == "workflows" and self.workflows is not None:
+            self.workflows.changed(name)
 
     # -- multi-document bodies -------------------------------------------------------------------------
     async def apply_documents(self, request: web.Request) -> web.Response:

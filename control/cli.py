@@ -1,6 +1,6 @@
 """The `vamp` command line, built here and only here: the gateway's commands (`gateway.cli.register`), the
-control plane's (`register`, below) and the load tester's (`loadtest.cli.register`). `vamp = control.cli:main`;
-`python -m control` is the same command.
+control plane's (`register`, below, and `control.workflows.cli.register`) and the load tester's
+(`loadtest.cli.register`). `vamp = control.cli:main`; `python -m control` is the same command.
 
     vamp run [--state-dir DIR] [--api HOST:PORT]        the embedded platform (API, gateway, local processes)
     vamp deploy FILE [--name N] [--timeout S|--no-wait] deploy (or merge) a blueprint, wait until it serves
@@ -9,6 +9,7 @@ control plane's (`register`, below) and the load tester's (`loadtest.cli.registe
     vamp delete KIND NAME | vamp delete -f FILE         delete artifacts; with a blueprint: undeploy services
     vamp scale DEPLOYMENT/CLUSTER/SERVICE N             set a service's number of instances, wait until it serves
     vamp events [--tag T …] [--since TIME] [--follow]   the platform's events, and live ones (control.events.cli)
+    vamp workflows list|status|suspend|resume|restart|promote|abort [NAME]   (control/workflows/cli.py)
     vamp loadtest URL [options]                         load-test a canary split (loadtest)
 
 `vamp apply -f FILE` tells documents apart in one place, `apply_documents`: documents with `kind:` go to the
@@ -33,6 +34,7 @@ import yaml
 
 from control import waiting
 from control.events import cli as events_cli
+from control.workflows import cli as workflows_cli
 from gateway import admin_client, cli as gateway_cli
 from gateway.admin_client import AdminClient, CommandError, add_server_options, command, emit, render_table
 from loadtest import cli as loadtest_cli
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser, commands = gateway_cli.new_parser()
     gateway_cli.register(commands, apply=apply_documents)
     register(commands)
+    workflows_cli.register(commands)
     loadtest_cli.register(commands)
     return parser
 

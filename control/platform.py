@@ -4,7 +4,8 @@ in one process tree, with its state (SQLite store, logs) in the state directory.
 On start it first locks the state directory (an flock on `vamp.lock`, which holds its pid): a second
 `vamp run` on the same directory exits 1 at once, starting nothing; the lock goes with the process, however
 it ends. Then it resumes every deployment the store holds: the orchestrator starts their instances again and
-the gateways are rebuilt as they were. Stopping (SIGTERM, SIGINT) stops the instances and exits 0; the
+the gateways are rebuilt as they were; once the API answers, every stored workflow starts as it was left
+(control/workflows/runner.py). Stopping (SIGTERM, SIGINT) stops the instances and exits 0; the
 instances never outlive the platform. The event log (control.events.log) prunes by `--events-max-count` and
 `--events-max-age`; stopping ends its streams first, so no client holds the shutdown.
 """
@@ -28,6 +29,7 @@ from control.orchestrator.local import LocalOrchestrator
 from control.sla import standins
 from control.sla.monitor import SlaMonitor, SystemClock
 from control.store import Store
+from control.workflows.runner import WorkflowRunner
 from gateway import ConfigManager, LocalWorker, Runtime, render_metrics
 
 log = logging.getLogger("vamp.platform")
@@ -91,7 +93,10 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         await gateways.shutdown(0)
         return 1
 
-    app = create_app(store, engine, token, public_metrics=public_metrics, events=events)
+    # STAND-IN (control/sla/standins.py) until the metrics aggregator is merged
+    workflows = WorkflowRunner(store, orchestrator, engine, standins.NoMetrics(), events,
+                               api_url=_loopback_url(api_host, api_port), token=token)
+    app = create_app(store, engine, token, public_metrics=public_metrics, events=events, workflows=workflows)
     stopping = False
 
     async def metrics(_: web.Request) -> web.Response:
@@ -117,6 +122,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         print(f"vamp: cannot listen on {api_host}:{api_port}: {exc.strerror or exc}", file=sys.stderr)
         await _stop(engine, orchestrator, gateways, runner, 0, events)
         return 1
+    await workflows.start()                     # once the API answers: scripts may call it at once
     # STAND-IN (control/sla/standins.py) until the metrics aggregator is merged
     sla = SlaMonitor(engine, standins.NoMetrics(), events, SystemClock())
     sla_task = loop.create_task(sla.run(), name="vamp SLA monitor")
@@ -132,10 +138,20 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
     stopping = True
     sla_task.cancel()
     await asyncio.wait({sla_task})
-    log.info("stopping: instances, then the gateway (grace %.0fs)", grace)
+    log.info("stopping: workflows, instances, then the gateway (grace %.0fs)", grace)
+    await workflows.close()
     await _stop(engine, orchestrator, gateways, runner, grace, events)
     lock.close()                                # the instances are gone: the directory is free again
     return 0
+
+
+def _loopback_url(host: str, port: int) -> str:
+    """The API's URL as the platform's own processes reach it (a wildcard address through loopback)."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 async def _stop(engine: Engine, orchestrator: LocalOrchestrator, gateways: ConfigManager, runner: web.AppRunner,

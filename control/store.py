@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator
 
 from control.events.model import Event, EventFilter
 
-# The kinds the store only keeps, as written: nothing runs them (deployments and gateways are the engine's).
+# The kinds kept as written, read and written through the API's artifact paths (deployments and gateways are the
+# engine's). Of these, workflows run: the API tells control.workflows.runner of each change.
 STATIC_KINDS = ("breeds", "blueprints", "slas", "scales", "escalations", "conditions", "workflows")
 
 SCHEMA = """

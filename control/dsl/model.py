@@ -20,8 +20,8 @@ Decisions that go beyond Vamp:
   off for the levels below): service overrides cluster overrides breed, the whole list at once.
 - Blueprint-level `environment_variables: {CLUSTER.NAME: value}` are stored on the cluster they name
   (`Cluster.environment_variables`); scopes are breed < cluster < service.
-- Free-form data (dialects, parameters of unknown SLA/escalation types) is kept as plain JSON-like data and
-  must be treated as read-only.
+- Free-form data (dialects, parameters of unknown SLA/escalation types, a built-in workflow's parameters) is kept
+  as plain JSON-like data and must be treated as read-only.
 """
 from __future__ import annotations
 
@@ -251,12 +251,17 @@ class Schedule:
 
 @dataclass(frozen=True, slots=True)
 class Workflow:
+    """A script (`breed`: its deployable is the command the orchestrator runs) or a built-in (`workflow`: its
+    name, with its `parameters`), never both, run on `schedule`. `scale`, `environment_variables` and
+    `arguments` belong to scripts."""
     name: str
-    breed: Breed | Reference
+    breed: Breed | Reference | None
     schedule: Schedule
     scale: Scale | Reference | None = None
     environment_variables: tuple[EnvironmentVariable, ...] = ()
     arguments: tuple[Argument, ...] = ()
+    workflow: str | None = None                 # a built-in's name (control.workflows.builtins)
+    parameters: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 Artifact = Breed | Blueprint | Deployment | Gateway | Scale | Condition | Sla | Escalation | Workflow | Reference

@@ -30,8 +30,9 @@ Shorthands (each reads to the same model as its long form):
   port.
 - SLA escalations: one escalation or a list; an escalation `{to_all: [...]}` = `{type: to_all, escalations:
   [...]}` (also `to_one`).
-- Workflow schedules: `daemon`, `{event: tag | [tags] | {tags: [...]}}`, `{time: PERIOD | {period, start,
-  repeat}}`.
+- Workflows: a script (`breed:`) or a built-in (`workflow: NAME` with `parameters:`, checked by the built-in
+  itself when read). Schedules: `daemon`, `{event: tag | [tags] | {tags: [...]}}`, `{time: PERIOD | {period,
+  start, repeat}}`.
 
 Percentages allow two decimals ("2.5%"); durations are gateway.common.units durations (a bare number is seconds);
 memory and CPU are control.dsl.units values.
@@ -53,9 +54,10 @@ from control.dsl.model import (DEPLOYABLE_TYPES, FULL, PLACEHOLDER, Argument, Ar
                                Deployment, EnvironmentVariable, Escalation, Gateway, GatewayRoute, HealthCheck,
                                Placeholder, Port, Reference, Scale, Schedule, Service, Sla, Workflow)
 from control.dsl.references import Template, parse_template
-from control.dsl.units import parse_cpu, parse_memory
+from control.dsl.units import parse_cpu, parse_memory, parse_period
 from gateway import ConditionError, ConfigError, Target, canonical_condition, gateway_from_dict
 from gateway import Gateway as ConfigGateway
+from gateway.common.errors import Invalid
 from gateway.common.names import RULE as NAME_RULE, breaks_rule
 from gateway.common.units import (format_percent, parse_address, parse_duration, parse_percent, parse_port, shown,
                                   unknown_field)
@@ -79,7 +81,9 @@ CLUSTER_GATEWAY_FIELDS = ("sticky", "routes")
 ROUTE_FIELDS = ("weight", "condition", "condition_strength", "targets")
 CLUSTER_ROUTE_FIELDS = ("weight", "condition", "condition_strength")
 CONDITION_FIELDS = ("name", "condition")
-WORKFLOW_FIELDS = ("name", "breed", "schedule", "scale", "environment_variables", "env", "arguments")
+WORKFLOW_FIELDS = ("name", "breed", "workflow", "parameters", "schedule", "scale", "environment_variables", "env",
+                   "arguments")
+SCRIPT_ONLY_FIELDS = ("scale", "environment_variables", "env", "arguments")
 TIME_SCHEDULE_FIELDS = ("period", "start", "repeat")
 SLA_FIELDS = {"response_time_sliding_window": ("threshold", "window"), "error_rate": ("threshold", "window"),
               "escalation_only": ()}
@@ -97,8 +101,6 @@ _ALIASED_NAME = re.compile(r"([A-Za-z0-9_-]+)\[([A-Za-z0-9_.-]+)\]")
 _CLUSTER_NAME = _TRAIT_NAME
 _ROUTE_SEGMENT = re.compile(r"[^\s/\[\]\x00-\x1f\x7f]+")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
-_ISO_PERIOD = re.compile(r"P(?=\d|T\d)(?:\d+Y)?(?:\d+M)?(?:\d+W)?(?:\d+D)?"
-                         r"(?:T(?=\d)(?:\d+H)?(?:\d+M)?(?:\d+(?:\.\d+)?S)?)?")
 _DEPLOYABLE_SCHEMES = {"cmd://": "cmd", "python://": "python", "docker://": "docker"}
 _DEPLOYABLE_TYPE_ALIASES = {"cmd": "cmd", "command": "cmd", "python": "python", "docker": "docker",
                             "container/docker": "docker"}
@@ -903,14 +905,70 @@ def _read_workflow(data: Any, at: Path = ()) -> Workflow:
     body = _mapping(data, at, "workflow fields")
     _only_fields(body, WORKFLOW_FIELDS, at, "a workflow")
     name = _artifact_name(body.get("name"), at + ("name",), "workflow")
-    if body.get("breed") is None:
-        raise DslError("required field missing: the breed to run (a name or an inline breed)", at + ("breed",))
+    schedule = _schedule(body.get("schedule"), at + ("schedule",))
+    given = [key for key in ("breed", "workflow") if body.get(key) is not None]
+    if not given:
+        raise DslError("required field missing: what to run, as breed (a script: a breed whose deployable is its "
+                       "command) or workflow (a built-in's name, with its parameters)", at + ("breed",))
+    if len(given) > 1:
+        raise DslError("give breed (a script) or workflow (a built-in), not both", at + ("workflow",))
+    if given == ["workflow"]:
+        script_only = next((key for key in SCRIPT_ONLY_FIELDS if body.get(key) is not None), None)
+        if script_only is not None:
+            raise DslError(f"{script_only} is for a script (breed:); a built-in workflow takes parameters only",
+                           at + (script_only,))
+        builtin = _builtin_name(body["workflow"], at + ("workflow",))
+        parameters = _plain(_mapping_or_empty(body.get("parameters"), at + ("parameters",),
+                                              "the built-in's parameters"), at + ("parameters",))
+        _check_builtin(name, builtin, parameters, at)
+        return Workflow(name=name, breed=None, schedule=schedule, workflow=builtin, parameters=parameters)
+    if body.get("parameters") is not None:
+        raise DslError("parameters are for a built-in workflow (workflow: NAME); a script reads "
+                       "environment_variables", at + ("parameters",))
     return Workflow(name=name,
                     breed=_breed_or_reference(body["breed"], at + ("breed",)),
-                    schedule=_schedule(body.get("schedule"), at + ("schedule",)),
+                    schedule=schedule,
                     scale=_inline_scale(body["scale"], at + ("scale",)) if body.get("scale") is not None else None,
                     environment_variables=_environment(body, at, allow_alias=False),
                     arguments=_arguments(body.get("arguments"), at + ("arguments",)))
+
+
+def _builtin_name(value: Any, at: Path) -> str:
+    from control.workflows.builtins import BUILTINS     # on use: a built-in may import the DSL in turn
+
+    if not isinstance(value, str) or value.strip() not in BUILTINS:
+        raise DslError(f"expected a built-in workflow, one of {', '.join(sorted(BUILTINS)) or '(none)'}, got "
+                       f"{shown(value)}", at)
+    return value.strip()
+
+
+def _check_builtin(name: str, builtin: str, parameters: dict[str, Any], at: Path) -> None:
+    """The built-in's own check of its parameters (BuiltinWorkflow.validate); its Invalid becomes a DslError at
+    the field it names."""
+    from control.workflows.builtins import BUILTINS
+
+    try:
+        BUILTINS[builtin].validate(name, parameters)
+    except Invalid as exc:
+        raise DslError(exc.message, at + _pointer_path(exc.field, parameters)) from None
+
+
+def _pointer_path(pointer: str | None, parameters: dict[str, Any]) -> Path:
+    """A JSON pointer ("/parameters/steps/1") as a path into the workflow: ("parameters", "steps", 1); a list
+    index is a number, as the reader's own paths have it."""
+    parts = [part.replace("~1", "/").replace("~0", "~") for part in (pointer or "").split("/")[1:]]
+    if not parts or parts[0] != "parameters":
+        return ("parameters",)
+    path: list[str | int] = ["parameters"]
+    node: Any = parameters
+    for part in parts[1:]:
+        if isinstance(node, list) and part.isdigit():
+            path.append(int(part))
+            node = node[int(part)] if int(part) < len(node) else None
+        else:
+            path.append(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return tuple(path)
 
 
 def _schedule(value: Any, at: Path) -> Schedule:
@@ -932,8 +990,9 @@ def _schedule(value: Any, at: Path) -> Schedule:
     body = {"period": inner} if isinstance(inner, str) else _mapping(inner, at, "period, start and repeat")
     _only_fields(body, TIME_SCHEDULE_FIELDS, at, "a time schedule")
     period = body.get("period")
-    if not isinstance(period, str) or not _ISO_PERIOD.fullmatch(period.strip().upper()):
-        raise DslError(f"expected an ISO 8601 period like P1D or PT10M, got {shown(period)}", at + ("period",))
+    if period is None:
+        raise DslError("required field missing: period, an ISO 8601 period like P1D or PT10M", at + ("period",))
+    _parsed(parse_period, period, at + ("period",))
     repeat = _whole_number(body["repeat"], at + ("repeat",), minimum=1, maximum=10**9) \
         if body.get("repeat") is not None else None
     return Schedule("time", period=period.strip().upper(), start=_start(body.get("start"), at + ("start",)),

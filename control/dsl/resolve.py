@@ -113,6 +113,8 @@ class _Resolver:
         if isinstance(artifact, Escalation):
             return self.escalation(artifact, (), 0)
         if isinstance(artifact, Workflow):
+            if artifact.breed is None:          # a built-in
+                return artifact
             return replace(artifact, breed=self.breed(artifact.breed, ("breed",)),
                            scale=self.scale(artifact.scale, ("scale",)) if artifact.scale is not None else None)
         return artifact
@@ -182,6 +184,8 @@ def validate_complete(artifact: Artifact) -> None:
         elif isinstance(artifact, Breed):
             _complete_variables(artifact.environment_variables, ("environment_variables",))
         elif isinstance(artifact, Workflow):
+            if artifact.breed is None:          # a built-in: its parameters were checked when it was read
+                return
             if isinstance(artifact.breed, Reference):
                 raise _unresolved(artifact.breed, ("breed",))
             _complete_variables(_merged(artifact.breed.environment_variables, artifact.environment_variables),

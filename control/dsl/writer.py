@@ -205,6 +205,9 @@ def _escalation(escalation: Escalation) -> dict[str, Any]:
 
 
 def _workflow(workflow: Workflow) -> dict[str, Any]:
+    if workflow.breed is None:
+        return {"name": workflow.name, "workflow": workflow.workflow,
+                "parameters": copy.deepcopy(workflow.parameters), "schedule": _schedule(workflow.schedule)}
     body: dict[str, Any] = {"name": workflow.name, "breed": _breed_or_reference(workflow.breed),
                             "schedule": _schedule(workflow.schedule)}
     if workflow.scale is not None:

@@ -41,7 +41,9 @@ class ServiceSpec:
 
     `command` is the argv (a leading "python" means the platform's own interpreter); `ports` maps each port name
     to "http" or "tcp", and the driver chooses the port numbers; `environment` is added to what the instance
-    gets from the driver; `workdir` None means the platform's working directory."""
+    gets from the driver; `workdir` None means the platform's working directory. With `restart` False the
+    service runs to completion (a workflow's script on an event or a timer): an instance whose process exits is
+    not restarted but `stopped`, with the exit code in its event, and the service then runs one instance fewer."""
 
     id: str
     command: tuple[str, ...]
@@ -50,6 +52,7 @@ class ServiceSpec:
     instances: int = 1
     health_check: HealthCheck | None = None
     workdir: str | None = None
+    restart: bool = True
 
 
 @dataclass(frozen=True)

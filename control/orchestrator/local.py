@@ -12,7 +12,8 @@ Each instance of a service runs its command as a child process on this machine:
   once ready, it is checked every `interval` and is `unhealthy` after `failures` consecutive failures;
 - an unhealthy instance is stopped and restarted, a crashed one (its process exited unasked) is restarted:
   after a back-off of 0.5 s doubling up to 30 s, reset once an instance stayed ready for 60 s. It keeps its id
-  and, when they are still free, its port numbers;
+  and, when they are still free, its port numbers. A service whose spec says `restart: False` runs to
+  completion instead: when its process exits (or cannot start) the instance is `stopped`, with the exit code;
 - processes never outlive the platform: each starts in a session of its own (so its whole process group can
   be signalled) and, on Linux, with a parent-death signal (SIGTERM when the platform dies, even by SIGKILL);
   `close()` stops them all. Stopping is SIGTERM to the process group, SIGKILL after `stop_grace` seconds.
@@ -194,6 +195,8 @@ class _Runner:
         self.ready_for = 0.0                       # how long it stayed ready before it last failed
         self.failures = 0                          # failures since it was last ready (or got a new spec)
         self.failure: str | None = None            # what the last of them was
+        self.exit_code: int | None = None          # run to completion (spec.restart False): the exit status
+        self.ended: str | None = None              # and how the run ended
         self.leaving = False                       # chosen to go: scale-down, undeploy, stop_instance
         self.supervisor: asyncio.Task | None = None
         self.lock = asyncio.Lock()                 # one stop or replacement at a time
@@ -226,10 +229,14 @@ class _Runner:
         self.supervisor.add_done_callback(self.driver._background_done)
 
     async def _supervise(self, reason: str) -> None:
-        """Run the process, and restart it with back-off whenever it fails; ends only by cancellation."""
+        """Run the process, and restart it with back-off whenever it fails; ends by cancellation, or (a spec
+        with `restart` False) when the process exits."""
         delay = BACKOFF_FIRST
         while True:
             failure = await self._run_once(reason)
+            if self.ended is not None:
+                self._finished(self.ended)
+                return
             if self.ready_for >= BACKOFF_RESET_AFTER:
                 delay = BACKOFF_FIRST
             await asyncio.sleep(delay)
@@ -243,6 +250,9 @@ class _Runner:
             self.process = await self._spawn(reason)
         except OSError as error:
             self.process = None
+            if not self.spec.restart:              # run to completion: it will not run at all
+                self.ended = f"could not start: {error}"
+                return self.ended
             self._set("crashed", f"could not start: {error}")
             return "a failed start"
         self.started_at = time.time()
@@ -257,11 +267,23 @@ class _Runner:
         if self.process.returncode is not None:
             code = self.process.returncode
             self._signal_group(signal.SIGKILL)     # whatever it left behind in its process group
+            if not self.spec.restart:              # run to completion: exiting is how it ends
+                self.exit_code, self.ended = code, f"exited with {describe_exit(code)}"
+                return self.ended
             self._set("crashed", f"exited unasked with {describe_exit(code)}", exit_code=code)
             return describe_exit(code)
         self._set("unhealthy", monitor.result())
         await self._terminate()
         return "unhealthy"
+
+    def _finished(self, reason: str) -> None:
+        """A run-to-completion instance whose process exited (or could not start): stopped, not replaced."""
+        self.leaving = True
+        self.service.spec = dataclasses.replace(self.service.spec,
+                                                instances=max(0, self.service.spec.instances - 1))
+        self._set("stopped", reason, exit_code=self.exit_code)
+        self.supervisor = None
+        self.driver._forget(self)
 
     async def _spawn(self, reason: str) -> asyncio.subprocess.Process:
         spec = self.spec = self.service.spec

@@ -1,5 +1,6 @@
 """STAND-INS, to be removed when issue 11's metrics aggregator and event log join the platform: `vamp run` hands
-the SLA monitor these until then (control/platform.py), and the real objects replace them there.
+the SLA monitor and the workflow runner these until then (control/platform.py), and the real objects replace
+them there.
 
 - `NoMetrics` answers "no requests" for every scope: measured SLAs (response time, error rate) never act.
 """

@@ -8,11 +8,11 @@ so the same code runs under the platform and under a test's fake context with a 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from control.events.model import Event
-from control.metrics.model import MetricsReader
+from control.metrics.model import MetricsReader, Scope, Summary
 from gateway.common.errors import Invalid
 
 
@@ -74,7 +74,57 @@ class BuiltinWorkflow(abc.ABC):
     async def run(self) -> None:
         """Work until finished (return) or cancelled (suspended, restarted, deleted or the platform stopping)."""
 
+    @classmethod
+    def validate(cls, name: str, parameters: Mapping[str, Any]) -> None:
+        """Raise Invalid (with the field, "/parameters/…") unless `parameters` suit this built-in: how workflow
+        `name` is checked when it is written, before anything runs. By default the constructor is tried over a
+        `DryContext`, which refuses every use; a built-in whose constructor needs its context overrides this."""
+        cls(DryContext(name), parameters)
+
     def command(self, action: str) -> None:
         """A manual action from `PUT /api/v1/workflows/NAME/status` (the canary takes `promote` and `abort`).
         Invalid for an action this workflow does not take."""
         raise Invalid(f"workflow {self.context.name} takes no action {action!r}", "/status")
+
+
+class DryContext:
+    """A context for checking parameters only: it has a name, and every use of it is a RuntimeError."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.metrics: MetricsReader = _NoMetrics(self)
+
+    def _refuse(self, what: str) -> RuntimeError:
+        return RuntimeError(f"workflow {self.name} is being validated, not run: it cannot {what}")
+
+    def now(self) -> float:
+        raise self._refuse("read the clock")
+
+    async def sleep(self, seconds: float) -> None:
+        raise self._refuse("sleep")
+
+    def publish(self, tags: Iterable[str], value: Any = None) -> Event:
+        raise self._refuse("publish events")
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        raise self._refuse("set its state")
+
+    async def gateway(self, name: str) -> dict[str, Any]:
+        raise self._refuse("read gateways")
+
+    async def set_weights(self, gateway: str, weights: Mapping[str, int]) -> None:
+        raise self._refuse("set weights")
+
+    def instances(self, deployment: str, cluster: str, service: str) -> int:
+        raise self._refuse("read instance counts")
+
+    async def set_instances(self, deployment: str, cluster: str, service: str, instances: int) -> None:
+        raise self._refuse("scale services")
+
+
+class _NoMetrics:
+    def __init__(self, context: DryContext) -> None:
+        self.context = context
+
+    def summary(self, scopes: Sequence[Scope], window: float) -> Summary:
+        raise self.context._refuse("read metrics")

@@ -28,7 +28,11 @@ from schemathesis.checks import (content_type_conformance, not_a_server_error, r
 
 from control.api import STATIC_KINDS, create_app
 from control.openapi import OPENAPI
+from control.orchestrator.local import LocalOrchestrator
 from control.store import Store
+from control.events.log import EventLog
+from control.sla.standins import NoMetrics
+from control.workflows.runner import WorkflowRunner
 from tests.control.test_control_api import BREED, FakeEngine
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
@@ -72,16 +76,26 @@ class ServedApp:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    """The API's base URL, with a stored breed, a deployment `sava` running it and a gateway `seeded`."""
-    store = Store(tmp_path_factory.mktemp("control-openapi") / "vamp.db")
-    app = create_app(store, FakeEngine(store))
+    """The API's base URL, with a stored breed, a deployment `sava` running it, a gateway `seeded` and a workflow
+    `alive` (a built-in: the runner runs it)."""
+    directory = tmp_path_factory.mktemp("control-openapi")
+    store = Store(directory / "vamp.db")
+    engine = FakeEngine(store)
+    orchestrator = LocalOrchestrator(directory / "logs")
+    workflows = WorkflowRunner(store, orchestrator, engine, NoMetrics(), EventLog(store),
+                               api_url="http://127.0.0.1:1", token=None)
+    app = create_app(store, engine, workflows=workflows)
     served = ServedApp(app)
     base_url = served.start()
+    served.run(workflows.start())
     for method, path, body in (("PUT", "/api/v1/breeds/sava:1.0.0", BREED),
                                ("PUT", "/api/v1/deployments/sava", {"clusters": {"sava": BREED}}),
-                               ("PUT", "/api/v1/gateways/seeded", {"port": 9050})):
+                               ("PUT", "/api/v1/gateways/seeded", {"port": 9050}),
+                               ("PUT", "/api/v1/workflows/alive", ALIVE)):
         assert requests.request(method, base_url + path, json=body, timeout=START_TIMEOUT).ok
     yield base_url, app
+    served.run(workflows.close())
+    served.run(orchestrator.close())
     served.stop()
     store.close()
 
@@ -117,6 +131,8 @@ class Row:
 
 
 SCALE = "/api/v1/deployments/{deployment}/clusters/{cluster}/services/{service}/scale"
+STATUS = "/api/v1/workflows/{name}/status"
+ALIVE = {"schedule": "daemon", "workflow": "heartbeat", "parameters": {"interval": "1h"}}
 SAVA_SERVICE = {"deployment": "sava", "cluster": "sava", "service": "sava:1.0.0"}
 ROWS = {
     "list breeds": Row("GET", "/api/v1/breeds", query={"page": 1, "per_page": 10}),
@@ -157,6 +173,13 @@ ROWS = {
     "list events in a time range": Row("GET", "/api/v1/events", query={"gte": "2026-11-25T15:30:00Z",
                                                                        "lt": "1900000000"}),
     "list events from a bad time": Row("GET", "/api/v1/events", query={"gt": "yesterday"}, status=400),
+    "get workflow status": Row("GET", STATUS, {"name": "alive"}),
+    "get missing workflow status": Row("GET", STATUS, {"name": "nothing"}, status=404),
+    "suspend workflow": Row("PUT", STATUS, {"name": "alive"}, body="suspended", status=202),
+    "resume workflow": Row("PUT", STATUS, {"name": "alive"}, body={"status": "running"},
+                           media_type="application/x-yaml", status=202),
+    "an action the built-in does not take": Row("PUT", STATUS, {"name": "alive"}, body={"action": "promote"},
+                                                status=400),
     "info": Row("GET", "/api/v1/info"),
     "health": Row("GET", "/api/v1/health"),
 }

@@ -225,6 +225,24 @@ async def test_crashing_command_is_restarted_with_growing_back_off(make_driver):
     assert 0.4 <= first_pause < 0.9 and 0.9 <= second_pause < 1.6
 
 
+async def test_a_run_to_completion_service_stops_with_its_exit_code_and_is_not_restarted(make_driver):
+    driver = make_driver()
+    events = driver.subscribe()
+    job = ServiceSpec(id="workflows/job", command=("python", "-c", "import sys; sys.exit(4)"), restart=False)
+    seen: list[InstanceEvent] = []
+    await driver.deploy(job)
+    stopped = await next_event(events, lambda e: e.instance.state == "stopped", seen)
+    assert (stopped.exit_code, stopped.reason) == (4, "exited with exit code 4")
+    states = [e.instance.state for e in seen]
+    assert states[0] == "starting" and set(states[1:-1]) <= {"ready"}       # neither crashed nor started again
+    assert driver.instances("workflows/job") == []
+    await driver.undeploy("workflows/job")
+    await driver.deploy(dataclasses.replace(job, command=("no-such-command-anywhere",)))     # cannot even start
+    failed = await next_event(events, lambda e: e.instance.state == "stopped")
+    assert failed.reason.startswith("could not start:") and failed.exit_code is None
+    assert driver.instances("workflows/job") == []
+
+
 async def test_killed_instance_crashes_restarts_and_is_ready_again(make_driver):
     driver = make_driver()
     events = driver.subscribe()

@@ -65,7 +65,7 @@ async def finish(task: asyncio.Task) -> None:
 
 def test_the_built_ins_are_registered_by_their_workflow_names():
     assert BUILTINS["canary"] is Canary
-    assert set(BUILTINS) == {"canary", "follow-the-sun", "brown-out"}
+    assert set(BUILTINS) == {"canary", "follow-the-sun", "brown-out", "heartbeat"}
 
 
 # -- promotion and rollback --------------------------------------------------------------------------------------
