@@ -41,9 +41,13 @@ class WorkflowContext(Protocol):
         NotFound if there is none."""
         ...
 
-    async def set_weights(self, gateway: str, weights: Mapping[str, int]) -> None:
+    async def set_weights(self, gateway: str, weights: Mapping[str, int],
+                          condition_strengths: Mapping[str, int] | None = None) -> None:
         """Set route weights (whole per cents, summing to 100 over the routes named) in one change of the
-        gateway; routes not named keep theirs. Invalid or NotFound as the gateway API would answer."""
+        gateway; routes not named keep theirs. `condition_strengths` (whole per cents) sets, in the same change,
+        the condition strength of routes that have a condition: a rollback sets a conditional canary's to 0%, so
+        the requests its condition matches follow the weights too. Conditions themselves never change.
+        Invalid or NotFound as the gateway API would answer."""
         ...
 
     def instances(self, deployment: str, cluster: str, service: str) -> int:
@@ -112,7 +116,8 @@ class DryContext:
     async def gateway(self, name: str) -> dict[str, Any]:
         raise self._refuse("read gateways")
 
-    async def set_weights(self, gateway: str, weights: Mapping[str, int]) -> None:
+    async def set_weights(self, gateway: str, weights: Mapping[str, int],
+                          condition_strengths: Mapping[str, int] | None = None) -> None:
         raise self._refuse("set weights")
 
     def instances(self, deployment: str, cluster: str, service: str) -> int:

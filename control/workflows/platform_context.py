@@ -63,7 +63,8 @@ class PlatformContext:
     async def gateway(self, name: str) -> dict[str, Any]:
         return await self.engine.get_gateway(name)
 
-    async def set_weights(self, gateway: str, weights: Mapping[str, int]) -> None:
+    async def set_weights(self, gateway: str, weights: Mapping[str, int],
+                          condition_strengths: Mapping[str, int] | None = None) -> None:
         if not weights:
             raise Invalid("name the routes whose weights to set", "/weights")
         for route, weight in weights.items():
@@ -72,12 +73,24 @@ class PlatformContext:
                               f"/weights/{route}")
         if sum(weights.values()) != 100:
             raise Invalid(f"the weights set add up to {sum(weights.values())}%, not 100%", "/weights")
+        strengths = dict(condition_strengths or {})
+        for route, strength in strengths.items():
+            if isinstance(strength, bool) or not isinstance(strength, int) or not 0 <= strength <= 100:
+                raise Invalid(f"expected a condition strength in whole per cents from 0 to 100, got "
+                              f"{shown(strength)}", f"/condition_strengths/{route}")
         document = await self.engine.get_gateway(gateway)
-        missing = next((route for route in weights if route not in (document.get("routes") or {})), None)
+        routes = document.get("routes") or {}
+        missing = next((route for route in [*weights, *strengths] if route not in routes), None)
         if missing is not None:
             raise NotFound(f"gateway {gateway!r} has no route {missing!r}")
-        await self.engine.patch_gateway(gateway, {"routes": {route: {"weight": f"{weight}%"}
-                                                             for route, weight in weights.items()}})
+        unconditional = next((route for route in strengths if not (routes[route] or {}).get("condition")), None)
+        if unconditional is not None:
+            raise Invalid(f"route {unconditional!r} has no condition to set the strength of",
+                          f"/condition_strengths/{unconditional}")
+        patch: dict[str, dict[str, str]] = {route: {"weight": f"{weight}%"} for route, weight in weights.items()}
+        for route, strength in strengths.items():
+            patch.setdefault(route, {})["condition_strength"] = f"{strength}%"
+        await self.engine.patch_gateway(gateway, {"routes": patch})
 
     def instances(self, deployment: str, cluster: str, service: str) -> int:
         return int(self.engine.scale(deployment, cluster, service)["instances"])

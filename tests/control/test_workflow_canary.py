@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import control.workflows.builtins.canary as canary_module
+from control.metrics.model import Scope
 from control.metrics.prometheus import PrometheusError
 from control.workflows.builtins import BUILTINS
 from control.workflows.builtins.canary import Canary
@@ -359,14 +360,19 @@ async def test_a_canary_with_a_condition_keeps_it_and_its_weights_apply_to_the_r
     assert first["requests"] == 30 * (5 + 10)
 
 
-async def test_the_rollback_of_a_canary_with_a_condition_says_its_users_still_reach_it():
+async def test_the_rollback_of_a_canary_with_a_condition_takes_its_users_off_it_too():
     context = FakeContext(gateways={GATEWAY: sava({"condition": CHROME})})
-    Traffic(context, GATEWAY, rate=steady(100.0), error_share={CANARY: lambda t: 0.5})
+    traffic = Traffic(context, GATEWAY, rate=steady(100.0), error_share={CANARY: lambda t: 0.5},
+                      conditional={CANARY: 10.0})
     workflow, _ = await run(context, parameters(failure_limit=0))
     assert workflow.phase == "rolled_back"
     rollback, = context.tagged("canary:rollback")
-    assert rollback.value["condition"] == CHROME and "keeps its condition" in rollback.value["note"]
-    assert context.documents[GATEWAY]["routes"][CANARY]["condition"] == CHROME
+    assert rollback.value["condition"] == CHROME and rollback.value["condition_strength"] == "0%"
+    route = context.documents[GATEWAY]["routes"][CANARY]
+    assert route["condition"] == CHROME and route["condition_strength"] == "0%" and route["weight"] == "0%"
+    # after the rollback nothing reaches the canary: not by weight, not by its condition
+    context.clock += 60
+    assert traffic.summary([Scope(GATEWAY, CANARY)], 30).requests == 0
 
 
 async def test_routes_may_be_named_by_their_service_on_a_cluster_gateway():

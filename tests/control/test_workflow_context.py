@@ -15,8 +15,9 @@ from control.sla.standins import NoMetrics
 from control.workflows.platform_context import PlatformContext
 from gateway.common.errors import Invalid, NotFound
 
-GATEWAY = {"name": "sava/sava/webport", "routes": {"sava/sava/sava:1.0.0/webport": {"weight": "100%"},
-                                                   "sava/sava/sava:1.1.0/webport": {"weight": "0%"}}}
+GATEWAY = {"name": "sava/sava/webport", "routes": {
+    "sava/sava/sava:1.0.0/webport": {"weight": "100%"},
+    "sava/sava/sava:1.1.0/webport": {"weight": "0%", "condition": "user-agent = Chrome"}}}
 
 
 class FakeEngine:
@@ -65,6 +66,21 @@ async def test_weights_are_one_merge_patch_of_the_named_routes(context):
                                                     "sava/sava/sava:1.1.0/webport": 5})
     assert context.engine.patches == [("sava/sava/webport", {"routes": {
         "sava/sava/sava:1.0.0/webport": {"weight": "95%"}, "sava/sava/sava:1.1.0/webport": {"weight": "5%"}}})]
+
+
+async def test_condition_strengths_go_in_the_same_patch_and_need_a_condition(context):
+    await context.set_weights("sava/sava/webport", {"sava/sava/sava:1.0.0/webport": 100,
+                                                    "sava/sava/sava:1.1.0/webport": 0},
+                              condition_strengths={"sava/sava/sava:1.1.0/webport": 0})
+    assert context.engine.patches == [("sava/sava/webport", {"routes": {
+        "sava/sava/sava:1.0.0/webport": {"weight": "100%"},
+        "sava/sava/sava:1.1.0/webport": {"weight": "0%", "condition_strength": "0%"}}})]
+    for route, strength in (("sava/sava/sava:1.0.0/webport", 0), ("sava/sava/sava:1.1.0/webport", 101)):
+        with pytest.raises(Invalid) as refused:     # no condition to weaken; not a percentage
+            await context.set_weights("sava/sava/webport", {"sava/sava/sava:1.0.0/webport": 100},
+                                      condition_strengths={route: strength})
+        assert refused.value.field == f"/condition_strengths/{route}"
+    assert len(context.engine.patches) == 1
 
 
 @pytest.mark.parametrize("weights, error, field", [

@@ -9,7 +9,7 @@ metrics computed from scripted traffic, so a test runs an hour of canary in mill
 
 `sleep` moves the clock at once (after running any `at` hooks that fall due), except past the limit that
 `run_until` sets: there the run waits until the test moves the limit on or cancels it. `set_weights` behaves as
-the contract says: only weights change, conditions and everything else stay.
+the contract says: only weights (and the condition strengths asked for) change, conditions and everything else stay.
 """
 from __future__ import annotations
 
@@ -59,6 +59,8 @@ class FakeContext:
         self._ids = itertools.count(1)
         self._history: dict[str, list[tuple[float, dict[str, int]]]] = {
             gw: [(-math.inf, _weights(doc))] for gw, doc in self.documents.items()}
+        self._strength_history: dict[str, list[tuple[float, dict[str, int]]]] = {
+            gw: [(-math.inf, _strengths(doc))] for gw, doc in self.documents.items()}
 
     # -- the clock -----------------------------------------------------------------------------------------
     def now(self) -> float:
@@ -138,7 +140,8 @@ class FakeContext:
             raise NotFound(f"no gateway {name}")
         return copy.deepcopy(self.documents[name])
 
-    async def set_weights(self, gateway: str, weights: Mapping[str, int]) -> None:
+    async def set_weights(self, gateway: str, weights: Mapping[str, int],
+                          condition_strengths: Mapping[str, int] | None = None) -> None:
         if gateway not in self.documents:
             raise NotFound(f"no gateway {gateway}")
         if self.refuse_weights is not None:
@@ -151,20 +154,35 @@ class FakeContext:
                 raise Invalid(f"weight {weight!r}: whole per cents 0-100", f"/routes/{route}/weight")
         if sum(weights.values()) != 100:
             raise Invalid(f"weights sum to {sum(weights.values())}, not 100", "/routes")
+        for route, strength in (condition_strengths or {}).items():
+            if route not in routes or not routes[route].get("condition"):
+                raise Invalid(f"no conditional route {route}", f"/routes/{route}/condition_strength")
+            if isinstance(strength, bool) or not isinstance(strength, int) or not 0 <= strength <= 100:
+                raise Invalid(f"condition strength {strength!r}: whole per cents 0-100",
+                              f"/routes/{route}/condition_strength")
         changed = copy.deepcopy(routes)
         for route, weight in weights.items():
             changed[route]["weight"] = f"{weight}%"
+        for route, strength in (condition_strengths or {}).items():
+            changed[route]["condition_strength"] = f"{strength}%"
         total = sum(parse_percent(spec["weight"]) for spec in changed.values() if spec.get("weight") is not None)
         if total not in (0, 10_000):
             raise Invalid(f"the gateway's weights would sum to {total / 100}%", "/routes")
         self.documents[gateway]["routes"] = changed
         self.weight_changes.append((self.clock, gateway, dict(weights)))
         self._history[gateway].append((self.clock, _weights(self.documents[gateway])))
+        self._strength_history[gateway].append((self.clock, _strengths(self.documents[gateway])))
 
     def weights(self, gateway: str, when: float | None = None) -> dict[str, int]:
         """The gateway's weights in whole per cents at `when` (default: now)."""
         when = self.clock if when is None else when
         current = [weights for since, weights in self._history[gateway] if since <= when]
+        return current[-1]
+
+    def condition_strengths(self, gateway: str, when: float | None = None) -> dict[str, int]:
+        """The condition strengths (whole per cents) of the gateway's conditional routes at `when` (default: now)."""
+        when = self.clock if when is None else when
+        current = [strengths for since, strengths in self._strength_history[gateway] if since <= when]
         return current[-1]
 
     # -- services --------------------------------------------------------------------------------------------
@@ -180,6 +198,11 @@ class FakeContext:
             raise NotFound(f"no service {deployment}/{cluster}/{service}")
         self.counts[key] = instances
         self.scaled.append((self.clock, key, instances))
+
+
+def _strengths(doc: Mapping[str, Any]) -> dict[str, int]:
+    return {route: parse_percent(spec.get("condition_strength") or "100%") // 100
+            for route, spec in doc["routes"].items() if spec.get("condition")}
 
 
 def _weights(doc: Mapping[str, Any]) -> dict[str, int]:
@@ -207,7 +230,8 @@ def summary_of(window: float, requests: float, errors: float, p99_ms: float | No
 @dataclass
 class Traffic:
     """Requests entering gateway `gateway` at `rate(t)` per second, split by the gateway's weights at that time;
-    `conditional[route]` more per second reach a route through its condition whatever its weight. Each route
+    `conditional[route]` more per second reach a route through its condition whatever its weight (times the
+    route's condition strength). Each route
     answers a share `error_share[route](t)` with 5xx and has a p99 of `p99_ms[route](t)`. `summary` integrates over
     the window second by second. Installs itself as the context's metrics."""
     context: FakeContext
@@ -246,7 +270,8 @@ class Traffic:
             step = min(1.0, end - second)
             middle = second + step / 2
             weight = self.context.weights(self.gateway, middle).get(route, 0)
-            got = (self.rate(middle) * weight / 100 + self.conditional.get(route, 0.0)) * step
+            strength = self.context.condition_strengths(self.gateway, middle).get(route, 100)
+            got = (self.rate(middle) * weight / 100 + self.conditional.get(route, 0.0) * strength / 100) * step
             requests += got
             errors += got * self.error_share.get(route, lambda t: 0.0)(middle)
             if got:

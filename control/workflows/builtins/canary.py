@@ -2,9 +2,10 @@
 by step, judges the canary each interval on what it served, and promotes it, rolls it back or waits; never promotes
 on silence (docs/canary.md).
 
-Everything goes through the `WorkflowContext`: its clock and sleep, its metrics, `set_weights` (weights only: a
-route's condition stays as it is), `publish` and `set_state`. The state it sets is enough to resume after a
-restart of the platform at the step it had reached.
+Everything goes through the `WorkflowContext`: its clock and sleep, its metrics, `set_weights` (weights, and on a
+rollback the condition strength of a conditional canary: a route's condition itself stays as it is), `publish`
+and `set_state`. The state it sets is enough to resume after a restart of the platform at the step it had
+reached.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from gateway.common.units import format_duration, format_percent, parse_percent,
 
 from . import parameters as read
 from .moments import iso
-from .routes import condition_of, find_route, weights_of
+from .routes import condition_of, find_route, strength_of, weights_of
 from .significance import higher_error_rate_p_value
 
 PARAMETERS = ("gateway", "baseline", "canary", "steps", "interval", "min_requests", "success_rate", "max_p99",
@@ -366,16 +367,20 @@ class Canary(BuiltinWorkflow):
             self._event("canary:promote", {**figures, **self._figures()})
 
     async def _rollback(self, why: str, figures: dict[str, Any]) -> None:
-        if not await self._set_weights({self.baseline_route: 100, self.canary_route: 0}, "rollback"):
+        """Baseline 100%, canary 0%; a canary with a condition also gets condition strength 0%, so the requests
+        its condition matches go by the weights, to the baseline, too."""
+        document = await self._document()
+        condition = condition_of(document, self.canary_route) if document is not None else None
+        strengths = {self.canary_route: 0} if condition is not None else None
+        if not await self._set_weights({self.baseline_route: 100, self.canary_route: 0}, "rollback", strengths):
             return
         self._transition("rolled_back", why)
         value = {**figures, **self._figures()}
-        document = await self._document()
-        condition = condition_of(document, self.canary_route) if document is not None else None
         if condition is not None:
             value["condition"] = condition
-            value["note"] = (f"route {self.canary_route} keeps its condition: requests it matches still reach "
-                             f"the canary; remove the condition to stop them")
+            value["condition_strength"] = "0%"
+            value["note"] = (f"route {self.canary_route} keeps its condition at strength 0%: requests it matches "
+                             f"go by the weights, to the baseline")
         self._event("canary:rollback", value)
 
     def _halt(self, why: str, figures: dict[str, Any] | None = None) -> None:
@@ -462,16 +467,20 @@ class Canary(BuiltinWorkflow):
                 self._publish_state()
             await self._pause(settings.interval)
 
-    async def _set_weights(self, weights: dict[str, int], why: str) -> bool:
-        """Set the pair's weights in one change (unless they are already so); halted if the gateway refuses."""
+    async def _set_weights(self, weights: dict[str, int], why: str,
+                           condition_strengths: dict[str, int] | None = None) -> bool:
+        """Set the pair's weights (and the condition strengths given) in one change, unless they are already so;
+        halted if the gateway refuses."""
         document = await self._document()
         if document is not None:
             current = weights_of(document)
-            if all(current.get(route) == weight * 100 for route, weight in weights.items()):
+            if all(current.get(route) == weight * 100 for route, weight in weights.items()) and all(
+                    strength_of(document, route) == strength * 100
+                    for route, strength in (condition_strengths or {}).items()):
                 self.weights = dict(weights)
                 return True
         try:
-            await self.context.set_weights(self.settings.gateway, weights)
+            await self.context.set_weights(self.settings.gateway, weights, condition_strengths)
         except RequestError as error:
             self._halt(f"could not set the weights ({why}): {error.message}",
                        {"wanted": {route: f"{weight}%" for route, weight in weights.items()}})

@@ -51,3 +51,11 @@ def condition_of(document: Mapping[str, Any], route: str) -> str | None:
     spec = routes_of(document).get(route)
     return spec.get("condition") if isinstance(spec, Mapping) else None
 
+
+
+def strength_of(document: Mapping[str, Any], route: str) -> int | None:
+    """The condition strength of a conditional route in basis points (100% when unset); None without a condition."""
+    spec = routes_of(document).get(route)
+    if not isinstance(spec, Mapping) or not spec.get("condition"):
+        return None
+    return parse_percent(spec.get("condition_strength") or "100%")
