@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import Any
 
-from gateway.admin_client import DeprecatedAlias, add_server_options, api_token, api_url
+from gateway.common.cli import DeprecatedAlias, add_server_options, api_token, api_url
 
 from .plan import (MAX_CLIENTS, MAX_CONCURRENCY, Plan, PlanError, is_ip_literal, parse_body, parse_cookie,
                    parse_expectations, parse_fraction, parse_grouping, parse_header, parse_rate, parse_seconds,
