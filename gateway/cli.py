@@ -20,8 +20,14 @@ import os
 import signal
 import sys
 
+from typing import TYPE_CHECKING
+
 from gateway.admin import client as admin_client
 from gateway.common.cli import Commands, TokenError, add_token_options, new_parser, setup_logging, token_from
+
+if TYPE_CHECKING:
+    from gateway.config.model import Config
+    from gateway.config.state import StateStore
 
 log = logging.getLogger("vamp")
 
@@ -62,8 +68,8 @@ def _logging_options(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`python -m gateway ARGS`: the gateway's commands alone."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
-
+    status: int = args.func(args)
+    return status
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -131,19 +137,22 @@ def run_gateway(args: argparse.Namespace) -> int:
         return 0
 
 
-async def _serve(config, store, admin_host: str, admin_port: int, args: argparse.Namespace) -> int:
+async def _serve(config: Config, store: StateStore, admin_host: str, admin_port: int, args: argparse.Namespace
+                 ) -> int:
     from aiohttp import web
 
     from gateway.admin.api import READY, build_app
+    from gateway.common.errors import Conflict
     from gateway.config.load import ConfigError, load_file
-    from gateway.runtime.manager import ConfigManager, Conflict
+    from gateway.runtime.manager import ConfigManager
     from gateway.runtime.runtime import Runtime
-    from gateway.runtime.workers import ApplyError, LocalWorker, ProcessWorker
+    from gateway.runtime.workers import ApplyError, LocalWorker, ProcessWorker, Worker
 
     loop = asyncio.get_running_loop()
     controller: ConfigManager
+    workers: list[Worker]
     if args.workers == 1:
-        workers: list = [LocalWorker(Runtime(loop))]
+        workers = [LocalWorker(Runtime(loop))]
     else:
         worker_args = ["--log-format", args.log_format, "--log-level", args.log_level]
         workers = [ProcessWorker(i, worker_args, lambda: controller.effective) for i in range(args.workers)]

@@ -34,6 +34,7 @@ from gateway.config.model import FULL
 
 DEFAULT_TIMEOUT = 30.0      # seconds for one API request (a write returns once every worker serves it)
 API = "/api/v1/gateways"
+Document = dict[str, Any]   # a JSON object of the API
 
 # the last part of `ROUTE/TARGET`: host:port or [v6]:port
 _TARGET_ADDRESS = re.compile(r"(?:\[[0-9A-Za-z:.%]+\]|[^\s/\[\]:]+):[0-9]{1,5}")
@@ -113,10 +114,10 @@ class AdminClient:
             return Answer(status, self._decode(status, raw))
         raise self._failure(status, raw)
 
-    def get_gateway(self, name: str) -> dict:
+    def get_gateway(self, name: str) -> Document:
         return _document(self.request("GET", gateway_path(name)).data, self.base_url)
 
-    def patch_gateway(self, name: str, patch: dict) -> dict:
+    def patch_gateway(self, name: str, patch: Document) -> Document:
         return _document(self.request("PATCH", gateway_path(name), patch).data, self.base_url)
 
     def _decode(self, status: int, raw: bytes) -> Any:
@@ -179,14 +180,14 @@ def _phrase(status: int) -> str:
         return "no reason given"
 
 
-def _document(data: Any, base_url: str) -> dict:
+def _document(data: Any, base_url: str) -> Document:
     if not isinstance(data, dict):
         raise CommandError(f"the API at {base_url} answered something other than a gateway document", 1)
     return data
 
 
 # -- tables ------------------------------------------------------------------------------------------
-def route_weights(routes: dict) -> dict[str, str]:
+def route_weights(routes: Document) -> dict[str, str]:
     """Each route's share as shown to people: its weight, or for a route without one, what it gets from
     sharing the rest evenly (the first ones take the leftover basis points, as the gateway does)."""
     given = {name: route.get("weight") for name, route in routes.items()
@@ -204,12 +205,12 @@ def route_weights(routes: dict) -> dict[str, str]:
     return {name: shown[name] for name in routes}
 
 
-def weights_summary(routes: dict) -> str:
+def weights_summary(routes: Document) -> str:
     """'sava-1.0=90% sava-1.1=10%'."""
     return " ".join(f"{name}={weight}" for name, weight in route_weights(routes).items())
 
 
-def gateways_table(gateways: list) -> str:
+def gateways_table(gateways: list[Any]) -> str:
     if not gateways:
         return "no gateways"
     rows = []
@@ -222,10 +223,10 @@ def gateways_table(gateways: list) -> str:
 GATEWAY_COLUMNS = ("ROUTE", "WEIGHT", "CONDITION", "TARGET", "STATE", "IN-FLIGHT", "DRAIN-ENDS")
 
 
-def gateway_table(doc: dict) -> str:
+def gateway_table(doc: Document) -> str:
     """Header lines (name, port, bind, sticky, state, virtual hosts), then one row per route and target,
     including routes and targets that were removed but are still draining."""
-    status = doc.get("status") if isinstance(doc.get("status"), dict) else {}
+    status = _mapping(doc.get("status"))
     header = f"gateway {doc.get('name')}: port {doc.get('port')} on {doc.get('bind', '-')}"
     sticky = doc.get("sticky") or "none"
     header += f", sticky {sticky}" + (f" (ttl {doc.get('sticky_ttl')})" if sticky != "none" else "")
@@ -235,7 +236,7 @@ def gateway_table(doc: dict) -> str:
     if doc.get("virtual_hosts"):
         header += "\nvirtual hosts: " + " ".join(map(str, doc["virtual_hosts"]))
     routes = _routes_of(doc)
-    route_status = status.get("routes") if isinstance(status.get("routes"), dict) else {}
+    route_status = _mapping(status.get("routes"))
     weights = route_weights(routes)
     rows: list[list[Any]] = []
     for name, route in routes.items():
@@ -248,18 +249,22 @@ def gateway_table(doc: dict) -> str:
     return header + "\n\n" + render_table(GATEWAY_COLUMNS, rows)
 
 
-def _routes_of(doc: dict) -> dict:
-    routes = doc.get("routes")
-    return routes if isinstance(routes, dict) else {}
+def _routes_of(doc: Document) -> Document:
+    return _mapping(doc.get("routes"))
 
 
-def _route_rows(name: str, route: dict, status: dict, weight: str | None) -> list[list[Any]]:
+def _mapping(value: Any) -> Document:
+    """A part of a document that should be a mapping: itself if it is, else empty."""
+    return value if isinstance(value, dict) else {}
+
+
+def _route_rows(name: str, route: Document, status: Document, weight: str | None) -> list[list[Any]]:
     condition = route.get("condition")
     if condition:
         condition = f"{condition} ({route.get('condition_strength', '100%')})"
     route_state = status.get("state")
-    target_status = dict(status.get("targets")) if isinstance(status.get("targets"), dict) else {}
-    targets: list[tuple[str, dict]] = []
+    target_status = dict(_mapping(status.get("targets")))
+    targets: list[tuple[str, Document]] = []
     for target in route.get("targets") or ():
         address, target_weight, _ = _target_fields(target)
         label = address if target_weight == 100 else f"{address} (weight {target_weight})"
@@ -322,7 +327,7 @@ def set_weight(args: argparse.Namespace, client: AdminClient) -> None:
     emit(args, doc, lambda: f"gateway {args.name}: {weights_summary(_routes_of(doc))}")
 
 
-def split_route_target(spec: str, routes: dict) -> tuple[str, str | None]:
+def split_route_target(spec: str, routes: Document) -> tuple[str, str | None]:
     """'ROUTE' or 'ROUTE/TARGET' -> (route, target or None). Route names may hold '/': the part after the last
     '/' is a target when it looks like host:port or [v6]:port and the rest names an existing route."""
     route, sep, target = spec.rpartition("/")
@@ -346,11 +351,13 @@ def _set_drain(args: argparse.Namespace, client: AdminClient, drain: bool) -> No
         route, target = split_route_target(args.route, routes)
     except CommandError as exc:
         raise CommandError(f"gateway {args.name!r}: {exc}") from None
+    patch: Document
     if target is None:
         patch = {"routes": {route: {"drain": drain}}}
         what = f"route {route}"
     else:
-        targets, found = [], None
+        targets: list[str | Document] = []
+        found: str | None = None
         for item in routes[route].get("targets") or ():
             address, weight, item_drain = _target_fields(item)
             if found is None and _same_address(address, target):
@@ -493,8 +500,9 @@ def add_commands(subparsers: Commands, *, apply: Handler = apply) -> None:
                                                       "a `vamp gateway` (--api)")
     verbs = gateways.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    def verb(name: str, handler: Callable, help_text: str) -> argparse.ArgumentParser:
-        parser = verbs.add_parser(name, parents=[common], help=help_text, description=help_text)
+    def verb(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = verbs.add_parser(name, parents=[common], help=help_text,
+                                                           description=help_text)
         parser.set_defaults(func=command(handler))
         return parser
 
