@@ -6,6 +6,7 @@ process killed between two writes loses neither, and a restart resumes from exac
 """
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -13,7 +14,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 # The kinds the store only keeps, as written: nothing runs them (deployments and gateways are the engine's).
 STATIC_KINDS = ("breeds", "blueprints", "slas", "scales", "escalations", "conditions", "workflows")
@@ -107,18 +108,20 @@ class Store:
         return cursor.rowcount > 0
 
     # -- events ---------------------------------------------------------------------------------------
-    def add_event(self, tags: list[str], value: Any = None, type: str = "event",
+    def add_event(self, tags: Iterable[str], value: Any = None, type: str = "event",
                   timestamp: float | None = None) -> int:
         with self.transaction():
             cursor = self._db.execute("INSERT INTO events (timestamp, type, tags, value) VALUES (?, ?, ?, ?)",
                                       (timestamp or time.time(), type, json.dumps(sorted(set(tags))),
                                        json.dumps(value)))
-        return int(cursor.lastrowid)
+        return int(cursor.lastrowid)  # type: ignore[arg-type]  # set by the INSERT
 
-    def events(self, tags: list[str] | None = None, type: str | None = None, since: float | None = None,
-               limit: int = 1000) -> list[dict[str, Any]]:
+    # (`builtins.list`: in this class `list` is the method above)
+    def events(self, tags: Iterable[str] | None = None, type: str | None = None, since: float | None = None,
+               limit: int = 1000) -> builtins.list[dict[str, Any]]:
         """Newest first; every tag in `tags` must be present (a tag `a:b` also counts as `a`)."""
-        query, args = "SELECT id, timestamp, type, tags, value FROM events", []
+        query = "SELECT id, timestamp, type, tags, value FROM events"
+        args: builtins.list[object] = []
         clauses = []
         if type is not None:
             clauses.append("type = ?")

@@ -141,7 +141,7 @@ def resolve_host(host: str, port: int) -> str:
     if is_ip_literal(host):
         return host
     try:
-        addresses = [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+        addresses = [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
     except socket.gaierror as exc:
         raise PlanError(f"URL: cannot resolve {host!r}: {exc}") from None
     for address in addresses:
