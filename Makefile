@@ -48,9 +48,10 @@ run-gateway: install
 test: install-test system-deps
 	$(BIN)/python -m pytest -q
 
-# ruff over the whole tree, with the settings in pyproject.toml.
+# ruff over the whole tree, then mypy over the installed code (strict for gateway/); settings in pyproject.toml.
 lint: install-test
 	$(BIN)/ruff check .
+	$(BIN)/mypy gateway control loadtest
 
 # HAProxy, nginx and the gateway side by side under wrk; e.g. `make bench BENCH_ARGS="--duration 5 --only haproxy,gateway"`.
 bench: install system-deps
@@ -61,4 +62,4 @@ bench-loadtest: install system-deps
 	$(BIN)/python benchmarks/loadtest_vs_wrk.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .vamp build *.egg-info
+	rm -rf $(VENV) .vamp build *.egg-info .mypy_cache

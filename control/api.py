@@ -235,8 +235,9 @@ def _read_document(index: int, data: Any) -> Document:
     except dsl.DslError as exc:
         exc.document = f"document {number}" + (f" ({exc.document})" if exc.document else "")
         raise Invalid(str(exc), pointer((index, *exc.location))) from exc
-    return Document(index, f"document {number} ({kind[:-1]} {artifact.name!r})", kind, artifact.name, body,
-                    artifact)
+    # (the reader requires a document's name: artifact.name is set)
+    return Document(index, f"document {number} ({kind[:-1]} {artifact.name!r})", kind,
+                    artifact.name, body, artifact)  # type: ignore[arg-type]
 
 
 # -- events --------------------------------------------------------------------------------------------
@@ -455,10 +456,11 @@ class ControlApi:
             return respond(request, removed)
         static = [document for document in documents if document.kind in STATIC_KINDS]
         delegated = [document for document in documents if document.kind not in STATIC_KINDS]
-        stored = {document.index: dsl.to_dict(document.artifact) for document in static}
+        # (every document but a gateway has its artifact)
+        stored = {document.index: dsl.to_dict(document.artifact) for document in static}  # type: ignore[arg-type]
         lookup = self._lookup({(document.kind, document.name): stored[document.index] for document in static})
-        blueprints = {document.index: self._resolved(document.artifact, document.body, lookup, (document.index,),
-                                                     document.label)
+        blueprints = {document.index: self._resolved(document.artifact,  # type: ignore[arg-type]  # (see above)
+                                                     document.body, lookup, (document.index,), document.label)
                       for document in delegated if document.kind == "deployments"}
         results = {document.index: await self._delegate(document, blueprints, validate_only=True)
                    for document in delegated}
@@ -598,7 +600,8 @@ class ControlApi:
             if blueprint is None:
                 raise Invalid(f"{prefix}no blueprint named {artifact.name!r} is stored", pointer((*at, key)))
             try:
-                return dsl.resolve_references(blueprint, lookup)
+                # (a reference to a blueprint finds a Blueprint)
+                return dsl.resolve_references(blueprint, lookup)  # type: ignore[return-value]
             except dsl.DslError as exc:
                 raise Invalid(f"{prefix}{exc}", pointer((*at, key))) from exc
         try:
@@ -606,7 +609,7 @@ class ControlApi:
         except dsl.DslError as exc:
             raise Invalid(f"{prefix}{exc}", pointer((*at, *exc.location))) from exc
 
-    def _named_blueprint(self, artifact: Artifact, body: Any) -> Blueprint:
+    def _named_blueprint(self, artifact: Blueprint | Reference, body: Any) -> Blueprint:
         """The blueprint whose services a DELETE names: the body, or the stored blueprint it refers to."""
         if not isinstance(artifact, Reference):
             return artifact
@@ -614,7 +617,7 @@ class ControlApi:
         if blueprint is None:
             key = next(key for key in REFERENCE_KEYS if key in body)
             raise Invalid(f"no blueprint named {artifact.name!r} is stored", pointer((key,)))
-        return blueprint
+        return blueprint  # type: ignore[return-value]  # (a reference to a blueprint finds a Blueprint)
 
     # -- scales ----------------------------------------------------------------------------------------
     async def get_scale(self, request: web.Request) -> web.Response:

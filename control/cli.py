@@ -1,6 +1,6 @@
-"""The `vamp` command line, built here and only here: the gateway's commands (`gateway.cli.register`), the
-control plane's (`register`, below, and `control.workflows.cli.register`) and the load tester's
-(`loadtest.cli.register`). `vamp = control.cli:main`; `python -m control` is the same command.
+"""The `vamp` command line, built here and only here: the gateway's commands (`gateway.register_commands`), the
+control plane's (`register`, below, `control.events.cli.register` and `control.workflows.cli.register`) and the
+load tester's (`loadtest.cli.register`). `vamp = control.cli:main`; `python -m control` is the same command.
 
     vamp run [--state-dir DIR] [--api HOST:PORT]        the embedded platform (API, gateway, local processes)
     vamp deploy FILE [--name N] [--timeout S|--no-wait] deploy (or merge) a blueprint, wait until it serves
@@ -13,10 +13,10 @@ control plane's (`register`, below, and `control.workflows.cli.register`) and th
     vamp loadtest URL [options]                         load-test a canary split (loadtest)
 
 `vamp apply -f FILE` tells documents apart in one place, `apply_documents`: documents with `kind:` go to the
-control plane API, a gateways file to the gateways API (`gateway.admin_client.apply`).
+control plane API, a gateways file to the gateways API (`gateway.apply_gateways_file`).
 
 API commands (these, `vamp gateways …` and `vamp loadtest --from-gateway`) talk to `--api URL` (default
-$VAMP_API, else http://127.0.0.1:8080) with the token from `--token` or $VAMP_TOKEN (gateway.admin_client);
+$VAMP_API, else http://127.0.0.1:8080) with the token from `--token` or $VAMP_TOKEN (gateway.common.cli);
 they print tables for people and `-o json|yaml` for scripts. Exit codes: 0 ok, 1 the API failed or is
 unreachable, 2 bad input, 141 stdout was closed early (`vamp get … | head`: the command stops quietly, as
 if killed by SIGPIPE like other Unix tools).
@@ -35,8 +35,9 @@ import yaml
 from control import waiting
 from control.events import cli as events_cli
 from control.workflows import cli as workflows_cli
-from gateway import admin_client, cli as gateway_cli
-from gateway.admin_client import AdminClient, CommandError, add_server_options, command, emit, render_table
+from gateway import AdminClient, api_command as command, apply_gateways_file, register_commands, weights_summary
+from gateway.common.cli import (LIST_QUERY, CommandError, Commands, TokenError, add_server_options, add_token_options,
+                                emit, new_parser, render_table, setup_logging, token_from)
 from loadtest import cli as loadtest_cli
 
 API = "/api/v1"
@@ -61,20 +62,20 @@ NOTHING_STORED = {      # what `vamp get KIND` says for an empty list, and where
 
 def build_parser() -> argparse.ArgumentParser:
     """The `vamp` parser: every part's commands, each with `func(args) -> int`."""
-    parser, commands = gateway_cli.new_parser()
-    gateway_cli.register(commands, apply=apply_documents)
+    parser, commands = new_parser()
+    register_commands(commands, apply=apply_documents)
     register(commands)
     workflows_cli.register(commands)
     loadtest_cli.register(commands)
     return parser
 
 
-def register(commands: Any) -> None:
+def register(commands: Commands) -> None:
     """Adds the control plane's commands to the subcommands of a `vamp` parser: run, deploy, get, delete, scale."""
     run = commands.add_parser("run", help="the embedded platform: control plane API, gateway, local orchestrator")
     run.add_argument("--state-dir", default=".vamp", help="store and logs (default %(default)s)")
     run.add_argument("--api", default="127.0.0.1:8080", help="API address HOST:PORT (default %(default)s)")
-    gateway_cli.add_token_options(run, "the API")
+    add_token_options(run, "the API")
     run.add_argument("--bind", default="127.0.0.1",
                      help="address external gateways listen on (default %(default)s)")
     run.add_argument("--grace", type=float, default=10.0, help="seconds requests get to finish on stop")
@@ -156,7 +157,7 @@ def _summary(kind: str, item: dict) -> list[Any]:
                     for c, body in clusters.items() for s in body.get("services", [])]
         return [item.get("name"), " ".join(services)]
     if kind == "gateways":
-        return [item.get("name"), item.get("port"), admin_client.weights_summary(item.get("routes") or {})]
+        return [item.get("name"), item.get("port"), weights_summary(item.get("routes") or {})]
     return [item.get("name"), ""]
 
 
@@ -166,7 +167,7 @@ def _get(args: argparse.Namespace, client: AdminClient) -> None:
         data = client.request("GET", path).data
         emit(args, data, lambda: yaml.safe_dump(data, sort_keys=False).rstrip())
         return
-    answer = client.request("GET", f"{API}/{args.kind}{admin_client.LIST_QUERY}", expect=(404,))
+    answer = client.request("GET", f"{API}/{args.kind}{LIST_QUERY}", expect=(404,))
     if answer.status == 404:        # a `vamp gateway`'s admin API serves gateways only
         raise CommandError(f"the API at {client.base_url} has no {args.kind}: `vamp get {args.kind}` needs "
                            "`vamp run`'s API (only `vamp get gateways` works against a `vamp gateway`)", 2)
@@ -231,19 +232,19 @@ def apply_documents(args: argparse.Namespace, client: AdminClient) -> None:
             for document in answer.data or []:
                 print(f"{document.get('kind', 'artifact')} {document.get('name')} applied")
             return
-    admin_client.apply(args, client)
+    apply_gateways_file(args, client)
 
 
 def _run(args: argparse.Namespace) -> int:
     from control.platform import serve
     from gateway import AdminBindingError, check_admin_binding, parse_admin_address
 
-    gateway_cli.setup_logging()
+    setup_logging()
     try:
-        token = gateway_cli.token_from(args)
+        token = token_from(args)
         host, port = parse_admin_address(args.api)
         check_admin_binding(host, token, "the API")
-    except (gateway_cli.TokenError, AdminBindingError) as exc:
+    except (TokenError, AdminBindingError) as exc:
         print(f"vamp: {str(exc).replace('--admin', '--api')}", file=sys.stderr)
         return 2
     import uvloop

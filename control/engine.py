@@ -55,7 +55,7 @@ GONE = ("stopping", "stopped")            # instance states of instances on thei
 
 
 def service_name(service: Service) -> str:
-    return service.breed.name  # type: ignore[union-attr]
+    return service.breed.name
 
 
 def cluster_ports(cluster: Cluster) -> list[dsl.model.Port]:
@@ -211,7 +211,7 @@ class Engine:
         return dsl.to_dict(blueprint)
 
     def scale(self, deployment: str, cluster: str, service: str) -> dict[str, Any]:
-        return dsl.to_dict(self._find_service(deployment, cluster, service)[2].scale)  # type: ignore[arg-type]
+        return dsl.to_dict(self._find_service(deployment, cluster, service)[2].scale)
 
     async def set_scale(self, deployment: str, cluster: str, service: str, scale: Scale, *,
                         validate_only: bool = False) -> dict[str, Any]:
@@ -595,8 +595,8 @@ class Engine:
                 return str(port)
             if isinstance(reference, dsl.TraitReference):
                 target = dsl.referenced_cluster(deployment, service, reference.cluster)
-                for other in (target.services if target else ()):
-                    for var in dsl.effective_environment(target, other):
+                for other in (target.services if target is not None else ()):
+                    for var in dsl.effective_environment(target, other):  # type: ignore[arg-type]  # (it has services)
                         if var.name == reference.name and not isinstance(var.value, dsl.model.Placeholder):
                             return dsl.render(var.value, lookup)
                     for constant in other.breed.constants:  # type: ignore[union-attr]

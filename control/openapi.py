@@ -6,7 +6,7 @@ from typing import Any
 from control.store import STATIC_KINDS
 
 _JSON_AND_YAML = ("application/json", "application/x-yaml")
-_SECURITY = [{"bearer": []}, {}]          # the bearer token when one is set, on every operation
+_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {}]      # the bearer token when one is set, on every operation
 
 
 def _ref(name: str) -> dict[str, str]:

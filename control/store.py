@@ -9,6 +9,7 @@ process killed between two writes loses neither, and a restart resumes from exac
 """
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -16,7 +17,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from control.events.model import Event, EventFilter
 
@@ -127,23 +128,24 @@ class Store:
         return cursor.rowcount > 0
 
     # -- events ---------------------------------------------------------------------------------------
-    def add_event(self, tags: list[str], value: Any = None, type: str = "event",
+    def add_event(self, tags: Iterable[str], value: Any = None, type: str = "event",
                   timestamp: float | None = None) -> int:
         stamp = time.time() if timestamp is None else timestamp
         with self.transaction():
             cursor = self._db.execute("INSERT INTO events (timestamp, type, tags, value) VALUES (?, ?, ?, ?)",
                                       (stamp, type, json.dumps(sorted(set(tags))), json.dumps(value)))
-        return int(cursor.lastrowid)
+        return int(cursor.lastrowid)  # type: ignore[arg-type]  # set by the INSERT
 
-    def events(self, tags: list[str] | None = None, type: str | None = None, since: float | None = None,
-               limit: int = 1000) -> list[dict[str, Any]]:
+    # (`builtins.list`: in this class `list` is a method)
+    def events(self, tags: Iterable[str] | None = None, type: str | None = None, since: float | None = None,
+               limit: int = 1000) -> builtins.list[dict[str, Any]]:
         """Newest first, as plain documents; every tag in `tags` must be present (a tag `a:b` also counts as `a`)."""
         where = EventFilter(tags=tuple(tags or ()), type=type, gte=since)
         return [{"id": event.id, "timestamp": event.timestamp, "type": event.type, "tags": list(event.tags),
                  "value": event.value} for event in self.query_events(where, limit=limit)]
 
     def query_events(self, where: EventFilter, *, limit: int | None = None, offset: int = 0,
-                     after: int | None = None, oldest_first: bool = False) -> list[Event]:
+                     after: int | None = None, oldest_first: bool = False) -> builtins.list[Event]:
         """The events `where` matches (with an id above `after`, if given), newest first unless `oldest_first`."""
         clauses, args = _event_clauses(where)
         if after is not None:

@@ -13,7 +13,8 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from gateway.admin_client import AdminClient, CommandError
+from gateway import AdminClient
+from gateway.common.cli import CommandError
 
 DEFAULT_TIMEOUT = 120.0       # seconds
 POLL = 0.2                    # seconds between two looks at the deployment

@@ -4,8 +4,9 @@ This module is the gateway's public surface: what the control plane and the load
 they may use besides `gateway.common` (what every part of Vamp shares). Everything else under gateway/ is
 inside one of its rooms — proxy, routing, config, runtime, admin — and may change without notice;
 tests/test_layout.py enforces the rule. The configuration model and its loading are imported with this
-module (the command line needs them anyway); the runtime, its manager, metrics and the admin API only when
-first used, so `vamp gateway ls` does not pay for asyncio servers and aiohttp.
+module (the command line needs them anyway); the runtime, its manager, metrics, the admin API, its client and
+the gateway's commands only when first used, so `vamp gateways list` does not pay for asyncio servers and
+aiohttp.
 """
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ from gateway.routing.request import Lookups, RequestView
 if TYPE_CHECKING:
     from gateway.admin.api import (AdminBindingError, build_app as build_admin_app, check_admin_binding,
                                    parse_admin_address)
+    from gateway.admin.client import AdminClient, apply as apply_gateways_file, command as api_command, weights_summary
     from gateway.admin.gateways import GatewayApi
+    from gateway.cli import register as register_commands
     from gateway.routing.geo import TrustedProxies
     from gateway.routing.lookups import ClientLookups
     from gateway.routing.table import RouteTable
@@ -43,6 +46,11 @@ _LATER = {
     "check_admin_binding": ("gateway.admin.api", "check_admin_binding"),
     "parse_admin_address": ("gateway.admin.api", "parse_admin_address"),
     "GatewayApi": ("gateway.admin.gateways", "GatewayApi"),
+    "AdminClient": ("gateway.admin.client", "AdminClient"),
+    "api_command": ("gateway.admin.client", "command"),
+    "apply_gateways_file": ("gateway.admin.client", "apply"),
+    "weights_summary": ("gateway.admin.client", "weights_summary"),
+    "register_commands": ("gateway.cli", "register"),
     "TrustedProxies": ("gateway.routing.geo", "TrustedProxies"),
     "ClientLookups": ("gateway.routing.lookups", "ClientLookups"),
     "RouteTable": ("gateway.routing.table", "RouteTable"),
@@ -74,6 +82,9 @@ __all__ = [
     "merge_snapshots", "empty_stats", "render_metrics", "BUCKET_LABELS", "CLASS_LABELS",
     # the admin API, and the gateway API's handlers over any ConfigSource
     "GatewayApi", "build_admin_app", "AdminBindingError", "check_admin_binding", "parse_admin_address",
+    # the gateway's commands of `vamp`, and the client of the APIs their commands use (their shared pieces of
+    # a command line: gateway.common.cli)
+    "register_commands", "AdminClient", "api_command", "apply_gateways_file", "weights_summary",
 ]
 
 

@@ -1,11 +1,11 @@
-"""The gateway's commands of the `vamp` command line, and what the commands of every part share.
+"""The gateway's commands of the `vamp` command line.
 
 `register(commands)` adds the gateway's commands to a `vamp` parser: `vamp gateway --config FILE` runs the
 gateway alone, `worker` is the internal worker process of `vamp gateway --workers N`, and `vamp gateways …` and
-`vamp apply -f FILE` drive gateways through an API (`admin_client`). The `vamp` command is built in one place,
-`control.cli`, from each part's `register`; `build_parser()` here holds the gateway's commands alone, which is
-what `python -m gateway` runs. Shared by every part's commands: `new_parser()` (errors are one line, exit 2),
-`setup_logging`, and the token options of an API (`add_token_options`, `token_from`).
+`vamp apply -f FILE` drive gateways through an API (`gateway.admin.client`). The `vamp` command is built in one
+place, `control.cli`, from each part's `register`; `build_parser()` here holds the gateway's commands alone,
+which is what `python -m gateway` runs. What the commands of every part share (the parser, logging, the token
+options) is `gateway.common.cli`.
 
 Exit codes (docs/cli.md): 0 success, 1 runtime failure, 2 bad input (configuration, arguments). Errors are
 one line on stderr.
@@ -15,47 +15,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import signal
 import sys
-import time
-from typing import Any
 
-from . import admin_client
+from typing import TYPE_CHECKING
+
+from gateway.admin import client as admin_client
+from gateway.common.cli import Commands, TokenError, add_token_options, new_parser, setup_logging, token_from
+
+if TYPE_CHECKING:
+    from gateway.config.model import Config
+    from gateway.config.state import StateStore
 
 log = logging.getLogger("vamp")
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
-                           "level": record.levelname.lower(), "logger": record.name,
-                           "message": record.getMessage()})
-
-
-def setup_logging(fmt: str = "text", level: str = "info") -> None:
-    """Log records go to stderr, as text or one JSON object a line, from `level` up."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:   # one line, exit 2
-        self.exit(2, f"vamp: {message}\n")
-
-
-def new_parser() -> tuple[argparse.ArgumentParser, Any]:
-    """An empty `vamp` parser and its subcommands, to which each part's `register` adds its commands; every
-    command sets `func(args) -> int`, the exit status."""
-    parser = _Parser(prog="vamp", description="Vamp: canary releases with a fast programmable gateway.")
-    return parser, parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def register(commands: Any, *, apply: admin_client.Handler = admin_client.apply) -> None:
+def register(commands: Commands, *, apply: admin_client.Handler = admin_client.apply) -> None:
     """Adds `gateway`, `worker`, `gateways …` and `apply` to the subcommands of a `vamp` parser. `apply` is what
     `vamp apply -f FILE` does with the file: by default, apply the gateways of a gateways file."""
     gw = commands.add_parser("gateway", help="run the gateway alone, serving every gateway in a config file")
@@ -86,56 +60,6 @@ def register(commands: Any, *, apply: admin_client.Handler = admin_client.apply)
     admin_client.add_commands(commands, apply=apply)
 
 
-# -- the token of an API ---------------------------------------------------------------------------------
-TOKEN_VARIABLES = ("VAMP_TOKEN", "VAMP_ADMIN_TOKEN")     # the first one set (not empty) is the default token
-MAX_TOKEN_FILE = 64 * 1024
-
-
-class TokenError(ValueError):
-    pass
-
-
-def add_token_options(parser: argparse.ArgumentParser, api: str, *aliases: str) -> None:
-    """--token (and `aliases` of it) or --token-file, and --public-metrics; `token_from(args)` reads them."""
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--token", *aliases, dest="token", metavar="TOKEN",
-                        help=f"bearer token {api} requires on every request but /health and /ready "
-                             "(default: $VAMP_TOKEN, else $VAMP_ADMIN_TOKEN)")
-    source.add_argument("--token-file", metavar="PATH",
-                        help="read the token from a file, such as a mounted secret (a trailing newline is ignored)")
-    parser.add_argument("--public-metrics", action="store_true",
-                        help="serve /metrics without the token (for a Prometheus that sends none)")
-
-
-def token_from(args: argparse.Namespace) -> str | None:
-    """The token of --token-file, --token, $VAMP_TOKEN or $VAMP_ADMIN_TOKEN (the first given); None for none."""
-    if args.token_file is not None:
-        return read_token_file(args.token_file)
-    if args.token:
-        return args.token
-    return next((os.environ[name] for name in TOKEN_VARIABLES if os.environ.get(name)), None)
-
-
-def read_token_file(path: str) -> str:
-    """The token a file holds on its one line (a trailing newline is not part of it)."""
-    try:
-        with open(path, "rb") as file:
-            raw = file.read(MAX_TOKEN_FILE + 1)
-    except OSError as exc:
-        raise TokenError(f"cannot read the token file {path}: {exc.strerror or exc}") from None
-    try:
-        token = raw.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError:
-        raise TokenError(f"the token file {path} is not UTF-8 text") from None
-    if len(raw) > MAX_TOKEN_FILE:
-        raise TokenError(f"the token file {path} is larger than {MAX_TOKEN_FILE // 1024} KiB: is it a token?")
-    if not token:
-        raise TokenError(f"the token file {path} is empty")
-    if not token.isprintable() or token != token.strip():
-        raise TokenError(f"the token file {path} must hold the token alone on one line, without spaces around it")
-    return token
-
-
 def _logging_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -144,8 +68,8 @@ def _logging_options(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`python -m gateway ARGS`: the gateway's commands alone."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
-
+    status: int = args.func(args)
+    return status
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -213,19 +137,22 @@ def run_gateway(args: argparse.Namespace) -> int:
         return 0
 
 
-async def _serve(config, store, admin_host: str, admin_port: int, args: argparse.Namespace) -> int:
+async def _serve(config: Config, store: StateStore, admin_host: str, admin_port: int, args: argparse.Namespace
+                 ) -> int:
     from aiohttp import web
 
     from gateway.admin.api import READY, build_app
+    from gateway.common.errors import Conflict
     from gateway.config.load import ConfigError, load_file
-    from gateway.runtime.manager import ConfigManager, Conflict
+    from gateway.runtime.manager import ConfigManager
     from gateway.runtime.runtime import Runtime
-    from gateway.runtime.workers import ApplyError, LocalWorker, ProcessWorker
+    from gateway.runtime.workers import ApplyError, LocalWorker, ProcessWorker, Worker
 
     loop = asyncio.get_running_loop()
     controller: ConfigManager
+    workers: list[Worker]
     if args.workers == 1:
-        workers: list = [LocalWorker(Runtime(loop))]
+        workers = [LocalWorker(Runtime(loop))]
     else:
         worker_args = ["--log-format", args.log_format, "--log-level", args.log_level]
         workers = [ProcessWorker(i, worker_args, lambda: controller.effective) for i in range(args.workers)]

@@ -30,7 +30,8 @@ class DemoBackend(asyncio.Protocol):
                          + version.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         self.buffer = b""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    # asyncio hands a stream protocol a Transport; typeshed declares the base method with BaseTransport.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -56,7 +57,7 @@ async def serve_backend(port: int, version: str) -> None:
         await server.serve_forever()
 
 
-def _wait_ready(url: str, deadline: float, proc: subprocess.Popen) -> bool:
+def _wait_ready(url: str, deadline: float, proc: subprocess.Popen[bytes]) -> bool:
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             with urllib.request.urlopen(url, timeout=1) as response:

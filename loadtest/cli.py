@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import Any
 
-from gateway.admin_client import DeprecatedAlias, add_server_options, api_token, api_url
+from gateway.common.cli import DeprecatedAlias, add_server_options, api_token, api_url
 
 from .plan import (MAX_CLIENTS, MAX_CONCURRENCY, Plan, PlanError, is_ip_literal, parse_body, parse_cookie,
                    parse_expectations, parse_fraction, parse_grouping, parse_header, parse_rate, parse_seconds,
@@ -141,7 +141,7 @@ def resolve_host(host: str, port: int) -> str:
     if is_ip_literal(host):
         return host
     try:
-        addresses = [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+        addresses = [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
     except socket.gaierror as exc:
         raise PlanError(f"URL: cannot resolve {host!r}: {exc}") from None
     for address in addresses:

@@ -16,9 +16,9 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from gateway import (FULL, ClientLookups, ConfigError, Gateway, RequestView, Route, TrustedProxies, compile_condition,
-                     gateway_from_dict)
-from gateway.admin_client import AdminClient, CommandError
+from gateway import (FULL, AdminClient, ClientLookups, ConfigError, Gateway, RequestView, Route, TrustedProxies,
+                     compile_condition, gateway_from_dict)
+from gateway.common.cli import CommandError
 
 from .plan import UNLABELLED, Plan
 from .traffic import Traffic

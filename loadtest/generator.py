@@ -130,7 +130,8 @@ class ReadsBody:
             self.body += data[:BODY_LIMIT - len(self.body)]
 
     def on_message_complete(self) -> None:
-        match = self.generator.body_pattern.search(self.body)
+        # (mixed in only when the responses are told apart by their body: the pattern is set)
+        match = self.generator.body_pattern.search(self.body)  # type: ignore[union-attr]
         if match is not None:
             self.label = match.group(1) if match.re.groups else match.group(0)
         super().on_message_complete()   # type: ignore[misc]

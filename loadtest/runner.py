@@ -123,9 +123,9 @@ def _run_processes(plan: Plan, on_progress: ProgressSink) -> Outcome:
         finals: dict[int, tuple[dict[str, Any], dict[str, dict[str, int]]]] = {}
         while len(finals) < len(pipes):
             try:
-                for pipe in wait([p for i, p in enumerate(pipes) if i not in finals], PROGRESS_INTERVAL):
-                    index = pipes.index(pipe)       # type: ignore[arg-type]
-                    message = _receive(pipe, workers[index].name)
+                for ready in wait([p for i, p in enumerate(pipes) if i not in finals], PROGRESS_INTERVAL):
+                    index = pipes.index(ready)      # type: ignore[arg-type]  # wait() hands back the pipes given
+                    message = _receive(pipes[index], workers[index].name)
                     if message[0] == "progress":
                         progress[index] = message[1]
                     else:

@@ -43,7 +43,7 @@ import datetime
 import math
 import re
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 from collections.abc import Callable, Iterator
 
 import yaml
@@ -62,6 +62,8 @@ from gateway.common.names import RULE as NAME_RULE, breaks_rule
 from gateway.common.units import (format_percent, parse_address, parse_duration, parse_percent, parse_port, shown,
                                   unknown_field)
 from gateway.common.yamltext import YamlTextError, documents, line_of
+
+_Blueprint = TypeVar("_Blueprint", bound=Blueprint)
 
 KINDS = ("breed", "blueprint", "deployment", "gateway", "scale", "condition", "sla", "escalation", "workflow")
 PLURALS = {kind: kind + "s" for kind in KINDS}
@@ -114,6 +116,14 @@ def canonical_kind(kind: object) -> str:
         if text in (singular, plural):
             return singular
     raise DslError(f"expected a kind, one of {', '.join(PLURALS.values())} (or singular), got {shown(kind)}")
+
+
+@overload
+def read(kind: Literal["deployment", "deployments"], data: Any) -> Deployment | Reference: ...
+@overload
+def read(kind: Literal["scale", "scales"], data: Any) -> Scale: ...
+@overload
+def read(kind: str, data: Any) -> Artifact: ...
 
 
 def read(kind: str, data: Any) -> Artifact:
@@ -214,9 +224,9 @@ def _breed_deployable(body: dict[str, Any], at: Path) -> Deployable:
 
 def _deployable(value: Any, at: Path) -> Deployable:
     if isinstance(value, str):
-        for scheme, type_ in _DEPLOYABLE_SCHEMES.items():
+        for scheme, scheme_type in _DEPLOYABLE_SCHEMES.items():
             if value.strip().lower().startswith(scheme):
-                return _deployable_of_type(type_, value.strip()[len(scheme):], at)
+                return _deployable_of_type(scheme_type, value.strip()[len(scheme):], at)
         return _deployable_of_type("docker", value, at)
     body = _mapping(value, at, "deployable fields (type, definition), or a docker image")
     _only_fields(body, ("type", "definition"), at, "a deployable")
@@ -480,7 +490,9 @@ def _route_for_check(route: GatewayRoute) -> dict[str, Any]:
         ("true" if route.condition is not None else None)
     return {"weight": format_percent(route.weight) if route.weight is not None else None,
             "condition": condition,
-            "condition_strength": format_percent(route.condition_strength) if route.condition else None,
+            # (a route with a condition has a strength: the reader gives it 100% when none is written)
+            "condition_strength": format_percent(route.condition_strength)  # type: ignore[arg-type]
+            if route.condition else None,
             "targets": list(route.targets)}
 
 
@@ -617,6 +629,7 @@ def _cluster_gateways(value: Any, at: Path, cluster: Cluster) -> tuple[ClusterGa
     if value is None:
         return ()
     body = _mapping(value, at, "port names to gateways (routes, sticky)")
+    entries: list[tuple[str | None, Any, Path]]
     if any(key in body for key in CLUSTER_GATEWAY_FIELDS):
         entries = [(None, body, at)]
     else:
@@ -666,7 +679,7 @@ def _read_deployment(data: Any, at: Path = ()) -> Deployment | Reference:
     return _blueprint(Deployment, data, at)
 
 
-def _blueprint(cls: type[Blueprint], data: Any, at: Path) -> Blueprint:
+def _blueprint(cls: type[_Blueprint], data: Any, at: Path) -> _Blueprint:
     body = _mapping(data, at, "blueprint fields (name, gateways, clusters, environment_variables, dialects)")
     _only_fields(body, BLUEPRINT_FIELDS, at, "a blueprint")
     name = _artifact_name(body.get("name"), at + ("name",), "blueprint")
@@ -710,10 +723,11 @@ def _cluster(name: str, value: Any, at: Path) -> Cluster:
 
 def _common_ports(services: tuple[Service, ...]) -> tuple[Port, ...] | None:
     """The ports every service's breed has (what a cluster-level health check may name); None if unknown."""
-    if any(isinstance(service.breed, Reference) for service in services):
+    breeds = [service.breed for service in services if isinstance(service.breed, Breed)]
+    if len(breeds) < len(services):         # a breed that is a reference: its ports are not known here
         return None
-    names = set.intersection(*({port.name for port in service.breed.ports} for service in services))
-    return tuple(port for port in services[0].breed.ports if port.name in names)
+    names = set.intersection(*({port.name for port in breed.ports} for breed in breeds))
+    return tuple(port for port in breeds[0].ports if port.name in names)
 
 
 def _services(value: Any, at: Path) -> tuple[Service, ...]:
@@ -1008,6 +1022,7 @@ def _tag(value: Any, at: Path) -> str:
 def _start(value: Any, at: Path) -> str | None:
     if value is None or (isinstance(value, str) and value.strip().lower() == "now"):
         return None
+    moment: datetime.datetime | None
     if isinstance(value, datetime.datetime):
         moment = value
     else:

@@ -13,7 +13,7 @@ for the cluster running a matching breed (a name ending in `*` matches by prefix
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, overload
 from collections.abc import Callable
 
 from control.dsl.errors import DslError, Path
@@ -75,6 +75,12 @@ def _resolved_breed(service: Service) -> Breed:
 
 
 # -- references to stored artifacts ------------------------------------------------------------------
+@overload
+def resolve_references(artifact: Blueprint, lookup: Lookup) -> Blueprint: ...
+@overload
+def resolve_references(artifact: Artifact, lookup: Lookup) -> Artifact: ...
+
+
 def resolve_references(artifact: Artifact, lookup: Lookup) -> Artifact:
     """The artifact with every `Reference` to a stored breed, scale, SLA, escalation or condition replaced
     by `lookup(reference)` (None or KeyError: it does not exist, a DslError naming where it was used); what
@@ -98,7 +104,8 @@ class _Resolver:
             raise DslError(f"no {reference.kind} named {reference.name!r} is stored", at, self.document)
         if not isinstance(found, _ARTIFACT_TYPES[reference.kind]):
             raise DslError(f"{reference.name!r} is not a {reference.kind}", at, self.document)
-        return found if isinstance(found, Breed) else replace(found, name=None)   # inline ones are anonymous
+        # inline ones are anonymous (what is fetched inline, a scale, SLA, escalation or condition, may be)
+        return found if isinstance(found, Breed) else replace(found, name=None)  # type: ignore[arg-type]
 
     def artifact(self, artifact: Artifact) -> Artifact:
         if isinstance(artifact, Blueprint):
@@ -141,7 +148,8 @@ class _Resolver:
         routes = tuple(self.route(route, gateway_at + ("routes", route.path)) for route in gateway.routes)
         if gateway.port is not None:
             return replace(gateway, routes=routes)
-        ports = list(dict.fromkeys(port.name for service in cluster.services for port in service.breed.ports))
+        ports = list(dict.fromkeys(port.name for service in cluster.services
+                                   for port in _resolved_breed(service).ports))
         if len(ports) != 1:
             raise DslError(f"the cluster's services have ports {', '.join(ports) or '(none)'}: key the gateway by "
                            "port name, like {webport: {routes: ...}}", at, self.document)
@@ -214,31 +222,35 @@ def _complete_blueprint(blueprint: Blueprint) -> None:
             variables = effective_environment(cluster, service)
             _complete_variables(variables, service_at + ("environment_variables",))
             _check_value_references(blueprint, service, variables, service_at + ("environment_variables",))
-            _check_dependencies(blueprint, service.breed, service_at + ("breed", "dependencies"))
-            ports = {port.name for port in service.breed.ports}
+            breed = _resolved_breed(service)
+            _check_dependencies(blueprint, breed, service_at + ("breed", "dependencies"))
+            ports = {port.name for port in breed.ports}
             for check_index, check in enumerate(effective_health_checks(cluster, service)):
                 if check.port not in ports:
                     raise DslError(f"health check port {check.port!r} is not a port of breed {service.name!r} "
                                    f"(it has: {', '.join(sorted(ports)) or 'none'})",
                                    service_at + ("health_checks", check_index, "port"))
-        if cluster.sla is not None:
-            _no_references(cluster.sla, at + ("sla",))
-            _check_escalation_targets(blueprint, cluster.sla.escalations, at + ("sla", "escalations"))
-        cluster_ports = {port.name for service in cluster.services for port in service.breed.ports}
+        sla = cluster.sla
+        if isinstance(sla, Reference):
+            raise _unresolved(sla, at + ("sla",))
+        if sla is not None:
+            _no_references(sla, at + ("sla",))
+            _check_escalation_targets(blueprint, sla.escalations, at + ("sla", "escalations"))
+        cluster_ports = {port.name for service in cluster.services for port in _resolved_breed(service).ports}
         for gateway in cluster.gateways:
             gateway_at = at + ("gateways", gateway.port) if gateway.port else at + ("gateways",)
             if gateway.port not in cluster_ports:
                 raise DslError(f"no port {gateway.port!r} in cluster {cluster.name!r} (its ports: "
                                f"{', '.join(sorted(cluster_ports)) or 'none'})", gateway_at)
             _no_references(gateway, gateway_at)
-    for gateway in blueprint.gateways:
-        gateway_at: Path = ("gateways", str(gateway.port))
-        _no_references(gateway, gateway_at)
-        for route in gateway.routes:
+    for external in blueprint.gateways:
+        external_at: Path = ("gateways", str(external.port))
+        _no_references(external, external_at)
+        for route in external.routes:
             cluster_name, _, port = route.path.partition("/")
-            cluster = blueprint.cluster(cluster_name)
-            if cluster is not None and port not in {p.name for s in cluster.services for p in s.breed.ports}:
-                raise DslError(f"cluster {cluster_name!r} has no port {port!r}", gateway_at + ("routes", route.path))
+            routed = blueprint.cluster(cluster_name)
+            if routed is not None and port not in {p.name for s in routed.services for p in _resolved_breed(s).ports}:
+                raise DslError(f"cluster {cluster_name!r} has no port {port!r}", external_at + ("routes", route.path))
 
 
 def _complete_variables(variables: tuple[EnvironmentVariable, ...], at: Path) -> None:

@@ -10,6 +10,7 @@ Key order is meaningful (routes are tried in order): dump YAML with `sort_keys=F
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from control.dsl.model import (Argument, Artifact, Blueprint, Breed, Cluster, ClusterGateway, Condition,
@@ -132,7 +133,7 @@ def _gateway_port(gateway: Gateway) -> str:
 
 def _cluster_gateways(gateways: tuple[ClusterGateway, ...]) -> dict[str, Any]:
     """Keyed by port name; Vamp's anonymous form (port unknown until the breeds are) when the port is None."""
-    bodies = {gateway.port: {"sticky": gateway.sticky, "routes": {route.path: _route(route)
+    bodies: dict[Any, Any] = {gateway.port: {"sticky": gateway.sticky, "routes": {route.path: _route(route)
                                                                  for route in gateway.routes}}
               for gateway in gateways}
     return bodies.pop(None) if None in bodies else bodies
@@ -194,7 +195,7 @@ def _escalations(escalations: tuple[Escalation | Reference, ...]) -> list[dict[s
 
 
 def _escalation(escalation: Escalation) -> dict[str, Any]:
-    body = {"name": escalation.name} if escalation.name is not None else {}
+    body: dict[str, Any] = {"name": escalation.name} if escalation.name is not None else {}
     parameters = copy.deepcopy(escalation.parameters)
     if escalation.type == "scale_memory":
         parameters.update({key: format_memory(parameters[key]) for key in ("minimum", "maximum", "scale_by")})
@@ -225,7 +226,8 @@ def _schedule(schedule: Schedule) -> Any:
     return {"time": {"period": schedule.period, "start": schedule.start or "now", "repeat": schedule.repeat}}
 
 
-_WRITERS = {Breed: _breed, Blueprint: _blueprint, Deployment: _blueprint, Gateway: _gateway, Scale: _scale,
-            Condition: _condition, Sla: _sla, Escalation: _escalation, Workflow: _workflow}
+_WRITERS: dict[type, Callable[[Any], dict[str, Any]]] = {
+    Breed: _breed, Blueprint: _blueprint, Deployment: _blueprint, Gateway: _gateway, Scale: _scale,
+    Condition: _condition, Sla: _sla, Escalation: _escalation, Workflow: _workflow}
 _KINDS = {Breed: "breed", Blueprint: "blueprint", Deployment: "deployment", Gateway: "gateway", Scale: "scale",
           Condition: "condition", Sla: "sla", Escalation: "escalation", Workflow: "workflow"}

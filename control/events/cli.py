@@ -24,7 +24,8 @@ from typing import Any
 import yaml
 
 from control.events.log import DEFAULT_MAX_AGE, DEFAULT_MAX_COUNT
-from gateway.admin_client import AdminClient, CommandError, add_server_options, command
+from gateway import AdminClient, api_command as command
+from gateway.common.cli import CommandError, add_server_options
 from gateway.common.units import format_duration, parse_duration
 
 EVENTS = "/api/v1/events"

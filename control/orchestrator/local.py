@@ -37,6 +37,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import quote
 
 from control.orchestrator.base import HealthCheck, Instance, InstanceEvent, ServiceSpec
@@ -310,7 +311,8 @@ class _Runner:
         if check is None:
             await self._wait_ports_open()
             self._set("ready", "its ports accept connections" if self.ports else "running")
-            await asyncio.get_running_loop().create_future()        # nothing more to watch: wait for the exit
+            forever: asyncio.Future[NoReturn] = asyncio.get_running_loop().create_future()
+            await forever                   # nothing more to watch: wait for the exit
         port = self.ports[check.port or next(iter(spec.ports))]
         await asyncio.sleep(check.initial_delay)
         deadline = time.monotonic() + check.failures * check.interval

@@ -5,7 +5,7 @@
     vamp workflows suspend|resume|restart NAME
     vamp workflows promote|abort NAME       a manual action for a built-in's run in progress (the canary's)
 
-Each takes `--api URL`, `--token` and `-o table|json|yaml` as every API command does (gateway.admin_client).
+Each takes `--api URL`, `--token` and `-o table|json|yaml` as every API command does (gateway/common/cli.py).
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import argparse
 from typing import Any
 from urllib.parse import quote
 
-from gateway.admin_client import (LIST_QUERY, OUTPUTS, AdminClient, add_server_options, command, emit,
-                                  render_table)
+from gateway import AdminClient, api_command as command
+from gateway.common.cli import LIST_QUERY, OUTPUTS, add_server_options, emit, render_table
 
 API = "/api/v1/workflows"
 REQUESTS = {"suspend": "suspended", "resume": "running", "restart": "restarting"}

@@ -1,1 +1,1 @@
-"""The admin API: its aiohttp application and its OpenAPI description."""
+"""The admin API: its aiohttp application, its OpenAPI description, and its client (`vamp gateways …`)."""

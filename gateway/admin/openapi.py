@@ -80,7 +80,7 @@ _GATEWAY_RESPONSE = {"description": "the gateway", "content": _content("#/compon
 _UNAUTHORIZED = _error("missing or wrong bearer token (when a token is set)")
 _ERRORS = {"400": _error("invalid input; nothing changed"), "401": _UNAUTHORIZED,
            "415": _error("unsupported Content-Type")}
-_SECURITY = [{"bearer": []}, {}]      # the bearer token when one is set, on every operation
+_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {}]      # the bearer token when one is set, on every operation
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import yaml
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from gateway.common.errors import Conflict, Invalid, NotFound, RequestError
 from gateway.common.yamltext import MAX_DEPTH, TOO_DEEP, YamlTextError, documents, single_document
@@ -114,8 +115,7 @@ def token_ok(request: web.Request, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
 
-def api_middleware(token: str | None, *, public_metrics: bool = False
-                   ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def api_middleware(token: str | None, *, public_metrics: bool = False) -> Middleware:
     """With a token, every request but the probes (and `/metrics` when `public_metrics`) needs it, reads
     included: the gateways name their targets and addresses. ApiErrors, the domain's RequestErrors
     (gateway.common.errors) and aiohttp's own 4xx/5xx become error documents."""

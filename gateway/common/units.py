@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+from collections.abc import Iterable
 from decimal import Decimal
 
 PROTOCOLS = ("http", "tcp")
@@ -60,7 +61,7 @@ def shown(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def unknown_field(body: dict, allowed: tuple[str, ...], what: str) -> tuple[str, str] | None:
+def unknown_field(body: Iterable[str], allowed: tuple[str, ...], what: str) -> tuple[str, str] | None:
     """(key, message) for the first key of `body` that is not in `allowed`, with a did-you-mean hint; None
     when every key is known. Config and DSL readers raise it with their own error type and location."""
     for key in body:

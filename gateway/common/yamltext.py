@@ -12,15 +12,17 @@ levels deep or MAX_NODES nodes big ("billion laughs").
 """
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
-from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 import yaml
 
 MAX_DEPTH = 64              # levels of nested lists and mappings in one document
 MAX_NODES = 1_000_000       # nodes of one document with its aliases expanded
 TOO_DEEP = f"nested too deeply: at most {MAX_DEPTH} levels of lists and mappings"
+
+_NodeOrNone = TypeVar("_NodeOrNone", bound="yaml.Node | None")
 
 
 class YamlTextError(ValueError):
@@ -36,16 +38,17 @@ class _StrictLoader(yaml.SafeLoader):
         self.depth = 0              # of the collection being composed
         self.aliased = False        # whether the document composed so far uses an alias
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             self.aliased = True
         return super().compose_node(parent, index)
 
-    def compose_sequence_node(self, anchor: str | None) -> yaml.Node:
+    # `anchor`: the anchor's name or None (types-PyYAML declares it a dict)
+    def compose_sequence_node(self, anchor: Any) -> yaml.SequenceNode:
         with self._nested():
             return super().compose_sequence_node(anchor)
 
-    def compose_mapping_node(self, anchor: str | None) -> yaml.Node:
+    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
         with self._nested():
             return super().compose_mapping_node(anchor)
 
@@ -53,23 +56,25 @@ class _StrictLoader(yaml.SafeLoader):
     def _nested(self) -> Iterator[None]:
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise YamlTextError(TOO_DEEP, self.peek_event().start_mark.line + 1)
+            # (types-PyYAML leaves Parser.peek_event unannotated)
+            raise YamlTextError(TOO_DEEP, self.peek_event().start_mark.line + 1)  # type: ignore[no-untyped-call]
         try:
             yield
         finally:
             self.depth -= 1
 
-    def checked(self, node: yaml.Node | None) -> yaml.Node | None:
+    def checked(self, node: _NodeOrNone) -> _NodeOrNone:
         """`node` (a composed document), once its aliases are known not to loop, nest too deeply or blow up."""
         if node is not None and self.aliased:
             _check_expansion(node)
         self.aliased = False
         return node
 
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[str, Any]:
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Hashable, Any]:
         if not isinstance(node, yaml.MappingNode):
-            raise yaml.constructor.ConstructorError(None, None, f"expected a mapping, found {node.id}",
-                                                    node.start_mark)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"expected a mapping, found {node.id}",  # type: ignore[attr-defined]  # every node kind has one
+                node.start_mark)
         first_lines: dict[str, int] = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
@@ -150,7 +155,9 @@ def documents(text: str, source: str = "<text>") -> Iterator[tuple[yaml.Node, An
     loader = _loader(text, source)
     with _translated(loader):
         while loader.check_node():
-            node = loader.checked(loader.get_node())
+            composed = loader.get_node()
+            assert composed is not None         # check_node() found one (an empty document is an empty scalar)
+            node = loader.checked(composed)
             yield node, loader.construct_document(node)
 
 
@@ -193,5 +200,6 @@ def _name_of(node: yaml.Node) -> str | None:
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.value == "name" \
                     and isinstance(value_node, yaml.ScalarNode):
-                return value_node.value
+                name: str = value_node.value
+                return name
     return None

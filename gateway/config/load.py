@@ -122,7 +122,7 @@ def describe_location(location: Location) -> str:
 
 
 # -- loading -----------------------------------------------------------------------------------------
-def load_file(path: str | os.PathLike) -> Config:
+def load_file(path: str | os.PathLike[str]) -> Config:
     """Read and validate a YAML (or JSON) configuration file."""
     try:
         with open(path, "rb") as file:
@@ -389,10 +389,10 @@ def resolve_weights(weights: list[int | None], at: Location = ()) -> list[int]:
                               "100% (or all be 0%)", at)
         return [weight or 0 for weight in weights]
     share, remainder = divmod(FULL - given_total, len(unweighted))
-    resolved = list(weights)
+    resolved = [weight or 0 for weight in weights]      # the unweighted ones' shares are set below
     for rank, index in enumerate(unweighted):
         resolved[index] = share + (1 if rank < remainder else 0)
-    return resolved  # type: ignore[return-value]
+    return resolved
 
 
 def _targets(value: Any, at: Location) -> tuple[Target, ...]:

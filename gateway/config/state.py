@@ -23,7 +23,7 @@ class StateError(RuntimeError):
 
 
 class StateStore:
-    def __init__(self, directory: str | os.PathLike) -> None:
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self.path = self.directory / STATE_FILE
 

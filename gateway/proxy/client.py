@@ -60,12 +60,14 @@ class ClientConnection(asyncio.Protocol):
         "_host_raw", "_host_name", "_head_started", "_router", "_routed_by", "_held", "_deferred",
         "_advancing", "_timer_due", "_body_left",
     )
+    # None until asyncio calls connection_made, which it does before any other callback.
+    transport: asyncio.Transport
 
     def __init__(self, runtime: "ProxyHost", port: int) -> None:
         self.runtime = runtime
         self.port = port
         self.loop = runtime.loop
-        self.transport: asyncio.Transport | None = None
+        self.transport = None  # type: ignore[assignment]  # not connected yet (see above)
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ""
         self.peer_bytes = b""
@@ -109,16 +111,17 @@ class ClientConnection(asyncio.Protocol):
         self._pending_error: BadRequest | None = None
 
     # -- connection lifecycle ----------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.write = transport.write  # type: ignore[attr-defined]            # what the upstream side writes
-        self.writelines = transport.writelines  # type: ignore[attr-defined]  # to the client with
-        self.flow = FlowControl(transport, self._reading_resumed)  # type: ignore[arg-type]
+    # asyncio hands a stream protocol a Transport; typeshed declares the base method with BaseTransport.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        self.write = transport.write            # what the upstream side writes
+        self.writelines = transport.writelines  # to the client with
+        self.flow = FlowControl(transport, self._reading_resumed)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
         self.peer_bytes = self.peer.encode()
         self.trusted = self.runtime.is_trusted(self.peer)
-        transport.set_write_buffer_limits(high=256 * 1024)  # type: ignore[attr-defined]
+        transport.set_write_buffer_limits(high=256 * 1024)
         self.runtime.connections.add(self)
         self.last_active = self.loop.time()
         self._arm(self.last_active + self.runtime.idle_timeout(self.port))
@@ -167,7 +170,7 @@ class ClientConnection(asyncio.Protocol):
             idle_due = self.last_active + idle
             if now >= idle_due:
                 self.closing = True
-                self.transport.close()  # type: ignore[union-attr]
+                self.transport.close()
                 return
             due = min(due, idle_due)
         self._arm(due)
@@ -417,6 +420,7 @@ class ClientConnection(asyncio.Protocol):
         elif length or method in _BODY_METHODS:
             parts.append(b"Content-Length: %d\r\n" % length)
         if upgrade:
+            # `upgrade` is true only with an Upgrade header (on_headers_complete): self._upgrade is set
             parts += (b"Connection: Upgrade\r\nUpgrade: ", self._upgrade, CRLF)  # type: ignore[arg-type]
         xff = self._xff
         parts += (b"X-Forwarded-For: ", (xff + b", " + self.peer_bytes) if xff else self.peer_bytes, CRLF)
@@ -467,14 +471,14 @@ class ClientConnection(asyncio.Protocol):
         if ex.host_missing:
             ex.head = _with_host(ex.head, ex.target.address)
         if ex.expect_continue and not ex.http10:
-            self.transport.write(CONTINUE_100)  # type: ignore[union-attr]
-        dispatch(ex)
+            self.transport.write(CONTINUE_100)
+        dispatch(ex)  # type: ignore[arg-type]  # a RoutedExchange now: its gateway, route and target are set
 
     # -- answers -----------------------------------------------------------------------------------
     def answer(self, ex: Exchange, status: int, message: str) -> None:
         """Answer the exchange in flight with the gateway's own short response."""
         close = not ex.keep_alive or ex.request == REQUEST_READING
-        self.transport.write(error_response(status, message, close=close))  # type: ignore[union-attr]
+        self.transport.write(error_response(status, message, close=close))
         ex.status = status
         self.runtime.record_unrouted(ex, status) if ex.route is None else self.runtime.record(ex, status)
         self.finish(ex, close=close)
@@ -510,7 +514,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if close or not ex.keep_alive or ex.request == REQUEST_READING:
             self.closing = True
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()
             return
         if self.flow.mask:
             if ex.upgrade and self.flow.mask & PAUSE_TUNNEL:
@@ -575,13 +579,13 @@ class ClientConnection(asyncio.Protocol):
         self.current = None
         held, self._held = self._held, None
         if held:
-            upstream.transport.write(held)  # type: ignore[union-attr]
+            upstream.transport.write(held)
         self.flow.resume(PAUSE_TUNNEL)
 
     def abort(self) -> None:
         """The response under way cannot be completed: cut the connection."""
         self.closing = True
-        self.transport.abort()  # type: ignore[union-attr]
+        self.transport.abort()
 
     def write_eof(self) -> None:
         """The tunnel's backend half-closed: pass it on."""
@@ -593,7 +597,7 @@ class ClientConnection(asyncio.Protocol):
         self._tunnel_upstream = None
         if not self.closing:
             self.closing = True
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()
 
     def eof_received(self) -> bool:
         if self._tunnel_upstream is not None:

@@ -164,3 +164,13 @@ class Exchange:
 
     def __repr__(self) -> str:
         return f"Exchange({self.method.decode('latin-1')} {self.url.decode('latin-1')}, {STATE_NAMES[self.state]})"
+
+
+if TYPE_CHECKING:
+    class RoutedExchange(Exchange):
+        """For the type checker only: an exchange the route table has placed (ROUTED and after), which is all
+        the upstream side ever gets. The client connection hands one over (`dispatch`) right after setting
+        its gateway, route and target; at run time it is the same `Exchange`."""
+        gateway: GatewayRouter
+        route: RouteState
+        target: TargetState

@@ -24,8 +24,9 @@ class _Pipe(asyncio.Protocol):
         self.peer: _Pipe | None = None
         self.pending: list[bytes] = []
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    # asyncio hands a stream protocol a Transport; typeshed declares the base method with BaseTransport.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer
@@ -64,16 +65,18 @@ class TcpConnection(_Pipe):
         self.runtime = runtime
         self.port = port
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # (as _Pipe's)
         super().connection_made(transport)
-        transport.pause_reading()  # type: ignore[attr-defined]
+        transport.pause_reading()
         self.runtime.loop.create_task(self._connect())
 
     async def _connect(self) -> None:
         port_router = self.runtime.table.ports.get(self.port)
-        router = port_router.gateways[0] if port_router is not None and port_router.gateways else None
-        now = time.monotonic()
-        decision = router.select(None, now) if router is not None else None   # tcp: no conditions, no sticky
+        if port_router is None or not port_router.gateways:
+            self._close()
+            return
+        router = port_router.gateways[0]
+        decision = router.select(None, time.monotonic())   # tcp: no conditions, no sticky
         if decision is None:
             self._close()
             return
@@ -91,12 +94,14 @@ class TcpConnection(_Pipe):
                 route, target, _ = decision
                 continue
             target.mark_ok()
+            # just connected: connection_made has set it (a pipe's transport is None once the connection is lost)
+            upstream_transport: asyncio.Transport = upstream.transport  # type: ignore[assignment]
             if self.transport is None:
-                upstream.transport.close()
+                upstream_transport.close()
                 return
             upstream.peer, self.peer = self, upstream
             if self.pending:
-                upstream.transport.write(b"".join(self.pending))
+                upstream_transport.write(b"".join(self.pending))
                 self.pending.clear()
             self.transport.resume_reading()
             return

@@ -29,7 +29,7 @@ from gateway.proxy.wire import (CHUNK_END, CRLF, HOP_BY_HOP, PAUSE_BUFFER, PAUSE
                                 chunk_prefix, connection_named_headers)
 
 if TYPE_CHECKING:
-    from gateway.proxy.exchange import Exchange
+    from gateway.proxy.exchange import Exchange, RoutedExchange
     from gateway.routing.table import TargetState
 
 log = logging.getLogger("vamp.upstream")
@@ -80,10 +80,10 @@ def pool_of(target: "TargetState") -> UpstreamPool:
     return pool
 
 
-def dispatch(ex: "Exchange") -> None:
+def dispatch(ex: "RoutedExchange") -> None:
     """Send the exchange's request to its target, on the most recently used idle pooled connection (the one
     place a pooled connection is taken), else on a new one."""
-    pool = ex.target.pool  # type: ignore[union-attr]
+    pool = ex.target.pool
     if pool is not None:                                    # no pool yet: `_connect` makes it
         idle = pool.idle
         while idle:
@@ -94,12 +94,12 @@ def dispatch(ex: "Exchange") -> None:
     connect(ex)
 
 
-def connect(ex: "Exchange") -> None:
+def connect(ex: "RoutedExchange") -> None:
     ex.attempts += 1
-    ex.client.loop.create_task(_connect(ex, ex.target))  # type: ignore[arg-type]
+    ex.client.loop.create_task(_connect(ex, ex.target))
 
 
-async def _connect(ex: "Exchange", target: "TargetState") -> None:
+async def _connect(ex: "RoutedExchange", target: "TargetState") -> None:
     client = ex.client
     loop = client.loop
     pool = pool_of(target)
@@ -184,13 +184,18 @@ class UpstreamConnection(asyncio.Protocol):
         "violation", "keep_alive", "close_client", "in_body", "informational",
         "reading_paused",
     )
+    # None until asyncio calls connection_made, which it does before any other callback (and before
+    # create_connection returns the connection to a pool).
+    transport: asyncio.Transport
+    # None until the first `start`; a response is parsed only for a started exchange.
+    parser: httptools.HttpResponseParser
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
         self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
-        self.parser: httptools.HttpResponseParser | None = None
-        self.ex: Exchange | None = None
+        self.transport = None  # type: ignore[assignment]  # not connected yet (see above)
+        self.parser = None  # type: ignore[assignment]  # not started yet (see above)
+        self.ex: RoutedExchange | None = None
         self.closed = False
         self.reused = False
         self.got_bytes = False
@@ -199,11 +204,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.reading_paused = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(high=256 * 1024)  # type: ignore[attr-defined]
+    # asyncio hands a stream protocol a Transport; typeshed declares the base method with BaseTransport.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        transport.set_write_buffer_limits(high=256 * 1024)
 
-    def start(self, ex: "Exchange", reused: bool) -> None:
+    def start(self, ex: "RoutedExchange", reused: bool) -> None:
         """Send `ex`'s request head and whatever of its body has arrived."""
         self.ex = ex
         ex.upstream = self
@@ -223,23 +229,23 @@ class UpstreamConnection(asyncio.Protocol):
         if self.reading_paused:
             self.resume_reading()
         if ex.body_buffer:
-            self.transport.write(ex.head + b"".join(ex.body_buffer))  # type: ignore[union-attr]
+            self.transport.write(ex.head + b"".join(ex.body_buffer))
             ex.body_buffer.clear()
             if CHECKED:
                 check(ex.state, STREAMING)
             ex.state = STREAMING
             ex.client.flow.resume(PAUSE_BUFFER)
         else:
-            self.transport.write(ex.head)  # type: ignore[union-attr]
+            self.transport.write(ex.head)
             if CHECKED:
                 check(ex.state, SENT)
             ex.state = SENT
         self.last_io = self.loop.time()
         ex.client.runtime.busy_upstreams.add(self)
         target = ex.target
-        target.in_flight += 1  # type: ignore[union-attr]
-        if target.stats is not None:  # type: ignore[union-attr]
-            target.stats.requests += 1  # type: ignore[union-attr]
+        target.in_flight += 1
+        if target.stats is not None:
+            target.stats.requests += 1
 
     def _reset_response(self) -> None:
         """Ready for the final response after a 1xx one."""
@@ -253,7 +259,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.informational = False
 
     def send_body(self, ex: "Exchange") -> None:
-        self.transport.write(b"".join(ex.body_buffer))  # type: ignore[union-attr]
+        self.transport.write(b"".join(ex.body_buffer))
         ex.body_buffer.clear()
         if ex.state == SENT:
             if CHECKED:
@@ -279,10 +285,10 @@ class UpstreamConnection(asyncio.Protocol):
             self._detach(ex)
         self.abort()
 
-    def _detach(self, ex: "Exchange") -> None:
+    def _detach(self, ex: "RoutedExchange") -> None:
         self.ex = None
         ex.upstream = None
-        ex.target.in_flight -= 1  # type: ignore[union-attr]
+        ex.target.in_flight -= 1
         client = ex.client
         flow = client.flow
         if flow.mask & PAUSE_UPSTREAM:
@@ -292,12 +298,12 @@ class UpstreamConnection(asyncio.Protocol):
     def pause_reading(self) -> None:
         if not self.reading_paused and not self.closed:
             self.reading_paused = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
+            self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self.reading_paused and not self.closed:
             self.reading_paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -306,7 +312,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if ex.state == TUNNEL:
             self.ex = None
-            ex.target.in_flight -= 1  # type: ignore[union-attr]
+            ex.target.in_flight -= 1
             ex.client.tunnel_closed()
             return
         self._detach(ex)
@@ -389,7 +395,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = True
         out = self.out = []
         try:
-            self.parser.feed_data(data)  # type: ignore[union-attr]
+            self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             if ex.status == 101 and not self.violation:    # a 101 refused in on_headers_complete is no tunnel
                 rest = data[upgrade.args[0]:]
@@ -409,7 +415,7 @@ class UpstreamConnection(asyncio.Protocol):
         if ex.state == COMPLETE:
             self._finish(ex)      # a violation after a complete response only costs this connection
 
-    def _protocol_error(self, ex: "Exchange", out: list[bytes]) -> None:
+    def _protocol_error(self, ex: "RoutedExchange", out: list[bytes]) -> None:
         _count_error(ex, "reset")
         self._detach(ex)
         self.abort()
@@ -420,17 +426,18 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             ex.client.answer(ex, 502, f"invalid response from {_address(ex)}")
 
-    def _finish(self, ex: "Exchange") -> None:
+    def _finish(self, ex: "RoutedExchange") -> None:
         reusable = self.keep_alive and ex.request == REQUEST_READ and not self.violation and not ex.upgrade
         self._detach(ex)
         if reusable:
             self.pool.release(self)
         else:
             self.close()
+        # a served table's routes all have stats (Runtime.apply gives them before the table is swapped in)
         ex.route.stats.record(ex.status, time.monotonic() - ex.started)  # type: ignore[union-attr]
         ex.client.finish(ex, close=self.close_client)
 
-    def _become_tunnel(self, ex: "Exchange") -> None:
+    def _become_tunnel(self, ex: "RoutedExchange") -> None:
         if CHECKED:
             check(ex.state, TUNNEL)
         ex.state = TUNNEL
@@ -438,7 +445,7 @@ class UpstreamConnection(asyncio.Protocol):
         client.runtime.busy_upstreams.discard(self)
         client.runtime.record(ex, 101)
         if ex.body_buffer:                     # bytes the client sent after its upgrade request
-            self.transport.write(b"".join(ex.body_buffer))  # type: ignore[union-attr]
+            self.transport.write(b"".join(ex.body_buffer))
             ex.body_buffer.clear()
         client.become_tunnel(self)
 
@@ -540,6 +547,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.mode == BODY_NONE:
             self.violation = True     # a body where none may be: the connection is out of step
             return
+        # a body is parsed only for a started exchange: self.ex is set
         if self.mode == BODY_LENGTH or (self.mode == BODY_CLOSE and self.ex.http10):  # type: ignore[union-attr]
             self.out.append(body)
         else:

@@ -64,8 +64,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from operator import attrgetter, methodcaller
-from typing import NoReturn
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn
 
 import re2
 
@@ -279,6 +279,7 @@ class _Parser:
         """(op, negated, the operator as written, its position)."""
         self.skip_spaces()
         start = self.pos
+        op: str | None
         for symbol, op, negated in _OPERATOR_SYMBOLS:  # noqa: B007 - the match found is used after the loop
             if self.text.startswith(symbol, start):
                 self.pos += len(symbol)
@@ -316,7 +317,7 @@ class _Parser:
     def quoted(self) -> str:
         start = self.pos
         quote = self.text[start]
-        chars = []
+        chars: list[str] = []
         i = start + 1
         while i < len(self.text):
             char = self.text[i]
@@ -381,7 +382,7 @@ class _Parser:
         return match.group() if match else ""
 
     def skip_spaces(self) -> None:
-        self.pos = _SPACES.match(self.text, self.pos).end()
+        self.pos = _SPACES.match(self.text, self.pos).end()  # type: ignore[union-attr]  # `\s*` always matches
 
     def enter(self, start: int) -> None:
         self.depth += 1
@@ -580,15 +581,17 @@ _PRINTED_OPERATORS = {   # (op, negated) -> text
 
 
 def _unparse_check(check: Check) -> str:
+    given: Any = check.value      # by op: a tuple of country codes for IN, else a str (None only for EXISTS)
+    named: Any = check.name       # a str for the named subjects (cookie, header, query), which EXISTS is for
     if check.op == EXISTS:
-        return f"{'misses' if check.negated else 'has'} {check.subject} {_quoted(check.name)}"
+        return f"{'misses' if check.negated else 'has'} {check.subject} {_quoted(named)}"
     if check.op == REGEX:
-        value = f"/{check.value}/"
+        value = f"/{given}/"
     elif check.op == IN:
-        value = "(" + ", ".join(map(_quoted, check.value)) + ")"
+        value = "(" + ", ".join(map(_quoted, given)) + ")"
     else:
-        value = _quoted(check.value)
-    name = f" {_quoted(check.name)}" if check.subject in _NAMED_SUBJECTS else ""
+        value = _quoted(given)
+    name = f" {_quoted(named)}" if check.subject in _NAMED_SUBJECTS else ""
     return f"{check.subject}{name} {_PRINTED_OPERATORS[check.op, check.negated]} {value}"
 
 
@@ -620,7 +623,7 @@ def compile_condition(text_or_node: str | Node) -> Condition:
     )
 
 
-def _checks(node: Node):
+def _checks(node: Node) -> Iterator[Check]:
     if isinstance(node, Check):
         yield node
     elif isinstance(node, Not):
@@ -631,7 +634,8 @@ def _checks(node: Node):
 
 
 def _is_browser_alias(check: Check) -> bool:
-    return check.subject == USER_AGENT and check.op == EQUALS and check.value.lower() in BROWSER_FAMILY_NAMES
+    value: Any = check.value      # a str for EQUALS
+    return check.subject == USER_AGENT and check.op == EQUALS and value.lower() in BROWSER_FAMILY_NAMES
 
 
 def _always(request: RequestView) -> bool:
@@ -692,19 +696,24 @@ def _any(matchers: tuple[Matcher, ...]) -> Matcher:
     return some
 
 
-_GETTERS = {   # subject -> how to read its value from a RequestView (str, or None when absent)
+Getter = Callable[[RequestView], str | None]     # a subject's value, None when absent
+TextGetter = Callable[[RequestView], str]           # a subject's value that is always there
+
+_TEXT_GETTERS: dict[str, TextGetter] = {   # subject -> how to read its value from a RequestView
     USER_AGENT: attrgetter("user_agent"), HOST: attrgetter("host"), BROWSER: attrgetter("browser"),
-    OS: attrgetter("os"), DEVICE: attrgetter("device"), COUNTRY: methodcaller("country"),
-    PATH: attrgetter("path"), METHOD: attrgetter("method"),
+    OS: attrgetter("os"), DEVICE: attrgetter("device"), PATH: attrgetter("path"), METHOD: attrgetter("method"),
 }
+_GETTERS: dict[str, Getter] = {**_TEXT_GETTERS, COUNTRY: methodcaller("country")}   # the country: None if unknown
 
 
 def _compile_check(check: Check) -> Matcher:
     """The positive form of one predicate as a closure over precomputed values."""
+    get: Getter
     if check.subject in _NAMED_SUBJECTS:
         get = methodcaller(check.subject, check.name)
     else:
         get = _GETTERS[check.subject]
+    value: Any      # by op: a tuple of country codes for IN, else a str (None only for EXISTS)
     op, value = check.op, check.value
 
     if op == EXISTS:
@@ -715,7 +724,7 @@ def _compile_check(check: Check) -> Matcher:
     if op == REGEX:
         # RE2's own object, called directly: re2's Python `search` builds a generator and a match object per
         # call (3-4 us), this is one call into C++ (under 1 us for a User-Agent).
-        match = compile_regex(value)._regexp.Match
+        match: Callable[[int, bytes, int, int], Sequence[tuple[int, int]]] = compile_regex(value)._regexp.Match
 
         def regex_matches(request: RequestView) -> bool:
             found = get(request)
@@ -726,12 +735,12 @@ def _compile_check(check: Check) -> Matcher:
         return regex_matches
 
     if check.subject in _FAMILY_SUBJECTS or _is_browser_alias(check):
-        if check.subject == USER_AGENT:
-            get = _GETTERS[BROWSER]
-        search_words = re.compile(r"(?<!\w)" + re.escape(value) + r"(?!\w)", re.IGNORECASE).search
+        family_of = _TEXT_GETTERS[BROWSER if check.subject == USER_AGENT else check.subject]
+        words: str = re.escape(value)
+        search_words = re.compile(r"(?<!\w)" + words + r"(?!\w)", re.IGNORECASE).search
 
         def family_matches(request: RequestView) -> bool:
-            return search_words(get(request)) is not None
+            return search_words(family_of(request)) is not None
         return family_matches
 
     if check.subject == USER_AGENT:
@@ -748,8 +757,11 @@ def _compile_check(check: Check) -> Matcher:
         return contains
 
     if op == PREFIX:
+        path_of = _TEXT_GETTERS[check.subject]      # `prefix` is the path's
+        prefix: str = value
+
         def starts_with(request: RequestView) -> bool:
-            return get(request).startswith(value)
+            return path_of(request).startswith(prefix)
         return starts_with
 
     if op == IN:
@@ -759,6 +771,8 @@ def _compile_check(check: Check) -> Matcher:
             return get(request) in members
         return is_member
 
+    expected: str = value
+
     def equals(request: RequestView) -> bool:
-        return get(request) == value
+        return get(request) == expected
     return equals

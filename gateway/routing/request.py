@@ -7,7 +7,7 @@ route table without conditions never pays for it.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol
 from collections.abc import Callable
 from urllib.parse import parse_qs, unquote
 
@@ -41,7 +41,8 @@ class RequestView:
         self.host = host              # Host header, lower case, without port ("" when absent)
         self.peer = peer              # the TCP peer's address
         self.forwarded_for = forwarded_for  # the X-Forwarded-For value(s), when the proxy keeps them apart
-        self._user_agent = user_agent       # the User-Agent value, when the proxy picked it out already
+        # the User-Agent value, when the proxy picked it out already (decoded on first use)
+        self._user_agent: bytes | str | None = user_agent
         self._lookups = lookups
         self._path: str | None = None
         self._query: dict[str, list[str]] | None = None
@@ -49,7 +50,7 @@ class RequestView:
         self._cookies: dict[str, str] | None = None
         self._ua: tuple[str, str, str] | None = None
         self._client: str | None = None
-        self._country: str | None | bool = False
+        self._country: str | None | Literal[False] = False     # False: not looked up yet
 
     @property
     def method(self) -> str:
@@ -114,8 +115,8 @@ class RequestView:
     def user_agent(self) -> str:
         if self._user_agent is not None:
             if isinstance(self._user_agent, bytes):
-                self._user_agent = self._user_agent.decode("latin-1")  # type: ignore[assignment]
-            return self._user_agent  # type: ignore[return-value]
+                self._user_agent = self._user_agent.decode("latin-1")
+            return self._user_agent
         return self.header("user-agent") or ""
 
     # -- derived lookups ---------------------------------------------------------------------------
@@ -145,7 +146,7 @@ class RequestView:
     def country(self) -> str | None:
         if self._country is False:
             self._country = self._lookups.country(self.client_address)
-        return self._country  # type: ignore[return-value]
+        return self._country
 
 
 Predicate = Callable[[RequestView], bool]

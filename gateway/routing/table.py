@@ -253,18 +253,20 @@ class GatewayRouter:
         `req` is read only for conditions and sticky cookies, so a gateway with neither (e.g. tcp) may be
         given None.
         """
+        # (req is None only for a gateway that reads nothing of a request: no sticky cookie, no condition; and a
+        # missing cookie, None, names nothing)
         if self._sticky_routes:
-            route = self._sticky_routes.get(req.cookie(self.cookie_name))
+            route = self._sticky_routes.get(req.cookie(self.cookie_name))  # type: ignore[union-attr, arg-type]
             if route is not None:
                 answer = route.serve_sticky_client(now)
                 if answer is not None:
                     return answer
         elif self._sticky_targets:
-            hit = self._sticky_targets.get(req.cookie(self.cookie_name))
+            hit = self._sticky_targets.get(req.cookie(self.cookie_name))  # type: ignore[union-attr, arg-type]
             if hit is not None and hit[1].down_until <= now:
                 return hit[0].serve_target(hit[1], now)
         for route, matches in self._conditional:
-            if matches(req):
+            if matches(req):  # type: ignore[arg-type]  # (see above)
                 if route.takes_owned_request():
                     answer = route.serve(now)
                     if answer is not None:
@@ -355,14 +357,15 @@ class RouteTable:
         old_route_sticky: dict[tuple[str, str], float] = {}
         compiled: dict[str, Condition] = {}
         if previous is not None:
-            for router, route, target in previous.targets():
-                old_targets[(router.name, route.name, target.address)] = target
-            for router in previous.gateways.values():
-                for route in router.routes:
-                    old_route_stats[(router.name, route.name)] = route.stats
-                    old_route_sticky[(router.name, route.name)] = route.last_used
-                    if route.condition is not None:
-                        compiled[route.route.condition] = route.condition
+            for old_router, old_route, target in previous.targets():
+                old_targets[(old_router.name, old_route.name, target.address)] = target
+            for old_router in previous.gateways.values():
+                for old_route in old_router.routes:
+                    old_route_stats[(old_router.name, old_route.name)] = old_route.stats
+                    old_route_sticky[(old_router.name, old_route.name)] = old_route.last_used
+                    # (a route with a compiled condition was written with one)
+                    if old_route.condition is not None and old_route.route.condition is not None:
+                        compiled[old_route.route.condition] = old_route.condition
 
         self.gateways: dict[str, GatewayRouter] = {}
         self.needs_user_agent = False
@@ -370,7 +373,7 @@ class RouteTable:
         by_port: dict[int, list[GatewayRouter]] = {}
         for gateway in config.gateways:
             sticky = None if gateway.sticky == "none" else StickyCookie(gateway)
-            routes = []
+            routes: list[RouteState] = []
             for route in gateway.routes:
                 condition = None
                 if route.condition is not None:

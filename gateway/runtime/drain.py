@@ -99,7 +99,7 @@ class Drainer:
         marked: set[Key] = set()
         for gw in desired.gateways:
             for route in gw.routes:
-                keys = [(gw.name, route.name)] if route.drain else []
+                keys: list[Key] = [(gw.name, route.name)] if route.drain else []
                 keys += [(gw.name, route.name, t.address) for t in route.targets if t.drain]
                 for key in keys:
                     marked.add(key)
@@ -112,26 +112,28 @@ class Drainer:
     def effective(self, desired: Config) -> Config:
         """The desired configuration with the ghosts put back, draining, and the marks whose drain is over
         served as drained."""
-        ghosts = {key: d.snapshot for key, d in self.drains.items() if d.removed}
+        # the ghosts, by what they are (the length of their key tells the same), in the order they were removed
+        ghost_gateways = [d.snapshot for d in self.drains.values() if d.removed and isinstance(d.snapshot, Gateway)]
+        ghost_routes = {key: d.snapshot for key, d in self.drains.items()
+                        if d.removed and isinstance(d.snapshot, Route)}
+        ghost_targets = {key: d.snapshot for key, d in self.drains.items()
+                         if d.removed and isinstance(d.snapshot, Target)}
         drained = {key for key, d in self.drains.items() if d.over}
-        if not ghosts and not drained:
+        if not ghost_gateways and not ghost_routes and not ghost_targets and not drained:
             return desired
         gateways = []
         for gw in desired.gateways:
             routes = []
             for route in gw.routes:
-                extra = tuple(_draining_target(t) for key, t in ghosts.items()  # type: ignore[arg-type]
-                              if len(key) == 3 and key[:2] == (gw.name, route.name))
+                extra = tuple(_draining_target(t) for key, t in ghost_targets.items()
+                              if key[:2] == (gw.name, route.name))
                 if extra:
                     route = dataclasses.replace(route, targets=route.targets + extra)
                 routes.append(_with_drained(route, gw.name, drained) if drained else route)
-            routes += [_draining_route(r) for key, r in ghosts.items()         # type: ignore[arg-type]
-                       if len(key) == 2 and key[0] == gw.name]
+            routes += [_draining_route(r) for key, r in ghost_routes.items() if key[0] == gw.name]
             gateways.append(dataclasses.replace(gw, routes=tuple(routes)))
-        for key, gw in ghosts.items():
-            if len(key) == 1:
-                gateways.append(dataclasses.replace(                           # type: ignore[arg-type]
-                    gw, routes=tuple(_draining_route(r) for r in gw.routes)))  # type: ignore[union-attr]
+        for ghost in ghost_gateways:
+            gateways.append(dataclasses.replace(ghost, routes=tuple(_draining_route(r) for r in ghost.routes)))
         return dataclasses.replace(desired, gateways=tuple(gateways))
 
     # -- ending drains -----------------------------------------------------------------------------------
@@ -151,13 +153,13 @@ class Drainer:
             if in_flight == 0 and (not is_sticky or idle_for >= ttl):
                 done.append(key)
         for key in done:
-            drain = self.drains.get(key)
-            if drain is None:
+            ending = self.drains.get(key)
+            if ending is None:
                 continue                            # went with a ghost that contained it
-            if drain.removed:
+            if ending.removed:
                 self._forget_under(key)
             else:
-                self.drains[key] = dataclasses.replace(drain, ended=now)
+                self.drains[key] = dataclasses.replace(ending, ended=now)
         return bool(done)
 
     def next_deadline(self) -> float | None:

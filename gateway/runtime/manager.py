@@ -13,6 +13,7 @@ import asyncio
 import copy
 import logging
 import time
+from collections.abc import Sequence
 from datetime import datetime, UTC
 from typing import Any
 
@@ -23,7 +24,7 @@ from gateway.config.model import Config, Gateway
 from gateway.config.state import StateError, StateStore
 from gateway.runtime import snapshot as snapshots
 from gateway.runtime.drain import Drainer
-from gateway.runtime.workers import ApplyError
+from gateway.runtime.workers import ApplyError, Worker
 
 log = logging.getLogger("vamp.controller")
 
@@ -31,14 +32,14 @@ DRAIN_CHECK_INTERVAL = 0.25     # seconds between two looks at what drains
 
 
 class ConfigManager:
-    def __init__(self, workers: list, store: StateStore | None) -> None:
+    def __init__(self, workers: Sequence[Worker], store: StateStore | None) -> None:
         self.workers = workers
         self.store = store
         self.desired = Config()
         self.effective = Config()
         self.drainer = Drainer()
         self.lock = asyncio.Lock()
-        self._drain_task: asyncio.Task | None = None
+        self._drain_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self, config: Config) -> None:
@@ -216,9 +217,9 @@ class ConfigManager:
         """(`draining`, when it will end at the latest) or (`drained`, when it ended) of what drains: a target
         drains with its route, and a route with its gateway, too."""
         drains = self.drainer.containing(key)
-        over = [drain.ended for drain in drains if drain.over]
+        over = [drain.ended for drain in drains if drain.ended is not None]     # (`over`)
         if over:
-            return "drained", _timestamp(min(over))  # type: ignore[type-var]
+            return "drained", _timestamp(min(over))
         if not drains:
             return "draining", None
         return "draining", _timestamp(min(drain.deadline for drain in drains))

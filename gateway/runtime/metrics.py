@@ -6,7 +6,7 @@ from typing import Any
 from collections.abc import Iterator
 
 from prometheus_client import generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
 from gateway.config.model import FULL, Config
@@ -21,7 +21,7 @@ class _SnapshotCollector:
         self.snapshot = snapshot
         self.config = config
 
-    def collect(self) -> Iterator:
+    def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily("vamp_requests", "Requests answered, by gateway, route and status class",
                                        labels=("gateway", "route", "code"))
         duration = HistogramMetricFamily("vamp_request_duration_seconds",

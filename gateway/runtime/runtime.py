@@ -24,6 +24,8 @@ from gateway.routing.lookups import ClientLookups
 from gateway.routing.table import RouteTable
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from gateway.proxy.exchange import Exchange
 
 log = logging.getLogger("vamp.gateway")
@@ -43,10 +45,10 @@ class Runtime:
         self.listeners: dict[tuple[str, int], asyncio.AbstractServer] = {}
         self._idle: dict[int, float] = {}
         self._request_head: dict[int, float] = {}
-        self._trusted: tuple = ()
+        self._trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
         self.ready = False
         self.busy_upstreams: set[UpstreamConnection] = set()   # exchanges waiting on a backend
-        self._sweeper: asyncio.Task | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     # -- configuration -----------------------------------------------------------------------------
     async def apply(self, config: Config) -> None:
@@ -156,7 +158,7 @@ class Runtime:
             raise OSError(exc.errno, f"{bind}:{port}: {(exc.strerror or str(exc)).lower()}") from None
         return sock
 
-    def _factory(self, port: int, protocol: str):
+    def _factory(self, port: int, protocol: str) -> Callable[[], asyncio.Protocol]:
         if protocol == "tcp":
             return lambda: TcpConnection(self, port)
         return lambda: ClientConnection(self, port)
@@ -173,7 +175,7 @@ class Runtime:
         kept = {id(t) for _, _, t in table.targets()}
         for _, _, target in previous.targets():
             if id(target) not in kept and target.pool is not None:
-                target.pool.close_all()  # type: ignore[attr-defined]
+                target.pool.close_all()
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting; let requests in flight finish (answered with `Connection: close`) for up to `grace`
@@ -209,7 +211,7 @@ class Runtime:
                 conn.transport.close()
         for _, _, target in self.table.targets():
             if target.pool is not None:
-                target.pool.close_all()  # type: ignore[attr-defined]
+                target.pool.close_all()
 
     # -- per-connection helpers --------------------------------------------------------------------
     def is_trusted(self, peer: str) -> bool:

@@ -49,11 +49,11 @@ def take(runtime: "Runtime") -> dict[str, Any]:
         routes = {}
         for route in router.routes:
             routes[route.name] = {
-                "stats": _stats(route.stats),  # type: ignore[arg-type]
+                "stats": _stats(route.stats),
                 "idle_for": _idle(route.last_used, now),
                 "targets": {t.address: {"in_flight": t.in_flight,
-                                        "requests": t.stats.requests if t.stats else 0,  # type: ignore[attr-defined]
-                                        "failures": t.stats.failures if t.stats else 0,  # type: ignore[attr-defined]
+                                        "requests": t.stats.requests if t.stats else 0,
+                                        "failures": t.stats.failures if t.stats else 0,
                                         "down": t.down_until > now,
                                         "idle_for": _idle(t.last_used, now)}
                             for t in route.targets},

@@ -15,8 +15,8 @@ import pickle
 import signal
 import struct
 import sys
-from typing import Any
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from gateway.config.model import Config
 from gateway.runtime import snapshot as snapshots
@@ -30,6 +30,18 @@ CALL_TIMEOUT = 30.0          # seconds a worker gets to answer one message (an a
 
 class ApplyError(RuntimeError):
     """A worker could not serve a configuration (e.g. a port is taken); it kept the previous one."""
+
+
+class Worker(Protocol):
+    """Where a ConfigManager's configuration is served: this process, or one worker process."""
+
+    async def start(self, config: Config) -> None: ...
+
+    async def apply(self, config: Config) -> None: ...
+
+    async def snapshot(self) -> dict[str, Any]: ...
+
+    async def shutdown(self, grace: float) -> None: ...
 
 
 class LocalWorker:
@@ -65,7 +77,7 @@ class ProcessWorker:
         self.proc: asyncio.subprocess.Process | None = None
         self.lock = asyncio.Lock()
         self.stopping = False
-        self.watcher: asyncio.Task | None = None
+        self.watcher: asyncio.Task[None] | None = None
         self.restarts = 0
 
     async def start(self, config: Config) -> None:
@@ -80,7 +92,8 @@ class ProcessWorker:
         """Restart the worker whenever it exits unasked, with the configuration in force then."""
         while not self.stopping:
             proc = self.proc
-            code = await proc.wait()  # type: ignore[union-attr]
+            assert proc is not None                   # started before it is watched
+            code = await proc.wait()
             if self.stopping:
                 return
             self.restarts += 1
@@ -99,10 +112,13 @@ class ProcessWorker:
             if proc is None or proc.returncode is not None:
                 raise ApplyError(f"worker {self.index} is not running")
             data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+            stdin, stdout = proc.stdin, proc.stdout
+            assert stdin is not None and stdout is not None     # both are pipes (start)
             try:
-                proc.stdin.write(FRAME.pack(len(data)) + data)  # type: ignore[union-attr]
-                await proc.stdin.drain()  # type: ignore[union-attr]
-                return await asyncio.wait_for(_read_frame(proc.stdout), CALL_TIMEOUT)  # type: ignore[arg-type]
+                stdin.write(FRAME.pack(len(data)) + data)
+                await stdin.drain()
+                reply: dict[str, Any] = await asyncio.wait_for(_read_frame(stdout), CALL_TIMEOUT)
+                return reply
             except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
                 raise ApplyError(f"worker {self.index} did not answer: {exc or type(exc).__name__}") from exc
 
@@ -113,7 +129,8 @@ class ProcessWorker:
 
     async def snapshot(self) -> dict[str, Any]:
         try:
-            return (await self._call({"op": "snapshot"}))["snapshot"]
+            snapshot: dict[str, Any] = (await self._call({"op": "snapshot"}))["snapshot"]
+            return snapshot
         except ApplyError:
             return snapshots.merge([])       # a worker being restarted counts as empty
 

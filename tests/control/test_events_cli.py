@@ -8,7 +8,7 @@ import io
 import pytest
 
 from control.events.cli import event_line, read_server_sent, since_moment
-from gateway.admin_client import CommandError
+from gateway.common.cli import CommandError
 
 
 def test_a_server_sent_stream_gives_each_events_json_and_skips_the_rest():

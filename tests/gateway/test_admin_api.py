@@ -635,7 +635,8 @@ def test_token_and_token_file_together_are_bad_input(tmp_path):
     ({}, None),
 ])
 def test_the_token_from_the_environment(monkeypatch, environment, expected):
-    from gateway.cli import build_parser, token_from
+    from gateway.cli import build_parser
+    from gateway.common.cli import token_from
     for name in ("VAMP_TOKEN", "VAMP_ADMIN_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():

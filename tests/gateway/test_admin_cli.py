@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from control.cli import KINDS, build_parser, main
-from gateway.admin_client import API_URL_VARIABLES, TOKEN_VARIABLES, api_token, api_url
+from gateway.common.cli import API_URL_VARIABLES, TOKEN_VARIABLES, api_token, api_url
 from gateway.common.units import parse_percent
 from gateway.config.edit import merge_patch
 from tests.support import LOOPBACK, HttpClient, config, free_port, gateway, route, run_cli

@@ -1,15 +1,13 @@
-"""The command line that drives running gateways through an API (docs/admin-api.md, docs/cli.md):
-`vamp gateways list|get|set-weight|drain|undrain|delete` and `vamp apply -f FILE`; and the one way every API
-command is pointed at a server (`add_server_options`, `client_for`).
+"""The client of the gateways API (docs/admin-api.md, docs/cli.md): `AdminClient` sends JSON over HTTP to
+`/api/v1`, and the commands built on it drive running gateways: `vamp gateways list|get|set-weight|drain|undrain|
+delete` and `vamp apply -f FILE`.
 
-Every API command takes `--api URL` (default `$VAMP_API`, else http://127.0.0.1:8080, where `vamp run` serves)
-and sends `--token` (default `$VAMP_TOKEN`) with every request. Both servers serve `/api/v1/gateways`: `vamp
-run`'s API and a `vamp gateway`'s admin API (`--api http://127.0.0.1:9090`). The older spellings still work:
-`--admin` (a deprecated alias of `--api`), `$VAMP_API_URL` and `$VAMP_ADMIN_URL`, `$VAMP_ADMIN_TOKEN`.
-
-`add_commands(subparsers)` registers the commands on the `vamp` parser; each sets `func(args) -> int`. Output is
-aligned text tables for people (`-o table`, the default) or, for scripts, the API's documents as JSON or YAML
-(`-o json|yaml`). Exit codes: 0 success; 1 the API is unreachable or failed (5xx); 2 bad input: the
+Both servers serve `/api/v1/gateways`: `vamp run`'s API and a `vamp gateway`'s admin API (`--api
+http://127.0.0.1:9090`). How a command names its server and token (`--api`, `--token`), its output and its
+errors are what every part's command line shares (gateway.common.cli); `command(handler)` makes a command of a
+function of the arguments and a client. `add_commands(subparsers)` registers the commands on the `vamp` parser.
+Output is aligned text tables for people (`-o table`, the default) or, for scripts, the API's documents as JSON
+or YAML (`-o json|yaml`). Exit codes: 0 success; 1 the API is unreachable or failed (5xx); 2 bad input: the
 arguments, the file, or a 4xx answer, whose `error` and `field` are printed. Errors are one line on stderr and
 never show the token. HTTP is the stdlib's `urllib`, without proxies and without following redirects, so the
 token only ever goes to the URL given.
@@ -19,41 +17,27 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import re
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Callable
 
-import yaml
-
+from gateway.common.cli import (DEFAULT_API_URL, LIST_QUERY, OUTPUTS, CommandError, Commands, add_server_options,
+                                api_token, api_url, emit, print_data, render_table)
 from gateway.common.units import format_percent, parse_address, parse_percent
 from gateway.config.load import ConfigError, parse_document
 from gateway.config.model import FULL
 
-DEFAULT_API_URL = "http://127.0.0.1:8080"     # where `vamp run` serves its API
-API_URL_VARIABLES = ("VAMP_API", "VAMP_API_URL", "VAMP_ADMIN_URL")   # the first one set wins; then older names
-TOKEN_VARIABLES = ("VAMP_TOKEN", "VAMP_ADMIN_TOKEN")
 DEFAULT_TIMEOUT = 30.0      # seconds for one API request (a write returns once every worker serves it)
-LIST_QUERY = "?per_page=1000"   # `vamp run`'s API answers lists in pages (30 by default); a gateway ignores it
-OUTPUTS = ("table", "json", "yaml")
 API = "/api/v1/gateways"
+Document = dict[str, Any]   # a JSON object of the API
 
-_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
 # the last part of `ROUTE/TARGET`: host:port or [v6]:port
 _TARGET_ADDRESS = re.compile(r"(?:\[[0-9A-Za-z:.%]+\]|[^\s/\[\]:]+):[0-9]{1,5}")
-
-
-class CommandError(Exception):
-    """A failed command: `str()` is the one-line message, `exit_code` 1 (runtime) or 2 (bad input)."""
-
-    def __init__(self, message: str, exit_code: int = 2) -> None:
-        super().__init__(_LINE_BREAKS.sub(" ", message).strip())
-        self.exit_code = exit_code
 
 
 # -- HTTP ----------------------------------------------------------------------------------------------
@@ -98,50 +82,6 @@ def gateway_path(name: str) -> str:
     return f"{API}/{urllib.parse.quote(name, safe='/:')}"
 
 
-# -- which server, which token ---------------------------------------------------------------------------
-def _first_set(variables: tuple[str, ...]) -> str | None:
-    return next((os.environ[name] for name in variables if os.environ.get(name)), None)
-
-
-def api_url(args: argparse.Namespace) -> str:
-    """The server a command talks to: --api, else $VAMP_API ($VAMP_API_URL, $VAMP_ADMIN_URL), else the
-    address `vamp run` serves on."""
-    return getattr(args, "api", None) or _first_set(API_URL_VARIABLES) or DEFAULT_API_URL
-
-
-def api_token(args: argparse.Namespace) -> str | None:
-    """The bearer token sent with every request: --token, else $VAMP_TOKEN ($VAMP_ADMIN_TOKEN), else none."""
-    return getattr(args, "token", None) or _first_set(TOKEN_VARIABLES)
-
-
-def client_for(args: argparse.Namespace, timeout: float = DEFAULT_TIMEOUT) -> "AdminClient":
-    return AdminClient(api_url(args), api_token(args), timeout)
-
-
-class DeprecatedAlias(argparse.Action):
-    """An older spelling of an option: stores what the current option stores, with a note on stderr."""
-
-    def __init__(self, option_strings: list[str], dest: str, replacement: str, **kwargs: Any) -> None:
-        self.replacement = replacement
-        super().__init__(option_strings, dest, **kwargs)
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        print(f"vamp: note: {option_string} is deprecated, use {self.replacement}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
-def add_server_options(parser: Any) -> None:
-    """--api URL and --token (and the deprecated --admin) on a command or argument group that uses an API."""
-    parser.add_argument("--api", metavar="URL",
-                        help=f"the server: `vamp run`'s API, or a `vamp gateway`'s admin API (e.g. "
-                             f"http://127.0.0.1:9090); default $VAMP_API, else {DEFAULT_API_URL}")
-    parser.add_argument("--admin", dest="api", metavar="URL", action=DeprecatedAlias, replacement="--api",
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--token", help="bearer token sent with every request (default $VAMP_TOKEN, which keeps "
-                                        "it out of the process list)")
-
-
 class AdminClient:
     """JSON over HTTP to the API at `base_url`; 4xx answers raise CommandError(exit 2), anything else
     that is not a 2xx (or listed in `expect`) raises CommandError(exit 1)."""
@@ -174,10 +114,10 @@ class AdminClient:
             return Answer(status, self._decode(status, raw))
         raise self._failure(status, raw)
 
-    def get_gateway(self, name: str) -> dict:
+    def get_gateway(self, name: str) -> Document:
         return _document(self.request("GET", gateway_path(name)).data, self.base_url)
 
-    def patch_gateway(self, name: str, patch: dict) -> dict:
+    def patch_gateway(self, name: str, patch: Document) -> Document:
         return _document(self.request("PATCH", gateway_path(name), patch).data, self.base_url)
 
     def _decode(self, status: int, raw: bytes) -> Any:
@@ -198,6 +138,11 @@ class AdminClient:
             message += ("; the token was refused" if self.token
                         else "; this API needs a token: set VAMP_TOKEN or --token")
         return CommandError(message, 2)
+
+
+def client_for(args: argparse.Namespace, timeout: float = DEFAULT_TIMEOUT) -> AdminClient:
+    """A client of the API the arguments name (`--api`, `--token`, their variables)."""
+    return AdminClient(api_url(args), api_token(args), timeout)
 
 
 def _error_body(exc: urllib.error.HTTPError) -> bytes:
@@ -235,22 +180,14 @@ def _phrase(status: int) -> str:
         return "no reason given"
 
 
-def _document(data: Any, base_url: str) -> dict:
+def _document(data: Any, base_url: str) -> Document:
     if not isinstance(data, dict):
         raise CommandError(f"the API at {base_url} answered something other than a gateway document", 1)
     return data
 
 
 # -- tables ------------------------------------------------------------------------------------------
-def render_table(headers: tuple[str, ...], rows: list[list[Any]]) -> str:
-    """Plain text columns, left-aligned, two spaces apart, no trailing blanks; None is shown as '-'."""
-    lines = [list(headers)] + [["-" if cell is None else str(cell) for cell in row] for row in rows]
-    widths = [max(len(line[column]) for line in lines) for column in range(len(headers))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
-                     for line in lines)
-
-
-def route_weights(routes: dict) -> dict[str, str]:
+def route_weights(routes: Document) -> dict[str, str]:
     """Each route's share as shown to people: its weight, or for a route without one, what it gets from
     sharing the rest evenly (the first ones take the leftover basis points, as the gateway does)."""
     given = {name: route.get("weight") for name, route in routes.items()
@@ -268,12 +205,12 @@ def route_weights(routes: dict) -> dict[str, str]:
     return {name: shown[name] for name in routes}
 
 
-def weights_summary(routes: dict) -> str:
+def weights_summary(routes: Document) -> str:
     """'sava-1.0=90% sava-1.1=10%'."""
     return " ".join(f"{name}={weight}" for name, weight in route_weights(routes).items())
 
 
-def gateways_table(gateways: list) -> str:
+def gateways_table(gateways: list[Any]) -> str:
     if not gateways:
         return "no gateways"
     rows = []
@@ -286,10 +223,10 @@ def gateways_table(gateways: list) -> str:
 GATEWAY_COLUMNS = ("ROUTE", "WEIGHT", "CONDITION", "TARGET", "STATE", "IN-FLIGHT", "DRAIN-ENDS")
 
 
-def gateway_table(doc: dict) -> str:
+def gateway_table(doc: Document) -> str:
     """Header lines (name, port, bind, sticky, state, virtual hosts), then one row per route and target,
     including routes and targets that were removed but are still draining."""
-    status = doc.get("status") if isinstance(doc.get("status"), dict) else {}
+    status = _mapping(doc.get("status"))
     header = f"gateway {doc.get('name')}: port {doc.get('port')} on {doc.get('bind', '-')}"
     sticky = doc.get("sticky") or "none"
     header += f", sticky {sticky}" + (f" (ttl {doc.get('sticky_ttl')})" if sticky != "none" else "")
@@ -299,7 +236,7 @@ def gateway_table(doc: dict) -> str:
     if doc.get("virtual_hosts"):
         header += "\nvirtual hosts: " + " ".join(map(str, doc["virtual_hosts"]))
     routes = _routes_of(doc)
-    route_status = status.get("routes") if isinstance(status.get("routes"), dict) else {}
+    route_status = _mapping(status.get("routes"))
     weights = route_weights(routes)
     rows: list[list[Any]] = []
     for name, route in routes.items():
@@ -312,18 +249,22 @@ def gateway_table(doc: dict) -> str:
     return header + "\n\n" + render_table(GATEWAY_COLUMNS, rows)
 
 
-def _routes_of(doc: dict) -> dict:
-    routes = doc.get("routes")
-    return routes if isinstance(routes, dict) else {}
+def _routes_of(doc: Document) -> Document:
+    return _mapping(doc.get("routes"))
 
 
-def _route_rows(name: str, route: dict, status: dict, weight: str | None) -> list[list[Any]]:
+def _mapping(value: Any) -> Document:
+    """A part of a document that should be a mapping: itself if it is, else empty."""
+    return value if isinstance(value, dict) else {}
+
+
+def _route_rows(name: str, route: Document, status: Document, weight: str | None) -> list[list[Any]]:
     condition = route.get("condition")
     if condition:
         condition = f"{condition} ({route.get('condition_strength', '100%')})"
     route_state = status.get("state")
-    target_status = dict(status.get("targets")) if isinstance(status.get("targets"), dict) else {}
-    targets: list[tuple[str, dict]] = []
+    target_status = dict(_mapping(status.get("targets")))
+    targets: list[tuple[str, Document]] = []
     for target in route.get("targets") or ():
         address, target_weight, _ = _target_fields(target)
         label = address if target_weight == 100 else f"{address} (weight {target_weight})"
@@ -344,26 +285,6 @@ def _target_fields(target: Any) -> tuple[str, int, bool]:
     if isinstance(target, dict):
         return str(target.get("address")), target.get("weight", 100), bool(target.get("drain", False))
     return str(target), 100, False
-
-
-# -- output ------------------------------------------------------------------------------------------
-def emit(args: argparse.Namespace, data: Any, table: Callable[[], str]) -> None:
-    """The table for people, or the API's data as JSON or YAML for scripts."""
-    if args.output == "table":
-        print(table())
-    else:
-        _print_data(args.output, data)
-
-
-def _print_data(output: str, data: Any) -> None:
-    if data is None:
-        return
-    if output == "json":
-        print(json.dumps(data, indent=2, ensure_ascii=False))
-    else:
-        # the last line break written apart, as for JSON: a reader gone before the end is noticed (one large
-        # write that the pipe takes only part of is not reported by Python)
-        print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).removesuffix("\n"))
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -406,7 +327,7 @@ def set_weight(args: argparse.Namespace, client: AdminClient) -> None:
     emit(args, doc, lambda: f"gateway {args.name}: {weights_summary(_routes_of(doc))}")
 
 
-def split_route_target(spec: str, routes: dict) -> tuple[str, str | None]:
+def split_route_target(spec: str, routes: Document) -> tuple[str, str | None]:
     """'ROUTE' or 'ROUTE/TARGET' -> (route, target or None). Route names may hold '/': the part after the last
     '/' is a target when it looks like host:port or [v6]:port and the rest names an existing route."""
     route, sep, target = spec.rpartition("/")
@@ -430,11 +351,13 @@ def _set_drain(args: argparse.Namespace, client: AdminClient, drain: bool) -> No
         route, target = split_route_target(args.route, routes)
     except CommandError as exc:
         raise CommandError(f"gateway {args.name!r}: {exc}") from None
+    patch: Document
     if target is None:
         patch = {"routes": {route: {"drain": drain}}}
         what = f"route {route}"
     else:
-        targets, found = [], None
+        targets: list[str | Document] = []
+        found: str | None = None
         for item in routes[route].get("targets") or ():
             address, weight, item_drain = _target_fields(item)
             if found is None and _same_address(address, target):
@@ -545,7 +468,7 @@ def apply(args: argparse.Namespace, client: AdminClient) -> None:
             print(f"gateway {name} {outcome}", flush=True)
         results.append(result)
     if args.output != "table":
-        _print_data(args.output, results)
+        print_data(args.output, results)
 
 
 # -- wiring ------------------------------------------------------------------------------------------
@@ -565,7 +488,7 @@ def command(handler: Handler) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def add_commands(subparsers: Any, *, apply: Handler = apply) -> None:
+def add_commands(subparsers: Commands, *, apply: Handler = apply) -> None:
     """Registers `gateways ...` and `apply` on the `vamp` parser's subparsers; `apply` handles `apply -f FILE`
     (by default: the gateways of a gateways file)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -577,8 +500,9 @@ def add_commands(subparsers: Any, *, apply: Handler = apply) -> None:
                                                       "a `vamp gateway` (--api)")
     verbs = gateways.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    def verb(name: str, handler: Callable, help_text: str) -> argparse.ArgumentParser:
-        parser = verbs.add_parser(name, parents=[common], help=help_text, description=help_text)
+    def verb(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = verbs.add_parser(name, parents=[common], help=help_text,
+                                                           description=help_text)
         parser.set_defaults(func=command(handler))
         return parser
 
