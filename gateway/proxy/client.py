@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from gateway.proxy.exchange import (CHECKED, DONE, FAILED, RECEIVED, REQUEST_READ, REQUEST_READING, RESPONDING,
-                                    ROUTED, Exchange, check)
+from gateway.proxy.exchange import (DONE, FAILED, RECEIVED, REQUEST_READ, REQUEST_READING, RESPONDING,
+                                    ROUTED, Exchange)
 from gateway.proxy.flow import FlowControl
 from gateway.proxy.upstream import dispatch
 from gateway.proxy.wire import (CHUNK_END, CONTINUE_100, CRLF, HOP_BY_HOP, MAX_HEAD_BYTES, PAUSE_BUFFER, PAUSE_PIPELINE,
@@ -143,8 +143,6 @@ class ClientConnection(asyncio.Protocol):
             self.current = None
             if ex.upstream is not None:
                 ex.upstream.client_gone()
-            if CHECKED:
-                check(ex.state, FAILED)
             ex.state = FAILED
         self.queue.clear()
         self._held = None
@@ -465,8 +463,6 @@ class ClientConnection(asyncio.Protocol):
             self.answer(ex, 503, f"no target available for gateway {router.name!r}")
             return
         ex.route, ex.target, ex.set_cookie = decision
-        if CHECKED:
-            check(ex.state, ROUTED)
         ex.state = ROUTED
         if ex.host_missing:
             ex.head = _with_host(ex.head, ex.target.address)
@@ -505,8 +501,6 @@ class ClientConnection(asyncio.Protocol):
         """The response to `ex` has been written completely: move on to the next request, or close."""
         if ex is not self.current:
             return
-        if CHECKED:
-            check(ex.state, DONE)
         ex.state = DONE
         self.current = None
         self.last_active = self.loop.time()

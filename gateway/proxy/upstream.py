@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from gateway.proxy.exchange import (CHECKED, COMPLETE, FAILED, REQUEST_READ, REQUEST_READING, RESPONDING, ROUTED, SENT,
-                                    STREAMING, TUNNEL, check)
+from gateway.proxy.exchange import (COMPLETE, FAILED, REQUEST_READ, REQUEST_READING, RESPONDING, ROUTED, SENT,
+                                    STREAMING, TUNNEL)
 from gateway.proxy.wire import (CHUNK_END, CRLF, HOP_BY_HOP, PAUSE_BUFFER, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES,
                                 chunk_prefix, connection_named_headers)
 
@@ -231,14 +231,10 @@ class UpstreamConnection(asyncio.Protocol):
         if ex.body_buffer:
             self.transport.write(ex.head + b"".join(ex.body_buffer))
             ex.body_buffer.clear()
-            if CHECKED:
-                check(ex.state, STREAMING)
             ex.state = STREAMING
             ex.client.flow.resume(PAUSE_BUFFER)
         else:
             self.transport.write(ex.head)
-            if CHECKED:
-                check(ex.state, SENT)
             ex.state = SENT
         self.last_io = self.loop.time()
         ex.client.runtime.busy_upstreams.add(self)
@@ -262,8 +258,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport.write(b"".join(ex.body_buffer))
         ex.body_buffer.clear()
         if ex.state == SENT:
-            if CHECKED:
-                check(SENT, STREAMING)
             ex.state = STREAMING
         self.last_io = self.loop.time()
 
@@ -332,8 +326,6 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if not self.got_bytes and self.reused and ex.replayable:
             # A pooled connection the backend had closed: replay once on a fresh connection.
-            if CHECKED:
-                check(ex.state, ROUTED)
             ex.state = ROUTED
             connect(ex)
             return
@@ -438,8 +430,6 @@ class UpstreamConnection(asyncio.Protocol):
         ex.client.finish(ex, close=self.close_client)
 
     def _become_tunnel(self, ex: "RoutedExchange") -> None:
-        if CHECKED:
-            check(ex.state, TUNNEL)
         ex.state = TUNNEL
         client = ex.client
         client.runtime.busy_upstreams.discard(self)
@@ -475,9 +465,8 @@ class UpstreamConnection(asyncio.Protocol):
         # other hop-by-hop headers are dropped
 
     def on_headers_complete(self) -> None:
-        ex = self.ex
+        ex: RoutedExchange = self.ex  # type: ignore[assignment]  # a response is parsed only for a started exchange
         parser = self.parser
-        assert ex is not None and parser is not None      # a response is parsed only for a started exchange
         if ex.state == COMPLETE:
             # A second response in the read that completed the first: nobody asked for it. Raising stops the
             # parser (a violation after a complete response): nothing of it is forwarded, the connection closes.
@@ -526,13 +515,9 @@ class UpstreamConnection(asyncio.Protocol):
                 extra.append(b"Connection: keep-alive\r\n")
         self.close_client = close_client
         self.out.append(self._head(status, extra))
-        if CHECKED:
-            check(ex.state, RESPONDING)
         ex.state = RESPONDING
         self.in_body = True
         if self.mode == BODY_NONE:
-            if CHECKED:
-                check(RESPONDING, COMPLETE)
             ex.state = COMPLETE
 
     def _head(self, status: int, extra: list[bytes]) -> bytes:
@@ -559,19 +544,14 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.mode == BODY_NONE:
             return
-        ex = self.ex
-        assert ex is not None
+        ex: RoutedExchange = self.ex  # type: ignore[assignment]  # a response is parsed only for a started exchange
         if self.mode == BODY_CHUNKED or (self.mode == BODY_CLOSE and not ex.http10):
             self.out.append(CHUNK_END)
-        if CHECKED:
-            check(ex.state, COMPLETE)
         ex.state = COMPLETE
 
 
 def _fail(ex: "Exchange") -> None:
     """Part of the response went to the client and the rest never will: the client's connection is cut."""
-    if CHECKED:
-        check(ex.state, FAILED)
     ex.state = FAILED
     ex.client.abort()
 

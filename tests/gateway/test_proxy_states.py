@@ -6,8 +6,8 @@ from itertools import pairwise
 
 import pytest
 
-from gateway.proxy.exchange import (COMPLETE, DONE, FAILED, RECEIVED, RESPONDING, ROUTED, SENT, STATE_NAMES,
-                                    STREAMING, TRANSITIONS, TUNNEL, Exchange, InvalidTransition, check)
+from gateway.proxy.exchange import (CHECKED, COMPLETE, DONE, FAILED, RECEIVED, RESPONDING, ROUTED, SENT,
+                                    STATE_NAMES, STREAMING, TRANSITIONS, TUNNEL, Exchange, InvalidTransition, check)
 from gateway.proxy.flow import FlowControl
 from gateway.proxy.wire import PAUSE_BUFFER, PAUSE_PIPELINE
 
@@ -45,13 +45,28 @@ def _exchange(method: bytes = b"GET") -> Exchange:
 
 def test_only_a_request_of_which_no_body_byte_went_upstream_is_replayed():
     ex = _exchange()
+    ex.state = ROUTED
     ex.state = SENT
     assert ex.replayable
     ex.state = STREAMING
     assert not ex.replayable
     post = _exchange(b"POST")
+    post.state = ROUTED
     post.state = SENT
     assert not post.replayable
+
+
+@pytest.mark.skipif(not CHECKED, reason="the state table is enforced only when VAMP_CHECK_STATES is set "
+                                        "(tests/conftest.py sets it)")
+def test_with_checking_on_every_store_of_the_state_goes_through_the_table():
+    ex = _exchange()
+    assert ex.state == RECEIVED
+    with pytest.raises(InvalidTransition, match="RECEIVED -> SENT"):
+        ex.state = SENT
+    assert ex.state == RECEIVED          # a refused move changes nothing
+    for new in (ROUTED, SENT, RESPONDING, COMPLETE, DONE):
+        ex.state = new
+    assert ex.state == DONE
 
 
 class _Transport:
