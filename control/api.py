@@ -18,6 +18,8 @@
            the gateway API's own handlers (gateway.admin.gateways), with the engine as their source
     GET    /events?tag=a&tag=b&type=t    a page of the events carrying every tag, newest first   200
     POST   /events                       record {tags, value, type, timestamp}               201
+    GET    /metrics/… · /health/…        a gateway's, route's, cluster port's, service's or instance's figures
+           over ?window= (control.metrics.api), from the platform's aggregation       200 · 400 · 404 · 503
     GET    /info · /health · /openapi.json
 
 Conventions are the gateway admin API's (gateway.common.httpapi): JSON by default, YAML both ways, nested at most 64
@@ -58,6 +60,7 @@ from aiohttp import web
 from control import dsl
 from control.dsl.model import Artifact, Blueprint, Reference, Scale
 from control.engine import Engine
+from control.metrics.api import Measured, add_routes as add_metrics_routes
 from control.openapi import OPENAPI
 from control.store import STATIC_KINDS, Store
 from gateway import Conflict, GatewayApi, Invalid, NotFound, RequestError
@@ -78,8 +81,9 @@ except metadata.PackageNotFoundError:      # run from a source tree that is not 
     VERSION = "unknown"
 
 
-def create_app(store: Store, engine: Engine, token: str | None = None, *, public_metrics: bool = False
-               ) -> web.Application:
+def create_app(store: Store, engine: Engine, token: str | None = None, *, public_metrics: bool = False,
+               metrics: Measured | None = None) -> web.Application:
+    """`metrics`: the platform's aggregation, which the metrics and health paths read (None: it is off)."""
     api = ControlApi(store, engine)
     app = web.Application(middlewares=[api_middleware(token, public_metrics=public_metrics), _domain_errors])
     kind = "{kind:" + "|".join(STATIC_KINDS) + "}"
@@ -104,6 +108,7 @@ def create_app(store: Store, engine: Engine, token: str | None = None, *, public
     app.router.add_get("/api/v1/info", api.info)
     app.router.add_get("/api/v1/health", api.health)
     app.router.add_get("/api/v1/openapi.json", api.openapi)
+    add_metrics_routes(app.router, metrics, engine)       # /api/v1/metrics/…, /api/v1/health/… (control.metrics.api)
     return app
 
 

@@ -33,6 +33,7 @@ import yaml
 from control import waiting
 from gateway import admin_client, cli as gateway_cli
 from gateway.admin_client import AdminClient, CommandError, add_server_options, command, emit, render_table
+from gateway.common.units import parse_duration
 from loadtest import cli as loadtest_cli
 
 API = "/api/v1"
@@ -73,6 +74,9 @@ def register(commands: Any) -> None:
     run.add_argument("--bind", default="127.0.0.1",
                      help="address external gateways listen on (default %(default)s)")
     run.add_argument("--grace", type=float, default=10.0, help="seconds requests get to finish on stop")
+    run.add_argument("--metrics-window", type=_metrics_window, default="1h", metavar="DURATION",
+                     help="how far back the metrics API can look, e.g. 30m, 2h (default 1h; 0 turns the "
+                          "aggregation off)")
     run.set_defaults(func=_run)
 
     deploy = commands.add_parser("deploy", help="deploy a blueprint, or merge it into a running deployment")
@@ -226,6 +230,14 @@ def apply_documents(args: argparse.Namespace, client: AdminClient) -> None:
     admin_client.apply(args, client)
 
 
+def _metrics_window(text: str) -> float:
+    """`--metrics-window`: a duration (0: off)."""
+    try:
+        return parse_duration(text, allow_zero=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _run(args: argparse.Namespace) -> int:
     from control.platform import serve
     from gateway import AdminBindingError, check_admin_binding, parse_admin_address
@@ -241,7 +253,7 @@ def _run(args: argparse.Namespace) -> int:
     import uvloop
     try:
         return uvloop.run(serve(Path(args.state_dir), host, port, token, args.bind, args.grace,
-                                public_metrics=args.public_metrics))
+                                public_metrics=args.public_metrics, metrics_window=args.metrics_window))
     except KeyboardInterrupt:
         return 0
 

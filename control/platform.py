@@ -4,8 +4,9 @@ in one process tree, with its state (SQLite store, logs) in the state directory.
 On start it first locks the state directory (an flock on `vamp.lock`, which holds its pid): a second
 `vamp run` on the same directory exits 1 at once, starting nothing; the lock goes with the process, however
 it ends. Then it resumes every deployment the store holds: the orchestrator starts their instances again and
-the gateways are rebuilt as they were. Stopping (SIGTERM, SIGINT) stops the instances and exits 0; the
-instances never outlive the platform.
+the gateways are rebuilt as they were. The metrics aggregation (control.metrics.aggregator) samples the
+gateway's workers every second from the start; the API and whatever else reads metrics get it as `metrics`.
+Stopping (SIGTERM, SIGINT) stops the instances and exits 0; the instances never outlive the platform.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import IO, Any
 from aiohttp import web
 
 from control.engine import Engine
+from control.metrics.aggregator import DEFAULT_WINDOW, Aggregator
 from control.metrics.exposition import render_clusters
 from control.orchestrator.local import LocalOrchestrator
 from control.store import Store
@@ -56,7 +58,8 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
 
 
 async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None, bind: str,
-                grace: float, *, public_metrics: bool = False) -> int:
+                grace: float, *, public_metrics: bool = False, metrics_window: float = DEFAULT_WINDOW) -> int:
+    """`metrics_window`: seconds of metrics kept (0: no aggregation)."""
     from control.api import create_app
 
     try:
@@ -67,6 +70,10 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
     loop = asyncio.get_running_loop()
     gateways = ConfigManager([LocalWorker(Runtime(loop))], None)
     await gateways.start(gateways.desired)
+    metrics = Aggregator([worker.snapshot for worker in gateways.workers], window=metrics_window) \
+        if metrics_window else None
+    if metrics is not None:
+        await metrics.start()                   # the baseline: the gateway has counted nothing yet
     engine_ref: dict[str, Engine] = {}
 
     async def before_stop(instance: Any) -> None:
@@ -79,11 +86,13 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         await engine.start()
     except Exception as exc:  # noqa: BLE001 - a start that fails must still stop what it started
         print(f"vamp: cannot resume the deployments in {state_dir}: {exc}", file=sys.stderr)
+        if metrics is not None:
+            await metrics.stop()
         await orchestrator.close()
         await gateways.shutdown(0)
         return 1
 
-    app = create_app(store, engine, token, public_metrics=public_metrics)
+    app = create_app(store, engine, token, public_metrics=public_metrics, metrics=metrics)
     stopping = False
 
     async def metrics(_: web.Request) -> web.Response:
@@ -107,7 +116,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         await web.TCPSite(runner, api_host, api_port).start()
     except OSError as exc:
         print(f"vamp: cannot listen on {api_host}:{api_port}: {exc.strerror or exc}", file=sys.stderr)
-        await _stop(engine, orchestrator, gateways, runner, 0)
+        await _stop(engine, orchestrator, gateways, runner, 0, metrics)
         return 1
     print(f"Vamp is running (state in {state_dir}):\n"
           f"  API       http://{api_host}:{api_port}/api/v1\n"
@@ -120,13 +129,15 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
     await stop.wait()
     stopping = True
     log.info("stopping: instances, then the gateway (grace %.0fs)", grace)
-    await _stop(engine, orchestrator, gateways, runner, grace)
+    await _stop(engine, orchestrator, gateways, runner, grace, metrics)
     lock.close()                                # the instances are gone: the directory is free again
     return 0
 
 
 async def _stop(engine: Engine, orchestrator: LocalOrchestrator, gateways: ConfigManager, runner: web.AppRunner,
-                grace: float) -> None:
+                grace: float, metrics: Aggregator | None) -> None:
+    if metrics is not None:
+        await metrics.stop()
     await engine.close()
     await orchestrator.close()
     await gateways.shutdown(grace)
