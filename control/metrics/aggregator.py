@@ -133,6 +133,8 @@ class Aggregator:
         self._now = second
         deltas: dict[tuple[str, ...], Delta] = {}
         in_flight: dict[tuple[str, ...], int] = {}
+        while len(self._last) < len(snapshots):
+            self._last.append({})
         for index, snapshot in enumerate(snapshots):
             if snapshot is None:
                 continue
@@ -152,7 +154,8 @@ class Aggregator:
         for gateway_name, gateway in snapshot["gateways"].items():
             gateway_key = (gateway_name,)
             _count(in_flight, gateway_key, gateway.get("in_flight", 0))
-            grown = _delta(last, gateway_key, gateway["unrouted"], second, baseline)
+            unrouted = _delta(last, gateway_key, gateway["unrouted"], second, baseline)
+            grown = [unrouted] if unrouted is not None else []        # the gateway's: summed once, below
             for route_name, route in gateway["routes"].items():
                 route_key = (gateway_name, route_name)
                 _count(in_flight, route_key, route.get("in_flight", 0))
@@ -164,14 +167,15 @@ class Aggregator:
                     target_grown = _delta(last, target_key, target["stats"], second, baseline)
                     if target_grown is not None:
                         _add(deltas, target_key, target_grown)
-                        attributed = _sum(attributed, target_grown)
+                        attributed = target_grown if attributed is None else _sum(attributed, target_grown)
                 if route_grown is not None:
-                    grown = _sum(grown, route_grown)
+                    grown.append(route_grown)
                     rest = _beyond(route_grown, attributed)
                     if rest is not None:
                         _add(deltas, route_key, rest)
-            if grown is not None:
-                _add(deltas, gateway_key, grown)
+            if grown:
+                _add(deltas, gateway_key, grown[0] if len(grown) == 1 else
+                     ([sum(column) for column in zip(*(ints for ints, _ in grown))], sum(s for _, s in grown)))
 
     def series_count(self) -> int:
         """How many series hold samples (their memory is what the aggregation costs)."""
@@ -289,21 +293,20 @@ def _delta(last: dict[tuple[str, ...], _Last], key: tuple[str, ...], stats: dict
     if seen is not None and seen.count == count and seen.errors == errors:
         seen.seen = second
         return None
-    classes = stats["classes"]
-    ints = [*stats["buckets"], *classes[1:CLASSES + 1], errors]
+    ints = [*stats["buckets"], *stats["classes"][1:CLASSES + 1], errors]
     seconds = stats["sum"]
-    last[key] = _Last(ints, seconds, count, errors, second)
     if seen is None:
+        last[key] = _Last(ints, seconds, count, errors, second)
         return None if baseline else (ints, seconds)
     grown = [now - before for now, before in zip(ints, seen.ints)]
+    before = seen.seconds
+    seen.ints, seen.seconds, seen.count, seen.errors, seen.seen = ints, seconds, count, errors, second
     if min(grown) < 0:                       # reset: the new value is what happened since
         return ints, seconds
-    return grown, max(0.0, seconds - seen.seconds)
+    return grown, max(0.0, seconds - before)
 
 
-def _sum(total: Delta | None, delta: Delta) -> Delta:
-    if total is None:
-        return list(delta[0]), delta[1]
+def _sum(total: Delta, delta: Delta) -> Delta:
     return [a + b for a, b in zip(total[0], delta[0])], total[1] + delta[1]
 
 
@@ -311,6 +314,8 @@ def _beyond(grown: Delta, attributed: Delta | None) -> Delta | None:
     """What a route grew by beyond what its targets did (none below 0); None when nothing."""
     if attributed is None:
         return grown
+    if grown[0] == attributed[0]:            # the usual case: all of it on its targets
+        return None
     ints = [max(0, a - b) for a, b in zip(grown[0], attributed[0])]
     if not any(ints):
         return None
