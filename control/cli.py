@@ -8,6 +8,8 @@ control plane's (`register`, below) and the load tester's (`loadtest.cli.registe
     vamp apply -f FILE                                  create or update every document of FILE
     vamp delete KIND NAME | vamp delete -f FILE         delete artifacts; with a blueprint: undeploy services
     vamp scale DEPLOYMENT/CLUSTER/SERVICE N             set a service's number of instances, wait until it serves
+    vamp metrics gateways/NAME[/routes/ROUTE] [--window 5m]   what a gateway, route, cluster port, service or
+                                                        instance received (the paths of /api/v1/metrics)
     vamp loadtest URL [options]                         load-test a canary split (loadtest)
 
 `vamp apply -f FILE` tells documents apart in one place, `apply_documents`: documents with `kind:` go to the
@@ -106,6 +108,14 @@ def register(commands: Any) -> None:
     waiting.add_options(scale)
     _api_options(scale)
     scale.set_defaults(func=command(_scale))
+
+    metrics = commands.add_parser("metrics", help="requests, response times and health of a gateway, route, "
+                                                  "cluster port, service or instance over a window")
+    metrics.add_argument("scope", help="gateways/NAME[/routes/ROUTE], or deployments/D/clusters/C/ports/P"
+                                       "[/services/S[/instances/I]] (as in /api/v1/metrics/…)")
+    metrics.add_argument("--window", default="60s", help="how far back, e.g. 30s, 5m, 1h (default %(default)s)")
+    _api_options(metrics)
+    metrics.set_defaults(func=command(_metrics))
 
 
 def _api_options(parser: argparse.ArgumentParser) -> None:
@@ -212,6 +222,30 @@ def _scale(args: argparse.Namespace, client: AdminClient) -> None:
     if not args.no_wait:
         waiting.until_deployed(client, parts[0], args.timeout, service=f"{parts[1]}/{parts[2]}")
     emit(args, answer.data, lambda: f"{args.service} scaled to {args.instances} instance(s)")
+
+
+def _metrics(args: argparse.Namespace, client: AdminClient) -> None:
+    """`vamp metrics SCOPE`: the summary the API's `all` metric gives, as a table of figures."""
+    scope = args.scope.strip("/")
+    if not scope.startswith(("gateways/", "deployments/")):
+        raise CommandError(f"expected gateways/NAME… or deployments/NAME/clusters/…, got {args.scope!r}", 2)
+    path = f"{API}/metrics/{quote(scope, safe='/:')}/all?window={quote(args.window)}"
+    answer = client.request("GET", path).data or {}
+    summary = answer.get("value") or {}
+
+    def shown(value: Any, unit: str = "", digits: int = 1) -> str:
+        return "-" if value is None else f"{value:,.{digits}f}{unit}" if isinstance(value, float) else f"{value:,}"
+
+    rows = [["requests", shown(summary.get("requests"))], ["rate", shown(summary.get("rate"), "/s")],
+            *[[f"{cls} responses", shown(count)] for cls, count in (summary.get("classes") or {}).items() if count],
+            ["response time (mean)", shown(summary.get("response_time"), " ms")],
+            *[[name, shown(summary.get(name), " ms")] for name in ("p50", "p95", "p99")],
+            ["errors (5xx)", shown(summary.get("errors"))],
+            ["health", "-" if summary.get("health") is None else f"{summary['health']:.2%}"],
+            ["upstream errors", shown(summary.get("upstream_errors"))],
+            ["in flight", shown(summary.get("in_flight"))]]
+    emit(args, answer, lambda: f"{scope}, over the last {shown(answer.get('window'), 's', 0)}:\n"
+                               + render_table(("METRIC", "VALUE"), rows))
 
 
 def apply_documents(args: argparse.Namespace, client: AdminClient) -> None:

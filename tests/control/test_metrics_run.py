@@ -4,6 +4,7 @@ instance), and the API's counts equal the client's, per gateway, route, cluster 
 health is the share of non-5xx answers."""
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from urllib.parse import quote
@@ -80,3 +81,8 @@ def test_the_metrics_api_counts_what_the_client_sent_and_got_at_every_level(plat
     status, health = platform.api("GET", f"/api/v1/health/deployments/sava?window={WINDOW}")
     assert (status, health["value"], health["requests"], health["errors"]) == (200, 1.0, sent, 0)
     assert platform.api("GET", "/api/v1/metrics/deployments/sava/clusters/nothing/ports/webport/rate")[0] == 404
+    shown = platform.vamp_json("metrics", f"{ports}/services/{SERVICE}", "--window", WINDOW, "--api", platform.api_url)
+    assert shown["value"]["requests"] == sent
+    table = platform.vamp("metrics", external, "--api", platform.api_url, "--window", WINDOW).splitlines()
+    figures = dict(re.fullmatch(r"(\S.*?)\s{2,}(\S.*)", line).groups() for line in table[2:])
+    assert (figures["requests"], figures["4xx responses"], figures["health"]) == (str(sent), str(POSTS), "100.00%")
