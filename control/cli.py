@@ -8,8 +8,8 @@ control plane's (`register`, below) and the load tester's (`loadtest.cli.registe
     vamp apply -f FILE                                  create or update every document of FILE
     vamp delete KIND NAME | vamp delete -f FILE         delete artifacts; with a blueprint: undeploy services
     vamp scale DEPLOYMENT/CLUSTER/SERVICE N             set a service's number of instances, wait until it serves
-    vamp metrics gateways/NAME[/routes/ROUTE] [--window 5m]   what a gateway, route, cluster port, service or
-                                                        instance received (the paths of /api/v1/metrics)
+    vamp metrics SCOPE [--window 5m]                    what a gateway, route, cluster port, service or instance
+                                                        received (SCOPE: a path of /api/v1/metrics, e.g. gateways/G)
     vamp loadtest URL [options]                         load-test a canary split (loadtest)
 
 `vamp apply -f FILE` tells documents apart in one place, `apply_documents`: documents with `kind:` go to the
@@ -234,7 +234,9 @@ def _metrics(args: argparse.Namespace, client: AdminClient) -> None:
     summary = answer.get("value") or {}
 
     def shown(value: Any, unit: str = "", digits: int = 1) -> str:
-        return "-" if value is None else f"{value:,.{digits}f}{unit}" if isinstance(value, float) else f"{value:,}"
+        if value is None:
+            return "-"
+        return f"{value:,.{digits}f}{unit}" if isinstance(value, float) else f"{value:,}{unit}"
 
     rows = [["requests", shown(summary.get("requests"))], ["rate", shown(summary.get("rate"), "/s")],
             *[[f"{cls} responses", shown(count)] for cls, count in (summary.get("classes") or {}).items() if count],
