@@ -14,7 +14,9 @@ and how much memory it takes for many routes over its window.
    every second (the worst case: every series holds samples), for `--ticks` seconds (default: the window and 5
    more minutes, so every tier of the rings has wrapped). Reported: the memory it holds at the end
    (tracemalloc: what was allocated since it was made and is still alive), per route, and its CPU time per
-   second of samples (timed apart, without tracemalloc).
+   second of samples (timed apart, without tracemalloc). Then what the same number of routes costs every second
+   when they receive nothing: the gateway's snapshot of them (a real runtime's, without sockets) and the
+   aggregation, as a share of a core: what a saturated gateway loses to the aggregation.
 
     python benchmarks/aggregation.py [--only throughput,memory] [--duration 10] [--warmup 2] [--rounds 3]
                                      [--connections 50] [--routes 100] [--memory-routes 1000] [--window 3600]
@@ -26,6 +28,7 @@ Processes, temporary directories and CPU pinning work as in benchmarks/proxy.py,
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import signal
@@ -38,8 +41,11 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from control.metrics.aggregator import Aggregator
+from control.metrics.aggregator import DEFAULT_WINDOW, Aggregator
 from gateway import empty_stats
+from gateway.config.load import from_dict
+from gateway.runtime import snapshot as snapshots
+from gateway.runtime.runtime import Runtime
 from proxy import (BenchmarkError, Pinning, Processes, Terminated, WrkResult, backend_config, free_port,
                    integer_at_least, parse_wrk_output, require_program, start_benchmark, start_nginx, vamp_command,
                    wait_until_serving, WRK_GRACE)
@@ -220,6 +226,40 @@ def feed(aggregator: Aggregator, snapshot: dict, ticks: int) -> float:
     return cpu
 
 
+@dataclass
+class Idle:
+    routes: int
+    snapshot_ms: float          # reading the gateway's counters, per second
+    aggregation_ms: float       # recording them, per second
+
+
+async def _measure_idle(routes: int, seconds: int) -> Idle:
+    runtime = Runtime(asyncio.get_running_loop())
+
+    async def no_listeners(_table: object) -> None:
+        pass
+    runtime._open_listeners = no_listeners  # type: ignore[method-assign]
+    await runtime.apply(from_dict({"gateways": {IDLE: idle_gateway(19999, routes, 20000)}}))
+    aggregator = Aggregator([], window=DEFAULT_WINDOW)
+    taking = recording = 0.0
+    for second in range(seconds + 1):
+        started = time.process_time()
+        snapshot = snapshots.take(runtime)
+        taken = time.process_time()
+        aggregator.ingest([snapshot], 1_000_000 + second)
+        if second:
+            taking += taken - started
+            recording += time.process_time() - taken
+    await runtime.close()
+    return Idle(routes, round(taking / seconds * 1000, 2), round(recording / seconds * 1000, 2))
+
+
+def measure_idle(routes: int, seconds: int = CPU_TICKS) -> Idle:
+    """What the aggregation costs `vamp run`'s event loop every second for `routes` routes that receive
+    nothing: taking the gateway's snapshot (a real runtime's, without listeners) and recording it."""
+    return asyncio.run(_measure_idle(routes, seconds))
+
+
 def measure_memory(routes: int, window: int, ticks: int, gateway_per_route: bool) -> Memory:
     """The CPU time per second of samples (without tracemalloc, which slows everything down: over at most
     CPU_TICKS seconds), then the memory held after `ticks` seconds (with it)."""
@@ -319,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
                            f"{memory.bytes / 1e6:.1f} MB", f"{memory.bytes_per_route / 1e3:.1f} KB",
                            f"{memory.cpu_ms_per_tick:.2f} ms")]))
             figures["memory"] = asdict(memory)
+            idle = measure_idle(args.memory_routes)
+            total = idle.snapshot_ms + idle.aggregation_ms
+            print(f"\nidle: {idle.routes} routes that receive nothing cost the platform {idle.snapshot_ms:.2f} ms "
+                  f"(the gateway's snapshot) + {idle.aggregation_ms:.2f} ms (the aggregation) of CPU a second: "
+                  f"{total / 10:.2f}% of a core")
+            figures["idle"] = asdict(idle)
     except (KeyboardInterrupt, Terminated) as interruption:
         print("interrupted; every process started was stopped", file=sys.stderr)
         return 130 if isinstance(interruption, KeyboardInterrupt) else 128 + signal.SIGTERM
