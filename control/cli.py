@@ -267,11 +267,14 @@ def apply_documents(args: argparse.Namespace, client: AdminClient) -> None:
 
 
 def _metrics_window(text: str) -> float:
-    """`--metrics-window`: a duration (0: off)."""
+    """`--metrics-window`: a duration of at least 1 s, or 0 (off)."""
     try:
-        return parse_duration(text, allow_zero=True)
+        seconds = parse_duration(text, allow_zero=True)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if 0 < seconds < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1s (or 0: no aggregation), got {text!r}")
+    return seconds
 
 
 def _run(args: argparse.Namespace) -> int:

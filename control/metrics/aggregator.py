@@ -247,7 +247,7 @@ class Aggregator:
         now, since = self._now, self._since
         if now is None or since is None:
             return _summary(Totals(), 0.0, 0)
-        asked = min(max(1, math.ceil(window)), self.window)
+        asked = min(math.ceil(window), self.window) if window >= 1 else 1          # (NaN too: 1 s)
         start = max(window_start(now, asked), since)
         totals = Totals()
         in_flight = 0

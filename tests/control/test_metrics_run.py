@@ -1,7 +1,7 @@
 """The metrics API of a real `vamp run` under a known load: the sava demo deployed with two instances behind its
 external gateway, a client sends a known number of requests and counts what it got (each answer names its
 instance), and the API's counts equal the client's, per gateway, route, cluster port, service and instance;
-health is the share of non-5xx answers."""
+health is the share of non-5xx answers. `--metrics-window 0` turns the aggregation off."""
 from __future__ import annotations
 
 import re
@@ -11,8 +11,8 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.support import HttpClient, free_port
-from tests.support.platform import PlatformProcess, wait_for
+from tests.support import HttpClient, free_port, run_cli
+from tests.support.platform import VAMP, PlatformProcess, wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 GETS, POSTS = 240, 20            # sava answers GET 200 and POST 405
@@ -86,3 +86,19 @@ def test_the_metrics_api_counts_what_the_client_sent_and_got_at_every_level(plat
     table = platform.vamp("metrics", external, "--api", platform.api_url, "--window", WINDOW).splitlines()
     figures = dict(re.fullmatch(r"(\S.*?)\s{2,}(\S.*)", line).groups() for line in table[2:])
     assert (figures["requests"], figures["4xx responses"], figures["health"]) == (str(sent), str(POSTS), "100.00%")
+
+
+def test_with_metrics_window_0_there_is_no_aggregation_and_the_metrics_paths_say_so(procs, tmp_path):
+    process = PlatformProcess(tmp_path / "state", tmp_path, extra_args=("--metrics-window", "0"))
+    procs.started.append(process)
+    process.start()
+    status, answer = process.api("GET", "/api/v1/health/gateways/anything")
+    assert status == 503 and "--metrics-window 0" in answer["error"]
+
+
+@pytest.mark.parametrize("window, mentions", [("500ms", "at least 1s"), ("soon", "expected a duration")])
+def test_a_bad_metrics_window_exits_2_and_starts_nothing(tmp_path, window, mentions):
+    result = run_cli(["run", "--state-dir", str(tmp_path / "state"), "--api", f"127.0.0.1:{free_port()}",
+                      "--metrics-window", window], executable=VAMP)
+    assert result.returncode == 2 and mentions in result.stderr
+    assert not (tmp_path / "state").exists()
