@@ -11,9 +11,8 @@
 `?window=60s` (default 60 s; `30s`, `5m`, `1h`, at most the aggregation's window). Metrics (`METRICS`): `all`
 answers the whole summary. Health is the share of non-5xx responses, 0–1, `null` without requests.
 
-Gateway and route names contain '/' (`sava/sava/webport`): the path is read against the names that exist (a
-gateway or route is known once the aggregation has seen it served, or while it has data in the window), and
-names may also be sent %2F-encoded. Deployments, clusters, ports, services and instances are the engine's;
+Gateway and route names contain '/' (`sava/sava/webport`): the path is read against the names that exist (those
+configured, and those with data in the window), and names may also be sent %2F-encoded. Deployments, clusters, ports, services and instances are the engine's;
 an instance is its orchestrator id (`sava/sava/sava:1.0.0#0`, `#` sent as %23) or its number (`0`).
 Unknown names answer 404; with the aggregation off (`vamp run --metrics-window 0`), 503.
 """
@@ -74,12 +73,17 @@ class Measured(MetricsReader, Protocol):
 
 
 class Platform(Protocol):
-    """What the API reads of the engine (control.engine.Engine): the deployments and their instances."""
+    """What the API reads of the engine (control.engine.Engine): the gateways, the deployments and their
+    instances."""
 
     running: Mapping[str, Deployment]
 
     @property
     def orchestrator(self) -> Any: ...          # `instances(service_id)` (control.orchestrator.base)
+
+    def gateway(self, name: str) -> dict[str, Any] | None:
+        """The gateway's document (its `routes` by name), None when there is no such gateway."""
+        ...
 
 
 def add_routes(router: web.UrlDispatcher, metrics: Measured | None, engine: Platform) -> None:
@@ -159,22 +163,29 @@ class MetricsApi:
 
     # -- gateway paths ---------------------------------------------------------------------------------
     def _gateway_scope(self, request: web.Request) -> Scope:
-        """The gateway (and route) the path names, read against the names measured."""
-        reader = self._reader()
+        """The gateway (and route) the path names, read against the names that exist."""
         gateway, route = request.match_info["gateway"], request.match_info.get("route")
         if route is None:
-            if reader.knows(Scope(gateway)):
+            if self._exists(Scope(gateway)):
                 return Scope(gateway)
-            raise NotFound(f"no gateway {gateway!r} is measured")
+            raise NotFound(f"no gateway {gateway!r}")
         whole = f"{gateway}/routes/{route}"
         for gateway_name, route_name in _splits(whole, ("routes",)):
-            if reader.knows(Scope(gateway_name, route_name)):
+            if self._exists(Scope(gateway_name, route_name)):
                 return Scope(gateway_name, route_name)
-        if reader.knows(Scope(whole)):
+        if self._exists(Scope(whole)):
             return Scope(whole)          # a gateway whose name holds '/routes/'
-        if reader.knows(Scope(gateway)):
+        if self._exists(Scope(gateway)):
             raise NotFound(f"no route {route!r} in gateway {gateway!r}")
-        raise NotFound(f"no gateway {gateway!r} is measured")
+        raise NotFound(f"no gateway {gateway!r}")
+
+    def _exists(self, scope: Scope) -> bool:
+        """Measured (served at the last sample, or with data in the window), or configured (it may not have
+        been sampled yet)."""
+        if self._reader().knows(scope):
+            return True
+        document = self.engine.gateway(scope.gateway)
+        return document is not None and (scope.route is None or scope.route in (document.get("routes") or {}))
 
     # -- deployment paths ------------------------------------------------------------------------------
     def _deployment_scope(self, request: web.Request) -> Scope:

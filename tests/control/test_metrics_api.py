@@ -93,6 +93,13 @@ async def test_a_gateway_and_its_route_by_name_with_slashes_or_encoded(api):
     assert (await get(api, "/api/v1/metrics/gateways/a/routes/b/routes/r/requests"))["scope"]["route"] == "r"
 
 
+async def test_a_gateway_configured_but_not_sampled_yet_is_known_with_no_requests(api, tmp_path):
+    assert (await api.put("/api/v1/gateways/new/one", json={"port": 9999, "routes": {"r": {}}})).status == 202
+    answer = await get(api, "/api/v1/metrics/gateways/new/one/routes/r/all")
+    assert (answer["value"]["requests"], answer["value"]["health"]) == (0, None)
+    await get(api, "/api/v1/metrics/gateways/new/one/routes/nothing/rate", 404)
+
+
 async def test_every_metric_by_name(api):
     base = "/api/v1/metrics/gateways/shop/web/http/routes/shop/web/web:1/http"
     summary = (await get(api, f"{base}/all"))["value"]
