@@ -12,8 +12,9 @@
 answers the whole summary. Health is the share of non-5xx responses, 0–1, `null` without requests.
 
 Gateway and route names contain '/' (`sava/sava/webport`): the path is read against the names that exist (those
-configured, and those with data in the window), and names may also be sent %2F-encoded. Deployments, clusters, ports, services and instances are the engine's;
-an instance is its orchestrator id (`sava/sava/sava:1.0.0#0`, `#` sent as %23) or its number (`0`).
+configured, and those with data in the window), and names may also be sent %2F-encoded. Deployments, clusters,
+ports, services and instances are the engine's; an instance is its orchestrator id (`sava/sava/sava:1.0.0#0`,
+`#` sent as %23) or its number (`0`).
 Unknown names answer 404; with the aggregation off (`vamp run --metrics-window 0`), 503.
 """
 from __future__ import annotations
