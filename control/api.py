@@ -22,6 +22,8 @@
     GET    /events/stream                the same filters as Server-Sent Events, live; resumes after
                                          `Last-Event-ID` (docs/events.md)                        200
     POST   /events                       record {tags, value, type, timestamp}               201
+    GET    /metrics/… · /health/…        a gateway's, route's, cluster port's, service's or instance's figures
+           over ?window= (control.metrics.api), from the platform's aggregation       200 · 400 · 404 · 503
     GET    /info · /health · /openapi.json
 
 Conventions are the gateway admin API's (gateway.common.httpapi): JSON by default, YAML both ways, nested at most 64
@@ -67,6 +69,7 @@ from control.dsl.model import Artifact, Blueprint, Reference, Scale
 from control.engine import Engine
 from control.events.log import EventLog
 from control.events.model import Event, EventFilter
+from control.metrics.api import Measured, add_routes as add_metrics_routes
 from control.openapi import OPENAPI
 from control.store import STATIC_KINDS, Store
 from control.workflows import api as workflow_api
@@ -94,9 +97,11 @@ except metadata.PackageNotFoundError:      # run from a source tree that is not 
 
 
 def create_app(store: Store, engine: Engine, token: str | None = None, *, public_metrics: bool = False,
-               events: EventLog | None = None, workflows: WorkflowRunner | None = None) -> web.Application:
+               events: EventLog | None = None, workflows: WorkflowRunner | None = None,
+               metrics: Measured | None = None) -> web.Application:
     """`events`: the platform's event log (the engine publishes to the same one); without one, a log of its
-    own over `store`. `workflows`: the platform's workflow runner, told of every workflow written."""
+    own over `store`. `workflows`: the platform's workflow runner, told of every workflow written. `metrics`:
+    the platform's aggregation, which the metrics and health paths read (None: it is off)."""
     api = ControlApi(store, engine, events or EventLog(store), workflows)
     app = web.Application(middlewares=[api_middleware(token, public_metrics=public_metrics), _domain_errors])
     kind = "{kind:" + "|".join(STATIC_KINDS) + "}"
@@ -124,6 +129,7 @@ def create_app(store: Store, engine: Engine, token: str | None = None, *, public
     app.router.add_get("/api/v1/openapi.json", api.openapi)
     if workflows is not None:
         workflow_api.add_routes(app.router, workflows)
+    add_metrics_routes(app.router, metrics, engine)       # /api/v1/metrics/…, /api/v1/health/… (control.metrics.api)
     return app
 
 

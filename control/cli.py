@@ -10,6 +10,8 @@ load tester's (`loadtest.cli.register`). `vamp = control.cli:main`; `python -m c
     vamp scale DEPLOYMENT/CLUSTER/SERVICE N             set a service's number of instances, wait until it serves
     vamp events [--tag T …] [--since TIME] [--follow]   the platform's events, and live ones (control.events.cli)
     vamp workflows list|status|suspend|resume|restart|promote|abort [NAME]   (control/workflows/cli.py)
+    vamp metrics SCOPE [--window 5m]                    what a gateway, route, cluster port, service or instance
+                                                        received (SCOPE: a path of /api/v1/metrics, e.g. gateways/G)
     vamp loadtest URL [options]                         load-test a canary split (loadtest)
 
 `vamp apply -f FILE` tells documents apart in one place, `apply_documents`: documents with `kind:` go to the
@@ -38,6 +40,7 @@ from control.workflows import cli as workflows_cli
 from gateway import AdminClient, api_command as command, apply_gateways_file, register_commands, weights_summary
 from gateway.common.cli import (LIST_QUERY, CommandError, Commands, TokenError, add_server_options, add_token_options,
                                 emit, new_parser, render_table, setup_logging, token_from)
+from gateway.common.units import parse_duration
 from loadtest import cli as loadtest_cli
 
 API = "/api/v1"
@@ -80,6 +83,9 @@ def register(commands: Commands) -> None:
                      help="address external gateways listen on (default %(default)s)")
     run.add_argument("--grace", type=float, default=10.0, help="seconds requests get to finish on stop")
     events_cli.add_retention_options(run)
+    run.add_argument("--metrics-window", type=_metrics_window, default="1h", metavar="DURATION",
+                     help="how far back the metrics API can look, e.g. 30m, 2h (default 1h; 0 turns the "
+                          "aggregation off)")
     run.set_defaults(func=_run)
 
     deploy = commands.add_parser("deploy", help="deploy a blueprint, or merge it into a running deployment")
@@ -111,6 +117,13 @@ def register(commands: Commands) -> None:
     scale.set_defaults(func=command(_scale))
 
     events_cli.register(commands)
+    metrics = commands.add_parser("metrics", help="requests, response times and health of a gateway, route, "
+                                                  "cluster port, service or instance over a window")
+    metrics.add_argument("scope", help="gateways/NAME[/routes/ROUTE], or deployments/D/clusters/C/ports/P"
+                                       "[/services/S[/instances/I]] (as in /api/v1/metrics/…)")
+    metrics.add_argument("--window", default="60s", help="how far back, e.g. 30s, 5m, 1h (default %(default)s)")
+    _api_options(metrics)
+    metrics.set_defaults(func=command(_metrics))
 
 
 def _api_options(parser: argparse.ArgumentParser) -> None:
@@ -219,6 +232,32 @@ def _scale(args: argparse.Namespace, client: AdminClient) -> None:
     emit(args, answer.data, lambda: f"{args.service} scaled to {args.instances} instance(s)")
 
 
+def _metrics(args: argparse.Namespace, client: AdminClient) -> None:
+    """`vamp metrics SCOPE`: the summary the API's `all` metric gives, as a table of figures."""
+    scope = args.scope.strip("/")
+    if not scope.startswith(("gateways/", "deployments/")):
+        raise CommandError(f"expected gateways/NAME… or deployments/NAME/clusters/…, got {args.scope!r}", 2)
+    path = f"{API}/metrics/{quote(scope, safe='/:')}/all?window={quote(args.window)}"
+    answer = client.request("GET", path).data or {}
+    summary = answer.get("value") or {}
+
+    def shown(value: Any, unit: str = "", digits: int = 1) -> str:
+        if value is None:
+            return "-"
+        return f"{value:,.{digits}f}{unit}" if isinstance(value, float) else f"{value:,}{unit}"
+
+    rows = [["requests", shown(summary.get("requests"))], ["rate", shown(summary.get("rate"), "/s")],
+            *[[f"{cls} responses", shown(count)] for cls, count in (summary.get("classes") or {}).items() if count],
+            ["response time (mean)", shown(summary.get("response_time"), " ms")],
+            *[[name, shown(summary.get(name), " ms")] for name in ("p50", "p95", "p99")],
+            ["errors (5xx)", shown(summary.get("errors"))],
+            ["health", "-" if summary.get("health") is None else f"{summary['health']:.2%}"],
+            ["upstream errors", shown(summary.get("upstream_errors"))],
+            ["in flight", shown(summary.get("in_flight"))]]
+    emit(args, answer, lambda: f"{scope}, over the last {shown(answer.get('window'), 's', 0)}:\n"
+                               + render_table(("METRIC", "VALUE"), rows))
+
+
 def apply_documents(args: argparse.Namespace, client: AdminClient) -> None:
     """`vamp apply -f FILE`: documents that all have `kind:` go to the control plane API (PUT /api/v1); anything
     else is a gateways file, for the gateways API (stdin too: it can be read only once)."""
@@ -233,6 +272,17 @@ def apply_documents(args: argparse.Namespace, client: AdminClient) -> None:
                 print(f"{document.get('kind', 'artifact')} {document.get('name')} applied")
             return
     apply_gateways_file(args, client)
+
+
+def _metrics_window(text: str) -> float:
+    """`--metrics-window`: a duration of at least 1 s, or 0 (off)."""
+    try:
+        seconds = parse_duration(text, allow_zero=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if 0 < seconds < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1s (or 0: no aggregation), got {text!r}")
+    return seconds
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -251,7 +301,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return uvloop.run(serve(Path(args.state_dir), host, port, token, args.bind, args.grace,
                                 public_metrics=args.public_metrics, events_max_count=args.events_max_count,
-                                events_max_age=args.events_max_age))
+                                events_max_age=args.events_max_age, metrics_window=args.metrics_window))
     except KeyboardInterrupt:
         return 0
 

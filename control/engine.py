@@ -281,13 +281,13 @@ class Engine:
         for service in cluster.services:
             if port.name not in {p.name for p in service.breed.ports}:  # type: ignore[union-attr]
                 continue
-            targets = tuple(gw.Target("127.0.0.1", instance.ports[port.name])
+            targets = tuple(instance_target(instance, port.name)
                             for instance in self.orchestrator.instances(service_id(dep.name, cluster.name, service))
                             if instance.state == "ready" and instance.id not in self.leaving
                             and port.name in instance.ports)
-            routes.append(_route(f"{dep.name}/{cluster.name}/{service_name(service)}/{port.name}",
+            routes.append(_route(service_route_name(dep.name, cluster.name, service, port.name),
                                  settings.get(service_name(service)), targets))
-        return gw.Gateway(name=f"{dep.name}/{cluster.name}/{port.name}",
+        return gw.Gateway(name=cluster_gateway_name(dep.name, cluster.name, port.name),
                           port=self.allocations[f"{dep.name}/{cluster.name}/{port.name}"],
                           protocol=port.protocol, sticky=spec.sticky if spec else "none",
                           bind="127.0.0.1", routes=tuple(routes))
@@ -692,6 +692,21 @@ class Engine:
 
 def service_id(deployment: str, cluster: str, service: Service) -> str:
     return f"{deployment}/{cluster}/{service_name(service)}"
+
+
+def cluster_gateway_name(deployment: str, cluster: str, port: str) -> str:
+    """The internal gateway of a cluster's port."""
+    return f"{deployment}/{cluster}/{port}"
+
+
+def service_route_name(deployment: str, cluster: str, service: Service, port: str) -> str:
+    """The route of a service in the internal gateway of its cluster's port."""
+    return f"{deployment}/{cluster}/{service_name(service)}/{port}"
+
+
+def instance_target(instance: Instance, port: str) -> gw.Target:
+    """What an instance is in its service's route on port `port` (the instance has that port)."""
+    return gw.Target("127.0.0.1", instance.ports[port])
 
 
 def _service_tags(identity: str) -> list[str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from control.metrics.api import METRICS
 from control.store import STATIC_KINDS
 
 _JSON_AND_YAML = ("application/json", "application/x-yaml")
@@ -24,7 +25,7 @@ def _answer(description: str, schema: dict[str, Any], headers: dict[str, Any] | 
 def _errors(*statuses: int) -> dict[str, Any]:
     descriptions = {400: "invalid input; nothing changed", 401: "missing or wrong bearer token (when a token is set)",
                     404: "not found", 409: "conflicts with what exists; nothing changed",
-                    415: "unsupported Content-Type"}
+                    415: "unsupported Content-Type", 503: "the metrics aggregation is off (--metrics-window 0)"}
     return {str(status): _answer(descriptions[status], _ref("Error")) for status in statuses}
 
 
@@ -122,6 +123,90 @@ _STREAM_PARAMETERS = [
     _parameter("Last-Event-ID", "header", {"type": "integer", "minimum": 0},
                "resume after this event id: first every kept matching event with a larger id, then live ones"),
 ]
+
+
+# -- metrics and health (control.metrics.api) ------------------------------------------------------------
+def _measured(name: str, description: str) -> dict[str, Any]:
+    return _parameter(name, "path", {"type": "string", "minLength": 1}, description)
+
+
+_MEASURED = {
+    "gateway": _measured("gateway", "the gateway; may contain '/' (e.g. sava/9050, sava/sava/webport), also "
+                                    "%2F-encoded"),
+    "route": _measured("route", "a route of the gateway; may contain '/' (e.g. sava/sava/sava:1.0.0/webport)"),
+    "deployment": _measured("deployment", "the deployment"),
+    "cluster": _measured("cluster", "a cluster of the deployment"),
+    "port": _measured("port", "a port of the cluster (its internal gateway)"),
+    "service": _measured("service", "a service of the cluster (its breed's name, e.g. sava:1.0.0)"),
+    "instance": _measured("instance", "an instance of the service: its id (sava/sava/sava:1.0.0#0, '#' sent as "
+                                      "%23) or its number (0)"),
+    "metric": _parameter("metric", "path", {"type": "string", "enum": list(METRICS)},
+                         "rate (requests/s), requests, response_time (= responseTime, mean ms), p50, p95, p99 (ms), "
+                         "errors (5xx), error_rate, health (share of non-5xx), in_flight, upstream_errors; all: the "
+                         "whole summary"),
+}
+_WINDOW = _parameter("window", "query", {"type": "string", "example": "60s"},
+                     "how far back: 30s, 5m, 1h (default 60s, at most the platform's --metrics-window); past a "
+                     "minute the window starts on a 15 s (past 10 minutes: 2 min) boundary, and the answer's "
+                     "`window` says what it covers")
+
+
+def _measurement(summary: str, schema: str, *names: str) -> dict[str, Any]:
+    return {"parameters": [_MEASURED[name] for name in names],
+            "get": {"summary": summary, "parameters": [_WINDOW],
+                    "responses": {"200": _answer(summary, _ref(schema)), **_errors(400, 404, 503)}}}
+
+
+_CLUSTER_PORT = "/deployments/{deployment}/clusters/{cluster}/ports/{port}"
+_MEASUREMENTS = {
+    "/api/v1/metrics/gateways/{gateway}/{metric}": _measurement(
+        "a metric of a gateway", "Metric", "gateway", "metric"),
+    "/api/v1/metrics/gateways/{gateway}/routes/{route}/{metric}": _measurement(
+        "a metric of a route of a gateway", "Metric", "gateway", "route", "metric"),
+    f"/api/v1/metrics{_CLUSTER_PORT}/{{metric}}": _measurement(
+        "a metric of a cluster port (its internal gateway)", "Metric", "deployment", "cluster", "port", "metric"),
+    f"/api/v1/metrics{_CLUSTER_PORT}/services/{{service}}/{{metric}}": _measurement(
+        "a metric of a service on a cluster port (its route)", "Metric", "deployment", "cluster", "port",
+        "service", "metric"),
+    f"/api/v1/metrics{_CLUSTER_PORT}/services/{{service}}/instances/{{instance}}/{{metric}}": _measurement(
+        "a metric of an instance on a cluster port (its target)", "Metric", "deployment", "cluster", "port",
+        "service", "instance", "metric"),
+    "/api/v1/health/gateways/{gateway}": _measurement("the health of a gateway", "HealthShare", "gateway"),
+    "/api/v1/health/gateways/{gateway}/routes/{route}": _measurement(
+        "the health of a route of a gateway", "HealthShare", "gateway", "route"),
+    "/api/v1/health/deployments/{deployment}": _measurement(
+        "the health of a deployment (all its clusters' ports)", "HealthShare", "deployment"),
+    "/api/v1/health/deployments/{deployment}/clusters/{cluster}": _measurement(
+        "the health of a cluster (all its ports)", "HealthShare", "deployment", "cluster"),
+    "/api/v1/health/deployments/{deployment}/clusters/{cluster}/services/{service}": _measurement(
+        "the health of a service (its routes on every port)", "HealthShare", "deployment", "cluster", "service"),
+    "/api/v1/health/deployments/{deployment}/clusters/{cluster}/services/{service}/instances/{instance}":
+        _measurement("the health of an instance (its targets on every port)", "HealthShare", "deployment", "cluster",
+                     "service", "instance"),
+}
+_NUMBER_OR_NULL = {"type": "number", "nullable": True}
+_MEASUREMENT_SCHEMAS = {
+    "Metric": {"type": "object", "required": ["metric", "value", "window", "scope"], "properties": {
+        "metric": {"type": "string"},
+        "value": {"description": "a number; null when it needs requests and there were none (response_time, "
+                                 "p50, p95, p99, error_rate, health); for `all`, a Summary"},
+        "window": {"type": "number", "minimum": 0, "description": "the seconds covered (less than asked while "
+                                                                   "the platform has not run that long)"},
+        "scope": {"type": "object", "required": ["gateway", "route", "target"], "properties": {
+            "gateway": {"type": "string"}, "route": {"type": "string", "nullable": True},
+            "target": {"type": "string", "nullable": True, "description": "an instance's address"}}}}},
+    "Summary": {"type": "object", "properties": {
+        "window": {"type": "number"}, "requests": {"type": "integer", "minimum": 0}, "rate": {"type": "number"},
+        "response_time": _NUMBER_OR_NULL, "p50": _NUMBER_OR_NULL, "p95": _NUMBER_OR_NULL, "p99": _NUMBER_OR_NULL,
+        "classes": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "errors": {"type": "integer"}, "error_rate": _NUMBER_OR_NULL, "health": _NUMBER_OR_NULL,
+        "upstream_errors": {"type": "integer"}, "in_flight": {"type": "integer"}}},
+    "HealthShare": {"type": "object", "required": ["value", "window", "requests", "errors"], "properties": {
+        "value": {"type": "number", "minimum": 0, "maximum": 1, "nullable": True,
+                  "description": "the share of non-5xx responses; null without requests (no data is no health)"},
+        "window": {"type": "number", "minimum": 0}, "requests": {"type": "integer", "minimum": 0},
+        "errors": {"type": "integer", "minimum": 0, "description": "5xx responses"}}},
+}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -223,6 +308,7 @@ OPENAPI: dict[str, Any] = {
                                          "responses": {"200": {"description": "OpenAPI 3.0",
                                                                "content": {"application/json": {"schema": {
                                                                    "type": "object"}}}}}}},
+        **_MEASUREMENTS,
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -297,6 +383,7 @@ OPENAPI: dict[str, Any] = {
                                     "running_since": {"type": "string", "format": "date-time"},
                                     "uptime": {"type": "number", "description": "seconds"}}},
             "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+            **_MEASUREMENT_SCHEMAS,
         },
     },
 }

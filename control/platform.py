@@ -5,9 +5,11 @@ On start it first locks the state directory (an flock on `vamp.lock`, which hold
 `vamp run` on the same directory exits 1 at once, starting nothing; the lock goes with the process, however
 it ends. Then it resumes every deployment the store holds: the orchestrator starts their instances again and
 the gateways are rebuilt as they were; once the API answers, every stored workflow starts as it was left
-(control/workflows/runner.py). Stopping (SIGTERM, SIGINT) stops the instances and exits 0; the
-instances never outlive the platform. The event log (control.events.log) prunes by `--events-max-count` and
-`--events-max-age`; stopping ends its streams first, so no client holds the shutdown.
+(control/workflows/runner.py). The metrics aggregation (control.metrics.aggregator) samples the gateway's
+workers every second from the start; the API, the SLA monitor and the workflows read it. Stopping (SIGTERM,
+SIGINT) stops the instances and exits 0; the instances never outlive the platform. The event log
+(control.events.log) prunes by `--events-max-count` and `--events-max-age`; stopping ends its streams first, so
+no client holds the shutdown.
 """
 from __future__ import annotations
 
@@ -24,9 +26,10 @@ from aiohttp import web
 
 from control.engine import Engine
 from control.events.log import DEFAULT_MAX_AGE, DEFAULT_MAX_COUNT, EventLog
+from control.metrics.aggregator import DEFAULT_WINDOW, Aggregator
 from control.metrics.exposition import render_clusters
 from control.orchestrator.local import LocalOrchestrator
-from control.sla import standins
+from control.metrics.model import NoMetrics
 from control.sla.monitor import SlaMonitor, SystemClock
 from control.store import Store
 from control.workflows.runner import WorkflowRunner
@@ -63,7 +66,8 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
 
 async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None, bind: str,
                 grace: float, *, public_metrics: bool = False, events_max_count: int = DEFAULT_MAX_COUNT,
-                events_max_age: float = DEFAULT_MAX_AGE) -> int:
+                events_max_age: float = DEFAULT_MAX_AGE, metrics_window: float = DEFAULT_WINDOW) -> int:
+    """`metrics_window`: seconds of metrics kept (0: no aggregation)."""
     from control.api import create_app
 
     try:
@@ -74,6 +78,10 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
     loop = asyncio.get_running_loop()
     gateways = ConfigManager([LocalWorker(Runtime(loop))], None)
     await gateways.start(gateways.desired)
+    aggregation = Aggregator([worker.snapshot for worker in gateways.workers], window=metrics_window) \
+        if metrics_window else None
+    if aggregation is not None:
+        await aggregation.start()               # the baseline: the gateway has counted nothing yet
     engine_ref: dict[str, Engine] = {}
 
     async def before_stop(instance: Any) -> None:
@@ -89,14 +97,17 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
     except Exception as exc:  # noqa: BLE001 - a start that fails must still stop what it started
         print(f"vamp: cannot resume the deployments in {state_dir}: {exc}", file=sys.stderr)
         await events.close()
+        if aggregation is not None:
+            await aggregation.stop()
         await orchestrator.close()
         await gateways.shutdown(0)
         return 1
 
-    # STAND-IN (control/sla/standins.py) until the metrics aggregator is merged
-    workflows = WorkflowRunner(store, orchestrator, engine, standins.NoMetrics(), events,
+    measured = aggregation if aggregation is not None else NoMetrics()
+    workflows = WorkflowRunner(store, orchestrator, engine, measured, events,
                                api_url=_loopback_url(api_host, api_port), token=token)
-    app = create_app(store, engine, token, public_metrics=public_metrics, events=events, workflows=workflows)
+    app = create_app(store, engine, token, public_metrics=public_metrics, events=events, workflows=workflows,
+                     metrics=aggregation)
     stopping = False
 
     async def metrics(_: web.Request) -> web.Response:
@@ -120,11 +131,10 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         await web.TCPSite(runner, api_host, api_port).start()
     except OSError as exc:
         print(f"vamp: cannot listen on {api_host}:{api_port}: {exc.strerror or exc}", file=sys.stderr)
-        await _stop(engine, orchestrator, gateways, runner, 0, events)
+        await _stop(engine, orchestrator, gateways, runner, 0, events, aggregation)
         return 1
     await workflows.start()                     # once the API answers: scripts may call it at once
-    # STAND-IN (control/sla/standins.py) until the metrics aggregator is merged
-    sla = SlaMonitor(engine, standins.NoMetrics(), events, SystemClock())
+    sla = SlaMonitor(engine, measured, events, SystemClock())
     sla_task = loop.create_task(sla.run(), name="vamp SLA monitor")
     print(f"Vamp is running (state in {state_dir}):\n"
           f"  API       http://{api_host}:{api_port}/api/v1\n"
@@ -140,7 +150,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
     await asyncio.wait({sla_task})
     log.info("stopping: workflows, instances, then the gateway (grace %.0fs)", grace)
     await workflows.close()
-    await _stop(engine, orchestrator, gateways, runner, grace, events)
+    await _stop(engine, orchestrator, gateways, runner, grace, events, aggregation)
     lock.close()                                # the instances are gone: the directory is free again
     return 0
 
@@ -155,8 +165,10 @@ def _loopback_url(host: str, port: int) -> str:
 
 
 async def _stop(engine: Engine, orchestrator: LocalOrchestrator, gateways: ConfigManager, runner: web.AppRunner,
-                grace: float, events: EventLog) -> None:
+                grace: float, events: EventLog, aggregation: Aggregator | None) -> None:
     await events.close()            # the event streams end now: the API's shutdown waits for none of them
+    if aggregation is not None:
+        await aggregation.stop()
     await engine.close()
     await orchestrator.close()
     await gateways.shutdown(grace)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from gateway.admin.client import AdminClient, apply as apply_gateways_file, command as api_command, weights_summary
     from gateway.admin.gateways import GatewayApi
     from gateway.cli import register as register_commands
+    from gateway.proxy.stats import BUCKETS as LATENCY_BUCKETS
     from gateway.routing.geo import TrustedProxies
     from gateway.routing.lookups import ClientLookups
     from gateway.routing.table import RouteTable
@@ -56,6 +57,7 @@ _LATER = {
     "RouteTable": ("gateway.routing.table", "RouteTable"),
     "UserAgentParser": ("gateway.routing.useragent", "UserAgentParser"),
     "ConfigManager": ("gateway.runtime.manager", "ConfigManager"),
+    "LATENCY_BUCKETS": ("gateway.proxy.stats", "BUCKETS"),
     "BUCKET_LABELS": ("gateway.runtime.metrics", "BUCKET_LABELS"),
     "CLASS_LABELS": ("gateway.runtime.metrics", "CLASS_LABELS"),
     "render_metrics": ("gateway.runtime.metrics", "render"),
@@ -79,7 +81,7 @@ __all__ = [
     "ClientLookups", "TrustedProxies", "UserAgentParser", "RouteTable",
     # the running gateway, its changes, its numbers
     "Runtime", "LocalWorker", "ConfigManager",
-    "merge_snapshots", "empty_stats", "render_metrics", "BUCKET_LABELS", "CLASS_LABELS",
+    "merge_snapshots", "empty_stats", "render_metrics", "BUCKET_LABELS", "CLASS_LABELS", "LATENCY_BUCKETS",
     # the admin API, and the gateway API's handlers over any ConfigSource
     "GatewayApi", "build_admin_app", "AdminBindingError", "check_admin_binding", "parse_admin_address",
     # the gateway's commands of `vamp`, and the client of the APIs their commands use (their shared pieces of

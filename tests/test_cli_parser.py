@@ -35,7 +35,8 @@ def test_python_m_gateway_runs_the_gateway_s_commands_as_vamp_does(command):
     assert alone.returncode == vamp.returncode
     if command == ["--help"]:       # vamp lists the control plane's and the load tester's commands too
         assert "{gateway,worker,gateways,apply}" in alone.stdout
-        assert "{gateway,worker,gateways,apply,run,deploy,get,delete,scale,events,workflows,loadtest}" in vamp.stdout
+        assert ("{gateway,worker,gateways,apply,run,deploy,get,delete,scale,events,metrics,workflows,loadtest}"
+                in vamp.stdout)
     elif command == ["no-such-command"]:
         assert alone.stderr.startswith("vamp: ") and vamp.stderr.startswith("vamp: ")
     else:

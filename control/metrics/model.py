@@ -62,3 +62,12 @@ class MetricsReader(Protocol):
     def summary(self, scopes: Sequence[Scope], window: float) -> Summary:
         """The sum of `scopes` over the last `window` seconds. A scope that names nothing known adds nothing."""
         ...
+
+
+class NoMetrics:
+    """A `MetricsReader` for a platform whose aggregation is off (`vamp run --metrics-window 0`): every scope had
+    no requests, so nothing that reads metrics ever acts on them (no data is neither good nor bad)."""
+
+    def summary(self, scopes: Sequence[Scope], window: float) -> Summary:
+        return Summary(window=window, requests=0, classes=(0, 0, 0, 0, 0), upstream_errors=0, in_flight=0,
+                       mean_ms=None, p50_ms=None, p95_ms=None, p99_ms=None)

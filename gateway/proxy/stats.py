@@ -1,8 +1,14 @@
 """Hot-path counters: plain integers and a fixed-bucket latency histogram, per gateway, route and target.
 
-The proxy bumps these with a few integer operations per request; `gateway.runtime.metrics` turns them into Prometheus
-series at scrape time. A `RouteStats` object hangs off each `RouteState` (and so survives route-table rebuilds
-for routes that still exist); a `TargetStats` off each `TargetState`; a `GatewayStats` per gateway name.
+The proxy bumps these with a few integer operations per request; `gateway.runtime.snapshot` reads them as plain
+data and `gateway.runtime.metrics` turns that into Prometheus series at scrape time.
+
+A finished exchange is counted once, on the target that answered it (`TargetStats`, hanging off each
+`TargetState`). A route's own figures are the sum of its targets' plus its `remainder` (`RouteState.remainder`,
+also a `TargetStats`): what the route counted without a target now in it, i.e. the counts of targets that
+left the route (folded in by `fold_into`, so a route's counters never go backwards) and any exchange that
+finished without a target. Both survive route-table rebuilds for routes and targets that still exist. A
+`GatewayStats` per gateway name counts its open connections and the requests no route took.
 """
 from __future__ import annotations
 
@@ -15,8 +21,8 @@ UPSTREAM_ERROR_KINDS = ("connect", "timeout", "reset")
 
 
 class RouteStats:
-    """Requests by status class, a latency histogram and upstream errors of one route (or of a gateway's
-    requests that never reached a route: 404, 503 with no route)."""
+    """Requests by status class, a latency histogram and upstream errors (of a target, of a route's remainder,
+    or of a gateway's requests that never reached a route: 404, 503 with no route)."""
     __slots__ = ("by_class", "by_code", "buckets", "duration_sum", "count", "upstream_errors")
 
     def __init__(self) -> None:
@@ -35,13 +41,36 @@ class RouteStats:
         self.duration_sum += seconds
         self.count += 1
 
+    def add(self, other: RouteStats) -> None:
+        """Add `other`'s counts to these (off the hot path: when a target leaves its route)."""
+        for index, count in enumerate(other.by_class):
+            self.by_class[index] += count
+        for code, count in other.by_code.items():
+            self.by_code[code] = self.by_code.get(code, 0) + count
+        for index, count in enumerate(other.buckets):
+            self.buckets[index] += count
+        self.duration_sum += other.duration_sum
+        self.count += other.count
+        for kind, count in other.upstream_errors.items():
+            self.upstream_errors[kind] = self.upstream_errors.get(kind, 0) + count
 
-class TargetStats:
+
+class TargetStats(RouteStats):
+    """The full figures of one target of one route, plus the requests sent to it (each attempt, a replay too)
+    and its failed connections."""
     __slots__ = ("requests", "failures")
 
     def __init__(self) -> None:
+        super().__init__()
         self.requests = 0
         self.failures = 0
+
+    def fold_into(self, remainder: TargetStats) -> None:
+        """This target left its route: its counts join the route's `remainder`, which from now on also counts
+        what is still under way on it (the caller points the target at `remainder`)."""
+        remainder.add(self)
+        remainder.requests += self.requests
+        remainder.failures += self.failures
 
 
 class GatewayStats:

@@ -112,10 +112,10 @@ async def _connect(ex: "RoutedExchange", target: "TargetState") -> None:
         timed_out = isinstance(exc, asyncio.TimeoutError)
         now = time.monotonic()
         target.mark_failed(now)
-        if target.stats is not None:
-            target.stats.failures += 1
-        if ex.route is not None and ex.route.stats is not None:
-            ex.route.stats.upstream_errors["timeout" if timed_out else "connect"] += 1
+        stats = target.stats
+        if stats is not None:
+            stats.failures += 1
+            stats.upstream_errors["timeout" if timed_out else "connect"] += 1
         log_connect_failure(target, ex, f"timed out after {timeout:g}s" if timed_out else _reason(exc), now)
         if ex.state != ROUTED:
             return                                   # the client went away meanwhile
@@ -425,8 +425,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.release(self)
         else:
             self.close()
-        # a served table's routes all have stats (Runtime.apply gives them before the table is swapped in)
-        ex.route.stats.record(ex.status, time.monotonic() - ex.started)  # type: ignore[union-attr]
+        # a served table's targets all have stats (Runtime.apply gives them before the table is swapped in)
+        ex.target.stats.record(ex.status, time.monotonic() - ex.started)  # type: ignore[union-attr]
         ex.client.finish(ex, close=self.close_client)
 
     def _become_tunnel(self, ex: "RoutedExchange") -> None:
@@ -561,5 +561,7 @@ class _OutOfStep(Exception):
 
 
 def _count_error(ex: "Exchange", kind: str) -> None:
-    if ex.route is not None and ex.route.stats is not None:
-        ex.route.stats.upstream_errors[kind] += 1
+    """An upstream error of the exchange's target (a started exchange always has one)."""
+    target = ex.target
+    if target is not None and target.stats is not None:
+        target.stats.upstream_errors[kind] += 1

@@ -43,8 +43,9 @@ Routing semantics (docs/gateway-config.md, "Routing"), made exact:
    (route mode) gets its non-draining targets first, else its draining ones. Once its drain is over
    (`drained`, gateway.runtime.drain) nothing reaches it: a cookie naming it is treated as no cookie.
 6. `RouteTable(new, previous=old)` reuses old `TargetState` objects (same gateway, route and address) and
-   `RouteState.stats`, so back-off, upstream pools and counters carry over; round-robin and strength
-   state start afresh.
+   `RouteState.remainder`, so back-off, upstream pools and counters carry over; round-robin and strength
+   state start afresh. (A target that leaves its route has its counters folded into the route's remainder by
+   the runtime: gateway.proxy.stats.)
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ from gateway.routing.request import RequestView
 from gateway.routing.sticky import StickyCookie, StickyLookup, short_id
 
 if TYPE_CHECKING:
-    from gateway.proxy.stats import RouteStats, TargetStats
+    from gateway.proxy.stats import TargetStats
     from gateway.proxy.upstream import UpstreamPool
 
 BACKOFF_FIRST = 1.0     # seconds a target is skipped after its first consecutive connect failure
@@ -132,18 +133,20 @@ class RouteState:
     back-off (INFINITY with no target that takes requests).
     """
 
-    __slots__ = ("name", "route", "targets", "condition", "cookie_id", "stats", "last_used", "live",
+    __slots__ = ("name", "route", "targets", "condition", "cookie_id", "remainder", "last_used", "live",
                  "retry_at", "down_until", "pick_target", "pick_for_sticky_client", "_strength",
                  "_strength_credit", "_set_cookie", "_set_cookies")
 
     def __init__(self, route: model.Route, targets: tuple[TargetState, ...], condition: Condition | None,
-                 stats: RouteStats | None, sticky: StickyCookie | None = None, last_used: float = 0.0) -> None:
+                 remainder: TargetStats | None, sticky: StickyCookie | None = None, last_used: float = 0.0
+                 ) -> None:
         self.name = route.name
         self.route = route
         self.targets = targets
         self.condition = condition
         self.cookie_id = short_id(route.name)
-        self.stats = stats
+        # What the route counted besides its targets' own figures (gateway.proxy.stats); set by the runtime.
+        self.remainder = remainder
         self.last_used = last_used    # when a request last went to it (monotonic): a drain waits for sticky clients
         balancer = SmoothWeighted((target, target.weight, target.drain) for target in targets)
         # Smooth weighted round-robin over the available targets (except `exclude`); None if there is none.
@@ -353,7 +356,7 @@ class RouteTable:
     def __init__(self, config: model.Config, previous: RouteTable | None = None) -> None:
         self.config = config
         old_targets: dict[tuple[str, str, str], TargetState] = {}
-        old_route_stats: dict[tuple[str, str], RouteStats | None] = {}
+        old_remainders: dict[tuple[str, str], TargetStats | None] = {}
         old_route_sticky: dict[tuple[str, str], float] = {}
         compiled: dict[str, Condition] = {}
         if previous is not None:
@@ -361,7 +364,7 @@ class RouteTable:
                 old_targets[(old_router.name, old_route.name, target.address)] = target
             for old_router in previous.gateways.values():
                 for old_route in old_router.routes:
-                    old_route_stats[(old_router.name, old_route.name)] = old_route.stats
+                    old_remainders[(old_router.name, old_route.name)] = old_route.remainder
                     old_route_sticky[(old_router.name, old_route.name)] = old_route.last_used
                     # (a route with a compiled condition was written with one)
                     if old_route.condition is not None and old_route.route.condition is not None:
@@ -385,7 +388,7 @@ class RouteTable:
                         self.needs_country |= condition.needs_country
                 targets = self._target_states(gateway.name, route, old_targets)
                 key = (gateway.name, route.name)
-                routes.append(RouteState(route, targets, condition, old_route_stats.get(key), sticky,
+                routes.append(RouteState(route, targets, condition, old_remainders.get(key), sticky,
                                          old_route_sticky.get(key, 0.0)))
             router = GatewayRouter(gateway, tuple(routes), sticky)
             self.gateways[gateway.name] = router

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from gateway.config.model import Config
 from gateway.proxy.client import ClientConnection
-from gateway.proxy.stats import Registry, RouteStats, TargetStats
+from gateway.proxy.stats import Registry, TargetStats
 from gateway.proxy.tunnel import TcpConnection
 from gateway.proxy.upstream import UpstreamConnection
 from gateway.routing.lookups import ClientLookups
@@ -56,8 +56,8 @@ class Runtime:
         table = RouteTable(config, previous=self.table)
         for router in table.gateways.values():
             for route in router.routes:
-                if route.stats is None:
-                    route.stats = RouteStats()
+                if route.remainder is None:
+                    route.remainder = TargetStats()
                 for target in route.targets:
                     if target.stats is None:
                         target.stats = TargetStats()
@@ -71,6 +71,7 @@ class Runtime:
         previous = self.table
         self.lookups = lookups
         self.table = table
+        _fold_departed_targets(previous, table)      # with no await since the swap: snapshots see either table
         self.stats.forget_except(set(table.gateways))
         await self._close_listeners(table)
         self._close_stale_pools(previous, table)
@@ -235,9 +236,11 @@ class Runtime:
 
     # -- accounting ----------------------------------------------------------------------------------
     def record(self, ex: "Exchange", status: int) -> None:
-        route = ex.route
-        if route is not None and route.stats is not None:
-            route.stats.record(status, time.monotonic() - ex.started)
+        """On the exchange's target (a routed exchange has one), else on its route's remainder."""
+        target = ex.target
+        stats = target.stats if target is not None else ex.route.remainder if ex.route is not None else None
+        if stats is not None:
+            stats.record(status, time.monotonic() - ex.started)
 
     def record_unrouted(self, ex: "Exchange", status: int) -> None:
         seconds = time.monotonic() - ex.started
@@ -245,6 +248,20 @@ class Runtime:
             self.stats.gateway(ex.gateway.name).unrouted.record(status, seconds)
         else:
             self.stats.malformed.record(status, seconds)
+
+
+def _fold_departed_targets(previous: RouteTable, table: RouteTable) -> None:
+    """Every target of `previous` that is not in `table` while its route is: its counts join the route's
+    remainder, and what still finishes on it is counted there too, so the route's figures never go back."""
+    kept = {id(target) for _, _, target in table.targets()}
+    remainders = {(router.name, route.name): route.remainder for router in table.gateways.values()
+                  for route in router.routes}
+    for router, route, target in previous.targets():
+        remainder = remainders.get((router.name, route.name))
+        if id(target) in kept or remainder is None or target.stats is None or target.stats is remainder:
+            continue
+        target.stats.fold_into(remainder)
+        target.stats = remainder
 
 
 def _keys(table: RouteTable) -> set[tuple[str, int]]:

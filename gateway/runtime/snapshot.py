@@ -1,16 +1,21 @@
 """Counters and usage of one gateway process as plain data, and their sum across worker processes.
 
-A snapshot is what `/metrics`, the admin API's target states and the drain checks read:
+A snapshot is what `/metrics`, the admin API's target states, the drain checks and the platform's metrics
+aggregation read:
 
-    {"gateways": {GW: {"open_connections": n, "unrouted": STATS,
-                       "routes": {ROUTE: {"stats": STATS, "idle_for": s,
-                                          "targets": {ADDRESS: {"in_flight": n, "requests": n,
+    {"gateways": {GW: {"open_connections": n, "in_flight": n, "unrouted": STATS,
+                       "routes": {ROUTE: {"stats": STATS, "in_flight": n, "idle_for": s,
+                                          "targets": {ADDRESS: {"stats": STATS, "in_flight": n, "requests": n,
                                                                 "failures": n, "down": bool, "idle_for": s}}}}}},
      "malformed": STATS}
     STATS = {"classes": [6 ints], "buckets": [ints], "sum": float, "count": int, "errors": {kind: n}}
 
-`idle_for` is the seconds since the route or target was last picked (infinity when never). Summing takes
-the smallest `idle_for`, and a target is `down` when any worker has it backed off.
+A target's `stats` are the exchanges it answered; a route's are the sum of its targets' and of its remainder
+(gateway.proxy.stats: the counts of targets that left it), so they never go back while the route exists. A
+route's `in_flight` is its targets' sum, a gateway's its routes'. `requests` counts the requests sent to a target
+(each attempt), `failures` its failed connections. `idle_for` is the seconds since the route or target was
+last picked (infinity when never). Summing takes the smallest `idle_for`, and a target is `down` when any
+worker has it backed off.
 """
 from __future__ import annotations
 
@@ -47,18 +52,25 @@ def take(runtime: "Runtime") -> dict[str, Any]:
     for name, router in runtime.table.gateways.items():
         gstats = runtime.stats.gateways.get(name)
         routes = {}
+        gateway_in_flight = 0
         for route in router.routes:
-            routes[route.name] = {
-                "stats": _stats(route.stats),
-                "idle_for": _idle(route.last_used, now),
-                "targets": {t.address: {"in_flight": t.in_flight,
-                                        "requests": t.stats.requests if t.stats else 0,
-                                        "failures": t.stats.failures if t.stats else 0,
-                                        "down": t.down_until > now,
-                                        "idle_for": _idle(t.last_used, now)}
-                            for t in route.targets},
-            }
+            total = _stats(route.remainder)
+            targets = {}
+            in_flight = 0
+            for t in route.targets:
+                stats = _stats(t.stats)
+                _add_stats(total, stats)
+                in_flight += t.in_flight
+                targets[t.address] = {"stats": stats, "in_flight": t.in_flight,
+                                      "requests": t.stats.requests if t.stats else 0,
+                                      "failures": t.stats.failures if t.stats else 0,
+                                      "down": t.down_until > now,
+                                      "idle_for": _idle(t.last_used, now)}
+            routes[route.name] = {"stats": total, "in_flight": in_flight, "idle_for": _idle(route.last_used, now),
+                                  "targets": targets}
+            gateway_in_flight += in_flight
         gateways[name] = {"open_connections": gstats.open_connections if gstats else 0,
+                          "in_flight": gateway_in_flight,
                           "unrouted": _stats(gstats.unrouted if gstats else None), "routes": routes}
     return {"gateways": gateways, "malformed": _stats(runtime.stats.malformed)}
 
@@ -73,23 +85,30 @@ def _add_stats(into: dict[str, Any], other: dict[str, Any]) -> None:
 
 
 def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
-    """The sum of several processes' snapshots (the first one's structure, extended by the others')."""
+    """The sum of several processes' snapshots (the first one's structure, extended by the others'); one
+    snapshot is its own sum."""
+    if len(snapshots) == 1:
+        return snapshots[0]
     total: dict[str, Any] = {"gateways": {}, "malformed": empty_stats()}
     for snap in snapshots:
         _add_stats(total["malformed"], snap["malformed"])
         for name, gw in snap["gateways"].items():
-            into = total["gateways"].setdefault(name, {"open_connections": 0, "unrouted": empty_stats(),
-                                                       "routes": {}})
+            into = total["gateways"].setdefault(name, {"open_connections": 0, "in_flight": 0,
+                                                       "unrouted": empty_stats(), "routes": {}})
             into["open_connections"] += gw["open_connections"]
+            into["in_flight"] += gw["in_flight"]
             _add_stats(into["unrouted"], gw["unrouted"])
             for rname, route in gw["routes"].items():
-                r_into = into["routes"].setdefault(rname, {"stats": empty_stats(), "idle_for": INFINITY,
-                                                           "targets": {}})
+                r_into = into["routes"].setdefault(rname, {"stats": empty_stats(), "in_flight": 0,
+                                                           "idle_for": INFINITY, "targets": {}})
                 _add_stats(r_into["stats"], route["stats"])
+                r_into["in_flight"] += route["in_flight"]
                 r_into["idle_for"] = min(r_into["idle_for"], route["idle_for"])
                 for address, target in route["targets"].items():
-                    t_into = r_into["targets"].setdefault(address, {"in_flight": 0, "requests": 0, "failures": 0,
+                    t_into = r_into["targets"].setdefault(address, {"stats": empty_stats(), "in_flight": 0,
+                                                                    "requests": 0, "failures": 0,
                                                                     "down": False, "idle_for": INFINITY})
+                    _add_stats(t_into["stats"], target["stats"])
                     for field in ("in_flight", "requests", "failures"):
                         t_into[field] += target[field]
                     t_into["down"] = t_into["down"] or target["down"]

@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from control import dsl
 from control.api import create_app
 from control.dsl.model import Blueprint, Deployment, Scale
+from control.orchestrator.base import Instance
 from control.store import Store
 from gateway.common.errors import Conflict, Invalid, NotFound, RequestError
 from gateway.common.httpapi import TOKEN_REQUIRED
@@ -50,6 +51,16 @@ def long_form(kind: str, document: dict) -> dict:
 
 
 # -- a fake engine -------------------------------------------------------------------------------------
+class FakeOrchestrator:
+    """The instances the metrics paths look up (control.orchestrator.base.Orchestrator.instances)."""
+
+    def __init__(self) -> None:
+        self.running: list[Instance] = []
+
+    def instances(self, service_id: str | None = None) -> list[Instance]:
+        return [i for i in self.running if service_id is None or i.service == service_id]
+
+
 class FakeEngine:
     """control.engine.Engine's interface, in memory: deployments are merged blueprints, gateways the bodies
     given; `calls` records every write as (method, arguments..., validate_only); `failure`, when set, is
@@ -61,6 +72,7 @@ class FakeEngine:
         self.user_gateways: dict[str, dict] = {}
         self.calls: list[tuple] = []
         self.failure: RequestError | None = None
+        self.orchestrator = FakeOrchestrator()
 
     def _write(self, *call: Any) -> None:
         self.calls.append(call)

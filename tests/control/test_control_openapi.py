@@ -27,13 +27,16 @@ from schemathesis.checks import (content_type_conformance, not_a_server_error, r
                                  response_schema_conformance, status_code_conformance)
 
 from control.api import STATIC_KINDS, create_app
+from control.metrics.aggregator import Aggregator
 from control.openapi import OPENAPI
 from control.orchestrator.local import LocalOrchestrator
+from control.orchestrator.base import Instance
 from control.store import Store
 from control.events.log import EventLog
-from control.sla.standins import NoMetrics
+from control.metrics.model import NoMetrics
 from control.workflows.runner import WorkflowRunner
 from tests.control.test_control_api import BREED, FakeEngine
+from tests.support.metrics import FakeGateways
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
@@ -74,17 +77,34 @@ class ServedApp:
         self.loop.close()
 
 
+SAVA_PORT, SAVA_ROUTE, SAVA_TARGET = "sava/sava/webport", "sava/sava/sava:1.0.0/webport", "127.0.0.1:40001"
+
+
+def measured() -> Aggregator:
+    """Metrics of the cluster port sava/sava/webport: a second of traffic to its one instance."""
+    gateways = FakeGateways()
+    aggregator = Aggregator([gateways.source], clock=lambda: 0.0)
+    gateways.add_target(SAVA_PORT, SAVA_ROUTE, SAVA_TARGET)
+    aggregator.ingest([gateways.snapshot()], 1000.0)
+    gateways.answer(SAVA_PORT, SAVA_ROUTE, SAVA_TARGET, times=9)
+    gateways.answer(SAVA_PORT, SAVA_ROUTE, SAVA_TARGET, status=502)
+    aggregator.ingest([gateways.snapshot()], 1001.0)
+    return aggregator
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    """The API's base URL, with a stored breed, a deployment `sava` running it, a gateway `seeded` and a workflow
-    `alive` (a built-in: the runner runs it)."""
+    """The API's base URL, with a stored breed, a deployment `sava` running it (one instance, measured), a
+    gateway `seeded` and a workflow `alive` (a built-in: the runner runs it)."""
     directory = tmp_path_factory.mktemp("control-openapi")
     store = Store(directory / "vamp.db")
     engine = FakeEngine(store)
+    engine.orchestrator.running.append(Instance("sava/sava/sava:1.0.0#0", "sava/sava/sava:1.0.0", "127.0.0.1",
+                                                {"webport": 40001}, "ready", None, 0, 0.0))
     orchestrator = LocalOrchestrator(directory / "logs")
     workflows = WorkflowRunner(store, orchestrator, engine, NoMetrics(), EventLog(store),
                                api_url="http://127.0.0.1:1", token=None)
-    app = create_app(store, engine, workflows=workflows)
+    app = create_app(store, engine, workflows=workflows, metrics=measured())
     served = ServedApp(app)
     base_url = served.start()
     served.run(workflows.start())
@@ -133,6 +153,10 @@ class Row:
 SCALE = "/api/v1/deployments/{deployment}/clusters/{cluster}/services/{service}/scale"
 STATUS = "/api/v1/workflows/{name}/status"
 ALIVE = {"schedule": "daemon", "workflow": "heartbeat", "parameters": {"interval": "1h"}}
+GATEWAY_METRIC = "/api/v1/metrics/gateways/{gateway}/{metric}"
+ROUTE_METRIC = "/api/v1/metrics/gateways/{gateway}/routes/{route}/{metric}"
+PORT_METRIC = "/api/v1/metrics/deployments/{deployment}/clusters/{cluster}/ports/{port}"
+SAVA_CLUSTER = {"deployment": "sava", "cluster": "sava"}
 SAVA_SERVICE = {"deployment": "sava", "cluster": "sava", "service": "sava:1.0.0"}
 ROWS = {
     "list breeds": Row("GET", "/api/v1/breeds", query={"page": 1, "per_page": 10}),
@@ -182,6 +206,28 @@ ROWS = {
                                                 status=400),
     "info": Row("GET", "/api/v1/info"),
     "health": Row("GET", "/api/v1/health"),
+    "gateway metric": Row("GET", GATEWAY_METRIC, {"gateway": SAVA_PORT, "metric": "requests"}),
+    "gateway summary": Row("GET", GATEWAY_METRIC, {"gateway": SAVA_PORT, "metric": "all"}, query={"window": "5m"}),
+    "route metric": Row("GET", ROUTE_METRIC, {"gateway": SAVA_PORT, "route": SAVA_ROUTE, "metric": "p99"}),
+    "unknown gateway metric": Row("GET", GATEWAY_METRIC, {"gateway": "nothing", "metric": "rate"}, status=404),
+    "bad window": Row("GET", GATEWAY_METRIC, {"gateway": SAVA_PORT, "metric": "rate"}, query={"window": "soon"},
+                      status=400),
+    "cluster port metric": Row("GET", PORT_METRIC + "/{metric}", SAVA_CLUSTER | {"port": "webport", "metric": "rate"}),
+    "service metric": Row("GET", PORT_METRIC + "/services/{service}/{metric}",
+                          SAVA_CLUSTER | {"port": "webport", "service": "sava:1.0.0", "metric": "responseTime"}),
+    "instance metric": Row("GET", PORT_METRIC + "/services/{service}/instances/{instance}/{metric}",
+                           SAVA_CLUSTER | {"port": "webport", "service": "sava:1.0.0", "instance": "0",
+                                           "metric": "health"}),
+    "gateway health": Row("GET", "/api/v1/health/gateways/{gateway}", {"gateway": SAVA_PORT}),
+    "route health": Row("GET", "/api/v1/health/gateways/{gateway}/routes/{route}",
+                        {"gateway": SAVA_PORT, "route": SAVA_ROUTE}),
+    "deployment health": Row("GET", "/api/v1/health/deployments/{deployment}", {"deployment": "sava"}),
+    "cluster health": Row("GET", "/api/v1/health/deployments/{deployment}/clusters/{cluster}", SAVA_CLUSTER),
+    "service health": Row("GET", "/api/v1/health/deployments/{deployment}/clusters/{cluster}/services/{service}",
+                          SAVA_CLUSTER | {"service": "sava:1.0.0"}),
+    "missing instance health": Row(
+        "GET", "/api/v1/health/deployments/{deployment}/clusters/{cluster}/services/{service}/instances/{instance}",
+        SAVA_CLUSTER | {"service": "sava:1.0.0", "instance": "7"}, status=404),
 }
 
 

@@ -14,7 +14,7 @@ from control.api import create_app
 from control.orchestrator.local import LocalOrchestrator
 from control.store import Store
 from control.events.log import EventLog
-from control.sla.standins import NoMetrics
+from control.metrics.model import NoMetrics
 from control.workflows.runner import WorkflowRunner
 from tests.control.test_control_api import FakeEngine
 from tests.support.waiting import eventually_async

@@ -11,7 +11,7 @@ import pytest
 from control.dsl.model import Scale
 from control.events.model import Event
 from control.workflows.context import DryContext
-from control.sla.standins import NoMetrics
+from control.metrics.model import NoMetrics
 from control.workflows.platform_context import PlatformContext
 from gateway.common.errors import Invalid, NotFound
 

@@ -3,22 +3,22 @@ on loopback with a token):
 
 - the example script workflow (examples/workflows/shift-weight.yaml), run by the orchestrator as a process that
   calls the API through the client library (control/client.py) with the token it was given. The metrics it
-  judges by are the test's (fake `/api/v1/metrics/…` and `/api/v1/health/…` answers), so each of its verdicts
-  can be brought about: the first step without one, waiting on too few requests, a step on a healthy canary, a
-  rollback on an unhealthy one;
+  judges by come through the real `/api/v1/metrics/…` and `/api/v1/health/…` paths, from figures the test sets
+  in place of the aggregation, so each of its verdicts can be brought about: the first step without one,
+  waiting on too few requests, a step on a healthy canary, a rollback on an unhealthy one;
 - the built-in canary driven through the status API: it sets its first step's weights on the real gateway, and
   a manual `promote` gives the canary 100% and finishes the workflow.
 """
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from control.api import create_app
@@ -26,7 +26,7 @@ from control.engine import Engine
 from control.orchestrator.local import LocalOrchestrator
 from control.store import Store
 from control.events.log import EventLog
-from control.sla.standins import NoMetrics
+from control.metrics.model import NoMetrics, Scope, Summary
 from control.workflows.runner import WorkflowRunner
 from gateway import ConfigManager, LocalWorker, Runtime
 from tests.support import free_port
@@ -36,6 +36,27 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "workflows" / "shift-weight.yaml"
 TOKEN = "example-token"
 WAIT = 20.0             # seconds: a deadline; the script runs every second
+
+
+class ScriptedMeasurements:
+    """The aggregation as the metrics API reads it, reporting for every scope the figures the test sets:
+    `requests` (None: none) and `health` (the share of non-5xx)."""
+    window = 3600
+
+    def __init__(self, figures: dict[str, float | None]) -> None:
+        self.figures = figures
+
+    def knows(self, scope: Scope) -> bool:
+        return True
+
+    def summary(self, scopes: Sequence[Scope], window: float) -> Summary:
+        requests = int(self.figures["requests"] or 0)
+        health = self.figures["health"]
+        errors = round(requests * (1 - health)) if requests and health is not None else 0
+        latency = 10.0 if requests else None
+        return Summary(window=window, requests=requests, classes=(0, requests - errors, 0, 0, errors),
+                       upstream_errors=0, in_flight=0, mean_ms=latency, p50_ms=latency, p95_ms=latency,
+                       p99_ms=latency)
 
 
 class Platform:
@@ -69,17 +90,8 @@ async def platform(tmp_path, monkeypatch):
     await engine.start()
     workflows = WorkflowRunner(store, orchestrator, engine, NoMetrics(), EventLog(store), api_url="",
                                token=TOKEN)
-    app = create_app(store, engine, TOKEN, workflows=workflows)
     figures: dict[str, float | None] = {"requests": None, "health": None}
-
-    async def metric(request: web.Request) -> web.Response:
-        return web.json_response({"value": figures[request.match_info["path"].rsplit("/", 1)[1]]})
-
-    async def health(request: web.Request) -> web.Response:
-        return web.json_response({"value": figures["health"]})
-
-    app.router.add_get("/api/v1/metrics/{path:.+}", metric)
-    app.router.add_get("/api/v1/health/{path:.+}", health)
+    app = create_app(store, engine, TOKEN, workflows=workflows, metrics=ScriptedMeasurements(figures))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     workflows.api_url = str(server.make_url("")).rstrip("/")
@@ -120,7 +132,7 @@ async def test_the_example_shifts_weight_while_the_canary_is_healthy_and_rolls_b
     assert step["value"] == {"weight": 0.0, "to": 25.0}
     # no data: the step waits, saying so
     waiting = await eventually_async(lambda: platform.events("shift:waiting"), WAIT, "a run that waits")
-    assert waiting[0]["value"] == {"weight": 25.0, "requests": None, "health": None, "needs": 100}
+    assert waiting[0]["value"] == {"weight": 25.0, "requests": 0.0, "health": None, "needs": 100}
     assert await platform.weights() == ("75%", "25%")
     # enough requests, all good: the next step
     platform.figures.update(requests=150, health=1.0)

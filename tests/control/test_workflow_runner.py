@@ -22,7 +22,7 @@ from control.store import Store
 from control.workflows.builtins import BUILTINS
 from control.workflows.context import BuiltinWorkflow
 from control.events.log import EventLog
-from control.sla.standins import NoMetrics
+from control.metrics.model import NoMetrics
 from control.workflows.runner import RUNTIME_KIND, WorkflowRunner
 from gateway.common.errors import Conflict, Invalid, NotFound
 from tests.support.clock import VirtualClock

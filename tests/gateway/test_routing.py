@@ -580,7 +580,7 @@ def test_rebuild_carries_runtime_state_over():
     kept, dropped = old_a.targets
     kept.mark_failed(NOW)
     kept.pool, kept.stats, kept.in_flight = object(), object(), 3
-    old_a.stats = object()
+    old_a.remainder = object()
     new = RouteTable(Config(gateways=(Gateway("sava", 9050, routes=(
         route("a", 5000, targets=(target(8081, weight=7, drain=True), target(8090))),
         route("b", 5000, 8083))),)), previous=old)
@@ -589,7 +589,7 @@ def test_rebuild_carries_runtime_state_over():
     assert (kept.failures, kept.down_until, kept.in_flight) == (1, NOW + 1, 3)
     assert (kept.weight, kept.drain, kept.target.weight) == (7, True, 7)
     assert new_a.targets[1] is not dropped and new_a.targets[1].failures == 0
-    assert new_a.stats is old_a.stats and new_b.targets[0] is old_b.targets[0]
+    assert new_a.remainder is old_a.remainder and new_b.targets[0] is old_b.targets[0]
     assert [t.address for _, _, t in new.targets()] == ["127.0.0.1:8081", "127.0.0.1:8090", "127.0.0.1:8083"]
 
 

@@ -21,7 +21,7 @@ import h11
 
 from gateway.config.load import from_dict
 from gateway.proxy.client import ClientConnection
-from gateway.proxy.stats import Registry, RouteStats, TargetStats
+from gateway.proxy.stats import Registry, TargetStats
 from gateway.routing.lookups import ClientLookups
 from gateway.routing.table import RouteTable
 
@@ -246,8 +246,8 @@ class FakeGateway:
     def __init__(self, config: dict, *, trusted: tuple[str, ...] = ()) -> None:
         table = RouteTable(from_dict(config))
         for _, route, target in table.targets():      # the counters the runtime hangs on a new table
-            if route.stats is None:
-                route.stats = RouteStats()
+            if route.remainder is None:
+                route.remainder = TargetStats()
             if target.stats is None:
                 target.stats = TargetStats()
         self._host = _Host(self, table, set(trusted))
