@@ -17,7 +17,7 @@ import gateway
 from gateway import Conflict, ConfigSource, GatewayApi, Invalid, NotFound
 from gateway.common.httpapi import api_middleware
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]      # the repository: `gateway` there is the product, not tests/gateway
 
 
 class MemorySource:
