@@ -86,6 +86,8 @@ def register(commands: Commands) -> None:
     run.add_argument("--metrics-window", type=_metrics_window, default="1h", metavar="DURATION",
                      help="how far back the metrics API can look, e.g. 30m, 2h (default 1h; 0 turns the "
                           "aggregation off)")
+    run.add_argument("--workers", type=_worker_count, default=1, metavar="N",
+                     help="gateway worker processes sharing the gateways' ports (default 1: in this process)")
     run.set_defaults(func=_run)
 
     deploy = commands.add_parser("deploy", help="deploy a blueprint, or merge it into a running deployment")
@@ -285,6 +287,17 @@ def _metrics_window(text: str) -> float:
     return seconds
 
 
+def _worker_count(text: str) -> int:
+    """`--workers`: a whole number of at least 1."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {count}")
+    return count
+
+
 def _run(args: argparse.Namespace) -> int:
     from control.platform import serve
     from gateway import AdminBindingError, check_admin_binding, parse_admin_address
@@ -301,7 +314,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return uvloop.run(serve(Path(args.state_dir), host, port, token, args.bind, args.grace,
                                 public_metrics=args.public_metrics, events_max_count=args.events_max_count,
-                                events_max_age=args.events_max_age, metrics_window=args.metrics_window))
+                                events_max_age=args.events_max_age, metrics_window=args.metrics_window,
+                                workers=args.workers))
     except KeyboardInterrupt:
         return 0
 

@@ -33,7 +33,7 @@ from control.metrics.model import NoMetrics
 from control.sla.monitor import SlaMonitor, SystemClock
 from control.store import Store
 from control.workflows.runner import WorkflowRunner
-from gateway import ConfigManager, LocalWorker, Runtime, render_metrics
+from gateway import ConfigManager, LocalWorker, ProcessWorker, Runtime, Worker, render_metrics
 
 log = logging.getLogger("vamp.platform")
 
@@ -66,8 +66,10 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
 
 async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None, bind: str,
                 grace: float, *, public_metrics: bool = False, events_max_count: int = DEFAULT_MAX_COUNT,
-                events_max_age: float = DEFAULT_MAX_AGE, metrics_window: float = DEFAULT_WINDOW) -> int:
-    """`metrics_window`: seconds of metrics kept (0: no aggregation)."""
+                events_max_age: float = DEFAULT_MAX_AGE, metrics_window: float = DEFAULT_WINDOW,
+                workers: int = 1) -> int:
+    """`metrics_window`: seconds of metrics kept (0: no aggregation). `workers`: the gateway in this process (1),
+    or in that many worker processes sharing its ports, as `vamp gateway --workers N`."""
     from control.api import create_app
 
     try:
@@ -76,7 +78,9 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         print(f"vamp: another vamp run (pid {exc.holder}) is using {state_dir}", file=sys.stderr)
         return 1
     loop = asyncio.get_running_loop()
-    gateways = ConfigManager([LocalWorker(Runtime(loop))], None)
+    gateway_workers: list[Worker] = [LocalWorker(Runtime(loop))] if workers == 1 else [
+        ProcessWorker(index, [], lambda: gateways.effective) for index in range(workers)]
+    gateways = ConfigManager(gateway_workers, None)
     await gateways.start(gateways.desired)
     aggregation = Aggregator([worker.snapshot for worker in gateways.workers], window=metrics_window) \
         if metrics_window else None

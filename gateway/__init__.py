@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from gateway.runtime.metrics import BUCKET_LABELS, CLASS_LABELS, render as render_metrics
     from gateway.runtime.runtime import Runtime
     from gateway.runtime.snapshot import empty_stats, merge as merge_snapshots
-    from gateway.runtime.workers import LocalWorker
+    from gateway.runtime.workers import LocalWorker, ProcessWorker, Worker
 
 # name -> (module, name there): imported on first use (see __getattr__).
 _LATER = {
@@ -65,6 +65,8 @@ _LATER = {
     "empty_stats": ("gateway.runtime.snapshot", "empty_stats"),
     "merge_snapshots": ("gateway.runtime.snapshot", "merge"),
     "LocalWorker": ("gateway.runtime.workers", "LocalWorker"),
+    "ProcessWorker": ("gateway.runtime.workers", "ProcessWorker"),
+    "Worker": ("gateway.runtime.workers", "Worker"),
 }
 
 __all__ = [
@@ -80,7 +82,7 @@ __all__ = [
     "Condition", "ConditionError", "compile_condition", "canonical_condition", "RequestView", "Lookups",
     "ClientLookups", "TrustedProxies", "UserAgentParser", "RouteTable",
     # the running gateway, its changes, its numbers
-    "Runtime", "LocalWorker", "ConfigManager",
+    "Runtime", "LocalWorker", "ProcessWorker", "Worker", "ConfigManager",
     "merge_snapshots", "empty_stats", "render_metrics", "BUCKET_LABELS", "CLASS_LABELS", "LATENCY_BUCKETS",
     # the admin API, and the gateway API's handlers over any ConfigSource
     "GatewayApi", "build_admin_app", "AdminBindingError", "check_admin_binding", "parse_admin_address",

@@ -102,3 +102,33 @@ def test_a_bad_metrics_window_exits_2_and_starts_nothing(tmp_path, window, menti
                       "--metrics-window", window], executable=VAMP)
     assert result.returncode == 2 and mentions in result.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_with_gateway_worker_processes_every_worker_is_counted(procs, tmp_path):
+    """`vamp run --workers 2`: the gateways run in two processes sharing their ports; the aggregation reads both,
+    so the API counts every request whichever worker took its connection."""
+    process = PlatformProcess(tmp_path / "state", tmp_path, extra_args=("--workers", "2"))
+    procs.started.append(process)
+    process.start()
+    gateway_port = free_port()
+    process.vamp("deploy", str(blueprint(tmp_path, gateway_port, 1)), "--name", "sava", "--api", process.api_url,
+                 "--timeout", "60")
+    sent = 0
+    for _ in range(8):             # new connections: the kernel spreads them over both workers' sockets
+        statuses, _ = send(gateway_port)
+        assert statuses == Counter({200: GETS, 405: POSTS})
+        sent += GETS + POSTS
+
+    def requests() -> object:
+        status, answer = process.api("GET", f"/api/v1/metrics/gateways/sava/{gateway_port}/requests?window={WINDOW}")
+        assert status == 200, answer
+        return answer["value"]
+
+    wait_for(lambda: requests() == sent, COUNT_TIMEOUT, f"the API counting {sent} requests over both workers")
+
+
+def test_workers_must_be_at_least_one(tmp_path):
+    done = run_cli(["run", "--state-dir", str(tmp_path / "state"), "--api", f"127.0.0.1:{free_port()}",
+                    "--workers", "0"], executable=VAMP)
+    assert done.returncode == 2 and "--workers" in done.stderr and "at least 1" in done.stderr
+    assert not (tmp_path / "state").exists()
