@@ -7,6 +7,8 @@ its first step, waiting; the metrics API counts what the load tester counted, pe
 """
 from __future__ import annotations
 
+import datetime
+import itertools
 import json
 import signal
 import subprocess
@@ -24,11 +26,12 @@ GATEWAY = "sava/sava/webport"
 BASELINE = "sava/sava/sava:1.0.0/webport"
 CANARY = "sava/sava/sava:1.1.0/webport"
 INTERVAL = 2.0                  # seconds at each canary step
-STEPS = ["10%", "50%", "100%"]
+STEPS = ["20%", "50%", "100%"]     # at RATE, 20% is twice MIN_REQUESTS per interval
 MIN_REQUESTS = 20
 RATE = 100                      # requests per second the load tester sends
 WAIT = 60.0                     # seconds a whole canary run may take on a busy machine
 LOADTEST_SECONDS = 120          # the load tester's bound; the tests stop it with Ctrl-C (SIGINT) before
+RUN_NUMBERS = itertools.count(1)    # numbers the --json files
 
 
 def start_platform(procs, tmp_path: Path) -> PlatformProcess:
@@ -70,6 +73,12 @@ def apply_canary(run: PlatformProcess, tmp_path: Path, **overrides: Any) -> None
     run.vamp("apply", "-f", str(path), "--api", run.api_url)
 
 
+def traffic_flows(run: PlatformProcess) -> bool:
+    """True once the cluster's gateway has answered requests within the last 2 s (the load tester is up)."""
+    status, figure = run.api("GET", f"/api/v1/metrics/gateways/{GATEWAY}/requests?window=2s")
+    return status == 200 and figure["value"] > 0
+
+
 def state(run: PlatformProcess) -> dict:
     return run.api("GET", "/api/v1/workflows/sava-canary")[1]["state"] or {}
 
@@ -84,18 +93,20 @@ def events(run: PlatformProcess, *tags: str) -> list[dict]:
 class Loadtest:
     """`vamp loadtest` as a process, grouping by X-Version; `finish()` sends Ctrl-C and returns its --json."""
 
-    def __init__(self, port: int, workdir: Path) -> None:
-        self.result_path = workdir / f"loadtest-{port}.json"
+    def __init__(self, port: int, workdir: Path, *, requests: int | None = None) -> None:
+        self.result_path = workdir / f"loadtest-{next(RUN_NUMBERS)}.json"
+        self.interrupt = requests is None
+        bound = ["-d", f"{LOADTEST_SECONDS}s"] if requests is None else ["-n", str(requests)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "control", "loadtest", f"http://127.0.0.1:{port}/", "-d",
-             f"{LOADTEST_SECONDS}s", "-r", str(RATE), "-c", "8", "--by", "header:X-Version", "--no-progress",
+            [sys.executable, "-m", "control", "loadtest", f"http://127.0.0.1:{port}/", *bound, "-r", str(RATE),
+             "-c", "8", "--by", "header:X-Version", "--no-progress",
              "--json", str(self.result_path)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def finish(self) -> dict:
-        if self.process.poll() is None:
+        if self.interrupt and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
-        stdout, stderr = self.process.communicate(timeout=30)
+        stdout, stderr = self.process.communicate(timeout=60)
         assert self.result_path.exists(), f"no --json from vamp loadtest: {stderr.strip()} {stdout.strip()}"
         return json.loads(self.result_path.read_text())
 
@@ -103,6 +114,10 @@ class Loadtest:
         if self.process.poll() is None:
             self.process.kill()
             self.process.communicate()
+
+
+def iso_seconds(timestamp: str) -> float:
+    return datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 def groups(result: dict) -> dict[str, dict]:
@@ -114,6 +129,7 @@ def test_a_good_canary_is_promoted_through_every_step_without_a_failed_request(p
     port = deploy_sava(run, tmp_path, "sava-1.1.yaml")
     load = Loadtest(port, tmp_path)
     try:
+        wait_for(lambda: traffic_flows(run), WAIT, "the load tester's requests")
         apply_canary(run, tmp_path)
         wait_for(lambda: state(run).get("phase") == "promoted", WAIT, "the canary promoted")
         result = load.finish()
@@ -131,3 +147,52 @@ def test_a_good_canary_is_promoted_through_every_step_without_a_failed_request(p
     [promoted] = events(run, "canary:promote", "workflows:sava-canary")
     assert promoted["value"]["judgement"]["verdict"] == "pass"
     assert promoted["value"]["judgement"]["requests"] >= MIN_REQUESTS
+
+
+def test_a_canary_failing_a_fifth_of_its_requests_is_rolled_back_within_two_intervals(procs, tmp_path):
+    run = start_platform(procs, tmp_path)
+    port = deploy_sava(run, tmp_path, "sava-1.1-bad.yaml")
+    load = Loadtest(port, tmp_path)
+    try:
+        wait_for(lambda: traffic_flows(run), WAIT, "the load tester's requests")
+        apply_canary(run, tmp_path)
+        wait_for(lambda: state(run).get("phase") == "rolled_back", WAIT, "the canary rolled back")
+        [rollback] = events(run, "canary:rollback", "workflows:sava-canary")
+        [started] = events(run, "canary:progress", "workflows:sava-canary")      # never left its first step
+        routes = run.api("GET", f"/api/v1/gateways/{GATEWAY}")[1]["routes"]
+        before = groups(load.finish())
+        load = Loadtest(port, tmp_path, requests=300)        # a bounded run after the rollback
+        after = groups(load.finish())
+    finally:
+        load.stop()
+
+    judgement = rollback["value"]["judgement"]
+    assert judgement["verdict"] == "fail" and judgement["requests"] >= MIN_REQUESTS
+    assert 0.7 <= judgement["success_rate"] <= 0.9 and judgement["errors"] > 0       # about a fifth failed
+    assert rollback["value"]["failures"] == 2 and rollback["value"]["step"] == 1
+    assert "gateways:" + GATEWAY in rollback["tags"]
+    elapsed = iso_seconds(rollback["timestamp"]) - iso_seconds(started["timestamp"])
+    waited = events(run, "canary:waiting", "workflows:sava-canary")
+    assert elapsed < 2 * INTERVAL + 1.0, f"rolled back {elapsed:.1f}s after the start, having waited {waited}"
+    assert routes[CANARY]["weight"] == "0%" and routes[BASELINE]["weight"] == "100%"
+    assert before["1.1.0"]["errors"] > 0                     # the load tester saw the bad canary's 500s ...
+    assert set(after) == {"1.0.0"} and after["1.0.0"]["errors"] == 0      # ... and none once 1.0 has it all
+
+
+def test_without_traffic_the_canary_waits_at_its_first_step(procs, tmp_path):
+    run = start_platform(procs, tmp_path)
+    deploy_sava(run, tmp_path, "sava-1.1.yaml")
+    apply_canary(run, tmp_path)
+    wait_for(lambda: len(events(run, "canary:waiting", "workflows:sava-canary")) >= 3, WAIT,
+             "three judgements without data")
+    now = state(run)
+    assert now["phase"] == "waiting" and now["step"] == 1
+    assert now["weights"] == {BASELINE: "80%", CANARY: "20%"}
+    assert now["judgement"]["verdict"] == "no_data" and now["judgement"]["requests"] == 0
+    assert now["judgement"]["success_rate"] is None              # unknown, not 100%
+    assert [event["value"]["step"] for event in events(run, "canary:progress", "workflows:sava-canary")] == [1]
+    assert events(run, "canary:promote") == [] and events(run, "canary:rollback") == []
+    waiting = events(run, "canary:waiting", "workflows:sava-canary")
+    assert all(event["value"]["requests"] == 0 for event in waiting)
+    shown = run.vamp_json("workflows", "status", "sava-canary", "--api", run.api_url)
+    assert shown["status"] == "running"
