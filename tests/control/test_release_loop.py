@@ -196,3 +196,28 @@ def test_without_traffic_the_canary_waits_at_its_first_step(procs, tmp_path):
     assert all(event["value"]["requests"] == 0 for event in waiting)
     shown = run.vamp_json("workflows", "status", "sava-canary", "--api", run.api_url)
     assert shown["status"] == "running"
+
+
+def test_the_metrics_api_counts_what_the_load_tester_counted_per_route(procs, tmp_path):
+    run = start_platform(procs, tmp_path)
+    port = deploy_sava(run, tmp_path, "sava-1.1.yaml")
+    run.vamp("gateways", "set-weight", GATEWAY, f"{BASELINE}=70%", f"{CANARY}=30%", "--api", run.api_url)
+    load = Loadtest(port, tmp_path, requests=1000)
+    try:
+        result = load.finish()
+    finally:
+        load.stop()
+    seen = {"1.0.0": groups(result)["1.0.0"]["requests"], "1.1.0": groups(result)["1.1.0"]["requests"]}
+    assert result["totals"]["errors"] == 0 and sum(seen.values()) == 1000
+
+    def counted() -> dict[str, int]:
+        return {version: run.api("GET", f"/api/v1/metrics/gateways/{GATEWAY}/routes/{route}/requests"
+                                        "?window=300s")[1]["value"]
+                for version, route in (("1.0.0", BASELINE), ("1.1.0", CANARY))}
+
+    def within_one_percent() -> bool:
+        return all(abs(counted()[version] - seen[version]) <= 0.01 * seen[version] for version in seen)
+
+    wait_for(within_one_percent, WAIT, f"the metrics API's counts within 1% of {seen}")
+    total = run.api("GET", f"/api/v1/metrics/gateways/{GATEWAY}/requests?window=300s")[1]["value"]
+    assert abs(total - 1000) <= 10
