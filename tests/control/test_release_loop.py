@@ -8,11 +8,14 @@ its first step, waiting; the metrics API counts what the load tester counted, pe
 from __future__ import annotations
 
 import datetime
+import http.client
 import itertools
 import json
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +224,68 @@ def test_the_metrics_api_counts_what_the_load_tester_counted_per_route(procs, tm
     wait_for(within_one_percent, WAIT, f"the metrics API's counts within 1% of {seen}")
     total = run.api("GET", f"/api/v1/metrics/gateways/{GATEWAY}/requests?window=300s")[1]["value"]
     assert abs(total - 1000) <= 10
+
+
+class EventStream:
+    """`GET /api/v1/events/stream?tag=TAG` read in a thread: the events in the order they came, as decoded."""
+
+    def __init__(self, run: PlatformProcess, tag: str, last_event_id: int | None = None) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", run.api_port, timeout=30)
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        self.connection.request("GET", f"/api/v1/events/stream?tag={tag}&heartbeat=1", headers=headers)
+        self.response = self.connection.getresponse()
+        assert self.response.status == 200
+        assert self.response.getheader("Content-Type", "").startswith("text/event-stream")
+        self.received: list[dict] = []
+        self.subscribed = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        assert self.subscribed.wait(30), "the stream's first line"
+
+    def _read(self) -> None:
+        try:
+            for raw in self.response:
+                line = raw.decode().rstrip("\r\n")
+                if line.startswith(":"):
+                    self.subscribed.set()
+                elif line.startswith("data:"):
+                    self.received.append(json.loads(line[len("data:"):].strip()))
+        except (OSError, http.client.HTTPException):      # cut by close()
+            pass
+
+    def tags(self) -> list[str]:
+        return [tag for event in list(self.received) for tag in event["tags"] if tag.startswith("canary:")]
+
+    def close(self) -> None:
+        self.connection.sock.shutdown(socket.SHUT_RDWR)        # the reader sees the end, then it is closed
+        self.thread.join(10)
+        self.connection.close()
+
+
+def test_the_event_stream_delivers_a_canary_live_and_resumes_from_last_event_id(procs, tmp_path):
+    run = start_platform(procs, tmp_path)
+    port = deploy_sava(run, tmp_path, "sava-1.1-bad.yaml")
+    first = EventStream(run, "workflows:sava-canary")
+    load = Loadtest(port, tmp_path)
+    try:
+        wait_for(lambda: traffic_flows(run), WAIT, "the load tester's requests")
+        apply_canary(run, tmp_path)
+        wait_for(lambda: "canary:progress" in first.tags(), WAIT, "canary:progress, live")
+        first.close()                                            # dropped before the judgements
+        seen_first = list(first.received)
+        second = EventStream(run, "workflows:sava-canary", last_event_id=seen_first[-1]["id"])
+        wait_for(lambda: "canary:rollback" in second.tags(), WAIT, "canary:rollback, after resuming")
+        second.close()
+    finally:
+        load.stop()
+
+    streamed = seen_first + second.received
+    ids = [event["id"] for event in streamed]
+    assert ids == sorted(set(ids))                                  # in order, none twice
+    logged = events(run, "workflows:sava-canary")
+    assert ids == [event["id"] for event in logged]                 # none missed
+    assert streamed == logged
+    canary = [tag for event in streamed for tag in event["tags"] if tag.startswith("canary:")]
+    assert [tag for tag in canary if tag != "canary:waiting"] == ["canary:progress", "canary:fail", "canary:rollback"]
