@@ -96,13 +96,15 @@ def events(run: PlatformProcess, *tags: str) -> list[dict]:
 class Loadtest:
     """`vamp loadtest` as a process, grouping by X-Version; `finish()` sends Ctrl-C and returns its --json."""
 
-    def __init__(self, port: int, workdir: Path, *, requests: int | None = None) -> None:
+    def __init__(self, port: int, workdir: Path, *, requests: int | None = None, rate: int | None = RATE) -> None:
         self.result_path = workdir / f"loadtest-{next(RUN_NUMBERS)}.json"
         self.interrupt = requests is None
         bound = ["-d", f"{LOADTEST_SECONDS}s"] if requests is None else ["-n", str(requests)]
+        if rate is not None:                                   # else the closed model: 8 requests in flight
+            bound += ["-r", str(rate)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "control", "loadtest", f"http://127.0.0.1:{port}/", *bound, "-r", str(RATE),
-             "-c", "8", "--by", "header:X-Version", "--no-progress",
+            [sys.executable, "-m", "control", "loadtest", f"http://127.0.0.1:{port}/", *bound, "-c", "8",
+             "--by", "header:X-Version", "--no-progress",
              "--json", str(self.result_path)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -289,3 +291,55 @@ def test_the_event_stream_delivers_a_canary_live_and_resumes_from_last_event_id(
     assert streamed == logged
     canary = [tag for event in streamed for tag in event["tags"] if tag.startswith("canary:")]
     assert [tag for tag in canary if tag != "canary:waiting"] == ["canary:progress", "canary:fail", "canary:rollback"]
+
+
+SLA_INTERVAL, SLA_COOLDOWN = 2.0, 2.0
+
+
+def sla_blueprint(tmp_path: Path, port: int, delay_ms: int, instances: int) -> Path:
+    """examples/sava-sla.yaml on `port`, with short windows, the given delay and instance count."""
+    blueprint = yaml.safe_load((EXAMPLES / "sava-sla.yaml").read_text())
+    blueprint["gateways"] = {port: "sava/webport"}
+    cluster = blueprint["clusters"]["sava"]
+    cluster["services"]["environment_variables"]["SAVA_DELAY_MS"] = delay_ms
+    cluster["services"]["scale"]["instances"] = instances
+    cluster["sla"]["window"] = {"interval": f"{SLA_INTERVAL:g}s", "cooldown": f"{SLA_COOLDOWN:g}s"}
+    path = tmp_path / f"sava-sla-{delay_ms}.yaml"
+    path.write_text(yaml.safe_dump(blueprint))
+    return path
+
+
+def steps(found: list[dict]) -> list[tuple[int, int]]:
+    return [(scaled["from"], scaled["to"]) for event in found for scaled in event["value"]["scaled"]]
+
+
+def assert_one_step_per_cooldown(found: list[dict]) -> None:
+    stamps = [iso_seconds(event["timestamp"]) for event in found]
+    gaps = [later - earlier for earlier, later in zip(stamps, stamps[1:])]
+    assert all(gap >= SLA_INTERVAL + SLA_COOLDOWN - 0.01 for gap in gaps), f"steps {gaps} s apart"
+
+
+def test_a_slow_cluster_scales_up_to_its_maximum_one_step_per_cooldown_and_back_down_when_fast(procs, tmp_path):
+    run = start_platform(procs, tmp_path)
+    port = free_port()
+    deploy(run, sla_blueprint(tmp_path, port, delay_ms=300, instances=1))
+    load = Loadtest(port, tmp_path, rate=None)
+    try:
+        wait_for(lambda: any(event["value"]["scaled"] == [] for event in events(run, "sla:escalate")), WAIT,
+                 "an escalation at the maximum that scales nothing")
+        up = events(run, "sla:escalate")
+        assert steps(up) == [(1, 2), (2, 3)]                       # to the maximum, one at a time, no further
+        assert all(event["value"]["measured"] > 200 for event in up)
+        assert_one_step_per_cooldown(up)
+        assert len(run.demo_processes()) == 3
+
+        deploy(run, sla_blueprint(tmp_path, port, delay_ms=0, instances=3))     # the delay is gone
+        wait_for(lambda: steps(events(run, "sla:deescalate")) == [(3, 2), (2, 1)], WAIT, "scaled down to 1")
+        down = events(run, "sla:deescalate")
+        assert all(event["value"]["measured"] < 50 for event in down)
+        assert_one_step_per_cooldown(down)
+        wait_for(lambda: len(run.demo_processes()) == 1, WAIT, "the instances that went drained and stopped")
+        result = load.finish()
+    finally:
+        load.stop()
+    assert result["totals"]["errors"] == 0, result["totals"]["errors_by_kind"]      # scaling down drains
