@@ -3,7 +3,11 @@
 
 A good 1.1 is promoted through every step without one failed request; a 1.1 answering 20% with 500 is rolled
 back within two intervals, the `canary:rollback` event carrying the figures; without traffic the canary stays at
-its first step, waiting; the metrics API counts what the load tester counted, per route.
+its first step, waiting; the metrics API counts what the load tester counted, per route; the event stream
+delivers a canary's events live and resumes from Last-Event-ID; an SLA scales a slow cluster up to its maximum
+and back down, drained, when it is fast again.
+
+Intervals are 2 s by default; VAMP_E2E_INTERVAL=30 runs the same scenarios at the example's pace (minutes).
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import datetime
 import http.client
 import itertools
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -28,12 +33,12 @@ EXAMPLES = REPO_ROOT / "examples"
 GATEWAY = "sava/sava/webport"
 BASELINE = "sava/sava/sava:1.0.0/webport"
 CANARY = "sava/sava/sava:1.1.0/webport"
-INTERVAL = 2.0                  # seconds at each canary step
+INTERVAL = float(os.environ.get("VAMP_E2E_INTERVAL", "2"))      # seconds at each canary step (and SLA window)
 STEPS = ["20%", "50%", "100%"]     # at RATE, 20% is twice MIN_REQUESTS per interval
 MIN_REQUESTS = 20
 RATE = 100                      # requests per second the load tester sends
-WAIT = 60.0                     # seconds a whole canary run may take on a busy machine
-LOADTEST_SECONDS = 120          # the load tester's bound; the tests stop it with Ctrl-C (SIGINT) before
+WAIT = max(60.0, 15 * INTERVAL)                 # seconds a whole canary run may take on a busy machine
+LOADTEST_SECONDS = int(max(120, 20 * INTERVAL))  # the load tester's bound; the tests stop it with Ctrl-C before
 RUN_NUMBERS = itertools.count(1)    # numbers the --json files
 
 
@@ -293,7 +298,7 @@ def test_the_event_stream_delivers_a_canary_live_and_resumes_from_last_event_id(
     assert [tag for tag in canary if tag != "canary:waiting"] == ["canary:progress", "canary:fail", "canary:rollback"]
 
 
-SLA_INTERVAL, SLA_COOLDOWN = 2.0, 2.0
+SLA_INTERVAL = SLA_COOLDOWN = INTERVAL
 
 
 def sla_blueprint(tmp_path: Path, port: int, delay_ms: int, instances: int) -> Path:
