@@ -333,6 +333,8 @@ def test_a_slow_cluster_scales_up_to_its_maximum_one_step_per_cooldown_and_back_
         wait_for(lambda: any(event["value"]["scaled"] == [] for event in events(run, "sla:escalate")), WAIT,
                  "an escalation at the maximum that scales nothing")
         up = events(run, "sla:escalate")
+        deployed = events(run, "synchronization:deployed", "deployments:sava")[0]      # the first deploy
+        assert iso_seconds(up[0]["timestamp"]) - iso_seconds(deployed["timestamp"]) >= SLA_INTERVAL - 0.01
         assert steps(up) == [(1, 2), (2, 3)]                       # to the maximum, one at a time, no further
         assert all(event["value"]["measured"] > 200 for event in up)
         assert_one_step_per_cooldown(up)
