@@ -11,8 +11,8 @@ is what its internal gateways (`deployment/cluster/port`, its HTTP ports) answer
 - within `interval + cooldown` of the cluster's last SLA event (so one step per cooldown at most, and the
   next window measures the deployment as the step left it);
 - while its deployment is changing (`Engine.changing`: a change being applied, instances starting, draining
-  or not yet routed), and until a whole `interval` has passed since the last check that saw it changing (no
-  window measures a change);
+  or not yet routed), and until a whole `interval` has passed since the last check that saw it changing, or
+  (for a cluster the monitor sees first) since its last `synchronization` event (no window measures a change);
 - when the window holds no request: no data is neither good nor bad.
 
 An escalation publishes `sla:escalate` even when nothing is left to scale (the SLA is broken and stays so: that
@@ -167,6 +167,12 @@ class SlaMonitor:
                                       limit=1)
             if found:
                 state.last_event = found[0].timestamp
+            # A deployment changed a moment ago, between two checks (a deploy that took less than a period), was
+            # never seen changing: its last synchronization event stands for that.
+            changed = self.events.query(EventFilter(tags=("synchronization", f"deployments:{deployment}",
+                                                          f"clusters:{cluster}")), limit=1)
+            if changed:
+                state.changing_seen = changed[0].timestamp
         return state
 
     # -- escalation_only ----------------------------------------------------------------------------------

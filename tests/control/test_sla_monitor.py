@@ -197,6 +197,22 @@ async def test_nothing_is_done_while_the_deployment_changes_nor_on_a_window_that
     assert engine.instances() == 2
 
 
+async def test_a_deployment_done_between_two_checks_is_not_measured_in_the_window_that_saw_it(
+        clock, metrics, events):
+    engine = FakeEngine(deployment(response_time_sla(scale_instances(1, 3))))
+    monitor = monitor_of(engine, metrics, events, clock)
+    respond(metrics, SLOW)
+    events.publish(["deployments:sava", "clusters:sava", "services:sava:1.0.0", "synchronization:deployed"])
+    clock.advance(1)                                # deployed and settled before the monitor's first check
+    await monitor.check()
+    clock.advance(INTERVAL - 2)
+    await monitor.check()
+    assert engine.instances() == 1 and events.tagged("sla:escalate") == []
+    clock.advance(1)                                # a whole window since it was deployed
+    await monitor.check()
+    assert engine.instances() == 2
+
+
 async def test_no_requests_in_the_window_is_neither_good_nor_bad(clock, metrics, events, caplog):
     engine = FakeEngine(deployment(response_time_sla(scale_instances(1, 3)), instances=2))
     monitor = monitor_of(engine, metrics, events, clock)
