@@ -29,11 +29,20 @@ POLL_INTERVAL = 0.02      # seconds between two checks of a condition that is po
 STOP_TIMEOUT = 10.0       # seconds a process gets to exit after SIGTERM before it is killed
 
 
+_HANDED_OUT: set[int] = set()     # ports free_port gave this test run: never given twice
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now, and that no earlier call of this test run
+    returned: the kernel may offer a port again as soon as its probe socket closes, so two calls for the same
+    process (a gateway's port and its admin port) could otherwise get the same one."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((LOOPBACK, 0))
+            port: int = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def port_accepts(port: int, host: str = LOOPBACK) -> bool:
