@@ -8,7 +8,7 @@ an independent h11 server that logs every request it accepts and every one it re
 the gateway never dies; its RSS stays within a bound; the requests of a pipeline are answered in the order
 they were sent, every well-formed one before a mutated one; the backend never receives anything h11 rejects.
 
-Bounded by VAMP_FUZZ_CASES (default 2000) and VAMP_FUZZ_SECONDS (default 20), whichever comes first;
+Bounded by VAMP_FUZZ_CASES (default 2000) and VAMP_FUZZ_SECONDS (default 10), whichever comes first;
 VAMP_FUZZ_SEED (default 9) picks the cases, and every failure names the case numbers, each reproducible alone
 with VAMP_FUZZ_CASE=N. Leave it out with `pytest -m "not fuzz"`; run longer with e.g.
 `VAMP_FUZZ_SECONDS=600 VAMP_FUZZ_CASES=1000000 pytest -m fuzz tests/gateway/test_proxy_fuzz.py`.
@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(600)]
 
 SEED = int(os.environ.get("VAMP_FUZZ_SEED", "9"))
 MAX_CASES = int(os.environ.get("VAMP_FUZZ_CASES", "2000"))
-MAX_SECONDS = float(os.environ.get("VAMP_FUZZ_SECONDS", "20"))
+MAX_SECONDS = float(os.environ.get("VAMP_FUZZ_SECONDS", "10"))
 ONLY_CASE = os.environ.get("VAMP_FUZZ_CASE")
 WORKERS = 8                       # cases in flight at once (most of a case's time is waiting)
 BATCH = 64                        # cases between two checks of the gateway and the backend's log
