@@ -32,8 +32,9 @@ install-test: $(VENV)/.installed-test
 # `provider: prometheus` checks are tested against.
 system-deps:
 	@if ! command -v haproxy >/dev/null || ! command -v nginx >/dev/null || ! command -v wrk >/dev/null \
-			|| ! command -v prometheus >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nginx wrk prometheus; \
+			|| ! command -v prometheus >/dev/null || ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nginx wrk prometheus \
+			etcd-server etcd-client iproute2; \
 	fi
 
 # The embedded platform: control plane API on 127.0.0.1:8080, gateway, local processes; state in .vamp/

@@ -11,6 +11,7 @@ os.environ.setdefault("VAMP_CHECK_STATES", "1")
 import pytest
 
 from tests.support import Processes
+from tests.support.etcd import etcd_cluster, etcd_server, store_prefix  # noqa: F401 - fixtures for every test
 
 PROCESSES = pytest.StashKey[list]()
 

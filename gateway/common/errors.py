@@ -1,5 +1,6 @@
 """What a request asked for that cannot be done, as types: `Invalid` input (with the field at fault), a thing
-that is `NotFound`, a `Conflict` with what exists. The HTTP APIs answer them 400, 404 and 409
+that is `NotFound`, a `Conflict` with what exists, a store that is `Unavailable`. The HTTP APIs answer them
+400, 404, 409 and 503
 (gateway.common.httpapi); the code that raises them says what went wrong, never which status that is."""
 from __future__ import annotations
 
@@ -24,3 +25,8 @@ class NotFound(RequestError, LookupError):
 class Conflict(RequestError):
     """The request clashes with what exists (it exists already, a port is taken, a worker refused the change):
     nothing changed."""
+
+
+class Unavailable(RequestError):
+    """What the request needs cannot be reached now (the configuration store, the leader): nothing changed, and
+    the same request may succeed later."""

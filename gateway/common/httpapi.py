@@ -14,7 +14,7 @@ import yaml
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway.common.errors import Conflict, Invalid, NotFound, RequestError
+from gateway.common.errors import Conflict, Invalid, NotFound, RequestError, Unavailable
 from gateway.common.yamltext import MAX_DEPTH, TOO_DEEP, YamlTextError, documents, single_document
 
 YAML_TYPES = ("application/x-yaml", "application/yaml", "text/yaml", "text/x-yaml")
@@ -25,7 +25,7 @@ TOKEN_REQUIRED = "a valid 'Authorization: Bearer <token>' header is required"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-STATUS: dict[type[RequestError], int] = {Invalid: 400, NotFound: 404, Conflict: 409}
+STATUS: dict[type[RequestError], int] = {Invalid: 400, NotFound: 404, Conflict: 409, Unavailable: 503}
 
 
 def status_of(error: RequestError) -> int:
