@@ -117,7 +117,9 @@ class EtcdClient(aetcd.Client):
         options = [("grpc.lb_policy_name", "pick_first"),
                    ("grpc.keepalive_time_ms", int(KEEPALIVE * 1000)),
                    ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT * 1000)),
-                   ("grpc.keepalive_permit_without_calls", 1),
+                   # only while a call is open (the follower's watch always is): etcd answers pings on a
+                   # connection without one with GOAWAY "too_many_pings", breaking what runs on it next
+                   ("grpc.keepalive_permit_without_calls", 0),
                    ("grpc.http2.max_pings_without_data", 0),
                    ("grpc.initial_reconnect_backoff_ms", 200),
                    ("grpc.max_reconnect_backoff_ms", 2000),
