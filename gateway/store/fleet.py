@@ -61,7 +61,11 @@ class FleetGateways:
         one, wait for the store), start the manager with it, then follow the store. `seed`: written first, in
         one transaction, if the prefix holds no gateway yet (`vamp gateway --config FILE`)."""
         async def seed_empty_prefix() -> None:
-            if seed is not None and await self._seed(seed):
+            try:
+                seeded = seed is not None and await self._seed(seed)
+            except Unavailable as exc:
+                raise exc.__cause__ or exc from None        # the store's own error: the follower retries
+            if seeded and seed is not None:
                 log.info("the configuration store %s was empty: seeded it with %d gateway(s)", self.address,
                          len(seed.gateways))
         await self.follower.start(seed_empty_prefix if seed is not None else None)
