@@ -7,7 +7,8 @@ aetcd has queued when the follower wakes are applied together, and every event o
 before it wakes (`EtcdClient.watch_range`), so a transaction that changes several gateways is never served
 half. Keys that do not make a valid configuration (garbage written with etcdctl, two gateways claiming one
 port) are refused whole: the gateway keeps serving what it had, logs the key and why, and says so in its
-status; the next revision that makes a valid configuration is served.
+status; the next revision that makes a valid configuration is served. A valid revision this process cannot
+apply (a port taken on this host) is refused the same way, and tried again every RETRY_APPLY seconds.
 
 When the store cannot be reached the gateway keeps serving the last configuration it applied and says so
 (`up` False, since when, why). The follower reconnects with back-off (BACKOFF_FIRST doubling to BACKOFF_MAX,
@@ -46,6 +47,7 @@ log = logging.getLogger("vamp.store")
 BACKOFF_FIRST = 0.1         # seconds before the first new attempt to reach the store
 BACKOFF_MAX = 5.0           # seconds between attempts at most
 MARK_FILE = "store.json"    # in the state directory, next to gateways.json
+RETRY_APPLY = 5.0           # seconds before a revision this process could not apply (a port taken) is tried again
 
 # What loading the store may fail with: the store out of reach, or keys that make no valid configuration.
 LOAD_ERRORS: tuple[type[BaseException], ...] = (*STORE_ERRORS, BadValue, ConfigError)
@@ -103,6 +105,8 @@ class Follower:
         self.down_reason: str | None = "not connected yet"
         self._client: EtcdClient | None = None
         self._reload_needed = False
+        self._retry_apply = False                   # the last revision was valid but could not be applied here
+        self.retry_apply = RETRY_APPLY
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
@@ -234,7 +238,15 @@ class Follower:
         backoff.reset()
         try:
             while True:
-                batch = [await queue.get()]
+                if self._retry_apply:       # this process could not apply the last revision: try again later
+                    try:
+                        first = await asyncio.wait_for(queue.get(), self.retry_apply)
+                    except TimeoutError:
+                        await self._apply()
+                        continue
+                else:
+                    first = await queue.get()
+                batch = [first]
                 while not queue.empty():
                     batch.append(queue.get_nowait())
                 events = [item for item in batch if not (item is None or isinstance(item, BaseException))]
@@ -263,13 +275,19 @@ class Follower:
     async def _apply(self) -> None:
         """Serve what `self.state` holds, or refuse it whole."""
         revision = self.state.revision
+        self._retry_apply = False
         try:
             config, revisions = self.state.config()
             served = bound(config, self.bind)
             if served != self.manager.desired:
                 await self.manager.replace(served)
-        except (BadValue, ConfigError, Conflict) as exc:
+        except (BadValue, ConfigError) as exc:
             self._refuse(exc)
+        except Exception as exc:  # noqa: BLE001 - a worker could not apply it (Conflict: a port taken, ...)
+            if not isinstance(exc, Conflict):
+                log.exception("applying revision %d failed", revision)
+            self._refuse(exc)
+            self._retry_apply = True
         else:
             self.config, self.revisions, self.revision = config, revisions, revision
             self._served()

@@ -3,11 +3,15 @@ before anything starts; an etcd that asks for a password gets it from a file or 
 password never reaches the log, the URL or the process list."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from tests.support import FleetGatewayProcess, config, free_port, gateway, route, run_cli
 from tests.support.etcd import ETCD, EtcdCluster, etcdctl, needs_etcd
 from tests.support.load import admin_call
+from tests.support.processes import REPO_ROOT
 
 PASSWORD = "s3cret-Pa55word-9f2"
 
@@ -71,3 +75,17 @@ def test_etcd_credentials_come_from_a_file_or_the_environment_and_are_never_logg
     finally:
         refused.stop()
     assert PASSWORD not in refused.stderr_text()
+
+
+def test_a_standalone_gateway_loads_neither_the_store_nor_grpc():
+    code = ("import sys\n"
+            "from gateway.cli import build_parser, store_address\n"
+            "args = build_parser().parse_args(['gateway', '--config', 'examples/gateways.yaml'])\n"
+            "assert store_address(args) is None\n"
+            "import gateway.admin.api, gateway.runtime.manager, gateway.runtime.runtime, gateway.runtime.workers\n"
+            "print(' '.join(sorted(m for m in sys.modules\n"
+            "                      if m.split('.')[0] in ('grpc', 'aetcd') or m.startswith('gateway.store'))))")
+    completed = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                               timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == []

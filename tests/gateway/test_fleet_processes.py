@@ -4,11 +4,14 @@ gone (writes refused, nothing half-applied) and resuming when it is back, a repl
 its state directory; and, on a three-member cluster, going on when the member they use dies."""
 from __future__ import annotations
 
+import json
+import signal
 from collections import Counter
 
 import pytest
+import yaml
 
-from tests.support import HttpClient, config, free_port, gateway, route
+from tests.support import HttpClient, config, free_port, gateway, route, run_cli
 from tests.support.etcd import ETCD, EtcdCluster, needs_etcd
 from tests.support.load import LoadGenerator, admin_call
 from tests.support.waiting import eventually
@@ -109,7 +112,12 @@ def test_three_replicas_follow_200_weight_changes_under_load_without_a_failed_re
         eventually(lambda replica=replica: replica.store_status()["revision"] == last, DEADLINE,
                    f"{replica.label} at {last}")
         assert document(replica)["status"]["revision"] == last
+        assert replica.metrics().value("vamp_config_store_revision") == last
         assert_exact(split_of(replica, fleet.port, 200), 200, 30)
+    listed = run_cli(["gateways", "list", "--api", fleet.replicas[0].admin_url("")])
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split()[-1] == "REVISION" and row.split()[-1] == str(last)
 
 
 def test_with_etcd_gone_the_replicas_serve_on_refuse_writes_and_resume(fleet):
@@ -122,6 +130,7 @@ def test_with_etcd_gone_the_replicas_serve_on_refuse_writes_and_resume(fleet):
             eventually(lambda replica=replica: not replica.store_status()["up"], DEADLINE,
                        f"{replica.label} seeing etcd gone")
             assert replica.admin_status("/ready") == 200
+            assert json.loads(replica.admin_get("/ready"))["config_store"]["up"] is False
             assert replica.metrics().value("vamp_config_store_up") == 0
             assert replica.store_status()["error"]
         status, refused = set_split(fleet.replicas[1], 50)
@@ -179,3 +188,23 @@ def test_on_three_members_the_replicas_go_on_when_the_member_they_use_dies(procs
     assert_exact(split_of(second, port, 100), 100, 25)
     for replica in (first, second):
         assert wait_up(replica)["revision"] == written["status"]["revision"]
+
+
+def test_sighup_writes_the_config_file_to_the_store_in_one_transaction(procs, etcd_server, store_prefix):
+    a, b, c = free_port(), free_port(), free_port()
+    target = "127.0.0.1:1"          # never contacted
+    replica = procs.fleet_gateway(etcd_server.url(store_prefix), "127.0.0.7", seed=config({
+        "a": gateway(a, {"r": route(target)}), "b": gateway(b, {"r": route(target)})}))
+    replica.config_path.write_text(yaml.safe_dump(config({
+        "b": gateway(b, {"r": route(target)}, sticky="route"), "c": gateway(c, {"r": route(target)})})))
+    replica.process.send_signal(signal.SIGHUP)
+
+    def listed() -> dict:
+        _, gateways = admin_call(replica, "GET", "/api/v1/gateways")
+        return {doc["name"]: doc for doc in gateways if doc["status"]["state"] == "active"}
+    eventually(lambda: set(listed()) == {"b", "c"}, DEADLINE, "the file applied", context=listed)
+    documents = listed()
+    assert documents["b"]["sticky"] == "route"
+    assert documents["b"]["status"]["revision"] == documents["c"]["status"]["revision"]     # one transaction
+    assert set(etcd_server.keys(f"{store_prefix}/gateways/")) == {f"{store_prefix}/gateways/b",
+                                                                  f"{store_prefix}/gateways/c"}
