@@ -71,7 +71,7 @@ from control.events.log import EventLog
 from control.events.model import Event, EventFilter
 from control.metrics.api import Measured, add_routes as add_metrics_routes
 from control.openapi import OPENAPI
-from control.store import STATIC_KINDS, Store
+from control.store import STATIC_KINDS, ControlStore
 from control.workflows import api as workflow_api
 from control.workflows.runner import WorkflowRunner
 from gateway import Conflict, GatewayApi, Invalid, NotFound, RequestError
@@ -96,7 +96,7 @@ except metadata.PackageNotFoundError:      # run from a source tree that is not 
     VERSION = "unknown"
 
 
-def create_app(store: Store, engine: Engine, token: str | None = None, *, public_metrics: bool = False,
+def create_app(store: ControlStore, engine: Engine, token: str | None = None, *, public_metrics: bool = False,
                events: EventLog | None = None, workflows: WorkflowRunner | None = None,
                metrics: Measured | None = None) -> web.Application:
     """`events`: the platform's event log (the engine publishes to the same one); without one, a log of its
@@ -368,7 +368,7 @@ def _server_sent(event: Event) -> bytes:
 
 # -- the handlers --------------------------------------------------------------------------------------
 class ControlApi:
-    def __init__(self, store: Store, engine: Engine, events: EventLog,
+    def __init__(self, store: ControlStore, engine: Engine, events: EventLog,
                  workflows: WorkflowRunner | None = None) -> None:
         self.store = store
         self.engine = engine
