@@ -88,9 +88,9 @@ class Engine:
     def __init__(self, store: ControlStore, orchestrator: Orchestrator, gateways: GatewayController, *,
                  events: EventSink | None = None, geo: gw.GeoSettings | None = None,
                  bind: str = "127.0.0.1") -> None:
-        """`gateways` is the gateway's ConfigManager (or a fleet's source): the engine replaces its whole configuration and reads
-        back what it serves (`effective`, `snapshot()`, `document()`). `events` receives every change (without
-        one: an event log of its own over `store`)."""
+        """`gateways` is the gateway's ConfigManager (or a fleet's source): the engine replaces its whole
+        configuration and reads back what it serves (`effective`, `snapshot()`, `document()`). `events` receives
+        every change (without one: an event log of its own over `store`)."""
         self.store = store
         self.events: EventSink = events if events is not None else EventLog(store)
         self.orchestrator = orchestrator

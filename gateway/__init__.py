@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from gateway.runtime.runtime import Runtime
     from gateway.runtime.snapshot import empty_stats, merge as merge_snapshots
     from gateway.runtime.workers import LocalWorker, ProcessWorker, Worker
+    from gateway.store.etcd import STORE_ERRORS, EtcdClient, StoreAddress, StoreAddressError
+    from gateway.store.etcd import describe as describe_store_error
 
 # name -> (module, name there): imported on first use (see __getattr__).
 _LATER = {
@@ -67,6 +69,11 @@ _LATER = {
     "LocalWorker": ("gateway.runtime.workers", "LocalWorker"),
     "ProcessWorker": ("gateway.runtime.workers", "ProcessWorker"),
     "Worker": ("gateway.runtime.workers", "Worker"),
+    "StoreAddress": ("gateway.store.etcd", "StoreAddress"),
+    "StoreAddressError": ("gateway.store.etcd", "StoreAddressError"),
+    "EtcdClient": ("gateway.store.etcd", "EtcdClient"),
+    "STORE_ERRORS": ("gateway.store.etcd", "STORE_ERRORS"),
+    "describe_store_error": ("gateway.store.etcd", "describe"),
 }
 
 __all__ = [
@@ -89,6 +96,8 @@ __all__ = [
     # the gateway's commands of `vamp`, and the client of the APIs their commands use (their shared pieces of
     # a command line: gateway.common.cli)
     "register_commands", "AdminClient", "api_command", "apply_gateways_file", "weights_summary",
+    # etcd, the store a fleet of gateways and the platform's replicas share: where it is, a client to it
+    "StoreAddress", "StoreAddressError", "EtcdClient", "STORE_ERRORS", "describe_store_error",
 ]
 
 
