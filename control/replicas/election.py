@@ -1,0 +1,289 @@
+"""Which replica leads: an etcd lease and the key PREFIX/leader. One leader runs the engine (orchestrator actions,
+SLAs, workflows); the others serve the API and forward to it (control.replicas.forwarding).
+
+- A candidate is granted a lease of `ttl` seconds and creates PREFIX/leader with it, only if the key is absent
+  (one txn: create_revision == 0). The value is its record, JSON {id, pid, host, api_url, since}.
+- The leader refreshes its lease every ttl/3 and watches its key. It has lost the leadership when the key is gone
+  or is not the one it created any more, or when no refresh has succeeded for `ttl - margin` seconds: before etcd
+  can expire the lease and let another replica in. Then `lost()` returns, and the platform stops acting
+  (control/platform.py exits 3; a supervisor starts it again, as a follower). The store's writes are fenced on
+  the key too (control.replicas.store): even a leader that has not yet noticed cannot write once it is gone.
+- A follower watches the key (and reads it every `ttl` seconds, should a watch go quiet) and campaigns as soon as
+  it is deleted: when the leader resigns, at once; when the leader dies, once its lease expires, at most `ttl`
+  seconds after its last refresh.
+- Resigning (a leader stopping cleanly) revokes the lease: the key goes at once.
+
+The campaign runs on the etcd connection's own loop (control.replicas.etcd), where a busy platform loop cannot
+delay a keep-alive; what it finds is handed to the platform's loop (`role`, `leader`, `won()`, `lost()`).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from control.replicas.etcd import EtcdThread
+from gateway import STORE_ERRORS, EtcdClient, describe_store_error
+
+log = logging.getLogger("vamp.replicas")
+
+DEFAULT_TTL = 10                # seconds: the leader's lease
+RETRY = 1.0                     # seconds between two tries while the store cannot be reached
+REFRESH_RETRY = 0.2             # seconds between two refreshes of the lease after one failed
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A replica as the others see it: the value of the leader key while it leads."""
+    id: str
+    pid: int
+    host: str
+    api_url: str                # where the other replicas forward the API's requests
+    since: float = field(default_factory=time.time)
+
+    @classmethod
+    def this_process(cls, api_url: str) -> Replica:
+        return cls(id=uuid.uuid4().hex[:12], pid=os.getpid(), host=socket.gethostname(), api_url=api_url)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Solo:
+    """The leadership of a platform alone on its store (SQLite): it leads from the start, and for good."""
+
+    forwards = False
+
+    def __init__(self, me: Replica, store: str) -> None:
+        self.me = me
+        self.store = store
+        self.role = "leader"
+        self.leader: dict[str, Any] | None = me.as_json()
+
+    def status(self) -> dict[str, Any]:
+        return {"store": self.store, "id": self.me.id, "role": self.role, "leader": self.leader}
+
+
+class Election:
+    forwards = True             # a follower's API forwards to the leader
+
+    def __init__(self, etcd: EtcdThread, me: Replica, ttl: int = DEFAULT_TTL) -> None:
+        if ttl < 2:
+            raise ValueError("the leader's lease needs at least 2 seconds")
+        self.etcd = etcd
+        self.me = me
+        self.ttl = ttl
+        self.key = etcd.address.key("leader")
+        self.store = str(etcd.address)
+        self.role = "candidate"                        # candidate | leader | follower | lost
+        self.leader: dict[str, Any] | None = None      # the leader's record, as last read
+        self.revision: int | None = None               # while leading: the create revision of our leader key
+        self.reason: str | None = None                 # why the leadership was lost
+        self._changed: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._campaign: Any = None                     # concurrent.futures.Future of the campaign
+        self._lease: int | None = None
+
+    def status(self) -> dict[str, Any]:
+        return {"store": self.store, "id": self.me.id, "role": self.role, "leader": self.leader}
+
+    # -- the platform's side (its event loop) -------------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        self._campaign = self.etcd.submit(self._run())
+
+    async def won(self) -> int:
+        """Wait until this replica leads: the create revision of its leader key (what the store fences on)."""
+        while self.role != "leader":
+            await self._wait()
+        return self.revision  # type: ignore[return-value]  # (set with the role)
+
+    async def lost(self) -> str:
+        """Wait until this replica, having led, has lost the leadership: why."""
+        while self.role != "lost":
+            await self._wait()
+        return self.reason or "lost"
+
+    async def _wait(self) -> None:
+        assert self._changed is not None, "start() first"
+        self._changed.clear()
+        await self._changed.wait()
+
+    async def resign(self) -> None:
+        """Stop campaigning; a leader revokes its lease, so that another replica takes over at once."""
+        if self._campaign is not None:
+            self._campaign.cancel()
+        lease = self._lease
+        if lease is not None and self.role == "leader":
+            try:
+                await self.etcd.call(lambda client: client.revoke_lease(lease))
+            except Exception as exc:  # noqa: BLE001 - resigning is a courtesy: the lease expires anyway
+                log.warning("could not resign (the lease expires in %d s): %s", self.ttl, exc)
+        self.role = "stopped"
+
+    def _report(self, role: str, leader: dict[str, Any] | None, *, revision: int | None = None,
+                reason: str | None = None) -> None:
+        """From the campaign's loop: what it found, for the platform's loop."""
+        def apply() -> None:
+            if self.role == "stopped":
+                return
+            if (role, leader) != (self.role, self.leader):
+                log.info("replica %s: %s%s", self.me.id, role,
+                         f" (leader {leader.get('id')} at {leader.get('api_url')})" if role == "follower" and leader
+                         else f": {reason}" if reason else "")
+            self.role, self.leader = role, leader
+            if revision is not None:
+                self.revision = revision
+            if reason is not None:
+                self.reason = reason
+            assert self._changed is not None
+            self._changed.set()
+        assert self._loop is not None
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(apply)
+
+    # -- the campaign (the etcd connection's loop) --------------------------------------------------------
+    async def _run(self) -> None:
+        client = self.etcd.client
+        while True:
+            try:
+                if await self._campaign_once(client):
+                    return                              # led, and lost: the platform stops
+            except STORE_ERRORS as exc:
+                if self.role != "leader":
+                    log.warning("leader election: the store cannot be reached (%s); trying again",
+                                describe_store_error(exc))
+                await asyncio.sleep(RETRY)
+
+    async def _campaign_once(self, client: EtcdClient) -> bool:
+        """One try: lead (until lost: True), or follow until the leader key is deleted (False)."""
+        started = time.monotonic()
+        lease = await client.lease(self.ttl)
+        self._lease = lease.id
+        record = json.dumps(self.me.as_json()).encode()
+        try:
+            won, answers = await client.transaction(
+                compare=[client.transactions.create(self.key) == 0],
+                success=[client.transactions.put(self.key, record, lease=lease.id)],
+                failure=[client.transactions.get(self.key)])
+            found = await client.get(self.key) if won else None
+        except BaseException:
+            await self._revoke(client, lease.id)
+            raise
+        if won and found is not None and found.lease == lease.id:
+            self._report("leader", self.me.as_json(), revision=found.create_revision)
+            reason = await self._hold(client, lease.id, found.create_revision, started)
+            self._report("lost", self.me.as_json(), reason=reason)
+            log.error("replica %s lost the leadership: %s", self.me.id, reason)
+            await self._revoke(client, lease.id)
+            return True
+        await self._revoke(client, lease.id)
+        self._lease = None
+        current = answers[0][0][1] if not won and answers and answers[0] else None
+        if current is None:
+            return False                                # gone already: campaign again
+        self._report("follower", _record(current.value))
+        await self._follow(client, current.mod_revision)
+        return False
+
+    async def _follow(self, client: EtcdClient, revision: int) -> None:
+        """Until the leader key is deleted (a new leader's record is reported as it comes)."""
+        def change(kind: str, value: bytes, create_revision: int) -> bool:
+            if kind == "DELETE":
+                return True
+            self._report("follower", _record(value))
+            return False
+        await self._watch(client, revision, change, lambda found: found is None)
+
+    async def _hold(self, client: EtcdClient, lease: int, create_revision: int, last_refresh: float) -> str:
+        """Keep the lease while the key is ours: why it ended."""
+        margin = min(1.0, self.ttl / 4)
+        ended: list[str] = []
+
+        def change(kind: str, value: bytes, created: int) -> bool:
+            if kind == "DELETE":
+                ended.append("the leader key was deleted")
+            elif created != create_revision:
+                ended.append("another replica holds the leader key")
+            return bool(ended)
+
+        def gone(found: Any) -> bool:
+            if found is None or found.create_revision != create_revision:
+                ended.append("the leader key is gone")
+            return bool(ended)
+        watch = asyncio.get_running_loop().create_task(self._watch(client, create_revision, change, gone))
+        pause = self.ttl / 3
+        try:
+            while True:
+                deadline = last_refresh + self.ttl - margin
+                done, _ = await asyncio.wait({watch}, timeout=max(0.0, min(pause, deadline - time.monotonic())))
+                if done:
+                    try:
+                        watch.result()
+                    except STORE_ERRORS:     # the watch broke: the refreshes tell whether the store is there
+                        watch = asyncio.get_running_loop().create_task(
+                            self._watch(client, create_revision, change, gone))
+                    if ended:
+                        return ended[0]
+                if time.monotonic() >= deadline:
+                    return f"no keep-alive of the lease answered for {self.ttl - margin:g} s"
+                sent = time.monotonic()
+                try:
+                    reply = await asyncio.wait_for(client.refresh_lease(lease), max(0.1, deadline - sent))
+                except (TimeoutError, *STORE_ERRORS):
+                    pause = REFRESH_RETRY
+                    continue
+                if reply is None or reply.TTL <= 0:
+                    return "the lease expired"
+                last_refresh, pause = sent, self.ttl / 3
+        finally:
+            watch.cancel()
+
+    async def _watch(self, client: EtcdClient, revision: int, change: Callable[[str, bytes, int], bool],
+                     absent: Callable[[Any], bool]) -> None:
+        """Follow the leader key after `revision` until `change(kind, value, create_revision)` says done; every
+        `ttl` seconds without news, read the key and stop if `absent(what was read)` says so."""
+        watch = await client.watch(self.key, start_revision=revision + 1)
+
+        async def events() -> None:
+            async for event in watch:
+                if change(event.kind, event.kv.value, event.kv.create_revision):
+                    return
+        task = asyncio.get_running_loop().create_task(events())
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.ttl)
+                if done:
+                    task.result()
+                    return
+                if absent(await client.get(self.key)):
+                    return
+        finally:
+            task.cancel()
+            try:
+                await watch.cancel()
+            except (*STORE_ERRORS, asyncio.CancelledError):
+                pass
+
+    @staticmethod
+    async def _revoke(client: EtcdClient, lease: int) -> None:
+        try:
+            await client.revoke_lease(lease)
+        except STORE_ERRORS:
+            pass                                      # it expires by itself
+
+
+def _record(value: bytes) -> dict[str, Any] | None:
+    try:
+        found = json.loads(value)
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
