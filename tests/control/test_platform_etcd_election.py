@@ -26,7 +26,7 @@ def candidates(etcd_server, store_prefix):
         election.start()
         return election
     yield make
-    for election, etcd in made:
+    for _election, etcd in made:
         etcd.close()
 
 
