@@ -73,6 +73,8 @@ from control.metrics.api import Measured, add_routes as add_metrics_routes
 from control.openapi import OPENAPI
 from control.store import STATIC_KINDS, ControlStore
 from control.workflows import api as workflow_api
+from control.replicas.forwarding import Forwarding
+from control.replicas.leadership import Leadership
 from control.workflows.runner import WorkflowRunner
 from gateway import Conflict, GatewayApi, Invalid, NotFound, RequestError
 from gateway.common.httpapi import Handler, api_middleware, query_flag, read_body, respond, validate_only_requested
@@ -98,7 +100,7 @@ except metadata.PackageNotFoundError:      # run from a source tree that is not 
 
 def create_app(store: ControlStore, engine: Engine, token: str | None = None, *, public_metrics: bool = False,
                events: EventLog | None = None, workflows: WorkflowRunner | None = None,
-               metrics: Measured | None = None) -> web.Application:
+               metrics: Measured | None = None, leadership: Leadership | None = None) -> web.Application:
     """`events`: the platform's event log (the engine publishes to the same one); without one, a log of its
     own over `store`. `workflows`: the platform's workflow runner, told of every workflow written. `metrics`:
     the platform's aggregation, which the metrics and health paths read (None: it is off)."""
@@ -125,12 +127,22 @@ def create_app(store: ControlStore, engine: Engine, token: str | None = None, *,
     app.router.add_get("/api/v1/events/stream", api.stream_events)
     app.router.add_post("/api/v1/events", api.create_event)
     app.router.add_get("/api/v1/info", api.info)
+    if leadership is not None:                  # /status: the store and who leads; a follower forwards
+        app.router.add_get("/api/v1/status", lambda request: _replica_status(request, leadership))
+        if leadership.forwards:
+            forwarding = Forwarding(leadership)
+            app.middlewares.append(forwarding)
+            app.on_cleanup.append(forwarding.close)
     app.router.add_get("/api/v1/health", api.health)
     app.router.add_get("/api/v1/openapi.json", api.openapi)
     if workflows is not None:
         workflow_api.add_routes(app.router, workflows)
     add_metrics_routes(app.router, metrics, engine)       # /api/v1/metrics/…, /api/v1/health/… (control.metrics.api)
     return app
+
+
+async def _replica_status(request: web.Request, leadership: Leadership) -> web.Response:
+    return respond(request, leadership.status())
 
 
 @web.middleware

@@ -21,15 +21,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from control.replicas.etcd import EtcdThread
+from control.replicas.leadership import Replica
 from gateway import STORE_ERRORS, EtcdClient, describe_store_error
 
 log = logging.getLogger("vamp.replicas")
@@ -37,38 +34,8 @@ log = logging.getLogger("vamp.replicas")
 DEFAULT_TTL = 10                # seconds: the leader's lease
 RETRY = 1.0                     # seconds between two tries while the store cannot be reached
 REFRESH_RETRY = 0.2             # seconds between two refreshes of the lease after one failed
-
-
-@dataclass(frozen=True)
-class Replica:
-    """A replica as the others see it: the value of the leader key while it leads."""
-    id: str
-    pid: int
-    host: str
-    api_url: str                # where the other replicas forward the API's requests
-    since: float = field(default_factory=time.time)
-
-    @classmethod
-    def this_process(cls, api_url: str) -> Replica:
-        return cls(id=uuid.uuid4().hex[:12], pid=os.getpid(), host=socket.gethostname(), api_url=api_url)
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class Solo:
-    """The leadership of a platform alone on its store (SQLite): it leads from the start, and for good."""
-
-    forwards = False
-
-    def __init__(self, me: Replica, store: str) -> None:
-        self.me = me
-        self.store = store
-        self.role = "leader"
-        self.leader: dict[str, Any] | None = me.as_json()
-
-    def status(self) -> dict[str, Any]:
-        return {"store": self.store, "id": self.me.id, "role": self.role, "leader": self.leader}
+REFRESH_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *STORE_ERRORS)
+WATCH_ENDS: tuple[type[BaseException], ...] = (asyncio.CancelledError, *STORE_ERRORS)
 
 
 class Election:
@@ -86,13 +53,16 @@ class Election:
         self.leader: dict[str, Any] | None = None      # the leader's record, as last read
         self.revision: int | None = None               # while leading: the create revision of our leader key
         self.reason: str | None = None                 # why the leadership was lost
+        self.ready = False                             # the platform sets it once it resumed as the leader
         self._changed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._campaign: Any = None                     # concurrent.futures.Future of the campaign
         self._lease: int | None = None
 
     def status(self) -> dict[str, Any]:
-        return {"store": self.store, "id": self.me.id, "role": self.role, "leader": self.leader}
+        return {"store": self.store, "id": self.me.id, "role": self.role,
+                "ready": self.role == "leader" and self.ready, "leader": self.leader,
+                **({"reason": self.reason} if self.role == "lost" else {})}
 
     # -- the platform's side (its event loop) -------------------------------------------------------------
     def start(self) -> None:
@@ -111,6 +81,17 @@ class Election:
         while self.role != "lost":
             await self._wait()
         return self.reason or "lost"
+
+    def lose(self, reason: str) -> None:
+        """(The platform's loop) The leadership is gone, as something other than the campaign found out (a write
+        fenced off): stop campaigning, and `lost()` returns."""
+        if self.role != "leader":
+            return
+        if self._campaign is not None:
+            self._campaign.cancel()
+        self.role, self.reason = "lost", reason
+        assert self._changed is not None
+        self._changed.set()
 
     async def _wait(self) -> None:
         assert self._changed is not None, "start() first"
@@ -238,7 +219,7 @@ class Election:
                 sent = time.monotonic()
                 try:
                     reply = await asyncio.wait_for(client.refresh_lease(lease), max(0.1, deadline - sent))
-                except (TimeoutError, *STORE_ERRORS):
+                except REFRESH_ERRORS:
                     pause = REFRESH_RETRY
                     continue
                 if reply is None or reply.TTL <= 0:
@@ -270,7 +251,7 @@ class Election:
             task.cancel()
             try:
                 await watch.cancel()
-            except (*STORE_ERRORS, asyncio.CancelledError):
+            except WATCH_ENDS:
                 pass
 
     @staticmethod
