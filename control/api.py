@@ -128,7 +128,9 @@ def create_app(store: ControlStore, engine: Engine, token: str | None = None, *,
     app.router.add_post("/api/v1/events", api.create_event)
     app.router.add_get("/api/v1/info", api.info)
     if leadership is not None:                  # /status: the store and who leads; a follower forwards
-        app.router.add_get("/api/v1/status", lambda request: _replica_status(request, leadership))
+        async def replica_status(request: web.Request) -> web.Response:
+            return respond(request, leadership.status())
+        app.router.add_get("/api/v1/status", replica_status)
         if leadership.forwards:
             forwarding = Forwarding(leadership)
             app.middlewares.append(forwarding)
@@ -139,10 +141,6 @@ def create_app(store: ControlStore, engine: Engine, token: str | None = None, *,
         workflow_api.add_routes(app.router, workflows)
     add_metrics_routes(app.router, metrics, engine)       # /api/v1/metrics/…, /api/v1/health/… (control.metrics.api)
     return app
-
-
-async def _replica_status(request: web.Request, leadership: Leadership) -> web.Response:
-    return respond(request, leadership.status())
 
 
 @web.middleware

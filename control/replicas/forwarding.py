@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from control.replicas.leadership import Leadership
 from control.store import STATIC_KINDS
@@ -88,7 +89,7 @@ async def _proxy(request: web.Request, session: aiohttp.ClientSession, leadershi
     headers = {name: value for name, value in request.headers.items() if name.lower() not in HOP_BY_HOP}
     headers[FORWARDED_BY] = str(leadership.me.id)
     body = await request.read() if request.body_exists else None
-    url = str(leader["api_url"]).rstrip("/") + request.rel_url.raw_path_qs
+    url = URL(str(leader["api_url"]).rstrip("/") + request.rel_url.raw_path_qs, encoded=True)   # as it came
     try:
         upstream = await session.request(request.method, url, headers=headers, data=body, allow_redirects=False)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
