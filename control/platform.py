@@ -40,7 +40,7 @@ from gateway import ConfigManager, LocalWorker, ProcessWorker, Runtime, Worker, 
 
 if TYPE_CHECKING:                       # (etcd's client is loaded only for a platform on etcd)
     from control.replicas.election import Election
-    from gateway import StoreAddress
+    from gateway import FleetGateways, StoreAddress
 
 log = logging.getLogger("vamp.platform")
 
@@ -108,10 +108,19 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         control_store = etcd_store
         leadership = election = Election(etcd_store.etcd, me, leader_ttl)
     loop = asyncio.get_running_loop()
-    gateway_workers: list[Worker] = [LocalWorker(Runtime(loop))] if workers == 1 else [
+    gateway_workers: list[Worker] = [LocalWorker(Runtime(loop, reuse_port=store is not None))] if workers == 1 else [
         ProcessWorker(index, [], lambda: gateways.effective) for index in range(workers)]
-    gateways = ConfigManager(gateway_workers, None)
-    await gateways.start(gateways.desired)
+    fleet: FleetGateways | None = None
+    if store is None:
+        gateways = ConfigManager(gateway_workers, None)
+        await gateways.start(gateways.desired)
+    else:                                       # the gateways the store holds, followed by every replica
+        from control.replicas.gateways import EVERYWHERE, ReplicaGateways
+        from gateway import FleetGateways
+        gateways = ReplicaGateways(gateway_workers, bind)
+        fleet = FleetGateways(gateways, store)
+        await fleet.start()
+        bind = EVERYWHERE                       # what the leader writes: each replica serves it on its --bind
     aggregation = Aggregator([worker.snapshot for worker in gateways.workers], window=metrics_window) \
         if metrics_window else None
     if aggregation is not None:
@@ -123,9 +132,9 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
 
     orchestrator = LocalOrchestrator(state_dir / "logs", before_stop=before_stop)
     events = EventLog(control_store, max_count=events_max_count, max_age=events_max_age)
-    engine = engine_ref["engine"] = Engine(control_store, orchestrator, gateways, events=events, bind=bind)
+    engine = engine_ref["engine"] = Engine(control_store, orchestrator, fleet or gateways, events=events, bind=bind)
     if election is None and not await _resume(engine, events, state_dir):
-        await _stop(engine, orchestrator, gateways, None, 0, events, aggregation)
+        await _stop(engine, orchestrator, gateways, None, 0, events, aggregation, fleet=fleet)
         return 1
 
     measured = aggregation if aggregation is not None else NoMetrics()
@@ -156,7 +165,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         await web.TCPSite(runner, api_host, api_port).start()
     except OSError as exc:
         print(f"vamp: cannot listen on {api_host}:{api_port}: {exc.strerror or exc}", file=sys.stderr)
-        await _stop(engine, orchestrator, gateways, runner, 0, events, aggregation)
+        await _stop(engine, orchestrator, gateways, runner, 0, events, aggregation, fleet=fleet)
         return 1
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -168,7 +177,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         election.start()
         if not await _first(election.won(), stop.wait()):
             await election.resign()
-            await _stop(engine, orchestrator, gateways, runner, grace, events, aggregation)
+            await _stop(engine, orchestrator, gateways, runner, grace, events, aggregation, fleet=fleet)
             lock.close()
             return 0
         etcd_store.fence(election.key, election.revision)  # type: ignore[arg-type]  # (set: it leads)
@@ -179,7 +188,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         etcd_store.on_fence_lost = found_fenced_off
         if not await _resume(engine, events, state_dir):
             await election.resign()
-            await _stop(engine, orchestrator, gateways, runner, 0, events, aggregation)
+            await _stop(engine, orchestrator, gateways, runner, 0, events, aggregation, fleet=fleet)
             return 1
         election.ready = True
         log.info("replica %s leads: the deployments are resumed", me.id)
@@ -202,11 +211,11 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         print(f"vamp: replica {me.id} lost the leadership ({leadership.status().get('reason')}): stopping its "
               "instances and exiting; started again, it joins as a follower", file=sys.stderr, flush=True)
         await workflows.close()
-        await _stop(engine, orchestrator, gateways, runner, 0, events, aggregation)
+        await _stop(engine, orchestrator, gateways, runner, 0, events, aggregation, fleet=fleet)
         return EXIT_LOST_LEADERSHIP
     log.info("stopping: workflows, instances, then the gateway (grace %.0fs)", grace)
     await workflows.close()
-    await _stop(engine, orchestrator, gateways, runner, grace, events, aggregation,
+    await _stop(engine, orchestrator, gateways, runner, grace, events, aggregation, fleet=fleet,
                 resign=election.resign if election is not None else None)
     lock.close()                                # the instances are gone: the directory is free again
     return 0
@@ -248,7 +257,7 @@ def _loopback_url(host: str, port: int, *, wildcard_as_host_name: bool = False) 
 
 async def _stop(engine: Engine, orchestrator: LocalOrchestrator, gateways: ConfigManager, runner: web.AppRunner | None,
                 grace: float, events: EventLog, aggregation: Aggregator | None, *,
-                resign: Callable[[], Awaitable[None]] | None = None) -> None:
+                resign: Callable[[], Awaitable[None]] | None = None, fleet: FleetGateways | None = None) -> None:
     """Stop it all; a leader on etcd resigns once its instances are gone (the next one starts its own at once)."""
     await events.close()            # the event streams end now: the API's shutdown waits for none of them
     if aggregation is not None:
@@ -257,6 +266,8 @@ async def _stop(engine: Engine, orchestrator: LocalOrchestrator, gateways: Confi
     await orchestrator.close()
     if resign is not None:
         await resign()
+    if fleet is not None:           # stop following the store, then the gateway stops
+        await fleet.close()
     await gateways.shutdown(grace)
     if runner is not None:
         await runner.cleanup()

@@ -1,7 +1,8 @@
 """Several `vamp run --store etcd://…` replicas on one prefix of a real etcd, as an operator runs them: one leads,
-the others forward the API to it; the leader killed with SIGKILL, another takes over within the lease's TTL, and
-the deployment goes on — its instance started once by the new leader, never two at a time, a scale change
-through a follower works, and traffic through the new leader's gateway reaches the service."""
+the others forward the API to it, and every replica's gateway serves the deployment; the leader killed with
+SIGKILL, another takes over within the lease's TTL, and the deployment goes on — its instance started once by
+the new leader, never two at a time, a scale change through a follower works, and traffic through the new
+leader's gateway, and the other replica's, reaches the service."""
 from __future__ import annotations
 
 import time
@@ -83,6 +84,9 @@ def test_a_leader_killed_with_9_hands_over_and_the_deployment_goes_on_without_a_
     leader.wait_until(lambda: deployed(leader, 1), READY_TIMEOUT, "sava deployed")
     code, _ = first.api("GET", "/api/v1/breeds")                 # a follower reads the store itself
     assert code == 200
+    for index in range(3):                                       # every replica's gateway, on its own --bind
+        wait_for(lambda host=f"127.0.0.{index + 2}": answers(host, port), READY_TIMEOUT,
+                 f"sava through replica {index}")
     before = leader.demo_processes()
     assert len(before) == 1 and not any(r.demo_processes() for r in followers)
     assert instance_starts(leader) == 1
@@ -102,8 +106,10 @@ def test_a_leader_killed_with_9_hands_over_and_the_deployment_goes_on_without_a_
     assert len(new_leader.demo_processes()) == 1 and not remaining.demo_processes()
     assert instance_starts(new_leader) == 2            # once by each leader: the new one started it exactly once
     assert services(new_leader)["sava:1.0.0"]["instances"][0]["restarts"] == 0
-    wait_for(lambda: answers(f"127.0.0.{replicas.index(new_leader) + 2}", port), READY_TIMEOUT,
-             "traffic through the new leader's gateway reaching sava")
+    for replica in (new_leader, remaining):
+        index = replicas.index(replica)
+        wait_for(lambda host=f"127.0.0.{index + 2}": answers(host, port), READY_TIMEOUT,
+                 f"traffic through replica {index}'s gateway reaching sava")
 
     remaining.vamp("scale", SERVICE, "2", "--api", remaining.api_url)   # through the follower, forwarded
     new_leader.wait_until(lambda: deployed(new_leader, 2), READY_TIMEOUT, "scaled to 2")
