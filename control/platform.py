@@ -181,6 +181,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
             lock.close()
             return 0
         etcd_store.fence(election.key, election.revision)  # type: ignore[arg-type]  # (set: it leads)
+        await election.predecessor_gone()       # the leader before has stopped its instances (or is dead)
         fenced_off = election.lose
 
         def found_fenced_off() -> None:
@@ -211,7 +212,8 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         print(f"vamp: replica {me.id} lost the leadership ({leadership.status().get('reason')}): stopping its "
               "instances and exiting; started again, it joins as a follower", file=sys.stderr, flush=True)
         await workflows.close()
-        await _stop(engine, orchestrator, gateways, runner, 0, events, aggregation, fleet=fleet)
+        await _stop(engine, orchestrator, gateways, runner, 0, events, aggregation, fleet=fleet,
+                    resign=election.resign)     # type: ignore[union-attr]  # (lost: it led on etcd)
         return EXIT_LOST_LEADERSHIP
     log.info("stopping: workflows, instances, then the gateway (grace %.0fs)", grace)
     await workflows.close()

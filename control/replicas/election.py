@@ -11,7 +11,11 @@ SLAs, workflows); the others serve the API and forward to it (control.replicas.f
 - A follower watches the key (and reads it every `ttl` seconds, should a watch go quiet) and campaigns as soon as
   it is deleted: when the leader resigns, at once; when the leader dies, once its lease expires, at most `ttl`
   seconds after its last refresh.
-- Resigning (a leader stopping cleanly) revokes the lease: the key goes at once.
+- Resigning (a leader stopping cleanly, or one that lost, once it has stopped acting) revokes the lease: the
+  key goes at once.
+- A new leader acts only once the lease of the leader before it is gone (`predecessor_gone`): revoked by that
+  leader after its instances stopped, or expired. So two leaders never run instances at once, even when the
+  key was taken from a leader that still runs (deleted by hand).
 
 The campaign runs on the etcd connection's own loop (control.replicas.etcd), where a busy platform loop cannot
 delay a keep-alive; what it finds is handed to the platform's loop (`role`, `leader`, `won()`, `lost()`).
@@ -34,6 +38,7 @@ log = logging.getLogger("vamp.replicas")
 DEFAULT_TTL = 10                # seconds: the leader's lease
 RETRY = 1.0                     # seconds between two tries while the store cannot be reached
 REFRESH_RETRY = 0.2             # seconds between two refreshes of the lease after one failed
+PREDECESSOR_POLL = 0.2          # seconds between two looks at whether the previous leader's lease is gone
 REFRESH_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *STORE_ERRORS)
 WATCH_ENDS: tuple[type[BaseException], ...] = (asyncio.CancelledError, *STORE_ERRORS)
 
@@ -57,7 +62,8 @@ class Election:
         self._changed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._campaign: Any = None                     # concurrent.futures.Future of the campaign
-        self._lease: int | None = None
+        self._lease: int | None = None                 # our lease, while campaigning and leading
+        self._predecessor: int | None = None           # the lease of the leader key last followed
 
     def status(self) -> dict[str, Any]:
         return {"store": self.store, "id": self.me.id, "role": self.role,
@@ -98,12 +104,34 @@ class Election:
         self._changed.clear()
         await self._changed.wait()
 
+    async def predecessor_gone(self, timeout: float | None = None) -> bool:
+        """(Having won) Wait until the lease of the leader before is gone: it is revoked by that leader once its
+        instances have stopped, or it expired (a leader cut off from the store stops acting before that). So
+        a new leader never runs what the one before still runs. False if it is still there after `timeout`
+        (default: twice the TTL and 5 s; by then a leader that knew nothing of it has found its key gone)."""
+        lease = self._predecessor
+        if lease is None:
+            return True
+        patience = 2 * self.ttl + 5 if timeout is None else timeout
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            try:
+                found = await self.etcd.call(lambda client: client.get_lease_info(lease, keys=False))
+                if found.TTL <= 0:
+                    return True
+            except Exception as exc:  # noqa: BLE001 - the store may be away for a moment: ask again
+                log.warning("cannot tell whether the previous leader's lease is gone: %s", exc)
+            await asyncio.sleep(PREDECESSOR_POLL)
+        log.warning("the previous leader's lease is still there after %.0f s: leading anyway", patience)
+        return False
+
     async def resign(self) -> None:
-        """Stop campaigning; a leader revokes its lease, so that another replica takes over at once."""
+        """Stop campaigning; a leader (or one that lost, once it stopped acting) revokes its lease, so that
+        another replica takes over at once."""
         if self._campaign is not None:
             self._campaign.cancel()
         lease = self._lease
-        if lease is not None and self.role == "leader":
+        if lease is not None and self.role in ("leader", "lost"):
             try:
                 await self.etcd.call(lambda client: client.revoke_lease(lease))
             except Exception as exc:  # noqa: BLE001 - resigning is a courtesy: the lease expires anyway
@@ -164,23 +192,24 @@ class Election:
             reason = await self._hold(client, lease.id, found.create_revision, started)
             self._report("lost", self.me.as_json(), reason=reason)
             log.error("replica %s lost the leadership: %s", self.me.id, reason)
-            await self._revoke(client, lease.id)
-            return True
+            return True                                 # the lease goes once the platform stopped (resign)
         await self._revoke(client, lease.id)
         self._lease = None
         current = answers[0][0][1] if not won and answers and answers[0] else None
         if current is None:
             return False                                # gone already: campaign again
+        self._predecessor = current.lease
         self._report("follower", _record(current.value))
         await self._follow(client, current.mod_revision)
         return False
 
     async def _follow(self, client: EtcdClient, revision: int) -> None:
         """Until the leader key is deleted (a new leader's record is reported as it comes)."""
-        def change(kind: str, value: bytes, create_revision: int) -> bool:
+        def change(kind: str, kv: Any) -> bool:
             if kind == "DELETE":
                 return True
-            self._report("follower", _record(value))
+            self._predecessor = kv.lease
+            self._report("follower", _record(kv.value))
             return False
         await self._watch(client, revision, change, lambda found: found is None)
 
@@ -189,10 +218,10 @@ class Election:
         margin = min(1.0, self.ttl / 4)
         ended: list[str] = []
 
-        def change(kind: str, value: bytes, created: int) -> bool:
+        def change(kind: str, kv: Any) -> bool:
             if kind == "DELETE":
                 ended.append("the leader key was deleted")
-            elif created != create_revision:
+            elif kv.create_revision != create_revision:
                 ended.append("another replica holds the leader key")
             return bool(ended)
 
@@ -211,7 +240,7 @@ class Election:
                         watch.result()
                     except STORE_ERRORS:     # the watch broke: the refreshes tell whether the store is there
                         watch = asyncio.get_running_loop().create_task(
-                            self._watch(client, create_revision, change, gone))
+                            self._watch(client, create_revision, change, gone, after=REFRESH_RETRY))
                     if ended:
                         return ended[0]
                 if time.monotonic() >= deadline:
@@ -228,15 +257,18 @@ class Election:
         finally:
             watch.cancel()
 
-    async def _watch(self, client: EtcdClient, revision: int, change: Callable[[str, bytes, int], bool],
-                     absent: Callable[[Any], bool]) -> None:
-        """Follow the leader key after `revision` until `change(kind, value, create_revision)` says done; every
-        `ttl` seconds without news, read the key and stop if `absent(what was read)` says so."""
+    async def _watch(self, client: EtcdClient, revision: int, change: Callable[[str, Any], bool],
+                     absent: Callable[[Any], bool], *, after: float = 0.0) -> None:
+        """Follow the leader key after `revision` until `change(kind, key value)` says done; every
+        `ttl` seconds without news, read the key and stop if `absent(what was read)` says so. `after`: seconds
+        to wait first (a watch that broke is not opened again at once)."""
+        if after:
+            await asyncio.sleep(after)
         watch = await client.watch(self.key, start_revision=revision + 1)
 
         async def events() -> None:
             async for event in watch:
-                if change(event.kind, event.kv.value, event.kv.create_revision):
+                if change(event.kind, event.kv):
                     return
         task = asyncio.get_running_loop().create_task(events())
         try:

@@ -19,9 +19,9 @@ TTL = 2                 # seconds: the shortest lease the election takes
 def candidates(etcd_server, store_prefix):
     made: list[tuple[Election, EtcdThread]] = []
 
-    def make(name: str) -> Election:
+    def make(name: str, ttl: int = TTL) -> Election:
         etcd = EtcdThread(StoreAddress.parse(etcd_server.url(store_prefix)))
-        election = Election(etcd, Replica(id=name, pid=0, host="test", api_url=f"http://{name}"), ttl=TTL)
+        election = Election(etcd, Replica(id=name, pid=0, host="test", api_url=f"http://{name}"), ttl=ttl)
         made.append((election, etcd))
         election.start()
         return election
@@ -90,3 +90,23 @@ async def test_a_leader_cut_off_from_the_store_stops_leading_before_its_lease_ca
         assert time.monotonic() - cut < TTL         # before etcd could have let another replica lead
     finally:
         etcd.close()
+
+
+async def test_a_new_leader_waits_until_the_leader_before_has_let_go_of_its_lease(candidates, etcd_server,
+                                                                                   store_prefix):
+    first = candidates("a", ttl=6)                       # its lease outlives the first look below by seconds
+    await asyncio.wait_for(first.won(), 10)
+    second = candidates("b", ttl=6)
+    await until(lambda: second.role == "follower", 10, "following")
+    await asyncio.to_thread(etcd_server.run, lambda client: client.delete(f"{store_prefix}/leader".encode()))
+    await asyncio.wait_for(second.won(), 10)             # the key is free: b leads at once …
+    await asyncio.wait_for(first.lost(), 5)
+    assert await second.predecessor_gone(timeout=0.3) is False   # … but a still holds its lease (its instances)
+    await first.resign()                                 # a has stopped acting: it lets go
+    assert await asyncio.wait_for(second.predecessor_gone(), 5) is True
+
+
+async def test_a_leader_that_followed_no_one_has_no_one_to_wait_for(candidates):
+    first = candidates("a")
+    await asyncio.wait_for(first.won(), 10)
+    assert await asyncio.wait_for(first.predecessor_gone(), 1) is True

@@ -116,3 +116,34 @@ def test_a_leader_killed_with_9_hands_over_and_the_deployment_goes_on_without_a_
     assert len(new_leader.demo_processes()) == 2 and not remaining.demo_processes()
     assert instance_starts(new_leader) == 3
     assert took < TTL + TAKEOVER_MARGIN, took
+
+
+@pytest.mark.timeout(90)
+def test_a_leader_that_loses_its_key_stops_its_instances_and_exits_3_and_a_follower_takes_over(
+        procs, tmp_path, etcd_server, store_prefix):
+    url = etcd_server.url(store_prefix)
+    replicas = []
+    for index in range(2):
+        replica = PlatformProcess(tmp_path / f"state-{index}", tmp_path, log_name=f"replica-{index}",
+                                  ready_timeout=30.0, extra_args=("--store", url, "--leader-ttl", f"{TTL}s",
+                                                                  "--bind", f"127.0.0.{index + 2}"))
+        procs.started.append(replica)
+        replicas.append(replica.start())
+    wait_for(lambda: sorted(status(r).get("role") for r in replicas) == ["follower", "leader"], 10,
+             "one leader, one follower")
+    leader = next(r for r in replicas if status(r)["role"] == "leader")
+    follower = next(r for r in replicas if r is not leader)
+    port = free_port()
+    blueprint = tmp_path / "sava.yaml"
+    blueprint.write_text((REPO / "examples" / "sava-1.0.yaml").read_text().replace("9050:", f"{port}:"))
+    leader.vamp("deploy", str(blueprint), "--name", "sava", "--api", leader.api_url)
+    before = leader.demo_processes()
+    assert len(before) == 1
+
+    etcd_server.run(lambda client: client.delete(f"{store_prefix}/leader".encode()))   # as an operator might
+    assert leader.process.wait(TTL + 15) == 3
+    assert "lost the leadership" in leader.stderr_text()
+    assert not any(alive(p) for p in before)            # it stopped its instance before it exited
+    wait_for(lambda: status(follower).get("role") == "leader", TTL + TAKEOVER_MARGIN, "the follower leading")
+    follower.wait_until(lambda: deployed(follower, 1), READY_TIMEOUT, "sava deployed by the new leader")
+    assert len(follower.demo_processes()) == 1 and instance_starts(follower) == 2
