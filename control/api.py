@@ -25,6 +25,8 @@
     GET    /metrics/… · /health/…        a gateway's, route's, cluster port's, service's or instance's figures
            over ?window= (control.metrics.api), from the platform's aggregation       200 · 400 · 404 · 503
     GET    /info · /health · /openapi.json
+    GET    /status                       this replica: its store, its role and the leader; a replica on etcd that
+                                         does not lead forwards most requests to the leader (control.replicas)
 
 Conventions are the gateway admin API's (gateway.common.httpapi): JSON by default, YAML both ways, nested at most 64
 levels; errors `{"error": "...", "field": "/json/pointer" | null}`; with a token set, every request (reads
@@ -72,9 +74,9 @@ from control.events.model import Event, EventFilter
 from control.metrics.api import Measured, add_routes as add_metrics_routes
 from control.openapi import OPENAPI
 from control.store import STATIC_KINDS, ControlStore
-from control.workflows import api as workflow_api
 from control.replicas.forwarding import Forwarding
 from control.replicas.leadership import Leadership
+from control.workflows import api as workflow_api
 from control.workflows.runner import WorkflowRunner
 from gateway import Conflict, GatewayApi, Invalid, NotFound, RequestError
 from gateway.common.httpapi import Handler, api_middleware, query_flag, read_body, respond, validate_only_requested

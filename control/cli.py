@@ -29,7 +29,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import yaml
@@ -43,6 +43,9 @@ from gateway.common.cli import (LIST_QUERY, CommandError, Commands, TokenError, 
                                 store_options_given, token_from)
 from gateway.common.units import parse_duration
 from loadtest import cli as loadtest_cli
+
+if TYPE_CHECKING:
+    from gateway import StoreAddress
 
 API = "/api/v1"
 EXIT_BROKEN_PIPE = 141      # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
@@ -329,7 +332,7 @@ def _leader_ttl(text: str) -> int:
     return int(seconds)
 
 
-def _run_store(args: argparse.Namespace) -> Any:
+def _run_store(args: argparse.Namespace) -> StoreAddress | None:
     """The etcd store of `--store` with its options (None without it: SQLite); ValueError or TokenError saying
     what is wrong."""
     if args.store is None:
