@@ -5,8 +5,8 @@ they may use besides `gateway.common` (what every part of Vamp shares). Everythi
 inside one of its rooms — proxy, routing, config, runtime, admin — and may change without notice;
 tests/test_layout.py enforces the rule. The configuration model and its loading are imported with this
 module (the command line needs them anyway); the runtime, its manager, metrics, the admin API, its client and
-the gateway's commands only when first used, so `vamp gateways list` does not pay for asyncio servers and
-aiohttp.
+the gateway's commands and the fleet's store (etcd, over gRPC) only when first used, so `vamp gateways list`
+does not pay for asyncio servers, aiohttp and gRPC.
 """
 from __future__ import annotations
 
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from gateway.runtime.runtime import Runtime
     from gateway.runtime.snapshot import empty_stats, merge as merge_snapshots
     from gateway.runtime.workers import LocalWorker, ProcessWorker, Worker
+    from gateway.store.etcd import STORE_ERRORS, EtcdClient, StoreAddress, StoreAddressError
+    from gateway.store.etcd import describe as describe_store_error
+    from gateway.store.fleet import FleetGateways
 
 # name -> (module, name there): imported on first use (see __getattr__).
 _LATER = {
@@ -67,6 +70,12 @@ _LATER = {
     "LocalWorker": ("gateway.runtime.workers", "LocalWorker"),
     "ProcessWorker": ("gateway.runtime.workers", "ProcessWorker"),
     "Worker": ("gateway.runtime.workers", "Worker"),
+    "StoreAddress": ("gateway.store.etcd", "StoreAddress"),
+    "StoreAddressError": ("gateway.store.etcd", "StoreAddressError"),
+    "EtcdClient": ("gateway.store.etcd", "EtcdClient"),
+    "STORE_ERRORS": ("gateway.store.etcd", "STORE_ERRORS"),
+    "describe_store_error": ("gateway.store.etcd", "describe"),
+    "FleetGateways": ("gateway.store.fleet", "FleetGateways"),
 }
 
 __all__ = [
@@ -83,12 +92,16 @@ __all__ = [
     "ClientLookups", "TrustedProxies", "UserAgentParser", "RouteTable",
     # the running gateway, its changes, its numbers
     "Runtime", "LocalWorker", "ProcessWorker", "Worker", "ConfigManager",
+    # a fleet: the gateways kept in etcd (where the store is, and the ConfigSource over it)
+    "StoreAddress", "StoreAddressError", "FleetGateways",
     "merge_snapshots", "empty_stats", "render_metrics", "BUCKET_LABELS", "CLASS_LABELS", "LATENCY_BUCKETS",
     # the admin API, and the gateway API's handlers over any ConfigSource
     "GatewayApi", "build_admin_app", "AdminBindingError", "check_admin_binding", "parse_admin_address",
     # the gateway's commands of `vamp`, and the client of the APIs their commands use (their shared pieces of
     # a command line: gateway.common.cli)
     "register_commands", "AdminClient", "api_command", "apply_gateways_file", "weights_summary",
+    # etcd, which the platform's replicas share too: a client to it, and what its calls raise
+    "EtcdClient", "STORE_ERRORS", "describe_store_error",
 ]
 
 

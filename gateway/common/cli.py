@@ -92,24 +92,60 @@ def token_from(args: argparse.Namespace) -> str | None:
     return _first_set(TOKEN_VARIABLES)
 
 
-def read_token_file(path: str) -> str:
-    """The token a file holds on its one line (a trailing newline is not part of it)."""
+def read_token_file(path: str, what: str = "token") -> str:
+    """The token (or other secret: `what`) a file holds on its one line (a trailing newline is not part of it)."""
     try:
         with open(path, "rb") as file:
             raw = file.read(MAX_TOKEN_FILE + 1)
     except OSError as exc:
-        raise TokenError(f"cannot read the token file {path}: {exc.strerror or exc}") from None
+        raise TokenError(f"cannot read the {what} file {path}: {exc.strerror or exc}") from None
     try:
         token = raw.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:
-        raise TokenError(f"the token file {path} is not UTF-8 text") from None
+        raise TokenError(f"the {what} file {path} is not UTF-8 text") from None
     if len(raw) > MAX_TOKEN_FILE:
-        raise TokenError(f"the token file {path} is larger than {MAX_TOKEN_FILE // 1024} KiB: is it a token?")
+        raise TokenError(f"the {what} file {path} is larger than {MAX_TOKEN_FILE // 1024} KiB: is it a {what}?")
     if not token:
-        raise TokenError(f"the token file {path} is empty")
+        raise TokenError(f"the {what} file {path} is empty")
     if not token.isprintable() or token != token.strip():
-        raise TokenError(f"the token file {path} must hold the token alone on one line, without spaces around it")
+        raise TokenError(f"the {what} file {path} must hold the {what} alone on one line, without spaces around "
+                         "it")
     return token
+
+
+# -- a configuration store (etcd) ------------------------------------------------------------------------------
+ETCD_PASSWORD_VARIABLE = "VAMP_ETCD_PASSWORD"
+STORE_OPTIONS = ("etcd_ca", "etcd_cert", "etcd_key", "etcd_user", "etcd_password_file")
+
+
+def add_store_options(parser: Options) -> None:
+    """How a command reaches the etcd its store URL names: TLS files and credentials (`store_options_from`).
+    The password is never an option's value (the process list would show it)."""
+    parser.add_argument("--etcd-ca", metavar="FILE", help="the CA certificate etcd's members are signed by (TLS)")
+    parser.add_argument("--etcd-cert", metavar="FILE", help="this client's certificate, when etcd asks for one "
+                                                            "(with --etcd-key)")
+    parser.add_argument("--etcd-key", metavar="FILE", help="the key of --etcd-cert")
+    parser.add_argument("--etcd-user", metavar="USER", help="the etcd user to authenticate as")
+    parser.add_argument("--etcd-password-file", metavar="FILE",
+                        help=f"read the etcd user's password from a file (default: ${ETCD_PASSWORD_VARIABLE})")
+
+
+def store_options_given(args: argparse.Namespace) -> bool:
+    return any(getattr(args, name, None) is not None for name in STORE_OPTIONS)
+
+
+def store_options_from(args: argparse.Namespace) -> dict[str, str | None]:
+    """The keyword arguments of `StoreAddress.parse` (gateway.store.etcd) the options give; the password comes
+    from --etcd-password-file, else $VAMP_ETCD_PASSWORD, and only with --etcd-user. TokenError when the file
+    cannot be read."""
+    user: str | None = args.etcd_user
+    password: str | None = None
+    if args.etcd_password_file is not None:
+        password = read_token_file(args.etcd_password_file, "password")
+    elif user is not None:
+        password = os.environ.get(ETCD_PASSWORD_VARIABLE) or None
+    return {"ca_file": args.etcd_ca, "cert_file": args.etcd_cert, "key_file": args.etcd_key,
+            "username": user, "password": password}
 
 
 # -- a command that uses an API ------------------------------------------------------------------------------

@@ -173,6 +173,13 @@ def from_dict(data: Any) -> Config:
     return Config(gateways=gateways, geo=_geo(body.get("geo"), ("geo",)))
 
 
+def assemble(gateways: tuple[Gateway, ...], geo: GeoSettings | None = None) -> Config:
+    """A configuration of gateways each validated on its own (`gateway_from_dict`), checked together (the ports
+    they share) as `from_dict` checks them: a store of gateways (gateway.store) decodes them one by one."""
+    _check_shared_ports(gateways)
+    return Config(gateways=gateways, geo=geo if geo is not None else GeoSettings())
+
+
 def _gateway_entries(value: Any) -> list[tuple[Any, Any]]:
     at: Location = ("gateways",)
     if value is None:

@@ -183,7 +183,8 @@ class ConfigManager:
         return sorted(gw.name for gw in self.effective.gateways)
 
     def document(self, name: str, snap: dict[str, Any]) -> dict[str, Any]:
-        """A gateway as the admin API shows it: its configuration plus a read-only `status`."""
+        """A gateway as the admin API shows it: its configuration plus a read-only `status` (`revision`: the store
+        revision of its configuration in a fleet, gateway.store.fleet; None here)."""
         desired = self.desired.gateway(name)
         served = self.effective.gateway(name)
         if served is None:
@@ -211,7 +212,7 @@ class ConfigManager:
         return {"name": name, **gateway_to_dict(shown),
                 "status": {"state": "draining" if ghost else "active",
                            "drain_ends_at": self._drain_state((name,))[1] if ghost else None,
-                           "routes": routes}}
+                           "revision": None, "routes": routes}}
 
     def _drain_state(self, key: tuple[str, ...]) -> tuple[str, str | None]:
         """(`draining`, when it will end at the latest) or (`drained`, when it ended) of what drains: a target

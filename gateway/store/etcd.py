@@ -13,8 +13,11 @@ a call to an unreachable (or refusing) store raises.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
 import aetcd
 import aetcd.exceptions
 import aetcd.watcher
@@ -26,6 +29,7 @@ DEFAULT_PORT = 2379
 CALL_TIMEOUT = 5.0              # seconds an etcd call may take before it counts as failed
 KEEPALIVE = 5.0                 # seconds between keepalive pings; etcd refuses pings more often than every 5 s
 KEEPALIVE_TIMEOUT = 3.0         # seconds without an answer to a ping before the connection counts as dead
+MAX_MESSAGE = 64 * 1024 * 1024  # bytes an answer may have (a range read of every gateway of a large fleet)
 
 # What a call to the store raises when it cannot be served (unreachable, timed out, refused, compacted).
 STORE_ERRORS: tuple[type[BaseException], ...] = (aetcd.exceptions.ClientError, grpc.RpcError)
@@ -116,7 +120,8 @@ class EtcdClient(aetcd.Client):
                    ("grpc.keepalive_permit_without_calls", 1),
                    ("grpc.http2.max_pings_without_data", 0),
                    ("grpc.initial_reconnect_backoff_ms", 200),
-                   ("grpc.max_reconnect_backoff_ms", 2000)]
+                   ("grpc.max_reconnect_backoff_ms", 2000),
+                   ("grpc.max_receive_message_length", MAX_MESSAGE)]
         address = self.address
         if address.tls:
             credentials = grpc.ssl_channel_credentials(
@@ -143,6 +148,37 @@ class EtcdClient(aetcd.Client):
         self._watcher = aetcd.watcher.Watcher(rpc.WatchStub(channel), timeout=self._timeout,
                                               metadata=self.metadata)
         self._connected.set()
+
+    async def txn(self, compare: Sequence[Any], success: Sequence[Any]) -> tuple[bool, int]:
+        """A transaction (aetcd's compares and operations, `client.transactions.…`): whether its compares held
+        (and its operations were done), and the store revision it left (the one its changes carry)."""
+        await self.connect()
+        request = rpc.TxnRequest(compare=[item.build_message() for item in compare],
+                                 success=self._ops_to_requests(success), failure=[])
+        try:
+            reply = await self.kvstub.Txn(request, timeout=self._timeout, metadata=self.metadata)
+        except grpc.aio.AioRpcError as exc:
+            aetcd.exceptions._handle_exception(exc)
+        return bool(reply.succeeded), int(reply.header.revision)
+
+    async def watch_range(self, start: bytes, end: bytes, start_revision: int,
+                          deliver: Callable[[Any], Awaitable[None]]) -> int:
+        """Watch the keys in [start, end) from `start_revision` on; returns the watch's id. `deliver` is called
+        with each event (aetcd's `Event`: kind "PUT" or "DELETE", kv) in order, and once with the error (or None)
+        that ends the watch. aetcd calls it for every event of one etcd answer in a row, without giving the
+        loop a turn in between, so what `deliver` queues, a consumer finds whole: the events of a transaction
+        (one revision) are never split across answers."""
+        await self.connect()
+        try:
+            callback = await self._watcher.add_callback(start, deliver, range_end=end,
+                                                        start_revision=start_revision)
+        except grpc.aio.AioRpcError as exc:
+            aetcd.exceptions._handle_exception(exc)
+        return int(callback.watch_id)
+
+    async def cancel_watch(self, watch_id: int) -> None:
+        if self._watcher is not None:
+            await self._watcher.cancel(watch_id)
 
 
 def _read(path: str | None) -> bytes | None:
