@@ -47,8 +47,7 @@ from gateway.config.load import from_dict
 from gateway.runtime import snapshot as snapshots
 from gateway.runtime.runtime import Runtime
 from proxy import (BenchmarkError, Pinning, Processes, Terminated, WrkResult, backend_config, free_port,
-                   integer_at_least, parse_wrk_output, require_program, start_benchmark, start_nginx, vamp_command,
-                   wait_until_serving, WRK_GRACE)
+                   integer_at_least, load_with_wrk, start_benchmark, start_nginx, vamp_command, wait_until_serving)
 
 PARTS = ("throughput", "memory")
 SPLIT = "bench"                     # the gateway under load
@@ -125,30 +124,10 @@ class ThroughputBench:
             if self.args.routes:
                 api_put(api_port, f"/api/v1/gateways/{IDLE}", idle_gateway(idle_port, self.args.routes, 45000))
             wait_until_serving(self.processes, "platform", port)
-            url = f"http://127.0.0.1:{port}/"
-            if self.args.warmup > 0:
-                self.run_wrk(f"wrk-warmup-{name}", url, self.args.warmup)
-            cpu_before, started = self.processes.cpu_seconds("platform"), time.monotonic()
-            output = self.run_wrk(f"wrk-{name}", url, self.args.duration)
-            cpu_used, elapsed = self.processes.cpu_seconds("platform") - cpu_before, time.monotonic() - started
+            return load_with_wrk(self.processes, self.pinning, self.args, name, server="platform",
+                                 url=f"http://127.0.0.1:{port}/")
         finally:
             self.processes.stop("platform")
-        try:
-            result = parse_wrk_output(output)
-        except ValueError as error:
-            raise BenchmarkError(f"{error}:\n{output.strip()}") from None
-        if result.requests:
-            result.server_cpu_us_per_request = round(cpu_used / result.requests * 1e6, 1)
-        result.server_cpu_busy_percent = round(cpu_used / elapsed * 100)
-        return result
-
-    def run_wrk(self, name: str, url: str, seconds: int) -> str:
-        command = [*self.pinning.client, require_program("wrk"), "-t1", f"-c{self.args.connections}",
-                   f"-d{seconds}s", "--latency", url]
-        status, output = self.processes.run(name, command, seconds + WRK_GRACE)
-        if status != 0:
-            raise BenchmarkError(f"wrk exited with status {status}:\n{output.strip()}")
-        return output
 
 
 def ratios(runs: list[Run], figure: str = "requests_per_second") -> list[float]:

@@ -385,6 +385,36 @@ def start_nginx(processes: Processes, name: str, command_prefix: list[str], conf
     wait_until_serving(processes, name, port)
 
 
+# --- one load ---------------------------------------------------------------------------------------------
+
+def run_wrk(processes: Processes, pinning: Pinning, connections: int, name: str, url: str, seconds: int) -> str:
+    """wrk (one thread, on the client's cores) against `url` for `seconds`: its output."""
+    command = [*pinning.client, require_program("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    status, output = processes.run(name, command, seconds + WRK_GRACE)
+    if status != 0:
+        raise BenchmarkError(f"wrk exited with status {status}:\n{output.strip()}")
+    return output
+
+
+def load_with_wrk(processes: Processes, pinning: Pinning, args: argparse.Namespace, label: str, *, server: str,
+                  url: str) -> WrkResult:
+    """wrk against `url` after `args.warmup` seconds of warm-up, for `args.duration` seconds with
+    `args.connections`: its figures, plus the CPU the process `server` spent per request and how busy it was."""
+    if args.warmup > 0:
+        run_wrk(processes, pinning, args.connections, f"wrk-warmup-{label}", url, args.warmup)
+    cpu_before, started = processes.cpu_seconds(server), time.monotonic()
+    output = run_wrk(processes, pinning, args.connections, f"wrk-{label}", url, args.duration)
+    cpu_used, elapsed = processes.cpu_seconds(server) - cpu_before, time.monotonic() - started
+    try:
+        result = parse_wrk_output(output)
+    except ValueError as error:
+        raise BenchmarkError(f"{error}:\n{output.strip()}") from None
+    if result.requests:
+        result.server_cpu_us_per_request = round(cpu_used / result.requests * 1e6, 1)
+    result.server_cpu_busy_percent = round(cpu_used / elapsed * 100)
+    return result
+
+
 # --- one benchmark run ------------------------------------------------------------------------------------
 
 class Bench:
@@ -443,28 +473,8 @@ class Bench:
             self.processes.stop(case)
 
     def measure(self, case: str, port: int) -> WrkResult:
-        url = f"http://127.0.0.1:{port}/"
-        if self.args.warmup > 0:
-            self.run_wrk(f"wrk-warmup-{case}", url, self.args.warmup)
-        cpu_before, started = self.processes.cpu_seconds(case), time.monotonic()
-        output = self.run_wrk(f"wrk-{case}", url, self.args.duration)
-        cpu_used, elapsed = self.processes.cpu_seconds(case) - cpu_before, time.monotonic() - started
-        try:
-            result = parse_wrk_output(output)
-        except ValueError as error:
-            raise BenchmarkError(f"{error}:\n{output.strip()}") from None
-        if result.requests:
-            result.server_cpu_us_per_request = round(cpu_used / result.requests * 1e6, 1)
-        result.server_cpu_busy_percent = round(cpu_used / elapsed * 100)
-        return result
-
-    def run_wrk(self, name: str, url: str, seconds: int) -> str:
-        command = [*self.pinning.client, require_program("wrk"), "-t1", f"-c{self.args.connections}",
-                   f"-d{seconds}s", "--latency", url]
-        status, output = self.processes.run(name, command, seconds + WRK_GRACE)
-        if status != 0:
-            raise BenchmarkError(f"wrk exited with status {status}:\n{output.strip()}")
-        return output
+        return load_with_wrk(self.processes, self.pinning, self.args, case, server=case,
+                             url=f"http://127.0.0.1:{port}/")
 
     def run(self, results: dict[str, WrkResult], failures: dict[str, str]) -> None:
         """Measure every chosen case, recording figures or the reason it failed; stop every process."""

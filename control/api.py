@@ -25,6 +25,8 @@
     GET    /metrics/… · /health/…        a gateway's, route's, cluster port's, service's or instance's figures
            over ?window= (control.metrics.api), from the platform's aggregation       200 · 400 · 404 · 503
     GET    /info · /health · /openapi.json
+    GET    /status                       this replica: its store, its role and the leader; a replica on etcd that
+                                         does not lead forwards most requests to the leader (control.replicas)
 
 Conventions are the gateway admin API's (gateway.common.httpapi): JSON by default, YAML both ways, nested at most 64
 levels; errors `{"error": "...", "field": "/json/pointer" | null}`; with a token set, every request (reads
@@ -71,7 +73,9 @@ from control.events.log import EventLog
 from control.events.model import Event, EventFilter
 from control.metrics.api import Measured, add_routes as add_metrics_routes
 from control.openapi import OPENAPI
-from control.store import STATIC_KINDS, Store
+from control.store import STATIC_KINDS, ControlStore
+from control.replicas.forwarding import Forwarding
+from control.replicas.leadership import Leadership
 from control.workflows import api as workflow_api
 from control.workflows.runner import WorkflowRunner
 from gateway import Conflict, GatewayApi, Invalid, NotFound, RequestError
@@ -96,9 +100,9 @@ except metadata.PackageNotFoundError:      # run from a source tree that is not 
     VERSION = "unknown"
 
 
-def create_app(store: Store, engine: Engine, token: str | None = None, *, public_metrics: bool = False,
+def create_app(store: ControlStore, engine: Engine, token: str | None = None, *, public_metrics: bool = False,
                events: EventLog | None = None, workflows: WorkflowRunner | None = None,
-               metrics: Measured | None = None) -> web.Application:
+               metrics: Measured | None = None, leadership: Leadership | None = None) -> web.Application:
     """`events`: the platform's event log (the engine publishes to the same one); without one, a log of its
     own over `store`. `workflows`: the platform's workflow runner, told of every workflow written. `metrics`:
     the platform's aggregation, which the metrics and health paths read (None: it is off)."""
@@ -125,6 +129,14 @@ def create_app(store: Store, engine: Engine, token: str | None = None, *, public
     app.router.add_get("/api/v1/events/stream", api.stream_events)
     app.router.add_post("/api/v1/events", api.create_event)
     app.router.add_get("/api/v1/info", api.info)
+    if leadership is not None:                  # /status: the store and who leads; a follower forwards
+        async def replica_status(request: web.Request) -> web.Response:
+            return respond(request, leadership.status())
+        app.router.add_get("/api/v1/status", replica_status)
+        if leadership.forwards:
+            forwarding = Forwarding(leadership)
+            app.middlewares.append(forwarding)
+            app.on_cleanup.append(forwarding.close)
     app.router.add_get("/api/v1/health", api.health)
     app.router.add_get("/api/v1/openapi.json", api.openapi)
     if workflows is not None:
@@ -368,7 +380,7 @@ def _server_sent(event: Event) -> bytes:
 
 # -- the handlers --------------------------------------------------------------------------------------
 class ControlApi:
-    def __init__(self, store: Store, engine: Engine, events: EventLog,
+    def __init__(self, store: ControlStore, engine: Engine, events: EventLog,
                  workflows: WorkflowRunner | None = None) -> None:
         self.store = store
         self.engine = engine

@@ -29,7 +29,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import yaml
@@ -38,10 +38,14 @@ from control import waiting
 from control.events import cli as events_cli
 from control.workflows import cli as workflows_cli
 from gateway import AdminClient, api_command as command, apply_gateways_file, register_commands, weights_summary
-from gateway.common.cli import (LIST_QUERY, CommandError, Commands, TokenError, add_server_options, add_token_options,
-                                emit, new_parser, render_table, setup_logging, token_from)
+from gateway.common.cli import (LIST_QUERY, CommandError, Commands, TokenError, add_server_options, add_store_options,
+                                add_token_options, emit, new_parser, render_table, setup_logging, store_options_from,
+                                store_options_given, token_from)
 from gateway.common.units import parse_duration
 from loadtest import cli as loadtest_cli
+
+if TYPE_CHECKING:
+    from gateway import StoreAddress
 
 API = "/api/v1"
 EXIT_BROKEN_PIPE = 141      # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
@@ -75,7 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def register(commands: Commands) -> None:
     """Adds the control plane's commands to the subcommands of a `vamp` parser: run, deploy, get, delete, scale."""
-    run = commands.add_parser("run", help="the embedded platform: control plane API, gateway, local orchestrator")
+    run = commands.add_parser(
+        "run", help="the embedded platform: control plane API, gateway, local orchestrator",
+        description="The embedded platform: the control plane API, the gateway and the local-process orchestrator. "
+                    "Its store is SQLite in the state directory, or, with --store, etcd shared by several `vamp run` "
+                    "replicas: one of them leads (an etcd lease of --leader-ttl) and runs the deployments, SLAs "
+                    "and workflows; the others serve stored artifacts, events and /api/v1/status themselves and "
+                    "forward every other API request (writes included) to the leader, answering 503 with "
+                    "Retry-After while no replica leads. A leader that loses its lease stops its instances and "
+                    "exits 3. See docs/replicas.md.")
     run.add_argument("--state-dir", default=".vamp", help="store and logs (default %(default)s)")
     run.add_argument("--api", default="127.0.0.1:8080", help="API address HOST:PORT (default %(default)s)")
     add_token_options(run, "the API")
@@ -88,6 +100,17 @@ def register(commands: Commands) -> None:
                           "aggregation off)")
     run.add_argument("--workers", type=_worker_count, default=1, metavar="N",
                      help="gateway worker processes sharing the gateways' ports (default 1: in this process)")
+    run.add_argument("--store", metavar="URL",
+                     help="keep deployments, artifacts, events and the gateways in etcd, shared with other replicas: "
+                          "etcd://HOST:PORT[,HOST:PORT...]/PREFIX (etcds:// for TLS); default: SQLite in the state "
+                          "directory")
+    run.add_argument("--leader-ttl", type=_leader_ttl, metavar="DURATION",
+                     help="with --store: the leader's lease, by when another replica takes over from a leader that "
+                          "died (whole seconds, at least 2s; default 10s)")
+    run.add_argument("--api-url", metavar="URL",
+                     help="with --store: this API's URL as the other replicas reach it (default: http://HOST:PORT of "
+                          "--api, a wildcard address as this host's name)")
+    add_store_options(run)
     run.set_defaults(func=_run)
 
     deploy = commands.add_parser("deploy", help="deploy a blueprint, or merge it into a running deployment")
@@ -298,8 +321,32 @@ def _worker_count(text: str) -> int:
     return count
 
 
+def _leader_ttl(text: str) -> int:
+    """`--leader-ttl`: a duration of whole seconds, at least 2 (etcd's leases count in seconds)."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds < 2 or seconds != int(seconds):
+        raise argparse.ArgumentTypeError(f"expected whole seconds, at least 2s, got {text!r}")
+    return int(seconds)
+
+
+def _run_store(args: argparse.Namespace) -> StoreAddress | None:
+    """The etcd store of `--store` with its options (None without it: SQLite); ValueError or TokenError saying
+    what is wrong."""
+    if args.store is None:
+        if store_options_given(args) or args.leader_ttl is not None or args.api_url is not None:
+            raise ValueError("--leader-ttl, --api-url and the --etcd-* options go with --store")
+        return None
+    from gateway import StoreAddress
+    if args.api_url is not None and not args.api_url.startswith(("http://", "https://")):
+        raise ValueError(f"--api-url expects http://HOST:PORT, got {args.api_url!r}")
+    return StoreAddress.parse(args.store, **store_options_from(args))
+
+
 def _run(args: argparse.Namespace) -> int:
-    from control.platform import serve
+    from control.platform import DEFAULT_LEADER_TTL, serve
     from gateway import AdminBindingError, check_admin_binding, parse_admin_address
 
     setup_logging()
@@ -307,7 +354,8 @@ def _run(args: argparse.Namespace) -> int:
         token = token_from(args)
         host, port = parse_admin_address(args.api)
         check_admin_binding(host, token, "the API")
-    except (TokenError, AdminBindingError) as exc:
+        store = _run_store(args)
+    except (TokenError, AdminBindingError, ValueError) as exc:
         print(f"vamp: {str(exc).replace('--admin', '--api')}", file=sys.stderr)
         return 2
     import uvloop
@@ -315,7 +363,8 @@ def _run(args: argparse.Namespace) -> int:
         return uvloop.run(serve(Path(args.state_dir), host, port, token, args.bind, args.grace,
                                 public_metrics=args.public_metrics, events_max_count=args.events_max_count,
                                 events_max_age=args.events_max_age, metrics_window=args.metrics_window,
-                                workers=args.workers))
+                                workers=args.workers, store=store, leader_ttl=args.leader_ttl or DEFAULT_LEADER_TTL,
+                                api_url=args.api_url))
     except KeyboardInterrupt:
         return 0
 

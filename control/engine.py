@@ -31,7 +31,7 @@ import dataclasses
 import logging
 import socket
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from control import dsl
 from control.dsl.model import Blueprint, Breed, Cluster, ClusterGateway, Deployment, GatewayRoute, Scale, Service
@@ -39,7 +39,7 @@ from control.events.log import EventLog
 from control.events.model import EventSink
 from control.orchestrator.base import HealthCheck as ProbeSpec
 from control.orchestrator.base import Instance, InstanceEvent, Orchestrator, ServiceSpec
-from control.store import Store
+from control.store import ControlStore
 import gateway as gw
 from gateway import (FULL, ConfigError, PortConflict, from_dict, gateway_fields, gateway_from_dict, gateway_to_dict,
                      merge_snapshots, patched_gateway, read_gateway, resolve_weights, to_dict)
@@ -52,6 +52,23 @@ INTERNAL_PORTS = range(40000, 41000)      # loopback ports of internal gateways
 DRAIN_POLL = 0.1                          # seconds between looks at whether a leaving instance has drained
 FAILED_AFTER = 3                          # failures in a row of an instance that make its service `failed`
 GONE = ("stopping", "stopped")            # instance states of instances on their way out
+
+
+class GatewayController(Protocol):
+    """What the engine drives: the gateway's `ConfigManager` (the gateway of this process), or, on etcd, a fleet
+    source (`gateway.FleetGateways`: the whole set written to the store, served by every replica and external
+    gateway on its prefix). Either takes one whole configuration at a time and serves it before it returns."""
+
+    @property
+    def effective(self) -> gw.Config:
+        """What the gateway serves: the configuration with what drains."""
+        ...
+
+    async def replace(self, config: gw.Config) -> None: ...
+
+    async def snapshot(self) -> dict[str, Any]: ...
+
+    def document(self, name: str, snap: dict[str, Any]) -> dict[str, Any]: ...
 
 
 def service_name(service: Service) -> str:
@@ -68,12 +85,12 @@ def cluster_ports(cluster: Cluster) -> list[dsl.model.Port]:
 
 
 class Engine:
-    def __init__(self, store: Store, orchestrator: Orchestrator, gateways: gw.ConfigManager, *,
+    def __init__(self, store: ControlStore, orchestrator: Orchestrator, gateways: GatewayController, *,
                  events: EventSink | None = None, geo: gw.GeoSettings | None = None,
                  bind: str = "127.0.0.1") -> None:
-        """`gateways` is the gateway's ConfigManager: the engine replaces its whole configuration and reads
-        back what it serves (`effective`, `snapshot()`, `document()`). `events` receives every change (without
-        one: an event log of its own over `store`)."""
+        """`gateways` is the gateway's ConfigManager (or a fleet's source): the engine replaces its whole
+        configuration and reads back what it serves (`effective`, `snapshot()`, `document()`). `events` receives
+        every change (without one: an event log of its own over `store`)."""
         self.store = store
         self.events: EventSink = events if events is not None else EventLog(store)
         self.orchestrator = orchestrator

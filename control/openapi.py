@@ -302,6 +302,10 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/v1/info": {"get": {"summary": "about this Vamp",
                                  "responses": {"200": _answer("version and uptime", _ref("Info"))}}},
+        "/api/v1/status": {"get": {"summary": "this replica: its store, its role and the leader (a replica that "
+                                              "does not lead answers this itself, and forwards most other "
+                                              "requests to the leader, or answers 503 with Retry-After)",
+                                   "responses": {"200": _answer("the replica's status", _ref("ReplicaStatus"))}}},
         "/api/v1/health": {"get": {"summary": "liveness",
                                    "responses": {"200": _answer("the API answers", _ref("Health"))}}},
         "/api/v1/openapi.json": {"get": {"summary": "this document",
@@ -383,6 +387,19 @@ OPENAPI: dict[str, Any] = {
                                     "running_since": {"type": "string", "format": "date-time"},
                                     "uptime": {"type": "number", "description": "seconds"}}},
             "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+            "ReplicaStatus": {
+                "type": "object", "required": ["store", "id", "role", "ready", "leader"],
+                "properties": {
+                    "store": {"type": "string", "description": "sqlite:PATH, or the etcd store's URL"},
+                    "id": {"type": "string", "description": "this replica's id (new at each start)"},
+                    "role": {"type": "string", "enum": ["leader", "follower", "candidate", "lost", "stopped"]},
+                    "ready": {"type": "boolean", "description": "it leads and has resumed the deployments"},
+                    "reason": {"type": "string", "description": "with role lost: why"},
+                    "leader": {"type": "object", "nullable": True,
+                               "required": ["id", "pid", "host", "api_url", "since"],
+                               "properties": {"id": {"type": "string"}, "pid": {"type": "integer"},
+                                              "host": {"type": "string"}, "api_url": {"type": "string"},
+                                              "since": {"type": "number", "description": "epoch seconds"}}}}},
             **_MEASUREMENT_SCHEMAS,
         },
     },

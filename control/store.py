@@ -6,17 +6,22 @@ id is never reused, even after its event was pruned), selected with `control.eve
 and pruned by age and count (control.events.log keeps them bounded). Each API write is one transaction, so a
 process killed between two writes loses neither, and a restart resumes from exactly what was committed;
 `on_commit` runs an action only once the transaction it belongs to has committed.
+
+`ControlStore` is what the control plane (engine, API, event log, workflow runner) asks of a store; `Store`
+(SQLite, the default) and `control.replicas.store.EtcdStore` (`vamp run --store etcd://…`, shared by replicas)
+both are one.
 """
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from collections.abc import Callable, Iterable, Iterator
 
 from control.events.model import Event, EventFilter
@@ -43,6 +48,50 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_time ON events (timestamp);
 """
+
+
+class ControlStore(Protocol):
+    """The control plane's store: artifacts by (kind, name) and the event log's events. Calls are synchronous,
+    made from the event loop (or a thread); writes outside `transaction()` are each a transaction of their own."""
+
+    def close(self) -> None: ...
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """Everything inside commits together or not at all (nested uses join the outer one)."""
+        ...
+
+    def on_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once the transaction in progress commits (at once outside one); never if it rolls back."""
+        ...
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None: ...
+
+    def list(self, kind: str, offset: int = 0, limit: int | None = None) -> tuple[builtins.list[dict[str, Any]], int]:
+        """A page of one kind's artifacts in name order, and how many there are in all."""
+        ...
+
+    def put(self, kind: str, name: str, body: dict[str, Any]) -> bool:
+        """Create or replace; True when it was created."""
+        ...
+
+    def delete(self, kind: str, name: str) -> bool: ...
+
+    def add_event(self, tags: Iterable[str], value: Any = None, type: str = "event",
+                  timestamp: float | None = None) -> int:
+        """Store an event; its id, larger than any given before."""
+        ...
+
+    def events(self, tags: Iterable[str] | None = None, type: str | None = None, since: float | None = None,
+               limit: int = 1000) -> builtins.list[dict[str, Any]]: ...
+
+    def query_events(self, where: EventFilter, *, limit: int | None = None, offset: int = 0,
+                     after: int | None = None, oldest_first: bool = False) -> builtins.list[Event]: ...
+
+    def count_events(self, where: EventFilter) -> int: ...
+
+    def last_event_id(self) -> int: ...
+
+    def prune_events(self, *, older_than: float | None = None, keep: int | None = None) -> int: ...
 
 
 class Store:

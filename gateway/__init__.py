@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from gateway.runtime.runtime import Runtime
     from gateway.runtime.snapshot import empty_stats, merge as merge_snapshots
     from gateway.runtime.workers import LocalWorker, ProcessWorker, Worker
-    from gateway.store.etcd import StoreAddress, StoreAddressError
+    from gateway.store.etcd import STORE_ERRORS, EtcdClient, StoreAddress, StoreAddressError
+    from gateway.store.etcd import describe as describe_store_error
     from gateway.store.fleet import FleetGateways
 
 # name -> (module, name there): imported on first use (see __getattr__).
@@ -71,6 +72,9 @@ _LATER = {
     "Worker": ("gateway.runtime.workers", "Worker"),
     "StoreAddress": ("gateway.store.etcd", "StoreAddress"),
     "StoreAddressError": ("gateway.store.etcd", "StoreAddressError"),
+    "EtcdClient": ("gateway.store.etcd", "EtcdClient"),
+    "STORE_ERRORS": ("gateway.store.etcd", "STORE_ERRORS"),
+    "describe_store_error": ("gateway.store.etcd", "describe"),
     "FleetGateways": ("gateway.store.fleet", "FleetGateways"),
 }
 
@@ -96,6 +100,8 @@ __all__ = [
     # the gateway's commands of `vamp`, and the client of the APIs their commands use (their shared pieces of
     # a command line: gateway.common.cli)
     "register_commands", "AdminClient", "api_command", "apply_gateways_file", "weights_summary",
+    # etcd, which the platform's replicas share too: a client to it, and what its calls raise
+    "EtcdClient", "STORE_ERRORS", "describe_store_error",
 ]
 
 

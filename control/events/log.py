@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from control.events.model import Event, EventFilter
-from control.store import Store
+from control.store import ControlStore
 from gateway.common.errors import Invalid
 
 log = logging.getLogger("vamp.events")
@@ -36,7 +36,7 @@ CATCH_UP_BATCH = 500                     # events read from the store at a time 
 
 
 class EventLog:
-    def __init__(self, store: Store, *, max_count: int = DEFAULT_MAX_COUNT, max_age: float = DEFAULT_MAX_AGE,
+    def __init__(self, store: ControlStore, *, max_count: int = DEFAULT_MAX_COUNT, max_age: float = DEFAULT_MAX_AGE,
                  prune_interval: float = DEFAULT_PRUNE_INTERVAL, queue_limit: int = DEFAULT_QUEUE_LIMIT) -> None:
         if max_count < 1 or max_age <= 0 or prune_interval <= 0 or queue_limit < 1:
             raise ValueError("max_count, max_age, prune_interval and queue_limit must be positive")

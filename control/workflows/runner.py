@@ -42,7 +42,7 @@ from control.dsl.units import Period, parse_period
 from control.events.model import Event, EventFilter, EventSink, EventSource
 from control.metrics.model import MetricsReader
 from control.orchestrator.base import InstanceEvent, Orchestrator
-from control.store import Store
+from control.store import ControlStore
 from control.workflows.builtins import BUILTINS
 from control.workflows.clock import Clock, SystemClock, sleep_until
 from control.workflows.context import BuiltinWorkflow
@@ -93,7 +93,7 @@ def digest(document: Mapping[str, Any]) -> str:
 
 
 class WorkflowRunner:
-    def __init__(self, store: Store, orchestrator: Orchestrator, engine: WorkflowEngine, metrics: MetricsReader,
+    def __init__(self, store: ControlStore, orchestrator: Orchestrator, engine: WorkflowEngine, metrics: MetricsReader,
                  events: EventLog, *, api_url: str, token: str | None, clock: Clock | None = None,
                  stop_timeout: float = STOP_TIMEOUT) -> None:
         self.store = store

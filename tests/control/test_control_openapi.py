@@ -31,6 +31,7 @@ from control.metrics.aggregator import Aggregator
 from control.openapi import OPENAPI
 from control.orchestrator.local import LocalOrchestrator
 from control.orchestrator.base import Instance
+from control.replicas.leadership import Replica, Solo
 from control.store import Store
 from control.events.log import EventLog
 from control.metrics.model import NoMetrics
@@ -104,7 +105,8 @@ def live(tmp_path_factory):
     orchestrator = LocalOrchestrator(directory / "logs")
     workflows = WorkflowRunner(store, orchestrator, engine, NoMetrics(), EventLog(store),
                                api_url="http://127.0.0.1:1", token=None)
-    app = create_app(store, engine, workflows=workflows, metrics=measured())
+    app = create_app(store, engine, workflows=workflows, metrics=measured(),
+                     leadership=Solo(Replica.this_process("http://127.0.0.1:1"), f"sqlite:{directory / 'vamp.db'}"))
     served = ServedApp(app)
     base_url = served.start()
     served.run(workflows.start())
@@ -205,6 +207,7 @@ ROWS = {
     "an action the built-in does not take": Row("PUT", STATUS, {"name": "alive"}, body={"action": "promote"},
                                                 status=400),
     "info": Row("GET", "/api/v1/info"),
+    "status": Row("GET", "/api/v1/status"),
     "health": Row("GET", "/api/v1/health"),
     "gateway metric": Row("GET", GATEWAY_METRIC, {"gateway": SAVA_PORT, "metric": "requests"}),
     "gateway summary": Row("GET", GATEWAY_METRIC, {"gateway": SAVA_PORT, "metric": "all"}, query={"window": "5m"}),

@@ -19,6 +19,7 @@ from gateway.runtime.manager import ConfigManager
 from gateway.runtime.runtime import Runtime
 from gateway.runtime.workers import LocalWorker
 from tests.support import free_port
+from tests.support.load import BackgroundTraffic
 from tests.support.waiting import eventually_async
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -34,28 +35,6 @@ def blueprint(name: str, port: int) -> dsl.model.Blueprint:
 
 async def eventually(condition, timeout: float, what: str) -> None:
     await eventually_async(condition, timeout, what, interval=0.05)
-
-
-class Traffic:
-    """A background client sending requests through the external gateway, counting versions and failures."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.versions: Counter = Counter()
-        self.failures: list[str] = []
-        self.stop = asyncio.Event()
-
-    async def run(self, deadline: float) -> None:
-        async with aiohttp.ClientSession() as session:
-            while not self.stop.is_set() and time.monotonic() < deadline:
-                try:
-                    async with session.get(self.url) as response:
-                        await response.read()
-                        if response.status != 200:
-                            self.failures.append(f"status {response.status}")
-                        self.versions[response.headers.get("X-Version")] += 1
-                except aiohttp.ClientError as exc:
-                    self.failures.append(repr(exc))
 
 
 async def versions(url: str, count: int, user_agent: str | None = None) -> Counter:
@@ -114,7 +93,7 @@ async def test_the_canary_quickstart_end_to_end(platform):
         return len(gateway["routes"]["sava/sava/sava:1.0.0/webport"]["targets"]) == 3
     await eventually(three_targets, 20, "three ready instances behind the gateway")
 
-    traffic = Traffic(url)
+    traffic = BackgroundTraffic(url)
     load = asyncio.get_running_loop().create_task(traffic.run(time.monotonic() + 90))
     try:
         # 3. merge sava:1.1: it joins at 0%

@@ -1,7 +1,7 @@
-"""The event log (control.events.log) over a real SQLite store: what its filters select (the store's SQL agrees
-with `EventFilter.matches`), retention by count and age, ids that keep increasing across restarts, and live
-delivery: in order, after commit only, resumed after an id, and for a subscriber that falls behind, with a
-bounded queue and every event still kept delivered exactly once."""
+"""The event log (control.events.log) over each real store, SQLite and etcd: what its filters select (SQLite's SQL
+and the etcd store's scan agree with `EventFilter.matches`), retention by count and age, ids that keep
+increasing across restarts, and live delivery: in order, after commit only, resumed after an id, and for a
+subscriber that falls behind, with a bounded queue and every event still kept delivered exactly once."""
 from __future__ import annotations
 
 import asyncio
@@ -19,10 +19,8 @@ T0 = 1_800_000_000.0          # a fixed moment (2027-01-15), so that time filter
 
 
 @pytest.fixture
-def store(tmp_path):
-    opened = Store(tmp_path / "vamp.db")
-    yield opened
-    opened.close()
+def store(control_stores):
+    return control_stores.open()
 
 
 @pytest.fixture

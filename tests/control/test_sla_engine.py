@@ -19,6 +19,7 @@ from gateway.runtime.manager import ConfigManager
 from gateway.runtime.runtime import Runtime
 from gateway.runtime.workers import LocalWorker
 from tests.support import free_port
+from tests.support.load import BackgroundTraffic
 from tests.support.control_fakes import FakeClock, FakeEventLog, FakeMetrics
 from tests.support.waiting import eventually_async
 
@@ -102,28 +103,6 @@ async def platform(tmp_path):
     await gateways.shutdown(1.0)
 
 
-class Traffic:
-    """Requests through the external gateway, one after the other, until stopped; failures kept."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.answered = 0
-        self.failures: list[str] = []
-        self.stop = asyncio.Event()
-
-    async def run(self, deadline: float) -> None:
-        async with aiohttp.ClientSession() as session:
-            while not self.stop.is_set() and time.monotonic() < deadline:
-                try:
-                    async with session.get(self.url) as response:
-                        await response.read()
-                        if response.status != 200:
-                            self.failures.append(f"status {response.status}")
-                        self.answered += 1
-                except aiohttp.ClientError as exc:
-                    self.failures.append(repr(exc))
-
-
 @pytest.mark.timeout(120)
 async def test_a_response_time_sla_scales_up_to_the_maximum_and_back_down_with_drain(platform):
     port = free_port()
@@ -138,7 +117,7 @@ async def test_a_response_time_sla_scales_up_to_the_maximum_and_back_down_with_d
     await platform.settled(1)
     clock.advance(INTERVAL)                         # a whole window after the deployment settled
 
-    traffic = Traffic(f"http://127.0.0.1:{port}/")
+    traffic = BackgroundTraffic(f"http://127.0.0.1:{port}/")
     load = asyncio.get_running_loop().create_task(traffic.run(time.monotonic() + 100))
     try:
         for expected in (2, 3):

@@ -11,9 +11,11 @@ probe can measure a split while nothing else is routed.
     assert load.failures == []
 
 `admin_call(gateway, "PATCH", "/api/v1/gateways/g", {...})` sends one JSON request to a gateway's admin API.
+`BackgroundTraffic` is a plain client for tests that live in an event loop (the engine's, the platform's).
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -22,6 +24,8 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
+
+import aiohttp
 
 from .http import BrokenResponse, HttpClient
 from .processes import LOOPBACK, GatewayProcess
@@ -212,3 +216,34 @@ def admin_call(gateway: GatewayProcess, method: str, path: str, body: Any = None
     except urllib.error.HTTPError as exc:
         status, payload = exc.code, exc.read()
     return status, json.loads(payload) if payload else None
+
+
+class BackgroundTraffic:
+    """Requests through a gateway from the test's own event loop, one after the other, until `stop` is set or
+    the deadline passes: how many were answered, by which version (X-Version), and every failure.
+
+        traffic = BackgroundTraffic(url)
+        task = asyncio.get_running_loop().create_task(traffic.run(time.monotonic() + 60))
+        ...
+        traffic.stop.set(); await task
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.answered = 0
+        self.versions: Counter = Counter()
+        self.failures: list[str] = []
+        self.stop = asyncio.Event()
+
+    async def run(self, deadline: float) -> None:
+        async with aiohttp.ClientSession() as session:
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                try:
+                    async with session.get(self.url) as response:
+                        await response.read()
+                        if response.status != 200:
+                            self.failures.append(f"status {response.status}")
+                        self.answered += 1
+                        self.versions[response.headers.get("X-Version")] += 1
+                except aiohttp.ClientError as exc:
+                    self.failures.append(repr(exc))
