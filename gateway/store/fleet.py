@@ -294,10 +294,7 @@ class FleetGateways:
     async def _drop_client(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            try:
-                await client.close()
-            except Exception:  # noqa: BLE001, S110 - closing a broken connection may fail too
-                pass
+            await client.close_quietly()
 
     async def _until_served(self, revision: int) -> None:
         """Wait until this process serves `revision`: Unavailable when it has not seen it in time, Conflict when

@@ -105,6 +105,7 @@ class Follower:
         self.down_reason: str | None = "not connected yet"
         self._client: EtcdClient | None = None
         self._reload_needed = False
+        self._closing = False
         self._retry_apply = False                   # the last revision was valid but could not be applied here
         self.retry_apply = RETRY_APPLY
         self._task: asyncio.Task[None] | None = None
@@ -126,13 +127,14 @@ class Follower:
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="store follower")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        """Stop following (the manager serves on) and close the connection."""
+        self._closing = True
+        task, self._task = self._task, None
+        while task is not None and not task.done():     # again if a library took the cancellation for its own
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.error("following the configuration store had failed: %s", task.exception())
         await self._drop_client()
 
     async def _first_load(self, before_load: Callable[[], Awaitable[None]] | None) -> Config:
@@ -202,7 +204,7 @@ class Follower:
     # -- following -----------------------------------------------------------------------------------------
     async def _follow(self) -> None:
         backoff = Backoff()
-        while True:
+        while not self._closing:
             try:
                 if self._reload_needed:
                     await self._reload()
@@ -233,39 +235,34 @@ class Follower:
         async def deliver(item: Any) -> None:
             queue.put_nowait(item)
 
-        watch_id = await client.watch_range(self.layout.start, self.layout.end, self.state.revision + 1, deliver)
+        # The watch ends with the connection: an error drops it (a fresh one for the next attempt), close()
+        # closes it, and etcd cancels a watch whose revision it compacted.
+        await client.watch_range(self.layout.start, self.layout.end, self.state.revision + 1, deliver)
         self._mark_up()
         backoff.reset()
-        try:
-            while True:
-                if self._retry_apply:       # this process could not apply the last revision: try again later
-                    try:
-                        first = await asyncio.wait_for(queue.get(), self.retry_apply)
-                    except TimeoutError:
-                        await self._apply()
-                        continue
-                else:
-                    first = await queue.get()
-                batch = [first]
-                while not queue.empty():
-                    batch.append(queue.get_nowait())
-                events = [item for item in batch if not (item is None or isinstance(item, BaseException))]
-                ended = [item for item in batch if item is None or isinstance(item, BaseException)]
-                for event in events:
-                    if event.kind == "PUT":
-                        self.state.put(event.kv.key, event.kv.value, event.kv.mod_revision)
-                    else:
-                        self.state.delete(event.kv.key, event.kv.mod_revision)
-                if events:
-                    await self._apply()
-                if ended:
-                    raise ended[0] if ended[0] is not None else WatchEnded("the watch ended")
-        finally:
-            if self._client is client:
+        while True:
+            if self._retry_apply:       # this process could not apply the last revision: try again later
                 try:
-                    await client.cancel_watch(watch_id)
-                except Exception:  # noqa: BLE001, S110 - the watch is gone either way
-                    pass
+                    first = await asyncio.wait_for(queue.get(), self.retry_apply)
+                except TimeoutError:
+                    await self._apply()
+                    continue
+            else:
+                first = await queue.get()
+            batch = [first]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            events = [item for item in batch if not (item is None or isinstance(item, BaseException))]
+            ended = [item for item in batch if item is None or isinstance(item, BaseException)]
+            for event in events:
+                if event.kind == "PUT":
+                    self.state.put(event.kv.key, event.kv.value, event.kv.mod_revision)
+                else:
+                    self.state.delete(event.kv.key, event.kv.mod_revision)
+            if events:
+                await self._apply()
+            if ended:
+                raise ended[0] if ended[0] is not None else WatchEnded("the watch ended")
 
     async def _read(self) -> None:
         client = await self._connected()
@@ -320,10 +317,7 @@ class Follower:
         """A fresh connection for the next attempt (a restarted etcd forgets authentication tokens)."""
         client, self._client = self._client, None
         if client is not None:
-            try:
-                await client.close()
-            except Exception:  # noqa: BLE001, S110 - closing a broken connection may fail too
-                pass
+            await client.close_quietly()
 
     def _mark_up(self) -> None:
         if not self.up:

@@ -84,7 +84,7 @@ async def store(etcd_server, store_prefix):
     client = EtcdClient(StoreAddress.parse(etcd_server.url(store_prefix)))
     await client.connect()
     yield Store(client, store_prefix)
-    await client.close()
+    await client.close_quietly()
 
 
 @pytest.fixture
