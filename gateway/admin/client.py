@@ -211,13 +211,18 @@ def weights_summary(routes: Document) -> str:
 
 
 def gateways_table(gateways: list[Any]) -> str:
+    """One row a gateway; a REVISION column (the store revision each serves, docs/fleet.md) when any has one."""
     if not gateways:
         return "no gateways"
+    revisions = [_mapping(doc.get("status")).get("revision") for doc in gateways]
+    with_revisions = any(revision is not None for revision in revisions)
     rows = []
-    for doc in gateways:
+    for doc, revision in zip(gateways, revisions):
         routes = _routes_of(doc)
-        rows.append([doc.get("name"), doc.get("port"), doc.get("sticky"), len(routes), weights_summary(routes)])
-    return render_table(("NAME", "PORT", "STICKY", "ROUTES", "WEIGHTS"), rows)
+        row = [doc.get("name"), doc.get("port"), doc.get("sticky"), len(routes), weights_summary(routes)]
+        rows.append(row + [revision] if with_revisions else row)
+    headers = ("NAME", "PORT", "STICKY", "ROUTES", "WEIGHTS")
+    return render_table(headers + ("REVISION",) if with_revisions else headers, rows)
 
 
 GATEWAY_COLUMNS = ("ROUTE", "WEIGHT", "CONDITION", "TARGET", "STATE", "IN-FLIGHT", "DRAIN-ENDS")

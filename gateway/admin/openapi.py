@@ -57,6 +57,9 @@ _STATUS = {
     "properties": {
         "state": {"type": "string", "enum": ["active", "draining", "removed"]},
         "drain_ends_at": {"type": "string", "format": "date-time", "nullable": True},
+        "revision": {"type": "integer", "nullable": True,
+                     "description": "in a fleet (--config-store): the etcd mod revision of the gateway's key as "
+                                    "this replica serves it; null for a standalone gateway"},
         "routes": {"type": "object", "additionalProperties": {
             "type": "object", "required": ["state", "targets"],
             "properties": {"state": {"type": "string", "enum": ["active", "draining", "drained"]},
@@ -78,8 +81,23 @@ def _error(description: str) -> dict[str, Any]:
 
 _GATEWAY_RESPONSE = {"description": "the gateway", "content": _content("#/components/schemas/Gateway")}
 _UNAUTHORIZED = _error("missing or wrong bearer token (when a token is set)")
+_UNAVAILABLE = _error("in a fleet (--config-store): the configuration store cannot be reached; nothing changed")
 _ERRORS = {"400": _error("invalid input; nothing changed"), "401": _UNAUTHORIZED,
-           "415": _error("unsupported Content-Type")}
+           "415": _error("unsupported Content-Type"), "503": _UNAVAILABLE}
+_STORE_STATUS = {
+    "type": "object", "nullable": True, "required": ["url", "up", "revision", "source", "since", "error"],
+    "description": "a fleet's configuration store as this replica sees it; null for a standalone gateway",
+    "properties": {
+        "url": {"type": "string", "example": "etcd://127.0.0.1:2379/vamp"},
+        "up": {"type": "boolean", "description": "whether the store can be reached now"},
+        "revision": {"type": "integer", "nullable": True, "description": "the store revision served"},
+        "source": {"type": "string", "enum": ["store", "state directory"],
+                   "description": "where the configuration served came from"},
+        "since": {"type": "string", "format": "date-time", "description": "when `up` last changed"},
+        "error": {"type": "string", "nullable": True,
+                  "description": "why the store cannot be reached, or why a revision was not applied"},
+    },
+}
 _SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {}]      # the bearer token when one is set, on every operation
 
 OPENAPI: dict[str, Any] = {
@@ -98,7 +116,8 @@ OPENAPI: dict[str, Any] = {
             "post": {"summary": "create a gateway", "parameters": [_VALIDATE_ONLY],
                      "requestBody": {"required": True, "content": _content("#/components/schemas/GatewayInput")},
                      "responses": {"201": _GATEWAY_RESPONSE, "200": _GATEWAY_RESPONSE,
-                                   "409": _error("the gateway exists, or its port cannot be opened"),
+                                   "409": _error("the gateway exists, its port cannot be opened, or (in a fleet) "
+                                                 "it changed in the store while this write was made"),
                                    **_ERRORS},
                      "security": _SECURITY},
         },
@@ -110,7 +129,8 @@ OPENAPI: dict[str, Any] = {
             "put": {"summary": "create or replace a gateway", "parameters": [_VALIDATE_ONLY],
                     "requestBody": {"required": True, "content": _content("#/components/schemas/GatewayInput")},
                     "responses": {"200": _GATEWAY_RESPONSE, "201": _GATEWAY_RESPONSE,
-                                  "409": _error("a port cannot be opened"), **_ERRORS},
+                                  "409": _error("a port cannot be opened, or (in a fleet) the gateway changed "
+                                                "in the store while this write was made"), **_ERRORS},
                     "security": _SECURITY},
             "patch": {"summary": "change a gateway with a JSON merge patch (RFC 7396)",
                       "parameters": [_VALIDATE_ONLY],
@@ -118,14 +138,21 @@ OPENAPI: dict[str, Any] = {
                           kind: {"schema": {"type": "object"}}
                           for kind in ("application/merge-patch+json", *_JSON_AND_YAML)}},
                       "responses": {"200": _GATEWAY_RESPONSE, "404": _error("no such gateway"),
-                                    "409": _error("a port cannot be opened"), **_ERRORS},
+                                    "409": _error("a port cannot be opened, or (in a fleet) the gateway changed "
+                                                  "in the store while this write was made"), **_ERRORS},
                       "security": _SECURITY},
             "delete": {"summary": "drain, then remove a gateway", "parameters": [_VALIDATE_ONLY],
                        "responses": {"202": _GATEWAY_RESPONSE, "200": _GATEWAY_RESPONSE,
                                      "400": _error("invalid parameters"),
                                      "404": _error("no such gateway"), "401": _UNAUTHORIZED,
-                                     "409": _error("the change could not be applied")},
+                                     "409": _error("the change could not be applied"), "503": _UNAVAILABLE},
                        "security": _SECURITY},
+        },
+        "/api/v1/status": {
+            "get": {"summary": "this gateway process: ready, how many gateways it serves, its configuration store",
+                    "responses": {"200": {"description": "the status", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/Status"}}}}, "401": _UNAUTHORIZED},
+                    "security": _SECURITY},
         },
     },
     "components": {
@@ -136,6 +163,12 @@ OPENAPI: dict[str, Any] = {
             "Gateway": {"type": "object", "required": ["name"],
                         "description": "a gateway; `status` is present except in ?validate_only=true answers",
                         "properties": {**_GATEWAY_FIELDS, "status": _STATUS}},
+            "Status": {"type": "object", "required": ["ready", "gateways", "workers", "config_store"],
+                       "properties": {"ready": {"type": "boolean"},
+                                      "gateways": {"type": "integer", "minimum": 0,
+                                                   "description": "gateways served (draining ones included)"},
+                                      "workers": {"type": "integer", "minimum": 1},
+                                      "config_store": _STORE_STATUS}},
             "Error": {"type": "object", "required": ["error", "field"],
                       "properties": {"error": {"type": "string"},
                                      "field": {"type": "string", "nullable": True}}},

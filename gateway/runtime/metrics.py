@@ -72,8 +72,26 @@ class _SnapshotCollector:
         yield from (requests, duration, errors, connections, weights, up, draining)
 
 
-def render(snapshot: dict[str, Any], config: Config) -> bytes:
-    """The Prometheus text exposition of a snapshot for the configuration being served."""
+class _StoreCollector:
+    def __init__(self, status: dict[str, Any]) -> None:
+        self.status = status
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("vamp_config_store_up", "1 while the configuration store (etcd) is reachable")
+        up.add_metric((), 1 if self.status["up"] else 0)
+        yield up
+        if self.status["revision"] is not None:
+            revision = GaugeMetricFamily("vamp_config_store_revision",
+                                         "The configuration store revision this gateway serves")
+            revision.add_metric((), self.status["revision"])
+            yield revision
+
+
+def render(snapshot: dict[str, Any], config: Config, store: dict[str, Any] | None = None) -> bytes:
+    """The Prometheus text exposition of a snapshot for the configuration being served; `store`: the status of
+    a fleet's configuration store (gateway.store.fleet.FleetGateways.status), when there is one."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_SnapshotCollector(snapshot, config))
+    if store is not None:
+        registry.register(_StoreCollector(store))
     return generate_latest(registry)

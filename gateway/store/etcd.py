@@ -12,6 +12,7 @@ a call to an unreachable (or refusing) store raises.
 """
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ CALL_TIMEOUT = 5.0              # seconds an etcd call may take before it counts
 KEEPALIVE = 5.0                 # seconds between keepalive pings; etcd refuses pings more often than every 5 s
 KEEPALIVE_TIMEOUT = 3.0         # seconds without an answer to a ping before the connection counts as dead
 MAX_MESSAGE = 64 * 1024 * 1024  # bytes an answer may have (a range read of every gateway of a large fleet)
+CLOSE_TIMEOUT = 5.0             # seconds `close_quietly` gives aetcd's close
 
 # What a call to the store raises when it cannot be served (unreachable, timed out, refused, compacted).
 STORE_ERRORS: tuple[type[BaseException], ...] = (aetcd.exceptions.ClientError, grpc.RpcError)
@@ -117,7 +119,9 @@ class EtcdClient(aetcd.Client):
         options = [("grpc.lb_policy_name", "pick_first"),
                    ("grpc.keepalive_time_ms", int(KEEPALIVE * 1000)),
                    ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT * 1000)),
-                   ("grpc.keepalive_permit_without_calls", 1),
+                   # only while a call is open (the follower's watch always is): etcd answers pings on a
+                   # connection without one with GOAWAY "too_many_pings", breaking what runs on it next
+                   ("grpc.keepalive_permit_without_calls", 0),
                    ("grpc.http2.max_pings_without_data", 0),
                    ("grpc.initial_reconnect_backoff_ms", 200),
                    ("grpc.max_reconnect_backoff_ms", 2000),
@@ -176,9 +180,16 @@ class EtcdClient(aetcd.Client):
             aetcd.exceptions._handle_exception(exc)
         return int(callback.watch_id)
 
-    async def cancel_watch(self, watch_id: int) -> None:
-        if self._watcher is not None:
-            await self._watcher.cancel(watch_id)
+    async def close_quietly(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Close, in a task of its own, waiting for it `timeout` seconds at most; errors are ignored. aetcd's
+        close may wait on a watch stream that no longer answers, and takes a cancellation of what it awaits for
+        its own: run inline, it could swallow the cancellation of the task that closes."""
+        closing = asyncio.get_running_loop().create_task(self.close())
+        done, _ = await asyncio.wait({closing}, timeout=timeout)
+        if not done:
+            closing.cancel()
+        elif not closing.cancelled():
+            closing.exception()         # retrieved: closing a broken connection may fail, and that is fine
 
 
 def _read(path: str | None) -> bytes | None:

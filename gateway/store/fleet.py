@@ -61,7 +61,11 @@ class FleetGateways:
         one, wait for the store), start the manager with it, then follow the store. `seed`: written first, in
         one transaction, if the prefix holds no gateway yet (`vamp gateway --config FILE`)."""
         async def seed_empty_prefix() -> None:
-            if seed is not None and await self._seed(seed):
+            try:
+                seeded = seed is not None and await self._seed(seed)
+            except Unavailable as exc:
+                raise exc.__cause__ or exc from None        # the store's own error: the follower retries
+            if seeded and seed is not None:
                 log.info("the configuration store %s was empty: seeded it with %d gateway(s)", self.address,
                          len(seed.gateways))
         await self.follower.start(seed_empty_prefix if seed is not None else None)
@@ -290,10 +294,7 @@ class FleetGateways:
     async def _drop_client(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            try:
-                await client.close()
-            except Exception:  # noqa: BLE001, S110 - closing a broken connection may fail too
-                pass
+            await client.close_quietly()
 
     async def _until_served(self, revision: int) -> None:
         """Wait until this process serves `revision`: Unavailable when it has not seen it in time, Conflict when

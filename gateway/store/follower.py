@@ -7,7 +7,8 @@ aetcd has queued when the follower wakes are applied together, and every event o
 before it wakes (`EtcdClient.watch_range`), so a transaction that changes several gateways is never served
 half. Keys that do not make a valid configuration (garbage written with etcdctl, two gateways claiming one
 port) are refused whole: the gateway keeps serving what it had, logs the key and why, and says so in its
-status; the next revision that makes a valid configuration is served.
+status; the next revision that makes a valid configuration is served. A valid revision this process cannot
+apply (a port taken on this host) is refused the same way, and tried again every RETRY_APPLY seconds.
 
 When the store cannot be reached the gateway keeps serving the last configuration it applied and says so
 (`up` False, since when, why). The follower reconnects with back-off (BACKOFF_FIRST doubling to BACKOFF_MAX,
@@ -46,6 +47,7 @@ log = logging.getLogger("vamp.store")
 BACKOFF_FIRST = 0.1         # seconds before the first new attempt to reach the store
 BACKOFF_MAX = 5.0           # seconds between attempts at most
 MARK_FILE = "store.json"    # in the state directory, next to gateways.json
+RETRY_APPLY = 5.0           # seconds before a revision this process could not apply (a port taken) is tried again
 
 # What loading the store may fail with: the store out of reach, or keys that make no valid configuration.
 LOAD_ERRORS: tuple[type[BaseException], ...] = (*STORE_ERRORS, BadValue, ConfigError)
@@ -103,6 +105,9 @@ class Follower:
         self.down_reason: str | None = "not connected yet"
         self._client: EtcdClient | None = None
         self._reload_needed = False
+        self._closing = False
+        self._retry_apply = False                   # the last revision was valid but could not be applied here
+        self.retry_apply = RETRY_APPLY
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
@@ -122,13 +127,14 @@ class Follower:
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="store follower")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        """Stop following (the manager serves on) and close the connection."""
+        self._closing = True
+        task, self._task = self._task, None
+        while task is not None and not task.done():     # again if a library took the cancellation for its own
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.error("following the configuration store had failed: %s", task.exception())
         await self._drop_client()
 
     async def _first_load(self, before_load: Callable[[], Awaitable[None]] | None) -> Config:
@@ -198,7 +204,7 @@ class Follower:
     # -- following -----------------------------------------------------------------------------------------
     async def _follow(self) -> None:
         backoff = Backoff()
-        while True:
+        while not self._closing:
             try:
                 if self._reload_needed:
                     await self._reload()
@@ -229,31 +235,34 @@ class Follower:
         async def deliver(item: Any) -> None:
             queue.put_nowait(item)
 
-        watch_id = await client.watch_range(self.layout.start, self.layout.end, self.state.revision + 1, deliver)
+        # The watch ends with the connection: an error drops it (a fresh one for the next attempt), close()
+        # closes it, and etcd cancels a watch whose revision it compacted.
+        await client.watch_range(self.layout.start, self.layout.end, self.state.revision + 1, deliver)
         self._mark_up()
         backoff.reset()
-        try:
-            while True:
-                batch = [await queue.get()]
-                while not queue.empty():
-                    batch.append(queue.get_nowait())
-                events = [item for item in batch if not (item is None or isinstance(item, BaseException))]
-                ended = [item for item in batch if item is None or isinstance(item, BaseException)]
-                for event in events:
-                    if event.kind == "PUT":
-                        self.state.put(event.kv.key, event.kv.value, event.kv.mod_revision)
-                    else:
-                        self.state.delete(event.kv.key, event.kv.mod_revision)
-                if events:
-                    await self._apply()
-                if ended:
-                    raise ended[0] if ended[0] is not None else WatchEnded("the watch ended")
-        finally:
-            if self._client is client:
+        while True:
+            if self._retry_apply:       # this process could not apply the last revision: try again later
                 try:
-                    await client.cancel_watch(watch_id)
-                except Exception:  # noqa: BLE001, S110 - the watch is gone either way
-                    pass
+                    first = await asyncio.wait_for(queue.get(), self.retry_apply)
+                except TimeoutError:
+                    await self._apply()
+                    continue
+            else:
+                first = await queue.get()
+            batch = [first]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            events = [item for item in batch if not (item is None or isinstance(item, BaseException))]
+            ended = [item for item in batch if item is None or isinstance(item, BaseException)]
+            for event in events:
+                if event.kind == "PUT":
+                    self.state.put(event.kv.key, event.kv.value, event.kv.mod_revision)
+                else:
+                    self.state.delete(event.kv.key, event.kv.mod_revision)
+            if events:
+                await self._apply()
+            if ended:
+                raise ended[0] if ended[0] is not None else WatchEnded("the watch ended")
 
     async def _read(self) -> None:
         client = await self._connected()
@@ -263,13 +272,19 @@ class Follower:
     async def _apply(self) -> None:
         """Serve what `self.state` holds, or refuse it whole."""
         revision = self.state.revision
+        self._retry_apply = False
         try:
             config, revisions = self.state.config()
             served = bound(config, self.bind)
             if served != self.manager.desired:
                 await self.manager.replace(served)
-        except (BadValue, ConfigError, Conflict) as exc:
+        except (BadValue, ConfigError) as exc:
             self._refuse(exc)
+        except Exception as exc:  # noqa: BLE001 - a worker could not apply it (Conflict: a port taken, ...)
+            if not isinstance(exc, Conflict):
+                log.exception("applying revision %d failed", revision)
+            self._refuse(exc)
+            self._retry_apply = True
         else:
             self.config, self.revisions, self.revision = config, revisions, revision
             self._served()
@@ -302,10 +317,7 @@ class Follower:
         """A fresh connection for the next attempt (a restarted etcd forgets authentication tokens)."""
         client, self._client = self._client, None
         if client is not None:
-            try:
-                await client.close()
-            except Exception:  # noqa: BLE001, S110 - closing a broken connection may fail too
-                pass
+            await client.close_quietly()
 
     def _mark_up(self) -> None:
         if not self.up:

@@ -112,6 +112,15 @@ def test_a_gateway_document_is_its_config_file_shape_plus_name_and_status(api, s
     assert target["state"] == "active"
     assert target["in_flight"] == 0
     assert target["drain_ends_at"] is None
+    assert status["revision"] is None           # a fleet's gateways have one (docs/fleet.md)
+
+
+def test_the_status_of_a_standalone_gateway_has_no_configuration_store(api, shop):
+    response = api.request("GET", "/api/v1/status")
+    assert response.status == 200
+    assert response.json() == {"ready": True, "gateways": 1, "workers": 1, "config_store": None}
+    assert "config_store" not in api.request("GET", "/ready").json()
+    assert "vamp_config_store" not in shop[0].metrics().text
 
 
 def test_get_and_writes_of_an_unknown_gateway_are_404(api):

@@ -246,6 +246,16 @@ def test_list_shows_a_row_per_gateway_with_its_route_weights(api, vamp):
         "web/8080  8080/http  none    3       a=33.34% b=33.33% c=33.33%\n")
 
 
+def test_list_shows_the_store_revision_each_gateway_of_a_fleet_serves(api, vamp):
+    api.gateways["sava"] = sava(status={"state": "active", "revision": 1042})
+    api.gateways["web"] = sava(name="web", status={"state": "draining", "revision": None})
+    run = vamp("gateways", "list")
+    assert (run.code, run.err) == (0, "")
+    assert run.out.splitlines()[0].split() == ["NAME", "PORT", "STICKY", "ROUTES", "WEIGHTS", "REVISION"]
+    revisions = {line.split()[0]: line.split()[-1] for line in run.out.splitlines()[1:]}
+    assert revisions == {"sava": "1042", "web": "-"}
+
+
 def test_list_without_gateways_says_so(vamp):
     assert vamp("gateways", "list").out == "no gateways\n"
 

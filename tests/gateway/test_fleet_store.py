@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 
 import pytest
 
@@ -83,7 +84,7 @@ async def store(etcd_server, store_prefix):
     client = EtcdClient(StoreAddress.parse(etcd_server.url(store_prefix)))
     await client.connect()
     yield Store(client, store_prefix)
-    await client.close()
+    await client.close_quietly()
 
 
 @pytest.fixture
@@ -222,6 +223,23 @@ async def test_a_value_that_does_not_validate_refuses_its_whole_revision(store, 
     await eventually_async(lambda: fleet.revision == fixed_at, DEADLINE, "the fixed revision served")
     assert fleet.status()["error"] is None
     assert (v2_weight(fleet.desired, "one"), v2_weight(fleet.desired, "two")) == (5000, 3000)
+
+
+async def test_a_revision_this_replica_cannot_apply_is_refused_then_tried_again(store, fleets):
+    port, taken = free_port(), free_port()
+    await store.put("shop", split(port, 0))
+    fleet = await fleets.start()
+    fleet.follower.retry_apply = 0.2
+    squatter = socket.create_server(("127.0.0.1", taken))       # a port taken on this host only
+    try:
+        moved_at = await store.put("shop", split(taken, 0))
+        await eventually_async(lambda: fleet.follower.processed >= moved_at, DEADLINE, "the move seen")
+        assert "address already in use" in fleet.status()["error"]
+        assert fleet.desired.gateway("shop").port == port and port_accepts(port)
+    finally:
+        squatter.close()
+    await eventually_async(lambda: fleet.revision == moved_at, DEADLINE, "the move applied once the port is free")
+    assert fleet.status()["error"] is None and fleet.desired.gateway("shop").port == taken
 
 
 # -- writes ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 from gateway.store.etcd import EtcdClient, StoreAddress, StoreAddressError, STORE_ERRORS
 from tests.support.etcd import EtcdCluster, needs_etcd
 from tests.support.processes import free_port
+from tests.support.waiting import eventually_async
 
 
 def test_a_store_url_names_its_endpoints_and_prefix():
@@ -83,6 +84,8 @@ def test_with_three_members_the_client_goes_on_when_the_one_it_used_dies(tmp_pat
             try:
                 await client.put(b"/t/a", b"1")
                 cluster.members[0].kill()           # pick_first was using the first member
+                # a write in flight while the rest elect a leader may time out: wait for one (not the point here)
+                await eventually_async(lambda: all(m.healthy() for m in cluster.members[1:]), 20, "a leader")
                 await client.put(b"/t/a", b"2")
                 return (await client.get(b"/t/a")).value
             finally:

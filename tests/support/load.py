@@ -1,10 +1,10 @@
 """Traffic and control for the tests of live changes: a bounded load generator and an admin API call.
 
-`LoadGenerator` runs K client threads against a gateway port, each on its own keep-alive connection
-(reopened only after a failure), sending GETs until `stop()` or its deadline, whichever comes first. It
-records every response (when, on which local port, status, X-Version) and every failure by kind, and can be
-paused — `pause()` returns once no request is in flight — and resumed, so that a probe can measure a split
-while nothing else is routed.
+`LoadGenerator` runs K client threads against a gateway port (on 127.0.0.1 unless `host` says), each on its
+own keep-alive connection (reopened only after a failure), sending GETs until `stop()` or its deadline,
+whichever comes first. It records every response (when, on which local port, status, X-Version) and every
+failure by kind, and can be paused — `pause()` returns once no request is in flight — and resumed, so that a
+probe can measure a split while nothing else is routed.
 
     with LoadGenerator(port, connections=6, seconds=40) as load:
         ...                        # change the configuration under load
@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from .http import BrokenResponse, HttpClient
-from .processes import GatewayProcess
+from .processes import LOOPBACK, GatewayProcess
 
 FAILURE_KINDS = ("status", "reset", "refused", "timeout", "broken")
 WAIT_SLICE = 0.05          # seconds a paused or waiting thread sleeps on its condition before looking again
@@ -58,8 +58,10 @@ class LoadGenerator:
     """K client threads sending GETs to 127.0.0.1:port until stopped or `seconds` have passed."""
 
     def __init__(self, port: int, *, connections: int = 6, seconds: float = 30.0, path: str = "/",
-                 headers: tuple[tuple[str, str], ...] = (), request_timeout: float = 5.0) -> None:
+                 headers: tuple[tuple[str, str], ...] = (), request_timeout: float = 5.0, host: str = LOOPBACK
+                 ) -> None:
         self.port = port
+        self.host = host
         self.connections = connections
         self.seconds = seconds
         self.path = path
@@ -152,7 +154,7 @@ class LoadGenerator:
             return True
 
     def _run(self, index: int) -> None:
-        client = HttpClient(self.port, timeout=self.request_timeout)
+        client = HttpClient(self.port, self.host, timeout=self.request_timeout)
         try:
             while self._may_send():
                 outcome = self._exchange(client)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .processes import BackendProcess, GatewayProcess, ManagedProcess
+from .processes import BackendProcess, FleetGatewayProcess, GatewayProcess, ManagedProcess
 
 
 class Processes:
@@ -26,6 +26,15 @@ class Processes:
         gateways = sum(isinstance(p, GatewayProcess) for p in self.started)
         process = GatewayProcess(config, self.workdir / f"gateway-{gateways + 1}", extra_args=extra_args,
                                  token=token)
+        self.started.append(process)
+        return process.start()
+
+    def fleet_gateway(self, store_url: str, bind: str, *, seed: dict | None = None,
+                      extra_args: tuple[str, ...] = ()) -> FleetGatewayProcess:
+        """A replica of the fleet at `store_url` with its gateways on `bind`, ready when this returns."""
+        gateways = sum(isinstance(p, GatewayProcess) for p in self.started)
+        process = FleetGatewayProcess(store_url, bind, self.workdir / f"gateway-{gateways + 1}", seed=seed,
+                                      extra_args=extra_args)
         self.started.append(process)
         return process.start()
 

@@ -77,8 +77,10 @@ class ManagedProcess:
     def returncode(self) -> int | None:
         return self.process.poll()
 
-    def spawn(self) -> None:
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+    def spawn(self, *, append: bool = False) -> None:
+        """Start the process; `append` keeps what an earlier run wrote to its stdout and stderr files."""
+        mode = "ab" if append else "wb"
+        with open(self.stdout_path, mode) as out, open(self.stderr_path, mode) as err:
             self.process = subprocess.Popen(self.args, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                             cwd=REPO_ROOT)
 
@@ -258,6 +260,44 @@ class GatewayProcess(ManagedProcess):
             except psutil.NoSuchProcess:
                 pass
         return total
+
+
+class FleetGatewayProcess(GatewayProcess):
+    """`python -m gateway gateway --config-store URL --bind ADDRESS --admin 127.0.0.1:PORT --state-dir DIR`: one
+    replica of a fleet (docs/fleet.md), its gateways on `bind` (127.0.0.2, 127.0.0.3, … side by side), `seed`
+    (a config dict) given as --config. Ready when `GET /ready` answers 200."""
+
+    label = "fleet gateway"
+
+    def __init__(self, store_url: str, bind: str, workdir: Path, *, seed: dict | None = None,
+                 ready_timeout: float = 20.0, extra_args: tuple[str, ...] = (), token: str | None = None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.token = token
+        self.config = seed
+        self.store_url = store_url
+        self.bind = bind
+        self.state_dir = workdir / "state"
+        self.admin_port = free_port()
+        self.ready_timeout = ready_timeout
+        args = [sys.executable, "-m", "gateway", "gateway", "--config-store", store_url, "--bind", bind,
+                "--admin", self.admin, "--state-dir", str(self.state_dir)]
+        if seed is not None:
+            self.config_path = workdir / "gateways.yaml"
+            self.config_path.write_text(yaml.safe_dump(seed, sort_keys=False))
+            args += ["--config", str(self.config_path)]
+        ManagedProcess.__init__(self, args + list(extra_args), workdir, log_name="gateway")
+        self.label = f"fleet gateway on {bind}"
+
+    def restart(self) -> "FleetGatewayProcess":
+        """Stop (SIGTERM) and start again with the same state directory; its logs go on in the same files."""
+        self.stop()
+        self.spawn(append=True)
+        self.wait_until(lambda: self.admin_status("/ready") == 200, self.ready_timeout, "ready again")
+        return self
+
+    def store_status(self) -> dict:
+        """`config_store` of its `GET /api/v1/status`."""
+        return json.loads(self.admin_get("/api/v1/status"))["config_store"]
 
 
 class PeakRss:
