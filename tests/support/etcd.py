@@ -31,8 +31,10 @@ class EtcdMember(ManagedProcess):
 
     label = "etcd"
 
-    def __init__(self, name: str, workdir: Path, *, cluster_token: str) -> None:
+    def __init__(self, name: str, workdir: Path, *, cluster_token: str, also_on: tuple[str, ...] = ()) -> None:
+        """`also_on`: addresses besides loopback where clients reach it (a test host's link), on the same port."""
         self.name = name
+        self.also_on = also_on
         self.client_port = free_port()
         self.peer_port = free_port()
         self.data_dir = workdir / f"etcd-{name}"
@@ -50,8 +52,9 @@ class EtcdMember(ManagedProcess):
         return f"http://{LOOPBACK}:{self.peer_port}"
 
     def command(self) -> list[str]:
+        listen = ",".join([self.client_url, *(f"http://{host}:{self.client_port}" for host in self.also_on)])
         return [ETCD, "--name", self.name, "--data-dir", str(self.data_dir),
-                "--listen-client-urls", self.client_url, "--advertise-client-urls", self.client_url,
+                "--listen-client-urls", listen, "--advertise-client-urls", self.client_url,
                 "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
                 "--initial-cluster", self.initial_cluster, "--initial-cluster-token", self.cluster_token,
                 "--initial-cluster-state", "new", "--heartbeat-interval", "50", "--election-timeout", "500",
@@ -87,9 +90,9 @@ class EtcdMember(ManagedProcess):
 class EtcdCluster:
     """One or three members on loopback; `url(prefix)` is the store URL naming every member."""
 
-    def __init__(self, workdir: Path, size: int = 1) -> None:
+    def __init__(self, workdir: Path, size: int = 1, *, also_on: tuple[str, ...] = ()) -> None:
         token = f"vamp-test-{uuid.uuid4().hex[:8]}"
-        self.members = [EtcdMember(f"m{i}", workdir, cluster_token=token) for i in range(size)]
+        self.members = [EtcdMember(f"m{i}", workdir, cluster_token=token, also_on=also_on) for i in range(size)]
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         for member in self.members:
             member.initial_cluster = initial

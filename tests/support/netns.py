@@ -40,7 +40,6 @@ class Link:
     """A veth pair between this namespace (`outside`, address `.1`) and a host (`inside`, address `.2`)."""
 
     def __init__(self, host: TestHost, subnet: int, tag: str) -> None:
-        self.host_name = host.name
         self.outside_device = f"v{tag}o{subnet}"[:15]
         self.inside_device = f"v{tag}i{subnet}"[:15]
         self.outside = f"10.231.{subnet}.1"
@@ -57,11 +56,12 @@ class Link:
         ip("-n", host.name, "link", "set", self.inside_device, "up")
 
     def cut(self) -> None:
-        """Nothing crosses the link any more, as when a cable is pulled: no reset, packets are just lost."""
-        ip("-n", self.host_name, "link", "set", self.inside_device, "down")
+        """Nothing crosses the link any more, as when a cable is pulled at the far end: the host's side stays up
+        (its programs get no error, their packets are just lost) and this side drops what is sent to it."""
+        ip("link", "set", self.outside_device, "down")
 
     def mend(self) -> None:
-        ip("-n", self.host_name, "link", "set", self.inside_device, "up")
+        ip("link", "set", self.outside_device, "up")
 
     def remove(self) -> None:
         subprocess.run([IP, "link", "del", self.outside_device], capture_output=True)
