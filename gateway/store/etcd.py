@@ -7,8 +7,8 @@ process list; `str(address)` is safe to print.
 
 The client is aetcd's (asyncio over gRPC). It is given every endpoint at once: gRPC's `pick_first` policy uses
 the first that answers and moves to the next when it fails, and keepalive pings notice a peer that went silent
-(a partition) within `KEEPALIVE` seconds. Calls fail fast while no endpoint answers: `STORE_ERRORS` are what
-a call to an unreachable (or refusing) store raises.
+(a partition) within `KEEPALIVE` + `KEEPALIVE_TIMEOUT` seconds. Calls fail fast while no endpoint answers:
+`STORE_ERRORS` are what a call to an unreachable (or refusing) store raises.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from aetcd import rpc
 SCHEMES = {"etcd": False, "etcds": True}        # scheme -> TLS
 DEFAULT_PORT = 2379
 CALL_TIMEOUT = 5.0              # seconds an etcd call may take before it counts as failed
-KEEPALIVE = 5.0                 # seconds between keepalive pings; etcd refuses pings more often than every 5 s
+KEEPALIVE = 6.0                 # seconds between keepalive pings; etcd answers pings closer than 5 s with GOAWAY
 KEEPALIVE_TIMEOUT = 3.0         # seconds without an answer to a ping before the connection counts as dead
 MAX_MESSAGE = 64 * 1024 * 1024  # bytes an answer may have (a range read of every gateway of a large fleet)
 CLOSE_TIMEOUT = 5.0             # seconds `close_quietly` gives aetcd's close
