@@ -5,6 +5,7 @@ the new leader, never two at a time, a scale change through a follower works, an
 leader's gateway, and the other replica's, reaches the service."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -147,3 +148,31 @@ def test_a_leader_that_loses_its_key_stops_its_instances_and_exits_3_and_a_follo
     wait_for(lambda: status(follower).get("role") == "leader", TTL + TAKEOVER_MARGIN, "the follower leading")
     follower.wait_until(lambda: deployed(follower, 1), READY_TIMEOUT, "sava deployed by the new leader")
     assert len(follower.demo_processes()) == 1 and instance_starts(follower) == 2
+
+
+@pytest.mark.timeout(90)
+def test_an_external_fleet_on_the_platforms_prefix_serves_its_deployments(procs, tmp_path, etcd_server,
+                                                                          store_prefix):
+    """`vamp gateway --config-store` replicas of their own, reading the prefix `vamp run` writes: they serve the
+    deployment's gateway, follow its changes, and keep serving while the platform is gone."""
+    url = etcd_server.url(store_prefix)
+    platform = PlatformProcess(tmp_path / "state", tmp_path, log_name="platform", ready_timeout=30.0,
+                               extra_args=("--store", url, "--bind", "127.0.0.2"))
+    procs.started.append(platform)
+    platform.start()
+    port = free_port()
+    blueprint = tmp_path / "sava.yaml"
+    blueprint.write_text((REPO / "examples" / "sava-1.0.yaml").read_text().replace("9050:", f"{port}:"))
+    platform.vamp("deploy", str(blueprint), "--name", "sava", "--api", platform.api_url)
+    platform.wait_until(lambda: deployed(platform, 1), READY_TIMEOUT, "sava deployed")
+    fleet = [procs.fleet_gateway(url, f"127.0.0.{n}") for n in (5, 6)]
+    for replica in fleet:
+        wait_for(lambda host=replica.bind: answers(host, port), READY_TIMEOUT,
+                 f"sava through the external replica on {replica.bind}")
+    names = {gateway["name"] for gateway in json.loads(fleet[0].admin_get("/api/v1/gateways"))}
+    assert {f"sava/{port}", "sava/sava/webport"} <= names, names
+
+    platform.stop()                         # its instances go with it; the gateways stay in the store
+    for replica in fleet:
+        assert replica.store_status()["up"] is True and replica.admin_status("/ready") == 200
+        assert {g["name"] for g in json.loads(replica.admin_get("/api/v1/gateways"))} == names
