@@ -287,7 +287,7 @@ FILE_OPTIONS = ("--config", "-f", "--file")
 
 def readme_vamp_commands() -> list:
     """The arguments of every `vamp …` command in README.md's ```sh blocks (continuation lines joined,
-    comments dropped), as test parameters named by their line."""
+    comments and a trailing `&` dropped), as test parameters named by their line."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
     commands = []
     for match in SH_BLOCK.finditer(text):
@@ -301,7 +301,10 @@ def readme_vamp_commands() -> list:
             while line.endswith("\\") and following + 1 < len(lines):     # a command continued on the next line
                 following += 1
                 line = line[:-1] + " " + lines[following]
-            commands.append(pytest.param(shlex.split(line, comments=True)[1:],
+            args = shlex.split(line, comments=True)[1:]
+            if args and args[-1] == "&":                    # run in the background: the shell's, not vamp's
+                args.pop()
+            commands.append(pytest.param(args,
                                          id=f"README.md line {first_line + offset}: {' '.join(words[:3])}"))
     return commands
 
