@@ -94,20 +94,15 @@ class ControlStore(Protocol):
     def prune_events(self, *, older_than: float | None = None, keep: int | None = None) -> int: ...
 
 
-class Store:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+class NestedTransactions:
+    """What every store's transactions share: a transaction used inside another joins it, so only the outermost
+    one begins, commits or rolls back (a store's `_begin`, `_commit`, `_rollback`), and the actions given to
+    `on_commit` run once it committed, never when it did not. One thread at a time (`_lock`)."""
+
+    def __init__(self) -> None:
         self._lock = threading.RLock()
         self._depth = 0
         self._after_commit: list[Callable[[], None]] = []
-
-    def close(self) -> None:
-        self._db.close()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -115,7 +110,7 @@ class Store:
         with self._lock:
             outer = self._depth == 0
             if outer:
-                self._db.execute("BEGIN IMMEDIATE")
+                self._begin()
             self._depth += 1
             try:
                 yield
@@ -123,11 +118,15 @@ class Store:
                 self._depth -= 1
                 if outer:
                     self._after_commit.clear()
-                    self._db.execute("ROLLBACK")
+                    self._rollback()
                 raise
             self._depth -= 1
             if outer:
-                self._db.execute("COMMIT")
+                try:
+                    self._commit()
+                except BaseException:
+                    self._after_commit.clear()
+                    raise
                 actions, self._after_commit = self._after_commit, []
                 for action in actions:
                     action()
@@ -140,6 +139,44 @@ class Store:
                 self._after_commit.append(action)
                 return
         action()
+
+    def _begin(self) -> None:
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        """Make the outermost transaction's writes durable, all or none (raise: none)."""
+        raise NotImplementedError
+
+    def _rollback(self) -> None:
+        raise NotImplementedError
+
+
+class Store(NestedTransactions):
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _begin(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def _commit(self) -> None:
+        try:
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def _rollback(self) -> None:
+        self._db.execute("ROLLBACK")
 
     # -- artifacts ------------------------------------------------------------------------------------
     def get(self, kind: str, name: str) -> dict[str, Any] | None:

@@ -28,16 +28,15 @@ from __future__ import annotations
 import builtins
 import json
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from aetcd import rpc
 
 from control.events.model import Event, EventFilter
+from control.store import NestedTransactions
 from control.replicas.etcd import EtcdThread, StoreUnavailable
 from gateway import EtcdClient, StoreAddress
 from gateway.common.errors import Conflict, Invalid
@@ -65,7 +64,7 @@ class _Pending:
     last_event_id: int | None = None
 
 
-class EtcdStore:
+class EtcdStore(NestedTransactions):
     def __init__(self, address: StoreAddress, *, etcd: EtcdThread | None = None) -> None:
         """Connects to the store (StoreUnavailable when it cannot); `etcd`: a connection to use (and close)."""
         self.address = address
@@ -74,10 +73,8 @@ class EtcdStore:
         self._events = address.key("events") + b"/"
         self._events_end = _range_end(self._events)
         self._counter = address.key("event-id")
-        self._lock = threading.RLock()
-        self._depth = 0
+        super().__init__()
         self._pending: _Pending | None = None
-        self._after_commit: list[Callable[[], None]] = []
         self._fence: tuple[bytes, int] | None = None
         self.on_fence_lost: Callable[[], None] | None = None      # told when a write finds the leadership gone
         try:
@@ -98,44 +95,17 @@ class EtcdStore:
         self.etcd.close()
 
     # -- transactions ---------------------------------------------------------------------------------
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Everything inside commits together or not at all (nested uses join the outer one)."""
-        with self._lock:
-            outer = self._depth == 0
-            if outer:
-                self._pending = _Pending()
-            self._depth += 1
-            try:
-                yield
-            except BaseException:
-                self._depth -= 1
-                if outer:
-                    self._pending = None
-                    self._after_commit.clear()
-                raise
-            self._depth -= 1
-            if outer:
-                pending, self._pending = self._pending, None
-                try:
-                    self._commit(pending)  # type: ignore[arg-type]  # (set when the outer one began)
-                except BaseException:
-                    self._after_commit.clear()
-                    raise
-                actions, self._after_commit = self._after_commit, []
-                for action in actions:
-                    action()
+    def _begin(self) -> None:
+        self._pending = _Pending()
 
-    def on_commit(self, action: Callable[[], None]) -> None:
-        """Run `action` once the transaction in progress commits (at once outside a transaction); never if it
-        rolls back."""
-        with self._lock:
-            if self._depth:
-                self._after_commit.append(action)
-                return
-        action()
+    def _commit(self) -> None:
+        pending, self._pending = self._pending, None
+        self._write_pending(pending)  # type: ignore[arg-type]  # (set when the outer one began)
 
-    def _commit(self, pending: _Pending) -> None:
+    def _rollback(self) -> None:
+        self._pending = None
+
+    def _write_pending(self, pending: _Pending) -> None:
         if not pending.writes:
             return
         if len(pending.writes) > MAX_TXN_OPS:
