@@ -21,6 +21,19 @@ READY_TIMEOUT = 30.0        # seconds for a deployment or a scale to be served
 SERVICE = "sava/sava/sava:1.0.0"
 
 
+def start_replicas(procs, tmp_path: Path, url: str, count: int) -> list[PlatformProcess]:
+    """`count` replicas of `vamp run --store URL --leader-ttl TTL`, replica i's gateway on --bind 127.0.0.(i+2),
+    each ready (GET /api/v1/deployments answers: a follower's forwarded)."""
+    replicas = []
+    for index in range(count):
+        replica = PlatformProcess(tmp_path / f"state-{index}", tmp_path, log_name=f"replica-{index}",
+                                  ready_timeout=30.0, extra_args=("--store", url, "--leader-ttl", f"{TTL}s",
+                                                                  "--bind", f"127.0.0.{index + 2}"))
+        procs.started.append(replica)
+        replicas.append(replica.start())
+    return replicas
+
+
 def status(replica: PlatformProcess) -> dict:
     code, body = replica.api("GET", "/api/v1/status")
     return body if code == 200 else {}
@@ -63,13 +76,7 @@ def answers(host: str, port: int) -> bool:
 def test_a_leader_killed_with_9_hands_over_and_the_deployment_goes_on_without_a_duplicated_instance(
         procs, tmp_path, etcd_server, store_prefix):
     url = etcd_server.url(store_prefix)
-    replicas = []
-    for index in range(3):
-        replica = PlatformProcess(tmp_path / f"state-{index}", tmp_path, log_name=f"replica-{index}",
-                                  ready_timeout=30.0, extra_args=("--store", url, "--leader-ttl", f"{TTL}s",
-                                                                  "--bind", f"127.0.0.{index + 2}"))
-        procs.started.append(replica)
-        replicas.append(replica.start())       # ready: GET /api/v1/deployments answers (a follower's: forwarded)
+    replicas = start_replicas(procs, tmp_path, url, 3)
     wait_for(lambda: sorted(status(r).get("role") for r in replicas) == ["follower", "follower", "leader"],
              10, "one leader, two followers")
     leader = next(r for r in replicas if status(r)["role"] == "leader")
@@ -123,13 +130,7 @@ def test_a_leader_killed_with_9_hands_over_and_the_deployment_goes_on_without_a_
 def test_a_leader_that_loses_its_key_stops_its_instances_and_exits_3_and_a_follower_takes_over(
         procs, tmp_path, etcd_server, store_prefix):
     url = etcd_server.url(store_prefix)
-    replicas = []
-    for index in range(2):
-        replica = PlatformProcess(tmp_path / f"state-{index}", tmp_path, log_name=f"replica-{index}",
-                                  ready_timeout=30.0, extra_args=("--store", url, "--leader-ttl", f"{TTL}s",
-                                                                  "--bind", f"127.0.0.{index + 2}"))
-        procs.started.append(replica)
-        replicas.append(replica.start())
+    replicas = start_replicas(procs, tmp_path, url, 2)
     wait_for(lambda: sorted(status(r).get("role") for r in replicas) == ["follower", "leader"], 10,
              "one leader, one follower")
     leader = next(r for r in replicas if status(r)["role"] == "leader")
@@ -156,10 +157,7 @@ def test_an_external_fleet_on_the_platforms_prefix_serves_its_deployments(procs,
     """`vamp gateway --config-store` replicas of their own, reading the prefix `vamp run` writes: they serve the
     deployment's gateway, follow its changes, and keep serving while the platform is gone."""
     url = etcd_server.url(store_prefix)
-    platform = PlatformProcess(tmp_path / "state", tmp_path, log_name="platform", ready_timeout=30.0,
-                               extra_args=("--store", url, "--bind", "127.0.0.2"))
-    procs.started.append(platform)
-    platform.start()
+    platform, = start_replicas(procs, tmp_path, url, 1)
     port = free_port()
     blueprint = tmp_path / "sava.yaml"
     blueprint.write_text((REPO / "examples" / "sava-1.0.yaml").read_text().replace("9050:", f"{port}:"))
