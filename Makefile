@@ -32,9 +32,10 @@ install-test: $(VENV)/.installed-test
 # `provider: prometheus` checks are tested against.
 system-deps:
 	@if ! command -v haproxy >/dev/null || ! command -v nginx >/dev/null || ! command -v wrk >/dev/null \
-			|| ! command -v prometheus >/dev/null || ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then \
+			|| ! command -v prometheus >/dev/null || ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null \
+			|| ! command -v openssl >/dev/null || ! command -v ip >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nginx wrk prometheus \
-			etcd-server etcd-client iproute2; \
+			etcd-server etcd-client iproute2 openssl; \
 	fi
 
 # The embedded platform: control plane API on 127.0.0.1:8080, gateway, local processes; state in .vamp/

@@ -11,9 +11,11 @@ import asyncio
 import json
 import shutil
 import signal
+import ssl
 import subprocess
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,15 +28,51 @@ needs_etcd = pytest.mark.skipif(ETCD is None, reason="etcd is not installed (mak
 START_TIMEOUT = 30.0
 
 
+@dataclass(frozen=True)
+class Certificates:
+    """A CA of the test's own, a server certificate for 127.0.0.1 and a client certificate, all signed by it."""
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def make(cls, directory: Path) -> Certificates:
+        """New keys and certificates in `directory`, made with openssl (skips the test without it)."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            pytest.skip("openssl is not installed")
+        directory.mkdir(parents=True, exist_ok=True)
+
+        def run(*args: str) -> None:
+            subprocess.run([openssl, *args], check=True, capture_output=True, cwd=directory)
+
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=vamp test CA")
+        for name, extensions in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+                                 ("client", "extendedKeyUsage=clientAuth\n")):
+            (directory / f"{name}.ext").write_text(extensions)
+            run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN=vamp test {name}")
+            run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+        return cls(directory / "ca.pem", directory / "server.pem", directory / "server.key",
+                   directory / "client.pem", directory / "client.key")
+
+
 class EtcdMember(ManagedProcess):
     """One etcd member: its client and peer ports stay the same across restarts, and so does its data."""
 
     label = "etcd"
 
-    def __init__(self, name: str, workdir: Path, *, cluster_token: str, also_on: tuple[str, ...] = ()) -> None:
-        """`also_on`: addresses besides loopback where clients reach it (a test host's link), on the same port."""
+    def __init__(self, name: str, workdir: Path, *, cluster_token: str, also_on: tuple[str, ...] = (),
+                 tls: Certificates | None = None) -> None:
+        """`also_on`: addresses besides loopback where clients reach it (a test host's link), on the same port.
+        `tls`: clients speak TLS to it and must show a certificate the same CA signed."""
         self.name = name
         self.also_on = also_on
+        self.tls = tls
         self.client_port = free_port()
         self.peer_port = free_port()
         self.data_dir = workdir / f"etcd-{name}"
@@ -45,15 +83,19 @@ class EtcdMember(ManagedProcess):
 
     @property
     def client_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.client_port}"
+        return f"{'https' if self.tls else 'http'}://{LOOPBACK}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
         return f"http://{LOOPBACK}:{self.peer_port}"
 
     def command(self) -> list[str]:
-        listen = ",".join([self.client_url, *(f"http://{host}:{self.client_port}" for host in self.also_on)])
-        return [ETCD, "--name", self.name, "--data-dir", str(self.data_dir),
+        scheme = "https" if self.tls else "http"
+        listen = ",".join([self.client_url, *(f"{scheme}://{host}:{self.client_port}" for host in self.also_on)])
+        tls = [] if self.tls is None else [
+            "--cert-file", str(self.tls.server_cert), "--key-file", str(self.tls.server_key),
+            "--client-cert-auth", "--trusted-ca-file", str(self.tls.ca)]
+        return [ETCD, "--name", self.name, "--data-dir", str(self.data_dir), *tls,
                 "--listen-client-urls", listen, "--advertise-client-urls", self.client_url,
                 "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
                 "--initial-cluster", self.initial_cluster, "--initial-cluster-token", self.cluster_token,
@@ -66,8 +108,12 @@ class EtcdMember(ManagedProcess):
         return self
 
     def healthy(self) -> bool:
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            context.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
         try:
-            with urllib.request.urlopen(f"{self.client_url}/health", timeout=1) as answer:
+            with urllib.request.urlopen(f"{self.client_url}/health", timeout=1, context=context) as answer:
                 return json.loads(answer.read()).get("health") == "true"
         except (OSError, ValueError):
             return False
@@ -90,9 +136,12 @@ class EtcdMember(ManagedProcess):
 class EtcdCluster:
     """One or three members on loopback; `url(prefix)` is the store URL naming every member."""
 
-    def __init__(self, workdir: Path, size: int = 1, *, also_on: tuple[str, ...] = ()) -> None:
+    def __init__(self, workdir: Path, size: int = 1, *, also_on: tuple[str, ...] = (),
+                 tls: Certificates | None = None) -> None:
         token = f"vamp-test-{uuid.uuid4().hex[:8]}"
-        self.members = [EtcdMember(f"m{i}", workdir, cluster_token=token, also_on=also_on) for i in range(size)]
+        self.tls = tls
+        self.members = [EtcdMember(f"m{i}", workdir, cluster_token=token, also_on=also_on, tls=tls)
+                        for i in range(size)]
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         for member in self.members:
             member.initial_cluster = initial
@@ -113,7 +162,15 @@ class EtcdCluster:
             member.stop()
 
     def url(self, prefix: str = "/vamp") -> str:
-        return "etcd://" + ",".join(f"{LOOPBACK}:{m.client_port}" for m in self.members) + prefix
+        hosts = ",".join(f"{LOOPBACK}:{m.client_port}" for m in self.members)
+        return f"{'etcds' if self.tls else 'etcd'}://{hosts}{prefix}"
+
+    def client_options(self) -> dict[str, str]:
+        """What `StoreAddress.parse` needs besides the URL to reach this cluster (its TLS files)."""
+        if self.tls is None:
+            return {}
+        return {"ca_file": str(self.tls.ca), "cert_file": str(self.tls.client_cert),
+                "key_file": str(self.tls.client_key)}
 
     @property
     def endpoints(self) -> str:
@@ -139,7 +196,7 @@ class EtcdCluster:
         from gateway.store.etcd import EtcdClient, StoreAddress
 
         async def with_client():
-            client = EtcdClient(StoreAddress.parse(self.url()))
+            client = EtcdClient(StoreAddress.parse(self.url(), **self.client_options()))
             try:
                 await client.connect()
                 return await coroutine_function(client, *args)
