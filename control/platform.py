@@ -181,6 +181,8 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
             lock.close()
             return 0
         etcd_store.fence(election.key, election.revision)  # type: ignore[arg-type]  # (set: it leads)
+        if fleet is not None:
+            fleet.fence(election.key, election.revision)  # type: ignore[arg-type]  # (set: it leads)
         await election.predecessor_gone()       # the leader before has stopped its instances (or is dead)
         fenced_off = election.lose
 

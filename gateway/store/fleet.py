@@ -54,6 +54,13 @@ class FleetGateways:
         self.follower = Follower(manager, address, bind=bind)
         self._client: EtcdClient | None = None         # for writes; the follower has its own
         self._write_lock = asyncio.Lock()               # one write of this process at a time (fewer 409s)
+        self._fence: tuple[bytes, int] | None = None    # (key, create revision) every write requires
+
+    def fence(self, key: bytes, create_revision: int) -> None:
+        """From now on every write also requires `key` to be the one created at `create_revision`: a platform
+        replica that leads fences its writes on its leader key, so once another replica leads, no write of this
+        one lands (it answers Conflict)."""
+        self._fence = (key, create_revision)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def start(self, *, seed: Config | None = None) -> None:
@@ -280,6 +287,9 @@ class FleetGateways:
         return self._client
 
     async def _transaction(self, client: EtcdClient, compares: list[Any], operations: list[Any]) -> tuple[bool, int]:
+        if self._fence is not None:
+            key, create_revision = self._fence
+            compares = [*compares, client.transactions.create(key) == create_revision]
         try:
             return await client.txn(compares, operations)
         except aetcd.exceptions.InvalidArgumentError as exc:

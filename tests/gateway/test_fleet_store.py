@@ -312,6 +312,25 @@ async def test_replace_writes_every_change_in_one_transaction(store, fleets):
     assert fleet.revision == before
 
 
+
+async def test_a_fenced_fleet_writes_only_while_its_fence_key_is_the_one_it_was_given(store, fleets):
+    port = free_port()
+    await store.put("shop", split(port, 0))
+    fleet = await fleets.start()
+    fence_key = f"{store.prefix}/leader".encode()
+    created = (await store.client.put(fence_key, b"me")).header.revision
+    fleet.fence(fence_key, created)
+    await fleet.patch_gateway("shop", {"routes": {"v1": {"weight": "90%"}, "v2": {"weight": "10%"}}})
+    assert (await store.stored("shop"))["routes"]["v2"]["weight"] == "10%"
+
+    await store.client.delete(fence_key)                 # another replica leads from now on
+    await store.client.put(fence_key, b"someone else")
+    with pytest.raises(Conflict):
+        await fleet.patch_gateway("shop", {"routes": {"v1": {"weight": "50%"}, "v2": {"weight": "50%"}}})
+    with pytest.raises(Conflict):
+        await fleet.replace(from_dict({"gateways": {}}))
+    assert (await store.stored("shop"))["routes"]["v2"]["weight"] == "10%"       # nothing landed
+
 async def test_a_seed_fills_an_empty_prefix_only(store, fleets):
     first, second = free_port(), free_port()
     fleet = await fleets.start(seed=from_dict({"gateways": {"seeded": split(first, 20)}}))
