@@ -151,7 +151,22 @@ class NestedTransactions:
         raise NotImplementedError
 
 
-class Store(NestedTransactions):
+class EventDocuments:
+    """A store's events as plain documents, over its own `query_events`: the same for every store."""
+
+    def query_events(self, where: EventFilter, *, limit: int | None = None, offset: int = 0,
+                     after: int | None = None, oldest_first: bool = False) -> list[Event]:
+        raise NotImplementedError
+
+    def events(self, tags: Iterable[str] | None = None, type: str | None = None, since: float | None = None,
+               limit: int = 1000) -> list[dict[str, Any]]:
+        """Newest first, as plain documents; every tag in `tags` must be present (a tag `a:b` also counts as `a`)."""
+        where = EventFilter(tags=tuple(tags or ()), type=type, gte=since)
+        return [{"id": event.id, "timestamp": event.timestamp, "type": event.type, "tags": list(event.tags),
+                 "value": event.value} for event in self.query_events(where, limit=limit)]
+
+
+class Store(NestedTransactions, EventDocuments):
     def __init__(self, path: str | Path) -> None:
         super().__init__()
         self.path = Path(path)
@@ -221,14 +236,6 @@ class Store(NestedTransactions):
             cursor = self._db.execute("INSERT INTO events (timestamp, type, tags, value) VALUES (?, ?, ?, ?)",
                                       (stamp, type, json.dumps(sorted(set(tags))), json.dumps(value)))
         return int(cursor.lastrowid)  # type: ignore[arg-type]  # set by the INSERT
-
-    # (`builtins.list`: in this class `list` is a method)
-    def events(self, tags: Iterable[str] | None = None, type: str | None = None, since: float | None = None,
-               limit: int = 1000) -> builtins.list[dict[str, Any]]:
-        """Newest first, as plain documents; every tag in `tags` must be present (a tag `a:b` also counts as `a`)."""
-        where = EventFilter(tags=tuple(tags or ()), type=type, gte=since)
-        return [{"id": event.id, "timestamp": event.timestamp, "type": event.type, "tags": list(event.tags),
-                 "value": event.value} for event in self.query_events(where, limit=limit)]
 
     def query_events(self, where: EventFilter, *, limit: int | None = None, offset: int = 0,
                      after: int | None = None, oldest_first: bool = False) -> builtins.list[Event]:

@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aetcd import rpc
+from aetcd.utils import prefix_range_end
 
 from control.events.model import Event, EventFilter
-from control.store import NestedTransactions
+from control.store import EventDocuments, NestedTransactions
 from control.replicas.etcd import EtcdThread, StoreUnavailable
 from gateway import EtcdClient, StoreAddress
 from gateway.common.errors import Conflict, Invalid
@@ -64,14 +65,14 @@ class _Pending:
     last_event_id: int | None = None
 
 
-class EtcdStore(NestedTransactions):
+class EtcdStore(NestedTransactions, EventDocuments):
     def __init__(self, address: StoreAddress, *, etcd: EtcdThread | None = None) -> None:
         """Connects to the store (StoreUnavailable when it cannot); `etcd`: a connection to use (and close)."""
         self.address = address
         self.etcd = etcd or EtcdThread(address)
         self._artifacts = address.key("artifacts") + b"/"
         self._events = address.key("events") + b"/"
-        self._events_end = _range_end(self._events)
+        self._events_end = prefix_range_end(self._events)
         self._counter = address.key("event-id")
         super().__init__()
         self._pending: _Pending | None = None
@@ -181,7 +182,7 @@ class EtcdStore(NestedTransactions):
         """A page of one kind's artifacts in name order, and how many there are in all."""
         prefix = self._artifacts + f"{kind}/".encode()
         with self._lock:
-            found = self._range(key=prefix, range_end=_range_end(prefix), sort_order=rpc.RangeRequest.ASCEND,
+            found = self._range(key=prefix, range_end=prefix_range_end(prefix), sort_order=rpc.RangeRequest.ASCEND,
                                 sort_target=rpc.RangeRequest.KEY)
             values: dict[bytes, bytes] = {kv.key: kv.value for kv in found.kvs}
             if self._pending is not None:
@@ -240,14 +241,6 @@ class EtcdStore(NestedTransactions):
                 pending.writes[self._counter] = str(event_id).encode()
             return event_id
         return int(self._retried(write))
-
-    # (`builtins.list`: in this class `list` is a method)
-    def events(self, tags: Iterable[str] | None = None, type: str | None = None, since: float | None = None,
-               limit: int = 1000) -> builtins.list[dict[str, Any]]:
-        """Newest first, as plain documents; every tag in `tags` must be present (a tag `a:b` also counts as `a`)."""
-        where = EventFilter(tags=tuple(tags or ()), type=type, gte=since)
-        return [{"id": event.id, "timestamp": event.timestamp, "type": event.type, "tags": list(event.tags),
-                 "value": event.value} for event in self.query_events(where, limit=limit)]
 
     def query_events(self, where: EventFilter, *, limit: int | None = None, offset: int = 0,
                      after: int | None = None, oldest_first: bool = False) -> builtins.list[Event]:
@@ -334,16 +327,6 @@ def _event(value: bytes) -> Event:
     body = json.loads(value)
     return Event(id=body["id"], timestamp=body["timestamp"], type=body["type"], tags=tuple(body["tags"]),
                  value=body["value"])
-
-
-def _range_end(prefix: bytes) -> bytes:
-    """The end of the key range holding every key that starts with `prefix`."""
-    end = bytearray(prefix)
-    for index in reversed(range(len(end))):
-        if end[index] < 0xFF:
-            end[index] += 1
-            return bytes(end[:index + 1])
-    return b"\0"
 
 
 async def _range(client: EtcdClient, request: rpc.RangeRequest, timeout: float) -> rpc.RangeResponse:

@@ -17,21 +17,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from aetcd.utils import prefix_range_end
+
 from gateway.config.load import ConfigError, assemble, from_dict, gateway_from_dict, gateway_to_dict
 from gateway.config.model import Config, Gateway, GeoSettings
 
 GATEWAYS = "gateways"
 GEO = "geo"
-
-
-def range_end(prefix: bytes) -> bytes:
-    """The end of the key range of every key starting with `prefix` (etcd's convention)."""
-    end = bytearray(prefix)
-    for index in reversed(range(len(end))):
-        if end[index] < 0xFF:
-            end[index] += 1
-            return bytes(end[:index + 1])
-    return b"\x00"          # every key from `prefix` on
 
 
 class Layout:
@@ -40,9 +32,9 @@ class Layout:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.start = f"{prefix}/".encode()              # every key of the prefix: what is loaded and watched
-        self.end = range_end(self.start)
+        self.end: bytes = prefix_range_end(self.start)
         self.gateways_start = f"{prefix}/{GATEWAYS}/".encode()
-        self.gateways_end = range_end(self.gateways_start)
+        self.gateways_end: bytes = prefix_range_end(self.gateways_start)
         self.geo = f"{prefix}/{GEO}".encode()
 
     def gateway_key(self, name: str) -> bytes:

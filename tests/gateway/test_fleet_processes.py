@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.support import HttpClient, config, free_port, gateway, route, run_cli
-from tests.support.etcd import ETCD, EtcdCluster, needs_etcd
+from tests.support.etcd import EtcdCluster, needs_etcd, running_cluster
 from tests.support.load import LoadGenerator, admin_call
 from tests.support.waiting import eventually
 
@@ -34,11 +34,7 @@ class Fleet:
 @pytest.fixture(scope="module")
 def etcd(tmp_path_factory):
     """An etcd member of this module's own: the tests kill and restart it."""
-    if ETCD is None:
-        pytest.skip("etcd is not installed")
-    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"), size=1).start()
-    yield cluster
-    cluster.stop()
+    yield from running_cluster(tmp_path_factory.mktemp("etcd"))
 
 
 def shop(port: int, echo, v2: int) -> dict:

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.store.etcd import STORE_ERRORS, EtcdClient, StoreAddress
 from tests.support import HttpClient, config, free_port, gateway, route
-from tests.support.etcd import Certificates, EtcdCluster, needs_etcd
+from tests.support.etcd import Certificates, needs_etcd, running_cluster
 from tests.support.processes import FleetGatewayProcess
 
 pytestmark = needs_etcd
@@ -18,9 +18,7 @@ pytestmark = needs_etcd
 @pytest.fixture(scope="module")
 def tls_etcd(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("etcd-tls")
-    cluster = EtcdCluster(workdir, size=1, tls=Certificates.make(workdir / "tls")).start()
-    yield cluster
-    cluster.stop()
+    yield from running_cluster(workdir, tls=Certificates.make(workdir / "tls"))
 
 
 def round_trip(url: str, **options: str) -> bytes:

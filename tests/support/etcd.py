@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,24 +245,28 @@ def etcdctl(cluster: EtcdCluster, *args: str) -> str:
                           text=True, env={"ETCDCTL_API": "3"}).stdout
 
 
+def running_cluster(workdir: Path, size: int = 1, **options) -> Iterator[EtcdCluster]:
+    """What an etcd fixture yields: a cluster started in `workdir`, stopped after the tests (skipped, saying
+    why, without the etcd binary). `options`: EtcdCluster's (`also_on`, `tls`)."""
+    if ETCD is None:
+        pytest.skip("etcd is not installed (make system-deps installs Debian's etcd-server)")
+    cluster = EtcdCluster(workdir, size=size, **options).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="module")
 def etcd_server(tmp_path_factory):
     """One etcd member for a whole test module (tests isolate themselves by `store_prefix`)."""
-    if ETCD is None:
-        pytest.skip("etcd is not installed (make system-deps installs Debian's etcd-server)")
-    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"), size=1).start()
-    yield cluster
-    cluster.stop()
+    yield from running_cluster(tmp_path_factory.mktemp("etcd"))
 
 
 @pytest.fixture
 def etcd_cluster(tmp_path):
     """Three etcd members on loopback, for one test."""
-    if ETCD is None:
-        pytest.skip("etcd is not installed (make system-deps installs Debian's etcd-server)")
-    cluster = EtcdCluster(tmp_path, size=3).start()
-    yield cluster
-    cluster.stop()
+    yield from running_cluster(tmp_path, size=3)
 
 
 @pytest.fixture
