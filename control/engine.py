@@ -38,7 +38,7 @@ from control.dsl.model import Blueprint, Breed, Cluster, ClusterGateway, Deploym
 from control.events.log import EventLog
 from control.events.model import EventSink
 from control.orchestrator.base import HealthCheck as ProbeSpec
-from control.orchestrator.base import Instance, InstanceEvent, Orchestrator, ServiceSpec
+from control.orchestrator.base import Instance, InstanceEvent, Orchestrator, ServiceEvent, ServiceSpec
 from control.store import ControlStore
 import gateway as gw
 from gateway import (FULL, ConfigError, PortConflict, from_dict, gateway_fields, gateway_from_dict, gateway_to_dict,
@@ -132,6 +132,9 @@ class Engine:
             while not events.empty():
                 burst.append(events.get_nowait())
             for event in burst:
+                if isinstance(event, ServiceEvent):
+                    self._publish_service_event(event)
+                    continue
                 self._forget_drained(event.instance)
                 self._publish_instance(event)
             async with self.lock:
@@ -154,12 +157,6 @@ class Engine:
                 dsl.validate_complete(merged)
             except dsl.DslError as exc:
                 raise Invalid(str(exc), exc.path if hasattr(exc, "path") else None) from exc
-            for cluster in merged.clusters:
-                for service in cluster.services:
-                    try:
-                        service.breed.deployable.argv()  # type: ignore[union-attr]
-                    except ValueError as exc:
-                        raise Invalid(str(exc), f"clusters.{cluster.name}") from exc
             previous, allocations = dict(self.running), dict(self.allocations)
 
             def restore() -> None:
@@ -167,6 +164,7 @@ class Engine:
             self.running[name] = merged
             try:
                 self._allocate(merged)
+                self._check_runnable(merged)
                 self._check_gateways()
             except RequestError:
                 restore()
@@ -389,6 +387,15 @@ class Engine:
         self.events.publish([f"instances:{instance.id}", *_service_tags(instance.service),
                              f"instance:{instance.state}"], value)
 
+    def _publish_service_event(self, event: ServiceEvent) -> None:
+        """`orchestrator:problem` when the orchestrator reports what keeps a service from running (an API that
+        refuses it, pods that cannot be scheduled), `orchestrator:resolved` once that is over."""
+        value: dict[str, Any] = {"reason": event.reason}
+        if event.problem is not None:
+            value["problem"] = event.problem
+        self.events.publish([*_service_tags(event.service),
+                             "orchestrator:problem" if event.problem is not None else "orchestrator:resolved"], value)
+
     def _publish_service_states(self) -> None:
         """`synchronization:deployed` (or `:failed`) for each service that has just become so."""
         states: dict[str, str] = {}
@@ -572,7 +579,7 @@ class Engine:
         self.leaving[instance.id] = instance.pid
         async with self.lock:
             await self._sync()
-        addresses = {f"127.0.0.1:{port}" for port in instance.ports.values()}
+        addresses = {gw.Target(instance.host, port).address for port in instance.ports.values()}
         deadline = time.monotonic() + max((g.drain_timeout for g in self.gateway_controller.effective.gateways),
                                           default=300.0) + 5.0
         while time.monotonic() < deadline:
@@ -592,6 +599,15 @@ class Engine:
                 (instance.state == "starting" and instance.pid != drained):
             del self.leaving[instance.id]
 
+    def _check_runnable(self, deployment: Deployment) -> None:
+        """Invalid (400) naming the cluster when the orchestrator cannot run one of the deployment's services."""
+        for cluster in deployment.clusters:
+            for service in cluster.services:
+                try:
+                    self.orchestrator.check(self._spec(deployment, cluster, service))
+                except ValueError as exc:
+                    raise Invalid(str(exc), f"clusters.{cluster.name}") from exc
+
     async def _converge(self, deployment: Deployment) -> None:
         for cluster in deployment.clusters:
             for service in cluster.services:
@@ -600,11 +616,27 @@ class Engine:
     def _spec(self, deployment: Deployment, cluster: Cluster, service: Service) -> ServiceSpec:
         breed: Breed = service.breed  # type: ignore[assignment]
 
+        def direct(target: Cluster | None, port: str | None) -> tuple[str, int] | None:
+            """Where the orchestrator lets a dependency reach the cluster's first service directly."""
+            if target is None or not target.services:
+                return None
+            first = target.services[0]
+            ports = [p.name for p in first.breed.ports]  # type: ignore[union-attr]
+            if port is None:
+                port = ports[0] if ports else None
+            if port not in ports:
+                return None
+            return self.orchestrator.service_address(service_id(deployment.name, target.name, first), port)
+
         def lookup(reference: Any) -> str:
             if isinstance(reference, dsl.HostReference):
-                return "127.0.0.1"
+                address = direct(dsl.referenced_cluster(deployment, service, reference.cluster), None)
+                return address[0] if address is not None else "127.0.0.1"
             if isinstance(reference, dsl.TraitReference) and reference.group == "ports":
                 target = dsl.referenced_cluster(deployment, service, reference.cluster)
+                address = direct(target, reference.name)
+                if address is not None:
+                    return str(address[1])
                 name = target.name if target is not None else reference.cluster
                 port = self.allocations.get(f"{deployment.name}/{name}/{reference.name}")
                 if port is None:
@@ -634,9 +666,15 @@ class Engine:
         checks = dsl.effective_health_checks(cluster, service)
         probe = ProbeSpec(**dataclasses.asdict(checks[0])) if checks else None
         scale: Scale = service.scale  # type: ignore[assignment]
-        return ServiceSpec(id=service_id(deployment.name, cluster.name, service), command=breed.deployable.argv(),
-                           ports={p.name: p.protocol for p in breed.ports}, environment=environment,
-                           instances=scale.instances, health_check=probe, workdir=None)
+        deployable = breed.deployable
+        arguments = {argument.name: argument.value for argument in (*breed.arguments, *service.arguments)}
+        return ServiceSpec(id=service_id(deployment.name, cluster.name, service),
+                           command=deployable.argv() if deployable.type != "docker" else (),
+                           image=deployable.definition if deployable.type == "docker" else None,
+                           ports={p.name: p.protocol for p in breed.ports},
+                           port_numbers={p.name: p.number for p in breed.ports}, environment=environment,
+                           arguments=arguments, instances=scale.instances, cpu=scale.cpu, memory=scale.memory,
+                           health_check=probe, workdir=None)
 
     # -- bookkeeping --------------------------------------------------------------------------------------
     def _allocate(self, deployment: Deployment) -> None:
@@ -663,6 +701,9 @@ class Engine:
                        instances: list[Instance]) -> tuple[str, str | None]:
         """(deploying | deployed | failed, why it is not deployed): see the module docstring."""
         staying = [i for i in instances if i.state not in GONE and i.id not in self.leaving]
+        problem = self.orchestrator.problem(service_id(deployment.name, cluster.name, service))
+        if problem is not None:
+            return "failed", problem
         failing = [i for i in staying if i.failures >= FAILED_AFTER and not i.outdated]
         if failing:
             worst = max(failing, key=lambda i: i.failures)
@@ -685,7 +726,7 @@ class Engine:
             gateway = effective.gateway(name)
             route = next((r for r in gateway.routes if r.name == route_name), None) if gateway else None
             served = {t.address for t in route.targets if not t.drain} if route and not route.drain else set()
-            unrouted = [i for i in ready if gw.Target("127.0.0.1", i.ports.get(port.name, 0)).address not in served]
+            unrouted = [i for i in ready if gw.Target(i.host, i.ports.get(port.name, 0)).address not in served]
             if unrouted:
                 return "deploying", f"instance {unrouted[0].id} is ready, not yet a target of gateway {name}"
         return "deployed", None
@@ -723,7 +764,7 @@ def service_route_name(deployment: str, cluster: str, service: Service, port: st
 
 def instance_target(instance: Instance, port: str) -> gw.Target:
     """What an instance is in its service's route on port `port` (the instance has that port)."""
-    return gw.Target("127.0.0.1", instance.ports[port])
+    return gw.Target(instance.host, instance.ports[port])
 
 
 def _service_tags(identity: str) -> list[str]:

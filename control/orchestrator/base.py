@@ -1,7 +1,8 @@
 """The orchestrator interface: what the control plane asks of any driver (local processes, Kubernetes).
 
 A driver runs services (`ServiceSpec`), each as a number of instances (`Instance`), and reports every change of
-an instance's state as an `InstanceEvent` to its subscribers. Instance states:
+an instance's state as an `InstanceEvent` to its subscribers, and what it has to say about a whole service (an
+API that refuses it, a problem every instance shares) as a `ServiceEvent`. Instance states:
 
     starting   the process runs; no health check has passed yet (no traffic must reach it)
     ready      the health check passes (or, without one, its ports accept connections)
@@ -10,7 +11,9 @@ an instance's state as an `InstanceEvent` to its subscribers. Instance states:
     stopping   the driver is taking it away (scale-down, undeploy): drained first, then stopped
     stopped    gone; it no longer appears in `instances()`
 
-Every method is safe to call from the event loop; none blocks it.
+Every method is safe to call from the event loop; none blocks it. Drivers: `control.orchestrator.local` (the
+embedded default, processes on this machine) and `control.orchestrator.kubernetes` (Deployments and Services in
+a namespace, instances from EndpointSlices).
 """
 from __future__ import annotations
 
@@ -39,20 +42,30 @@ class HealthCheck:
 class ServiceSpec:
     """One service to run: `id` is "deployment/cluster/service" (e.g. "sava/sava/sava:1.0.0").
 
-    `command` is the argv (a leading "python" means the platform's own interpreter); `ports` maps each port name
-    to "http" or "tcp", and the driver chooses the port numbers; `environment` is added to what the instance
-    gets from the driver; `workdir` None means the platform's working directory. With `restart` False the
-    service runs to completion (a workflow's script on an event or a timer): an instance whose process exits is
-    not restarted but `stopped`, with the exit code in its event, and the service then runs one instance fewer."""
+    What runs is `command` (the argv of a local process; a leading "python" means the platform's own
+    interpreter) or `image` (a container image, for a driver that runs containers); a breed gives one or the
+    other, and a driver refuses (`Orchestrator.check`) a spec it cannot run. `ports` maps each port name to
+    "http" or "tcp"; `port_numbers` holds the numbers the breed declares, which a container listens on (the
+    local driver chooses free numbers instead). `environment` is added to what the instance gets from the
+    driver; `arguments` are the breed's and service's `arguments` (name -> value); `cpu` (cores) and `memory`
+    (bytes) are what the scale gives each instance (None: not set); `workdir` None means the platform's working
+    directory. With `restart` False the service runs to completion (a workflow's script on an event or a
+    timer): an instance whose process exits is not restarted but `stopped`, with the exit code in its event,
+    and the service then runs one instance fewer."""
 
     id: str
-    command: tuple[str, ...]
+    command: tuple[str, ...] = ()
     ports: dict[str, str] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
     instances: int = 1
     health_check: HealthCheck | None = None
     workdir: str | None = None
     restart: bool = True
+    image: str | None = None
+    port_numbers: dict[str, int] = field(default_factory=dict)
+    arguments: dict[str, str] = field(default_factory=dict)
+    cpu: float | None = None
+    memory: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,8 +100,30 @@ class InstanceEvent:
     exit_code: int | None = None
 
 
+@dataclass(frozen=True)
+class ServiceEvent:
+    """What a driver has to say about a whole service rather than one instance: `problem` is what keeps it
+    from running as specified, in a few words (the orchestrator's API refused a change: "403 Forbidden: …";
+    no instance can be scheduled), or None once that is over; `reason` says what happened."""
+
+    service: str
+    problem: str | None
+    reason: str
+
+
 class Orchestrator(Protocol):
     """What the control plane needs from a driver."""
+
+    def check(self, spec: ServiceSpec) -> None:
+        """Raise ValueError, saying what and why, for a spec this driver cannot run (a local command on a
+        driver that runs container images, an image on the local one). Called before a deployment is accepted."""
+
+    def service_address(self, service_id: str, port: str) -> tuple[str, int] | None:
+        """Where other services reach this service's port directly (`$cluster.host`, `$cluster.ports.NAME` of
+        a dependency), or None: through the cluster's internal gateway on the platform's loopback."""
+
+    def problem(self, service_id: str) -> str | None:
+        """The problem the last ServiceEvent of this service reported, if it is not over."""
 
     async def deploy(self, spec: ServiceSpec) -> None:
         """Create or update a service and converge to `spec.instances` running instances (returns at once)."""
@@ -105,8 +140,10 @@ class Orchestrator(Protocol):
     def instances(self, service_id: str | None = None) -> list[Instance]:
         """The instances not yet stopped, of one service or of all, sorted by id."""
 
-    def subscribe(self) -> asyncio.Queue[InstanceEvent]:
-        """A queue that receives every InstanceEvent from now on."""
+    def subscribe(self) -> asyncio.Queue[InstanceEvent | ServiceEvent]:
+        """A queue that receives every InstanceEvent and ServiceEvent from now on."""
 
     async def close(self) -> None:
-        """Stop every instance of every service (without draining) and wait until their processes are gone."""
+        """Let go of the services: the local driver stops every instance (without draining) and waits until
+        their processes are gone; a cluster's driver stops watching and leaves its objects running, for the
+        next platform to adopt."""

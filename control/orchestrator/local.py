@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import NoReturn
 from urllib.parse import quote
 
-from control.orchestrator.base import HealthCheck, Instance, InstanceEvent, ServiceSpec
+from control.orchestrator.base import HealthCheck, Instance, InstanceEvent, ServiceEvent, ServiceSpec
 from gateway.common.units import PROTOCOLS
 
 log = logging.getLogger("vamp.orchestrator")
@@ -84,6 +84,9 @@ def validate_spec(spec: ServiceSpec) -> None:
     where = f"service {spec.id!r}"
     if not spec.id or not isinstance(spec.id, str):
         raise ValueError("a service needs a non-empty id")
+    if not spec.command and spec.image:
+        raise ValueError(f"{where}: a docker deployable ({spec.image}) cannot run as a local process; give the "
+                         "breed a command (cmd:// or python://), or run vamp with --orchestrator kubernetes")
     if not spec.command or not all(isinstance(part, str) and part for part in spec.command):
         raise ValueError(f"{where}: command must be a non-empty list of non-empty strings")
     if not isinstance(spec.instances, int) or isinstance(spec.instances, bool) or spec.instances < 0:
@@ -430,12 +433,21 @@ class LocalOrchestrator:
         self.stop_grace = stop_grace
         self.host = host
         self._services: dict[str, _Service] = {}
-        self._subscribers: list[asyncio.Queue[InstanceEvent]] = []
+        self._subscribers: list[asyncio.Queue[InstanceEvent | ServiceEvent]] = []
         self._background_tasks: set[asyncio.Task] = set()
         self._closed = False
         self._child_setup = _parent_death_setup()
 
     # -- the Orchestrator interface ----------------------------------------------------------------------
+    def check(self, spec: ServiceSpec) -> None:
+        validate_spec(spec)
+
+    def service_address(self, service_id: str, port: str) -> tuple[str, int] | None:
+        return None                 # dependencies go through the cluster's internal gateway
+
+    def problem(self, service_id: str) -> str | None:
+        return None                 # every problem of a local service is an instance's
+
     async def deploy(self, spec: ServiceSpec) -> None:
         self._check_open()
         validate_spec(spec)
@@ -487,8 +499,8 @@ class LocalOrchestrator:
         return sorted((runner.snapshot() for service in services for runner in service.runners.values()
                        if runner.state is not None), key=lambda instance: instance.id)
 
-    def subscribe(self) -> asyncio.Queue[InstanceEvent]:
-        queue: asyncio.Queue[InstanceEvent] = asyncio.Queue(maxsize=EVENT_QUEUE_SIZE)
+    def subscribe(self) -> asyncio.Queue[InstanceEvent | ServiceEvent]:
+        queue: asyncio.Queue[InstanceEvent | ServiceEvent] = asyncio.Queue(maxsize=EVENT_QUEUE_SIZE)
         self._subscribers.append(queue)
         return queue
 

@@ -41,7 +41,7 @@ from control.dsl.model import Artifact, Reference, Workflow
 from control.dsl.units import Period, parse_period
 from control.events.model import Event, EventFilter, EventSink, EventSource
 from control.metrics.model import MetricsReader
-from control.orchestrator.base import InstanceEvent, Orchestrator
+from control.orchestrator.base import InstanceEvent, Orchestrator, ServiceEvent
 from control.store import ControlStore
 from control.workflows.builtins import BUILTINS
 from control.workflows.clock import Clock, SystemClock, sleep_until
@@ -258,9 +258,11 @@ class WorkflowRunner:
             self.store.put(RUNTIME_KIND, name, asdict(current))
 
     # -- the orchestrator's instances of scripts ---------------------------------------------------------
-    async def _follow_instances(self, events: asyncio.Queue[InstanceEvent]) -> None:
+    async def _follow_instances(self, events: asyncio.Queue[InstanceEvent | ServiceEvent]) -> None:
         while True:
             event = await events.get()
+            if isinstance(event, ServiceEvent):
+                continue
             watch = self._watches.get(event.instance.service)
             if watch is not None:
                 watch.put_nowait(event)
