@@ -273,6 +273,7 @@ class FakeKubernetes:
     async def _shutdown(self) -> None:
         for watcher, (request, task) in list(self._watches.items()):
             self.storage.unwatch(watcher)
+            watcher.end()
             transport = request.transport
             if transport is not None:
                 transport.abort()
