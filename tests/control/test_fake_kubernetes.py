@@ -15,6 +15,9 @@ import pytest
 from kubernetes_asyncio import client, config, watch
 
 from tests.support.kubernetes import FakeKubernetes, KubeTarget
+from tests.support.kubernetes.errors import ApiError
+from tests.support.kubernetes.patches import json_patch, strategic_merge_patch
+from tests.support.kubernetes.selectors import parse_label_selector
 from tests.support.waiting import eventually_async
 
 pytestmark = pytest.mark.timeout(60)
@@ -233,6 +236,29 @@ async def test_a_watch_without_resource_version_starts_with_what_exists(kube: Ku
                 assert (event["type"], event["object"].metadata.name) == ("ADDED", "one")
                 assert event["raw_object"]["kind"] == "Service"     # watch objects carry their kind
                 break
+
+
+async def test_a_foreground_deletion_keeps_the_deployment_until_its_pods_are_gone(kube: KubeTarget) -> None:
+    async with api_client(kube) as api:
+        apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+        await apps.create_namespaced_deployment(kube.namespace, deployment("web", replicas=1))
+
+        async def pods() -> list[Any]:
+            return (await core.list_namespaced_pod(kube.namespace, label_selector="app=web")).items
+        await eventually_async(pods, 10, "a pod")
+        await apps.delete_namespaced_deployment("web", kube.namespace, propagation_policy="Foreground")
+        marked = await apps.read_namespaced_deployment("web", kube.namespace)
+        assert marked.metadata.deletion_timestamp is not None
+        assert "foregroundDeletion" in marked.metadata.finalizers
+
+        async def gone() -> bool:
+            try:
+                await apps.read_namespaced_deployment("web", kube.namespace)
+            except client.ApiException as error:
+                return error.status == 404
+            return False
+        await eventually_async(gone, 20, "the deployment gone")
+        assert not await pods()
 
 
 # Faults only the fake can inject
@@ -621,3 +647,86 @@ async def test_unschedulable_pods_stay_pending_until_healed(fake_kube: KubeTarge
     assert event[0]["source"]["component"] == "default-scheduler"
     cluster.heal("web")
     await eventually_async(lambda: ready_pods(api, namespace, "app=web"), 5, "the pod ready once healed")
+
+
+async def test_an_orphaning_deletion_leaves_the_pods_running(fake_kube: KubeTarget) -> None:
+    api, cluster = fake_kube.fake()
+    namespace = fake_kube.namespace
+    async with api_client(fake_kube) as http:
+        apps = client.AppsV1Api(http)
+        await apps.create_namespaced_deployment(namespace, deployment("web", replicas=1))
+        (pod,) = await eventually_async(lambda: ready_pods(api, namespace, "app=web"), 10, "a ready pod")
+        await apps.delete_namespaced_deployment("web", namespace, propagation_policy="Orphan")
+        await eventually_async(lambda: api.get("deployments", namespace, "web") is None, 5, "the deployment gone")
+        kept = api.get("pods", namespace, pod["metadata"]["name"])
+        assert kept is not None and "ownerReferences" not in kept["metadata"]
+        assert "deletionTimestamp" not in kept["metadata"]
+
+
+async def test_a_watch_list_stream_marks_the_end_of_the_initial_events(fake_kube: KubeTarget) -> None:
+    api, _ = fake_kube.fake()
+    api.create("services", fake_kube.namespace, service("one"))
+    async with api_client(fake_kube) as http:
+        raw = await client.CoreV1Api(http).list_namespaced_service(
+            fake_kube.namespace, watch=True, send_initial_events=True, resource_version_match="NotOlderThan",
+            allow_watch_bookmarks=True, _preload_content=False)
+        first = json.loads(await asyncio.wait_for(raw.content.readline(), 5))
+        second = json.loads(await asyncio.wait_for(raw.content.readline(), 5))
+        raw.release()
+    assert (first["type"], first["object"]["metadata"]["name"]) == ("ADDED", "one")
+    assert second["type"] == "BOOKMARK"
+    assert second["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert int(second["object"]["metadata"]["resourceVersion"]) >= int(
+        first["object"]["metadata"]["resourceVersion"])
+
+
+# The patch and selector machinery on its own
+
+
+def test_strategic_merge_patch_honours_the_merge_keys_and_directives() -> None:
+    current = {"spec": {"template": {"spec": {"containers": [
+        {"name": "a", "image": "a:1", "ports": [{"containerPort": 80, "name": "http"}],
+         "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]},
+        {"name": "b", "image": "b:1"}]}}}, "metadata": {"finalizers": ["f1"]}}
+    patched = strategic_merge_patch(current, {
+        "metadata": {"finalizers": ["f2"]},
+        "spec": {"template": {"spec": {
+            "$setElementOrder/containers": [{"name": "b"}, {"name": "a"}],
+            "containers": [{"name": "a", "ports": [{"containerPort": 81}],
+                            "env": [{"name": "X", "$patch": "delete"}, {"name": "Z", "value": "3"}]}]}}}},
+        "Deployment")
+    containers = patched["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["b", "a"]
+    assert containers[1]["ports"] == [{"containerPort": 80, "name": "http"}, {"containerPort": 81}]
+    assert containers[1]["env"] == [{"name": "Y", "value": "2"}, {"name": "Z", "value": "3"}]
+    assert patched["metadata"]["finalizers"] == ["f1", "f2"]
+    replaced = strategic_merge_patch(current, {"spec": {"template": {"spec": {"containers": [
+        {"$patch": "replace"}, {"name": "c", "image": "c:1"}]}}}}, "Deployment")
+    assert replaced["spec"]["template"]["spec"]["containers"] == [{"name": "c", "image": "c:1"}]
+    service_ports = strategic_merge_patch({"spec": {"ports": [{"port": 80, "name": "a"}]}},
+                                          {"spec": {"ports": [{"port": 80, "targetPort": 8080}]}}, "Service")
+    assert service_ports["spec"]["ports"] == [{"port": 80, "name": "a", "targetPort": 8080}]
+
+
+def test_json_patch_follows_rfc_6902() -> None:
+    document = {"a": [1, 2], "b": {"c": True}}
+    assert json_patch(document, [{"op": "add", "path": "/a/-", "value": 3},
+                                 {"op": "move", "from": "/b/c", "path": "/d"},
+                                 {"op": "test", "path": "/d", "value": True}]) == {"a": [1, 2, 3], "b": {}, "d": True}
+    assert document == {"a": [1, 2], "b": {"c": True}}
+    for failing in ([{"op": "test", "path": "/b/c", "value": 1}], [{"op": "remove", "path": "/x"}],
+                    [{"op": "replace", "path": "/a/5", "value": 0}]):
+        with pytest.raises(ApiError) as caught:
+            json_patch(document, failing)
+        assert caught.value.code == 422
+
+
+def test_label_selectors_parse_as_the_api_server_parses_them() -> None:
+    selector = parse_label_selector("a in (x, y),b notin (z),!c,d,e!=f,g==h")
+    assert selector.matches({"a": "x", "d": "", "e": "g", "g": "h"})
+    assert not selector.matches({"a": "x", "d": "", "g": "h", "c": "1"})
+    assert not selector.matches({"a": "x", "b": "z", "d": "", "g": "h"})
+    for bad in ("a in x", "a=b c", "a=(", "in (a)"):
+        with pytest.raises(ApiError) as caught:
+            parse_label_selector(bad)
+        assert caught.value.code == 400

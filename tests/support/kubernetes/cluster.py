@@ -210,7 +210,38 @@ class SimulatedCluster:
                 continue
             owned[(pod["metadata"]["namespace"], owner)].append(pod)
         for key, deployment in deployments.items():
-            self.deployments.reconcile(deployment, owned[key])
+            if "deletionTimestamp" in deployment["metadata"]:
+                self._finalize(deployment, owned[key])
+            else:
+                self.deployments.reconcile(deployment, owned[key])
+
+    def _finalize(self, deployment: dict[str, Any], owned: list[dict[str, Any]]) -> None:
+        """The garbage collector's part in a Foreground (dependents first) or Orphan (dependents kept)
+        deletion: its finalizer goes once that is done, and the Deployment with it."""
+        finalizers = list(deployment["metadata"].get("finalizers") or [])
+        namespace = deployment["metadata"]["namespace"]
+        if "orphan" in finalizers:
+            for pod in owned:
+                with self.api.storage.lock:
+                    current = self.api.storage.read("pods", namespace, pod["metadata"]["name"])
+                    if current is not None:
+                        metadata = {k: v for k, v in current["metadata"].items() if k != "ownerReferences"}
+                        self.api.update("pods", namespace, {**current, "metadata": metadata})
+            finalizers.remove("orphan")
+        elif "foregroundDeletion" in finalizers:
+            for pod in owned:
+                if "deletionTimestamp" not in pod["metadata"]:
+                    self._delete_pod(pod)
+            if owned:
+                return
+            finalizers.remove("foregroundDeletion")
+        else:
+            return
+        with self.api.storage.lock:
+            current = self.api.storage.read("deployments", namespace, deployment["metadata"]["name"])
+            if current is not None and current["metadata"]["uid"] == deployment["metadata"]["uid"]:
+                self.api.update("deployments", namespace, {**current, "metadata": {
+                    **current["metadata"], "finalizers": finalizers}})
 
     def _schedule(self, pod: dict[str, Any]) -> None:
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]

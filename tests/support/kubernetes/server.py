@@ -361,6 +361,10 @@ class FakeKubernetes:
         grace = _parse_int("gracePeriodSeconds", query.get("gracePeriodSeconds"))
         if grace is not None:
             options["gracePeriodSeconds"] = grace
+        if query.get("propagationPolicy"):
+            options["propagationPolicy"] = query["propagationPolicy"]
+        if query.get("orphanDependents"):
+            options["orphanDependents"] = _parse_bool("orphanDependents", query["orphanDependents"])
         self._conflict(verb, resource, sub, namespace, name)
         return _json_response(self.registry.delete(resource, namespace, name, options, dry_run=dry_run))
 
@@ -473,11 +477,18 @@ class FakeKubernetes:
         bookmarks = _parse_bool("allowWatchBookmarks", query.get("allowWatchBookmarks"))
         timeout = _parse_int("timeoutSeconds", query.get("timeoutSeconds"))
         version = query.get("resourceVersion") or ""
-        if query.get("resourceVersionMatch"):
+        initial_events = _parse_bool("sendInitialEvents", query.get("sendInitialEvents"))
+        match = query.get("resourceVersionMatch")
+        if initial_events and (match != "NotOlderThan" or not bookmarks):
+            raise errors.invalid("ListOptions", "meta.k8s.io", "", [(
+                "sendInitialEvents", "FieldValueForbidden", "Forbidden: sendInitialEvents is forbidden for watch "
+                "unless the WatchList feature gate is enabled and resourceVersionMatch is NotOlderThan with "
+                "allowWatchBookmarks")])
+        if match and not initial_events:
             raise errors.invalid("ListOptions", "meta.k8s.io", "", [(
                 "resourceVersionMatch", "FieldValueForbidden", "Forbidden: resourceVersionMatch is forbidden for "
-                                                               "watch")])
-        since = None if version in ("", "0") else _parse_int("resourceVersion", version)
+                                                               "watch unless sendInitialEvents is provided")])
+        since = None if version in ("", "0") or initial_events else _parse_int("resourceVersion", version)
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)
@@ -487,6 +498,11 @@ class FakeKubernetes:
             if not too_old:
                 self.storage.watch(watcher, since)
                 self._watches[watcher] = (request, asyncio.current_task())
+                if initial_events:      # the end of the initial state, as a watch-list stream marks it
+                    watcher.queue.put_nowait(encode_event("BOOKMARK", {
+                        "kind": resource.kind, "apiVersion": resource.api_version, "metadata": {
+                            "resourceVersion": str(watcher.seen),
+                            "annotations": {"k8s.io/initial-events-end": "true"}}}))
         if too_old:
             status = errors.expired(f"too old resource version: {since} ({self.storage.compacted})").status
             await response.write(encode_event("ERROR", status))
