@@ -378,8 +378,17 @@ async def test_forbid_answers_403_with_rbacs_words(fake_kube: KubeTarget) -> Non
         assert status_of(error)["message"] == (
             'pods is forbidden: User "system:serviceaccount:vamp-test:vamp" cannot list resource "pods" in API '
             'group "" in the namespace "vamp-test"')
+        # a permission check (SelfSubjectAccessReview) sees the same denial
+        review = await client.AuthorizationV1Api(http).create_self_subject_access_review({"spec": {
+            "resourceAttributes": {"namespace": fake_kube.namespace, "verb": "patch", "group": "apps",
+                                   "resource": "deployments"}}})
+        assert review.status.allowed is False
         api.allow("patch", "deployments")
         await apps.patch_namespaced_deployment("web", fake_kube.namespace, {"spec": {"replicas": 1}})
+        review = await client.AuthorizationV1Api(http).create_self_subject_access_review({"spec": {
+            "resourceAttributes": {"namespace": fake_kube.namespace, "verb": "patch", "group": "apps",
+                                   "resource": "deployments"}}})
+        assert review.status.allowed is True
 
 
 async def test_conflict_next_answers_409_once_then_lets_the_write_through(fake_kube: KubeTarget) -> None:
@@ -411,6 +420,8 @@ async def test_requests_without_the_token_are_unauthorized(fake_kube: KubeTarget
         assert {group.name for group in groups.groups} >= {"apps", "discovery.k8s.io"}
         resources = await client.AppsV1Api(http).get_api_resources()
         assert "deployments/scale" in {resource.name for resource in resources.resources}
+        namespace = await client.CoreV1Api(http).read_namespace("vamp-test")
+        assert namespace.status.phase == "Active"
     assert ("GET", "/api/v1/namespaces/vamp-test/pods", "") in api.requests()
 
 
@@ -543,8 +554,10 @@ async def test_a_rolling_update_with_max_unavailable_0_keeps_every_replica_ready
     versions = {(await http_get(*cluster.address(pod["metadata"]["name"])))[1]["X-Version"]
                 for pod in cluster.pods(namespace, "web")}
     assert versions == {"2.0.0"}
-    progressing = {c["type"]: c for c in api.get("deployments", namespace, "web")["status"]["conditions"]}
+    rolled_out = api.get("deployments", namespace, "web")
+    progressing = {c["type"]: c for c in rolled_out["status"]["conditions"]}
     assert progressing["Progressing"]["reason"] == "NewReplicaSetAvailable"
+    assert rolled_out["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
 
 
 async def test_deleting_a_pod_over_http_terminates_it_gracefully(fake_kube: KubeTarget) -> None:

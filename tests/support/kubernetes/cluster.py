@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from .deployments import DeploymentController, replica_set_uid, template_hash
+from .deployments import REVISION, DeploymentController, replica_set_uid, template_hash
 from .endpointslices import MANAGED_BY, SERVICE_NAME, desired_slice, same_content
 from .errors import ApiError
 from .kubelet import NODE, Kubelet, PodRun, timestamp
@@ -317,7 +317,7 @@ class SimulatedCluster:
     def _delete_pod(self, pod: dict[str, Any]) -> None:
         self.api.delete("pods", pod["metadata"]["namespace"], pod["metadata"]["name"])
 
-    def _write_deployment_status(self, deployment: dict[str, Any], status: dict[str, Any]) -> None:
+    def _write_deployment_status(self, deployment: dict[str, Any], status: dict[str, Any], revision: str) -> None:
         namespace, name = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
         with self.api.storage.lock:
             current = self.api.storage.read("deployments", namespace, name)
@@ -325,7 +325,9 @@ class SimulatedCluster:
                 return
             if current["metadata"].get("generation") != deployment["metadata"].get("generation"):
                 return          # the spec moved on: the next pass writes the status of the new one
-            self.api.update("deployments", namespace, {**current, "status": status})
+            annotations = {**(current["metadata"].get("annotations") or {}), REVISION: revision}
+            self.api.update("deployments", namespace, {**current, "status": status, "metadata": {
+                **current["metadata"], "annotations": annotations}})
 
     def _run_endpoint_slices(self) -> None:
         storage = self.api.storage

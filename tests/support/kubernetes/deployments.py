@@ -5,6 +5,7 @@ spec.replicas; a template change rolls (RollingUpdate: new pods up to maxSurge o
 deleted while at least replicas − maxUnavailable stay ready; Recreate: old ones gone first); scaling down
 deletes the pod the ReplicaSet controller would (unscheduled first, then pending, then not ready, then the
 lowest controller.kubernetes.io/pod-deletion-cost, then ready for the shortest time, most restarts, newest);
+the revision annotation (deployment.kubernetes.io/revision, one more for each new template), and the
 status as the real controller writes it (replicas, updatedReplicas, readyReplicas, availableReplicas,
 unavailableReplicas, observedGeneration, conditions Available and Progressing, ProgressDeadlineExceeded when
 no progress is made within progressDeadlineSeconds)."""
@@ -23,6 +24,7 @@ from .selectors import selector_from_object
 
 HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+REVISION = "deployment.kubernetes.io/revision"
 
 
 def template_hash(template: dict[str, Any]) -> str:
@@ -58,11 +60,12 @@ class DeploymentController:
     """Reconciles Deployments against their pods, through the fake's own API (create, delete, update)."""
     create_pod: Callable[[str, dict[str, Any]], dict[str, Any]]
     delete_pod: Callable[[dict[str, Any]], None]
-    write_status: Callable[[dict[str, Any], dict[str, Any]], None]
+    write_status: Callable[[dict[str, Any], dict[str, Any], str], None]
     ready_since: Callable[[dict[str, Any]], float | None]
     clock: Callable[[], float]
     order: dict[str, int] = field(default_factory=dict)          # pod name -> creation order, for "newest"
     progress: dict[str, tuple[str, float]] = field(default_factory=dict)   # deployment uid -> (state, when)
+    revisions: dict[str, dict[str, int]] = field(default_factory=dict)     # deployment uid -> hash -> revision
 
     def reconcile(self, deployment: dict[str, Any], owned: list[dict[str, Any]]) -> None:
         spec = deployment["spec"]
@@ -185,8 +188,13 @@ class DeploymentController:
                 ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.") if available else
                 ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability."))),
             _condition(conditions.get("Progressing"), "Progressing", *progressing)]
-        if _comparable(status) != _comparable(old):
-            self.write_status(deployment, status)
+        revisions = self.revisions.setdefault(uid, {})
+        if pod_hash not in revisions:
+            revisions[pod_hash] = max(revisions.values(), default=0) + 1
+        revision = str(revisions[pod_hash])
+        if _comparable(status) != _comparable(old) or \
+                (deployment["metadata"].get("annotations") or {}).get(REVISION) != revision:
+            self.write_status(deployment, status, revision)
 
 
 def _condition(old: dict[str, Any] | None, kind: str, status: str, reason: str, message: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import copy
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from .errors import ApiError
 from .registry import PATCH_TYPES, Registry
 from .resources import RESOURCES, SUBRESOURCES, Resource, resource_at
 from .selectors import parse_field_selector, parse_label_selector
-from .storage import Storage, Watcher, encode_event, with_type
+from .storage import FIRST_REVISION, Storage, Watcher, encode_event, with_type
 
 SERVICE_ACCOUNT = "vamp"
 VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0-vamp-fake", "gitCommit": "0" * 40,
@@ -303,6 +304,10 @@ class FakeKubernetes:
         discovery = self._discovery(path)
         if discovery is not None:
             return _json_response(discovery)
+        if path.startswith("/api/v1/namespaces") and path.count("/") <= 4 and request.method == "GET":
+            return _json_response(self._namespaces(path.split("/")[4] if path.count("/") == 4 else None))
+        if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" and request.method == "POST":
+            return _json_response(self._access_review(await self._read_json(request)), 201)
         parts = path.strip("/").split("/")
         if parts[0] == "api" and len(parts) >= 3:
             group, version, rest = "", parts[1], parts[2:]
@@ -545,6 +550,40 @@ class FakeKubernetes:
             await response.write(line)
         await response.write_eof()
 
+    def _namespaces(self, name: str | None) -> dict[str, Any]:
+        """Namespaces are implicit here: every name exists (Active), the list names those in use."""
+        def namespace(name: str) -> dict[str, Any]:
+            return {"kind": "Namespace", "apiVersion": "v1", "metadata": {
+                "name": name, "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.namespace.vamp-fake")),
+                "resourceVersion": str(FIRST_REVISION), "creationTimestamp": "2024-01-01T00:00:00Z",
+                "labels": {"kubernetes.io/metadata.name": name}},
+                "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
+        if name is not None:
+            return namespace(name)
+        with self.storage.lock:
+            names = {"default", "kube-system"} | {ns for objects in self.storage.objects.values()
+                                                  for ns, _ in objects}
+            revision = self.storage.revision
+        return {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": str(revision)},
+                "items": [{k: v for k, v in namespace(n).items() if k not in ("kind", "apiVersion")}
+                          for n in sorted(names)]}
+
+    def _access_review(self, body: Any) -> dict[str, Any]:
+        """A SelfSubjectAccessReview answered from the faults: allowed unless forbidden."""
+        attributes = ((body or {}).get("spec") or {}).get("resourceAttributes") or {}
+        resource = attributes.get("resource", "")
+        key = f"{resource}/{attributes['subresource']}" if attributes.get("subresource") else resource
+        with self._faults:
+            denied = (attributes.get("verb", ""), key) in self._forbidden
+        review = dict(body) if isinstance(body, dict) else {}
+        review.update({"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+                       "metadata": {"creationTimestamp": None}})
+        where = attributes.get("namespace", "")
+        review["status"] = {"allowed": False, "reason": ""} if denied else {
+            "allowed": True, "reason": f'RBAC: allowed by RoleBinding "{SERVICE_ACCOUNT}/{where}" of Role '
+                                       f'"{SERVICE_ACCOUNT}" to ServiceAccount "{SERVICE_ACCOUNT}/{where}"'}
+        return review
+
     def _discovery(self, path: str) -> dict[str, Any] | None:
         groups: dict[str, list[Resource]] = {}
         for resource in RESOURCES.values():
@@ -554,7 +593,7 @@ class FakeKubernetes:
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self._port}"}]}
         if path == "/apis":
             return {"kind": "APIGroupList", "apiVersion": "v1",
-                    "groups": [_group(group) for group in sorted(groups) if group]}
+                    "groups": [_group(group) for group in sorted([*groups, "authorization.k8s.io"]) if group]}
         for group, resources in groups.items():
             if group and path == f"/apis/{group}":
                 return {"kind": "APIGroup", "apiVersion": "v1", **_group(group)}
