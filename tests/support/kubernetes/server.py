@@ -12,6 +12,7 @@ words), make the next writes conflict (409), compact the history (410), restart 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import threading
@@ -304,8 +305,8 @@ class FakeKubernetes:
         discovery = self._discovery(path)
         if discovery is not None:
             return _json_response(discovery)
-        if path.startswith("/api/v1/namespaces") and path.count("/") <= 4 and request.method == "GET":
-            return _json_response(self._namespaces(path.split("/")[4] if path.count("/") == 4 else None))
+        if path.startswith("/api/v1/namespaces") and path.count("/") <= 4:
+            return await self._namespace_request(request, path.split("/")[4] if path.count("/") == 4 else None)
         if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" and request.method == "POST":
             return _json_response(self._access_review(await self._read_json(request)), 201)
         parts = path.strip("/").split("/")
@@ -550,23 +551,40 @@ class FakeKubernetes:
             await response.write(line)
         await response.write_eof()
 
-    def _namespaces(self, name: str | None) -> dict[str, Any]:
-        """Namespaces are implicit here: every name exists (Active), the list names those in use."""
-        def namespace(name: str) -> dict[str, Any]:
+    async def _namespace_request(self, request: web.Request, name: str | None) -> web.StreamResponse:
+        """Namespaces are implicit here: every name exists (Active) and the list names those in use. Creating
+        one answers it; deleting one deletes everything in it, as the namespace controller would."""
+        def namespace(name: str, phase: str = "Active") -> dict[str, Any]:
             return {"kind": "Namespace", "apiVersion": "v1", "metadata": {
                 "name": name, "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.namespace.vamp-fake")),
                 "resourceVersion": str(FIRST_REVISION), "creationTimestamp": "2024-01-01T00:00:00Z",
                 "labels": {"kubernetes.io/metadata.name": name}},
-                "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
-        if name is not None:
-            return namespace(name)
-        with self.storage.lock:
-            names = {"default", "kube-system"} | {ns for objects in self.storage.objects.values()
-                                                  for ns, _ in objects}
-            revision = self.storage.revision
-        return {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": str(revision)},
-                "items": [{k: v for k, v in namespace(n).items() if k not in ("kind", "apiVersion")}
-                          for n in sorted(names)]}
+                "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": phase}}
+        if request.method == "GET" and name is not None:
+            return _json_response(namespace(name))
+        if request.method == "GET":
+            with self.storage.lock:
+                names = {"default", "kube-system"} | {ns for objects in self.storage.objects.values()
+                                                      for ns, _ in objects}
+                revision = self.storage.revision
+            return _json_response({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {
+                "resourceVersion": str(revision)}, "items": [
+                    {k: v for k, v in namespace(n).items() if k not in ("kind", "apiVersion")}
+                    for n in sorted(names)]})
+        if request.method == "POST" and name is None:
+            body = await self._read_json(request)
+            created = (body.get("metadata") or {}).get("name") if isinstance(body, dict) else None
+            if not created:
+                raise errors.invalid("Namespace", "", "", [("metadata.name", "FieldValueRequired",
+                                                            "Required value: name or generateName is required")])
+            return _json_response(namespace(created), 201)
+        if request.method == "DELETE" and name is not None:
+            for resource in RESOURCES.values():
+                for obj in self.storage.items(resource.name, name):
+                    with contextlib.suppress(ApiError):
+                        self.registry.delete(resource, name, obj["metadata"]["name"])
+            return _json_response(namespace(name, "Terminating"))
+        raise errors.method_not_allowed(request.method)
 
     def _access_review(self, body: Any) -> dict[str, Any]:
         """A SelfSubjectAccessReview answered from the faults: allowed unless forbidden."""
