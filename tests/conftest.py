@@ -12,6 +12,7 @@ import pytest
 
 from tests.support import Processes
 from tests.support.etcd import etcd_cluster, etcd_server, store_prefix  # noqa: F401 - fixtures for every test
+from tests.support.kubernetes.fixtures import fake_kube, kube  # noqa: F401 - fixtures for every test
 from tests.support.stores import control_stores  # noqa: F401 - a fixture for every test
 
 PROCESSES = pytest.StashKey[list]()
