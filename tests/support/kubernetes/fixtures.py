@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Iterator
+import threading
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,11 +46,11 @@ def kube(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KubeTarget]
     if not kubeconfig:
         pytest.skip(NO_CLUSTER)
     namespace = f"vamp-test-{secrets.token_hex(4)}"
-    asyncio.run(_namespace(Path(kubeconfig), namespace, create=True))
+    _run_apart(_namespace(Path(kubeconfig), namespace, create=True))
     try:
         yield KubeTarget(Path(kubeconfig), namespace, None, None)
     finally:
-        asyncio.run(_namespace(Path(kubeconfig), namespace, create=False))
+        _run_apart(_namespace(Path(kubeconfig), namespace, create=False))
 
 
 @pytest.fixture
@@ -67,6 +69,22 @@ def _fake_target(tmp_path: Path) -> Iterator[KubeTarget]:
     finally:
         cluster.stop()
         api.stop()
+
+
+def _run_apart(coro: Coroutine[Any, Any, None]) -> None:
+    """Run `coro` to its end on a loop of its own, in a thread of its own: the test's loop stays untouched."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(coro)
+        except BaseException as error:      # handed to the caller's thread
+            failure.append(error)
+    thread = threading.Thread(target=run, name="kube namespace")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 async def _namespace(kubeconfig: Path, namespace: str, *, create: bool) -> None:

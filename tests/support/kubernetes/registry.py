@@ -184,7 +184,12 @@ class Registry:
                 return with_type(resource.name, copy.deepcopy(old))
             if dry_run:
                 return with_type(resource.name, result)
-            change = self.storage.write(resource.name, namespace, name, result)
+            finished = "deletionTimestamp" in result["metadata"] and not result["metadata"].get("finalizers")
+            if finished and resource.name != "pods":      # the last finalizer is done: the object goes
+                self.storage.write(resource.name, namespace, name, result)
+                change = self.storage.write(resource.name, namespace, name, None)
+            else:
+                change = self.storage.write(resource.name, namespace, name, result)
         return with_type(resource.name, copy.deepcopy(change.obj))
 
     def _prepare_update(self, resource: Resource, obj: dict[str, Any], old: dict[str, Any], *, keep_status: bool,
@@ -260,6 +265,26 @@ class Registry:
                     raise errors.precondition_failed(resource.name, resource.group, name, what, expected,
                                                      old["metadata"].get(field, ""))
             grace = options.get("gracePeriodSeconds")
+            finalizers = list(old["metadata"].get("finalizers") or [])
+            policy = "Orphan" if options.get("orphanDependents") is True else options.get("propagationPolicy")
+            if policy not in (None, "Orphan", "Background", "Foreground"):
+                raise errors.invalid("DeleteOptions", "meta.k8s.io", "", [(
+                    "propagationPolicy", "FieldValueNotSupported", f'Unsupported value: "{policy}": supported '
+                    'values: "Foreground", "Background", "Orphan", "nil"')])
+            marker = {"Foreground": "foregroundDeletion", "Orphan": "orphan"}.get(policy or "")
+            if resource.name == "deployments" and marker is not None and marker not in finalizers:
+                finalizers.append(marker)
+            if finalizers:      # the object stays, marked for deletion, until its finalizers are done
+                obj = copy.deepcopy(old)
+                obj["metadata"]["finalizers"] = finalizers
+                if "deletionTimestamp" not in obj["metadata"]:
+                    obj["metadata"]["deletionTimestamp"] = now()
+                    obj["metadata"]["deletionGracePeriodSeconds"] = 0
+                    if resource.tracks_generation:
+                        obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+                if obj != old and not dry_run:
+                    obj = self.storage.write(resource.name, namespace, name, obj).obj
+                return with_type(resource.name, copy.deepcopy(obj))
             if resource.name == "pods" and self._graceful(old, grace):
                 obj = copy.deepcopy(old)
                 if "deletionTimestamp" not in obj["metadata"]:

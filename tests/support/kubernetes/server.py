@@ -12,10 +12,12 @@ words), make the next writes conflict (409), compact the history (410), restart 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from .errors import ApiError
 from .registry import PATCH_TYPES, Registry
 from .resources import RESOURCES, SUBRESOURCES, Resource, resource_at
 from .selectors import parse_field_selector, parse_label_selector
-from .storage import Storage, Watcher, encode_event, with_type
+from .storage import FIRST_REVISION, Storage, Watcher, encode_event, with_type
 
 SERVICE_ACCOUNT = "vamp"
 VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0-vamp-fake", "gitCommit": "0" * 40,
@@ -273,6 +275,7 @@ class FakeKubernetes:
     async def _shutdown(self) -> None:
         for watcher, (request, task) in list(self._watches.items()):
             self.storage.unwatch(watcher)
+            watcher.end()
             transport = request.transport
             if transport is not None:
                 transport.abort()
@@ -302,6 +305,10 @@ class FakeKubernetes:
         discovery = self._discovery(path)
         if discovery is not None:
             return _json_response(discovery)
+        if path.startswith("/api/v1/namespaces") and path.count("/") <= 4:
+            return await self._namespace_request(request, path.split("/")[4] if path.count("/") == 4 else None)
+        if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" and request.method == "POST":
+            return _json_response(self._access_review(await self._read_json(request)), 201)
         parts = path.strip("/").split("/")
         if parts[0] == "api" and len(parts) >= 3:
             group, version, rest = "", parts[1], parts[2:]
@@ -360,6 +367,10 @@ class FakeKubernetes:
         grace = _parse_int("gracePeriodSeconds", query.get("gracePeriodSeconds"))
         if grace is not None:
             options["gracePeriodSeconds"] = grace
+        if query.get("propagationPolicy"):
+            options["propagationPolicy"] = query["propagationPolicy"]
+        if query.get("orphanDependents"):
+            options["orphanDependents"] = _parse_bool("orphanDependents", query["orphanDependents"])
         self._conflict(verb, resource, sub, namespace, name)
         return _json_response(self.registry.delete(resource, namespace, name, options, dry_run=dry_run))
 
@@ -472,11 +483,18 @@ class FakeKubernetes:
         bookmarks = _parse_bool("allowWatchBookmarks", query.get("allowWatchBookmarks"))
         timeout = _parse_int("timeoutSeconds", query.get("timeoutSeconds"))
         version = query.get("resourceVersion") or ""
-        if query.get("resourceVersionMatch"):
+        initial_events = _parse_bool("sendInitialEvents", query.get("sendInitialEvents"))
+        match = query.get("resourceVersionMatch")
+        if initial_events and (match != "NotOlderThan" or not bookmarks):
+            raise errors.invalid("ListOptions", "meta.k8s.io", "", [(
+                "sendInitialEvents", "FieldValueForbidden", "Forbidden: sendInitialEvents is forbidden for watch "
+                "unless the WatchList feature gate is enabled and resourceVersionMatch is NotOlderThan with "
+                "allowWatchBookmarks")])
+        if match and not initial_events:
             raise errors.invalid("ListOptions", "meta.k8s.io", "", [(
                 "resourceVersionMatch", "FieldValueForbidden", "Forbidden: resourceVersionMatch is forbidden for "
-                                                               "watch")])
-        since = None if version in ("", "0") else _parse_int("resourceVersion", version)
+                                                               "watch unless sendInitialEvents is provided")])
+        since = None if version in ("", "0") or initial_events else _parse_int("resourceVersion", version)
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)
@@ -486,6 +504,11 @@ class FakeKubernetes:
             if not too_old:
                 self.storage.watch(watcher, since)
                 self._watches[watcher] = (request, asyncio.current_task())
+                if initial_events:      # the end of the initial state, as a watch-list stream marks it
+                    watcher.queue.put_nowait(encode_event("BOOKMARK", {
+                        "kind": resource.kind, "apiVersion": resource.api_version, "metadata": {
+                            "resourceVersion": str(watcher.seen),
+                            "annotations": {"k8s.io/initial-events-end": "true"}}}))
         if too_old:
             status = errors.expired(f"too old resource version: {since} ({self.storage.compacted})").status
             await response.write(encode_event("ERROR", status))
@@ -528,6 +551,57 @@ class FakeKubernetes:
             await response.write(line)
         await response.write_eof()
 
+    async def _namespace_request(self, request: web.Request, name: str | None) -> web.StreamResponse:
+        """Namespaces are implicit here: every name exists (Active) and the list names those in use. Creating
+        one answers it; deleting one deletes everything in it, as the namespace controller would."""
+        def namespace(name: str, phase: str = "Active") -> dict[str, Any]:
+            return {"kind": "Namespace", "apiVersion": "v1", "metadata": {
+                "name": name, "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.namespace.vamp-fake")),
+                "resourceVersion": str(FIRST_REVISION), "creationTimestamp": "2024-01-01T00:00:00Z",
+                "labels": {"kubernetes.io/metadata.name": name}},
+                "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": phase}}
+        if request.method == "GET" and name is not None:
+            return _json_response(namespace(name))
+        if request.method == "GET":
+            with self.storage.lock:
+                names = {"default", "kube-system"} | {ns for objects in self.storage.objects.values()
+                                                      for ns, _ in objects}
+                revision = self.storage.revision
+            return _json_response({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {
+                "resourceVersion": str(revision)}, "items": [
+                    {k: v for k, v in namespace(n).items() if k not in ("kind", "apiVersion")}
+                    for n in sorted(names)]})
+        if request.method == "POST" and name is None:
+            body = await self._read_json(request)
+            created = (body.get("metadata") or {}).get("name") if isinstance(body, dict) else None
+            if not created:
+                raise errors.invalid("Namespace", "", "", [("metadata.name", "FieldValueRequired",
+                                                            "Required value: name or generateName is required")])
+            return _json_response(namespace(created), 201)
+        if request.method == "DELETE" and name is not None:
+            for resource in RESOURCES.values():
+                for obj in self.storage.items(resource.name, name):
+                    with contextlib.suppress(ApiError):
+                        self.registry.delete(resource, name, obj["metadata"]["name"])
+            return _json_response(namespace(name, "Terminating"))
+        raise errors.method_not_allowed(request.method)
+
+    def _access_review(self, body: Any) -> dict[str, Any]:
+        """A SelfSubjectAccessReview answered from the faults: allowed unless forbidden."""
+        attributes = ((body or {}).get("spec") or {}).get("resourceAttributes") or {}
+        resource = attributes.get("resource", "")
+        key = f"{resource}/{attributes['subresource']}" if attributes.get("subresource") else resource
+        with self._faults:
+            denied = (attributes.get("verb", ""), key) in self._forbidden
+        review = dict(body) if isinstance(body, dict) else {}
+        review.update({"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+                       "metadata": {"creationTimestamp": None}})
+        where = attributes.get("namespace", "")
+        review["status"] = {"allowed": False, "reason": ""} if denied else {
+            "allowed": True, "reason": f'RBAC: allowed by RoleBinding "{SERVICE_ACCOUNT}/{where}" of Role '
+                                       f'"{SERVICE_ACCOUNT}" to ServiceAccount "{SERVICE_ACCOUNT}/{where}"'}
+        return review
+
     def _discovery(self, path: str) -> dict[str, Any] | None:
         groups: dict[str, list[Resource]] = {}
         for resource in RESOURCES.values():
@@ -537,7 +611,7 @@ class FakeKubernetes:
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self._port}"}]}
         if path == "/apis":
             return {"kind": "APIGroupList", "apiVersion": "v1",
-                    "groups": [_group(group) for group in sorted(groups) if group]}
+                    "groups": [_group(group) for group in sorted([*groups, "authorization.k8s.io"]) if group]}
         for group, resources in groups.items():
             if group and path == f"/apis/{group}":
                 return {"kind": "APIGroup", "apiVersion": "v1", **_group(group)}
