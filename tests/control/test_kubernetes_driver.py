@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from control.orchestrator.base import HealthCheck, Instance, ServiceEvent, ServiceSpec
+from control.orchestrator.base import HealthCheck, Instance, InstanceEvent, ServiceEvent, ServiceSpec
 from control.orchestrator.kubernetes import KubernetesOrchestrator, KubernetesUnavailable, api, connect, names
 from tests.support.kubernetes import KubeTarget
 from tests.support.waiting import eventually_async
@@ -126,7 +127,7 @@ async def test_deploy_creates_a_deployment_and_a_service(driver_for: Connect):
     deployment = await eventually_async(lambda: read(driver, "Deployment"), TIMEOUT, "a Deployment")
     service = await eventually_async(lambda: read(driver, "Service"), TIMEOUT, "a Service")
     assert deployment["metadata"]["labels"] == names.labels(SAVA)
-    assert deployment["metadata"]["annotations"] == names.id_annotations(SAVA)
+    assert names.id_annotations(SAVA).items() <= deployment["metadata"]["annotations"].items()
     assert deployment["spec"]["replicas"] == 2
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "magneticio/sava:1.0.0"
@@ -164,6 +165,100 @@ async def test_the_namespace_comes_from_the_kubeconfig(fake_kube: KubeTarget):
         assert driver.namespace == "vamp-test"
     finally:
         await driver.close()
+
+
+async def test_instances_appear_as_the_pods_turn_ready(kube: KubeTarget, driver_for: Connect):
+    driver = await driver_for()
+    events = driver.subscribe()
+    await driver.deploy(sava(instances=2))
+    instances = await ready(driver, 2)
+    for instance in instances:
+        assert instance.service == SAVA and instance.ports == {"webport": 8080} and instance.pid is None
+        assert instance.id.startswith(SAVA + "#") and instance.host
+    if kube.cluster is not None:
+        pods = {pod["metadata"]["name"]: pod for pod in kube.cluster.pods(kube.namespace, NAME)}
+        assert {f"{SAVA}#{name}" for name in pods} == {instance.id for instance in instances}
+        for instance in instances:
+            pod = pods[instance.id.rpartition("#")[2]]
+            assert kube.cluster.address(pod["metadata"]["name"]) == (instance.host, 8080)
+            async with aiohttp.ClientSession() as session, session.get(f"http://{instance.host}:8080/") as response:
+                assert response.headers["X-Version"] == "1.0.0"
+    seen: dict[str, list[str | None]] = {}
+    while not events.empty():
+        event = events.get_nowait()
+        if isinstance(event, InstanceEvent):
+            seen.setdefault(event.instance.id, []).append(event.previous_state)
+    assert all(history[0] is None for history in seen.values())    # each new once, then changes of state
+
+
+async def test_scale_down_drains_the_pods_it_chose_before_the_replicas_drop(kube: KubeTarget, driver_for: Connect):
+    drains = Drains()
+    driver = await driver_for(before_stop=drains)
+    await driver.deploy(sava(instances=1))
+    [oldest] = await ready(driver, 1)
+    await driver.scale(SAVA, 3)
+    everyone = {instance.id for instance in await ready(driver, 3)}
+    events = driver.subscribe()
+    await driver.scale(SAVA, 1)
+    await eventually_async(lambda: len(drains.asked) == 2, TIMEOUT, "two instances handed to before_stop",
+                           context=lambda: drains.asked)
+    chosen = {instance.id for instance in drains.asked}
+    assert {i.id for i in driver.instances(SAVA) if i.state == "stopping"} == chosen
+    assert (await read(driver, "Deployment"))["spec"]["replicas"] == 3     # nothing goes before it is drained
+    assert {i.id for i in driver.instances(SAVA)} == everyone
+    drains.release()
+    [survivor] = await ready(driver, 1)
+    assert survivor.id == oldest.id                                        # all ready: the newest went
+    assert (await read(driver, "Deployment"))["spec"]["replicas"] == 1
+    changes = []
+    while not events.empty():
+        event = events.get_nowait()
+        if isinstance(event, InstanceEvent):
+            changes.append((event.instance.id, event.instance.state))
+    assert {identity for identity, state in changes if state == "stopped"} == chosen
+    assert all(identity in chosen for identity, state in changes if state in ("stopping", "stopped"))
+
+
+async def test_stop_instance_runs_one_fewer(kube: KubeTarget, driver_for: Connect):
+    drains = Drains()
+    driver = await driver_for(before_stop=drains)
+    await driver.deploy(sava(instances=2))
+    first, second = await ready(driver, 2)
+    await driver.stop_instance(second.id)
+    assert {i.id: i.state for i in driver.instances(SAVA)}[second.id] == "stopping"
+    [left] = await ready(driver, 1)
+    assert left.id == first.id and drains.asked == []        # the caller drained it
+    assert (await read(driver, "Deployment"))["spec"]["replicas"] == 1
+    with pytest.raises(KeyError):
+        await driver.stop_instance(f"{SAVA}#nothing")
+
+
+async def test_undeploy_drains_every_instance_then_deletes_both_objects(kube: KubeTarget, driver_for: Connect):
+    drains = Drains()
+    driver = await driver_for(before_stop=drains)
+    await driver.deploy(sava(instances=2))
+    instances = await ready(driver, 2)
+    events = driver.subscribe()
+    await driver.undeploy(SAVA)
+    await eventually_async(lambda: len(drains.asked) == 2, TIMEOUT, "both instances handed to before_stop")
+    assert {i.id for i in drains.asked} == {i.id for i in instances}
+    assert states(driver) == ["stopping", "stopping"]
+    assert await read(driver, "Deployment") is not None and await read(driver, "Service") is not None
+    drains.release()
+    await eventually_async(lambda: _none(read(driver, "Deployment")), TIMEOUT, "the Deployment deleted")
+    await eventually_async(lambda: _none(read(driver, "Service")), TIMEOUT, "the Service deleted")
+    await eventually_async(lambda: driver.instances() == [], TIMEOUT, "no instances")
+    stopped = set()
+    while not events.empty():
+        event = events.get_nowait()
+        if isinstance(event, InstanceEvent) and event.instance.state == "stopped":
+            stopped.add(event.instance.id)
+    assert stopped == {i.id for i in instances}
+    assert driver.service_address(SAVA, "webport") is None     # forgotten
+
+
+async def _none(value: Awaitable[dict | None]) -> bool:
+    return await value is None
 
 
 # -- with the fake's faults ---------------------------------------------------------------------------------
@@ -244,3 +339,73 @@ async def test_after_compaction_a_fresh_list_notices_what_changed(fake_kube: Kub
     lists = [query for method, path, query in fake.requests()
              if method == "GET" and path.endswith("/services") and "watch" not in query]
     assert len(lists) >= 2                                  # the first list, and the one after 410
+
+
+async def test_instances_keep_following_after_the_api_restarted(fake_kube: KubeTarget, fake_driver_for: Connect):
+    fake, _ = fake_kube.fake()
+    driver = await fake_driver_for()
+    await driver.deploy(sava(instances=1))
+    await ready(driver, 1)
+    fake.restart()
+    await driver.scale(SAVA, 2)
+    await ready(driver, 2)
+
+
+async def test_instances_keep_following_after_compaction(fake_kube: KubeTarget, fake_driver_for: Connect):
+    fake, _ = fake_kube.fake()
+    driver = await fake_driver_for()
+    await driver.deploy(sava(instances=1))
+    await ready(driver, 1)
+    before = len(fake.requests())
+    fake.compact()
+    await driver.scale(SAVA, 2)
+    await ready(driver, 2)
+    assert any(path.endswith("/endpointslices") and "watch" not in query
+               for method, path, query in fake.requests()[before:])    # listed afresh after 410
+
+
+async def test_a_pod_that_never_turns_ready_stays_starting(fake_kube: KubeTarget, fake_driver_for: Connect):
+    fake, cluster = fake_kube.fake()
+    cluster.hold(NAME)
+    driver = await fake_driver_for()
+    await driver.deploy(sava(instances=1))
+    [held] = await eventually_async(lambda: driver.instances(SAVA), TIMEOUT, "an instance")
+    await eventually_async(lambda: fake.list("endpointslices", "vamp-test", f"kubernetes.io/service-name={NAME}"),
+                           TIMEOUT, "an EndpointSlice")
+    await eventually_async(lambda: driver.instances(SAVA)[0].host, TIMEOUT, "the pod's address")
+    assert states(driver) == ["starting"]
+    cluster.release(NAME)
+    await ready(driver, 1)
+
+
+async def test_a_crash_looping_pod_fails_its_instance_and_is_a_problem_of_the_service(fake_kube: KubeTarget,
+                                                                                    fake_driver_for: Connect):
+    fake, cluster = fake_kube.fake()
+    cluster.crash_loop(NAME)
+    driver = await fake_driver_for()
+    events = driver.subscribe()
+    await driver.deploy(sava(instances=1))
+    event = await events_until(events, lambda e: isinstance(e, ServiceEvent) and e.problem is not None,
+                               "a problem")
+    assert isinstance(event, ServiceEvent) and event.service == SAVA
+    assert event.problem.startswith("pod sava-sava-sava-1-0-0-") and ": CrashLoopBackOff: " in event.problem
+    [instance] = driver.instances(SAVA)
+    assert instance.state == "starting" and instance.failure.startswith("CrashLoopBackOff") and instance.failures >= 1
+    assert driver.problem(SAVA) == event.problem
+    cluster.heal(NAME)
+    event = await events_until(events, lambda e: isinstance(e, ServiceEvent), "the problem resolved")
+    assert isinstance(event, ServiceEvent) and event.problem is None and "resolved" in event.reason
+    await ready(driver, 1)
+
+
+async def test_a_restarted_driver_finds_the_same_instances(fake_kube: KubeTarget, fake_driver_for: Connect):
+    fake, _ = fake_kube.fake()
+    first = await fake_driver_for()
+    await first.deploy(sava(instances=2))
+    before = [(i.id, i.host, i.ports) for i in await ready(first, 2)]
+    await first.close()
+    requests = len(fake.requests())
+    second = await fake_driver_for()
+    await second.deploy(sava(instances=2))
+    assert [(i.id, i.host, i.ports) for i in await ready(second, 2)] == before
+    assert [path for method, path, _ in fake.requests()[requests:] if method == "POST"] == []

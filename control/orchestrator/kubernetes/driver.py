@@ -74,8 +74,9 @@ class _Service:
         self.leaving: dict[str, str] = {}          # pod -> why it is going (chosen by Vamp)
         self.drained: set[str] = set()             # pods drained already (before_stop done, or the caller did)
         self.slices: Objects = {}
+        self.slices_listed = False                 # no instances until the EndpointSlices were listed once
         self.instances: dict[str, Instance] = {}   # by instance id
-        self.first_seen: dict[str, float] = {}     # instance id -> when it was first seen (no start time known)
+        self.first_seen: dict[str, float] = {}     # instance id -> when the driver first saw it
         self.problems: dict[str, str] = {}         # "api" | "pods" | "endpointslices" -> problem
         self.pod_trouble: tuple[str, str] | None = None   # (pod, reason) of the pods' problem reported
         self.tolerated: dict[str, tuple[str, str]] = {}   # kind -> (spec hash, path) the API keeps different
@@ -319,7 +320,8 @@ class KubernetesOrchestrator:
         pods = {name: pod for name, pod in self._pods_of(service).items() if not _terminating(pod)}
         chosen = [name for name in sorted(pods) if name in service.leaving]
         rest = sorted((name for name in pods if name not in service.leaving),
-                      key=lambda name: (_created(pods[name]), name), reverse=True)      # the newest first
+                      key=lambda name: (_created(pods[name]), service.first_seen.get(service.instance_id(name), 0.0)),
+                      reverse=True)                                                     # the newest first
         rest.sort(key=lambda name: self._ready(service, name))                          # not ready first
         chosen += rest[:max(0, current - wanted - len(chosen))]
         log.info("service %s: %d -> %d replicas, stopping %s", service.id, current, wanted, ", ".join(chosen) or "-")
@@ -451,6 +453,8 @@ class KubernetesOrchestrator:
 
     def _refresh(self, service: _Service) -> None:
         """Work out the service's instances from its pods and endpoints; an event for each that changed."""
+        if not service.slices_listed:
+            return                                 # a ready pod would show as starting until they are
         pods = self._pods_of(service)
         endpoints = self._endpoints(service)
         current: dict[str, Instance] = {}
@@ -505,9 +509,8 @@ class KubernetesOrchestrator:
                  for breed, name in service.ports.items()}
         statuses = status.get("containerStatuses") or []
         restarts = sum(int(entry.get("restartCount") or 0) for entry in statuses)
-        started = _epoch(status.get("startTime")) or _epoch(metadata.get("creationTimestamp"))
-        if started is None:
-            started = service.first_seen.setdefault(identity, time.time())
+        seen = service.first_seen.setdefault(identity, time.time())
+        started = _epoch(status.get("startTime")) or _epoch(metadata.get("creationTimestamp")) or seen
         pod_hash = (metadata.get("annotations") or {}).get(names.SPEC_HASH_KEY)
         instance = Instance(id=identity, service=service.id, host=host, ports=ports, state=state, pid=None,
                             restarts=restarts, started_at=started, failures=max(1, restarts) if trouble else 0,
@@ -559,6 +562,7 @@ class KubernetesOrchestrator:
 
     def _slices_changed(self, service: _Service, found: Objects) -> None:
         service.slices = found
+        service.slices_listed = True
         if self._services.get(service.id) is service:
             self._refresh(service)
 
