@@ -261,6 +261,31 @@ async def _none(value: Awaitable[dict | None]) -> bool:
     return await value is None
 
 
+async def test_a_new_spec_rolls_the_pods_and_the_old_ones_show_as_stopping(kube: KubeTarget, driver_for: Connect):
+    driver = await driver_for()
+    await driver.deploy(sava(instances=2))
+    old = {instance.id for instance in await ready(driver, 2)}
+    events = driver.subscribe()
+    await driver.deploy(sava(instances=2, version="1.1.0"))
+    assert all(instance.outdated for instance in driver.instances(SAVA))
+    new = await eventually_async(
+        lambda: (found := {i.id for i in driver.instances(SAVA)}) and not found & old and len(found) == 2 and all(
+            i.state == "ready" and not i.outdated for i in driver.instances(SAVA)) and found,
+        TIMEOUT, "two new instances ready", context=lambda: driver.instances(SAVA))
+    assert len(new) == 2
+    went: dict[str, list[str]] = {}
+    while not events.empty():
+        event = events.get_nowait()
+        if isinstance(event, InstanceEvent) and event.instance.id in old:
+            went.setdefault(event.instance.id, []).append(event.instance.state)
+    assert {identity: states[-2:] for identity, states in went.items()} == {
+        identity: ["stopping", "stopped"] for identity in old}
+    if kube.cluster is not None:
+        for instance in driver.instances(SAVA):
+            async with aiohttp.ClientSession() as session, session.get(f"http://{instance.host}:8080/") as response:
+                assert response.headers["X-Version"] == "1.1.0"
+
+
 # -- with the fake's faults ---------------------------------------------------------------------------------
 async def test_a_restarted_driver_adopts_what_it_finds_and_creates_nothing(fake_kube: KubeTarget,
                                                                            fake_driver_for: Connect):
@@ -409,3 +434,51 @@ async def test_a_restarted_driver_finds_the_same_instances(fake_kube: KubeTarget
     await second.deploy(sava(instances=2))
     assert [(i.id, i.host, i.ports) for i in await ready(second, 2)] == before
     assert [path for method, path, _ in fake.requests()[requests:] if method == "POST"] == []
+
+
+@pytest.mark.parametrize("fault, failure", [("crash_loop", "CrashLoopBackOff"), ("unschedulable", "Unschedulable"),
+                                            ("image_pull_fails", "ImagePullBackOff")])
+async def test_pods_that_cannot_run_are_the_services_problem(fake_kube: KubeTarget, fake_driver_for: Connect,
+                                                             fault: str, failure: str):
+    fake, cluster = fake_kube.fake()
+    getattr(cluster, fault)("magneticio/sava:1.0.0" if fault == "image_pull_fails" else NAME)
+    driver = await fake_driver_for()
+    events = driver.subscribe()
+    await driver.deploy(sava(instances=1))
+    event = await events_until(events, lambda e: isinstance(e, ServiceEvent) and e.problem is not None
+                               and failure in e.problem, f"a {failure} problem")
+    assert isinstance(event, ServiceEvent) and event.problem.startswith(f"pod {NAME}-")
+    [instance] = await eventually_async(lambda: [i for i in driver.instances(SAVA) if i.failure
+                                                 and i.failure.startswith(failure)], TIMEOUT, f"a {failure} instance")
+    assert instance.state == "starting" and instance.failures >= 1
+    assert driver.problem(SAVA) == event.problem
+
+
+async def test_a_refused_scale_is_a_problem_until_allowed(fake_kube: KubeTarget, fake_driver_for: Connect):
+    fake, _ = fake_kube.fake()
+    driver = await fake_driver_for()
+    events = driver.subscribe()
+    await driver.deploy(sava(instances=1))
+    await ready(driver, 1)
+    fake.forbid("patch", "deployments/scale")
+    await driver.scale(SAVA, 2)
+    event = await events_until(events, lambda e: isinstance(e, ServiceEvent), "a problem")
+    assert isinstance(event, ServiceEvent) and event.problem.startswith("403 Forbidden: ")
+    assert event.reason == f"the API refused to patch the scale of Deployment {NAME}"
+    fake.allow("patch", "deployments/scale")
+    await ready(driver, 2)
+    assert driver.problem(SAVA) is None
+
+
+async def test_a_refused_watch_is_a_problem_until_allowed(fake_kube: KubeTarget, fake_driver_for: Connect):
+    fake, _ = fake_kube.fake()
+    fake.forbid("list", "endpointslices")
+    driver = await fake_driver_for()
+    events = driver.subscribe()
+    await driver.deploy(sava(instances=1))
+    event = await events_until(events, lambda e: isinstance(e, ServiceEvent), "a problem")
+    assert isinstance(event, ServiceEvent) and event.problem.startswith("403 Forbidden: endpointslices")
+    assert event.reason == f"the API refused to watch EndpointSlices of {NAME}"
+    fake.allow("list", "endpointslices")
+    await ready(driver, 1)
+    assert driver.problem(SAVA) is None

@@ -78,6 +78,7 @@ class _Service:
         self.instances: dict[str, Instance] = {}   # by instance id
         self.first_seen: dict[str, float] = {}     # instance id -> when the driver first saw it
         self.problems: dict[str, str] = {}         # "api" | "pods" | "endpointslices" -> problem
+        self.troubles: dict[str, tuple[str, str]] = {}    # pod -> (reason, message) it cannot run for, until ready
         self.pod_trouble: tuple[str, str] | None = None   # (pod, reason) of the pods' problem reported
         self.tolerated: dict[str, tuple[str, str]] = {}   # kind -> (spec hash, path) the API keeps different
         self.wake = asyncio.Event()
@@ -457,6 +458,11 @@ class KubernetesOrchestrator:
             return                                 # a ready pod would show as starting until they are
         pods = self._pods_of(service)
         endpoints = self._endpoints(service)
+        for name in [name for name in service.troubles if name not in pods]:
+            del service.troubles[name]
+        for name in pods:
+            if (trouble := _trouble(pods[name])) is not None:
+                service.troubles[name] = trouble
         current: dict[str, Instance] = {}
         reasons: dict[str, str] = {}
         for key in sorted(pods.keys() | endpoints.keys()):
@@ -466,7 +472,7 @@ class KubernetesOrchestrator:
             instance, reason = self._instance(service, key, pod, found)
             current[instance.id] = instance
             reasons[instance.id] = reason
-        self._update_pod_problem(service, pods)
+        self._update_pod_problem(service)
         previous, service.instances = service.instances, current
         for identity, instance in previous.items():
             if identity not in current:
@@ -480,6 +486,7 @@ class KubernetesOrchestrator:
         for name in [name for name in service.leaving if service.instance_id(name) not in current]:
             del service.leaving[name]
             service.drained.discard(name)
+
         if service.undeploying:
             service.wake.set()
 
@@ -490,7 +497,7 @@ class KubernetesOrchestrator:
         status = (pod or {}).get("status") or {}
         endpoint, slice_ports = found if found is not None else ({}, {})
         conditions = endpoint.get("conditions") or {}
-        trouble = _trouble(pod) if pod is not None else None
+        trouble = service.troubles.get(key)
         failure = f"{trouble[0]}: {trouble[1]}" if trouble and trouble[1] else (trouble[0] if trouble else None)
         if key in service.leaving:
             state, reason = "stopping", service.leaving[key]
@@ -500,6 +507,8 @@ class KubernetesOrchestrator:
             state, reason = "stopping", "endpoint terminating"
         elif found is not None and conditions.get("ready") is not False:
             state, reason = "ready", "endpoint ready"
+            if service.troubles.pop(key, None) is not None:
+                trouble = failure = None          # ready again: what it failed with is over
         else:
             state = "starting"
             reason = failure or ("endpoint not ready" if found is not None else "pod has no endpoint yet")
@@ -517,10 +526,12 @@ class KubernetesOrchestrator:
                             failure=failure, outdated=pod_hash is not None and pod_hash != service.spec_hash)
         return instance, reason
 
-    def _update_pod_problem(self, service: _Service, pods: Objects) -> None:
-        """The service's problem while one of its pods cannot run: reported once, and once when it is over."""
-        trouble = next(((name, found) for name in sorted(pods) if name not in service.leaving
-                        and (found := _trouble(pods[name])) is not None), None)
+    def _update_pod_problem(self, service: _Service) -> None:
+        """The service's problem while one of its pods cannot run (from the first sign until the pod is ready or
+        gone: a crash-looping container runs for a moment between its back-offs): reported once, and once when it
+        is over."""
+        trouble = next(((name, service.troubles[name]) for name in sorted(service.troubles)
+                        if name not in service.leaving), None)
         key = (trouble[0], trouble[1][0]) if trouble else None
         if key == service.pod_trouble:
             return
