@@ -6,6 +6,7 @@ and a restarted driver adopts what it finds. With the fake alone: the API restar
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -292,8 +293,10 @@ async def test_a_restarted_driver_adopts_what_it_finds_and_creates_nothing(fake_
     fake, _ = fake_kube.fake()
     first = await fake_driver_for()
     await first.deploy(sava(instances=2))
+    await first.deploy(dataclasses.replace(sava(), id="sava/sava/other:1.0.0"))
     created = await eventually_async(lambda: read(first, "Service"), TIMEOUT, "a Service")
     deployment = await read(first, "Deployment")
+    other = await eventually_async(lambda: read(first, "Service", "sava-sava-other-1-0-0"), TIMEOUT, "another one")
     await first.close()
     before = len(fake.requests())
     second = await fake_driver_for()
@@ -305,6 +308,8 @@ async def test_a_restarted_driver_adopts_what_it_finds_and_creates_nothing(fake_
     assert writes == [("PATCH", f"/apis/apps/v1/namespaces/vamp-test/deployments/{NAME}/scale")]
     assert (await read(second, "Service"))["metadata"]["uid"] == created["metadata"]["uid"]
     assert (await read(second, "Deployment"))["metadata"]["uid"] == deployment["metadata"]["uid"]
+    assert (await read(second, "Service", "sava-sava-other-1-0-0")) == other      # not claimed: left alone
+    assert second.instances("sava/sava/other:1.0.0") == []
 
 
 async def test_conflicts_are_read_again_and_retried(fake_kube: KubeTarget, fake_driver_for: Connect):
@@ -313,11 +318,12 @@ async def test_conflicts_are_read_again_and_retried(fake_kube: KubeTarget, fake_
     await driver.deploy(sava(instances=1))
     await eventually_async(lambda: read(driver, "Service"), TIMEOUT, "a Service")
     fake.conflict_next("update", "deployments", count=2)
-    fake.conflict_next("patch", "deployments", count=2)
+    fake.conflict_next("patch", "deployments/scale", count=2)
     await driver.deploy(sava(instances=2, version="1.1.0"))
     await eventually_async(deployment_with(fake, 2, "magneticio/sava:1.1.0"), TIMEOUT, "the new image, 2 replicas")
     puts = [path for method, path, _ in fake.requests() if method == "PUT" and path.endswith(f"/deployments/{NAME}")]
-    assert len(puts) >= 3                                   # two conflicts, then the write that landed
+    scales = [path for method, path, _ in fake.requests() if method == "PATCH" and path.endswith("/scale")]
+    assert len(puts) == 3 and len(scales) == 3              # two conflicts each, then the write that landed
     assert driver.problem(SAVA) is None
 
 

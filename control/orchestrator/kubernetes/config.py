@@ -4,11 +4,13 @@
 Without a kubeconfig path the platform uses the in-cluster configuration when it runs in a pod
 (KUBERNETES_SERVICE_HOST set), else $KUBECONFIG (one or more paths) or ~/.kube/config. Without a namespace it uses
 the kubeconfig context's, in a pod the pod's own (the service account's namespace file), else "default".
+A kubeconfig whose token comes from an exec plugin (or a cloud provider) has it renewed while the driver runs.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -30,6 +32,7 @@ async def connect(kubeconfig: str | None, namespace: str | None, *, before_stop:
                   ) -> KubernetesOrchestrator:
     """A started driver for `namespace` of the cluster `kubeconfig` names (see the module docstring)."""
     configuration = client.Configuration()
+    loader: Any = None
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         try:
             config.load_incluster_config(client_configuration=configuration)
@@ -58,8 +61,17 @@ async def connect(kubeconfig: str | None, namespace: str | None, *, before_stop:
         await api_client.close()
         raise
     orchestrator = KubernetesOrchestrator(api_client, namespace, before_stop=before_stop)
+    if loader is not None and _renewed(loader):
+        orchestrator._background(config.refresh_token(loader, configuration), "kubeconfig token renewal")
     await orchestrator.start()
     return orchestrator
+
+
+def _renewed(loader: Any) -> bool:
+    """Whether the kubeconfig's token expires and is renewed (every minute, by `config.refresh_token`): one from
+    an exec plugin or the gcp auth provider."""
+    user = getattr(loader, "_user", None)
+    return loader.provider == "gcp" or (user is not None and "exec" in user)
 
 
 async def _check(api_client: client.ApiClient, namespace: str) -> None:
