@@ -21,7 +21,8 @@ from control.orchestrator.kubernetes.driver import BeforeStop, KubernetesOrchest
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_KUBECONFIG = "~/.kube/config"
 PERMISSIONS = ("the platform needs, in its namespace: get, list, watch, create, update, delete on deployments "
-               "and services; patch on deployments/scale; list, watch, patch on pods; list, watch on endpointslices")
+               "and services; patch on deployments/scale; list, watch, patch, delete on pods; list, watch on "
+               "endpointslices")
 
 
 class KubernetesUnavailable(Exception):

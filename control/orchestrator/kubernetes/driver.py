@@ -310,6 +310,19 @@ class KubernetesOrchestrator:
             await self._set_replicas(service, wanted)
         elif current > wanted:
             await self._scale_down(service, current, wanted)
+        else:
+            for name in self._stranded(service):
+                log.info("service %s: the ReplicaSet kept pod %s, drained to go: deleting it", service.id, name)
+                await self._ask(service, "delete", f"Pod {name}", self.core.delete_namespaced_pod, name,
+                                self.namespace, missing_ok=True)
+
+    def _stranded(self, service: _Service) -> list[str]:
+        """Pods drained to go that the ReplicaSet kept (it deleted another, one that turned unready meanwhile):
+        still running while no more pods run than the spec asks for."""
+        active = [name for name, pod in self._pods_of(service).items() if not _terminating(pod)]
+        if len(active) > service.spec.instances:
+            return []
+        return [name for name in active if name in service.leaving and name in service.drained]
 
     async def _set_replicas(self, service: _Service, replicas: int) -> None:
         await self._ask(service, "patch", f"the scale of Deployment {service.name}",
