@@ -80,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 def register(commands: Commands) -> None:
     """Adds the control plane's commands to the subcommands of a `vamp` parser: run, deploy, get, delete, scale."""
     run = commands.add_parser(
-        "run", help="the embedded platform: control plane API, gateway, local orchestrator",
-        description="The embedded platform: the control plane API, the gateway and the local-process orchestrator. "
+        "run", help="the embedded platform: control plane API, gateway, orchestrator (local or Kubernetes)",
+        description="The embedded platform: the control plane API, the gateway and an orchestrator: local processes "
+                    "by default, or, with --orchestrator kubernetes, Deployments and Services in a Kubernetes "
+                    "namespace (docs/kubernetes.md). "
                     "Its store is SQLite in the state directory, or, with --store, etcd shared by several `vamp run` "
                     "replicas: one of them leads (an etcd lease of --leader-ttl) and runs the deployments, SLAs "
                     "and workflows; the others serve stored artifacts, events and /api/v1/status themselves and "
@@ -111,6 +113,14 @@ def register(commands: Commands) -> None:
                      help="with --store: this API's URL as the other replicas reach it (default: http://HOST:PORT of "
                           "--api, a wildcard address as this host's name)")
     add_store_options(run)
+    run.add_argument("--orchestrator", choices=("local", "kubernetes"), default="local",
+                     help="where the services run: local processes (default), or a Kubernetes namespace")
+    run.add_argument("--kubeconfig", metavar="PATH",
+                     help="with --orchestrator kubernetes: the kubeconfig (default: in a pod, the in-cluster "
+                          "configuration; elsewhere $KUBECONFIG or ~/.kube/config)")
+    run.add_argument("--namespace", metavar="NS",
+                     help="with --orchestrator kubernetes: the namespace of the services (default: the "
+                          "kubeconfig context's, in a pod its own, else default)")
     run.set_defaults(func=_run)
 
     deploy = commands.add_parser("deploy", help="deploy a blueprint, or merge it into a running deployment")
@@ -355,6 +365,8 @@ def _run(args: argparse.Namespace) -> int:
         host, port = parse_admin_address(args.api)
         check_admin_binding(host, token, "the API")
         store = _run_store(args)
+        if args.orchestrator != "kubernetes" and (args.kubeconfig is not None or args.namespace is not None):
+            raise ValueError("--kubeconfig and --namespace go with --orchestrator kubernetes")
     except (TokenError, AdminBindingError, ValueError) as exc:
         print(f"vamp: {str(exc).replace('--admin', '--api')}", file=sys.stderr)
         return 2
@@ -364,7 +376,8 @@ def _run(args: argparse.Namespace) -> int:
                                 public_metrics=args.public_metrics, events_max_count=args.events_max_count,
                                 events_max_age=args.events_max_age, metrics_window=args.metrics_window,
                                 workers=args.workers, store=store, leader_ttl=args.leader_ttl or DEFAULT_LEADER_TTL,
-                                api_url=args.api_url))
+                                api_url=args.api_url, orchestrator=args.orchestrator,
+                                kubeconfig=args.kubeconfig, namespace=args.namespace))
     except KeyboardInterrupt:
         return 0
 

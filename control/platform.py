@@ -1,5 +1,7 @@
-"""`vamp run`: the embedded platform — the control plane API, the gateway and the local-process orchestrator
-in one process tree, with its state (SQLite store, logs) in the state directory.
+"""`vamp run`: the embedded platform — the control plane API, the gateway and the orchestrator in one process
+tree, with its state (SQLite store, logs) in the state directory. The orchestrator runs the deployments'
+services as local processes (the default) or, with `orchestrator="kubernetes"`, as Deployments in a Kubernetes
+namespace (control.orchestrator.kubernetes); workflow scripts are always local processes.
 
 On start it first locks the state directory (an flock on `vamp.lock`, which holds its pid): a second
 `vamp run` on the same directory exits 1 at once, starting nothing; the lock goes with the process, however
@@ -30,6 +32,7 @@ from control.engine import Engine
 from control.events.log import DEFAULT_MAX_AGE, DEFAULT_MAX_COUNT, EventLog
 from control.metrics.aggregator import DEFAULT_WINDOW, Aggregator
 from control.metrics.exposition import render_clusters
+from control.orchestrator.base import Orchestrator
 from control.orchestrator.local import LocalOrchestrator
 from control.metrics.model import NoMetrics
 from control.sla.monitor import SlaMonitor, SystemClock
@@ -77,11 +80,13 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
                 grace: float, *, public_metrics: bool = False, events_max_count: int = DEFAULT_MAX_COUNT,
                 events_max_age: float = DEFAULT_MAX_AGE, metrics_window: float = DEFAULT_WINDOW,
                 workers: int = 1, store: StoreAddress | None = None, leader_ttl: int = DEFAULT_LEADER_TTL,
-                api_url: str | None = None) -> int:
+                api_url: str | None = None, orchestrator: str = "local", kubeconfig: str | None = None,
+                namespace: str | None = None) -> int:
     """`metrics_window`: seconds of metrics kept (0: no aggregation). `workers`: the gateway in this process (1),
     or in that many worker processes sharing its ports, as `vamp gateway --workers N`. `store`: etcd, shared with
     other replicas (None: SQLite in the state directory); `leader_ttl`: the leader's lease there, in seconds;
-    `api_url`: this API as the other replicas reach it (default: from the API's address)."""
+    `api_url`: this API as the other replicas reach it (default: from the API's address). `orchestrator`:
+    "local" or "kubernetes", with its `kubeconfig` and `namespace` (None: found as `vamp run --help` says)."""
     from control.api import create_app
 
     try:
@@ -107,6 +112,21 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
             return 1
         control_store = etcd_store
         leadership = election = Election(etcd_store.etcd, me, leader_ttl)
+    engine_ref: dict[str, Engine] = {}
+
+    async def before_stop(instance: Any) -> None:
+        await engine_ref["engine"].drain_instance(instance)
+
+    local = LocalOrchestrator(state_dir / "logs", before_stop=before_stop)  # workflow scripts, and services by default
+    services: Orchestrator = local
+    if orchestrator == "kubernetes":
+        from control.orchestrator.kubernetes import KubernetesUnavailable, connect
+        try:
+            services = await connect(kubeconfig, namespace, before_stop=before_stop)
+        except KubernetesUnavailable as exc:
+            print(f"vamp: {exc}", file=sys.stderr)
+            control_store.close()
+            return 1
     loop = asyncio.get_running_loop()
     gateway_workers: list[Worker] = [LocalWorker(Runtime(loop, reuse_port=store is not None))] if workers == 1 else [
         ProcessWorker(index, [], lambda: gateways.effective) for index in range(workers)]
@@ -125,20 +145,15 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         if metrics_window else None
     if aggregation is not None:
         await aggregation.start()               # the baseline: the gateway has counted nothing yet
-    engine_ref: dict[str, Engine] = {}
-
-    async def before_stop(instance: Any) -> None:
-        await engine_ref["engine"].drain_instance(instance)
-
-    orchestrator = LocalOrchestrator(state_dir / "logs", before_stop=before_stop)
+    orchestrators = (services, local) if services is not local else (local,)
     events = EventLog(control_store, max_count=events_max_count, max_age=events_max_age)
-    engine = engine_ref["engine"] = Engine(control_store, orchestrator, fleet or gateways, events=events, bind=bind)
+    engine = engine_ref["engine"] = Engine(control_store, services, fleet or gateways, events=events, bind=bind)
     if election is None and not await _resume(engine, events, state_dir):
-        await _stop(engine, orchestrator, gateways, None, 0, events, aggregation, fleet=fleet)
+        await _stop(engine, orchestrators, gateways, None, 0, events, aggregation, fleet=fleet)
         return 1
 
     measured = aggregation if aggregation is not None else NoMetrics()
-    workflows = WorkflowRunner(control_store, orchestrator, engine, measured, events,
+    workflows = WorkflowRunner(control_store, local, engine, measured, events,
                                api_url=_loopback_url(api_host, api_port), token=token)
     app = create_app(control_store, engine, token, public_metrics=public_metrics, events=events,
                      workflows=workflows, metrics=aggregation, leadership=leadership)
@@ -165,7 +180,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         await web.TCPSite(runner, api_host, api_port).start()
     except OSError as exc:
         print(f"vamp: cannot listen on {api_host}:{api_port}: {exc.strerror or exc}", file=sys.stderr)
-        await _stop(engine, orchestrator, gateways, runner, 0, events, aggregation, fleet=fleet)
+        await _stop(engine, orchestrators, gateways, runner, 0, events, aggregation, fleet=fleet)
         return 1
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -177,7 +192,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         election.start()
         if not await _first(election.won(), stop.wait()):
             await election.resign()
-            await _stop(engine, orchestrator, gateways, runner, grace, events, aggregation, fleet=fleet)
+            await _stop(engine, orchestrators, gateways, runner, grace, events, aggregation, fleet=fleet)
             lock.close()
             return 0
         etcd_store.fence(election.key, election.revision)  # type: ignore[arg-type]  # (set: it leads)
@@ -191,7 +206,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         etcd_store.on_fence_lost = found_fenced_off
         if not await _resume(engine, events, state_dir):
             await election.resign()
-            await _stop(engine, orchestrator, gateways, runner, 0, events, aggregation, fleet=fleet)
+            await _stop(engine, orchestrators, gateways, runner, 0, events, aggregation, fleet=fleet)
             return 1
         election.ready = True
         log.info("replica %s leads: the deployments are resumed", me.id)
@@ -199,7 +214,8 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
     sla = SlaMonitor(engine, measured, events, SystemClock())
     sla_task = loop.create_task(sla.run(), name="vamp SLA monitor")
     if election is None:
-        print(f"Vamp is running (state in {state_dir}):\n"
+        where = "" if services is local else f", services in Kubernetes namespace {getattr(services, 'namespace', '?')}"
+        print(f"Vamp is running (state in {state_dir}{where}):\n"
               f"  API       http://{api_host}:{api_port}/api/v1\n"
               f"  metrics   http://{api_host}:{api_port}/metrics\n"
               f"  try       vamp deploy examples/sava-1.0.yaml --name sava   then open http://127.0.0.1:9050/\n",
@@ -214,12 +230,12 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         print(f"vamp: replica {me.id} lost the leadership ({leadership.status().get('reason')}): stopping its "
               "instances and exiting; started again, it joins as a follower", file=sys.stderr, flush=True)
         await workflows.close()
-        await _stop(engine, orchestrator, gateways, runner, 0, events, aggregation, fleet=fleet,
+        await _stop(engine, orchestrators, gateways, runner, 0, events, aggregation, fleet=fleet,
                     resign=election.resign)     # type: ignore[union-attr]  # (lost: it led on etcd)
         return EXIT_LOST_LEADERSHIP
     log.info("stopping: workflows, instances, then the gateway (grace %.0fs)", grace)
     await workflows.close()
-    await _stop(engine, orchestrator, gateways, runner, grace, events, aggregation, fleet=fleet,
+    await _stop(engine, orchestrators, gateways, runner, grace, events, aggregation, fleet=fleet,
                 resign=election.resign if election is not None else None)
     lock.close()                                # the instances are gone: the directory is free again
     return 0
@@ -259,15 +275,16 @@ def _loopback_url(host: str, port: int, *, wildcard_as_host_name: bool = False) 
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def _stop(engine: Engine, orchestrator: LocalOrchestrator, gateways: ConfigManager, runner: web.AppRunner | None,
-                grace: float, events: EventLog, aggregation: Aggregator | None, *,
+async def _stop(engine: Engine, orchestrators: tuple[Orchestrator, ...], gateways: ConfigManager,
+                runner: web.AppRunner | None, grace: float, events: EventLog, aggregation: Aggregator | None, *,
                 resign: Callable[[], Awaitable[None]] | None = None, fleet: FleetGateways | None = None) -> None:
     """Stop it all; a leader on etcd resigns once its instances are gone (the next one starts its own at once)."""
     await events.close()            # the event streams end now: the API's shutdown waits for none of them
     if aggregation is not None:
         await aggregation.stop()
     await engine.close()
-    await orchestrator.close()
+    for orchestrator in orchestrators:      # (a Kubernetes namespace keeps its services running, to be adopted)
+        await orchestrator.close()
     if resign is not None:
         await resign()
     if fleet is not None:           # stop following the store, then the gateway stops
