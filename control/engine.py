@@ -616,27 +616,27 @@ class Engine:
     def _spec(self, deployment: Deployment, cluster: Cluster, service: Service) -> ServiceSpec:
         breed: Breed = service.breed  # type: ignore[assignment]
 
-        def direct(target: Cluster | None, port: str | None) -> tuple[str, int] | None:
-            """Where the orchestrator lets a dependency reach the cluster's first service directly."""
+        def direct(target: Cluster | None) -> tuple[str, Breed] | None:
+            """(host, breed) of the cluster's first service where the orchestrator lets a dependency reach it
+            directly, on its breed's port numbers; None: through the cluster's internal gateway."""
             if target is None or not target.services:
                 return None
             first = target.services[0]
-            ports = [p.name for p in first.breed.ports]  # type: ignore[union-attr]
-            if port is None:
-                port = ports[0] if ports else None
-            if port not in ports:
-                return None
-            return self.orchestrator.service_address(service_id(deployment.name, target.name, first), port)
+            host = self.orchestrator.service_host(service_id(deployment.name, target.name, first))
+            return (host, first.breed) if host is not None else None  # type: ignore[return-value]
 
         def lookup(reference: Any) -> str:
             if isinstance(reference, dsl.HostReference):
-                address = direct(dsl.referenced_cluster(deployment, service, reference.cluster), None)
-                return address[0] if address is not None else "127.0.0.1"
+                found = direct(dsl.referenced_cluster(deployment, service, reference.cluster))
+                return found[0] if found is not None else "127.0.0.1"
             if isinstance(reference, dsl.TraitReference) and reference.group == "ports":
                 target = dsl.referenced_cluster(deployment, service, reference.cluster)
-                address = direct(target, reference.name)
-                if address is not None:
-                    return str(address[1])
+                found = direct(target)
+                if found is not None:
+                    for declared in found[1].ports:
+                        if declared.name == reference.name:
+                            return str(declared.number)
+                    raise Invalid(f"no port {reference.name!r} in cluster {target.name!r}")  # type: ignore[union-attr]
                 name = target.name if target is not None else reference.cluster
                 port = self.allocations.get(f"{deployment.name}/{name}/{reference.name}")
                 if port is None:

@@ -118,9 +118,10 @@ class Orchestrator(Protocol):
         """Raise ValueError, saying what and why, for a spec this driver cannot run (a local command on a
         driver that runs container images, an image on the local one). Called before a deployment is accepted."""
 
-    def service_address(self, service_id: str, port: str) -> tuple[str, int] | None:
-        """Where other services reach this service's port directly (`$cluster.host`, `$cluster.ports.NAME` of
-        a dependency), or None: through the cluster's internal gateway on the platform's loopback."""
+    def service_host(self, service_id: str) -> str | None:
+        """The host name at which other services reach this service directly, on the port numbers its breed
+        declares (`$cluster.host` and `$cluster.ports.NAME` of a dependency), known before it runs; None: they
+        reach it through the cluster's internal gateway on the platform's loopback."""
 
     def problem(self, service_id: str) -> str | None:
         """The problem the last ServiceEvent of this service reported, if it is not over."""

@@ -442,7 +442,7 @@ class LocalOrchestrator:
     def check(self, spec: ServiceSpec) -> None:
         validate_spec(spec)
 
-    def service_address(self, service_id: str, port: str) -> tuple[str, int] | None:
+    def service_host(self, service_id: str) -> str | None:
         return None                 # dependencies go through the cluster's internal gateway
 
     def problem(self, service_id: str) -> str | None:

@@ -34,9 +34,8 @@ class ScriptedDriver:
         if spec.image is None:
             raise ValueError(f"service {spec.id!r}: this driver runs container images only")
 
-    def service_address(self, service_id: str, port: str) -> tuple[str, int] | None:
-        spec = self.specs.get(service_id)
-        return (f"{service_id.replace('/', '-')}.svc", spec.port_numbers[port]) if spec else None
+    def service_host(self, service_id: str) -> str | None:
+        return f"{service_id.replace('/', '-')}.svc"
 
     def problem(self, service_id: str) -> str | None:
         return self.problems.get(service_id)

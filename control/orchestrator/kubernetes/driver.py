@@ -162,11 +162,8 @@ class KubernetesOrchestrator:
             if other.id != spec.id and other.name == name:
                 raise ValueError(f"services {other.id!r} and {spec.id!r} would both be named {name!r} on Kubernetes")
 
-    def service_address(self, service_id: str, port: str) -> tuple[str, int] | None:
-        service = self._services.get(service_id)
-        if service is None or port not in service.spec.port_numbers:
-            return None
-        return f"{service.name}.{self.namespace}.svc", service.spec.port_numbers[port]
+    def service_host(self, service_id: str) -> str | None:
+        return f"{names.object_name(service_id)}.{self.namespace}.svc"      # the Service's DNS name
 
     def problem(self, service_id: str) -> str | None:
         service = self._services.get(service_id)
