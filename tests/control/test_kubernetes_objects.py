@@ -116,7 +116,9 @@ def test_the_deployment_runs_the_image_with_ports_env_probes_and_a_safe_rollout(
         "args": ["--log-level=debug"],
         "securityContext": {"privileged": True},
         "readinessProbe": probe, "livenessProbe": probe,
-        "resources": {"requests": {"cpu": "200m", "memory": "128Mi"}, "limits": {"cpu": "200m", "memory": "128Mi"}}}
+        "resources": {"requests": {"cpu": "200m", "memory": "128Mi"}, "limits": {"cpu": "200m", "memory": "128Mi"}},
+        # a pod going away keeps serving while its endpoint terminates and the gateway stops routing to it
+        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}}}
 
 
 def test_a_plain_image_a_tcp_check_and_odd_memory():

@@ -5,7 +5,8 @@ The Deployment runs `spec.image` in one container named after the service, with 
 container ports (`port_names`), the environment as env, the arguments as "--name=value" (`privileged: "true"`
 as a privileged security context), the health check as readiness and liveness probes, cpu and memory as
 requests and limits; it rolls one surplus pod at a time and never runs fewer ready pods than asked
-(maxSurge 1, maxUnavailable 0). Its pod template carries a hash of itself (`SPEC_HASH_KEY`), so a pod tells
+(maxSurge 1, maxUnavailable 0); a pod going away keeps serving PRE_STOP_SECONDS (a preStop sleep) while the
+gateway stops routing to it. Its pod template carries a hash of itself (`SPEC_HASH_KEY`), so a pod tells
 which spec it runs. The Service (ClusterIP; headless for a breed without ports) selects the pods by their
 labels and names its ports as the container does, targetPort by name.
 
@@ -25,6 +26,7 @@ from control.orchestrator.base import ServiceSpec
 from control.orchestrator.kubernetes import names
 
 PRIVILEGED = "privileged"
+PRE_STOP_SECONDS = 5      # a pod going away keeps serving this long before its container is stopped
 MEBIBYTE = 2 ** 20
 CMD_REFUSED = ("a cmd deployable cannot run on Kubernetes: give the breed a docker image "
                "(deployable: docker://IMAGE)")
@@ -145,6 +147,9 @@ def container(spec: ServiceSpec) -> dict[str, Any]:
         amounts["memory"] = memory_quantity(spec.memory)
     if amounts:
         body["resources"] = {"requests": amounts, "limits": dict(amounts)}
+    # A pod Kubernetes takes away on its own (a rollout, an eviction) is `stopping` in the gateway as soon as
+    # its endpoint terminates; it keeps serving meanwhile, so no request routed to it before fails.
+    body["lifecycle"] = {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}}
     return body
 
 
