@@ -12,6 +12,18 @@ COPY control ./control
 COPY loadtest ./loadtest
 RUN pip install --no-cache-dir --prefix=/install '.[loadtest]'
 
+# The demo service alone, listening on 0.0.0.0:8080 and saying it is SAVA_VERSION: what the Kubernetes tests
+# deploy on a real cluster (README, "Running on Kubernetes"). Not built unless asked for:
+#   docker build --target sava --build-arg SAVA_VERSION=1.0.0 -t vamp-sava:1.0.0 .
+FROM python:3.11-slim AS sava
+COPY --from=build /install /usr/local
+ARG SAVA_VERSION=1.0.0
+ENV SAVA_VERSION=${SAVA_VERSION}
+USER 10001
+EXPOSE 8080
+ENTRYPOINT ["sh", "-c", "exec python -m control.demo.sava --host 0.0.0.0 --port 8080 --version \"$SAVA_VERSION\""]
+
+# The default target: the gateway.
 FROM python:3.11-slim
 COPY --from=build /install /usr/local
 RUN useradd --system --uid 10001 --home-dir /var/lib/vamp --create-home vamp

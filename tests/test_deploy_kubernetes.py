@@ -38,9 +38,9 @@ DRIVER_NEEDS: dict[tuple[str, str], tuple[set[str], str]] = {
                        "one Service per Vamp service: its EndpointSlices, and where a dependency reaches it"),
     ("discovery.k8s.io", "endpointslices"): ({"get", "list", "watch"},
                                              "the instances: ready endpoints are routed, terminating ones drained"),
-    ("", "pods"): ({"get", "list", "watch", "patch"},
-                   "pod problems (CrashLoopBackOff, ImagePullBackOff, unschedulable), and the pod-deletion-cost "
-                   "annotation on the pods a scale-down takes away"),
+    ("", "pods"): ({"get", "list", "watch", "patch", "delete"},
+                   "pod problems (CrashLoopBackOff, ImagePullBackOff, unschedulable), the pod-deletion-cost "
+                   "annotation on the pods a scale-down takes away, and deleting a drained pod the ReplicaSet kept"),
     ("", "events"): ({"get", "list", "watch"},
                      "why a pod cannot run; the driver writes none (create and patch are optional, left out)"),
 }

@@ -10,6 +10,7 @@ With VAMP_TEST_KUBECONFIG the same steps run against a real cluster (README, "Ru
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +27,9 @@ NEW_ROUTE = "sava/sava/sava:1.1.0/webport"
 OLD_NAME = "sava-sava-sava-1-0-0"
 NEW_NAME = "sava-sava-sava-1-1-0"
 READY_TIMEOUT = 30.0
+# The demo service's image, tagged with its version. The fake's kubelet runs the demo for any image (the tag is
+# the version); a real cluster needs the images built from the Dockerfile's `sava` target (README).
+IMAGE = os.environ.get("VAMP_TEST_SAVA_IMAGE", "vamp-sava")
 
 BLUEPRINT = """\
 kind: blueprints
@@ -37,7 +41,7 @@ clusters:
     services:
       breed:
         name: sava:{version}.0
-        deployable: docker://magneticio/sava:{version}.0
+        deployable: docker://{image}:{version}.0
         ports:
           webport: 8080/http
         environment_variables:
@@ -58,7 +62,7 @@ clusters:
 
 def blueprint_file(tmp_path: Path, version: str, port: int) -> Path:
     path = tmp_path / f"sava-{version}.yaml"
-    path.write_text(BLUEPRINT.format(version=version, port=port))
+    path.write_text(BLUEPRINT.format(version=version, port=port, image=IMAGE))
     return path
 
 
@@ -142,7 +146,7 @@ def test_the_canary_quickstart_on_kubernetes(procs, tmp_path, kube):
     assert deployment["metadata"]["annotations"]["vamp.io/service"] == "sava:1.0.0"
     assert deployment["spec"]["replicas"] == 1
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == "magneticio/sava:1.0.0"
+    assert container["image"] == f"{IMAGE}:1.0.0"
     assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("webport", 8080)]
     assert {"name": "SAVA_DELAY_MS", "value": "0"} in container["env"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
