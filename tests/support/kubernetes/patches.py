@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from gateway.config.edit import merge_patch as json_merge_patch
+
 from .errors import ApiError, bad_request, patch_not_applied
 
 # Lists merged by key, by where they sit (field names from the object's root; "[]" steps into list items), as
@@ -46,16 +48,8 @@ MERGE_KEYS: dict[str, dict[tuple[str, ...], str | None]] = {
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
+    """RFC 7386, as the gateway's admin API applies it, on a copy (nothing of `target` or `patch` is shared)."""
+    return copy.deepcopy(json_merge_patch(target, patch))
 
 
 def strategic_merge_patch(target: dict[str, Any], patch: Any, kind: str) -> dict[str, Any]:
