@@ -107,19 +107,6 @@ def weights(platform: PlatformProcess) -> dict[str, str | None]:
     return {route: body.get("weight") for route, body in document["routes"].items()}
 
 
-def split_window(port: int, load: LoadGenerator, count: int) -> Counter:
-    """Versions of `count` probe requests plus every load request routed meanwhile: the load is paused (nothing
-    in flight) at both ends, so the window holds every request the gateway routed in it and no other."""
-    load.pause()
-    before = load.versions()
-    load.resume()
-    seen, _ = probe(port, count)
-    load.pause()
-    seen += load.versions() - before
-    load.resume()
-    return seen
-
-
 @pytest.mark.timeout(80)
 def test_the_canary_quickstart_through_the_cli(platform, tmp_path):
     port = free_port()
@@ -156,7 +143,7 @@ def test_the_canary_quickstart_through_the_cli(platform, tmp_path):
         # 4. 50/50 with the gateway verbs against the control API, then Chrome users only to 1.1
         platform.vamp("gateways", "set-weight", INTERNAL, f"{OLD_ROUTE}=50%", f"{NEW_ROUTE}=50%",
                       *api)
-        split = split_window(port, load, 100)
+        split = load.with_window(lambda: probe(port, 100)[0])
         assert abs(split["1.0.0"] - split["1.1.0"]) <= 2 and set(split) == {"1.0.0", "1.1.0"}, split
         status, document = platform.api("PATCH", f"/api/v1/gateways/{INTERNAL}", {"routes": {
             OLD_ROUTE: {"weight": "100%"},

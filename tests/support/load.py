@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,18 @@ class LoadGenerator:
         with self._state:
             self._paused = False
             self._state.notify_all()
+
+    def with_window(self, probe: Callable[[], Counter]) -> Counter:
+        """The versions `probe()` saw plus every load response routed meanwhile: the load is paused (nothing in
+        flight) at both ends, so the window holds every request the gateway routed in it and no other."""
+        self.pause()
+        before = self.versions()
+        self.resume()
+        seen = probe()
+        self.pause()
+        seen += self.versions() - before
+        self.resume()
+        return seen
 
     def wait_for_responses(self, count: int, timeout: float = 10.0) -> None:
         """Blocks until `count` more responses or failures have been recorded than when called."""

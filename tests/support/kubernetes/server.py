@@ -516,6 +516,8 @@ class FakeKubernetes:
             return response
         try:
             await self._stream(response, watcher, resource, bookmarks, timeout)
+        except ConnectionResetError:            # the client went away: its watch just ends, as on a real server
+            pass
         finally:
             self.storage.unwatch(watcher)
             self._watches.pop(watcher, None)
