@@ -54,8 +54,9 @@ from typing import TYPE_CHECKING
 
 from gateway.config import model
 from gateway.routing.balancer import SmoothWeighted
-from gateway.routing.conditions import Condition, compile_condition
+from gateway.routing.conditions import Condition, Matcher, compile_condition
 from gateway.routing.request import RequestView
+from gateway.routing.route_index import INDEX_FROM, RouteIndex
 from gateway.routing.sticky import StickyCookie, StickyLookup, short_id
 
 if TYPE_CHECKING:
@@ -242,6 +243,10 @@ class GatewayRouter:
         self.routes = routes
         self._conditional = tuple((route, route.condition.matches) for route in routes
                                   if route.condition is not None and not route.route.drain)
+        # Many conditioned routes: only those whose required fact the request has are tried (route_index.py).
+        self._route_index: RouteIndex[tuple[RouteState, Matcher]] | None = RouteIndex(
+            self._conditional, [route.condition.node for route, _ in self._conditional]  # type: ignore[union-attr]
+        ) if len(self._conditional) >= INDEX_FROM else None
         self._pick_route = SmoothWeighted((route, route.route.weight, route.route.drain) for route in routes).pick
         self.cookie_name = "" if sticky is None else sticky.name
         lookup = None if sticky is None else StickyLookup(sticky, routes)
@@ -268,7 +273,8 @@ class GatewayRouter:
             hit = self._sticky_targets.get(req.cookie(self.cookie_name))  # type: ignore[union-attr, arg-type]
             if hit is not None and hit[1].down_until <= now:
                 return hit[0].serve_target(hit[1], now)
-        for route, matches in self._conditional:
+        for route, matches in (self._conditional if self._route_index is None
+                               else self._route_index.candidates(req)):  # type: ignore[arg-type]  # (see above)
             if matches(req):  # type: ignore[arg-type]  # (see above)
                 if route.takes_owned_request():
                     answer = route.serve(now)
