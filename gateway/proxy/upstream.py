@@ -183,6 +183,7 @@ class UpstreamConnection(asyncio.Protocol):
         "last_io", "out", "reason", "headers", "cl", "te", "named", "upgrade_value", "mode",
         "violation", "keep_alive", "close_client", "in_body", "informational",
         "reading_paused",
+        "parser_clean",
     )
     # None until asyncio calls connection_made, which it does before any other callback (and before
     # create_connection returns the connection to a pool).
@@ -202,6 +203,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.last_io = 0.0
         self.out: list[bytes] = []
         self.reading_paused = False
+        self.parser_clean = False     # the parser ended the last response itself: it can parse the next one
 
     # -- lifecycle ---------------------------------------------------------------------------------
     # asyncio hands a stream protocol a Transport; typeshed declares the base method with BaseTransport.
@@ -215,7 +217,9 @@ class UpstreamConnection(asyncio.Protocol):
         ex.upstream = self
         self.reused = reused
         self.got_bytes = False
-        self.parser = httptools.HttpResponseParser(self)
+        if not self.parser_clean:     # (a response it could not end itself: HEAD's, say. See docs/hot-path.md)
+            self.parser = httptools.HttpResponseParser(self)
+        self.parser_clean = False
         self.reason = b""                        # as in _reset_response, inline (once per request)
         self.headers: list[bytes] = []           # name, b": ", value, CRLF for every end-to-end header
         self.cl: bytes | None = None
@@ -542,6 +546,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.informational:
             self._reset_response()
             return
+        self.parser_clean = True      # at a message boundary by its own reckoning
         if self.mode == BODY_NONE:
             return
         ex: RoutedExchange = self.ex  # type: ignore[assignment]  # a response is parsed only for a started exchange
