@@ -119,14 +119,16 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
 
     local = LocalOrchestrator(state_dir / "logs", before_stop=before_stop)  # workflow scripts, and services by default
     services: Orchestrator = local
+    services_where = ""                         # for the banner: where the services run, when not here
     if orchestrator == "kubernetes":
         from control.orchestrator.kubernetes import KubernetesUnavailable, connect
         try:
-            services = await connect(kubeconfig, namespace, before_stop=before_stop)
+            cluster = await connect(kubeconfig, namespace, before_stop=before_stop)
         except KubernetesUnavailable as exc:
             print(f"vamp: {exc}", file=sys.stderr)
             control_store.close()
             return 1
+        services, services_where = cluster, f", services in Kubernetes namespace {cluster.namespace}"
     loop = asyncio.get_running_loop()
     gateway_workers: list[Worker] = [LocalWorker(Runtime(loop, reuse_port=store is not None))] if workers == 1 else [
         ProcessWorker(index, [], lambda: gateways.effective) for index in range(workers)]
@@ -214,8 +216,7 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
     sla = SlaMonitor(engine, measured, events, SystemClock())
     sla_task = loop.create_task(sla.run(), name="vamp SLA monitor")
     if election is None:
-        where = "" if services is local else f", services in Kubernetes namespace {getattr(services, 'namespace', '?')}"
-        print(f"Vamp is running (state in {state_dir}{where}):\n"
+        print(f"Vamp is running (state in {state_dir}{services_where}):\n"
               f"  API       http://{api_host}:{api_port}/api/v1\n"
               f"  metrics   http://{api_host}:{api_port}/metrics\n"
               f"  try       vamp deploy examples/sava-1.0.yaml --name sava   then open http://127.0.0.1:9050/\n",

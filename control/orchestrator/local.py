@@ -35,12 +35,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import quote
 
 from control.orchestrator.base import HealthCheck, Instance, InstanceEvent, ServiceEvent, ServiceSpec
+from control.orchestrator.plumbing import BackgroundTasks, Subscribers
 from gateway.common.units import PROTOCOLS
 
 log = logging.getLogger("vamp.orchestrator")
@@ -52,7 +53,6 @@ STARTUP_POLL = 0.1            # seconds between two checks while an instance sta
 PORT_POLL_MAX = 1.0           # a starting instance without a health check is polled at most this far apart
 SETTLE_TIMEOUT = 60.0         # a rolling replacement waits at most this long for each new instance to settle
 KILL_WAIT = 5.0               # seconds to wait for a process to vanish after SIGKILL
-EVENT_QUEUE_SIZE = 10_000     # events a subscriber may leave unread; beyond that the oldest are dropped
 PORT_ATTEMPTS = 100           # tries to find a free port no other instance holds
 PR_SET_PDEATHSIG = 1          # from <linux/prctl.h>
 PYTHON_NAMES = ("python", "python3")
@@ -225,12 +225,12 @@ class _Runner:
             self.ready_for = time.monotonic() - self.ready_since
         elif state == "starting":
             self.ready_for = 0.0
-        self.driver._emit(InstanceEvent(self.snapshot(), previous, reason, exit_code))
+        self.driver.subscribers.publish(InstanceEvent(self.snapshot(), previous, reason, exit_code))
 
     # -- running and supervising -------------------------------------------------------------------------
     def start(self, reason: str) -> None:
         self.supervisor = asyncio.create_task(self._supervise(reason), name=f"vamp instance {self.id}")
-        self.supervisor.add_done_callback(self.driver._background_done)
+        self.supervisor.add_done_callback(self.driver.background.report)
 
     async def _supervise(self, reason: str) -> None:
         """Run the process, and restart it with back-off whenever it fails; ends by cancellation, or (a spec
@@ -433,8 +433,8 @@ class LocalOrchestrator:
         self.stop_grace = stop_grace
         self.host = host
         self._services: dict[str, _Service] = {}
-        self._subscribers: list[asyncio.Queue[InstanceEvent | ServiceEvent]] = []
-        self._background_tasks: set[asyncio.Task] = set()
+        self.subscribers = Subscribers()
+        self.background = BackgroundTasks("vamp local orchestrator")
         self._closed = False
         self._child_setup = _parent_death_setup()
 
@@ -459,7 +459,7 @@ class LocalOrchestrator:
             service.spec = spec
             service.undeploying = False
             if changed:
-                service.rolling = self._background(self._roll(service, service.rolling))
+                service.rolling = self.background.start(self._roll(service, service.rolling))
         self._converge(service)
 
     async def scale(self, service_id: str, instances: int) -> None:
@@ -500,19 +500,13 @@ class LocalOrchestrator:
                        if runner.state is not None), key=lambda instance: instance.id)
 
     def subscribe(self) -> asyncio.Queue[InstanceEvent | ServiceEvent]:
-        queue: asyncio.Queue[InstanceEvent | ServiceEvent] = asyncio.Queue(maxsize=EVENT_QUEUE_SIZE)
-        self._subscribers.append(queue)
-        return queue
+        return self.subscribers.subscribe()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        tasks = list(self._background_tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        await self.background.cancel_all()
         runners = [runner for service in self._services.values() for runner in service.runners.values()]
         await asyncio.gather(*(self._shut_down(runner) for runner in runners))
         self._services.clear()
@@ -550,7 +544,7 @@ class LocalOrchestrator:
     def _remove(self, runner: _Runner, reason: str) -> None:
         if not runner.leaving:
             runner.leaving = True
-            self._background(runner.stop(reason, drain=True))
+            self.background.start(runner.stop(reason, drain=True))
 
     async def _roll(self, service: _Service, previous: asyncio.Task | None) -> None:
         """Replace, one at a time, the instances that run an older spec than the service's."""
@@ -592,21 +586,3 @@ class LocalOrchestrator:
                 return port
         raise OSError(f"no free port on {self.host} after {PORT_ATTEMPTS} tries")
 
-    def _background(self, coroutine: Coroutine[None, None, None]) -> asyncio.Task:
-        task = asyncio.create_task(coroutine)
-        self._background_tasks.add(task)
-        task.add_done_callback(self._background_done)
-        return task
-
-    def _background_done(self, task: asyncio.Task) -> None:
-        self._background_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("orchestrator task failed", exc_info=task.exception())
-
-    def _emit(self, event: InstanceEvent) -> None:
-        instance = event.instance
-        log.info("instance %s: %s -> %s (%s)", instance.id, event.previous_state, instance.state, event.reason)
-        for queue in self._subscribers:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(event)

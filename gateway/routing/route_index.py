@@ -16,7 +16,7 @@ plain scan costs less than the lookups, and the route table builds no index.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from gateway.routing.conditions import (COOKIE, EQUALS, HEADER, HOST, METHOD, PATH, PREFIX, And, Check, Node)
@@ -29,6 +29,10 @@ Positions = tuple[int, ...]
 
 # The facts an index knows, most selective first: a route requiring several is filed under the first kind.
 _PATH, _HOST, _HEADER, _COOKIE, _PREFIX, _METHOD = range(6)
+_EQUALITY_KINDS = {PATH: _PATH, HOST: _HOST, METHOD: _METHOD, HEADER: _HEADER, COOKIE: _COOKIE}
+# How the request gives a named fact: exactly as the condition's own check reads it.
+_NAMED_READERS: dict[int, Callable[[RequestView, str], str | None]] = {
+    _HEADER: RequestView.header, _COOKIE: RequestView.cookie}
 
 
 def required_fact(node: Node) -> tuple[int, str | None, str] | None:
@@ -45,7 +49,7 @@ def _fact(node: Node) -> tuple[int, str | None, str] | None:
     if not isinstance(node, Check) or node.negated or not isinstance(node.value, str):
         return None
     if node.op == EQUALS:
-        kind = {PATH: _PATH, HOST: _HOST, METHOD: _METHOD, HEADER: _HEADER, COOKIE: _COOKIE}.get(node.subject)
+        kind = _EQUALITY_KINDS.get(node.subject)
         if kind is not None:
             return kind, node.name, node.value
     elif node.op == PREFIX and node.subject == PATH:
@@ -59,29 +63,24 @@ class RouteIndex(Generic[Entry]):
     def __init__(self, entries: Sequence[Entry], conditions: Sequence[Node]) -> None:
         self._entries = tuple(entries)
         everywhere: list[int] = []
-        exact: list[dict[str, list[int]]] = [{}, {}, {}]            # path, host, method
-        named: list[dict[str, dict[str, list[int]]]] = [{}, {}]     # header, cookie: name -> value -> positions
-        prefixes: dict[str, list[int]] = {}
+        filed: dict[tuple[int, str | None], dict[str, list[int]]] = {}     # (kind, name) -> value -> positions
         for position, node in enumerate(conditions):
             fact = required_fact(node)
             if fact is None:
                 everywhere.append(position)
-                continue
-            kind, name, value = fact
-            if kind == _PREFIX:
-                prefixes.setdefault(value, []).append(position)
-            elif kind in (_HEADER, _COOKIE):
-                named[kind == _COOKIE].setdefault(name or "", {}).setdefault(value, []).append(position)
             else:
-                exact[(_PATH, _HOST, _METHOD).index(kind)].setdefault(value, []).append(position)
+                kind, name, value = fact
+                filed.setdefault((kind, name), {}).setdefault(value, []).append(position)
+
+        def table(kind: int, name: str | None = None) -> dict[str, Positions]:
+            return {value: tuple(found) for value, found in filed.get((kind, name), {}).items()}
         self._everywhere: Positions = tuple(everywhere)
         self._everywhere_entries = tuple(self._entries[i] for i in everywhere)
-        self._paths, self._hosts, self._methods = ({value: tuple(found) for value, found in table.items()}
-                                                   for table in exact)
-        self._headers = tuple((name, {v: tuple(p) for v, p in values.items()}) for name, values in named[0].items())
-        self._cookies = tuple((name, {v: tuple(p) for v, p in values.items()}) for name, values in named[1].items())
-        self._prefixes = {value: tuple(found) for value, found in prefixes.items()}
-        self._prefix_lengths = tuple(sorted({len(value) for value in prefixes}))
+        self._paths, self._hosts, self._methods = table(_PATH), table(_HOST), table(_METHOD)
+        self._prefixes = table(_PREFIX)
+        self._prefix_lengths = tuple(sorted({len(value) for value in self._prefixes}))
+        self._named = tuple((_NAMED_READERS[kind], name, table(kind, name)) for kind, name in filed
+                            if kind in _NAMED_READERS and name is not None)
         self.reads_path = bool(self._paths or self._prefixes)
 
     def candidates(self, request: RequestView) -> Sequence[Entry]:
@@ -110,14 +109,8 @@ class RouteIndex(Generic[Entry]):
             hit = self._methods.get(request.method)
             if hit:
                 extend(hit)
-        for name, values in self._headers:
-            value = request.header(name)
-            if value is not None:
-                hit = values.get(value)
-                if hit:
-                    extend(hit)
-        for name, values in self._cookies:
-            value = request.cookie(name)
+        for read, name, values in self._named:
+            value = read(request, name)
             if value is not None:
                 hit = values.get(value)
                 if hit:

@@ -11,7 +11,7 @@ status; the next revision that makes a valid configuration is served. A valid re
 apply (a port taken on this host) is refused the same way, and tried again every RETRY_APPLY seconds.
 
 When the store cannot be reached the gateway keeps serving the last configuration it applied and says so
-(`up` False, since when, why). The follower reconnects with back-off (BACKOFF_FIRST doubling to BACKOFF_MAX,
+(`up` False, since when, why). The follower reconnects with back-off (gateway.common.backoff: 0.1 s doubling to 5 s,
 with jitter) and resumes its watch from its last revision; if etcd compacted that revision away, it reads
 everything again and the manager works out the difference (drains included). Started while etcd is
 unreachable, it serves the configuration persisted in the state directory (source "state directory"), or,
@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -34,6 +33,7 @@ from typing import Any
 
 import aetcd.exceptions
 
+from gateway.common.backoff import Backoff
 from gateway.common.errors import Conflict
 from gateway.config.load import ConfigError, assemble
 from gateway.config.model import Config
@@ -44,8 +44,6 @@ from gateway.store.keys import BadValue, Entry, Layout, StoreState
 
 log = logging.getLogger("vamp.store")
 
-BACKOFF_FIRST = 0.1         # seconds before the first new attempt to reach the store
-BACKOFF_MAX = 5.0           # seconds between attempts at most
 MARK_FILE = "store.json"    # in the state directory, next to gateways.json
 RETRY_APPLY = 5.0           # seconds before a revision this process could not apply (a port taken) is tried again
 
@@ -54,21 +52,6 @@ LOAD_ERRORS: tuple[type[BaseException], ...] = (*STORE_ERRORS, BadValue, ConfigE
 
 SOURCE_STORE = "store"
 SOURCE_STATE_DIR = "state directory"
-
-
-class Backoff:
-    """Delays between attempts: doubling from BACKOFF_FIRST to BACKOFF_MAX, each drawn in [half, whole]."""
-
-    def __init__(self) -> None:
-        self.delay = BACKOFF_FIRST
-
-    def next(self) -> float:
-        delay = self.delay
-        self.delay = min(self.delay * 2, BACKOFF_MAX)
-        return random.uniform(delay / 2, delay)
-
-    def reset(self) -> None:
-        self.delay = BACKOFF_FIRST
 
 
 class WatchEnded(aetcd.exceptions.ClientError):   # type: ignore[misc]  # aetcd ships no types

@@ -4,14 +4,14 @@ The driver calls kubernetes_asyncio's generated methods without their models: `c
 the answer as a dict (field names as the API spells them), and raises `ApiException` (status, reason, body)
 for an answer outside 2xx; `stream` opens a watch and hands its raw response. `describe` says what an error is
 in a few words ("403 Forbidden: deployments.apps is forbidden: …"), `transient` whether trying again later
-may help by itself (no connection, a timeout, 409, 429, 5xx), and a `Backoff` how long to wait before that.
+may help by itself (no connection, a timeout, 409, 429, 5xx); `gateway.common.backoff.Backoff` says how long
+to wait before that.
 """
 from __future__ import annotations
 
 import asyncio
 import http
 import json
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,8 +21,6 @@ from kubernetes_asyncio.client.exceptions import ApiException
 REQUEST_TIMEOUT = 30.0        # seconds for one call that is not a watch
 CONNECT_TIMEOUT = 10.0        # seconds to connect, for a watch
 WATCH_READ_SLACK = 30.0       # a watch reads nothing for its timeoutSeconds plus this: the connection is dead
-BACKOFF_FIRST = 0.1           # seconds before the first retry
-BACKOFF_MAX = 5.0             # the wait doubles up to this
 
 ApiCall = Callable[..., Awaitable[Any]]
 TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
@@ -92,20 +90,3 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSPORT_ERRORS)
 
 
-class Backoff:
-    """Waits between retries: BACKOFF_FIRST doubling up to BACKOFF_MAX, each with jitter (half to all of it)."""
-
-    def __init__(self, first: float = BACKOFF_FIRST, most: float = BACKOFF_MAX) -> None:
-        self.first, self.most = first, most
-        self.delay = first
-
-    def reset(self) -> None:
-        self.delay = self.first
-
-    def next(self) -> float:
-        """The next wait (the one after it is twice as long)."""
-        delay, self.delay = self.delay, min(self.delay * 2, self.most)
-        return random.uniform(delay / 2, delay)
-
-    async def wait(self) -> None:
-        await asyncio.sleep(self.next())

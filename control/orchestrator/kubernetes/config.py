@@ -63,7 +63,7 @@ async def connect(kubeconfig: str | None, namespace: str | None, *, before_stop:
         raise
     orchestrator = KubernetesOrchestrator(api_client, namespace, before_stop=before_stop)
     if loader is not None and _renewed(loader):
-        orchestrator._background(config.refresh_token(loader, configuration), "kubeconfig token renewal")
+        orchestrator.background.start(config.refresh_token(loader, configuration), "kubeconfig token renewal")
     await orchestrator.start()
     return orchestrator
 

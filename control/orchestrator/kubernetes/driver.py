@@ -31,7 +31,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -40,8 +40,10 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from control.orchestrator.base import Instance, InstanceEvent, ServiceEvent, ServiceSpec
+from control.orchestrator.plumbing import BackgroundTasks, Subscribers
 from control.orchestrator.kubernetes import api, names, objects
 from control.orchestrator.kubernetes.watch import ListWatch, Objects
+from gateway.common.backoff import Backoff
 
 log = logging.getLogger("vamp.orchestrator.kubernetes")
 
@@ -49,7 +51,6 @@ BeforeStop = Callable[[Instance], Awaitable[None]]
 
 LOWEST_COST = "-2147483648"          # pod-deletion-cost of a pod Vamp chose to go: the first the ReplicaSet deletes
 POD_PROBLEMS = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError")
-EVENT_QUEUE_SIZE = 10_000            # events a subscriber may leave unread; beyond that the oldest are dropped
 FIRST_LIST_TIMEOUT = 10.0            # start() waits this long at most for the first lists
 GONE_TIMEOUT = 120.0                 # undeploy: how long the pods may take to go before the service is forgotten
 COST_SEEN_TIMEOUT = 5.0              # scale-down: how long to wait for the deletion costs to show in the watch
@@ -109,8 +110,8 @@ class KubernetesOrchestrator:
         self.core = client.CoreV1Api(api_client)
         self.discovery = client.DiscoveryV1Api(api_client)
         self._services: dict[str, _Service] = {}
-        self._subscribers: list[asyncio.Queue[InstanceEvent | ServiceEvent]] = []
-        self._tasks: set[asyncio.Task] = set()
+        self.subscribers = Subscribers()
+        self.background = BackgroundTasks("vamp kubernetes")
         self._watch_problems: dict[str, str] = {}
         self._pods_seen = asyncio.Event()          # set (and replaced) on each change of the pods
         self._closed = False
@@ -130,7 +131,7 @@ class KubernetesOrchestrator:
         """Watch the namespace's Deployments, Services and pods of Vamp; say which Deployments are there to adopt."""
         watches = (self._deployments, self._service_objects, self._pods)
         for watch in watches:
-            self._background(watch.run(), watch.what)
+            self.background.start(watch.run(), watch.what)
         try:
             async with asyncio.timeout(FIRST_LIST_TIMEOUT):
                 await asyncio.gather(*(watch.synced.wait() for watch in watches))
@@ -146,11 +147,7 @@ class KubernetesOrchestrator:
         if self._closed:
             return
         self._closed = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        await self.background.cancel_all()
         self._services.clear()
         await self.api_client.close()
 
@@ -182,8 +179,8 @@ class KubernetesOrchestrator:
                                label_selector=f"{names.SERVICE_NAME_LABEL}={service.name}",
                                on_change=partial(self._slices_changed, service),
                                on_problem=partial(self._slices_problem, service))
-            service.tasks = [self._background(self._reconcile_loop(service), f"reconcile {spec.id}"),
-                             self._background(slices.run(), slices.what)]
+            service.tasks = [self.background.start(self._reconcile_loop(service), f"reconcile {spec.id}"),
+                             self.background.start(slices.run(), slices.what)]
         elif service.undeploying:
             service.redeploy = spec                    # its pods are on their way out: then start afresh
             return
@@ -229,14 +226,12 @@ class KubernetesOrchestrator:
                       key=lambda instance: instance.id)
 
     def subscribe(self) -> asyncio.Queue[InstanceEvent | ServiceEvent]:
-        queue: asyncio.Queue[InstanceEvent | ServiceEvent] = asyncio.Queue(maxsize=EVENT_QUEUE_SIZE)
-        self._subscribers.append(queue)
-        return queue
+        return self.subscribers.subscribe()
 
     # -- reconciling -------------------------------------------------------------------------------------
     async def _reconcile_loop(self, service: _Service) -> None:
         """Bring the service's objects in line whenever woken, until it is undeployed and gone."""
-        backoff = api.Backoff()
+        backoff = Backoff()
         while True:
             await service.wake.wait()
             service.wake.clear()
@@ -387,7 +382,7 @@ class KubernetesOrchestrator:
         for instance in service.instances.values():
             log.warning("service %s: instance %s still there %gs after the undeploy; forgetting it", service.id,
                         instance.id, GONE_TIMEOUT)
-            self._emit(InstanceEvent(dataclasses.replace(instance, state="stopped"), instance.state,
+            self.subscribers.publish(InstanceEvent(dataclasses.replace(instance, state="stopped"), instance.state,
                                      "service undeployed"))
         service.instances.clear()
         service.leaving.clear()
@@ -487,12 +482,13 @@ class KubernetesOrchestrator:
         for identity, instance in previous.items():
             if identity not in current:
                 service.first_seen.pop(identity, None)
-                self._emit(InstanceEvent(dataclasses.replace(instance, state="stopped"), instance.state, "gone"))
+                self.subscribers.publish(InstanceEvent(dataclasses.replace(instance, state="stopped"),
+                                                       instance.state, "gone"))
         for identity, instance in current.items():
             before = previous.get(identity)
             if before is None or (before.state, before.failure, before.failures) != (
                     instance.state, instance.failure, instance.failures):
-                self._emit(InstanceEvent(instance, before.state if before else None, reasons[identity]))
+                self.subscribers.publish(InstanceEvent(instance, before.state if before else None, reasons[identity]))
         for name in [name for name in service.leaving if service.instance_id(name) not in current]:
             del service.leaving[name]
             service.drained.discard(name)
@@ -602,7 +598,7 @@ class KubernetesOrchestrator:
         for identity, was in before.items():
             now = self.problem(identity)
             if now != was:
-                self._emit(ServiceEvent(identity, now, reason))
+                self.subscribers.publish(ServiceEvent(identity, now, reason))
 
     def _set_problem(self, service: _Service, kind: str, problem: str | None, reason: str) -> None:
         before = self.problem(service.id)
@@ -612,7 +608,7 @@ class KubernetesOrchestrator:
             service.problems[kind] = problem
         now = self.problem(service.id)
         if now != before and self._services.get(service.id) is service:
-            self._emit(ServiceEvent(service.id, now, reason))
+            self.subscribers.publish(ServiceEvent(service.id, now, reason))
 
     # -- helpers -----------------------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -625,27 +621,6 @@ class KubernetesOrchestrator:
             raise KeyError(f"no service {service_id!r}")
         return service
 
-    def _background(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task:
-        task = asyncio.create_task(coroutine, name=f"vamp kubernetes: {name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._background_done)
-        return task
-
-    def _background_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("kubernetes driver task %s failed", task.get_name(), exc_info=task.exception())
-
-    def _emit(self, event: InstanceEvent | ServiceEvent) -> None:
-        if isinstance(event, InstanceEvent):
-            instance = event.instance
-            log.info("instance %s: %s -> %s (%s)", instance.id, event.previous_state, instance.state, event.reason)
-        else:
-            log.info("service %s: problem %s (%s)", event.service, event.problem, event.reason)
-        for queue in self._subscribers:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(event)
 
 
 def _terminating(pod: dict[str, Any]) -> bool:

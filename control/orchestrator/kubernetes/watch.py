@@ -4,7 +4,7 @@
 keeping the resourceVersion of every event and bookmark, and watches again from it whenever the stream ends
 (the server ends each after `timeout_seconds`). It lists afresh after 410 Gone (the version is too old: an
 answer or an ERROR event with code 410); the fresh list replaces the map whole, so objects deleted meanwhile
-are gone from it. Lost connections and 5xx are retried with back-off (`api.Backoff`); an answer that refuses
+are gone from it. Lost connections and 5xx are retried with back-off (`gateway.common.backoff`); an answer that refuses
 the list or the watch (403 Forbidden: a missing permission) is handed to `on_problem` and retried with back-off
 too, and `on_problem(None)` follows once it works again. After each change `on_change` gets the map
 name -> object (the API's JSON), consistent with one resourceVersion; `synced` is set after the first list.
@@ -21,6 +21,7 @@ from typing import Any
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from control.orchestrator.kubernetes import api
+from gateway.common.backoff import Backoff
 
 log = logging.getLogger("vamp.orchestrator.kubernetes")
 
@@ -53,7 +54,7 @@ class ListWatch:
         self.synced = asyncio.Event()
         self.problem: str | None = None
         self._failing = False
-        self._backoff = api.Backoff()
+        self._backoff = Backoff()
 
     async def run(self) -> None:
         """List and watch until cancelled; every error is logged and retried."""

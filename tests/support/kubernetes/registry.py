@@ -223,9 +223,7 @@ class Registry:
               dry_run: bool = False) -> dict[str, Any]:
         with self.storage.lock:
             current = self.get(resource, namespace, name)
-            patched = self._apply_patch(resource.kind, current, content_type, patch)
-            if not isinstance(patched, dict):
-                raise errors.bad_request("the patched object is not a JSON object")
+            patched = self._patched(resource.kind, current, content_type, patch)
             metadata = patched.setdefault("metadata", {})
             if metadata.get("name") != name:
                 raise errors.bad_request(f"the name of the object ({metadata.get('name')}) does not match the name "
@@ -237,6 +235,14 @@ class Registry:
                     _revision(metadata["resourceVersion"])
                     raise errors.conflict(resource.name, resource.group, name)
             return self.update(resource, namespace, name, patched, dry_run=dry_run)
+
+    @classmethod
+    def _patched(cls, kind: str, current: dict[str, Any], content_type: str, patch: Any) -> dict[str, Any]:
+        """`current` with `patch` applied; 400 when the result is not an object."""
+        patched = cls._apply_patch(kind, current, content_type, patch)
+        if not isinstance(patched, dict):
+            raise errors.bad_request("the patched object is not a JSON object")
+        return patched
 
     @staticmethod
     def _apply_patch(kind: str, current: dict[str, Any], content_type: str, patch: Any) -> Any:
@@ -333,9 +339,7 @@ class Registry:
                      dry_run: bool = False) -> dict[str, Any]:
         with self.storage.lock:
             current = self.get(resource, namespace, name)
-            patched = self._apply_patch(resource.kind, current, content_type, patch)
-            if not isinstance(patched, dict):
-                raise errors.bad_request("the patched object is not a JSON object")
+            patched = self._patched(resource.kind, current, content_type, patch)
             return self.update_status(resource, namespace, name, patched, dry_run=dry_run)
 
     # the scale subresource
