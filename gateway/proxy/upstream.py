@@ -3,8 +3,10 @@
 `dispatch(exchange)` sends a routed request on an idle pooled connection (LIFO) or a fresh one. The response
 is parsed strictly with httptools, hop-by-hop headers are stripped, the body is re-framed for the client
 (Content-Length kept, chunked re-chunked, close-delimited turned into chunked for HTTP/1.1 clients) and
-streamed with flow control both ways. A fresh parser serves each response, so HEAD/204/304 answers whose
-headers announce a body never confuse the next one. A pooled connection that turns out to be dead before any
+streamed with flow control both ways. The parser makes no Python call per header: the raw head is read once
+(`gateway.proxy.response_head`). A connection keeps its parser from one response to the next while the parser
+itself ended the last one; after a HEAD/204/304 answer whose headers announce a body, a fresh parser reads the
+next response, so such an answer never confuses it. A pooled connection that turns out to be dead before any
 response byte arrives is replaced once for replayable requests.
 
 A target that refuses a connection (or does not accept it within the connect timeout) is backed off and the
@@ -25,8 +27,8 @@ import httptools
 
 from gateway.proxy.exchange import (COMPLETE, FAILED, REQUEST_READ, REQUEST_READING, RESPONDING, ROUTED, SENT,
                                     STREAMING, TUNNEL)
-from gateway.proxy.wire import (CHUNK_END, CRLF, HOP_BY_HOP, PAUSE_BUFFER, PAUSE_UPSTREAM, PLAIN_CONNECTION_VALUES,
-                                chunk_prefix, connection_named_headers)
+from gateway.proxy.response_head import read_head
+from gateway.proxy.wire import CHUNK_END, CRLF, MAX_HEAD_BYTES, PAUSE_BUFFER, PAUSE_UPSTREAM, chunk_prefix
 
 if TYPE_CHECKING:
     from gateway.proxy.exchange import Exchange, RoutedExchange
@@ -37,14 +39,6 @@ log = logging.getLogger("vamp.upstream")
 MAX_IDLE_PER_TARGET = 256
 MAX_CONNECT_ATTEMPTS = 4       # connections tried for one request (each failure backs its target off)
 CONNECT_LOG_INTERVAL = 10.0    # seconds: at most one log line per target about its connect failures
-
-# Response headers the proxy looks at, by lower-case name; the rest of HOP_BY_HOP is dropped.
-_CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _UPGRADE, _HOP_BY_HOP = (object() for _ in range(5))
-_RESPONSE_HEADERS = {
-    **{name: _HOP_BY_HOP for name in HOP_BY_HOP},
-    b"content-length": _CONTENT_LENGTH, b"transfer-encoding": _TRANSFER_ENCODING,
-    b"connection": _CONNECTION, b"upgrade": _UPGRADE,
-}
 
 # How the response body is framed towards the client (BODY_NONE: the response is its head only; BODY_UNSET:
 # no final response head yet).
@@ -180,10 +174,8 @@ def _reason(exc: BaseException) -> str:
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "pool", "loop", "transport", "parser", "ex", "closed", "reused", "got_bytes",
-        "last_io", "out", "reason", "headers", "cl", "te", "named", "upgrade_value", "mode",
-        "violation", "keep_alive", "close_client", "in_body", "informational",
-        "reading_paused",
-        "parser_clean",
+        "last_io", "out", "mode", "violation", "keep_alive", "close_client", "informational",
+        "reading_paused", "parser_clean", "head_src", "head_at",
     )
     # None until asyncio calls connection_made, which it does before any other callback (and before
     # create_connection returns the connection to a pool).
@@ -204,6 +196,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.out: list[bytes] = []
         self.reading_paused = False
         self.parser_clean = False     # the parser ended the last response itself: it can parse the next one
+        self.head_src = b""           # bytes holding the response head awaited, from offset head_at
+        self.head_at = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
     # asyncio hands a stream protocol a Transport; typeshed declares the base method with BaseTransport.
@@ -220,13 +214,7 @@ class UpstreamConnection(asyncio.Protocol):
         if not self.parser_clean:     # (a response it could not end itself: HEAD's, say. See docs/hot-path.md)
             self.parser = httptools.HttpResponseParser(self)
         self.parser_clean = False
-        self.reason = b""                        # as in _reset_response, inline (once per request)
-        self.headers: list[bytes] = []           # name, b": ", value, CRLF for every end-to-end header
-        self.cl: bytes | None = None
-        self.te = False
-        self.named: set[bytes] | None = None     # headers named in Connection, to strip
-        self.upgrade_value: bytes | None = None
-        self.in_body = False
+        self.head_src = b""
         self.informational = False
         self.violation = False
         self.mode = BODY_UNSET
@@ -246,17 +234,6 @@ class UpstreamConnection(asyncio.Protocol):
         target.in_flight += 1
         if target.stats is not None:
             target.stats.requests += 1
-
-    def _reset_response(self) -> None:
-        """Ready for the final response after a 1xx one."""
-        self.reason = b""
-        self.headers = []
-        self.cl = None
-        self.te = False
-        self.named = None
-        self.upgrade_value = None
-        self.in_body = False
-        self.informational = False
 
     def send_body(self, ex: "Exchange") -> None:
         self.transport.write(b"".join(ex.body_buffer))
@@ -390,6 +367,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.last_io = self.loop.time()
         self.got_bytes = True
         out = self.out = []
+        awaiting_head = self.mode == BODY_UNSET
+        if awaiting_head:             # the raw head is read in on_headers_complete (response_head.py)
+            if self.head_src:         # the start of the head came in an earlier read
+                self.head_src = self.head_src[self.head_at:] + data
+            else:
+                self.head_src = data
+            self.head_at = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -403,6 +387,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.violation = True
         except httptools.HttpParserError:
             self.violation = True
+        if awaiting_head:
+            if self.mode != BODY_UNSET:
+                self.head_src = b""
+            elif len(self.head_src) - self.head_at > MAX_HEAD_BYTES:
+                self.violation = True     # a head without end
         if self.violation and ex.state != COMPLETE:
             self._protocol_error(ex, out)
             return
@@ -443,31 +432,7 @@ class UpstreamConnection(asyncio.Protocol):
             ex.body_buffer.clear()
         client.become_tunnel(self)
 
-    # httptools callbacks ---------------------------------------------------------------------------
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self.in_body:
-            return                    # trailers are not forwarded
-        kind = _RESPONSE_HEADERS.get(name.lower())
-        if kind is None:
-            self.headers += (name, b": ", value, CRLF)
-        elif kind is _CONTENT_LENGTH:
-            self.cl = value
-        elif kind is _TRANSFER_ENCODING:
-            if value.strip().lower() != b"chunked":
-                self.violation = True     # a transfer coding we would have to undo: refuse the response
-            self.te = True
-        elif kind is _CONNECTION:
-            if value.lower() not in PLAIN_CONNECTION_VALUES:
-                named = connection_named_headers(value)
-                if named:
-                    self.named = named if self.named is None else self.named | named
-        elif kind is _UPGRADE:
-            self.upgrade_value = value
-        # other hop-by-hop headers are dropped
-
+    # httptools callbacks (no per-header ones: the head is read whole, once, from its raw bytes) ----------
     def on_headers_complete(self) -> None:
         ex: RoutedExchange = self.ex  # type: ignore[assignment]  # a response is parsed only for a started exchange
         parser = self.parser
@@ -475,11 +440,18 @@ class UpstreamConnection(asyncio.Protocol):
             # A second response in the read that completed the first: nobody asked for it. Raising stops the
             # parser (a violation after a complete response): nothing of it is forwarded, the connection closes.
             raise _OutOfStep
-        status = parser.get_status_code()
+        src = self.head_src
+        end = src.index(b"\r\n\r\n", self.head_at) + 4
+        head = read_head(src[self.head_at:end])
+        self.head_at = end                       # a final response may follow a 1xx one in the same read
+        status = head.status
         if 100 <= status < 200 and status != 101:
             self.informational = True
             if not ex.http10 and not (status == 100 and ex.expect_continue):
-                self.out.append(self._head(status, []))
+                self.out.append(head.prefix + CRLF)
+            return
+        if head.bad_coding:
+            self.violation = True
             return
         ex.status = status
         self.keep_alive = parser.should_keep_alive()
@@ -489,27 +461,28 @@ class UpstreamConnection(asyncio.Protocol):
                         or ex.client.closing)
         extra: list[bytes] = []
         if status == 101:
-            if not ex.upgrade or self.upgrade_value is None:
+            if not ex.upgrade or head.upgrade is None:
                 self.violation = True
                 return
-            extra += (b"Connection: Upgrade\r\nUpgrade: ", self.upgrade_value, CRLF)
+            extra += (b"Connection: Upgrade\r\nUpgrade: ", head.upgrade, CRLF)
             self.mode = BODY_NONE
         elif ex.method == b"HEAD" or status in (204, 304):
-            if self.cl is not None and status != 204:
-                extra += (b"Content-Length: ", self.cl, CRLF)
+            if head.content_length is not None and status != 204:
+                extra += (b"Content-Length: ", head.content_length, CRLF)
             self.mode = BODY_NONE
-        elif self.cl is not None:
-            extra += (b"Content-Length: ", self.cl, CRLF)
+        elif head.content_length is not None:
+            extra += (b"Content-Length: ", head.content_length, CRLF)
             self.mode = BODY_LENGTH
         else:
-            if not self.te:
+            chunked = head.chunked
+            if not chunked:
                 self.keep_alive = False          # the body ends when the backend closes
             if http10:
                 close_client = True
-                self.mode = BODY_CLOSE if not self.te else BODY_LENGTH
+                self.mode = BODY_CLOSE if not chunked else BODY_LENGTH
             else:
                 extra.append(b"Transfer-Encoding: chunked\r\n")
-                self.mode = BODY_CHUNKED if self.te else BODY_CLOSE
+                self.mode = BODY_CHUNKED if chunked else BODY_CLOSE
         if ex.set_cookie is not None:
             extra += (b"Set-Cookie: ", ex.set_cookie.encode("latin-1"), CRLF)
         if status != 101:
@@ -518,19 +491,10 @@ class UpstreamConnection(asyncio.Protocol):
             elif http10:
                 extra.append(b"Connection: keep-alive\r\n")
         self.close_client = close_client
-        self.out.append(self._head(status, extra))
+        self.out += (head.prefix, b"".join(extra), CRLF)
         ex.state = RESPONDING
-        self.in_body = True
         if self.mode == BODY_NONE:
             ex.state = COMPLETE
-
-    def _head(self, status: int, extra: list[bytes]) -> bytes:
-        headers = self.headers
-        if self.named:
-            drop = self.named
-            headers = [part for i in range(0, len(headers), 4) if headers[i].lower() not in drop
-                       for part in headers[i:i + 4]]
-        return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, self.reason, b"".join(headers), b"".join(extra))
 
     def on_body(self, body: bytes) -> None:
         if self.mode == BODY_NONE:
@@ -544,7 +508,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self.informational:
-            self._reset_response()
+            self.informational = False        # the final response follows
             return
         self.parser_clean = True      # at a message boundary by its own reckoning
         if self.mode == BODY_NONE:
