@@ -741,14 +741,14 @@ def _compile_check(check: Check) -> Matcher:
 
         def family_matches(request: RequestView) -> bool:
             return search_words(family_of(request)) is not None
-        return family_matches
+        return _remembered_by_user_agent(family_matches)
 
     if check.subject == USER_AGENT:
         needle = value.lower()
 
         def user_agent_contains(request: RequestView) -> bool:
             return needle in request.user_agent.lower()
-        return user_agent_contains
+        return _remembered_by_user_agent(user_agent_contains)
 
     if op == HAS:
         def contains(request: RequestView) -> bool:
@@ -776,3 +776,30 @@ def _compile_check(check: Check) -> Matcher:
     def equals(request: RequestView) -> bool:
         return get(request) == expected
     return equals
+
+
+VERDICTS_REMEMBERED = 4096        # user agents whose verdict one predicate remembers (forgotten all at once)
+REMEMBERED_AGENT_BYTES = 512      # longer user agents are judged every time
+
+
+def _remembered_by_user_agent(judge: Matcher) -> Matcher:
+    """A predicate on the user agent alone, remembering its verdict per User-Agent value as sent: keep-alive
+    clients and fleets of one browser repeat theirs, and a hit is one dict lookup instead of the family lookup
+    and a regular expression. The memory is bounded (entries and their length), keyed by the exact bytes, and a
+    client sending a new user agent every time costs one lookup and one store more than a plain judgement."""
+    verdicts: dict[bytes, bool] = {}
+    remembered = verdicts.get
+
+    def judged_once(request: RequestView) -> bool:
+        agent = request.raw_user_agent
+        if agent is None:
+            return judge(request)
+        verdict = remembered(agent)
+        if verdict is None:
+            verdict = judge(request)
+            if len(agent) <= REMEMBERED_AGENT_BYTES:
+                if len(verdicts) >= VERDICTS_REMEMBERED:
+                    verdicts.clear()
+                verdicts[agent] = verdict
+        return verdict
+    return judged_once

@@ -29,7 +29,7 @@ class Lookups(Protocol):
 
 
 class RequestView:
-    __slots__ = ("_method", "_target", "headers", "host", "peer", "forwarded_for", "_lookups",
+    __slots__ = ("_method", "_target", "headers", "host", "peer", "forwarded_for", "raw_user_agent", "_lookups",
                  "_path", "_query", "_header_map", "_cookies", "_ua", "_user_agent", "_client", "_country")
 
     def __init__(self, method: str | bytes, target: str | bytes, headers: list[tuple[bytes, bytes]], host: str,
@@ -43,6 +43,8 @@ class RequestView:
         self.forwarded_for = forwarded_for  # the X-Forwarded-For value(s), when the proxy keeps them apart
         # the User-Agent value, when the proxy picked it out already (decoded on first use)
         self._user_agent: bytes | str | None = user_agent
+        # ... and as sent: what a verdict on the user agent alone can be remembered by (None: not picked out)
+        self.raw_user_agent = user_agent
         self._lookups = lookups
         self._path: str | None = None
         self._query: dict[str, list[str]] | None = None

@@ -805,3 +805,32 @@ def test_every_spelling_of_a_tree_parses_to_that_tree(data):
     tree = data.draw(trees)
     text = data.draw(spelled(tree))
     assert parse(text) == tree, text
+
+
+# -- verdicts remembered per user agent --------------------------------------------------------------------------
+
+AGENTS = [CHROME_ANDROID, CHROME_WINDOWS, CHROME_IPHONE, FIREFOX_WINDOWS, FIREFOX_LINUX, SAFARI_IPHONE, SAFARI_MAC,
+          SAMSUNG_INTERNET, EDGE_WINDOWS, IE11, CURL, "", "Firefox", "x" * 600 + " Firefox/125.0"]
+
+
+def as_the_proxy_sends_it(user_agent: str) -> RequestView:
+    """A view as the proxy builds it: the User-Agent picked out of the head, as sent."""
+    raw = [(b"Host", b"example.com"), (b"User-Agent", user_agent.encode())]
+    return RequestView(b"GET", b"/", raw, "example.com", GB_ADDRESS, LOOKUPS, None, user_agent.encode())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["browser = Firefox", "browser = Chrome and os = Android", "user-agent = Firefox",
+                        "user-agent = curl", "device = iPhone or browser = Safari", "not browser = Edge"]),
+       st.lists(st.sampled_from(AGENTS), min_size=1, max_size=40))
+def test_a_verdict_remembered_per_user_agent_is_the_verdict_judged_afresh(condition, agents):
+    remembering = compile_condition(condition).matches          # one compiled condition, as a route holds it
+    for agent in agents:
+        assert remembering(as_the_proxy_sends_it(agent)) == matches(condition, request(agent)), agent
+
+
+def test_a_client_sending_a_new_user_agent_every_time_is_judged_right_every_time():
+    firefox = compile_condition("browser = Firefox").matches
+    for i in range(10_000):                                      # more than one condition remembers
+        agent = f"Mozilla/5.0 (X11; Linux x86_64; rv:{i}.0) Gecko/20100101 Firefox/{i}.0" if i % 2 else f"probe/{i}"
+        assert firefox(as_the_proxy_sends_it(agent)) == (i % 2 == 1), agent
