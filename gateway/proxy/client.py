@@ -21,10 +21,10 @@ import httptools
 from gateway.proxy.exchange import (DONE, FAILED, RECEIVED, REQUEST_READ, REQUEST_READING, RESPONDING,
                                     ROUTED, Exchange)
 from gateway.proxy.flow import FlowControl
+from gateway.proxy.request_head import RequestHead, read_request_head
 from gateway.proxy.upstream import dispatch
-from gateway.proxy.wire import (CHUNK_END, CONTINUE_100, CRLF, HOP_BY_HOP, MAX_HEAD_BYTES, PAUSE_BUFFER, PAUSE_PIPELINE,
-                                PAUSE_TUNNEL, PLAIN_CONNECTION_VALUES, chunk_prefix, connection_named_headers,
-                                error_response)
+from gateway.proxy.wire import (CHUNK_END, CONTINUE_100, CRLF, MAX_HEAD_BYTES, PAUSE_BUFFER, PAUSE_PIPELINE,
+                                PAUSE_TUNNEL, chunk_prefix, error_response)
 from gateway.routing.request import RequestView
 
 if TYPE_CHECKING:
@@ -53,12 +53,10 @@ class BadRequest(Exception):
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "runtime", "port", "loop", "transport", "write", "writelines", "parser", "peer", "peer_bytes", "trusted",
-        "flow",
-        "current", "queue", "parsing", "closing", "last_active", "idle_timer", "gateway_stats",
-        "_url", "_headers", "_head_size", "_host", "_cl", "_te", "_named", "_expect",
-        "_upgrade", "_xff", "_xfp", "_xfh", "_ua", "_in_body", "_pending_error", "_tunnel_upstream",
-        "_host_raw", "_host_name", "_head_started", "_router", "_routed_by", "_held", "_deferred",
-        "_advancing", "_timer_due", "_body_left",
+        "flow", "current", "queue", "parsing", "closing", "last_active", "idle_timer", "gateway_stats",
+        "_pending_error", "_tunnel_upstream", "_host_raw", "_host_name", "_head_started", "_router", "_routed_by",
+        "_held", "_deferred", "_advancing", "_timer_due", "_body_left",
+        "_src", "_at", "_partial", "_follower", "_follow_from", "_last_reading", "_last_forward",
     )
     # None until asyncio calls connection_made, which it does before any other callback.
     transport: asyncio.Transport
@@ -91,24 +89,17 @@ class ClientConnection(asyncio.Protocol):
         self._advancing = False                   # `_advance` is running (it loops; it does not recurse)
         self._timer_due = 0.0                     # when idle_timer fires
         self._body_left = 0                       # bytes of a Content-Length body still to come
-        self._reset_head()
-
-    def _reset_head(self) -> None:
-        self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._head_size = 0
-        self._host: bytes | None = None
-        self._cl: bytes | None = None
-        self._te: bytes | None = None
-        self._named: set[bytes] | None = None    # headers named in Connection, to strip
-        self._expect = False
-        self._upgrade: bytes | None = None
-        self._xff: bytes | None = None
-        self._xfp: bytes | None = None
-        self._xfh: bytes | None = None
-        self._ua: bytes | None = None
-        self._in_body = False
         self._pending_error: BadRequest | None = None
+        # Where the request head being parsed is (the parser makes no call per header; the head is read whole):
+        self._src = b""                           # the read being parsed
+        self._at = 0                              # where the next request begins in it
+        self._partial: bytearray | None = None    # the start of a head that began in an earlier read
+        # After a chunked request, whose end the parser does not report, a parser with header callbacks
+        # follows the connection until a read begins at a request boundary (see _ChunkFollower).
+        self._follower: _ChunkFollower | None = None
+        self._follow_from = -1
+        self._last_reading: RequestHead | None = None   # this connection's last head read, and the head
+        self._last_forward = b""                         # the backend got for it
 
     # -- connection lifecycle ----------------------------------------------------------------------
     # asyncio hands a stream protocol a Transport; typeshed declares the base method with BaseTransport.
@@ -213,15 +204,10 @@ class ClientConnection(asyncio.Protocol):
         if self._held is not None:      # reading is paused; bytes already on their way wait with the rest
             self._held += data
             return
-        try:
-            if len(data) <= FEED_SLICE:
-                self.parser.feed_data(data)
-            else:
-                self._feed_slices(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self._upgrade_received(data[upgrade.args[0]:])
-        except httptools.HttpParserError as exc:
-            self._bad_input(self._pending_error or BadRequest(400, _parser_message(exc)))
+        if self._follower is not None and self.parsing is None and not self._head_started:
+            self._follower = None       # at a request boundary: back to the parser without header callbacks
+            self.parser = httptools.HttpRequestParser(self)
+        self._feed(data)
         if self.closing:
             return
         ex = self.current
@@ -235,10 +221,45 @@ class ClientConnection(asyncio.Protocol):
         if self._head_started:
             self._watch_head()
 
-    def _feed_slices(self, data: bytes) -> None:
+    def _feed(self, data: bytes) -> None:
+        """Give the parser a read; keep the start of a head it does not complete."""
+        self._src = data
+        self._at = 0
+        try:
+            if len(data) <= FEED_SLICE:
+                self.parser.feed_data(data)
+                fed = len(data)
+            else:
+                fed = self._feed_slices(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._upgrade_received(data[upgrade.args[0]:])
+            return
+        except httptools.HttpParserError as exc:
+            if self._follow_from < 0:
+                self._bad_input(self._pending_error or BadRequest(400, _parser_message(exc)))
+                return
+            # A chunked request's head was read: a parser with header callbacks takes over after it.
+            rest, self._follow_from = data[self._follow_from:], -1
+            self._follower = _ChunkFollower(self)
+            self.parser = self._follower.parser
+            self._feed(rest)
+            return
+        if self._head_started and self._follower is None:
+            # a head began and is not complete: its bytes so far are kept, to be read whole
+            if self._partial is None:
+                self._partial = bytearray(data[self._at:fed])
+            else:
+                self._partial += data[:fed]
+            if len(self._partial) > MAX_HEAD_BYTES:
+                too_long = b"\r\n" not in self._partial
+                self._partial = None
+                self._bad_input(BadRequest(414, "request target too long") if too_long
+                                else BadRequest(431, "request head too large"))
+
+    def _feed_slices(self, data: bytes) -> int:
         """A large read, parsed FEED_SLICE bytes at a time, or the rest of a body of known length at once (an
         upload costs one parser call per read); once MAX_PIPELINED requests are queued, the rest is held
-        until answers go out."""
+        until answers go out. Returns how much of `data` was parsed."""
         parser = self.parser
         view = memoryview(data)
         start = 0
@@ -246,13 +267,14 @@ class ClientConnection(asyncio.Protocol):
             if len(self.queue) >= MAX_PIPELINED:
                 self._held = data[start:]
                 self.flow.pause(PAUSE_PIPELINE)
-                return
+                return start
             step = self._body_left if self._body_left > FEED_SLICE else FEED_SLICE
             try:
                 parser.feed_data(view[start:start + step])
             except httptools.HttpParserUpgrade as upgrade:
                 raise httptools.HttpParserUpgrade(start + upgrade.args[0]) from None
             start += step
+        return len(data)
 
     def _bad_input(self, bad: "BadRequest") -> None:
         """Malformed input. When it is in a request still queued (never sent anywhere), the requests before
@@ -269,112 +291,26 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._reject(bad)
 
-    # httptools callbacks ---------------------------------------------------------------------------
+    # httptools callbacks (none per header: the head is read whole, once, by gateway.proxy.request_head) ------
     def on_message_begin(self) -> None:
-        self._reset_head()
+        self._pending_error = None
         self._head_started = self.last_active    # the read that brought the head's first bytes
 
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        self._head_size += len(url)
-        if self._head_size > MAX_HEAD_BYTES:
-            raise self._fail(414, "request target too long")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_body:
-            return          # chunked trailers: not forwarded
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > MAX_HEAD_BYTES:
-            raise self._fail(431, "request head too large")
-        kind = _REQUEST_HEADERS.get(name.lower())
-        if kind is None:
-            self._headers.append((name, value))
-        elif kind is _USER_AGENT:
-            self._ua = value
-            self._headers.append((name, value))
-        elif kind is _HOST:
-            if self._host is not None:
-                raise self._fail(400, "more than one Host header")
-            self._host = value
-            self._headers.append((name, value))
-        elif kind is _CONTENT_LENGTH:
-            self._cl = value
-        elif kind is _TRANSFER_ENCODING:
-            if self._te is not None:
-                raise self._fail(400, "repeated Transfer-Encoding")
-            self._te = value
-        elif kind is _CONNECTION:
-            if value.lower() not in PLAIN_CONNECTION_VALUES:
-                named = connection_named_headers(value)
-                if named:
-                    self._named = named if self._named is None else self._named | named
-        elif kind is _UPGRADE:
-            self._upgrade = value
-        elif kind is _FORWARDED_FOR:
-            self._xff = value if self._xff is None else self._xff + b", " + value
-        elif kind is _FORWARDED_PROTO:
-            self._xfp = value
-        elif kind is _FORWARDED_HOST:
-            self._xfh = value
-        elif kind is _EXPECT:
-            if value.lower() != b"100-continue":
-                raise self._fail(417, "unsupported Expect")
-            self._expect = True
-        # other hop-by-hop headers are dropped
-
     def on_headers_complete(self) -> None:
-        parser = self.parser
-        version = parser.get_http_version()
-        if version not in ("1.1", "1.0"):
-            raise self._fail(505, "only HTTP/1.0 and HTTP/1.1 are served")
-        http10 = version == "1.0"
-        method = parser.get_method()
-        te = self._te
-        chunked = False
-        if te is not None:
-            if te.strip().lower() != b"chunked":
-                raise self._fail(400, "Transfer-Encoding other than chunked")
-            if http10:
-                raise self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
-            chunked = True
-        length = 0
-        if self._cl is not None:
-            length = int(self._cl)   # llhttp has validated digits and rejected duplicates and CL+TE
-        host_missing = self._host is None
-        if host_missing and not http10:
-            raise self._fail(400, "missing Host header")
-        if method == b"CONNECT":
-            raise self._fail(405, "CONNECT is not served")
-        url = self._url
-        if url[:1] != b"/" and url != b"*":
-            # absolute-form (RFC 9112 §3.2.2): its authority is the Host, routed by and sent on; the
-            # origin-form is forwarded
-            scheme, sep, rest = url.partition(b"://")
-            authority, slash, path = rest.partition(b"/")
-            if not sep or scheme.lower() not in (b"http", b"https") or not authority:
-                raise self._fail(400, "malformed request target")
-            self._host = authority
-            self._headers = [(b"Host", authority)] + [h for h in self._headers if h[0].lower() != b"host"]
-            self._url = b"/" + path if slash else b"/"
-            host_missing = False
-        keep_alive = parser.should_keep_alive()
-        # llhttp's own verdict, so that the gateway and its parser never disagree on what follows the head
-        upgrade = self._upgrade is not None and parser.should_upgrade()
-        if upgrade and (chunked or length):
-            raise self._fail(400, "a request body with Upgrade")
-        head = self._serialise(method, chunked, length, upgrade)
-        ex = Exchange(self, method, self._url, self._headers, self._host or b"", self._xff, self._ua, head,
-                      keep_alive, http10, chunked, chunked or length > 0, upgrade, self._expect)
-        if host_missing:
-            ex.host_missing = True
-        self._in_body = True
-        self._body_left = length
-        self._head_started = 0.0
-        self.parsing = ex
-        if self.current is None:
-            self.current = ex
-        else:
-            self.queue.append(ex)
+        partial = self._partial
+        if partial is None:
+            src, at = self._src, self._at
+            end = src.index(b"\r\n\r\n", at) + 4
+            raw = src[at:end]
+            self._at = end
+        else:                                     # the head began in an earlier read
+            before = len(partial)
+            partial += self._src
+            end = partial.index(b"\r\n\r\n", max(0, before - 3)) + 4
+            raw = bytes(partial[:end])
+            self._at = end - before
+            self._partial = None
+        self._head_read(raw)
 
     def on_body(self, body: bytes) -> None:
         ex = self.parsing
@@ -383,6 +319,7 @@ class ClientConnection(asyncio.Protocol):
             ex.body_buffer.extend((chunk_prefix(len(body)), body, CRLF))
         else:
             ex.body_buffer.append(body)
+            self._at += len(body)             # a body of known length, as received: the next request follows
         ex.body_buffered += len(body)
         self._body_left -= len(body)
         # Too much body before its upstream is ready, or any body of a queued request: stop reading.
@@ -397,36 +334,54 @@ class ClientConnection(asyncio.Protocol):
             ex.body_buffer.append(CHUNK_END)
         ex.request = REQUEST_READ
         self.parsing = None
-        self._in_body = False
 
     # -- request head -------------------------------------------------------------------------------
     def _fail(self, status: int, message: str) -> BadRequest:
         self._pending_error = BadRequest(status, message)
         return self._pending_error
 
-    def _serialise(self, method: bytes, chunked: bool, length: int, upgrade: bool,
-                   ) -> bytes:
-        headers = self._headers
-        if self._named:
-            drop = self._named
-            headers = [(n, v) for n, v in headers if n.lower() not in drop]
-        parts = [method, b" ", self._url, b" HTTP/1.1\r\n"]
-        for name, value in headers:
-            parts += (name, b": ", value, CRLF)
-        if chunked:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        elif length or method in _BODY_METHODS:
-            parts.append(b"Content-Length: %d\r\n" % length)
+    def _head_read(self, raw: bytes) -> None:
+        """A request head is complete: read it, and queue its exchange (or refuse it)."""
+        reading = read_request_head(raw)
+        if reading.error is not None:
+            raise self._fail(*reading.error)
+        parser = self.parser
+        keep_alive = parser.should_keep_alive()
+        # llhttp's own verdict, so that the gateway and its parser never disagree on what follows the head
+        upgrade = reading.upgrade is not None and parser.should_upgrade()
         if upgrade:
-            # `upgrade` is true only with an Upgrade header (on_headers_complete): self._upgrade is set
-            parts += (b"Connection: Upgrade\r\nUpgrade: ", self._upgrade, CRLF)  # type: ignore[arg-type]
-        xff = self._xff
+            if reading.chunked or reading.content_length:
+                raise self._fail(400, "a request body with Upgrade")
+            head = self._forward_head(reading, upgrade)
+        elif reading is self._last_reading:
+            head = self._last_forward
+        else:
+            head = self._last_forward = self._forward_head(reading, upgrade)
+            self._last_reading = reading
+        ex = Exchange(self, reading, head, keep_alive, upgrade)
+        self._body_left = reading.content_length
+        self._head_started = 0.0
+        self.parsing = ex
+        if self.current is None:
+            self.current = ex
+        else:
+            self.queue.append(ex)
+        if reading.chunked and self._follower is None:
+            self._follow_from = self._at          # where the chunked body begins
+            raise _FollowChunks
+
+    def _forward_head(self, reading: RequestHead, upgrade: bool) -> bytes:
+        """The head the backend gets: as read, with this connection's X-Forwarded-* lines."""
+        parts = [reading.forward]
+        if upgrade:
+            parts += (b"Connection: Upgrade\r\nUpgrade: ", reading.upgrade, CRLF)  # type: ignore[arg-type]
+        xff = reading.forwarded_for
         parts += (b"X-Forwarded-For: ", (xff + b", " + self.peer_bytes) if xff else self.peer_bytes, CRLF)
-        if self.trusted and self._xfp:
-            parts += (b"X-Forwarded-Proto: ", self._xfp, CRLF)
+        if self.trusted and reading.forwarded_proto:
+            parts += (b"X-Forwarded-Proto: ", reading.forwarded_proto, CRLF)
         else:
             parts.append(b"X-Forwarded-Proto: http\r\n")
-        forwarded_host = self._xfh if (self.trusted and self._xfh) else self._host
+        forwarded_host = reading.forwarded_host if (self.trusted and reading.forwarded_host) else reading.host
         if forwarded_host:
             parts += (b"X-Forwarded-Host: ", forwarded_host, CRLF)
         parts.append(CRLF)
@@ -437,13 +392,14 @@ class ClientConnection(asyncio.Protocol):
         """Choose the route and target for the exchange in flight and hand it to an upstream connection."""
         runtime = self.runtime
         table = runtime.table
-        if ex.host != self._host_raw or table is not self._routed_by:
+        request = ex.request_head
+        if request.host != self._host_raw or table is not self._routed_by:
             # keep-alive clients repeat their Host: find its gateway once per Host and route table
-            if not _VALID_HOST.fullmatch(ex.host):
+            if not _VALID_HOST.fullmatch(request.host):
                 self.answer(ex, 400, "invalid Host header")
                 return
-            self._host_raw = ex.host
-            self._host_name = _host_name(ex.host)
+            self._host_raw = request.host
+            self._host_name = _host_name(request.host)
             port_router = table.ports.get(self.port)
             self._router = port_router.for_host(self._host_name) if port_router is not None else None
             self._routed_by = table
@@ -456,15 +412,15 @@ class ClientConnection(asyncio.Protocol):
         if self.gateway_stats is None:
             self.gateway_stats = runtime.stats.gateway(router.name)
             self.gateway_stats.open_connections += 1
-        view = RequestView(ex.method, ex.url, ex.headers, host, self.peer, runtime.lookups, ex.forwarded_for,
-                           ex.user_agent) if router.reads_request else None
+        view = RequestView(request.method, request.url, request.headers, host, self.peer, runtime.lookups,
+                           request.forwarded_for, request.user_agent) if router.reads_request else None
         decision = router.select(view, time.monotonic())
         if decision is None:
             self.answer(ex, 503, f"no target available for gateway {router.name!r}")
             return
         ex.route, ex.target, ex.set_cookie = decision
         ex.state = ROUTED
-        if ex.host_missing:
+        if request.host_missing:
             ex.head = _with_host(ex.head, ex.target.address)
         if ex.expect_continue and not ex.http10:
             self.transport.write(CONTINUE_100)
@@ -601,17 +557,70 @@ class ClientConnection(asyncio.Protocol):
         return False
 
 
-# Request headers the proxy looks at, by lower-case name (one dict lookup per header on the hot path).
-(_HOST, _USER_AGENT, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _UPGRADE, _FORWARDED_FOR,
- _FORWARDED_PROTO, _FORWARDED_HOST, _EXPECT, _HOP_BY_HOP) = (object() for _ in range(11))
-_REQUEST_HEADERS = {
-    **{name: _HOP_BY_HOP for name in HOP_BY_HOP},
-    b"host": _HOST, b"user-agent": _USER_AGENT, b"content-length": _CONTENT_LENGTH,
-    b"transfer-encoding": _TRANSFER_ENCODING, b"connection": _CONNECTION, b"upgrade": _UPGRADE,
-    b"x-forwarded-for": _FORWARDED_FOR, b"x-forwarded-proto": _FORWARDED_PROTO,
-    b"x-forwarded-host": _FORWARDED_HOST, b"expect": _EXPECT,
-}
-_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+class _FollowChunks(Exception):
+    """Raised in `on_headers_complete` after a chunked request's head: the parser stops there, and a
+    `_ChunkFollower` parses the rest of the read."""
+
+
+class _ChunkFollower:
+    """The parser of a client connection after a chunked request, until a read begins at a request boundary.
+
+    The connection's own parser makes no call per header and finds each head by where the previous request
+    ended; a chunked body's end is not reported, so after one the heads are rebuilt from llhttp's callbacks
+    instead (for the same reading, by gateway.proxy.request_head). It starts as if it had just read a chunked
+    request's head, and passes everything but the head to the connection."""
+    __slots__ = ("connection", "parser", "skipping", "in_body", "url", "lines", "size")
+
+    SKIPPED_HEAD = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self.connection = connection
+        self.parser = httptools.HttpRequestParser(self)
+        self.in_body = False
+        self.url = b""
+        self.lines: list[bytes] = []
+        self.size = 0
+        self.skipping = True
+        self.parser.feed_data(self.SKIPPED_HEAD)     # the connection has read the real one
+
+    def on_message_begin(self) -> None:
+        if not self.skipping:
+            self.in_body = False
+            self.url = b""
+            self.lines = []
+            self.size = 0
+            self.connection.on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if not self.skipping:
+            self.url += url
+            self.size += len(url)
+            if self.size > MAX_HEAD_BYTES:
+                raise self.connection._fail(414, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.skipping or self.in_body:
+            return          # (chunked trailers: not forwarded)
+        self.size += len(name) + len(value) + 4
+        if self.size > MAX_HEAD_BYTES:
+            raise self.connection._fail(431, "request head too large")
+        self.lines += (name, b": ", value, CRLF)
+
+    def on_headers_complete(self) -> None:
+        if self.skipping:
+            self.skipping = False
+            return
+        self.in_body = True
+        parser = self.parser
+        raw = b"%s %s HTTP/%s\r\n%s\r\n" % (parser.get_method(), self.url, parser.get_http_version().encode(),
+                                            b"".join(self.lines))
+        self.connection._head_read(raw)
+
+    def on_body(self, body: bytes) -> None:
+        self.connection.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self.connection.on_message_complete()
 
 
 def _host_name(host: bytes) -> str:

@@ -25,6 +25,7 @@ from gateway.proxy.wire import IDEMPOTENT
 if TYPE_CHECKING:
     from gateway.proxy.flow import FlowControl
     from gateway.proxy.host import ProxyHost
+    from gateway.proxy.request_head import RequestHead
     from gateway.proxy.upstream import UpstreamConnection
     from gateway.routing.table import GatewayRouter, RouteState, TargetState
 
@@ -116,36 +117,27 @@ class ClientSide(Protocol):
 class Exchange:
     """One request/response pair, from the request's head to the response's last byte."""
     __slots__ = (
-        "client", "method", "head", "keep_alive", "http10", "chunked", "has_body", "request", "state",
+        "client", "request_head", "method", "head", "keep_alive", "http10", "chunked", "request", "state",
         "body_buffer", "body_buffered", "upgrade", "expect_continue", "started", "gateway", "route",
         "target", "set_cookie", "upstream", "attempts", "status",
-        "url", "headers", "host", "forwarded_for", "user_agent", "host_missing",
     )
 
-    def __init__(self, client: ClientSide, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]],
-                 host: bytes, forwarded_for: bytes | None, user_agent: bytes | None, head: bytes,
-                 keep_alive: bool, http10: bool, chunked: bool, has_body: bool, upgrade: bool,
-                 expect_continue: bool) -> None:
+    def __init__(self, client: ClientSide, request_head: RequestHead, head: bytes, keep_alive: bool,
+                 upgrade: bool) -> None:
         self.client = client
-        self.method = method
-        # What routing reads, captured from the parser (a pipelined request may be parsed before we route).
-        self.url = url
-        self.headers = headers
-        self.host = host
-        self.host_missing = False             # HTTP/1.0 without Host: the target's address is sent as Host
-        self.forwarded_for = forwarded_for
-        self.user_agent = user_agent
+        # What routing reads, as read from the head (a pipelined request may be read before it is routed).
+        self.request_head = request_head
+        self.method = request_head.method
         self.head = head                      # the re-serialised request head for the upstream
         self.keep_alive = keep_alive          # the client wants the connection kept open
-        self.http10 = http10
-        self.chunked = chunked                # request body re-framed as chunked upstream
-        self.has_body = has_body
+        self.http10 = request_head.http10
+        self.chunked = request_head.chunked   # request body re-framed as chunked upstream
         self.state = RECEIVED
         self.request = REQUEST_READING
         self.body_buffer: list[bytes] = []    # request bytes not yet written upstream
         self.body_buffered = 0
         self.upgrade = upgrade
-        self.expect_continue = expect_continue
+        self.expect_continue = request_head.expect_continue
         self.started = time.monotonic()
         self.gateway: GatewayRouter | None = None
         self.route: RouteState | None = None
@@ -161,7 +153,8 @@ class Exchange:
         return self.method in IDEMPOTENT and self.state == SENT and not self.upgrade
 
     def __repr__(self) -> str:
-        return f"Exchange({self.method.decode('latin-1')} {self.url.decode('latin-1')}, {STATE_NAMES[self.state]})"
+        target = self.request_head.url.decode("latin-1")
+        return f"Exchange({self.method.decode('latin-1')} {target}, {STATE_NAMES[self.state]})"
 
 
 if TYPE_CHECKING:

@@ -6,6 +6,7 @@ from itertools import pairwise
 
 import pytest
 
+from gateway.proxy.request_head import read_request_head
 from gateway.proxy.exchange import (CHECKED, COMPLETE, DONE, FAILED, RECEIVED, RESPONDING, ROUTED, SENT,
                                     STATE_NAMES, STREAMING, TRANSITIONS, TUNNEL, Exchange, InvalidTransition, check)
 from gateway.proxy.flow import FlowControl
@@ -39,8 +40,8 @@ def test_a_move_the_table_does_not_allow_raises_and_names_both_states(old, new):
 
 
 def _exchange(method: bytes = b"GET") -> Exchange:
-    return Exchange(None, method, b"/", [], b"example.com", None, None, b"", True, False,  # type: ignore[arg-type]
-                    False, False, False, False)
+    return Exchange(None, read_request_head(b"%s / HTTP/1.1\r\nHost: example.com\r\n\r\n" % method),  # type: ignore[arg-type]
+                    b"", True, False)
 
 
 def test_only_a_request_of_which_no_body_byte_went_upstream_is_replayed():
