@@ -1,7 +1,8 @@
 """VAMP's four tutorial steps with the demo-command blueprints of examples/, under a real `vamp run` and the
 `vamp` CLI: sava 1.0 (one service), 1.1 merged as a canary and given half the traffic, 1.2 (a frontend and
 two backends wired by `$backend1.host:$backend1.ports.webport`) as deployment sava-new, then 1.3 (one
-backend) merged into it, given the traffic, and 1.2 removed. A page through the external gateway proves the
+backend) merged into it, given the traffic, and 1.2 removed; at the end one `vamp delete -f` body that only names
+the deployments and their gateways removes them all. A page through the external gateway proves the
 wiring: the frontend shows the messages of the very backend instances the platform runs."""
 from __future__ import annotations
 
@@ -103,3 +104,12 @@ def test_vamps_four_tutorial_steps_under_vamp_run(procs, tmp_path):
     [instance] = instance_names(platform, "sava-new", "backend")
     assert f"<li>BACKEND: sava-backend 1.3.0 (instance {instance})</li>" in body, body
     assert "BACKEND_1" not in body
+
+    # the end, as VAMP's recipes clean up: one body that only names each deployment and its external gateway
+    cleanup = tmp_path / "cleanup.yaml"
+    cleanup.write_text(f"kind: deployment\nname: sava\n---\nkind: gateway\nname: sava/{monolith}\n---\n"
+                       f"kind: deployment\nname: sava-new\n---\nkind: gateway\nname: sava-new/{split}\n")
+    platform.vamp("delete", "-f", str(cleanup), *api)
+    assert platform.api("GET", "/api/v1/deployments")[1] == []
+    status, gateways = platform.api("GET", "/api/v1/gateways")
+    assert (status, gateways) == (200, [])
