@@ -8,7 +8,7 @@
            kind: breeds, blueprints, slas, scales, escalations, conditions, workflows (stored; workflows also
            run, control.workflows.runner, and their documents show their status, reason and state)
     GET | PUT  /workflows/{name}/status  a workflow's status; suspend, resume, restart, actions   200 · 202
-    POST | PUT | DELETE  /api/v1         multi-document YAML or a JSON list, each document with `kind:`  200
+    POST | PUT | DELETE  /api/v1[/]      multi-document YAML or a JSON list, each document with `kind:`  200
     GET    /deployments                  a page of deployments                               200
     POST   /deployments                  deploy a blueprint under a new UUID4 name           202
     GET    /deployments/{name}           one; `?as_blueprint=true`: as a blueprint           200 · 404
@@ -48,8 +48,10 @@ with `validate_only`), and one invalid document answers 400 naming it ("document
 and the deployments and gateways are handed to the engine in order (a deployment document that only names
 a stored blueprint deploys it under that name). POST and PUT both create or replace. DELETE removes the
 artifacts and gateways named, and from each deployment named the services its document lists (all of them
-when it only names the deployment); 404 when one does not exist. The answer is the list of documents stored
-(or removed), in the body's order.
+when it only names the deployment); 404 when one does not exist. A DELETE's documents need only their `kind:`
+and `name:` (VAMP's recipes send `kind: breed`, `name: runner`), and a deployment's own gateways go with the
+services that make them: naming them in the same body is fine, naming one alone is a 409 (as
+`DELETE /gateways/{name}`). The answer is the list of documents stored (or removed), in the body's order.
 """
 from __future__ import annotations
 
@@ -111,7 +113,8 @@ def create_app(store: ControlStore, engine: Engine, token: str | None = None, *,
     kind = "{kind:" + "|".join(STATIC_KINDS) + "}"
     scale = "/api/v1/deployments/{deployment}/clusters/{cluster}/services/{service}/scale"
     for method in ("POST", "PUT", "DELETE"):
-        app.router.add_route(method, "/api/v1", api.apply_documents)
+        for path in ("/api/v1", "/api/v1/"):            # VAMP took both
+            app.router.add_route(method, path, api.apply_documents)
     app.router.add_get(f"/api/v1/{kind}", api.list_artifacts)
     app.router.add_post(f"/api/v1/{kind}", api.create_artifact)
     app.router.add_get(f"/api/v1/{kind}/{{name}}", api.get_artifact)
@@ -219,21 +222,24 @@ class Document:
     kind: str                       # plural: breeds, ..., deployments, gateways
     name: str
     body: dict[str, Any]            # as written, without `kind`
-    artifact: Artifact | None       # as the DSL reads it; None for gateways (the engine reads those)
+    artifact: Artifact | None       # as the DSL reads it; None for gateways (the engine reads those) and for
+                                    # what a DELETE only names
 
     def field(self, inner: str | None = None) -> str:
         """A JSON pointer into the list of documents: this document, or a field in it."""
         return f"/{self.index}" + (inner if inner and inner.startswith("/") else "")
 
 
-def read_documents(data: Any) -> list[Document]:
+def read_documents(data: Any, *, naming: bool = False) -> list[Document]:
+    """The documents of a multi-document body. `naming` (a DELETE): a document need only name what it removes
+    (`kind:` and `name:`); the DSL reads only deployment documents that list services (the services to remove)."""
     documents = data if isinstance(data, list) else [data]
     if not documents:
         raise Invalid("the body holds no documents")
-    return [_read_document(index, document) for index, document in enumerate(documents)]
+    return [_read_document(index, document, naming) for index, document in enumerate(documents)]
 
 
-def _read_document(index: int, data: Any) -> Document:
+def _read_document(index: int, data: Any, naming: bool = False) -> Document:
     number = index + 1
     if not isinstance(data, dict) or "kind" not in data:
         raise Invalid(f"document {number}: every document needs a 'kind:' (breeds, blueprints, deployments, "
@@ -243,11 +249,11 @@ def _read_document(index: int, data: Any) -> Document:
     except dsl.DslError as exc:
         raise Invalid(f"document {number}, kind: {exc.expected}", f"/{index}/kind") from exc
     body = {key: value for key, value in data.items() if key != "kind"}
-    if kind == "gateways":
+    if kind == "gateways" or (naming and kind != "deployments"):
         name = body.get("name")
         if not isinstance(name, str) or not name:
-            raise Invalid(f"document {number}: a gateway needs a 'name'", f"/{index}/name")
-        return Document(index, f"document {number} (gateway {name!r})", kind, name, body, None)
+            raise Invalid(f"document {number}: a {kind[:-1]} needs a 'name'", f"/{index}/name")
+        return Document(index, f"document {number} ({kind[:-1]} {name!r})", kind, name, body, None)
     try:
         artifact = dsl.read(kind, data)
     except dsl.DslError as exc:
@@ -256,6 +262,12 @@ def _read_document(index: int, data: Any) -> Document:
     # (the reader requires a document's name: artifact.name is set)
     return Document(index, f"document {number} ({kind[:-1]} {artifact.name!r})", kind,
                     artifact.name, body, artifact)  # type: ignore[arg-type]
+
+
+def _services_named(document: Document) -> Blueprint | None:
+    """The services a deployment document of a DELETE removes: those its clusters list; None (all of them)
+    when it only names the deployment."""
+    return document.artifact if isinstance(document.artifact, Blueprint) else None
 
 
 # -- events --------------------------------------------------------------------------------------------
@@ -468,7 +480,7 @@ class ControlApi:
     # -- multi-document bodies -------------------------------------------------------------------------
     async def apply_documents(self, request: web.Request) -> web.Response:
         validate_only = validate_only_requested(request)
-        documents = read_documents(await read_body(request, all_documents=True))
+        documents = read_documents(await read_body(request, all_documents=True), naming=request.method == "DELETE")
         if request.method == "DELETE":
             removed = await self._remove_documents(documents, validate_only)
             return respond(request, removed)
@@ -505,6 +517,9 @@ class ControlApi:
             raise _naming(document, exc) from exc
 
     async def _remove_documents(self, documents: list[Document], validate_only: bool) -> list[dict[str, Any]]:
+        """Remove what the documents name, all or nothing. A gateway of a deployment goes with its services:
+        named in the same body as the deployment (or the services) that made it, it needs no removing of its
+        own; named alone, it is refused (409) as it is by `DELETE /gateways/{name}`."""
         unique: dict[tuple[str, str], Document] = {}
         for document in documents:
             unique.setdefault((document.kind, document.name), document)
@@ -516,14 +531,20 @@ class ControlApi:
                                document.field("/name"))
             removed[document.index] = found
         static = [document for document in unique.values() if document.kind in STATIC_KINDS]
-        delegated = [document for document in unique.values() if document.kind not in STATIC_KINDS]
-        for document in delegated:
+        deployments = [document for document in unique.values() if document.kind == "deployments"]
+        going: set[str] = set()                 # the generated gateways the deployments' documents take away
+        for document in deployments:
+            await self._remove_delegated(document, validate_only=True)
+            going |= self.engine.gateways_removed_with(document.name, _services_named(document))
+        gateways = [document for document in unique.values()
+                    if document.kind == "gateways" and document.name not in going]
+        for document in gateways:
             await self._remove_delegated(document, validate_only=True)
         if not validate_only:
             with self.store.transaction():
                 for document in static:
                     self._delete(document.kind, document.name)
-            for document in delegated:
+            for document in deployments + gateways:
                 await self._remove_delegated(document, validate_only=False)
         return [removed[document.index] for document in unique.values()]
 
@@ -540,8 +561,7 @@ class ControlApi:
         gateway; errors name the document."""
         try:
             if document.kind == "deployments":
-                named = document.artifact if isinstance(document.artifact, Blueprint) else None
-                await self.engine.undeploy(document.name, named, validate_only=validate_only)
+                await self.engine.undeploy(document.name, _services_named(document), validate_only=validate_only)
             else:
                 await self.engine.delete_gateway(document.name, validate_only=validate_only)
         except RequestError as exc:

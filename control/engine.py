@@ -38,7 +38,8 @@ from control.dsl.model import Blueprint, Breed, Cluster, ClusterGateway, Deploym
 from control.events.log import EventLog
 from control.events.model import EventSink
 from control.orchestrator.base import HealthCheck as ProbeSpec
-from control.orchestrator.base import Instance, InstanceEvent, Orchestrator, ServiceEvent, ServiceSpec
+from control.orchestrator.base import (DeployableRefused, Instance, InstanceEvent, Orchestrator, ServiceEvent,
+                                       ServiceSpec)
 from control.store import ControlStore
 import gateway as gw
 from gateway import (FULL, ConfigError, PortConflict, from_dict, gateway_fields, gateway_from_dict, gateway_to_dict,
@@ -209,6 +210,16 @@ class Engine:
                 self.events.publish([*_service_tags(service_id), "synchronization:undeployed"])
             self._announce(applied)
             return self._document(remaining) if remaining is not None else None
+
+    def gateways_removed_with(self, name: str, blueprint: Blueprint | None) -> set[str]:
+        """The gateways of deployment `name` that removing the services `blueprint` names (None: all of them)
+        takes away: the internal gateways of the clusters it empties, and the external gateways routing to
+        them (all of them with the whole deployment). Empty when there is no such deployment."""
+        current = self.running.get(name)
+        if current is None:
+            return set()
+        remaining, _ = remove_services(current, blueprint)
+        return generated_gateway_names(current) - (generated_gateway_names(remaining) if remaining else set())
 
     def deployment(self, name: str) -> dict[str, Any] | None:
         deployment = self.running.get(name)
@@ -600,11 +611,14 @@ class Engine:
             del self.leaving[instance.id]
 
     def _check_runnable(self, deployment: Deployment) -> None:
-        """Invalid (400) naming the cluster when the orchestrator cannot run one of the deployment's services."""
+        """Invalid (400) when the orchestrator cannot run one of the deployment's services, naming the cluster,
+        or the service's deployable when the orchestrator cannot run that kind of deployable at all."""
         for cluster in deployment.clusters:
-            for service in cluster.services:
+            for index, service in enumerate(cluster.services):
                 try:
                     self.orchestrator.check(self._spec(deployment, cluster, service))
+                except DeployableRefused as exc:
+                    raise Invalid(str(exc), f"clusters.{cluster.name}.services[{index}].breed.deployable") from exc
                 except ValueError as exc:
                     raise Invalid(str(exc), f"clusters.{cluster.name}") from exc
 
@@ -755,6 +769,14 @@ def service_id(deployment: str, cluster: str, service: Service) -> str:
 def cluster_gateway_name(deployment: str, cluster: str, port: str) -> str:
     """The internal gateway of a cluster's port."""
     return f"{deployment}/{cluster}/{port}"
+
+
+def generated_gateway_names(deployment: Deployment) -> set[str]:
+    """The names of the gateways a deployment makes: one internal gateway per cluster port, and its external
+    gateways (`deployment/port`)."""
+    internal = {cluster_gateway_name(deployment.name, cluster.name, port.name)
+                for cluster in deployment.clusters for port in cluster_ports(cluster)}
+    return internal | {f"{deployment.name}/{gateway.port}" for gateway in deployment.gateways}
 
 
 def service_route_name(deployment: str, cluster: str, service: Service, port: str) -> str:

@@ -216,14 +216,15 @@ OPENAPI: dict[str, Any] = {
                             "every request (reads too; not /health and /ready) needs it as a bearer token; an "
                             "invalid write is rejected whole and changes nothing."},
     "paths": {
-        "/api/v1": {
+        **{path: {
             "post": {"summary": "store (create or replace) every document of a multi-document body",
                      **_MULTI_DOCUMENT},
             "put": {"summary": "store (create or replace) every document of a multi-document body",
                     **_MULTI_DOCUMENT},
-            "delete": {"summary": "remove every artifact, deployment and gateway a multi-document body names",
+            "delete": {"summary": "remove every artifact, deployment and gateway a multi-document body names "
+                                  "(each document needs only its kind and name)",
                        **_MULTI_DOCUMENT},
-        },
+        } for path in ("/api/v1", "/api/v1/")},
         **{path: item for kind in STATIC_KINDS for path, item in _static_paths(kind).items()},
         "/api/v1/deployments": {
             "get": _list("a page of the deployments, by name", "Deployment"),

@@ -1,19 +1,25 @@
 """The quickstart's demo service "sava": a tiny keep-alive HTTP/1.1 server that says which version it is.
 
-    python -m control.demo.sava --version 1.0.0 [--port 8080] [--host 127.0.0.1]
+    python -m control.demo.sava --version 1.0.0 [--name sava] [--port 8080] [--host 127.0.0.1]
+    python -m control.demo.sava --frontend --name sava-frontend --version 1.2.0     (control.demo.frontend)
 
 It listens on $PORT_WEBPORT, else $PORT, else --port (the local orchestrator sets both). GET and HEAD on any
-path answer a small HTML page naming the version and the instance ($VAMP_INSTANCE), with the headers
-`X-Version` and `X-Instance`; `/health` answers 200 "ok"; other methods get 405. Answers are prepared once at
-start, requests are parsed by httptools and answered with one write per read, so it keeps up with thousands
-of requests per second through the gateway. SIGTERM or SIGINT stops it cleanly (exit status 0).
+path answer a small HTML page naming the service (--name) and version and the instance ($VAMP_INSTANCE), with
+the headers `X-Version` and `X-Instance`; `/api/message` answers the same as JSON, `{"message": "sava-backend1
+1.2.0 (instance …)", "name", "version", "instance"}` (what the backends of VAMP's tutorial answer their
+frontend); `/health` answers 200 "ok"; other methods get 405. Answers are prepared once at start, requests are
+parsed by httptools and answered with one write per read, so it keeps up with thousands of requests per second
+through the gateway. SIGTERM or SIGINT stops it cleanly (exit status 0). With `--frontend` it is the tutorial's
+frontend instead: each page is made of the messages of the backends its environment names
+(control.demo.frontend).
 
 It can misbehave on purpose, so that a blueprint can deploy a bad version (read once, at start):
 - `SAVA_ERROR_RATE` (0 to 1): that share of page requests is answered 500, spread evenly (0.2: every fifth,
   counted over the whole process); `/health` stays healthy, so the instances still turn ready;
 - `SAVA_DELAY_MS` (milliseconds, 0 or more): added to every page answer (500s included). Other connections
   are not held up, and the answers of pipelined requests still go out in order.
-An invalid value is an error naming the variable (exit status 2). Empty or unset: 0.
+An invalid value is an error naming the variable (exit status 2). Empty or unset: 0. An `/api/message` request
+counts as a page.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import argparse
 import asyncio
 import collections
 import html
+import json
 import os
 import signal
 from collections.abc import Mapping
@@ -82,15 +89,24 @@ class ErrorBudget:
         return self.pages * self.numerator // self.denominator > before
 
 
-def prepare_answers(version: str, instance: str) -> Answers:
-    """Every response the server can give, as bytes: kind is 'page', 'error', 'health', 'not_allowed' or
-    'bad'."""
-    page = (f"<!doctype html>\n<title>sava {html.escape(version)}</title>\n"
-            f"<h1>sava {html.escape(version)}</h1>\n<p>instance {html.escape(instance)}</p>\n").encode()
+def message_of(name: str, version: str, instance: str) -> dict[str, str]:
+    """What `/api/message` answers (as JSON)."""
+    return {"message": f"{name} {version} (instance {instance})", "name": name, "version": version,
+            "instance": instance}
+
+
+def prepare_answers(version: str, instance: str, name: str = "sava") -> Answers:
+    """Every response the server can give, as bytes: kind is 'page', 'message', 'error', 'health',
+    'not_allowed' or 'bad'."""
+    title = html.escape(f"{name} {version}")
+    page = (f"<!doctype html>\n<title>{title}</title>\n"
+            f"<h1>{title}</h1>\n<p>instance {html.escape(instance)}</p>\n").encode()
+    message = (json.dumps(message_of(name, version, instance)) + "\n").encode()
     kinds = {
         "page": ("200 OK", "text/html; charset=utf-8", page, ""),
+        "message": ("200 OK", "application/json", message, ""),
         "error": ("500 Internal Server Error", "text/plain; charset=utf-8",
-                  f"sava {version} failed this request on purpose ({ERROR_RATE})\n".encode(), ""),
+                  f"{name} {version} failed this request on purpose ({ERROR_RATE})\n".encode(), ""),
         "health": ("200 OK", "text/plain; charset=utf-8", b"ok\n", ""),
         "not_allowed": ("405 Method Not Allowed", "text/plain; charset=utf-8", b"method not allowed\n",
                         "Allow: GET, HEAD\r\n"),
@@ -152,10 +168,11 @@ class SavaConnection(asyncio.Protocol):
         due = 0.0
         if method not in (b"GET", b"HEAD"):
             kind = "not_allowed"
-        elif self.url.split(b"?", 1)[0] == b"/health":
+        elif (path := self.url.split(b"?", 1)[0]) == b"/health":
             kind = "health"
         else:
-            kind = "error" if self.errors is not None and self.errors.next_fails() else "page"
+            failing = self.errors is not None and self.errors.next_fails()
+            kind = "error" if failing else "message" if path == b"/api/message" else "page"
             if self.delay:
                 due = self.loop.time() + self.delay
         self._answer(self.answers[kind, method == b"HEAD", keep_alive], due)
@@ -222,42 +239,60 @@ class SavaConnection(asyncio.Protocol):
 
 
 async def start_server(host: str, port: int, version: str, instance: str,
-                       misbehaviour: Misbehaviour = Misbehaviour()) -> asyncio.Server:
+                       misbehaviour: Misbehaviour = Misbehaviour(), name: str = "sava") -> asyncio.Server:
     """Listen and serve (the caller closes the server)."""
-    answers = prepare_answers(version, instance)
+    answers = prepare_answers(version, instance, name)
     errors = ErrorBudget(misbehaviour.error_rate)
     return await asyncio.get_running_loop().create_server(
         lambda: SavaConnection(answers, misbehaviour, errors), host, port, reuse_address=True, backlog=1024)
 
 
-async def serve(host: str, port: int, version: str, instance: str,
-                misbehaviour: Misbehaviour = Misbehaviour()) -> None:
-    """Serve until SIGTERM or SIGINT."""
+async def until_stopped() -> None:
+    """Return on SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = await start_server(host, port, version, instance, misbehaviour)
+    await stop.wait()
+
+
+async def serve(host: str, port: int, version: str, instance: str,
+                misbehaviour: Misbehaviour = Misbehaviour(), name: str = "sava") -> None:
+    """Serve until SIGTERM or SIGINT."""
+    server = await start_server(host, port, version, instance, misbehaviour, name)
     bad = (f", {ERROR_RATE}={float(misbehaviour.error_rate):g}" if misbehaviour.error_rate else "") + (
         f", {DELAY_MS}={misbehaviour.delay * 1000:g}" if misbehaviour.delay else "")
-    print(f"sava {version} ({instance}) serving on http://{host}:{port}/{bad}", flush=True)
-    await stop.wait()
+    print(f"{name} {version} ({instance}) serving on http://{host}:{port}/{bad}", flush=True)
+    await until_stopped()
     server.close()
-    print(f"sava {version} ({instance}) stopped", flush=True)
+    print(f"{name} {version} ({instance}) stopped", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m control.demo.sava", description=__doc__.splitlines()[0])
     parser.add_argument("--version", required=True, help="the version it says it is, e.g. 1.0.0")
+    parser.add_argument("--name", default="sava", help="the service it says it is, e.g. sava-backend1 (default: sava)")
+    parser.add_argument("--frontend", action="store_true",
+                        help="be the tutorial's frontend: each page shows the messages of the backends at the URLs "
+                             "in $BACKEND and $BACKEND_* (control.demo.frontend)")
     parser.add_argument("--port", type=int, default=8080, help="used when $PORT_WEBPORT and $PORT are unset")
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
+    port = int(os.environ.get("PORT_WEBPORT") or os.environ.get("PORT") or args.port)
+    instance = os.environ.get("VAMP_INSTANCE", "local")
+    if args.frontend:
+        from control.demo import frontend          # aiohttp: only the frontend needs it
+        try:
+            backends = frontend.backends_from(os.environ)
+        except ValueError as exc:
+            parser.error(str(exc))      # exit status 2
+        uvloop.run(frontend.serve(args.host, port, args.name, args.version, instance, backends))
+        return
     try:
         misbehaviour = misbehaviour_from(os.environ)
     except ValueError as exc:
         parser.error(str(exc))          # exit status 2
-    port = int(os.environ.get("PORT_WEBPORT") or os.environ.get("PORT") or args.port)
-    uvloop.run(serve(args.host, port, args.version, os.environ.get("VAMP_INSTANCE", "local"), misbehaviour))
+    uvloop.run(serve(args.host, port, args.version, instance, misbehaviour, args.name))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 
+class DeployableRefused(ValueError):
+    """What `Orchestrator.check` raises when the driver cannot run this kind of deployable at all (a docker image
+    on the local driver, a command on Kubernetes): the breed's `deployable` is at fault, not its settings."""
+
+
 @dataclass(frozen=True)
 class HealthCheck:
     """How to tell that an instance serves: an HTTP GET (2xx/3xx passes) or a TCP connect on one of its ports.
@@ -115,8 +120,9 @@ class Orchestrator(Protocol):
     """What the control plane needs from a driver."""
 
     def check(self, spec: ServiceSpec) -> None:
-        """Raise ValueError, saying what and why, for a spec this driver cannot run (a local command on a
-        driver that runs container images, an image on the local one). Called before a deployment is accepted."""
+        """Raise ValueError, saying what and why, for a spec this driver cannot run: DeployableRefused for a local
+        command on a driver that runs container images, or an image on the local one. Called before a deployment
+        is accepted."""
 
     def service_host(self, service_id: str) -> str | None:
         """The host name at which other services reach this service directly, on the port numbers its breed

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import NoReturn
 from urllib.parse import quote
 
-from control.orchestrator.base import HealthCheck, Instance, InstanceEvent, ServiceEvent, ServiceSpec
+from control.orchestrator.base import (DeployableRefused, HealthCheck, Instance, InstanceEvent, ServiceEvent,
+                                       ServiceSpec)
 from control.orchestrator.plumbing import BackgroundTasks, Subscribers
 from gateway.common.units import PROTOCOLS
 
@@ -85,8 +86,10 @@ def validate_spec(spec: ServiceSpec) -> None:
     if not spec.id or not isinstance(spec.id, str):
         raise ValueError("a service needs a non-empty id")
     if not spec.command and spec.image:
-        raise ValueError(f"{where}: a docker deployable ({spec.image}) cannot run as a local process; give the "
-                         "breed a command (cmd:// or python://), or run vamp with --orchestrator kubernetes")
+        raise DeployableRefused(
+            f"{where}: deployable {spec.image} is a docker image, and the local orchestrator runs processes, not "
+            "containers: docker images need `vamp run --orchestrator kubernetes` (see docs/kubernetes.md); to "
+            "run the service here, give its breed a command instead (cmd: or python:)")
     if not spec.command or not all(isinstance(part, str) and part for part in spec.command):
         raise ValueError(f"{where}: command must be a non-empty list of non-empty strings")
     if not isinstance(spec.instances, int) or isinstance(spec.instances, bool) or spec.instances < 0:

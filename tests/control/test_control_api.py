@@ -116,6 +116,9 @@ class FakeEngine:
                 self.running[name] = remaining
         return dsl.to_dict(remaining) if remaining is not None else None
 
+    def gateways_removed_with(self, name: str, blueprint: Blueprint | None) -> set[str]:
+        return set()            # this engine makes no gateways of its own
+
     def deployments(self) -> list[dict]:
         return [dsl.to_dict(self.running[name]) for name in sorted(self.running)]
 
@@ -532,6 +535,33 @@ async def test_multi_document_delete_removes_what_it_names_or_nothing(api):
     assert api.store.get("breeds", "sava:1.0.0") is None
     assert api.engine.running == {} and api.engine.user_gateways == {}
     assert api.engine.calls[-2][:2] == ("undeploy", "sava") and api.engine.calls[-1][:2] == ("delete_gateway", "g")
+
+
+async def test_a_multi_document_delete_needs_only_the_kind_and_name_of_each_document(api):
+    """VAMP's recipes remove what they made with documents that only name it (`kind: breed`, `name: runner`)."""
+    written = [{"kind": kind, **SAMPLES[kind]} for kind in SAMPLES] + [DEPLOYMENT]
+    assert (await api.call("PUT", "", text=documents(*written), send_yaml=True)).status == 200
+    named = [{"kind": kind[:-1], "name": SAMPLES[kind]["name"]} for kind in SAMPLES]
+    named.append({"kind": "deployment", "name": "sava"})
+    body = documents(*named)
+
+    checked = await api.call("DELETE", "/", text=body, send_yaml=True, validate_only=True)
+    assert checked.status == 200, checked.text
+    assert api.store.get("breeds", "sava:1.0.0") is not None and "sava" in api.engine.running
+
+    removed = await api.call("DELETE", "/", text=body, send_yaml=True)
+    assert removed.status == 200, removed.text
+    assert [(item["kind"], item["name"]) for item in removed.data] == \
+        [(kind, SAMPLES[kind]["name"]) for kind in SAMPLES] + [("deployments", "sava")]
+    assert removed.data[0] == long_form("breeds", SAMPLES["breeds"])           # each as it was
+    assert all(api.store.get(kind, SAMPLES[kind]["name"]) is None for kind in SAMPLES)
+    assert api.engine.running == {} and api.engine.calls[-1] == ("undeploy", "sava", None, False)
+
+    (await api.call("DELETE", "", text=documents({"kind": "breed"}), send_yaml=True)).error(400, "/0/name")
+    (await api.call("DELETE", "", text=documents({"kind": "breed", "name": 5}), send_yaml=True)).error(400, "/0/name")
+    message = (await api.call("DELETE", "", text=documents({"kind": "breed", "name": "runner"}), send_yaml=True)
+               ).error(404, "/0/name")
+    assert message == "document 1 (breed 'runner'): no breed named 'runner'"
 
 
 # -- deployments ---------------------------------------------------------------------------------------

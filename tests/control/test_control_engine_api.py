@@ -74,6 +74,73 @@ async def test_what_cannot_run_or_clashes_is_refused_and_changes_nothing(api):
     assert await version_at(port) == "1.0.0"
 
 
+# VAMP's own tutorial blueprints, as its documentation gives them: docker images
+VAMP_SAVA_1_0 = """
+name: sava:1.0
+gateways:
+  9050: sava/webport
+clusters:
+  sava:
+    services:
+      breed:
+        name: sava:1.0.0
+        deployable: magneticio/sava:1.0.0
+        ports:
+          webport: 8080/http
+      scale:
+        cpu: 0.2
+        memory: 64MB
+        instances: 1
+"""
+VAMP_SAVA_1_2 = """
+name: sava:1.2
+gateways:
+  9060: sava/webport
+clusters:
+  sava:
+    services:
+      breed:
+        name: sava-frontend:1.2.0
+        deployable: magneticio/sava-frontend:1.2.0
+        ports:
+          webport: 8080/http
+        environment_variables:
+          BACKEND_1: http://$backend1.host:$backend1.ports.webport/api/message
+          BACKEND_2: http://$backend2.host:$backend2.ports.webport/api/message
+        dependencies:
+          backend1: sava-backend1:1.2.0
+          backend2: sava-backend2:1.2.0
+  backend1:
+    breed:
+      name: sava-backend1:1.2.0
+      deployable: magneticio/sava-backend1:1.2.0
+      ports:
+        webport: 8080/http
+  backend2:
+    breed:
+      name: sava-backend2:1.2.0
+      deployable: magneticio/sava-backend2:1.2.0
+      ports:
+        webport: 8080/http
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("text, image", [(VAMP_SAVA_1_0, "magneticio/sava:1.0.0"),
+                                         (VAMP_SAVA_1_2, "magneticio/sava-frontend:1.2.0")])
+async def test_vamps_tutorial_blueprints_are_read_and_refused_saying_docker_needs_kubernetes(api, text, image):
+    port = free_port()
+    body = text.replace("9050:", f"{port}:").replace("9060:", f"{port}:")
+    response = await api.put("/api/v1/deployments/sava", data=body, headers={"Content-Type": "application/x-yaml"})
+    assert response.status == 400, await response.text()
+    error = await response.json()
+    assert error["field"] == "clusters.sava.services[0].breed.deployable"
+    assert f"deployable {image} is a docker image" in error["error"]
+    assert "runs processes, not containers" in error["error"]
+    assert "`vamp run --orchestrator kubernetes` (see docs/kubernetes.md)" in error["error"]
+    assert (await api.get("/api/v1/deployments/sava")).status == 404
+
+
 @pytest.mark.timeout(60)
 async def test_generated_gateways_take_weights_but_keep_their_routes_and_targets(api):
     port = free_port()
@@ -163,3 +230,45 @@ async def test_removing_a_condition_by_merge_patch_removes_its_strength(api):
     still_wrong = await api.patch("/api/v1/gateways/mine", json={"routes": {"all": {"condition_strength": "5%"}}})
     assert still_wrong.status == 400
     assert "condition_strength needs a condition" in (await still_wrong.json())["error"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_deployment_and_its_own_gateway_go_in_one_multi_document_delete(api):
+    """VAMP's recipe `http-deployment/undeploy.yml`: the deployment, its external gateway and its breed (by
+    name alone) in one body. A deployment's gateway named without its deployment is still refused."""
+    runner = {**BREED, "name": "runner"}
+    assert (await api.post("/api/v1/breeds", json=runner)).status == 201
+    port = free_port()
+    assert (await api.put("/api/v1/deployments/sava", json=blueprint(port, "runner"))).status == 202
+    assert await version_at(port) == "1.0.0"
+    yaml_body = {"Content-Type": "application/x-yaml"}
+
+    alone = await api.delete("/api/v1", data=f"kind: gateway\nname: sava/{port}\n", headers=yaml_body)
+    assert alone.status == 409 and "belongs to a deployment" in (await alone.json())["error"]
+    assert (await api.get(f"/api/v1/gateways/sava/{port}")).status == 200
+
+    recipe = f"""---
+kind: deployment
+name: sava
+clusters:
+  sava:
+    services:
+      breed:
+        name: runner
+        cmd: python -m control.demo.sava --version 1.0.0
+        ports:
+          webport: 8080/http
+---
+kind: gateway
+name: sava/{port}
+---
+kind: breed
+name: runner
+"""
+    removed = await api.delete("/api/v1/", data=recipe, headers=yaml_body)
+    assert removed.status == 200, await removed.text()
+    assert [(item["kind"], item["name"]) for item in await removed.json()] == [
+        ("deployments", "sava"), ("gateways", f"sava/{port}"), ("breeds", "runner")]
+    for path in ("/api/v1/deployments/sava", f"/api/v1/gateways/sava/{port}", "/api/v1/gateways/sava/sava/webport",
+                 "/api/v1/breeds/runner"):
+        assert (await api.get(path)).status == 404, path

@@ -22,7 +22,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from control.orchestrator.base import ServiceSpec
+from control.orchestrator.base import DeployableRefused, ServiceSpec
 from control.orchestrator.kubernetes import names
 
 PRIVILEGED = "privileged"
@@ -75,7 +75,7 @@ def check(spec: ServiceSpec) -> None:
     names.split_id(spec.id)
     where = f"service {spec.id!r}"
     if not image_of(spec):
-        raise ValueError(CMD_REFUSED)
+        raise DeployableRefused(CMD_REFUSED)
     if not spec.restart:
         raise ValueError(f"{where}: a service that runs to completion cannot run on Kubernetes (a Deployment "
                          "restarts its pods)")
