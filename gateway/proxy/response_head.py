@@ -19,7 +19,7 @@ CACHE_HEAD_BYTES = 4096      # longer heads are read every time (they are rare, 
 class ResponseHead:
     """One response head as read: its status, the headers the proxy acts on, and the start of the head the
     client gets (status line and end-to-end headers, byte for byte, before the proxy's own framing headers)."""
-    __slots__ = ("status", "content_length", "chunked", "bad_coding", "upgrade", "prefix")
+    __slots__ = ("status", "content_length", "chunked", "bad_coding", "upgrade", "prefix", "plain")
 
     def __init__(self, status: int, content_length: bytes | None, chunked: bool, bad_coding: bool,
                  upgrade: bytes | None, prefix: bytes) -> None:
@@ -29,6 +29,11 @@ class ResponseHead:
         self.bad_coding = bad_coding           # a transfer coding other than chunked: refused
         self.upgrade = upgrade                 # the Upgrade header's value
         self.prefix = prefix                   # b"HTTP/1.1 200 OK\r\n" + end-to-end header lines
+        # The whole head for the common case, a final response with a body of known length to a keep-alive
+        # HTTP/1.1 request that is not HEAD and gets no cookie; None when this response cannot be that.
+        self.plain: bytes | None = None
+        if content_length is not None and 200 <= status and status not in (204, 304):
+            self.plain = b"%sContent-Length: %s\r\n\r\n" % (prefix, content_length)
 
 
 _cache: dict[bytes, ResponseHead] = {}

@@ -457,8 +457,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = parser.should_keep_alive()
         http10 = ex.http10
         # (a declined upgrade leaves the client's connection HTTP: it stays open like any other)
-        close_client = (not ex.keep_alive or ex.request == REQUEST_READING
-                        or ex.client.closing)
+        close_client = self.close_client = (not ex.keep_alive or ex.request == REQUEST_READING
+                                            or ex.client.closing)
+        plain = head.plain
+        if (plain is not None and not close_client and not http10 and ex.set_cookie is None
+                and ex.method != b"HEAD"):
+            self.out.append(plain)                # the common case, its head made once per head read
+            self.mode = BODY_LENGTH
+            ex.state = RESPONDING
+            return
         extra: list[bytes] = []
         if status == 101:
             if not ex.upgrade or head.upgrade is None:
