@@ -21,36 +21,40 @@ export function lineChart(title, format, span) {
   caption.append(name, latest);
   const drawing = svg("svg", {viewBox: `0 0 ${WIDTH} ${HEIGHT}`, preserveAspectRatio: "none", role: "img"});
   const figure = document.createElement("figure");
+  figure.dataset.chart = title;
+  latest.className = "latest";
   figure.append(caption, drawing);
 
   function update(points) {
     drawing.replaceChildren();
     const values = points.filter((point) => point.y !== null && point.y !== undefined);
-    const top = Math.max(...values.map((point) => point.y), 0) || 1;
+    const largest = values.length ? Math.max(...values.map((point) => point.y)) : null;
+    const top = largest || 1;
     drawing.append(svg("line", {x1: 0, y1: HEIGHT - 1, x2: WIDTH, y2: HEIGHT - 1, stroke: "#c3cad4"}));
-    let path = "";
-    let drawing_ = false;
+    const runs = [[]];                  // stretches without a gap
     for (const point of points) {
       if (point.y === null || point.y === undefined) {
-        drawing_ = false;
+        if (runs[runs.length - 1].length) runs.push([]);
         continue;
       }
-      const x = ((point.x + span) / span) * WIDTH;
-      const y = HEIGHT - 2 - (point.y / top) * (HEIGHT - 14);
-      path += `${drawing_ ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)} `;
-      drawing_ = true;
+      runs[runs.length - 1].push([((point.x + span) / span) * WIDTH, HEIGHT - 2 - (point.y / top) * (HEIGHT - 14)]);
     }
-    if (path) {
-      drawing.append(svg("path", {d: path, fill: "none", stroke: "#1f5fbf", "stroke-width": 1.5,
-                                  "vector-effect": "non-scaling-stroke"}));
+    for (const run of runs) {
+      if (run.length === 1) {
+        drawing.append(svg("circle", {cx: run[0][0].toFixed(1), cy: run[0][1].toFixed(1), r: 2, fill: "#1f5fbf"}));
+      } else if (run.length > 1) {
+        const path = run.map(([x, y], index) => `${index ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)}`).join(" ");
+        drawing.append(svg("path", {d: path, fill: "none", stroke: "#1f5fbf", "stroke-width": 1.5,
+                                    "vector-effect": "non-scaling-stroke"}));
+      }
     }
     const label = svg("text", {x: 2, y: 10, "font-size": 9, fill: "#5b6675"});
-    label.textContent = `max ${format(values.length ? top : null)}`;
+    label.textContent = `max ${format(largest)}`;
     drawing.append(label);
     const last = values.length ? values[values.length - 1].y : null;
     latest.textContent = format(last);
     drawing.setAttribute("aria-label", `${title} over the last ${span / 60} minutes: now ${format(last)}, ` +
-                         `at most ${format(values.length ? top : null)}`);
+                         `at most ${format(largest)}`);
   }
   update([]);
   return {figure, update};

@@ -40,7 +40,8 @@ export function renderGateway(main, name) {
       return document;
     } catch (failure) {
       if (failure.status !== 401) {
-        const kind = failure.status === 409 ? "Conflict (409): " : failure.status ? `Refused (${failure.status}): ` : "";
+        const kind = failure.status === 409 ? "Conflict (409): "
+          : failure.status ? `Refused (${failure.status}): ` : "";
         where.error.textContent = `${kind}${failure.message}`;
       }
       throw failure;
@@ -59,7 +60,9 @@ export function renderGateway(main, name) {
 
   function wantedWeights() {
     const wanted = {};
-    for (const [route, part] of Object.entries(parts)) wanted[route] = {weight: `${Number(part.number.value).toFixed(2)}%`};
+    for (const [route, part] of Object.entries(parts)) {
+      wanted[route] = {weight: `${Number(part.number.value).toFixed(2)}%`};
+    }
     return {routes: wanted};
   }
 
@@ -152,7 +155,7 @@ export function renderGateway(main, name) {
     const slider = h("input", {type: "range", min: 0, max: 100, step: 0.01, id: `weight-range-${id}`,
                                "aria-label": `Weight of route ${route}, slider`, "data-route": route});
     const numberField = h("input", {type: "number", min: 0, max: 100, step: 0.01, id: `weight-${id}`,
-                                    "data-route": route, inputmode: "decimal"});
+                                    class: "weight-number", "data-route": route, inputmode: "decimal"});
     slider.addEventListener("input", () => setWeight(route, Number(slider.value), true));
     numberField.addEventListener("input", () => {
       if (numberField.value !== "" && Number.isFinite(Number(numberField.value))) {
@@ -296,7 +299,8 @@ export function renderGateway(main, name) {
     for (let index = 1; index < part.samples.length; index++) {
       const before = part.samples[index - 1];
       const after = part.samples[index];
-      points.push({x: after.t - now, y: Math.max(0, after.total - before.total) / Math.max(0.001, after.t - before.t)});
+      const rate = Math.max(0, after.total - before.total) / Math.max(0.001, after.t - before.t);
+      points.push({x: after.t - now, y: rate});
     }
     part.charts[0].update(points);
   }
@@ -316,7 +320,8 @@ export function renderGateway(main, name) {
       const part = parts[route];
       if (!part) continue;
       try {
-        const history = await get(`/api/v1/metrics/gateways/${pathOf(name)}/routes/${pathOf(route)}/history?window=15m`);
+        const history = await get(
+          `/api/v1/metrics/gateways/${pathOf(name)}/routes/${pathOf(route)}/history?window=15m`);
         const at = (point) => (point.from + point.to) / 2;
         part.charts[0].update(history.points.map((point) => ({x: at(point), y: point.rate})));
         part.charts[1].update(history.points.map((point) => ({x: at(point), y: point.error_rate})));
@@ -328,9 +333,12 @@ export function renderGateway(main, name) {
     }
   }
 
-  const stopLive = keepCurrent(refresh, {tags: [`gateways:${name}`], seconds: 2});
-  const chartTimer = setInterval(refreshCharts, 5000);
-  setTimeout(refreshCharts, 300);
+  const stopLive = keepCurrent(async () => {
+    const first = shown === null;
+    await refresh();
+    if (first) refreshCharts();
+  }, {tags: [`gateways:${name}`], seconds: 2});
+  const chartTimer = setInterval(refreshCharts, 3000);
   return () => {
     stopLive();
     clearInterval(chartTimer);
@@ -367,8 +375,8 @@ function showConditionError(failure, route, text, condition, strength, where) {
   const found = /at position (\d+)/.exec(failure.message);
   const position = found ? Number(found[1]) : null;
   replace(where,
-    h("p", {class: "error"}, `${atStrength ? "Strength" : "Condition"} refused (${failure.status}), nothing changed: `,
-      failure.message),
+    h("p", {class: "error"},
+      `${atStrength ? "Strength" : "Condition"} refused (${failure.status}), nothing changed: ${failure.message}`),
     position !== null && !atStrength
       ? h("pre", {class: "caret", "aria-label": `the error is at position ${position}`, "data-position": position},
           `${text}\n${" ".repeat(position)}^`)
