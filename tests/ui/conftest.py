@@ -29,8 +29,10 @@ def artifacts_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Per module, not per session: sync Playwright keeps an event loop running in this thread while it is open,
+    which the async tests of other modules could not run beside."""
     if sync_playwright is None:
         pytest.skip("Playwright for Python is not installed (pip install 'playwright>=1.50,<2', the test extra)")
     if not CHROMIUM.is_file():
