@@ -28,14 +28,14 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
-# Debian packages the tests and benchmarks compare against (HAProxy, nginx, wrk), and the Prometheus the canary's
-# `provider: prometheus` checks are tested against.
+# Debian packages the tests and benchmarks compare against (HAProxy, nginx, wrk), the Prometheus the canary's
+# `provider: prometheus` checks are tested against, and the chromium the web UI's browser tests drive (tests/ui/).
 system-deps:
 	@if ! command -v haproxy >/dev/null || ! command -v nginx >/dev/null || ! command -v wrk >/dev/null \
 			|| ! command -v prometheus >/dev/null || ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null \
-			|| ! command -v openssl >/dev/null || ! command -v ip >/dev/null; then \
+			|| ! command -v openssl >/dev/null || ! command -v ip >/dev/null || ! test -x /usr/bin/chromium; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nginx wrk prometheus \
-			etcd-server etcd-client iproute2 openssl; \
+			etcd-server etcd-client iproute2 openssl chromium; \
 	fi
 
 # The embedded platform: control plane API on 127.0.0.1:8080, gateway, local processes; state in .vamp/

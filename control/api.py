@@ -25,6 +25,7 @@
     GET    /metrics/… · /health/…        a gateway's, route's, cluster port's, service's or instance's figures
            over ?window= (control.metrics.api), from the platform's aggregation       200 · 400 · 404 · 503
     GET    /info · /health · /openapi.json
+    GET    /ui/                          the web UI (gateway.ui, docs/ui.md): its files need no token
     GET    /status                       this replica: its store, its role and the leader; a replica on etcd that
                                          does not lead forwards most requests to the leader (control.replicas)
 
@@ -80,7 +81,7 @@ from control.replicas.forwarding import Forwarding
 from control.replicas.leadership import Leadership
 from control.workflows import api as workflow_api
 from control.workflows.runner import WorkflowRunner
-from gateway import Conflict, GatewayApi, Invalid, NotFound, RequestError
+from gateway import Conflict, GatewayApi, Invalid, NotFound, RequestError, add_ui_routes
 from gateway.common.httpapi import Handler, api_middleware, query_flag, read_body, respond, validate_only_requested
 from gateway.common.names import RULE as NAME_RULE, breaks_rule
 from gateway.common.units import parse_duration, shown
@@ -145,6 +146,7 @@ def create_app(store: ControlStore, engine: Engine, token: str | None = None, *,
     if workflows is not None:
         workflow_api.add_routes(app.router, workflows)
     add_metrics_routes(app.router, metrics, engine)       # /api/v1/metrics/…, /api/v1/health/… (control.metrics.api)
+    add_ui_routes(app.router, "platform")                 # /ui/: the web UI (gateway.ui, docs/ui.md)
     return app
 
 

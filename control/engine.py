@@ -745,6 +745,13 @@ class Engine:
                 return "deploying", f"instance {unrouted[0].id} is ready, not yet a target of gateway {name}"
         return "deployed", None
 
+    def _shown_state(self, instance: Instance) -> str:
+        """The orchestrator's state of an instance, but `draining` while it is taken out of its gateways before
+        it stops."""
+        if instance.id in self.leaving and instance.state not in GONE:
+            return "draining"
+        return instance.state
+
     def _document(self, deployment: Deployment) -> dict[str, Any]:
         document = dsl.to_dict(deployment)
         document["kind"] = "deployments"
@@ -753,8 +760,8 @@ class Engine:
             for index, service in enumerate(cluster.services):
                 instances = self.orchestrator.instances(service_id(deployment.name, cluster.name, service))
                 body["services"][index]["instances"] = [
-                    {"name": i.id, "host": i.host, "ports": dict(i.ports), "state": i.state, "restarts": i.restarts}
-                    for i in instances]
+                    {"name": i.id, "host": i.host, "ports": dict(i.ports), "state": self._shown_state(i),
+                     "restarts": i.restarts} for i in instances]
                 state, reason = self._service_state(deployment, cluster, service, instances)
                 body["services"][index].update(state=state, reason=reason)
             body["gateway_ports"] = {port.name: self.allocations.get(f"{deployment.name}/{cluster.name}/{port.name}")

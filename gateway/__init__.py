@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from gateway.store.etcd import STORE_ERRORS, EtcdClient, StoreAddress, StoreAddressError
     from gateway.store.etcd import describe as describe_store_error
     from gateway.store.fleet import FleetGateways
+    from gateway.ui import add_routes as add_ui_routes
 
 # name -> (module, name there): imported on first use (see __getattr__).
 _LATER = {
@@ -76,6 +77,7 @@ _LATER = {
     "STORE_ERRORS": ("gateway.store.etcd", "STORE_ERRORS"),
     "describe_store_error": ("gateway.store.etcd", "describe"),
     "FleetGateways": ("gateway.store.fleet", "FleetGateways"),
+    "add_ui_routes": ("gateway.ui", "add_routes"),
 }
 
 __all__ = [
@@ -100,6 +102,8 @@ __all__ = [
     # the gateway's commands of `vamp`, and the client of the APIs their commands use (their shared pieces of
     # a command line: gateway.common.cli)
     "register_commands", "AdminClient", "api_command", "apply_gateways_file", "weights_summary",
+    # the web UI's files and their routes, served by both APIs (docs/ui.md)
+    "add_ui_routes",
     # etcd, which the platform's replicas share too: a client to it, and what its calls raise
     "EtcdClient", "STORE_ERRORS", "describe_store_error",
 ]

@@ -23,7 +23,7 @@ PENDING: set[tuple[str, str]] = set()
 
 HOT_PATH = ("gateway.proxy", "gateway.routing")
 NOT_FOR_THE_HOT_PATH = ("gateway.admin", "gateway.runtime", "gateway.cli", "gateway.common.cli",
-                        "gateway.demo", "gateway.__main__")
+                        "gateway.demo", "gateway.__main__", "gateway.ui")
 # The configuration validates conditions with the condition language itself.
 CONFIG_MAY_IMPORT = ("gateway.config", "gateway.common", "gateway.routing.conditions")
 

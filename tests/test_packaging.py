@@ -95,6 +95,11 @@ def test_benchmarks_are_not_installed_and_the_load_tester_s_dependencies_are_an_
     assert {"gateway", "control", "loadtest"} <= set(dist.packages)
     assert not [package for package in dist.packages if package.split(".")[0] == "benchmarks"]
     assert "*.json" in dist.package_data["loadtest"] and (REPO / "loadtest" / "result.schema.json").is_file()
+    shipped = dist.package_data["gateway.ui"]          # the web UI's files (docs/ui.md) are package data
+    ui = REPO / "gateway" / "ui"
+    assert {path.relative_to(ui).as_posix() for pattern in shipped for path in ui.glob(pattern)} == \
+        {path.relative_to(ui).as_posix() for path in (ui / "static").rglob("*") if path.is_file()}
+    assert (ui / "static" / "index.html").is_file() and (ui / "static" / "js" / "app.js").is_file()
     heavy = {"scipy", "matplotlib", "hdrhistogram", "rich"}
     assert not names(dist.install_requires) & heavy
     assert heavy <= names(dist.extras_require["loadtest"])

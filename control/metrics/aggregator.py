@@ -39,6 +39,9 @@ DEFAULT_WINDOW = 3600          # seconds kept
 INTERVAL = 1.0                 # seconds between two snapshots
 PRUNE_EVERY = 60               # ticks between two sweeps for what left the window
 _PAST_THE_SECOND = 0.005       # a tick is taken this long after a whole second of the clock
+# history(): the points' length by age, (step, how far back in seconds; None: the rest of the window), each a
+# multiple of the series' tiers (control/metrics/series.py) where it reaches into them
+HISTORY_STEPS: tuple[tuple[int, int | None], ...] = ((5, 60), (15, 600), (120, None))
 
 
 @dataclass(slots=True)
@@ -256,6 +259,37 @@ class Aggregator:
                 series.total(start, totals)
             in_flight += self._in_flight.get(_key(scope), 0)
         return _summary(totals, float(now - start), in_flight)
+
+    def history(self, scopes: Sequence[Scope], window: float) -> list[tuple[int, int, Summary]]:
+        """The sum of `scopes` over the last `window` seconds, point by point, oldest first: (from, to, summary)
+        with `from` and `to` in seconds before the newest sample (negative or 0). Each point is a bucket of the
+        finest history that still holds it (`HISTORY_STEPS`: 5 s for the last minute, 15 s up to 10 minutes,
+        2 min further back), so the points are exact; `summary.window` is the point's length."""
+        now, since = self._now, self._since
+        if now is None or since is None:
+            return []
+        begin = max(now - min(math.ceil(window), self.window), since)
+        edges = [now]
+        for level, (step, reach) in enumerate(HISTORY_STEPS):
+            first = len(edges)
+            while True:
+                edge = (edges[-1] - 1) // step * step          # the step's boundary before the last edge
+                if edge < begin or (reach is not None and now - edge > reach):
+                    break
+                edges.append(edge)
+            if level + 1 < len(HISTORY_STEPS) and edges[-1] >= begin + step:
+                coarser = HISTORY_STEPS[level + 1][0]       # end this step's points where the coarser one's begin
+                while len(edges) > first and edges[-1] % coarser:
+                    edges.pop()
+        points = []
+        for end, start in zip(edges, edges[1:]):
+            totals = Totals()
+            for scope in scopes:
+                for series in self._series_of(scope):
+                    series.total(start, totals, end)
+            points.append((start - now, end - now, _summary(totals, float(end - start), 0)))
+        points.reverse()
+        return points
 
     def _series_of(self, scope: Scope) -> list[Series]:
         gateway = self._gateways.get(scope.gateway)

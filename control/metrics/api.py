@@ -9,7 +9,9 @@
     GET /api/v1/health/deployments/{d}[/clusters/{c}[/services/{s}[/instances/{i}]]]
 
 `?window=60s` (default 60 s; `30s`, `5m`, `1h`, at most the aggregation's window). Metrics (`METRICS`): `all`
-answers the whole summary. Health is the share of non-5xx responses, 0–1, `null` without requests.
+answers the whole summary. `history` (gateways and routes only) answers the window point by point, each point a
+bucket of the history (`Aggregator.history`): requests, rate, error rate, p50 and p99 per point. Health is the
+share of non-5xx responses, 0–1, `null` without requests.
 
 Gateway and route names contain '/' (`sava/sava/webport`): the path is read against the names that exist (those
 configured, and those with data in the window), and names may also be sent %2F-encoded. Deployments, clusters,
@@ -35,6 +37,7 @@ from gateway.common.httpapi import ApiError, respond
 from gateway.common.units import parse_duration
 
 DEFAULT_WINDOW = 60.0
+HISTORY = "history"           # a gateway's or route's figures point by point (the web UI's charts)
 CLASS_NAMES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 OFF = "metrics aggregation is off (vamp run --metrics-window 0)"
 
@@ -71,6 +74,8 @@ class Measured(MetricsReader, Protocol):
     window: int                   # seconds kept
 
     def knows(self, scope: Scope) -> bool: ...
+
+    def history(self, scopes: Sequence[Scope], window: float) -> list[tuple[int, int, Summary]]: ...
 
 
 class Platform(Protocol):
@@ -118,6 +123,8 @@ class MetricsApi:
 
     # -- handlers --------------------------------------------------------------------------------------
     async def gateway_metric(self, request: web.Request) -> web.Response:
+        if request.match_info["metric"] == HISTORY:
+            return self._history(request, self._window(request), self._gateway_scope(request))
         window, metric = self._window(request), _metric(request)
         return self._answer(request, metric, self._gateway_scope(request), window)
 
@@ -137,6 +144,14 @@ class MetricsApi:
         summary = self._reader().summary([scope], window)
         return respond(request, {"metric": metric, "value": METRICS[metric](summary), "window": summary.window,
                                  "scope": {"gateway": scope.gateway, "route": scope.route, "target": scope.target}})
+
+    def _history(self, request: web.Request, window: float, scope: Scope) -> web.Response:
+        points = self._reader().history([scope], window)
+        return respond(request, {"metric": HISTORY, "window": window, "points": [
+            {"from": start, "to": end, "requests": summary.requests, "rate": summary.rate,
+             "error_rate": summary.error_rate, "p50": summary.p50_ms, "p99": summary.p99_ms}
+            for start, end, summary in points],
+            "scope": {"gateway": scope.gateway, "route": scope.route, "target": scope.target}})
 
     def _health(self, request: web.Request, scopes: list[Scope], window: float) -> web.Response:
         summary = self._reader().summary(scopes, window)

@@ -185,18 +185,23 @@ class Series:
                         upper.add(bucket, ints, seconds)
             self.folded[tier_index] = complete
 
-    def total(self, start: int, into: Totals) -> None:
-        """Add everything received after second `start` (a `window_start`) to `into`."""
+    def total(self, start: int, into: Totals, until: int | None = None) -> None:
+        """Add everything received after second `start` (a `window_start`) to `into`, up to second `until`
+        (default: the newest sample; a range in the past is exact where it falls on the boundaries of the
+        buckets that hold it)."""
         rings = self.rings
         if rings is None:
             return
-        until = rings[0].newest
-        assert until is not None
+        newest = rings[0].newest
+        assert newest is not None
+        until = newest if until is None else min(until, newest)
         for tier_index, ring in enumerate(rings):
             held_from = (ring.newest - ring.slots) * ring.step if ring.newest is not None else start
             if tier_index == len(rings) - 1 or start >= held_from:
                 ring.total(start, until, into)
                 return
             boundary = self.folded[tier_index + 1] * rings[tier_index + 1].step   # the tier above holds up to here
-            ring.total(boundary, until, into)
-            until = boundary
+            ring.total(max(start, boundary), until, into)
+            until = min(until, boundary)
+            if until <= start:
+                return

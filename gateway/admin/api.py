@@ -12,6 +12,7 @@ configuration store is (`config_store` in /api/v1/status and /ready, two gauges 
     GET    /api/v1/status                    readiness, gateways served, the configuration store (or null)
     GET    /api/v1/openapi.json              this API as an OpenAPI 3 document
     GET    /metrics · /health · /ready
+    GET    /ui/                              the web UI, its gateways only (gateway.ui, docs/ui.md)
 
 Names may contain `/`. JSON by default, YAML both ways (`Accept` / `Content-Type: application/x-yaml`).
 `?validate_only=true` checks a write and changes nothing. When a token is set, every request but `/health`
@@ -32,6 +33,7 @@ from gateway.common.httpapi import api_middleware
 from gateway.config.source import ConfigSource
 from gateway.runtime.manager import ConfigManager
 from gateway.runtime.metrics import render
+from gateway.ui import add_routes as add_ui_routes
 
 CONTROLLER = web.AppKey("controller", ConfigManager)
 READY = web.AppKey("ready", list)
@@ -108,4 +110,5 @@ def build_app(controller: ConfigManager, token: str | None = None, *, public_met
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
+    add_ui_routes(app.router, "gateway")           # the web UI, its gateways only (docs/ui.md)
     return app

@@ -1,8 +1,8 @@
 """The conventions Vamp's HTTP APIs share (the gateway's admin API and the control plane's API): JSON by
 default and YAML both ways (`Accept` / `Content-Type: application/x-yaml`), errors as
 `{"error": "...", "field": ... | null}`, `?validate_only=true`, bodies nested at most 64 levels deep, and the
-bearer token that every request but `/health` and `/ready` needs when one is set (`/metrics` too, unless it
-is made public)."""
+bearer token that every request but `/health`, `/ready` and the web UI's files (`/ui/…`: they hold no data) needs
+when one is set (`/metrics` too, unless it is made public)."""
 from __future__ import annotations
 
 import hmac
@@ -20,6 +20,7 @@ from gateway.common.yamltext import MAX_DEPTH, TOO_DEEP, YamlTextError, document
 YAML_TYPES = ("application/x-yaml", "application/yaml", "text/yaml", "text/x-yaml")
 JSON_TYPES = ("application/json", "application/merge-patch+json", "")
 OPEN_PATHS = frozenset({"/health", "/ready"})     # probes: never need the token
+UI_PATHS = ("/ui", "/ui/")                         # the web UI's page and files (gateway.ui): the page asks for it
 METRICS_PATH = "/metrics"
 TOKEN_REQUIRED = "a valid 'Authorization: Bearer <token>' header is required"
 
@@ -115,6 +116,10 @@ def token_ok(request: web.Request, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
 
+def _ui_file(path: str) -> bool:
+    return path == UI_PATHS[0] or path.startswith(UI_PATHS[1])
+
+
 def api_middleware(token: str | None, *, public_metrics: bool = False) -> Middleware:
     """With a token, every request but the probes (and `/metrics` when `public_metrics`) needs it, reads
     included: the gateways name their targets and addresses. ApiErrors, the domain's RequestErrors
@@ -124,7 +129,8 @@ def api_middleware(token: str | None, *, public_metrics: bool = False) -> Middle
     @web.middleware
     async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            if token and request.path not in open_paths and not token_ok(request, token):
+            if token and request.path not in open_paths and not _ui_file(request.path) \
+                    and not token_ok(request, token):
                 raise ApiError(401, TOKEN_REQUIRED)
             return await handler(request)
         except ApiError as exc:

@@ -277,3 +277,28 @@ async def test_started_it_samples_its_sources_until_stopped():
     worker.answer(GW, R1, T1, times=5)
     await asyncio.sleep(0)
     assert aggregator.summary([Scope(GW)], 60).requests == 3
+
+
+# -- history: the window point by point (the web UI's charts) -------------------------------------------
+def test_history_gives_every_request_once_in_the_point_of_its_second_at_the_resolution_that_holds_it():
+    clock = Clocked()
+    served: dict[int, int] = {}                         # the clock's second -> requests that second
+    rng = random.Random(7)
+    for _ in range(20 * 60):
+        count = rng.choice((0, 1, 3))
+        if count:
+            clock.worker.answer(GW, R1, T1, times=count)
+        clock.second()
+        served[clock.now] = count
+    points = clock.aggregator.history([Scope(GW, R1)], 15 * 60)
+    assert [(start, end) for start, end, _ in points] == sorted((start, end) for start, end, _ in points)
+    assert all(0 < end - start <= 120 and end <= 0 for start, end, _ in points)
+    lengths = {end - start for start, end, _ in points}
+    assert {5, 15, 120} <= lengths                     # the last minute, up to 10 minutes, further back
+    assert points[-1][1] == 0 and points[0][0] > -15 * 60 - 120
+    for start, end, summary in points:                  # each point holds exactly what its seconds served
+        expected = sum(count for second, count in served.items() if clock.now + start < second <= clock.now + end)
+        assert summary.requests == expected, (start, end)
+        assert summary.rate == pytest.approx(expected / (end - start))
+    assert clock.aggregator.history([Scope("nothing")], 60) and all(
+        summary.requests == 0 for _, _, summary in clock.aggregator.history([Scope("nothing")], 60))
