@@ -32,7 +32,7 @@ class ResponseHead:
         # The whole head for the common case, a final response with a body of known length to a keep-alive
         # HTTP/1.1 request that is not HEAD and gets no cookie; None when this response cannot be that.
         self.plain: bytes | None = None
-        if content_length is not None and 200 <= status and status not in (204, 304):
+        if content_length is not None and status >= 200 and status not in (204, 304):
             self.plain = b"%sContent-Length: %s\r\n\r\n" % (prefix, content_length)
 
 
