@@ -3,7 +3,8 @@ effective environment and health checks of a service (its scopes combined), and 
 is deployed, that nothing is missing (`validate_complete`).
 
 Scopes: a service's environment is its breed's variables, overridden by name by the cluster's (blueprint-level
-`CLUSTER.NAME`), overridden by the service's own; a breed variable's alias stays the name in the process.
+`CLUSTER.NAME`), overridden by the service's own; a variable's alias (the name in the process) is the most
+specific one given.
 Health checks are taken whole from the most specific level that declares them (service, else cluster, else
 breed); a check without a port gets the breed's first port.
 
@@ -39,7 +40,7 @@ def effective_environment(cluster: Cluster, service: Service) -> tuple[Environme
     merged: dict[str, EnvironmentVariable] = {variable.name: variable for variable in breed.environment_variables}
     for variable in cluster.environment_variables + service.environment_variables:
         inherited = merged.get(variable.name)
-        merged[variable.name] = replace(variable, alias=inherited.alias) if inherited else variable
+        merged[variable.name] = replace(variable, alias=variable.alias or inherited.alias) if inherited else variable
     return tuple(merged.values())
 
 
