@@ -34,6 +34,7 @@ import time
 from typing import Any, Protocol
 
 from control import dsl
+from control.dsl.gateways import vamp_gateway, with_kept, without_kept
 from control.dsl.model import Blueprint, Breed, Cluster, ClusterGateway, Deployment, GatewayRoute, Scale, Service
 from control.events.log import EventLog
 from control.events.model import EventSink
@@ -331,7 +332,8 @@ class Engine:
 
     def user_gateways(self) -> list[gw.Gateway]:
         items, _ = self.store.list("gateways")
-        return [gateway_from_dict(body["name"], {k: v for k, v in body.items() if k != "name"}) for body in items]
+        return [gateway_from_dict(body["name"], {k: v for k, v in without_kept(body)[0].items() if k != "name"})
+                for body in items]
 
     def desired_config(self) -> gw.Config:
         return gw.Config(gateways=tuple(self.generated_gateways() + self.user_gateways()), geo=self.geo)
@@ -465,7 +467,9 @@ class Engine:
             status = self.gateway_controller.document(gateway.name, snapshot or merge_snapshots([]))["status"]
         except NotFound:
             status = {"state": "pending"}
-        return {"name": gateway.name, **gateway_to_dict(gateway), "status": status,
+        stored = self.store.get("gateways", gateway.name)
+        kept = without_kept(stored)[1] if stored is not None else {}
+        return {"name": gateway.name, **with_kept(gateway_to_dict(gateway), kept), "status": status,
                 "generated": self.is_generated(gateway.name)}
 
     def is_generated(self, name: str) -> bool:
@@ -527,6 +531,7 @@ class Engine:
         sticky mode (its targets and port stay the sync's)."""
         try:
             gateway_fields(name, body)
+            body, kept = vamp_gateway(name, body, self._stored_condition)
         except ConfigError as exc:
             raise Invalid(str(exc), exc.pointer(name)) from exc
         async with self.lock:
@@ -539,9 +544,13 @@ class Engine:
             self._check_gateways(gateway)
             created = self.store.get("gateways", name) is None
             if not validate_only:
-                self.store.put("gateways", name, {"name": name, **gateway_to_dict(gateway)})
+                self.store.put("gateways", name, with_kept({"name": name, **gateway_to_dict(gateway)}, kept))
                 await self._sync()
             return gateway, created
+
+    def _stored_condition(self, reference: dsl.model.Reference) -> dsl.model.Artifact | None:
+        document = self.store.get("conditions", reference.name)
+        return dsl.read("conditions", document) if document is not None else None
 
     async def _set_generated(self, name: str, body: dict[str, Any], validate_only: bool) -> gw.Gateway:
         parts = name.split("/")

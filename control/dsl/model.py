@@ -20,8 +20,12 @@ Decisions that go beyond Vamp:
   off for the levels below): service overrides cluster overrides breed, the whole list at once.
 - Blueprint-level `environment_variables: {CLUSTER.NAME: value}` are stored on the cluster they name
   (`Cluster.environment_variables`); scopes are breed < cluster < service.
-- Free-form data (dialects, parameters of unknown SLA/escalation types, a built-in workflow's parameters) is kept
-  as plain JSON-like data and must be treated as read-only.
+- Free-form data (dialects, metadata, parameters of unknown SLA/escalation types, a built-in workflow's parameters)
+  is kept as plain JSON-like data and must be treated as read-only.
+- What VAMP reads but this project does not apply is read, checked and kept, so that it is written back: a
+  route's `balance` and `rewrites`, gateway and route `selector`s, a gateway's `service`, `metadata`, a
+  port given as a reference (`$db.constants.port`, resolved when deployed) and a route that names a stored
+  route (`reference`, which this project cannot deploy).
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ FULL = 10_000   # 100% in basis points
 
 DEPLOYABLE_TYPES = ("cmd", "python", "docker")
 PROTOCOLS = ("http", "tcp")
+HEALTH_CHECK_PROTOCOLS = ("http", "https", "tcp")
 STICKY_MODES = ("none", "route", "instance")
 REFERENCE_KINDS = ("breed", "blueprint", "scale", "sla", "escalation", "condition")
 
@@ -45,9 +50,12 @@ DEFAULT_INSTANCES = 1
 
 @dataclass(frozen=True, slots=True)
 class Reference:
-    """A stored artifact named by `ref:`/`reference:` (or a bare name): kind is one of REFERENCE_KINDS."""
+    """A stored artifact named by `ref:`/`reference:` (or a bare name): kind is one of REFERENCE_KINDS.
+    A reference to a stored SLA may carry `escalations` of its own (VAMP's SlaReference): they replace the
+    stored SLA's."""
     kind: str
     name: str
+    escalations: tuple[Escalation | Reference, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +86,9 @@ class Deployable:
 @dataclass(frozen=True, slots=True)
 class Port:
     name: str
-    number: int
+    number: int                 # 0 while `reference` is unresolved
     protocol: str = "http"      # "http" or "tcp"
+    reference: str | None = None    # `$db.constants.port`: a dependency's constant, resolved when deployed
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +117,9 @@ class Argument:
 
 @dataclass(frozen=True, slots=True)
 class HealthCheck:
-    path: str = "/"
-    port: str | None = None     # a port name; None: the breed's first port
-    protocol: str = "http"      # "http" or "tcp"
+    path: str = "/"             # VAMP's relative `path/to/check` is read as /path/to/check
+    port: str | None = None     # a port name, or a port number as text; None: the breed's first port
+    protocol: str = "http"      # "http", "https" or "tcp"
     initial_delay: float = 0.0
     interval: float = 10.0
     timeout: float = 5.0
@@ -156,6 +165,10 @@ class GatewayRoute:
     condition: Condition | Reference | None = None
     condition_strength: int | None = None
     targets: tuple[str, ...] = ()   # explicit host:port targets (gateway artifacts); normally the sync's job
+    balance: str | None = None      # VAMP's balance mode (round-robin, least-connections …): kept, not applied
+    rewrites: tuple[str, ...] = ()  # VAMP's path rewrites, `REPLACEMENT if CONDITION`: kept, not applied
+    selector: str | None = None     # VAMP's route selector (orchestrator labels, control.dsl.selectors): kept
+    reference: str | None = None    # a stored route (VAMP's `route: NAME`): kept; not deployable here
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +180,9 @@ class Gateway:
     sticky: str = "none"        # one of STICKY_MODES
     virtual_hosts: tuple[str, ...] = ()
     routes: tuple[GatewayRoute, ...] = ()
+    selector: str | None = None     # VAMP's gateway selector: kept, not applied
+    service: str | None = None      # VAMP's `service: {host, port}` as `host:port/protocol`: kept, not applied
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +191,7 @@ class ClusterGateway:
     port: str | None            # a port name; None: the cluster's only port (Vamp's anonymous form)
     sticky: str = "none"
     routes: tuple[GatewayRoute, ...] = ()
+    virtual_hosts: tuple[str, ...] = ()     # kept: an internal gateway is reached by port, not by host
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +247,7 @@ class Blueprint:
     clusters: tuple[Cluster, ...]
     gateways: tuple[Gateway, ...] = ()
     dialects: dict[str, Any] = field(default_factory=dict, hash=False)
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def cluster(self, name: str) -> Cluster | None:
         return next((cluster for cluster in self.clusters if cluster.name == name), None)
@@ -262,6 +280,7 @@ class Workflow:
     arguments: tuple[Argument, ...] = ()
     workflow: str | None = None                 # a built-in's name (control.workflows.builtins)
     parameters: dict[str, Any] = field(default_factory=dict, hash=False)
+    network: str | None = None                  # a script's network, as a service's
 
 
 Artifact = Breed | Blueprint | Deployment | Gateway | Scale | Condition | Sla | Escalation | Workflow | Reference

@@ -49,11 +49,13 @@ from collections.abc import Callable, Iterator
 import yaml
 
 from control.dsl.errors import DslError, Path
-from control.dsl.model import (DEPLOYABLE_TYPES, FULL, PLACEHOLDER, Argument, Artifact, Blueprint, Breed,
-                               Cluster, ClusterGateway, Condition, Constant, Dependency, Deployable,
+from control.dsl.model import (DEPLOYABLE_TYPES, FULL, HEALTH_CHECK_PROTOCOLS, PLACEHOLDER, Argument, Artifact,
+                               Blueprint, Breed, Cluster, ClusterGateway, Condition, Constant, Dependency, Deployable,
                                Deployment, EnvironmentVariable, Escalation, Gateway, GatewayRoute, HealthCheck,
                                Placeholder, Port, Reference, Scale, Schedule, Service, Sla, Workflow)
-from control.dsl.references import Template, parse_template
+from control.dsl.consistency import check_blueprint, check_breed, check_workflow
+from control.dsl.selectors import check_selector
+from control.dsl.references import Template, TraitReference, parse_template
 from control.dsl.units import parse_cpu, parse_memory, parse_period
 from gateway import ConditionError, ConfigError, Target, canonical_condition, gateway_from_dict
 from gateway import Gateway as ConfigGateway
@@ -70,22 +72,24 @@ PLURALS = {kind: kind + "s" for kind in KINDS}
 
 BREED_FIELDS = ("name", "deployable", "cmd", "python", "ports", "environment_variables", "env", "constants",
                 "arguments", "dependencies", "health_checks")
-BLUEPRINT_FIELDS = ("name", "gateways", "clusters", "environment_variables", "env", "dialects", "dialect")
+BLUEPRINT_FIELDS = ("name", "gateways", "clusters", "environment_variables", "env", "dialects", "dialect", "metadata")
 CLUSTER_FIELDS = ("services", "gateways", "sla", "health_checks", "network", "dialects", "dialect")
 CLUSTER_ONLY_FIELDS = ("gateways", "sla")       # what stays with a cluster written without `services:`
 SERVICE_FIELDS = ("breed", "scale", "environment_variables", "env", "arguments", "health_checks", "network",
                   "dialects", "dialect")
 SCALE_FIELDS = ("name", "cpu", "memory", "instances")
 HEALTH_CHECK_FIELDS = ("path", "port", "protocol", "initial_delay", "interval", "timeout", "failures")
-GATEWAY_FIELDS = ("name", "port", "sticky", "virtual_hosts", "routes")
-BLUEPRINT_GATEWAY_FIELDS = ("sticky", "virtual_hosts", "routes")
-CLUSTER_GATEWAY_FIELDS = ("sticky", "routes")
-ROUTE_FIELDS = ("weight", "condition", "condition_strength", "targets")
-CLUSTER_ROUTE_FIELDS = ("weight", "condition", "condition_strength")
+GATEWAY_FIELDS = ("name", "port", "sticky", "virtual_hosts", "routes", "selector", "service", "metadata")
+BLUEPRINT_GATEWAY_FIELDS = ("port", "sticky", "virtual_hosts", "routes", "selector", "metadata")
+CLUSTER_GATEWAY_FIELDS = ("sticky", "routes", "virtual_hosts")
+KEPT_ROUTE_FIELDS = ("balance", "rewrites", "selector")    # VAMP's, read and kept (not applied)
+ROUTE_FIELDS = ("weight", "condition", "condition_strength", "targets") + KEPT_ROUTE_FIELDS
+CLUSTER_ROUTE_FIELDS = ("weight", "condition", "condition_strength") + KEPT_ROUTE_FIELDS
 CONDITION_FIELDS = ("name", "condition")
 WORKFLOW_FIELDS = ("name", "breed", "workflow", "parameters", "schedule", "scale", "environment_variables", "env",
-                   "arguments")
-SCRIPT_ONLY_FIELDS = ("scale", "environment_variables", "env", "arguments")
+                   "arguments", "network", "status")
+SCRIPT_ONLY_FIELDS = ("scale", "environment_variables", "env", "arguments", "network")
+WORKFLOW_STATUSES = ("starting", "running", "suspended", "suspending", "stopping", "restarting")   # VAMP's
 TIME_SCHEDULE_FIELDS = ("period", "start", "repeat")
 SLA_FIELDS = {"response_time_sliding_window": ("threshold", "window"), "error_rate": ("threshold", "window"),
               "escalation_only": ()}
@@ -99,7 +103,8 @@ MAX_FAILURES = 1000
 _ARTIFACT_NAME = re.compile(r"[^\s/\[\]\x00-\x1f\x7f]+")
 _LABEL_NAME = re.compile(r"[^\s\x00-\x1f\x7f]+")     # names worth quoting in an error (gateways have '/')
 _TRAIT_NAME = re.compile(r"[A-Za-z0-9_-]+")
-_ALIASED_NAME = re.compile(r"([A-Za-z0-9_-]+)\[([A-Za-z0-9_.-]+)\]")
+_VARIABLE_NAME = re.compile(r"[A-Za-z0-9_.-]+")      # VAMP allows dots: `time.out`, `a.b.c`
+_ALIASED_NAME = re.compile(r"([A-Za-z0-9_.-]+)\[([A-Za-z0-9_.-]+)\]")
 _CLUSTER_NAME = _TRAIT_NAME
 _ROUTE_SEGMENT = re.compile(r"[^\s/\[\]\x00-\x1f\x7f]+")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -201,7 +206,7 @@ def _read_breed(data: Any, at: Path = ()) -> Breed:
         name=name,
         deployable=_breed_deployable(body, at),
         ports=ports,
-        environment_variables=_environment(body, at, allow_alias=True),
+        environment_variables=_environment(body, at),
         constants=_constants(body.get("constants"), at + ("constants",)),
         arguments=_arguments(body.get("arguments"), at + ("arguments",)),
         dependencies=_dependencies(body.get("dependencies"), at + ("dependencies",)),
@@ -268,25 +273,44 @@ def _ports(value: Any, at: Path) -> tuple[Port, ...]:
         if port is None:
             raise DslError("a port needs a number, like 8080/http (a placeholder ~ is not allowed here)",
                            at + (name,))
+        if isinstance(port, str) and port.strip().startswith("$"):
+            ports.append(Port(name, 0, reference=_port_reference(port, at + (name,))))
+            continue
         number, protocol = _parsed(parse_port, port, at + (name,))
         ports.append(Port(name, number, protocol))
     return tuple(ports)
 
 
-def _environment(body: dict[str, Any], at: Path, *, allow_alias: bool) -> tuple[EnvironmentVariable, ...]:
+def _port_reference(value: str, at: Path) -> str:
+    """`$db.constants.port`: a port a dependency's constant gives (VAMP's form), kept as its text."""
+    template = _parsed(parse_template, value.strip(), at)
+    if len(template.parts) != 1 or not isinstance(template.parts[0], TraitReference) \
+            or template.parts[0].group != "constants":
+        raise DslError(f"expected a port like 8080/http, or a dependency's constant like $db.constants.port, got "
+                       f"{shown(value)}", at)
+    return template.text
+
+
+def _environment(body: dict[str, Any], at: Path) -> tuple[EnvironmentVariable, ...]:
     key, value = _one_of(body, ("environment_variables", "env"), at)
     at = at + (key,)
     variables: list[EnvironmentVariable] = []
     for name, raw in _mapping_or_empty(value, at, "variable names to values").items():
-        aliased = _ALIASED_NAME.fullmatch(name) if allow_alias else None
+        aliased = _ALIASED_NAME.fullmatch(name)
         if aliased is None:
-            _trait_name(name, at + (name,), "environment variable",
-                        hint=" (an alias is written name[ALIAS], in breeds only)" if "[" in name else "")
+            _variable_name(name, at + (name,))
         plain_name, alias = aliased.groups() if aliased else (name, None)
         if any(variable.name == plain_name for variable in variables):
             raise DslError(f"environment variable {plain_name!r} is given twice", at + (name,))
         variables.append(EnvironmentVariable(plain_name, _variable_value(raw, at + (name,)), alias))
     return tuple(variables)
+
+
+def _variable_name(value: Any, at: Path) -> str:
+    if not isinstance(value, str) or not _VARIABLE_NAME.fullmatch(value) or len(value) > 200:
+        raise DslError("expected an environment variable name of letters, digits, '-', '_' and '.' (an alias is "
+                       f"written NAME[ALIAS]), got {shown(value)}", at)
+    return value
 
 
 def _variable_value(value: Any, at: Path) -> Template | Placeholder:
@@ -326,6 +350,8 @@ def _arguments(value: Any, at: Path) -> tuple[Argument, ...]:
             raise DslError("an argument needs a value", item_at)
         if any(argument.name == name for argument in arguments):
             raise DslError(f"argument {name!r} is given twice", item_at)
+        if name == "privileged" and _scalar_text(raw, item_at).lower() not in ("true", "false"):
+            raise DslError(f"expected true or false, got {shown(raw)}", item_at)
         arguments.append(Argument(name, _scalar_text(raw, item_at)))
     return tuple(arguments)
 
@@ -363,18 +389,15 @@ def _health_check(value: Any, at: Path, ports: tuple[Port, ...] | None) -> Healt
     fields: dict[str, Any] = {}
     if body.get("path") is not None:
         path = body["path"]
-        if not isinstance(path, str) or not path.startswith("/") or any(c.isspace() for c in path):
-            raise DslError(f"expected an HTTP path starting with '/', got {shown(path)}", at + ("path",))
-        fields["path"] = path
+        if not isinstance(path, str) or not path.strip() or any(c.isspace() for c in path.strip()):
+            raise DslError(f"expected an HTTP path like /health, got {shown(path)}", at + ("path",))
+        fields["path"] = path.strip() if path.strip().startswith("/") else "/" + path.strip()
     if body.get("port") is not None:
-        fields["port"] = _trait_name(body["port"], at + ("port",), "port")
-        if ports is not None and fields["port"] not in {port.name for port in ports}:
-            raise DslError(f"no port named {fields['port']!r}; the breed has: "
-                           f"{', '.join(port.name for port in ports) or 'no ports'}", at + ("port",))
+        fields["port"] = _health_check_port(body["port"], at + ("port",), ports)
     if body.get("protocol") is not None:
         protocol = body["protocol"]
-        if not isinstance(protocol, str) or protocol.strip().lower() not in ("http", "tcp"):
-            raise DslError(f"expected http or tcp, got {shown(protocol)}", at + ("protocol",))
+        if not isinstance(protocol, str) or protocol.strip().lower() not in HEALTH_CHECK_PROTOCOLS:
+            raise DslError(f"expected {', '.join(HEALTH_CHECK_PROTOCOLS)}, got {shown(protocol)}", at + ("protocol",))
         fields["protocol"] = protocol.strip().lower()
     if body.get("initial_delay") is not None:
         fields["initial_delay"] = _parsed(lambda v: parse_duration(v, allow_zero=True), body["initial_delay"],
@@ -385,6 +408,22 @@ def _health_check(value: Any, at: Path, ports: tuple[Port, ...] | None) -> Healt
     if body.get("failures") is not None:
         fields["failures"] = _whole_number(body["failures"], at + ("failures",), minimum=1, maximum=MAX_FAILURES)
     return HealthCheck(**fields)
+
+
+def _health_check_port(value: Any, at: Path, ports: tuple[Port, ...] | None) -> str:
+    """A port's name, or its number (VAMP allows `port: 8080`) kept as text; checked against `ports` when known
+    (a cluster's check: the ports of any of its services)."""
+    if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.strip().isdigit():
+        number = _parsed(parse_port, value, at)[0]
+        if ports is not None and all(port.number != number for port in ports if port.reference is None):
+            raise DslError(f"no port {number}; the breed has: "
+                           f"{', '.join(f'{p.name} ({p.number})' for p in ports) or 'no ports'}", at)
+        return str(number)
+    name = _trait_name(value, at, "port", " or a port number")
+    if ports is not None and name not in {port.name for port in ports}:
+        raise DslError(f"no port named {name!r}; the breed has: {', '.join(port.name for port in ports) or 'no ports'}",
+                       at)
+    return name
 
 
 # -- scales, conditions ------------------------------------------------------------------------------
@@ -447,7 +486,39 @@ def _read_gateway(data: Any, at: Path = ()) -> Gateway:
     if body.get("port") is None:
         raise DslError("required field missing: the port, like 9050 or '9050/http'", at + ("port",))
     routes = _routes(body.get("routes"), at + ("routes",), ROUTE_FIELDS, _gateway_route_path)
-    return _checked_gateway(name, body, routes, at)
+    return replace(_checked_gateway(name, body, routes, at),
+                   service=_gateway_service(body.get("service"), at + ("service",)))
+
+
+def check_kept_gateway_fields(body: Any) -> None:
+    """The fields of a gateway document that VAMP has and the gateway's configuration has not (a gateway's
+    `selector`, `service`, `metadata`, a route's `balance`, `rewrites`, `selector`), checked as this reader
+    checks them; DslError at the field (control.dsl.gateways keeps them)."""
+    if not isinstance(body, dict):
+        return
+    _selector(body.get("selector"), ("selector",))
+    _gateway_service(body.get("service"), ("service",))
+    _metadata(body, ())
+    routes = body.get("routes")
+    for path, route in (routes.items() if isinstance(routes, dict) else ()):
+        if isinstance(route, dict):
+            at: Path = ("routes", path)
+            _optional_text(route.get("balance"), at + ("balance",), "a balance mode, like round-robin")
+            _rewrites(route.get("rewrites"), at + ("rewrites",))
+            _route_selector(str(path), route.get("selector"), at + ("selector",))
+
+
+def _gateway_service(value: Any, at: Path) -> str | None:
+    """VAMP's `service: {host, port}` (where the orchestrator exposes the gateway) as `host:port/protocol`."""
+    if value is None:
+        return None
+    body = _mapping(value, at, "the service's host and port")
+    _only_fields(body, ("host", "port"), at, "a gateway service")
+    host = _optional_text(body.get("host"), at + ("host",), "a host")
+    if host is None or any(c.isspace() for c in host):
+        raise DslError(f"expected a host, got {shown(body.get('host'))}", at + ("host",))
+    number, protocol = _parsed(parse_port, body.get("port"), at + ("port",))
+    return f"{host}:{number}/{protocol}"
 
 
 def _blueprint_gateways(value: Any, at: Path, clusters: tuple[Cluster, ...]) -> tuple[Gateway, ...]:
@@ -458,10 +529,13 @@ def _blueprint_gateways(value: Any, at: Path, clusters: tuple[Cluster, ...]) -> 
             body, routes_at = {"routes": raw}, gateway_at
         else:
             body, routes_at = _mapping(raw, gateway_at, "gateway fields"), gateway_at + ("routes",)
-            _only_fields(body, BLUEPRINT_GATEWAY_FIELDS, gateway_at, "a blueprint gateway (its port is the key)")
+            _only_fields(body, BLUEPRINT_GATEWAY_FIELDS, gateway_at, "a blueprint gateway (keyed by its port, or "
+                         "by a name with port: in it)")
         routes = _routes(body.get("routes"), routes_at, ROUTE_FIELDS,
                          lambda path, route_at: _cluster_port_path(path, route_at, clusters))
-        gateway = _checked_gateway(None, {**body, "port": key}, routes, gateway_at, port_at=gateway_at)
+        # VAMP also keys a gateway by a name, `web: {port: 8080/http, ...}`: the name is only a label here
+        port, port_at = (body["port"], gateway_at + ("port",)) if body.get("port") is not None else (key, gateway_at)
+        gateway = _checked_gateway(None, {**body, "port": port}, routes, gateway_at, port_at=port_at)
         if any(other.port == gateway.port for other in gateways):
             raise DslError(f"port {gateway.port} has two gateways", gateway_at)
         gateways.append(gateway)
@@ -481,7 +555,14 @@ def _checked_gateway(name: str | None, body: dict[str, Any], routes: list[tuple[
     checked = _checked_by_gateway_config(name or "gateway", config, at, places)
     return Gateway(name=checked.name if name else None, port=checked.port, protocol=checked.protocol,
                    sticky=checked.sticky, virtual_hosts=checked.virtual_hosts,
-                   routes=tuple(route for route, _ in routes))
+                   routes=tuple(route for route, _ in routes), selector=_selector(body.get("selector"),
+                                                                                   at + ("selector",)),
+                   metadata=_metadata(body, at))
+
+
+def _metadata(body: dict[str, Any], at: Path) -> dict[str, Any]:
+    """VAMP's free-form `metadata` (labels and the like), kept as written."""
+    return _plain(_mapping_or_empty(body.get("metadata"), at + ("metadata",), "metadata"), at + ("metadata",))
 
 
 def _route_for_check(route: GatewayRoute) -> dict[str, Any]:
@@ -547,7 +628,9 @@ def _route_entries(value: Any, at: Path) -> list[tuple[str, Any, Path]]:
 def _route(path: str, value: Any, at: Path, allowed: tuple[str, ...]) -> GatewayRoute:
     if value is None:
         return GatewayRoute(path)
-    body = _mapping(value, at, "route fields")
+    if isinstance(value, str):      # VAMP's reference to a stored route
+        return GatewayRoute(path, reference=_artifact_name(value.strip(), at, "route"))
+    body = _mapping(value, at, "route fields, or a stored route's name")
     _only_fields(body, allowed, at, "a route")
     condition = _route_condition(body.get("condition"), at + ("condition",))
     strength = None
@@ -558,8 +641,42 @@ def _route(path: str, value: Any, at: Path, allowed: tuple[str, ...]) -> Gateway
     elif condition is not None:
         strength = FULL
     weight = _parsed(parse_percent, body["weight"], at + ("weight",)) if body.get("weight") is not None else None
-    return GatewayRoute(path, weight, condition, strength, _targets(body.get("targets"), at + ("targets",)))
+    return GatewayRoute(path, weight, condition, strength, _targets(body.get("targets"), at + ("targets",)),
+                        balance=_optional_text(body.get("balance"), at + ("balance",), "a balance mode, like "
+                                               "round-robin or least-connections"),
+                        rewrites=_rewrites(body.get("rewrites"), at + ("rewrites",)),
+                        selector=_route_selector(path, body.get("selector"), at + ("selector",)))
 
+
+def _rewrites(value: Any, at: Path) -> tuple[str, ...]:
+    """VAMP's `[{path: "REPLACEMENT if CONDITION"}]`, kept as the texts."""
+    rewrites = []
+    for index, item in enumerate(_list_or_empty(value, at, "rewrites, like [{path: '/v2/%[path] if ...'}]")):
+        body = _mapping(item, at + (index,), "a rewrite, like {path: 'REPLACEMENT if CONDITION'}")
+        _only_fields(body, ("path",), at + (index,), "a rewrite")
+        text = body.get("path")
+        if not isinstance(text, str) or not re.fullmatch(r"\s*\S.*?\s+if\s+\S.*", text):
+            raise DslError(f"expected a path rewrite 'REPLACEMENT if CONDITION', got {shown(text)}",
+                           at + (index, "path"))
+        rewrites.append(text.strip())
+    return tuple(rewrites)
+
+
+def _selector(value: Any, at: Path) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise DslError(f"expected a selector, like label(tier)(web), got {shown(value)}", at)
+    return _parsed(check_selector, value, at)
+
+
+def _route_selector(path: str, value: Any, at: Path) -> str | None:
+    """A route's selector: only on a route named by one name (VAMP: not a path with '/', not [host:port])."""
+    selector = _selector(value, at)
+    if selector is not None and ("/" in path or path.startswith("[")):
+        raise DslError(f"a route with a selector is named by one name without '/' and is not an external "
+                       f"[host:port], got {path!r}", at)
+    return selector
 
 def _route_condition(value: Any, at: Path) -> Condition | Reference | None:
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -571,7 +688,10 @@ def _route_condition(value: Any, at: Path) -> Condition | Reference | None:
     if reference is not None:
         return reference
     _only_fields(body, ("condition",), at, "an inline condition (use ref: NAME for a stored one)")
-    return Condition(_condition_text(body.get("condition"), at + ("condition",)))
+    text = body.get("condition")
+    if text is None or isinstance(text, str) and not text.strip():      # VAMP: an empty condition is none
+        return None
+    return Condition(_condition_text(text, at + ("condition",)))
 
 
 def _targets(value: Any, at: Path) -> tuple[str, ...]:
@@ -652,9 +772,9 @@ def _cluster_gateways(value: Any, at: Path, cluster: Cluster) -> tuple[ClusterGa
         routes = _routes(gateway_body.get("routes"), gateway_at + ("routes",), CLUSTER_ROUTE_FIELDS,
                          lambda path, route_at: _service_route_path(path, route_at, cluster))
         protocol = (_port_protocol(cluster, port) if port is not None else None) or "http"
-        checked = _checked_gateway(None, {"port": f"1/{protocol}", "sticky": gateway_body.get("sticky")},
-                                   routes, gateway_at)
-        gateways.append(ClusterGateway(port, checked.sticky, checked.routes))
+        checked = _checked_gateway(None, {"port": f"1/{protocol}", "sticky": gateway_body.get("sticky"),
+                                          "virtual_hosts": gateway_body.get("virtual_hosts")}, routes, gateway_at)
+        gateways.append(ClusterGateway(port, checked.sticky, checked.routes, checked.virtual_hosts))
     return tuple(gateways)
 
 
@@ -693,7 +813,7 @@ def _blueprint(cls: type[_Blueprint], data: Any, at: Path) -> _Blueprint:
     clusters = _with_cluster_variables(clusters, body, at)
     return cls(name=name, clusters=tuple(clusters),
                gateways=_blueprint_gateways(body.get("gateways"), at + ("gateways",), tuple(clusters)),
-               dialects=_dialects(body, at))
+               dialects=_dialects(body, at), metadata=_metadata(body, at))
 
 
 def _cluster(name: str, value: Any, at: Path) -> Cluster:
@@ -715,19 +835,19 @@ def _cluster(name: str, value: Any, at: Path) -> Cluster:
         services = (_service(service_body, at),)
     cluster = Cluster(name, services, sla=_inline_sla(own.get("sla"), at + ("sla",)),
                       health_checks=_health_checks(own.get("health_checks"), at + ("health_checks",),
-                                                   _common_ports(services)),
+                                                   _any_ports(services)),
                       network=_optional_text(own.get("network"), at + ("network",), "a network name"),
                       dialects=_dialects(own, at))
     return replace(cluster, gateways=_cluster_gateways(own.get("gateways"), at + ("gateways",), cluster))
 
 
-def _common_ports(services: tuple[Service, ...]) -> tuple[Port, ...] | None:
-    """The ports every service's breed has (what a cluster-level health check may name); None if unknown."""
+def _any_ports(services: tuple[Service, ...]) -> tuple[Port, ...] | None:
+    """The ports of any service's breed (what a cluster-level health check may name: it checks the services
+    that have the port); None if unknown."""
     breeds = [service.breed for service in services if isinstance(service.breed, Breed)]
     if len(breeds) < len(services):         # a breed that is a reference: its ports are not known here
         return None
-    names = set.intersection(*({port.name for port in breed.ports} for breed in breeds))
-    return tuple(port for port in breeds[0].ports if port.name in names)
+    return tuple({port.name: port for breed in breeds for port in breed.ports}.values())
 
 
 def _services(value: Any, at: Path) -> tuple[Service, ...]:
@@ -756,7 +876,7 @@ def _service(value: Any, at: Path) -> Service:
     ports = breed.ports if isinstance(breed, Breed) else None
     return Service(breed=breed,
                    scale=_inline_scale(body.get("scale"), at + ("scale",)),
-                   environment_variables=_environment(body, at, allow_alias=False),
+                   environment_variables=_environment(body, at),
                    arguments=_arguments(body.get("arguments"), at + ("arguments",)),
                    health_checks=_health_checks(body.get("health_checks"), at + ("health_checks",), ports),
                    network=_optional_text(body.get("network"), at + ("network",), "a network name"),
@@ -780,15 +900,14 @@ def _with_cluster_variables(clusters: list[Cluster], body: dict[str, Any], at: P
     by_cluster: dict[str, list[EnvironmentVariable]] = {}
     for name, raw in _mapping_or_empty(value, at + (key,), "CLUSTER.NAME keys to values").items():
         item_at = at + (key, name)
-        parts = name.split(".")
-        if len(parts) == 3 and parts[1] == "environment_variables":
-            parts = [parts[0], parts[2]]
-        if len(parts) != 2:
+        cluster_name, dot, variable_name = name.partition(".") if isinstance(name, str) else ("", "", "")
+        if variable_name.startswith("environment_variables."):
+            variable_name = variable_name[len("environment_variables."):]
+        if not dot or not variable_name:
             raise DslError("expected CLUSTER.NAME, naming the cluster whose services get the variable", item_at)
-        cluster_name, variable_name = parts
         if not any(cluster.name == cluster_name for cluster in clusters):
             raise DslError(f"no cluster {cluster_name!r} in this blueprint", item_at)
-        _trait_name(variable_name, item_at, "environment variable")
+        _variable_name(variable_name, item_at)
         variables = by_cluster.setdefault(cluster_name, [])
         if any(variable.name == variable_name for variable in variables):
             raise DslError(f"environment variable {variable_name!r} of cluster {cluster_name!r} is given twice",
@@ -814,6 +933,11 @@ def _inline_sla(value: Any, at: Path) -> Sla | Reference | None:
     if isinstance(value, str):
         return Reference("sla", _artifact_name(value, at, "SLA"))
     body = _mapping(value, at, "SLA fields, or a stored SLA's name")
+    if any(key in body for key in ("ref", "reference")) and "escalations" in body:
+        # VAMP's reference to a stored SLA with escalations of its own, which replace the SLA's
+        escalations = _escalations(body["escalations"], at + ("escalations",))
+        reference = _reference({key: item for key, item in body.items() if key != "escalations"}, "sla", at)
+        return replace(reference, escalations=escalations) if reference is not None else None
     reference = _reference(body, "sla", at)
     if reference is not None:
         return reference
@@ -920,6 +1044,10 @@ def _read_workflow(data: Any, at: Path = ()) -> Workflow:
     _only_fields(body, WORKFLOW_FIELDS, at, "a workflow")
     name = _artifact_name(body.get("name"), at + ("name",), "workflow")
     schedule = _schedule(body.get("schedule"), at + ("schedule",))
+    status = body.get("status")     # what a workflow's document shows; the runner's, not stored
+    if status is not None and (not isinstance(status, str) or status.strip().lower() not in WORKFLOW_STATUSES):
+        raise DslError(f"expected a workflow status, one of {', '.join(WORKFLOW_STATUSES)} (it is shown, not "
+                       f"stored: PUT /api/v1/workflows/NAME/status changes it), got {shown(status)}", at + ("status",))
     given = [key for key in ("breed", "workflow") if body.get(key) is not None]
     if not given:
         raise DslError("required field missing: what to run, as breed (a script: a breed whose deployable is its "
@@ -943,8 +1071,9 @@ def _read_workflow(data: Any, at: Path = ()) -> Workflow:
                     breed=_breed_or_reference(body["breed"], at + ("breed",)),
                     schedule=schedule,
                     scale=_inline_scale(body["scale"], at + ("scale",)) if body.get("scale") is not None else None,
-                    environment_variables=_environment(body, at, allow_alias=False),
-                    arguments=_arguments(body.get("arguments"), at + ("arguments",)))
+                    environment_variables=_environment(body, at),
+                    arguments=_arguments(body.get("arguments"), at + ("arguments",)),
+                    network=_optional_text(body.get("network"), at + ("network",), "a network name"))
 
 
 def _builtin_name(value: Any, at: Path) -> str:
@@ -1183,8 +1312,27 @@ def _parsed(parse: Callable[[Any], Any], value: Any, at: Path) -> Any:
         raise DslError(str(exc), at) from None
 
 
+def _read_breed_artifact(data: Any) -> Breed:
+    breed = _read_breed(data)
+    check_breed(breed)
+    return breed
+
+
+def _read_checked_blueprint(data: Any) -> Blueprint:
+    blueprint = _read_blueprint(data)
+    check_blueprint(blueprint)
+    return blueprint
+
+
+def _read_checked_workflow(data: Any) -> Workflow:
+    workflow = _read_workflow(data)
+    check_workflow(workflow)
+    return workflow
+
+
 _READERS: dict[str, Callable[[Any], Artifact]] = {
-    "breed": _read_breed, "blueprint": _read_blueprint, "deployment": _read_deployment, "gateway": _read_gateway,
+    "breed": _read_breed_artifact, "blueprint": _read_checked_blueprint, "deployment": _read_deployment,
+    "gateway": _read_gateway,
     "scale": _read_scale, "condition": _read_condition, "sla": _read_sla, "escalation": _read_escalation,
-    "workflow": _read_workflow,
+    "workflow": _read_checked_workflow,
 }

@@ -3,7 +3,8 @@ effective environment and health checks of a service (its scopes combined), and 
 is deployed, that nothing is missing (`validate_complete`).
 
 Scopes: a service's environment is its breed's variables, overridden by name by the cluster's (blueprint-level
-`CLUSTER.NAME`), overridden by the service's own; a breed variable's alias stays the name in the process.
+`CLUSTER.NAME`), overridden by the service's own; a variable's alias (the name in the process) is the most
+specific one given.
 Health checks are taken whole from the most specific level that declares them (service, else cluster, else
 breed); a check without a port gets the breed's first port.
 
@@ -16,12 +17,14 @@ from dataclasses import replace
 from typing import Any, overload
 from collections.abc import Callable
 
+from control.dsl.consistency import check_cycles
 from control.dsl.errors import DslError, Path
 from control.dsl.model import (Artifact, Blueprint, Breed, Cluster, ClusterGateway, Condition,
                                EnvironmentVariable, Escalation, Gateway, GatewayRoute, HealthCheck, Placeholder,
                                Reference, Scale, Service, Sla, Workflow)
 from control.dsl.references import HostReference, LocalReference, ValueReference, references
 from control.dsl.writer import kind_of
+from gateway.common.units import parse_port
 
 Lookup = Callable[[Reference], Artifact | None]
 
@@ -37,17 +40,23 @@ def effective_environment(cluster: Cluster, service: Service) -> tuple[Environme
     merged: dict[str, EnvironmentVariable] = {variable.name: variable for variable in breed.environment_variables}
     for variable in cluster.environment_variables + service.environment_variables:
         inherited = merged.get(variable.name)
-        merged[variable.name] = replace(variable, alias=inherited.alias) if inherited else variable
+        merged[variable.name] = replace(variable, alias=variable.alias or inherited.alias) if inherited else variable
     return tuple(merged.values())
 
 
 def effective_health_checks(cluster: Cluster, service: Service) -> tuple[HealthCheck, ...]:
     """The service's health checks (the breed must be resolved); `()` when none is declared anywhere."""
     breed = _resolved_breed(service)
-    for checks in (service.health_checks, cluster.health_checks, breed.health_checks):
+    by_number = {str(port.number): port.name for port in breed.ports if port.reference is None}
+    names = {port.name for port in breed.ports}
+    for level, checks in (("service", service.health_checks), ("cluster", cluster.health_checks),
+                          ("breed", breed.health_checks)):
         if checks is not None:
             first_port = breed.ports[0].name if breed.ports else None
-            return tuple(check if check.port else replace(check, port=first_port) for check in checks)
+            named = tuple(replace(check, port=by_number.get(check.port, check.port) if check.port else first_port)
+                          for check in checks)
+            # a cluster's check is for the services that have its port
+            return tuple(check for check in named if level != "cluster" or check.port in names)
     return ()
 
 
@@ -132,13 +141,40 @@ class _Resolver:
     def scale(self, scale: Scale | Reference, at: Path) -> Scale:
         return self.fetch(scale, at) if isinstance(scale, Reference) else scale
 
+    def breed_with_ports(self, breed: Breed | Reference, at: Path) -> Breed:
+        """The breed, with a port given as `$alias.constants.NAME` numbered from that dependency's constant."""
+        resolved = self.breed(breed, at)
+        if all(port.reference is None for port in resolved.ports):
+            return resolved
+        ports = []
+        for port in resolved.ports:
+            if port.reference is not None:
+                alias, _, constant = port.reference.lstrip("$").strip("{}").partition(".constants.")
+                dependency = next((d.breed for d in resolved.dependencies if d.alias == alias), None)
+                target = self.breed(dependency, at + ("dependencies", alias)) if dependency is not None else None
+                value = next((c.value for c in target.constants if c.name == constant), None) if target else None
+                if value is None:
+                    raise DslError(f"port {port.name!r} is {port.reference}, which names no constant of a dependency",
+                                   at + ("ports", port.name), self.document)
+                try:
+                    number, protocol = parse_port(value)
+                except ValueError as exc:
+                    raise DslError(f"port {port.name!r} ({port.reference}): {exc}", at + ("ports", port.name),
+                                   self.document) from None
+                port = replace(port, number=number, protocol=protocol, reference=None)
+            ports.append(port)
+        return replace(resolved, ports=tuple(ports))
+
     def cluster(self, cluster: Cluster, at: Path) -> Cluster:
-        services = tuple(replace(service, breed=self.breed(service.breed, at + ("services", index, "breed")),
+        services = tuple(replace(service, breed=self.breed_with_ports(service.breed, at + ("services", index, "breed")),
                                  scale=self.scale(service.scale, at + ("services", index, "scale")))
                          for index, service in enumerate(cluster.services))
         sla = cluster.sla
         if sla is not None:
-            sla = self.sla(self.fetch(sla, at + ("sla",)) if isinstance(sla, Reference) else sla, at + ("sla",), 0)
+            fetched = self.fetch(sla, at + ("sla",)) if isinstance(sla, Reference) else sla
+            if isinstance(sla, Reference) and sla.escalations:     # the reference's own escalations replace the SLA's
+                fetched = replace(fetched, escalations=sla.escalations)
+            sla = self.sla(fetched, at + ("sla",), 0)
         resolved = replace(cluster, services=services, sla=sla)
         return replace(resolved, gateways=tuple(self.cluster_gateway(gateway, resolved, at + ("gateways",))
                                                 for gateway in cluster.gateways))
@@ -224,6 +260,10 @@ def _complete_blueprint(blueprint: Blueprint) -> None:
             _check_value_references(blueprint, service, variables, service_at + ("environment_variables",))
             breed = _resolved_breed(service)
             _check_dependencies(blueprint, breed, service_at + ("breed", "dependencies"))
+            unresolved = next((port for port in breed.ports if port.reference is not None), None)
+            if unresolved is not None:
+                raise DslError(f"port {unresolved.name!r} is {unresolved.reference}: resolve it first "
+                               "(resolve_references)", service_at + ("breed", "ports", unresolved.name))
             ports = {port.name for port in breed.ports}
             for check_index, check in enumerate(effective_health_checks(cluster, service)):
                 if check.port not in ports:
@@ -303,6 +343,8 @@ def _missing(blueprint: Blueprint, service: Service, local_names: set[str], refe
 
 
 def _check_dependencies(blueprint: Blueprint, breed: Breed, at: Path) -> None:
+    check_cycles(breed, at[:-1], {_resolved_breed(service).name: _resolved_breed(service)
+                                  for cluster in blueprint.clusters for service in cluster.services})
     for dependency in breed.dependencies:
         pattern = dependency.breed.name
         if not any(_matches(pattern, service.name) for cluster in blueprint.clusters for service in cluster.services):
@@ -329,6 +371,10 @@ def _no_references(value: Any, at: Path) -> None:
             _no_references(escalation, at + ("escalations", index))
     elif isinstance(value, (Gateway, ClusterGateway)):
         for route in value.routes:
+            if route.reference is not None:
+                raise DslError(f"route {route.path!r} names a stored route ({route.reference!r}), which this project "
+                               "does not keep: write the route's weight and condition instead",
+                               at + ("routes", route.path))
             _no_references(route.condition, at + ("routes", route.path, "condition"))
 
 

@@ -3,7 +3,7 @@ memory sizes and CPU quantities of a scale.
 
 - Memory is returned as whole bytes: a number with a unit `B`, `KB|K`, `MB|M`, `GB|G` (powers of 1000) or
   `Ki|KiB`, `Mi|MiB`, `Gi|GiB` (powers of 1024), case-insensitive, decimals allowed ("64MB", "0.5GB",
-  "512Mi", "2gb"). A bare number is refused: Vamp never said whether it meant bytes or megabytes.
+  "512Mi", "2gb"). A bare number (1024, 2048.5, "1024") is megabytes, as VAMP reads it.
 - CPU is returned as a float number of cores: 0.2, "0.2", or millicores "200m"; greater than zero.
 - A workflow's time schedule has an ISO 8601 period (`P1D`, `PT10M`), returned as a `Period` in calendar parts.
 
@@ -31,6 +31,7 @@ _MEMORY_UNITS = {
     **dict.fromkeys(("m", "mb"), 1000**2), **dict.fromkeys(("mi", "mib"), 1024**2),
     **dict.fromkeys(("g", "gb"), 1000**3), **dict.fromkeys(("gi", "gib"), 1024**3),
 }
+_BARE_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _FORMAT_MEMORY_UNITS = (("Gi", 1024**3), ("GB", 1000**3), ("Mi", 1024**2), ("MB", 1000**2),
                         ("Ki", 1024), ("KB", 1000))
 _CPU = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(m?)")
@@ -39,6 +40,11 @@ _CPU = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(m?)")
 def parse_memory(value: object) -> int:
     """'64MB' -> 64000000, '512Mi' -> 536870912, '0.5GB' -> 500000000."""
     expected = f"expected a memory size like '64MB', '1GB' or '512Mi', got {shown(value)}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+            and 0 <= value < 10**12:
+        value = f"{value}MB"
+    elif isinstance(value, str) and _BARE_NUMBER.fullmatch(value.strip()):
+        value = f"{value.strip()}MB"
     match = _MEMORY.fullmatch(value.strip().lower()) if isinstance(value, str) else None
     if match is None or match.group(2) not in _MEMORY_UNITS:
         raise ValueError(expected)

@@ -57,7 +57,7 @@ def _breed(breed: Breed) -> dict[str, Any]:
 
 
 def _port(port: Port) -> str:
-    return f"{port.number}/{port.protocol}"
+    return port.reference if port.reference is not None else f"{port.number}/{port.protocol}"
 
 
 def _environment(variables: tuple[EnvironmentVariable, ...]) -> dict[str, str | None]:
@@ -81,7 +81,9 @@ def _breed_or_reference(breed: Breed | Reference) -> dict[str, Any]:
     return _reference(breed) if isinstance(breed, Reference) else _breed(breed)
 
 
-def _reference(reference: Reference) -> dict[str, str]:
+def _reference(reference: Reference) -> dict[str, Any]:
+    if reference.escalations:
+        return {"reference": reference.name, "escalations": _escalations(reference.escalations)}
     return {"reference": reference.name}
 
 
@@ -105,7 +107,9 @@ def _condition(condition: Condition) -> dict[str, Any]:
     return {"name": condition.name, "condition": condition.condition}
 
 
-def _route(route: GatewayRoute) -> dict[str, Any]:
+def _route(route: GatewayRoute) -> Any:
+    if route.reference is not None:
+        return route.reference
     body: dict[str, Any] = {}
     if route.weight is not None:
         body["weight"] = format_percent(route.weight)
@@ -117,14 +121,28 @@ def _route(route: GatewayRoute) -> dict[str, Any]:
         body["condition_strength"] = format_percent(route.condition_strength)
     if route.targets:
         body["targets"] = list(route.targets)
+    if route.balance is not None:
+        body["balance"] = route.balance
+    if route.rewrites:
+        body["rewrites"] = [{"path": rewrite} for rewrite in route.rewrites]
+    if route.selector is not None:
+        body["selector"] = route.selector
     return body
 
 
 def _gateway(gateway: Gateway) -> dict[str, Any]:
     # a blueprint's gateway (no name) is keyed by its port instead
-    body = {"name": gateway.name, "port": _gateway_port(gateway)} if gateway.name is not None else {}
-    return {**body, "sticky": gateway.sticky, "virtual_hosts": list(gateway.virtual_hosts),
-            "routes": {route.path: _route(route) for route in gateway.routes}}
+    body: dict[str, Any] = {"name": gateway.name, "port": _gateway_port(gateway)} if gateway.name is not None else {}
+    body.update(sticky=gateway.sticky, virtual_hosts=list(gateway.virtual_hosts),
+                routes={route.path: _route(route) for route in gateway.routes})
+    if gateway.selector is not None:
+        body["selector"] = gateway.selector
+    if gateway.service is not None:
+        host, _, port = gateway.service.rpartition(":")
+        body["service"] = {"host": host, "port": port}
+    if gateway.metadata:
+        body["metadata"] = copy.deepcopy(gateway.metadata)
+    return body
 
 
 def _gateway_port(gateway: Gateway) -> str:
@@ -136,6 +154,9 @@ def _cluster_gateways(gateways: tuple[ClusterGateway, ...]) -> dict[str, Any]:
     bodies: dict[Any, Any] = {gateway.port: {"sticky": gateway.sticky, "routes": {route.path: _route(route)
                                                                  for route in gateway.routes}}
               for gateway in gateways}
+    for gateway in gateways:
+        if gateway.virtual_hosts:
+            bodies[gateway.port]["virtual_hosts"] = list(gateway.virtual_hosts)
     return bodies.pop(None) if None in bodies else bodies
 
 
@@ -148,6 +169,7 @@ def _blueprint(blueprint: Blueprint) -> dict[str, Any]:
         "environment_variables": {f"{cluster.name}.{key}": value for cluster in blueprint.clusters
                                   for key, value in _environment(cluster.environment_variables).items()},
         "dialects": copy.deepcopy(blueprint.dialects),
+        **({"metadata": copy.deepcopy(blueprint.metadata)} if blueprint.metadata else {}),
     }
 
 
@@ -215,6 +237,8 @@ def _workflow(workflow: Workflow) -> dict[str, Any]:
         body["scale"] = _scale_or_reference(workflow.scale)
     body["environment_variables"] = _environment(workflow.environment_variables)
     body["arguments"] = _arguments(workflow.arguments)
+    if workflow.network is not None:
+        body["network"] = workflow.network
     return body
 
 

@@ -2,8 +2,9 @@
 
 PyYAML's safe loader, made strict: duplicate keys are refused (PyYAML keeps the last one silently), keys must
 be plain scalars and are kept as the text written (`9050:` is the name "9050", not a number), and every error
-carries its source line. `line_of` finds the line of a field in the node tree, so validation errors found
-after loading can name it too.
+carries its source line. One exception, for VAMP's external routes written without quotes: a key that is a
+flow list of one plain scalar, `[external/1/2]:`, is the text "[external/1/2]". `line_of` finds the line of a
+field in the node tree, so validation errors found after loading can name it too.
 
 Hostile text is refused before anything is built from it: lists and mappings nest at most MAX_DEPTH levels
 (checked while the node tree is composed, so a deep document never reaches Python's recursion limit), and
@@ -76,6 +77,7 @@ class _StrictLoader(yaml.SafeLoader):
                 None, None, f"expected a mapping, found {node.id}",  # type: ignore[attr-defined]  # every node kind has one
                 node.start_mark)
         first_lines: dict[str, int] = {}
+        node.value = [(_bracketed(key_node), value_node) for key_node, value_node in node.value]
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
@@ -88,6 +90,15 @@ class _StrictLoader(yaml.SafeLoader):
             first_lines[key_node.value] = line
         self.flatten_mapping(node)
         return {key_node.value: self.construct_object(value_node, deep=deep) for key_node, value_node in node.value}
+
+
+def _bracketed(key: yaml.Node) -> yaml.Node:
+    """`[external/1/2]` (a flow list of one plain scalar) as the scalar "[external/1/2]"; any other key as it is."""
+    if isinstance(key, yaml.SequenceNode) and key.flow_style and len(key.value) == 1 \
+            and isinstance(key.value[0], yaml.ScalarNode) and key.value[0].tag == "tag:yaml.org,2002:str" \
+            and key.value[0].style is None:
+        return yaml.ScalarNode("tag:yaml.org,2002:str", f"[{key.value[0].value}]", key.start_mark, key.end_mark)
+    return key
 
 
 def _check_expansion(root: yaml.Node) -> None:

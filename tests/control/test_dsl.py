@@ -203,8 +203,9 @@ def test_a_reference_to_a_missing_cluster_or_port_is_reported_where_it_is_used()
     variables["BACKEND_3"] = "http://$backend3.host/"
     with pytest.raises(DslError) as caught:
         validate_complete(read("blueprint", broken))
-    assert str(caught.value) == ("blueprint 'sava:1.2', clusters.sava.services[0].environment_variables.BACKEND_3: "
-                                 "$backend3.host: no cluster (or dependency alias) 'backend3' in this blueprint")
+    assert str(caught.value) == ("blueprint 'sava:1.2', clusters.sava.services[0].breed.environment_variables."
+                                 "BACKEND_3: $backend3.host: no cluster (or dependency alias) 'backend3' in this "
+                                 "blueprint")
     del variables["BACKEND_3"]
     variables["BACKEND_1"] = "$backend1.ports.admin"
     with pytest.raises(DslError, match="cluster 'backend1' has no port 'admin'"):
@@ -523,7 +524,13 @@ def test_memory_sizes(text, size):
     assert parse_memory(format_memory(size)) == size
 
 
-@pytest.mark.parametrize("value", ["64", 64, "1.5B", "-1MB", "1TB", "MB", None])
+@pytest.mark.parametrize("value, size", [(1024, 1024 * 10**6), ("64", 64 * 10**6), (2048.5, 20485 * 10**5),
+                                         (512.1, 5121 * 10**5)])
+def test_a_bare_number_of_memory_is_megabytes_as_vamp_reads_it(value, size):
+    assert parse_memory(value) == size
+
+
+@pytest.mark.parametrize("value", ["1.5B", "-1MB", "1TB", "MB", None, True, -1, float("inf"), "1e3"])
 def test_bad_memory_sizes(value):
     with pytest.raises(ValueError):
         parse_memory(value)
