@@ -300,16 +300,15 @@ def plan_pinning(workers: int, cpus: set[int], taskset: str | None) -> Pinning:
     if taskset and set(range(workers + 1)) <= cpus:
         client_cpu = str(workers)
         return Pinning([taskset, "-c", cpu_list(proxy_cpus)], [taskset, "-c", client_cpu],
-                       f"proxy pinned to CPU {cpu_list(proxy_cpus)}; wrk and the backend pinned to CPU {client_cpu}")
-    shared = (f"; wrk and the backend share the proxy's cores, so on this machine the {workers}-worker figures "
-              "say little (CPU per request holds better than req/s)") if workers > 1 else ""
+                       f"proxy pinned to CPU{'s' if workers > 1 else ''} {cpu_list(proxy_cpus)}; "
+                       f"wrk and the backend pinned to CPU {client_cpu}")
     if taskset and {0, int(CLIENT_CPU)} <= cpus:
         return Pinning([], [taskset, "-c", CLIENT_CPU],
                        f"proxy NOT pinned: {workers} workers on CPUs {cpu_list(proxy_cpus)} would leave no CPU for "
                        f"wrk and the backend (available: {sorted(cpus)}); wrk and the backend pinned to CPU "
-                       f"{CLIENT_CPU}{shared}", shared=True)
+                       f"{CLIENT_CPU}", shared=True)
     reason = "taskset is not installed" if not taskset else f"only CPUs {sorted(cpus)} are available"
-    return Pinning([], [], f"NOT pinned: {reason}, so every process runs unpinned{shared}", shared=workers > 1)
+    return Pinning([], [], f"NOT pinned: {reason}, so every process runs unpinned", shared=workers > 1)
 
 
 # --- server configurations ---------------------------------------------------------------------------------
@@ -766,8 +765,9 @@ def print_header(args: argparse.Namespace, pinning: Pinning) -> None:
               f"{args.workers}, nginx worker_processes {args.workers}); the backend keeps one; server CPU busy "
               f"counts every worker, so it can reach {args.workers * 100}%")
     if pinning.shared:
-        print(f"WARNING: wrk and the backend share cores with the proxy's {args.workers} workers: on this machine "
-              "their req/s and latency say little")
+        print(f"WARNING: wrk and the backend share cores with the proxy's {args.workers} workers, so on this "
+              f"machine the {args.workers}-worker figures say little (CPU per request holds better than req/s and "
+              "latency)")
     print(f"load: wrk -t1 -c{args.connections} -d{args.duration}s --latency, after {args.warmup} s of warm-up",
           flush=True)
     if args.rate_fraction is not None:
