@@ -9,8 +9,22 @@ split whose canary route has a user-agent condition, so every request pays for r
 in a temporary directory; every process started here runs in its own process group and is stopped on the
 way out, Ctrl-C included.
 
+`--workers N` runs each proxy with N workers (`vamp gateway --workers N`, HAProxy `nbthread N`, nginx
+`worker_processes N`; the backend keeps one worker), pinned to CPUs 0..N-1 with wrk and the backend on CPU N
+when the machine has those CPUs; otherwise the proxies run unpinned and the output warns that wrk and the
+backend share their cores, so the N-worker figures say little there. The CPU time counted is that of every
+process of the server's process group (gateway and nginx workers included; HAProxy's threads are one process).
+
+`--rate-fraction F` adds a second pass: every case is loaded again at the same offered load, F times the
+gateway's measured capacity, and its p50/p99/p99.9 latency and achieved req/s are printed in a second table.
+wrk has no rate option, so a Lua script in the run's work directory makes each connection wait `delay_ms` on
+average before each request (a random whole 0..2 x delay_ms, so that connections do not fall into step and
+send in bursts), with `connections` chosen so that connections x 1000 / delay_ms is the offered rate
+(achieved is a little lower: each connection also waits for its response). wrk times each request from when it
+is written, so a slow response delays that connection's next request rather than queueing behind it.
+
     python benchmarks/proxy.py [--duration 10] [--warmup 2] [--connections 50] [--only haproxy,gateway]
-                               [--json results.json]
+                               [--workers 1] [--rate-fraction 0.5] [--json results.json]
 
 Exit status: 0 when every case ran cleanly, 1 when a server failed to start or wrk reported errors, 2 for
 bad arguments.
@@ -21,6 +35,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import math
 import os
 import platform
 import re
@@ -73,6 +88,7 @@ class WrkResult:
     requests_per_second: float
     p50_ms: float
     p99_ms: float
+    p99_9_ms: float | None = None   # printed by the pacing script's done() (wrk's --latency stops at 99%)
     socket_errors: dict[str, int] = field(default_factory=dict)   # connect, read, write, timeout
     non_2xx_3xx: int = 0
     server_cpu_us_per_request: float | None = None   # CPU of the server under test, filled in by Bench
@@ -92,7 +108,8 @@ def parse_time_ms(text: str) -> float:
 
 
 def parse_wrk_output(text: str) -> WrkResult:
-    """Read requests/s, the 50% and 99% latency percentiles (from --latency) and the error counts."""
+    """Read requests/s, the 50% and 99% latency percentiles (from --latency), the 99.9% one when the pacing
+    script printed it, and the error counts."""
     rate = re.search(r"^Requests/sec:\s*([0-9.]+)", text, re.MULTILINE)
     total = re.search(r"^\s*(\d+) requests in ", text, re.MULTILINE)
     percentiles = dict(re.findall(r"^\s*(50|99)%\s+(\S+)", text, re.MULTILINE))
@@ -104,11 +121,13 @@ def parse_wrk_output(text: str) -> WrkResult:
     if errors_line:
         socket_errors = {kind: int(count) for kind, count in re.findall(r"(\w+) (\d+)", errors_line.group(1))}
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
+    p99_9 = re.search(r"^latency p99\.9: (\S+)$", text, re.MULTILINE)
     return WrkResult(
         requests=int(total.group(1)),
         requests_per_second=float(rate.group(1)),
         p50_ms=parse_time_ms(percentiles["50"]),
         p99_ms=parse_time_ms(percentiles["99"]),
+        p99_9_ms=parse_time_ms(p99_9.group(1)) if p99_9 else None,
         socket_errors=socket_errors,
         non_2xx_3xx=int(non_2xx.group(1)) if non_2xx else 0,
     )
@@ -261,16 +280,35 @@ class Pinning:
     proxy: list[str]      # command prefix for the proxy under test
     client: list[str]     # command prefix for wrk and the backend
     note: str             # how processes were placed, for the report
+    shared: bool = False  # the proxy's workers share cores with wrk and the backend: their req/s say little
 
 
-def choose_pinning() -> Pinning:
-    taskset = find_program("taskset")
-    cpus = os.sched_getaffinity(0)
-    if taskset and {0, 1} <= cpus:
-        return Pinning([taskset, "-c", PROXY_CPU], [taskset, "-c", CLIENT_CPU],
-                       f"proxy pinned to CPU {PROXY_CPU}; wrk and the backend pinned to CPU {CLIENT_CPU}")
+def cpu_list(cpus: range) -> str:
+    """taskset's spelling of consecutive CPUs: "0", "0-3"."""
+    return str(cpus[0]) if len(cpus) == 1 else f"{cpus[0]}-{cpus[-1]}"
+
+
+def choose_pinning(workers: int = 1) -> Pinning:
+    return plan_pinning(workers, os.sched_getaffinity(0), find_program("taskset"))
+
+
+def plan_pinning(workers: int, cpus: set[int], taskset: str | None) -> Pinning:
+    """The proxy on CPUs 0..workers-1 and wrk with the backend on CPU `workers`, when all of those are available
+    (one worker: the proxy on CPU 0, the client on CPU 1); else the proxy unpinned, and the client still on
+    CPU 1 when it can be, so the backend row stays comparable."""
+    proxy_cpus = range(workers)
+    if taskset and set(range(workers + 1)) <= cpus:
+        client_cpu = str(workers)
+        return Pinning([taskset, "-c", cpu_list(proxy_cpus)], [taskset, "-c", client_cpu],
+                       f"proxy pinned to CPU{'s' if workers > 1 else ''} {cpu_list(proxy_cpus)}; "
+                       f"wrk and the backend pinned to CPU {client_cpu}")
+    if taskset and {0, int(CLIENT_CPU)} <= cpus:
+        return Pinning([], [taskset, "-c", CLIENT_CPU],
+                       f"proxy NOT pinned: {workers} workers on CPUs {cpu_list(proxy_cpus)} would leave no CPU for "
+                       f"wrk and the backend (available: {sorted(cpus)}); wrk and the backend pinned to CPU "
+                       f"{CLIENT_CPU}", shared=True)
     reason = "taskset is not installed" if not taskset else f"only CPUs {sorted(cpus)} are available"
-    return Pinning([], [], f"NOT pinned: {reason}, so every process runs unpinned")
+    return Pinning([], [], f"NOT pinned: {reason}, so every process runs unpinned", shared=workers > 1)
 
 
 # --- server configurations ---------------------------------------------------------------------------------
@@ -283,8 +321,8 @@ def connection_limit(connections: int) -> int:
     return max(1024, connections + 64)
 
 
-def nginx_common(prefix: Path, connections: int) -> str:
-    return f"""worker_processes 1;
+def nginx_common(prefix: Path, connections: int, workers: int = 1) -> str:
+    return f"""worker_processes {workers};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections {2 * connection_limit(connections)}; }}
@@ -312,8 +350,8 @@ def backend_config(prefix: Path, port: int, connections: int) -> str:
 """
 
 
-def nginx_proxy_config(prefix: Path, port: int, backend_port: int, connections: int) -> str:
-    return nginx_common(prefix, connections) + f"""http {{
+def nginx_proxy_config(prefix: Path, port: int, backend_port: int, connections: int, workers: int) -> str:
+    return nginx_common(prefix, connections, workers) + f"""http {{
     access_log off;
 {nginx_temp_paths(prefix)}
     keepalive_requests {KEEPALIVE_REQUESTS};
@@ -334,9 +372,9 @@ def nginx_proxy_config(prefix: Path, port: int, backend_port: int, connections: 
 """
 
 
-def haproxy_config(port: int, backend_port: int, connections: int) -> str:
+def haproxy_config(port: int, backend_port: int, connections: int, threads: int) -> str:
     return f"""global
-    nbthread 1
+    nbthread {threads}
     maxconn {connection_limit(connections)}
 
 defaults
@@ -373,9 +411,11 @@ def gateway_config(port: int, backend_port: int) -> str:
 """
 
 
-def start_nginx(processes: Processes, name: str, command_prefix: list[str], config: str, port: int) -> None:
-    """Start nginx with config, its prefix (config, logs, temp paths) in the log directory; wait until it serves."""
-    prefix = processes.log_dir / name
+def start_nginx(processes: Processes, name: str, command_prefix: list[str], config: str, port: int,
+                prefix: Path | None = None) -> None:
+    """Start nginx with config, its prefix (config, logs, temp paths) a new directory, by default `name` in the log
+    directory; wait until it serves."""
+    prefix = prefix or processes.log_dir / name
     prefix.mkdir()
     os.chmod(prefix, 0o755)   # run as root, the worker runs as nobody and must reach its temp paths
     (prefix / "nginx.conf").write_text(config)
@@ -387,9 +427,13 @@ def start_nginx(processes: Processes, name: str, command_prefix: list[str], conf
 
 # --- one load ---------------------------------------------------------------------------------------------
 
-def run_wrk(processes: Processes, pinning: Pinning, connections: int, name: str, url: str, seconds: int) -> str:
-    """wrk (one thread, on the client's cores) against `url` for `seconds`: its output."""
-    command = [*pinning.client, require_program("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+def run_wrk(processes: Processes, pinning: Pinning, connections: int, name: str, url: str, seconds: int,
+            script: Path | None = None) -> str:
+    """wrk (one thread, on the client's cores, with the Lua `script` if given) against `url` for `seconds`:
+    its output."""
+    scripted = ["-s", str(script)] if script else []
+    command = [*pinning.client, require_program("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+               *scripted, url]
     status, output = processes.run(name, command, seconds + WRK_GRACE)
     if status != 0:
         raise BenchmarkError(f"wrk exited with status {status}:\n{output.strip()}")
@@ -397,13 +441,15 @@ def run_wrk(processes: Processes, pinning: Pinning, connections: int, name: str,
 
 
 def load_with_wrk(processes: Processes, pinning: Pinning, args: argparse.Namespace, label: str, *, server: str,
-                  url: str) -> WrkResult:
-    """wrk against `url` after `args.warmup` seconds of warm-up, for `args.duration` seconds with
-    `args.connections`: its figures, plus the CPU the process `server` spent per request and how busy it was."""
+                  url: str, connections: int | None = None, script: Path | None = None) -> WrkResult:
+    """wrk against `url` after `args.warmup` seconds of warm-up, for `args.duration` seconds with `connections`
+    (default `args.connections`) and the Lua `script` if given: its figures, plus the CPU the process `server`
+    spent per request and how busy it was."""
+    connections = connections or args.connections
     if args.warmup > 0:
-        run_wrk(processes, pinning, args.connections, f"wrk-warmup-{label}", url, args.warmup)
+        run_wrk(processes, pinning, connections, f"wrk-warmup-{label}", url, args.warmup, script)
     cpu_before, started = processes.cpu_seconds(server), time.monotonic()
-    output = run_wrk(processes, pinning, args.connections, f"wrk-{label}", url, args.duration)
+    output = run_wrk(processes, pinning, connections, f"wrk-{label}", url, args.duration, script)
     cpu_used, elapsed = processes.cpu_seconds(server) - cpu_before, time.monotonic() - started
     try:
         result = parse_wrk_output(output)
@@ -415,7 +461,62 @@ def load_with_wrk(processes: Processes, pinning: Pinning, args: argparse.Namespa
     return result
 
 
+# --- an offered load -------------------------------------------------------------------------------------
+
+PACING_DELAY_MS = 10          # preferred wait before each request: long against a proxy's sub-ms latency
+PACED_CONNECTIONS = (4, 1000)  # fewest and most connections a paced load may use
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """A load of about `offered_per_second`: `connections` connections, each waiting `delay_ms` on average before
+    each request (wrk's delay() is in whole milliseconds)."""
+    target_per_second: float
+    connections: int
+    delay_ms: int
+
+    @property
+    def offered_per_second(self) -> float:
+        return self.connections * 1000 / self.delay_ms
+
+
+def pacing_for(rate: float) -> Pacing:
+    """The pacing closest to `rate` requests per second with PACING_DELAY_MS when the connection count allows,
+    else the delay that keeps the connections within PACED_CONNECTIONS (never under 1 ms)."""
+    fewest, most = PACED_CONNECTIONS
+    delay_ms = max(PACING_DELAY_MS, math.ceil(fewest * 1000 / rate))
+    delay_ms = max(1, min(delay_ms, math.floor(most * 1000 / rate)))
+    connections = min(most, max(fewest, round(rate * delay_ms / 1000)))
+    return Pacing(rate, connections, delay_ms)
+
+
+def pacing_script(pacing: Pacing) -> str:
+    """wrk Lua: wait a random 0..2 x delay_ms (delay_ms on average) before each request, so that connections
+    started together do not stay in step; at the end print the 99.9th latency percentile for parse_wrk_output."""
+    offered = f"{pacing.connections} connections x 1000 / {pacing.delay_ms} ms = {pacing.offered_per_second:.0f} req/s"
+    return f"""-- {offered} offered
+function delay()
+    return math.random(0, {2 * pacing.delay_ms})
+end
+
+function done(summary, latency, requests)
+    io.write(string.format("latency p99.9: %dus\\n", latency:percentile(99.9)))
+end
+"""
+
+
 # --- one benchmark run ------------------------------------------------------------------------------------
+
+@dataclass
+class Figures:
+    """One pass over the cases: the figures of each case measured, and why each other case failed."""
+    results: dict[str, WrkResult] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        return not self.failures and all(result.errors == 0 for result in self.results.values())
+
 
 class Bench:
     """Starts the backend and each server under test, and loads them with wrk."""
@@ -426,6 +527,8 @@ class Bench:
         self.args = args
         self.processes = Processes(workdir)
         self.backend_port = 0
+        self.pacing_path = workdir / "pacing.lua"
+        self.server_dir = workdir        # where the proxies keep their configs: one directory per pass
 
     def start_backend(self) -> int:
         self.backend_port = free_port()
@@ -435,8 +538,8 @@ class Bench:
 
     def start_haproxy(self) -> int:
         port = free_port()
-        config_path = self.workdir / "haproxy.cfg"
-        config_path.write_text(haproxy_config(port, self.backend_port, self.args.connections))
+        config_path = self.server_dir / "haproxy.cfg"
+        config_path.write_text(haproxy_config(port, self.backend_port, self.args.connections, self.args.workers))
         self.processes.start("haproxy", [*self.pinning.proxy, require_program("haproxy"), "-db",
                                          "-f", str(config_path)])
         wait_until_serving(self.processes, "haproxy", port)
@@ -444,19 +547,21 @@ class Bench:
 
     def start_nginx_proxy(self) -> int:
         port = free_port()
-        config = nginx_proxy_config(self.workdir / "nginx", port, self.backend_port, self.args.connections)
-        start_nginx(self.processes, "nginx", self.pinning.proxy, config, port)
+        prefix = self.server_dir / "nginx"
+        config = nginx_proxy_config(prefix, port, self.backend_port, self.args.connections, self.args.workers)
+        start_nginx(self.processes, "nginx", self.pinning.proxy, config, port, prefix)
         return port
 
     def start_gateway(self) -> int:
         port, admin_port = free_port(), free_port()
-        gateway_dir = self.workdir / "gateway"
+        gateway_dir = self.server_dir / "gateway"
         gateway_dir.mkdir()
         config_path = gateway_dir / "gateways.yaml"
         config_path.write_text(gateway_config(port, self.backend_port))
         self.processes.start("gateway", [
             *self.pinning.proxy, *vamp_command(), "gateway", "--config", str(config_path),
-            "--admin", f"127.0.0.1:{admin_port}", "--state-dir", str(gateway_dir / "state")])
+            "--admin", f"127.0.0.1:{admin_port}", "--state-dir", str(gateway_dir / "state"),
+            "--workers", str(self.args.workers)])   # worker processes stay in the gateway's process group
         wait_until_serving(self.processes, "gateway", admin_port, "/ready")
         wait_until_serving(self.processes, "gateway", port)
         return port
@@ -472,26 +577,48 @@ class Bench:
         if case != "backend":
             self.processes.stop(case)
 
-    def measure(self, case: str, port: int) -> WrkResult:
-        return load_with_wrk(self.processes, self.pinning, self.args, case, server=case,
-                             url=f"http://127.0.0.1:{port}/")
+    def measure(self, case: str, port: int, pacing: Pacing | None) -> WrkResult:
+        """The case's capacity under wrk's closed loop, or its figures at the offered load of `pacing`."""
+        url = f"http://127.0.0.1:{port}/"
+        if pacing is None:
+            return load_with_wrk(self.processes, self.pinning, self.args, case, server=case, url=url)
+        return load_with_wrk(self.processes, self.pinning, self.args, f"{case}-paced", server=case, url=url,
+                             connections=pacing.connections, script=self.pacing_path)
 
-    def run(self, results: dict[str, WrkResult], failures: dict[str, str]) -> None:
-        """Measure every chosen case, recording figures or the reason it failed; stop every process."""
+    def measure_each(self, figures: Figures, pacing: Pacing | None) -> None:
+        """Start, measure and stop each chosen case in turn (the backend is already running)."""
+        self.server_dir = self.workdir / ("at-rate" if pacing else "capacity")
+        self.server_dir.mkdir()
+        for case in self.args.only:
+            load = f" at {pacing.offered_per_second:,.0f} req/s offered" if pacing else ""
+            print(f"measuring {CASES[case]}{load} ...", file=sys.stderr, flush=True)
+            try:
+                figures.results[case] = self.measure(case, self.start(case), pacing)
+            except BenchmarkError as error:
+                figures.failures[case] = str(error)
+            finally:
+                self.stop(case)
+
+    def run(self, capacity: Figures, at_rate: Figures) -> Pacing | None:
+        """Measure every chosen case's capacity; then, with --rate-fraction, every case again at that fraction of
+        the gateway's capacity, and return the pacing used. Every process is stopped on the way out."""
         try:
             try:
                 self.start_backend()
             except BenchmarkError as error:
-                failures.update({case: f"backend: {error}" for case in self.args.only})
-                return
-            for case in self.args.only:
-                print(f"measuring {CASES[case]} ...", file=sys.stderr, flush=True)
-                try:
-                    results[case] = self.measure(case, self.start(case))
-                except BenchmarkError as error:
-                    failures[case] = str(error)
-                finally:
-                    self.stop(case)
+                capacity.failures.update(dict.fromkeys(self.args.only, f"backend: {error}"))
+                return None
+            self.measure_each(capacity, None)
+            if self.args.rate_fraction is None:
+                return None
+            gateway = capacity.results.get("gateway")
+            if gateway is None or gateway.requests_per_second <= 0:
+                at_rate.failures.update(dict.fromkeys(self.args.only, "the gateway's capacity was not measured"))
+                return None
+            pacing = pacing_for(self.args.rate_fraction * gateway.requests_per_second)
+            self.pacing_path.write_text(pacing_script(pacing))
+            self.measure_each(at_rate, pacing)
+            return pacing
         finally:
             self.processes.stop_all()
 
@@ -528,11 +655,12 @@ def environment_info() -> dict[str, str]:
     }
 
 
-def start_benchmark(programs: tuple[str, ...]) -> tuple[Pinning, dict[str, str]]:
+def start_benchmark(programs: tuple[str, ...], workers: int = 1) -> tuple[Pinning, dict[str, str]]:
     """What every benchmark does first: SIGTERM raises Terminated (so its processes are stopped on the way
-    out), the CPUs are chosen, and the machine is printed with the versions of `programs`."""
+    out), the CPUs are chosen (for a proxy of `workers` workers), and the machine is printed with the versions
+    of `programs`."""
     signal.signal(signal.SIGTERM, raise_terminated)
-    pinning = choose_pinning()
+    pinning = choose_pinning(workers)
     environment = environment_info()
     versions = "".join(f"{environment[name]}; " for name in programs)
     print(f"machine: {environment['nproc']} CPUs, {environment['cpu']}; Python {environment['python']}; "
@@ -540,18 +668,20 @@ def start_benchmark(programs: tuple[str, ...]) -> tuple[Pinning, dict[str, str]]
     return pinning, environment
 
 
-def format_table(results: dict[str, WrkResult], failures: dict[str, str]) -> str:
-    rows = [("case", "req/s", "p50", "p99", "errors", "server CPU/req", "server CPU busy")]
+def format_table(figures: Figures, *, with_p99_9: bool = False) -> str:
+    """One row per case, in CASES order: its figures, or "failed"."""
+    tail = ("p99.9",) if with_p99_9 else ()
+    rows = [("case", "req/s", "p50", "p99", *tail, "errors", "server CPU/req", "server CPU busy")]
     for case, label in CASES.items():
-        if case in results:
-            result = results[case]
+        if case in figures.results:
+            result = figures.results[case]
             cpu, busy = result.server_cpu_us_per_request, result.server_cpu_busy_percent
             cpu_per_request = "-" if cpu is None else f"{cpu:.1f} us"
             cpu_busy = "-" if busy is None else f"{busy:.0f}%"
+            p99_9 = ("-" if result.p99_9_ms is None else f"{result.p99_9_ms:.2f} ms",) if with_p99_9 else ()
             rows.append((label, f"{result.requests_per_second:,.0f}", f"{result.p50_ms:.2f} ms",
-                         f"{result.p99_ms:.2f} ms", str(result.errors), cpu_per_request,
-                         cpu_busy))
-        elif case in failures:
+                         f"{result.p99_ms:.2f} ms", *p99_9, str(result.errors), cpu_per_request, cpu_busy))
+        elif case in figures.failures:
             rows.append((label, "failed", *["-"] * (len(rows[0]) - 2)))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = []
@@ -600,6 +730,14 @@ def integer_at_least(minimum: int):
     return parse
 
 
+def positive_fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1]."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 1 (got {value:g})")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Measure the vamp gateway against HAProxy and nginx with wrk.")
     parser.add_argument("--duration", type=integer_at_least(1), default=10, help="seconds per measurement (10)")
@@ -608,50 +746,104 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=integer_at_least(1), default=50, help="wrk connections (50)")
     parser.add_argument("--only", type=parse_cases, default=list(CASES),
                         help=f"comma-separated subset of {','.join(CASES)} (all)")
+    parser.add_argument("--workers", type=integer_at_least(1), default=1,
+                        help="workers of each proxy: gateway --workers, HAProxy nbthread, nginx worker_processes (1)")
+    parser.add_argument("--rate-fraction", type=positive_fraction, metavar="F",
+                        help="also load every case at F times the gateway's capacity and report p50/p99/p99.9 there")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to FILE as JSON")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rate_fraction is not None and "gateway" not in args.only:
+        parser.error("--rate-fraction: the offered load is a fraction of the gateway's capacity, so --only must "
+                     "include gateway")
+    return args
+
+
+def print_header(args: argparse.Namespace, pinning: Pinning) -> None:
+    print(f"placement: {pinning.note}")
+    if args.workers > 1:
+        print(f"workers: {args.workers} per proxy (vamp gateway --workers {args.workers}, HAProxy nbthread "
+              f"{args.workers}, nginx worker_processes {args.workers}); the backend keeps one; server CPU busy "
+              f"counts every worker, so it can reach {args.workers * 100}%")
+    if pinning.shared:
+        print(f"WARNING: wrk and the backend share cores with the proxy's {args.workers} workers, so on this "
+              f"machine the {args.workers}-worker figures say little (CPU per request holds better than req/s and "
+              "latency)")
+    print(f"load: wrk -t1 -c{args.connections} -d{args.duration}s --latency, after {args.warmup} s of warm-up",
+          flush=True)
+    if args.rate_fraction is not None:
+        print(f"then every case again at {args.rate_fraction:g}x the gateway's capacity (the same offered load for "
+              "every case), paced by a wrk Lua delay()", flush=True)
+    print()
+
+
+def pacing_title(fraction: float, pacing: Pacing) -> str:
+    return (f"at {fraction:g}x the gateway's capacity ({pacing.offered_per_second:,.0f} req/s offered to every "
+            f"case: {pacing.connections} connections, each waiting {pacing.delay_ms} ms on average before each "
+            "request; req/s is the achieved rate)")
+
+
+def report_problems(figures: Figures, when: str = "") -> None:
+    """Each failure and each case with wrk errors, on stderr."""
+    for case, reason in figures.failures.items():
+        print(f"\n{CASES[case]}{when} failed: {reason}", file=sys.stderr)
+    for case, result in figures.results.items():
+        if result.errors:
+            print(f"\n{CASES[case]}{when}: wrk reported {result.errors} errors (socket errors "
+                  f"{result.socket_errors}, non-2xx/3xx responses {result.non_2xx_3xx})", file=sys.stderr)
+
+
+def figures_json(figures: Figures) -> dict:
+    return {"results": {case: {**asdict(result), "errors": result.errors} for case, result in figures.results.items()},
+            "failures": figures.failures}
+
+
+def at_rate_json(fraction: float | None, pacing: Pacing | None, at_rate: Figures) -> dict | None:
+    if fraction is None:
+        return None
+    offered = {} if pacing is None else {
+        "target_requests_per_second": round(pacing.target_per_second, 1),
+        "offered_requests_per_second": round(pacing.offered_per_second, 1),
+        "connections": pacing.connections, "delay_ms": pacing.delay_ms}
+    return {"fraction": fraction, "of": "gateway capacity", **offered, **figures_json(at_rate)}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    pinning, environment = start_benchmark(("haproxy", "nginx", "wrk"))
-    print(f"placement: {pinning.note}")
-    print(f"load: wrk -t1 -c{args.connections} -d{args.duration}s --latency, after {args.warmup} s of warm-up\n",
-          flush=True)
-    results: dict[str, WrkResult] = {}
-    failures: dict[str, str] = {}
+    pinning, environment = start_benchmark(("haproxy", "nginx", "wrk"), args.workers)
+    print_header(args, pinning)
+    capacity, at_rate = Figures(), Figures()
     try:
         with tempfile.TemporaryDirectory(prefix="vamp-bench-") as tmp:
-            Bench(Path(tmp), pinning, args).run(results, failures)
+            pacing = Bench(Path(tmp), pinning, args).run(capacity, at_rate)
     except (KeyboardInterrupt, Terminated) as interruption:
         print("interrupted; every process started was stopped", file=sys.stderr)
         return 130 if isinstance(interruption, KeyboardInterrupt) else 128 + signal.SIGTERM
 
-    print(format_table(results, failures))
-    ratios = gateway_ratios(results)
+    print(format_table(capacity))
+    ratios = gateway_ratios(capacity.results)
     if ratios:
         print()
     for name, ratio in ratios.items():
         print(f"{name}: {ratio:.2f}")
-    for case, reason in failures.items():
-        print(f"\n{CASES[case]} failed: {reason}", file=sys.stderr)
-    for case, result in results.items():
-        if result.errors:
-            print(f"\n{CASES[case]}: wrk reported {result.errors} errors (socket errors {result.socket_errors}, "
-                  f"non-2xx/3xx responses {result.non_2xx_3xx})", file=sys.stderr)
+    if pacing is not None:
+        print(f"\n{pacing_title(args.rate_fraction, pacing)}")
+        print(format_table(at_rate, with_p99_9=True))
+    report_problems(capacity)
+    report_problems(at_rate, " at the offered load")
     if args.json:
         args.json.write_text(json.dumps({
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "environment": environment,
+            "workers": args.workers,
             "placement": pinning.note,
+            "proxy_shares_client_cores": pinning.shared,
             "load": {"threads": 1, "connections": args.connections, "duration_s": args.duration,
                      "warmup_s": args.warmup},
-            "results": {case: {**asdict(result), "errors": result.errors} for case, result in results.items()},
-            "failures": failures,
+            **figures_json(capacity),
             "ratios": ratios,
+            "at_rate": at_rate_json(args.rate_fraction, pacing, at_rate),
         }, indent=2) + "\n")
-    clean = not failures and all(result.errors == 0 for result in results.values())
-    return 0 if clean else 1
+    return 0 if capacity.clean and at_rate.clean else 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""benchmarks/proxy.py: wrk's figures are read right, a short real run prints the table, failures exit non-zero."""
+"""benchmarks/proxy.py: wrk's figures are read right, the pacing and CPU placement are as promised, short real runs
+print the tables (with --workers and --rate-fraction too), failures exit non-zero."""
 import json
 import os
 import re
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy import WrkResult, gateway_ratios, parse_time_ms, parse_wrk_output
+from proxy import WrkResult, gateway_ratios, pacing_for, pacing_script, parse_time_ms, parse_wrk_output, plan_pinning
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "proxy.py"
 SYSTEM_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
@@ -71,6 +72,44 @@ def test_wrk_output_without_latency_percentiles_is_refused():
         parse_wrk_output(without_distribution)
 
 
+def test_the_pacing_scripts_99_9_percentile_is_read_when_printed():
+    assert parse_wrk_output(WRK_CLEAN + "latency p99.9: 2345us\n").p99_9_ms == 2.345
+    assert parse_wrk_output(WRK_CLEAN).p99_9_ms is None
+
+
+@pytest.mark.parametrize("rate, connections, delay_ms", [
+    (20_000, 200, 10),       # the preferred 10 ms between a connection's requests
+    (150_000, 900, 6),       # shorter waits keep the connections at most 1000
+    (100, 4, 40),            # longer waits keep at least 4 connections
+    (2_000_000, 1000, 1),    # beyond 1000 connections x 1 ms: the most wrk is asked for
+])
+def test_an_offered_rate_becomes_connections_and_a_delay(rate, connections, delay_ms):
+    pacing = pacing_for(rate)
+    assert (pacing.connections, pacing.delay_ms) == (connections, delay_ms)
+    assert pacing.offered_per_second == connections * 1000 / delay_ms
+    assert f"function delay()\n    return math.random(0, {2 * delay_ms})" in pacing_script(pacing)
+
+
+def test_one_worker_keeps_the_proxy_on_cpu_0_and_the_client_on_cpu_1():
+    pinning = plan_pinning(1, {0, 1}, "/usr/bin/taskset")
+    assert (pinning.proxy, pinning.client, pinning.shared) == (["/usr/bin/taskset", "-c", "0"],
+                                                               ["/usr/bin/taskset", "-c", "1"], False)
+
+
+def test_n_workers_are_pinned_to_cpus_0_to_n_minus_1_when_a_cpu_is_left_for_the_client():
+    pinning = plan_pinning(2, {0, 1, 2, 3}, "/usr/bin/taskset")
+    assert (pinning.proxy, pinning.client, pinning.shared) == (["/usr/bin/taskset", "-c", "0-1"],
+                                                               ["/usr/bin/taskset", "-c", "2"], False)
+    assert pinning.note == "proxy pinned to CPUs 0-1; wrk and the backend pinned to CPU 2"
+
+
+def test_n_workers_without_a_cpu_left_run_unpinned_and_say_their_figures_say_little():
+    pinning = plan_pinning(2, {0, 1}, "/usr/bin/taskset")
+    assert (pinning.proxy, pinning.client, pinning.shared) == ([], ["/usr/bin/taskset", "-c", "1"], True)
+    assert pinning.note.startswith("proxy NOT pinned: 2 workers on CPUs 0-1 would leave no CPU for wrk")
+    assert plan_pinning(2, {0, 1, 2, 3}, None).shared
+
+
 @pytest.mark.parametrize("text, milliseconds", [("318.00us", 0.318), ("1.23ms", 1.23), ("2.00s", 2000.0),
                                                 ("1.50m", 90_000.0)])
 def test_wrk_time_units(text, milliseconds):
@@ -88,8 +127,8 @@ def test_gateway_is_compared_by_throughput_and_by_cpu_per_request():
     assert gateway_ratios({"haproxy": result(60_000, 15.0)}) == {}
 
 
-def run_benchmark(*args: str, path: str = SYSTEM_PATH) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60,
+def run_benchmark(*args: str, path: str = SYSTEM_PATH, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PATH": path})
 
 
@@ -140,3 +179,46 @@ def test_errors_reported_by_wrk_fail_the_run(tmp_path):
     done = run_benchmark("--duration", "1", "--warmup", "0", "--only", "backend", path=path)
     assert done.returncode == 1
     assert "wrk reported 23 errors" in done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rate-fraction", "0.5", "--only", "haproxy"], "--only must include gateway"),
+    (["--rate-fraction", "0"], "--rate-fraction: must be more than 0 and at most 1 (got 0)"),
+    (["--workers", "0"], "--workers: must be at least 1 (got 0)"),
+])
+def test_bad_options_are_refused_naming_the_option(args, message):
+    done = run_benchmark(*args)
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+@needs_servers
+@pytest.mark.timeout(120)
+def test_two_workers_at_half_the_gateways_capacity(tmp_path):
+    figures = tmp_path / "figures.json"
+    done = run_benchmark("--duration", "1", "--warmup", "0", "--only", "haproxy,nginx,gateway", "--workers", "2",
+                         "--rate-fraction", "0.5", "--json", str(figures), timeout=100)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ("workers: 2 per proxy (vamp gateway --workers 2, HAProxy nbthread 2, nginx worker_processes 2)"
+            in done.stdout)
+    if not {0, 1, 2} <= os.sched_getaffinity(0):
+        assert ("WARNING: wrk and the backend share cores with the proxy's 2 workers, so on this machine the "
+                "2-worker figures say little") in done.stdout
+    data = json.loads(figures.read_text())
+    assert data["workers"] == 2
+    capacity = data["results"]["gateway"]["requests_per_second"]
+    at_rate = data["at_rate"]
+    assert (at_rate["fraction"], at_rate["of"]) == (0.5, "gateway capacity")
+    assert at_rate["target_requests_per_second"] == pytest.approx(capacity / 2, abs=0.1)
+    assert at_rate["offered_requests_per_second"] == pytest.approx(capacity / 2, rel=0.05)
+    assert f"at 0.5x the gateway's capacity ({at_rate['offered_requests_per_second']:,.0f} req/s offered" in done.stdout
+    second_table = done.stdout.split("at 0.5x the gateway's capacity")[-1]
+    assert next(line for line in second_table.splitlines() if line.startswith("case")).split()[1:6] == [
+        "req/s", "p50", "p99", "p99.9", "errors"]
+    assert set(at_rate["results"]) == {"haproxy", "nginx", "gateway"} and at_rate["failures"] == {}
+    for result in at_rate["results"].values():
+        assert result["requests_per_second"] > 0 and result["errors"] == 0
+        assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["p99_9_ms"]
+    # The CPU of the gateway's worker processes is counted, not only its (idle) supervisor's.
+    assert data["results"]["gateway"]["server_cpu_us_per_request"] > 2
+    assert at_rate["results"]["gateway"]["server_cpu_us_per_request"] > 2
