@@ -54,7 +54,9 @@ CASES = {
     "haproxy": "HAProxy",
     "nginx": "nginx proxy",
     "gateway": "vamp gateway",
+    "floor": "floor (minimal uvloop proxy)",
 }
+DEFAULT_CASES = ("backend", "haproxy", "nginx", "gateway")   # `floor` only when asked for (--only ...,floor)
 PROXY_CPU = "0"
 CLIENT_CPU = "1"          # wrk and the backend
 STARTUP_TIMEOUT = 20.0    # seconds for a server to answer its first request
@@ -566,11 +568,21 @@ class Bench:
         wait_until_serving(self.processes, "gateway", port)
         return port
 
+    def start_floor(self) -> int:
+        """benchmarks/floor_proxy.py: what this event loop and parser cost with no gateway work (one process)."""
+        port = free_port()
+        script = Path(__file__).resolve().parent / "floor_proxy.py"
+        self.processes.start("floor", [*self.pinning.proxy, sys.executable, str(script), "--port", str(port),
+                                       "--backend", f"127.0.0.1:{self.backend_port}"])
+        wait_until_serving(self.processes, "floor", port)
+        return port
+
     def start(self, case: str) -> int:
         """Start the server of a case (the backend is already running) and return the port to load."""
         if case == "backend":
             return self.backend_port
-        starters = {"haproxy": self.start_haproxy, "nginx": self.start_nginx_proxy, "gateway": self.start_gateway}
+        starters = {"haproxy": self.start_haproxy, "nginx": self.start_nginx_proxy, "gateway": self.start_gateway,
+                    "floor": self.start_floor}
         return starters[case]()
 
     def stop(self, case: str) -> None:
@@ -696,7 +708,7 @@ def gateway_ratios(results: dict[str, WrkResult]) -> dict[str, float]:
     """The gateway against HAProxy and nginx: throughput, and CPU spent per request (robust to a busy machine)."""
     ratios = {}
     gateway = results.get("gateway")
-    for reference in ("haproxy", "nginx"):
+    for reference in ("haproxy", "nginx", "floor"):
         other = results.get(reference)
         if gateway is None or other is None:
             continue
@@ -744,8 +756,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=integer_at_least(0), default=2,
                         help="seconds of unmeasured load before each measurement (2; 0 skips it)")
     parser.add_argument("--connections", type=integer_at_least(1), default=50, help="wrk connections (50)")
-    parser.add_argument("--only", type=parse_cases, default=list(CASES),
-                        help=f"comma-separated subset of {','.join(CASES)} (all)")
+    parser.add_argument("--only", type=parse_cases, default=list(DEFAULT_CASES),
+                        help=f"comma-separated subset of {','.join(CASES)} ({','.join(DEFAULT_CASES)})")
     parser.add_argument("--workers", type=integer_at_least(1), default=1,
                         help="workers of each proxy: gateway --workers, HAProxy nbthread, nginx worker_processes (1)")
     parser.add_argument("--rate-fraction", type=positive_fraction, metavar="F",

@@ -42,7 +42,7 @@ class RequestHead:
         self.headers: list[tuple[bytes, bytes]] = []   # end-to-end headers as received, Host and User-Agent included
         self.host: bytes = b""          # the Host ("" for HTTP/1.0 without one)
         self.host_missing = False       # HTTP/1.0 without Host: the target's address is sent as Host
-        self.user_agent: bytes | None = None
+        self.user_agent = b""           # the User-Agent ("" when there is none: to conditions, the same)
         self.forwarded_for: bytes | None = None       # X-Forwarded-For values received, joined
         self.forwarded_proto: bytes | None = None
         self.forwarded_host: bytes | None = None

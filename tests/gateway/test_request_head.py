@@ -102,7 +102,7 @@ def test_a_head_reads_as_llhttps_callbacks_report_it(raw):
     else:
         assert head.url == reference.url and head.host == (hosts[0] if hosts else b"")
     assert head.headers == expected
-    assert head.user_agent == (reference.values(b"user-agent") or [None])[-1]
+    assert head.user_agent == (reference.values(b"user-agent") or [b""])[-1]
     xff = reference.values(b"x-forwarded-for")
     assert head.forwarded_for == (b", ".join(xff) if xff else None)
     sent = head.forward.split(b"\r\n")
