@@ -471,6 +471,7 @@ class ClientConnection(asyncio.Protocol):
                 # The backend declined the upgrade: the connection stays HTTP/1.1, and what the client sent
                 # after the upgrade request is parsed as its next request (by a parser that has not seen one).
                 self.parser = httptools.HttpRequestParser(self)
+                self._follower = None
                 self.flow.resume(PAUSE_TUNNEL)
             if self.flow.mask & PAUSE_BUFFER:
                 self.flow.resume(PAUSE_BUFFER)

@@ -130,6 +130,10 @@ STREAMS = {
                                      b"5;x=y\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n"
                                      b"GET /next HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: b\r\n\r\n"
                                      b"GET /last HTTP/1.1\r\nHost: shop.example\r\n\r\n",
+    "a chunked body, an upgrade the backend declines, a GET":
+        b"POST /up HTTP/1.1\r\nHost: shop.example\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+        b"GET /ws HTTP/1.1\r\nHost: shop.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        b"GET /then HTTP/1.1\r\nHost: shop.example\r\n\r\n",
     "two chunked bodies": b"PUT /1 HTTP/1.1\r\nHost: shop.example\r\nTransfer-Encoding: chunked\r\n\r\n"
                           b"3\r\none\r\n0\r\n\r\n"
                           b"PUT /2 HTTP/1.1\r\nHost: shop.example\r\nTransfer-Encoding: chunked\r\n\r\n"
