@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run run-gateway test lint bench bench-loadtest install install-test system-deps clean
+.PHONY: run run-gateway test lint compile uncompile bench bench-loadtest install install-test system-deps clean
 
 # pip installs only when pyproject.toml changed since the last install (the stamp files in the venv).
 # setuptools says "Editable installation ... folders with the same name" on every editable install; that
@@ -55,6 +55,14 @@ lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy gateway control loadtest
 
+# The optional compiled hot path (mypyc, in place; docs/hot-path.md): `make compile`, and `make uncompile` to
+# go back to the Python source (an edited source also runs as source until the next `make compile`).
+compile: install-test
+	$(BIN)/python -m gateway.compile build
+
+uncompile:
+	$(BIN)/python -m gateway.compile clean
+
 # HAProxy, nginx and the gateway side by side under wrk; e.g. `make bench BENCH_ARGS="--duration 5 --only haproxy,gateway"`.
 bench: install system-deps
 	$(BIN)/python benchmarks/proxy.py $(BENCH_ARGS)
@@ -64,4 +72,5 @@ bench-loadtest: install system-deps
 	$(BIN)/python benchmarks/loadtest_vs_wrk.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .vamp build *.egg-info .mypy_cache
+	rm -rf $(VENV) .vamp build *.egg-info .mypy_cache gateway/compiled.json gateway/hotpath__mypyc.*.so \
+		gateway/proxy/*.so gateway/routing/*.so

@@ -664,6 +664,7 @@ def environment_info() -> dict[str, str]:
         "haproxy": command_version([programs["haproxy"], "-v"]) if programs["haproxy"] else "not installed",
         "nginx": command_version([programs["nginx"], "-v"]) if programs["nginx"] else "not installed",
         "wrk": command_version([programs["wrk"], "-v"]) if programs["wrk"] else "not installed",
+        "gateway hot path": command_version([sys.executable, "-c", "import gateway; print(gateway.compiled.mode)"]),
     }
 
 

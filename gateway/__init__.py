@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from gateway import compiled as compiled  # noqa: I001 - first: decides whether the compiled hot path runs
 from gateway.common.errors import Conflict, Invalid, NotFound, RequestError
 from gateway.config.edit import (gateway_fields, merge_patch, patch_gateway_body, patched as patched_gateway,
                                  read_gateway)

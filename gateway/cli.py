@@ -23,6 +23,7 @@ import sys
 
 from typing import TYPE_CHECKING
 
+from gateway import compiled
 from gateway.admin import client as admin_client
 from gateway.common.cli import (Commands, TokenError, add_store_options, add_token_options, new_parser, setup_logging,
                                 store_options_from, store_options_given, token_from)
@@ -227,8 +228,8 @@ async def _serve(config: Config | None, store: StateStore, admin_host: str, admi
         await controller.shutdown(0)
         return 1
     app[READY][0] = True
-    log.info("gateway ready: %d gateway(s), %d worker(s); admin API on http://%s:%d",
-             len(controller.desired.gateways), args.workers, admin_host, admin_port)
+    log.info("gateway ready: %d gateway(s), %d worker(s); admin API on http://%s:%d; hot path: %s",
+             len(controller.desired.gateways), args.workers, admin_host, admin_port, compiled.mode)
     if fleet is not None:
         status = fleet.status()
         log.info("serving revision %s of the configuration store %s (from the %s)", status["revision"],

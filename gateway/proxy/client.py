@@ -50,7 +50,9 @@ class BadRequest(Exception):
         self.message = message
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection:
+    """An asyncio stream protocol (duck-typed: no base class, so that the compiled build makes it a native class,
+    gateway/compiled.py)."""
     __slots__ = (
         "runtime", "port", "loop", "transport", "write", "writelines", "parser", "peer", "peer_bytes", "trusted",
         "flow", "current", "queue", "parsing", "closing", "last_active", "idle_timer", "gateway_stats",
@@ -102,8 +104,7 @@ class ClientConnection(asyncio.Protocol):
         self._last_forward = b""                         # the backend got for it
 
     # -- connection lifecycle ----------------------------------------------------------------------
-    # asyncio hands a stream protocol a Transport; typeshed declares the base method with BaseTransport.
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         self.write = transport.write            # what the upstream side writes
         self.writelines = transport.writelines  # to the client with
@@ -424,7 +425,7 @@ class ClientConnection(asyncio.Protocol):
             ex.head = _with_host(ex.head, ex.target.address)
         if ex.expect_continue and not ex.http10:
             self.transport.write(CONTINUE_100)
-        dispatch(ex)  # type: ignore[arg-type]  # a RoutedExchange now: its gateway, route and target are set
+        dispatch(ex)                                    # a RoutedExchange now: gateway, route and target are set
 
     # -- answers -----------------------------------------------------------------------------------
     def answer(self, ex: Exchange, status: int, message: str) -> None:

@@ -20,6 +20,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from gateway.proxy.wire import IDEMPOTENT
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ TRANSITIONS: dict[int, frozenset[int]] = {
 CHECKED = bool(os.environ.get("VAMP_CHECK_STATES"))
 
 
+@mypyc_attr(native_class=False)      # (a compiled class cannot derive from AssertionError)
 class InvalidTransition(AssertionError):
     pass
 
@@ -157,14 +160,10 @@ class Exchange:
         return f"Exchange({self.method.decode('latin-1')} {target}, {STATE_NAMES[self.state]})"
 
 
-if TYPE_CHECKING:
-    class RoutedExchange(Exchange):
-        """For the type checker only: an exchange the route table has placed (ROUTED and after), which is all
-        the upstream side ever gets. The client connection hands one over (`dispatch`) right after setting
-        its gateway, route and target; at run time it is the same `Exchange`."""
-        gateway: GatewayRouter
-        route: RouteState
-        target: TargetState
+# What the upstream side is handed: an exchange the route table has placed (ROUTED and after), its gateway, route
+# and target set (`ClientConnection._start` sets them, then calls `dispatch`). The same class: a subclass for the
+# type checker alone would make the compiled build (gateway/compiled.py) check every exchange against it.
+RoutedExchange = Exchange
 
 
 def _checked_state(raw: Any) -> property:
@@ -186,4 +185,5 @@ def _checked_state(raw: Any) -> property:
 
 
 if CHECKED:
-    setattr(Exchange, "state", _checked_state(Exchange.__dict__["state"]))  # noqa: B010 - over the slot, not beside it
+    # (never in the compiled build, whose classes are fixed: gateway/compiled.py runs the source when checking)
+    setattr(Exchange, "state", _checked_state(vars(Exchange)["state"]))  # noqa: B010 - over the slot, not beside it

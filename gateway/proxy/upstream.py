@@ -77,7 +77,9 @@ def pool_of(target: "TargetState") -> UpstreamPool:
 def dispatch(ex: "RoutedExchange") -> None:
     """Send the exchange's request to its target, on the most recently used idle pooled connection (the one
     place a pooled connection is taken), else on a new one."""
-    pool = ex.target.pool
+    target = ex.target
+    assert target is not None                               # routed
+    pool = target.pool
     if pool is not None:                                    # no pool yet: `_connect` makes it
         idle = pool.idle
         while idle:
@@ -90,7 +92,9 @@ def dispatch(ex: "RoutedExchange") -> None:
 
 def connect(ex: "RoutedExchange") -> None:
     ex.attempts += 1
-    ex.client.loop.create_task(_connect(ex, ex.target))
+    target = ex.target
+    assert target is not None                               # routed
+    ex.client.loop.create_task(_connect(ex, target))
 
 
 async def _connect(ex: "RoutedExchange", target: "TargetState") -> None:
@@ -101,7 +105,8 @@ async def _connect(ex: "RoutedExchange", target: "TargetState") -> None:
     timeout = ex.gateway.gateway.timeouts.connect
     try:
         _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: UpstreamConnection(pool), target.host, target.port), timeout)
+            loop.create_connection(lambda: UpstreamConnection(pool),  # type: ignore[type-var]
+                                   target.host, target.port), timeout)  # (a protocol by its methods, see the class)
     except (TimeoutError, OSError) as exc:
         timed_out = isinstance(exc, asyncio.TimeoutError)
         now = time.monotonic()
@@ -171,7 +176,9 @@ def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
+    """An asyncio stream protocol (duck-typed: no base class, so that the compiled build makes it a native class,
+    gateway/compiled.py)."""
     __slots__ = (
         "pool", "loop", "transport", "parser", "ex", "closed", "reused", "got_bytes",
         "last_io", "out", "mode", "violation", "keep_alive", "close_client", "informational",
@@ -200,8 +207,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_at = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    # asyncio hands a stream protocol a Transport; typeshed declares the base method with BaseTransport.
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         transport.set_write_buffer_limits(high=256 * 1024)
 
@@ -231,6 +237,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.last_io = self.loop.time()
         ex.client.runtime.busy_upstreams.add(self)
         target = ex.target
+        assert target is not None                           # routed
         target.in_flight += 1
         if target.stats is not None:
             target.stats.requests += 1
@@ -263,7 +270,9 @@ class UpstreamConnection(asyncio.Protocol):
     def _detach(self, ex: "RoutedExchange") -> None:
         self.ex = None
         ex.upstream = None
-        ex.target.in_flight -= 1
+        target = ex.target
+        assert target is not None                           # routed
+        target.in_flight -= 1
         client = ex.client
         flow = client.flow
         if flow.mask & PAUSE_UPSTREAM:
@@ -287,7 +296,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if ex.state == TUNNEL:
             self.ex = None
-            ex.target.in_flight -= 1
+            target = ex.target
+            assert target is not None                       # routed
+            target.in_flight -= 1
             ex.client.tunnel_closed()
             return
         self._detach(ex)
@@ -517,6 +528,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self.informational:
             self.informational = False        # the final response follows
             return
+        if self.mode == BODY_UNSET:   # a head refused in on_headers_complete (a 101 nobody asked for, ...): the
+            return                    # violation ends the exchange, never a completion
         self.parser_clean = True      # at a message boundary by its own reckoning
         if self.mode == BODY_NONE:
             return

@@ -161,7 +161,7 @@ _HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 # -- parsing ------------------------------------------------------------------------------------------------
 
-def parse(text: str) -> Node:
+def parse(text: object) -> Node:
     """The syntax tree of a condition; raises ConditionError (and nothing else) for any input."""
     if not isinstance(text, str):
         raise ConditionError(f"a condition must be text, not {type(text).__name__}", 0)

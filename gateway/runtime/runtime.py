@@ -162,7 +162,7 @@ class Runtime:
     def _factory(self, port: int, protocol: str) -> Callable[[], asyncio.Protocol]:
         if protocol == "tcp":
             return lambda: TcpConnection(self, port)
-        return lambda: ClientConnection(self, port)
+        return lambda: ClientConnection(self, port)  # type: ignore[return-value]  # a protocol by its methods
 
     async def _close_listeners(self, table: RouteTable) -> None:
         wanted = _keys(table)

@@ -7,13 +7,14 @@ import logging
 import re
 import time
 from collections import Counter
-from types import SimpleNamespace
 
 import pytest
 
-from gateway.config.model import Target
+from gateway.config.load import from_dict
+from gateway.proxy.exchange import Exchange
+from gateway.proxy.request_head import read_request_head
 from gateway.proxy.upstream import CONNECT_LOG_INTERVAL, log_connect_failure, log_recovery
-from gateway.routing.table import TargetState
+from gateway.routing.table import RouteTable
 from tests.support import (BrokenResponse, HttpClient, config, first_response_from, free_port, gateway, get, route,
                            sticky_cookie)
 from tests.support.load import LoadGenerator
@@ -124,8 +125,12 @@ def test_visitors_of_a_route_whose_backend_stops_are_redispatched_to_the_other_r
 
 def test_connect_failures_are_logged_once_per_target_per_interval_with_the_count_of_the_others(caplog):
     caplog.set_level(logging.INFO, logger="vamp.upstream")
-    target = TargetState(Target("127.0.0.1", 8081))
-    ex = SimpleNamespace(gateway=SimpleNamespace(name="shop"), route=SimpleNamespace(name="v1"))
+    router = RouteTable(from_dict(config({"shop": gateway(8080, {"v1": route("127.0.0.1:8081", weight="100%")})})
+                                  )).gateways["shop"]
+    [v1] = router.routes
+    [target] = v1.targets
+    ex = Exchange(None, read_request_head(b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n"), b"", True, False)  # type: ignore[arg-type]
+    ex.gateway, ex.route = router, v1
     now = 1000.0
     for step in range(50):                                  # 50 failures, 0.5 s apart: 25 s
         target.mark_failed(now + step * 0.5)

@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from gateway.config.model import Config, Gateway, Route, StickyCookie, Target
+from gateway.proxy.stats import TargetStats
+from gateway.proxy.upstream import UpstreamPool
 from gateway.routing.request import RequestView
 from gateway.routing.table import RouteTable
 
@@ -579,8 +581,8 @@ def test_rebuild_carries_runtime_state_over():
     old_a, old_b = old.gateways["sava"].routes
     kept, dropped = old_a.targets
     kept.mark_failed(NOW)
-    kept.pool, kept.stats, kept.in_flight = object(), object(), 3
-    old_a.remainder = object()
+    kept.pool, kept.stats, kept.in_flight = UpstreamPool(kept), TargetStats(), 3
+    old_a.remainder = TargetStats()
     new = RouteTable(Config(gateways=(Gateway("sava", 9050, routes=(
         route("a", 5000, targets=(target(8081, weight=7, drain=True), target(8090))),
         route("b", 5000, 8083))),)), previous=old)

@@ -1,0 +1,76 @@
+"""`python -m gateway.compile build|clean|status` (`make compile`): builds the optional compiled hot path with
+mypyc, in place, and writes the manifest that gateway/compiled.py checks at import (see there and
+docs/hot-path.md). Needs mypy (the test extra) and a C compiler; the gateway itself needs neither.
+"""
+from __future__ import annotations
+
+import importlib.machinery
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.compiled import GROUP, MANIFEST, MODULES, ROOT, compiled_files, decide, digest, source_of
+
+
+def build() -> None:
+    """Compile MODULES in place with mypyc (needs mypy and a C compiler), then write the manifest."""
+    from mypyc.build import mypycify              # the test extra's mypy; not needed to run the gateway
+    from setuptools import Distribution  # type: ignore[import-untyped]
+
+    clean()
+    previous = os.getcwd()
+    os.chdir(ROOT)                                 # build_ext --inplace writes beside the sources it finds from here
+    try:
+        sources = [str(source_of(module).relative_to(ROOT)) for module in MODULES]
+        with tempfile.TemporaryDirectory() as scratch:
+            # Types only (`make lint` holds the code to the project's strict settings); mypyc fails on any message,
+            # notes about the project's settings for other modules included.
+            config = Path(scratch) / "mypy.ini"
+            config.write_text("[mypy]\nignore_missing_imports = True\n")
+            extensions = mypycify(["--config-file", str(config), *sources], opt_level="3", group_name=GROUP)
+        distribution = Distribution({"name": "vamp-hotpath", "ext_modules": extensions})
+        command = distribution.get_command_obj("build_ext")
+        command.inplace = True
+        distribution.run_command("build_ext")
+    finally:
+        os.chdir(previous)
+    MANIFEST.write_text(json.dumps({module: digest(source_of(module)) for module in MODULES}, indent=2) + "\n")
+
+
+def clean() -> None:
+    """Remove the compiled files and the manifest (the source runs)."""
+    group = ROOT.joinpath(*GROUP.split("."))
+    for path in [*(p for module in MODULES for p in compiled_files(module)),
+                 *(group.with_name(group.name + "__mypyc" + suffix)
+                   for suffix in importlib.machinery.EXTENSION_SUFFIXES), MANIFEST]:
+        path.unlink(missing_ok=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["build"]:
+        try:
+            build()
+        except ImportError as error:
+            print(f"cannot compile: {error} (the compiled build needs mypy: `make install-test`)", file=sys.stderr)
+            return 1
+        except SystemExit as error:              # mypyc reports type errors, then exits
+            print(f"cannot compile: mypyc failed ({error})", file=sys.stderr)
+            return 1
+        print(f"compiled {len(MODULES)} modules; status: {decide(ROOT, MODULES, MANIFEST, {}) or 'compiled'}")
+        return 0
+    if args == ["clean"]:
+        clean()
+        return 0
+    if args == ["status"]:
+        print(decide(ROOT, MODULES, MANIFEST, os.environ) or "compiled")
+        return 0
+    print("usage: python -m gateway.compile build|clean|status", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

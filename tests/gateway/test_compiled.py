@@ -1,0 +1,134 @@
+"""The optional compiled build of the hot path (gateway/compiled.py): the compiled modules run only when they all
+match their sources; an edited source, a missing module or VAMP_PURE runs the Python source instead, all of it.
+The last test builds it for real (mypyc and a C compiler; skipped without them) in a copy of the tree and runs the
+proxy's protocol tests against the compiled modules."""
+from __future__ import annotations
+
+import importlib.machinery
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.compiled import MODULES, SourceFirst, decide, digest, source_of
+
+REPO = Path(__file__).resolve().parents[2]
+SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
+
+
+def fake_build(root: Path, modules: tuple[str, ...], *, compiled: tuple[str, ...] | None = None) -> Path:
+    """Sources for `modules`, a (fake) extension file beside those in `compiled`, and the manifest of a build."""
+    for module in modules:
+        source = source_of(module, root)
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.write_text(f"NAME = {module!r}\n")
+    for module in modules if compiled is None else compiled:
+        source_of(module, root).with_suffix(SUFFIX).write_bytes(b"not really an extension")
+    manifest = root / "compiled.json"
+    manifest.write_text(json.dumps({module: digest(source_of(module, root)) for module in modules}))
+    return manifest
+
+
+MODS = ("pkg.one", "pkg.sub.two")
+
+
+def test_without_a_build_the_source_runs(tmp_path):
+    for module in MODS:
+        source_of(module, tmp_path).parent.mkdir(parents=True, exist_ok=True)
+        source_of(module, tmp_path).write_text("")
+    assert decide(tmp_path, MODS, tmp_path / "compiled.json", {}) == "no compiled build"
+
+
+def test_a_build_that_matches_every_source_runs(tmp_path):
+    manifest = fake_build(tmp_path, MODS)
+    assert decide(tmp_path, MODS, manifest, {}) is None
+
+
+def test_an_edited_source_runs_the_source_and_says_which(tmp_path):
+    manifest = fake_build(tmp_path, MODS)
+    with source_of("pkg.sub.two", tmp_path).open("a") as source:
+        source.write("EDITED = True\n")
+    reason = decide(tmp_path, MODS, manifest, {})
+    assert reason is not None and "pkg.sub.two" in reason and "pkg.one" not in reason and "make compile" in reason
+
+
+def test_a_partial_build_or_one_without_its_manifest_runs_the_source(tmp_path):
+    manifest = fake_build(tmp_path, MODS, compiled=("pkg.one",))
+    assert "lacks pkg.sub.two" in decide(tmp_path, MODS, manifest, {})
+    manifest.unlink()
+    for module in MODS:
+        source_of(module, tmp_path).with_suffix(SUFFIX).write_bytes(b"")
+    assert "compiled.json" in decide(tmp_path, MODS, manifest, {})
+
+
+@pytest.mark.parametrize("variable", ["VAMP_PURE", "VAMP_CHECK_STATES"])
+def test_asking_for_the_source_or_for_state_checks_runs_the_source(tmp_path, variable):
+    manifest = fake_build(tmp_path, MODS)
+    assert variable in decide(tmp_path, MODS, manifest, {variable: "1"})
+
+
+def test_the_source_first_finder_imports_the_py_beside_a_compiled_file(tmp_path, monkeypatch):
+    fake_build(tmp_path, ("srcfirst.mod",))             # an "extension" that would not load
+    monkeypatch.syspath_prepend(str(tmp_path))
+    finder = SourceFirst({"srcfirst.mod": source_of("srcfirst.mod", tmp_path)})
+    monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
+    for name in ("srcfirst", "srcfirst.mod"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    import srcfirst.mod
+    assert srcfirst.mod.NAME == "srcfirst.mod" and srcfirst.mod.__file__.endswith(".py")
+
+
+def test_the_gateway_lists_real_modules():
+    assert all(source_of(module).exists() for module in MODULES)
+
+
+# -- the real build ------------------------------------------------------------------------------------------------
+
+def can_compile() -> str | None:
+    try:
+        import mypyc.build  # noqa: F401
+    except ImportError:
+        return "mypyc (mypy) is not installed"
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        return "no C compiler"
+    return None
+
+
+def run(tree: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "PYTHONPATH": str(tree), "VAMP_CHECK_STATES": "", "VAMP_PURE": "", **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=tree, env=environ, capture_output=True, text=True,
+                          timeout=600)
+
+
+WHERE = "import gateway, gateway.proxy.client as c; print(gateway.compiled.mode); print(c.__file__)"
+
+
+@pytest.mark.skipif(can_compile() is not None, reason=f"cannot build here: {can_compile()}")
+def test_the_compiled_build_serves_the_protocol_tests_and_gives_way_to_an_edited_source(tmp_path):
+    tree = tmp_path / "tree"
+    skip = shutil.ignore_patterns("__pycache__", f"*{SUFFIX}", "compiled.json", "*.so")
+    for part in ("gateway", "control", "loadtest", "tests"):
+        shutil.copytree(REPO / part, tree / part, ignore=skip)
+    shutil.copy(REPO / "pyproject.toml", tree / "pyproject.toml")
+
+    built = run(tree, "-m", "gateway.compile", "build")
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    where = run(tree, "-c", WHERE)
+    mode, module_file = where.stdout.split()
+    assert mode == "compiled" and module_file.endswith(SUFFIX), where.stdout + where.stderr
+
+    tests = run(tree, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/gateway/test_proxy_protocols.py",
+                "tests/gateway/test_request_head.py", "tests/gateway/test_response_head.py")
+    assert tests.returncode == 0, tests.stdout[-3000:]
+
+    with (tree / "gateway" / "proxy" / "upstream.py").open("a") as source:
+        source.write("\n# edited after the build\n")
+    where = run(tree, "-c", WHERE)
+    assert where.stdout.splitlines()[1].endswith("client.py"), where.stdout
+    assert "gateway.proxy.upstream changed since the build" in where.stdout
+    assert "the compiled hot path is not used" in where.stderr
+    assert run(tree, "-c", WHERE, env={"VAMP_PURE": "1"}).stdout.splitlines()[1].endswith("client.py")
