@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
+from time import monotonic
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -346,10 +346,9 @@ class ClientConnection:
         reading = read_request_head(raw)
         if reading.error is not None:
             raise self._fail(*reading.error)
-        parser = self.parser
-        keep_alive = parser.should_keep_alive()
+        keep_alive = reading.keep_alive
         # llhttp's own verdict, so that the gateway and its parser never disagree on what follows the head
-        upgrade = reading.upgrade is not None and parser.should_upgrade()
+        upgrade = reading.upgrade is not None and self.parser.should_upgrade()
         if upgrade:
             if reading.chunked or reading.content_length:
                 raise self._fail(400, "a request body with Upgrade")
@@ -415,7 +414,7 @@ class ClientConnection:
             self.gateway_stats.open_connections += 1
         view = RequestView(request.method, request.url, request.headers, host, self.peer, runtime.lookups,
                            request.forwarded_for, request.user_agent) if router.reads_request else None
-        decision = router.select(view, time.monotonic())
+        decision = router.select(view, monotonic())
         if decision is None:
             self.answer(ex, 503, f"no target available for gateway {router.name!r}")
             return

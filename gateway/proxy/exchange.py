@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mypy_extensions import mypyc_attr
@@ -141,7 +141,7 @@ class Exchange:
         self.body_buffered = 0
         self.upgrade = upgrade
         self.expect_continue = request_head.expect_continue
-        self.started = time.monotonic()
+        self.started = monotonic()
         self.gateway: GatewayRouter | None = None
         self.route: RouteState | None = None
         self.target: TargetState | None = None

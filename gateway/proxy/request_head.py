@@ -10,7 +10,7 @@ see another's data, and a client sending a new head every time only costs the re
 """
 from __future__ import annotations
 
-from gateway.proxy.wire import CRLF, HOP_BY_HOP, MAX_HEAD_BYTES, PLAIN_CONNECTION_VALUES, connection_named_headers
+from gateway.proxy.wire import CRLF, HOP_BY_HOP, MAX_HEAD_BYTES, connection_named_headers, connection_tokens
 
 CACHE_SIZE = 512             # heads kept; the cache starts afresh when full
 CACHE_HEAD_BYTES = 4096      # longer heads are read every time
@@ -34,7 +34,7 @@ class RequestHead:
     the connection closed; the other fields are then not to be used."""
     __slots__ = ("method", "url", "headers", "host", "host_missing", "user_agent", "forwarded_for",
                  "forwarded_proto", "forwarded_host", "content_length", "chunked", "upgrade", "expect_continue",
-                 "http10", "forward", "error")
+                 "http10", "keep_alive", "forward", "error")
 
     def __init__(self) -> None:
         self.method = b""
@@ -51,6 +51,7 @@ class RequestHead:
         self.upgrade: bytes | None = None               # the Upgrade header's value
         self.expect_continue = False
         self.http10 = False
+        self.keep_alive = True          # the client wants the connection kept open (llhttp's rule, from the head)
         self.forward = b""              # the head for the backend up to the X-Forwarded-* lines
         self.error: tuple[int, str] | None = None
 
@@ -90,6 +91,7 @@ def _read(raw: bytes) -> RequestHead:
     transfer_encoding: bytes | None = None
     content_length: bytes | None = None
     named: set[bytes] | None = None
+    close = keep_alive = False          # the Connection header's close and keep-alive tokens
     get_kind = _REQUEST_HEADERS.get
     for line in lines[1:]:
         name, _, value = line.partition(b":")
@@ -112,7 +114,15 @@ def _read(raw: bytes) -> RequestHead:
                 return _refused(head, 400, "repeated Transfer-Encoding")
             transfer_encoding = value
         elif kind == _CONNECTION:
-            if value.lower() not in PLAIN_CONNECTION_VALUES:
+            lowered = value.lower()
+            if lowered == b"close":
+                close = True
+            elif lowered == b"keep-alive":
+                keep_alive = True
+            else:
+                tokens = connection_tokens(value)
+                close = close or b"close" in tokens
+                keep_alive = keep_alive or b"keep-alive" in tokens
                 more = connection_named_headers(value)
                 if more:
                     named = more if named is None else named | more
@@ -134,6 +144,7 @@ def _read(raw: bytes) -> RequestHead:
     if protocol not in (b"HTTP/1.1", b"HTTP/1.0"):
         return _refused(head, 505, "only HTTP/1.0 and HTTP/1.1 are served")
     http10 = head.http10 = protocol == b"HTTP/1.0"
+    head.keep_alive = keep_alive if http10 else not close
     if transfer_encoding is not None:
         if transfer_encoding.strip().lower() != b"chunked":
             return _refused(head, 400, "Transfer-Encoding other than chunked")
