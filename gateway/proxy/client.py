@@ -59,6 +59,7 @@ class ClientConnection:
         "_pending_error", "_tunnel_upstream", "_host_raw", "_host_name", "_head_started", "_router", "_routed_by",
         "_held", "_deferred", "_advancing", "_timer_due", "_body_left",
         "_src", "_at", "_partial", "_follower", "_follow_from", "_last_reading", "_last_forward",
+        "_clock", "_parse",
     )
     # None until asyncio calls connection_made, which it does before any other callback.
     transport: asyncio.Transport
@@ -67,8 +68,10 @@ class ClientConnection:
         self.runtime = runtime
         self.port = port
         self.loop = runtime.loop
+        self._clock = self.loop.time              # bound methods called for every request, looked up once
         self.transport = None  # type: ignore[assignment]  # not connected yet (see above)
         self.parser = httptools.HttpRequestParser(self)
+        self._parse = self.parser.feed_data
         self.peer = ""
         self.peer_bytes = b""
         self.trusted = False
@@ -195,10 +198,14 @@ class ClientConnection:
             up.resume_reading()
 
     # -- reading -----------------------------------------------------------------------------------
+    def _use(self, parser: httptools.HttpRequestParser) -> None:
+        self.parser = parser
+        self._parse = parser.feed_data
+
     def data_received(self, data: bytes) -> None:
         """Parse what the client sent (also called with bytes held back), then act on what the parser
         recorded: start the first exchange, flush request body upstream, pause when enough are queued."""
-        self.last_active = self.loop.time()
+        self.last_active = self._clock()
         if self._tunnel_upstream is not None:
             self._tunnel_upstream.transport.write(data)
             return
@@ -207,7 +214,7 @@ class ClientConnection:
             return
         if self._follower is not None and self.parsing is None and not self._head_started:
             self._follower = None       # at a request boundary: back to the parser without header callbacks
-            self.parser = httptools.HttpRequestParser(self)
+            self._use(httptools.HttpRequestParser(self))
         self._feed(data)
         if self.closing:
             return
@@ -228,7 +235,7 @@ class ClientConnection:
         self._at = 0
         try:
             if len(data) <= FEED_SLICE:
-                self.parser.feed_data(data)
+                self._parse(data)
                 fed = len(data)
             else:
                 fed = self._feed_slices(data)
@@ -242,7 +249,7 @@ class ClientConnection:
             # A chunked request's head was read: a parser with header callbacks takes over after it.
             rest, self._follow_from = data[self._follow_from:], -1
             self._follower = _ChunkFollower(self)
-            self.parser = self._follower.parser
+            self._use(self._follower.parser)
             self._feed(rest)
             return
         if self._head_started and self._follower is None:
@@ -459,7 +466,7 @@ class ClientConnection:
             return
         ex.state = DONE
         self.current = None
-        self.last_active = self.loop.time()
+        self.last_active = self._clock()
         if self.closing:
             return
         if close or not ex.keep_alive or ex.request == REQUEST_READING:
@@ -470,7 +477,7 @@ class ClientConnection:
             if ex.upgrade and self.flow.mask & PAUSE_TUNNEL:
                 # The backend declined the upgrade: the connection stays HTTP/1.1, and what the client sent
                 # after the upgrade request is parsed as its next request (by a parser that has not seen one).
-                self.parser = httptools.HttpRequestParser(self)
+                self._use(httptools.HttpRequestParser(self))
                 self._follower = None
                 self.flow.resume(PAUSE_TUNNEL)
             if self.flow.mask & PAUSE_BUFFER:

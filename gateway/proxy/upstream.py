@@ -105,7 +105,7 @@ async def _connect(ex: "RoutedExchange", target: "TargetState") -> None:
     timeout = ex.gateway.gateway.timeouts.connect
     try:
         _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: UpstreamConnection(pool),  # type: ignore[type-var]
+            loop.create_connection(lambda: UpstreamConnection(pool, client.runtime.busy_upstreams),  # type: ignore[type-var]
                                    target.host, target.port), timeout)  # (a protocol by its methods, see the class)
     except (TimeoutError, OSError) as exc:
         timed_out = isinstance(exc, asyncio.TimeoutError)
@@ -182,7 +182,7 @@ class UpstreamConnection:
     __slots__ = (
         "pool", "loop", "transport", "parser", "ex", "closed", "reused", "got_bytes",
         "last_io", "out", "mode", "violation", "keep_alive", "close_client", "informational",
-        "reading_paused", "parser_clean", "head_src", "head_at",
+        "reading_paused", "parser_clean", "head_src", "head_at", "busy", "clock", "send", "parse",
     )
     # None until asyncio calls connection_made, which it does before any other callback (and before
     # create_connection returns the connection to a pool).
@@ -190,9 +190,11 @@ class UpstreamConnection:
     # None until the first `start`; a response is parsed only for a started exchange.
     parser: httptools.HttpResponseParser
 
-    def __init__(self, pool: UpstreamPool) -> None:
+    def __init__(self, pool: UpstreamPool, busy: set[UpstreamConnection]) -> None:
         self.pool = pool
+        self.busy = busy                          # the runtime's busy connections (swept for response timeouts)
         self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time               # bound methods called for every request, looked up once
         self.transport = None  # type: ignore[assignment]  # not connected yet (see above)
         self.parser = None  # type: ignore[assignment]  # not started yet (see above)
         self.ex: RoutedExchange | None = None
@@ -209,6 +211,7 @@ class UpstreamConnection:
     # -- lifecycle ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        self.send = transport.write
         transport.set_write_buffer_limits(high=256 * 1024)
 
     def start(self, ex: "RoutedExchange", reused: bool) -> None:
@@ -219,6 +222,7 @@ class UpstreamConnection:
         self.got_bytes = False
         if not self.parser_clean:     # (a response it could not end itself: HEAD's, say. See docs/hot-path.md)
             self.parser = httptools.HttpResponseParser(self)
+            self.parse = self.parser.feed_data
         self.parser_clean = False
         self.head_src = b""
         self.informational = False
@@ -227,15 +231,15 @@ class UpstreamConnection:
         if self.reading_paused:
             self.resume_reading()
         if ex.body_buffer:
-            self.transport.write(ex.head + b"".join(ex.body_buffer))
+            self.send(ex.head + b"".join(ex.body_buffer))
             ex.body_buffer.clear()
             ex.state = STREAMING
             ex.client.flow.resume(PAUSE_BUFFER)
         else:
-            self.transport.write(ex.head)
+            self.send(ex.head)
             ex.state = SENT
-        self.last_io = self.loop.time()
-        ex.client.runtime.busy_upstreams.add(self)
+        self.last_io = self.clock()
+        self.busy.add(self)
         target = ex.target
         assert target is not None                           # routed
         target.in_flight += 1
@@ -277,7 +281,7 @@ class UpstreamConnection:
         flow = client.flow
         if flow.mask & PAUSE_UPSTREAM:
             flow.resume(PAUSE_UPSTREAM)
-        client.runtime.busy_upstreams.discard(self)
+        self.busy.discard(self)
 
     def pause_reading(self) -> None:
         if not self.reading_paused and not self.closed:
@@ -375,7 +379,7 @@ class UpstreamConnection:
         if state == COMPLETE:
             self.abort()
             return
-        self.last_io = self.loop.time()
+        self.last_io = self.clock()
         self.got_bytes = True
         out = self.out = []
         awaiting_head = self.mode == BODY_UNSET
@@ -386,7 +390,7 @@ class UpstreamConnection:
                 self.head_src = data
             self.head_at = 0
         try:
-            self.parser.feed_data(data)
+            self.parse(data)
         except httptools.HttpParserUpgrade as upgrade:
             if ex.status == 101 and not self.violation:    # a 101 refused in on_headers_complete is no tunnel
                 rest = data[upgrade.args[0]:]
@@ -436,7 +440,7 @@ class UpstreamConnection:
     def _become_tunnel(self, ex: "RoutedExchange") -> None:
         ex.state = TUNNEL
         client = ex.client
-        client.runtime.busy_upstreams.discard(self)
+        self.busy.discard(self)
         client.runtime.record(ex, 101)
         if ex.body_buffer:                     # bytes the client sent after its upgrade request
             self.transport.write(b"".join(ex.body_buffer))
