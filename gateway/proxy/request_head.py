@@ -10,6 +10,7 @@ see another's data, and a client sending a new head every time only costs the re
 """
 from __future__ import annotations
 
+from gateway.common.memo import remember
 from gateway.proxy.wire import CRLF, HOP_BY_HOP, MAX_HEAD_BYTES, connection_named_headers, connection_tokens
 
 CACHE_SIZE = 512             # heads kept; the cache starts afresh when full
@@ -62,13 +63,7 @@ _cache: dict[bytes, RequestHead] = {}
 def read_request_head(raw: bytes) -> RequestHead:
     """The reading of `raw`, a request head llhttp accepted, from the request line to the empty line."""
     head = _cache.get(raw)
-    if head is None:
-        head = _read(raw)
-        if len(raw) <= CACHE_HEAD_BYTES:
-            if len(_cache) >= CACHE_SIZE:
-                _cache.clear()
-            _cache[raw] = head
-    return head
+    return head if head is not None else remember(_cache, raw, _read(raw), CACHE_SIZE, CACHE_HEAD_BYTES)
 
 
 def _refused(head: RequestHead, status: int, message: str) -> RequestHead:

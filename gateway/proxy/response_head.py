@@ -10,6 +10,7 @@ a backend that never repeats a head only costs the reading it would cost anyway.
 """
 from __future__ import annotations
 
+from gateway.common.memo import remember
 from gateway.proxy.wire import CRLF, HOP_BY_HOP, PLAIN_CONNECTION_VALUES, connection_named_headers
 
 CACHE_SIZE = 256             # heads kept; the cache starts afresh when full
@@ -42,13 +43,7 @@ _cache: dict[bytes, ResponseHead] = {}
 def read_head(raw: bytes) -> ResponseHead:
     """The reading of `raw`, a head llhttp accepted, from its status line to the empty line that ends it."""
     head = _cache.get(raw)
-    if head is None:
-        head = _read(raw)
-        if len(raw) <= CACHE_HEAD_BYTES:
-            if len(_cache) >= CACHE_SIZE:
-                _cache.clear()
-            _cache[raw] = head
-    return head
+    return head if head is not None else remember(_cache, raw, _read(raw), CACHE_SIZE, CACHE_HEAD_BYTES)
 
 
 def _read(raw: bytes) -> ResponseHead:

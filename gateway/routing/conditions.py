@@ -69,6 +69,7 @@ from typing import Any, NoReturn
 
 import re2
 
+from gateway.common.memo import remember
 from gateway.routing.request import RequestView
 
 MAX_DEPTH = 100   # nested parentheses and negations; keeps parsing, printing and matching far from recursion limits
@@ -796,10 +797,6 @@ def _remembered_by_user_agent(judge: Matcher) -> Matcher:
             return judge(request)
         verdict = remembered(agent)
         if verdict is None:
-            verdict = judge(request)
-            if len(agent) <= REMEMBERED_AGENT_BYTES:
-                if len(verdicts) >= VERDICTS_REMEMBERED:
-                    verdicts.clear()
-                verdicts[agent] = verdict
+            return remember(verdicts, agent, judge(request), VERDICTS_REMEMBERED, REMEMBERED_AGENT_BYTES)
         return verdict
     return judged_once
