@@ -75,7 +75,7 @@ async def measure(requests: int, profile: bool) -> None:
     client = ClientConnection(runtime, 19102)
     client.connection_made(RecordingTransport())  # type: ignore[arg-type]
     for _, _, target in runtime.table.targets():     # one warm pooled connection per target
-        upstream = UpstreamConnection(pool_of(target), runtime.busy_upstreams)
+        upstream = UpstreamConnection(pool_of(target))
         upstream.connection_made(RecordingTransport())  # type: ignore[arg-type]
         pool_of(target).release(upstream)
 

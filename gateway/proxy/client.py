@@ -309,7 +309,7 @@ class ClientConnection:
         if partial is None:
             src, at = self._src, self._at
             end = src.index(b"\r\n\r\n", at) + 4
-            raw = src[at:end]
+            raw = src if at == 0 and end == len(src) else src[at:end]     # (a read of one GET: no copy)
             self._at = end
         else:                                     # the head began in an earlier read
             before = len(partial)

@@ -9,7 +9,6 @@ if TYPE_CHECKING:
     from gateway.proxy.client import ClientConnection
     from gateway.proxy.exchange import Exchange
     from gateway.proxy.stats import Registry
-    from gateway.proxy.upstream import UpstreamConnection
     from gateway.routing.request import Lookups
     from gateway.routing.table import RouteTable
 
@@ -32,11 +31,6 @@ class ProxyHost(Protocol):
     @property
     def connections(self) -> set[ClientConnection]:
         """The open client connections (each adds and removes itself)."""
-        ...
-
-    @property
-    def busy_upstreams(self) -> set[UpstreamConnection]:
-        """Upstream connections waiting on a backend, swept for response timeouts."""
         ...
 
     def is_trusted(self, peer: str) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import httptools
@@ -31,6 +32,7 @@ from gateway.proxy.response_head import read_head
 from gateway.proxy.wire import CHUNK_END, CRLF, MAX_HEAD_BYTES, PAUSE_BUFFER, PAUSE_UPSTREAM, chunk_prefix
 
 if TYPE_CHECKING:
+    from gateway.proxy.client import ClientConnection
     from gateway.proxy.exchange import Exchange, RoutedExchange
     from gateway.routing.table import TargetState
 
@@ -105,7 +107,7 @@ async def _connect(ex: "RoutedExchange", target: "TargetState") -> None:
     timeout = ex.gateway.gateway.timeouts.connect
     try:
         _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: UpstreamConnection(pool, client.runtime.busy_upstreams),  # type: ignore[type-var]
+            loop.create_connection(lambda: UpstreamConnection(pool),  # type: ignore[type-var]
                                    target.host, target.port), timeout)  # (a protocol by its methods, see the class)
     except (TimeoutError, OSError) as exc:
         timed_out = isinstance(exc, asyncio.TimeoutError)
@@ -139,6 +141,16 @@ async def _connect(ex: "RoutedExchange", target: "TargetState") -> None:
         pool.release(conn)                           # still useful to the next request
         return
     conn.start(ex, reused=False)
+
+
+def sweep_timeouts(clients: Iterable[ClientConnection], now: float) -> None:
+    """Response timeouts without a timer or any bookkeeping per request: the exchange in flight of each client
+    connection, when it waits on a backend (only the one in flight is ever sent), is timed out if its backend
+    has been silent too long. The runtime calls this every SWEEP_INTERVAL."""
+    for client in list(clients):
+        ex = client.current
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.check_timeout(now)
 
 
 def log_connect_failure(target: "TargetState", ex: "Exchange", reason: str, now: float) -> None:
@@ -182,7 +194,7 @@ class UpstreamConnection:
     __slots__ = (
         "pool", "loop", "transport", "parser", "ex", "closed", "reused", "got_bytes",
         "last_io", "out", "mode", "violation", "keep_alive", "close_client", "informational",
-        "reading_paused", "parser_clean", "head_src", "head_at", "busy", "clock", "send", "parse",
+        "reading_paused", "parser_clean", "head_src", "head_at", "clock", "send", "parse",
     )
     # None until asyncio calls connection_made, which it does before any other callback (and before
     # create_connection returns the connection to a pool).
@@ -190,9 +202,8 @@ class UpstreamConnection:
     # None until the first `start`; a response is parsed only for a started exchange.
     parser: httptools.HttpResponseParser
 
-    def __init__(self, pool: UpstreamPool, busy: set[UpstreamConnection]) -> None:
+    def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
-        self.busy = busy                          # the runtime's busy connections (swept for response timeouts)
         self.loop = asyncio.get_running_loop()
         self.clock = self.loop.time               # bound methods called for every request, looked up once
         self.transport = None  # type: ignore[assignment]  # not connected yet (see above)
@@ -239,7 +250,6 @@ class UpstreamConnection:
             self.send(ex.head)
             ex.state = SENT
         self.last_io = self.clock()
-        self.busy.add(self)
         target = ex.target
         assert target is not None                           # routed
         target.in_flight += 1
@@ -281,7 +291,6 @@ class UpstreamConnection:
         flow = client.flow
         if flow.mask & PAUSE_UPSTREAM:
             flow.resume(PAUSE_UPSTREAM)
-        self.busy.discard(self)
 
     def pause_reading(self) -> None:
         if not self.reading_paused and not self.closed:
@@ -349,7 +358,7 @@ class UpstreamConnection:
 
     # -- timeouts ----------------------------------------------------------------------------------
     def check_timeout(self, now: float) -> None:
-        """Called by the runtime's periodic sweep over busy connections: give up on a backend that has been
+        """Called by the periodic sweep (`sweep_timeouts`): give up on a backend that has been
         silent for the gateway's response timeout."""
         ex = self.ex
         if ex is None or ex.state == TUNNEL:
@@ -440,7 +449,6 @@ class UpstreamConnection:
     def _become_tunnel(self, ex: "RoutedExchange") -> None:
         ex.state = TUNNEL
         client = ex.client
-        self.busy.discard(self)
         client.runtime.record(ex, 101)
         if ex.body_buffer:                     # bytes the client sent after its upgrade request
             self.transport.write(b"".join(ex.body_buffer))

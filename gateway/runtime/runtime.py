@@ -19,7 +19,7 @@ from gateway.config.model import Config
 from gateway.proxy.client import ClientConnection
 from gateway.proxy.stats import Registry, TargetStats
 from gateway.proxy.tunnel import TcpConnection
-from gateway.proxy.upstream import UpstreamConnection
+from gateway.proxy.upstream import sweep_timeouts
 from gateway.routing.lookups import ClientLookups
 from gateway.routing.table import RouteTable
 
@@ -47,7 +47,6 @@ class Runtime:
         self._request_head: dict[int, float] = {}
         self._trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
         self.ready = False
-        self.busy_upstreams: set[UpstreamConnection] = set()   # exchanges waiting on a backend
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- configuration -----------------------------------------------------------------------------
@@ -80,13 +79,11 @@ class Runtime:
         self.ready = True
 
     async def _sweep_timeouts(self) -> None:
-        """Response timeouts without a timer per request: every SWEEP_INTERVAL, look at the busy upstream
-        connections and time out those whose backend has been silent too long."""
+        """Response timeouts without a timer per request: every SWEEP_INTERVAL (`sweep_timeouts`)."""
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             now = self.loop.time()
-            for conn in list(self.busy_upstreams):
-                conn.check_timeout(now)
+            sweep_timeouts(self.connections, now)
 
     async def _open_listeners(self, table: RouteTable) -> None:
         """A listener for every (bind, port) of `table` that has none yet; all or nothing: on failure the

@@ -22,6 +22,7 @@ import h11
 from gateway.config.load import from_dict
 from gateway.proxy.client import ClientConnection
 from gateway.proxy.stats import Registry, TargetStats
+from gateway.proxy.upstream import sweep_timeouts
 from gateway.routing.lookups import ClientLookups
 from gateway.routing.table import RouteTable
 
@@ -203,7 +204,6 @@ class _Host:
         self.lookups = ClientLookups.from_settings(table.config.geo)
         self.stats = Registry()
         self.connections: set[ClientConnection] = set()
-        self.busy_upstreams: set[Any] = set()
         self.recorded: list[int] = []
         self._trusted = trusted
 
@@ -286,8 +286,7 @@ class FakeGateway:
     def expire_responses(self, after: float) -> None:
         """The runtime's response-timeout sweep, as if `after` seconds had passed since the last backend I/O."""
         now = self._host.loop.time() + after
-        for conn in list(self._host.busy_upstreams):
-            conn.check_timeout(now)
+        sweep_timeouts(self._host.connections, now)
 
     def _connect(self, factory: Callable[[], asyncio.Protocol], host: str, port: int,
                  ) -> tuple[FakeTransport, asyncio.Protocol]:
