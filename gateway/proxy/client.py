@@ -25,7 +25,7 @@ from gateway.proxy.request_head import RequestHead, read_request_head
 from gateway.proxy.upstream import dispatch
 from gateway.proxy.wire import (CHUNK_END, CONTINUE_100, CRLF, MAX_HEAD_BYTES, PAUSE_BUFFER, PAUSE_PIPELINE,
                                 PAUSE_TUNNEL, chunk_prefix, error_response)
-from gateway.routing.request import RequestView
+from gateway.routing.request import Lookups, RequestView
 
 if TYPE_CHECKING:
     from gateway.proxy.host import ProxyHost
@@ -59,7 +59,7 @@ class ClientConnection:
         "_pending_error", "_tunnel_upstream", "_host_raw", "_host_name", "_head_started", "_router", "_routed_by",
         "_held", "_deferred", "_advancing", "_timer_due", "_body_left",
         "_src", "_at", "_partial", "_follower", "_follow_from", "_last_reading", "_last_forward",
-        "_clock", "_parse",
+        "_clock", "_parse", "_view", "_view_of", "_view_lookups",
     )
     # None until asyncio calls connection_made, which it does before any other callback.
     transport: asyncio.Transport
@@ -105,6 +105,9 @@ class ClientConnection:
         self._follow_from = -1
         self._last_reading: RequestHead | None = None   # this connection's last head read, and the head
         self._last_forward = b""                         # the backend got for it
+        self._view: RequestView | None = None             # what routing saw of the last request (see _start)
+        self._view_of: RequestHead | None = None
+        self._view_lookups: Lookups | None = None
 
     # -- connection lifecycle ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:
@@ -419,8 +422,17 @@ class ClientConnection:
         if self.gateway_stats is None:
             self.gateway_stats = runtime.stats.gateway(router.name)
             self.gateway_stats.open_connections += 1
-        view = RequestView(request.method, request.url, request.headers, host, self.peer, runtime.lookups,
-                           request.forwarded_for, request.user_agent) if router.reads_request else None
+        view: RequestView | None = None
+        if router.reads_request:
+            # What routing reads is a function of the head, the peer and the lookups: a keep-alive client
+            # repeating its head gets the same view again, with whatever it worked out already.
+            view = self._view
+            lookups = runtime.lookups
+            if view is None or self._view_of is not request or self._view_lookups is not lookups:
+                view = self._view = RequestView(request.method, request.url, request.headers, host, self.peer,
+                                                lookups, request.forwarded_for, request.user_agent)
+                self._view_of = request
+                self._view_lookups = lookups
         decision = router.select(view, monotonic())
         if decision is None:
             self.answer(ex, 503, f"no target available for gateway {router.name!r}")

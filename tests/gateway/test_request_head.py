@@ -217,3 +217,22 @@ async def test_each_connection_gets_its_own_forwarded_for_even_for_the_same_head
         gw.backend().respond(OK)
         await gw.settle()
         assert client.received.endswith(b"ok")
+
+
+async def test_each_request_of_a_connection_is_routed_by_its_own_head_when_heads_repeat_and_change():
+    """A connection keeps what routing saw of its last head for the next identical one; a different head, on the
+    same connection, is seen afresh."""
+    gw = FakeGateway(config({"shop": gateway(8080, {
+        "stable": route("127.0.0.1:9001", weight="50%", condition="not cookie beta = yes"),
+        "beta": route("127.0.0.1:9002", weight="50%", condition="cookie beta = yes")})}))
+    client = gw.client()
+    plain = b"GET / HTTP/1.1\r\nHost: shop.example\r\n\r\n"
+    beta = b"GET / HTTP/1.1\r\nHost: shop.example\r\nCookie: beta=yes\r\n\r\n"
+    for head, expected in [(beta, "127.0.0.1:9002"), (beta, "127.0.0.1:9002"), (plain, "127.0.0.1:9001"),
+                           (plain, "127.0.0.1:9001"), (beta, "127.0.0.1:9002"), (plain, "127.0.0.1:9001")]:
+        client.send(head)
+        await gw.settle()
+        backend = next(b for b in reversed(gw.backends) if b.address == expected)
+        assert parse_requests(backend.take()), f"{head!r} did not reach {expected}"
+        backend.respond(OK)
+        await gw.settle()
