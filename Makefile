@@ -64,7 +64,10 @@ uncompile:
 	$(BIN)/python -m gateway.compile clean
 
 # HAProxy, nginx and the gateway side by side under wrk; e.g. `make bench BENCH_ARGS="--duration 5 --only haproxy,gateway"`.
-bench: install system-deps
+# The gateway runs compiled when it can be built (the "gateway hot path" line says which ran); VAMP_PURE=1 measures
+# the Python source.
+bench: install-test system-deps
+	-$(BIN)/python -m gateway.compile build
 	$(BIN)/python benchmarks/proxy.py $(BENCH_ARGS)
 
 # `vamp loadtest` against wrk on one core, against nginx; e.g. `make bench-loadtest BENCH_ARGS="--rounds 5"`.
