@@ -14,7 +14,7 @@ import asyncio
 import re
 from time import monotonic
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Final, TYPE_CHECKING
 
 import httptools
 
@@ -33,9 +33,9 @@ if TYPE_CHECKING:
     from gateway.proxy.upstream import UpstreamConnection
     from gateway.routing.table import GatewayRouter
 
-BODY_BUFFER_LIMIT = 256 * 1024
-MAX_PIPELINED = 32         # requests read ahead of the one in flight: with this many queued, reading pauses
-FEED_SLICE = 8 * 1024      # a larger read is parsed this much at a time (a body of known length at once), so
+BODY_BUFFER_LIMIT: Final = 256 * 1024
+MAX_PIPELINED: Final = 32         # requests read ahead of the one in flight: with this many queued, reading pauses
+FEED_SLICE: Final = 8 * 1024      # a larger read is parsed this much at a time (a body of known length at once), so
                            # that a read full of tiny pipelined requests queues at most about
                            # MAX_PIPELINED + FEED_SLICE / 18 of them (18 bytes: the shortest request)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Final, Protocol, TYPE_CHECKING
 
 from mypy_extensions import mypyc_attr
 
@@ -32,19 +32,19 @@ if TYPE_CHECKING:
     from gateway.routing.table import GatewayRouter, RouteState, TargetState
 
 # The exchange (response side), in order: a state >= RESPONDING means part of the response went to the client.
-RECEIVED = 0      # the request head is parsed; it waits its turn (pipelined) or is about to be routed
-ROUTED = 1        # route and target chosen; waiting for an upstream connection (also between connect attempts)
-SENT = 2          # the head went to an upstream connection, no byte of the body yet: it may be replayed
-STREAMING = 3     # part of the request body went upstream: never replayed
-RESPONDING = 4    # the response head is on its way to the client
-COMPLETE = 5      # the backend's response has been read completely
-DONE = 6          # the response has been written completely (or the gateway answered itself)
-TUNNEL = 7        # the backend answered 101: bytes pass through both ways
-FAILED = 8        # the client went away, or the connection was cut mid-response
+RECEIVED: Final = 0      # the request head is parsed; it waits its turn (pipelined) or is about to be routed
+ROUTED: Final = 1        # route and target chosen; waiting for an upstream connection (also between connect attempts)
+SENT: Final = 2          # the head went to an upstream connection, no byte of the body yet: it may be replayed
+STREAMING: Final = 3     # part of the request body went upstream: never replayed
+RESPONDING: Final = 4    # the response head is on its way to the client
+COMPLETE: Final = 5      # the backend's response has been read completely
+DONE: Final = 6          # the response has been written completely (or the gateway answered itself)
+TUNNEL: Final = 7        # the backend answered 101: bytes pass through both ways
+FAILED: Final = 8        # the client went away, or the connection was cut mid-response
 
 # The request side: is the client's request read completely?
-REQUEST_READING = 0
-REQUEST_READ = 1
+REQUEST_READING: Final = 0
+REQUEST_READ: Final = 1
 
 STATE_NAMES = ("RECEIVED", "ROUTED", "SENT", "STREAMING", "RESPONDING", "COMPLETE", "DONE", "TUNNEL", "FAILED")
 

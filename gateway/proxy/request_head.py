@@ -10,18 +10,29 @@ see another's data, and a client sending a new head every time only costs the re
 """
 from __future__ import annotations
 
+from typing import Final
+
 from gateway.common.memo import remember
 from gateway.proxy.wire import CRLF, HOP_BY_HOP, MAX_HEAD_BYTES, connection_named_headers, connection_tokens
 
-CACHE_SIZE = 512             # heads kept; the cache starts afresh when full
-CACHE_HEAD_BYTES = 4096      # longer heads are read every time
+CACHE_SIZE: Final = 512             # heads kept; the cache starts afresh when full
+CACHE_HEAD_BYTES: Final = 4096      # longer heads are read every time
 
-BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})     # a length is always sent for these
+BODY_METHODS: Final = frozenset({b"POST", b"PUT", b"PATCH"})     # a length is always sent for these
 
 # Request headers the proxy looks at, by lower-case name; the rest of HOP_BY_HOP is dropped.
-(_HOST, _USER_AGENT, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _UPGRADE, _FORWARDED_FOR,
- _FORWARDED_PROTO, _FORWARDED_HOST, _EXPECT, _HOP_BY_HOP) = range(11)
-_REQUEST_HEADERS = {
+_HOST: Final = 0
+_USER_AGENT: Final = 1
+_CONTENT_LENGTH: Final = 2
+_TRANSFER_ENCODING: Final = 3
+_CONNECTION: Final = 4
+_UPGRADE: Final = 5
+_FORWARDED_FOR: Final = 6
+_FORWARDED_PROTO: Final = 7
+_FORWARDED_HOST: Final = 8
+_EXPECT: Final = 9
+_HOP_BY_HOP: Final = 10
+_REQUEST_HEADERS: Final = {
     **{name: _HOP_BY_HOP for name in HOP_BY_HOP},
     b"host": _HOST, b"user-agent": _USER_AGENT, b"content-length": _CONTENT_LENGTH,
     b"transfer-encoding": _TRANSFER_ENCODING, b"connection": _CONNECTION, b"upgrade": _UPGRADE,
@@ -57,7 +68,7 @@ class RequestHead:
         self.error: tuple[int, str] | None = None
 
 
-_cache: dict[bytes, RequestHead] = {}
+_cache: Final[dict[bytes, RequestHead]] = {}
 
 
 def read_request_head(raw: bytes) -> RequestHead:

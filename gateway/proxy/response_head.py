@@ -10,11 +10,13 @@ a backend that never repeats a head only costs the reading it would cost anyway.
 """
 from __future__ import annotations
 
+from typing import Final
+
 from gateway.common.memo import remember
 from gateway.proxy.wire import CRLF, HOP_BY_HOP, PLAIN_CONNECTION_VALUES, connection_named_headers
 
-CACHE_SIZE = 256             # heads kept; the cache starts afresh when full
-CACHE_HEAD_BYTES = 4096      # longer heads are read every time (they are rare, and would crowd out the rest)
+CACHE_SIZE: Final = 256             # heads kept; the cache starts afresh when full
+CACHE_HEAD_BYTES: Final = 4096      # longer heads are read every time (they are rare, and would crowd out the rest)
 
 
 class ResponseHead:
@@ -37,7 +39,7 @@ class ResponseHead:
             self.plain = b"%sContent-Length: %s\r\n\r\n" % (prefix, content_length)
 
 
-_cache: dict[bytes, ResponseHead] = {}
+_cache: Final[dict[bytes, ResponseHead]] = {}
 
 
 def read_head(raw: bytes) -> ResponseHead:

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Final, TYPE_CHECKING
 
 import httptools
 
@@ -38,13 +38,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vamp.upstream")
 
-MAX_IDLE_PER_TARGET = 256
-MAX_CONNECT_ATTEMPTS = 4       # connections tried for one request (each failure backs its target off)
-CONNECT_LOG_INTERVAL = 10.0    # seconds: at most one log line per target about its connect failures
+MAX_IDLE_PER_TARGET: Final = 256
+MAX_CONNECT_ATTEMPTS: Final = 4       # connections tried for one request (each failure backs its target off)
+CONNECT_LOG_INTERVAL: Final = 10.0    # seconds: at most one log line per target about its connect failures
 
 # How the response body is framed towards the client (BODY_NONE: the response is its head only; BODY_UNSET:
 # no final response head yet).
-BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE, BODY_UNSET = 0, 1, 2, 3, 4
+BODY_NONE: Final = 0
+BODY_LENGTH: Final = 1
+BODY_CHUNKED: Final = 2
+BODY_CLOSE: Final = 3
+BODY_UNSET: Final = 4
 
 
 class UpstreamPool:

@@ -3,31 +3,33 @@ itself, and the small byte-level helpers for re-framing bodies. Everything here 
 """
 from __future__ import annotations
 
+from typing import Final
+
 from http import HTTPStatus
 
 # Headers that describe one connection, not the message: never forwarded (RFC 9110 §7.6.1). Headers named in
 # a `Connection` value are stripped too (computed per message). Content-Length is handled by re-framing.
-HOP_BY_HOP = frozenset({
+HOP_BY_HOP: Final = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"trailers",
     b"transfer-encoding", b"upgrade", b"content-length",
 })
 
 # Methods whose requests may be replayed on another connection when nothing of the response has arrived.
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
-MAX_HEAD_BYTES = 64 * 1024         # request line + headers; past that: 414 or 431
+MAX_HEAD_BYTES: Final = 64 * 1024         # request line + headers; past that: 414 or 431
 
 # Why a client connection stopped reading, as bits (reading resumes when none is left); the upstream side
 # sets PAUSE_UPSTREAM when its write buffer is full and clears it when it drains.
-PAUSE_PIPELINE = 1      # enough requests queued behind the one in flight (or bad input behind them)
-PAUSE_UPSTREAM = 2      # the upstream's write buffer is full (request body flow control)
-PAUSE_BUFFER = 4        # request body piling up before the upstream connection is ready, or a queued one's
-PAUSE_TUNNEL = 8        # upgrade requested; what follows is held until the backend has answered
+PAUSE_PIPELINE: Final = 1      # enough requests queued behind the one in flight (or bad input behind them)
+PAUSE_UPSTREAM: Final = 2      # the upstream's write buffer is full (request body flow control)
+PAUSE_BUFFER: Final = 4        # request body piling up before the upstream connection is ready, or a queued one's
+PAUSE_TUNNEL: Final = 8        # upgrade requested; what follows is held until the backend has answered
 
-CONNECTION_KEYWORDS = frozenset({b"close", b"keep-alive", b"upgrade"})
-PLAIN_CONNECTION_VALUES = frozenset({b"close", b"keep-alive"})   # the common values: nothing else to do
-CHUNK_END = b"0\r\n\r\n"
-CRLF = b"\r\n"
+CONNECTION_KEYWORDS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
+PLAIN_CONNECTION_VALUES: Final = frozenset({b"close", b"keep-alive"})   # the common values: nothing else to do
+CHUNK_END: Final = b"0\r\n\r\n"
+CRLF: Final = b"\r\n"
 
 
 def connection_tokens(value: bytes) -> list[bytes]:
@@ -69,4 +71,4 @@ def error_response(status: int, message: str, *, close: bool, extra: bytes = b""
     ))
 
 
-CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"

@@ -65,7 +65,7 @@ import re
 from dataclasses import dataclass, field
 from operator import attrgetter, methodcaller
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import re2
 
@@ -779,8 +779,8 @@ def _compile_check(check: Check) -> Matcher:
     return equals
 
 
-VERDICTS_REMEMBERED = 4096        # user agents whose verdict one predicate remembers (forgotten all at once)
-REMEMBERED_AGENT_BYTES = 512      # longer user agents are judged every time
+VERDICTS_REMEMBERED: Final = 4096        # user agents whose verdict one predicate remembers (forgotten all at once)
+REMEMBERED_AGENT_BYTES: Final = 512      # longer user agents are judged every time
 
 
 def _remembered_by_user_agent(judge: Matcher) -> Matcher:
