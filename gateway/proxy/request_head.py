@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Final
 
 from gateway.common.memo import remember
-from gateway.proxy.wire import CRLF, HOP_BY_HOP, MAX_HEAD_BYTES, connection_named_headers, connection_tokens
+from gateway.proxy.wire import CRLF, HOP_BY_HOP, MAX_HEAD_BYTES, connection_tokens, named_headers
 
 CACHE_SIZE: Final = 512             # heads kept; the cache starts afresh when full
 CACHE_HEAD_BYTES: Final = 4096      # longer heads are read every time
@@ -129,7 +129,7 @@ def _read(raw: bytes) -> RequestHead:
                 tokens = connection_tokens(value)
                 close = close or b"close" in tokens
                 keep_alive = keep_alive or b"keep-alive" in tokens
-                more = connection_named_headers(value)
+                more = named_headers(tokens)
                 if more:
                     named = more if named is None else named | more
         elif kind == _UPGRADE:

@@ -38,7 +38,12 @@ def connection_tokens(value: bytes) -> list[bytes]:
 
 def connection_named_headers(value: bytes) -> set[bytes] | None:
     """The header names a `Connection` value lists (hop-by-hop for this message), beyond its keywords."""
-    named = {token for token in connection_tokens(value) if token and token not in CONNECTION_KEYWORDS}
+    return named_headers(connection_tokens(value))
+
+
+def named_headers(tokens: list[bytes]) -> set[bytes] | None:
+    """`connection_named_headers` of a value already split into `connection_tokens`."""
+    named = {token for token in tokens if token and token not in CONNECTION_KEYWORDS}
     return named or None
 
 
