@@ -63,7 +63,15 @@ _TARGET_STATUS = {
     "properties": {"state": {"type": "string", "enum": ["active", "draining", "drained", "down"]},
                    "in_flight": {"type": "integer", "minimum": 0},
                    "requests": {"type": "integer", "minimum": 0},
-                   "drain_ends_at": {"type": "string", "format": "date-time", "nullable": True}},
+                   "drain_ends_at": {"type": "string", "format": "date-time", "nullable": True},
+                   "health": {"type": "string", "enum": ["unchecked", "unknown", "healthy", "unhealthy"],
+                              "description": "the active health check's verdict (the worst of the workers'); "
+                                             "unknown: no verdict yet, counts as up"},
+                   "checked_at": {"type": "string", "format": "date-time", "nullable": True,
+                                  "description": "when the last health check ended"},
+                   "check_result": {"type": "string", "nullable": True, "example": "status 200",
+                                    "description": "what the last health check saw: status N, connected, timeout, "
+                                                   "refused, ..."}},
 }
 _STATUS = {
     "type": "object", "required": ["state"],
