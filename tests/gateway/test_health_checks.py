@@ -6,7 +6,7 @@ tcp gateways (a TCP connect), two worker processes, and the configuration's vali
 
 Two kinds of tests: a real gateway process in front of echo backends whose `/healthz` answers the status a file
 holds (tests/backends.py `--health-file`), and a `Runtime` in the test's event loop in front of small asyncio
-backends, where the probe loops themselves can be looked at. Checks run every 100 ms; every wait is a poll with a
+backends, where the probe loops themselves can be looked at. Checks run every 200 ms; every wait is a poll with a
 deadline.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tests.support.load import admin_call
 from tests.support.waiting import eventually, eventually_async
 
 TIMEOUT = 10.0
-FAST = {"path": "/healthz", "interval": "100ms", "timeout": "100ms", "healthy": 2, "unhealthy": 3}
+FAST = {"path": "/healthz", "interval": "200ms", "timeout": "200ms", "healthy": 2, "unhealthy": 3}
 
 
 # -- the state machine -------------------------------------------------------------------------------------
