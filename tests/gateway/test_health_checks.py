@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.admin.client import gateway_table
 from gateway.config.load import ConfigError, from_dict, to_dict
 from gateway.config.model import HealthCheck
 from gateway.routing.table import RouteTable
@@ -395,3 +396,12 @@ def test_a_tcp_gateways_check_takes_no_path():
         from_dict(config({"t": {"port": "9000/tcp", "health_check": {"path": "/healthz"}}}))
     assert error.value.location == ("gateways", "t", "health_check", "path")
     assert "TCP connect" in error.value.message
+
+
+def test_vamp_gateways_get_says_when_a_down_target_is_unhealthy():
+    table = gateway_table({"name": "shop", "port": "8080/http", "routes": {"r": {"targets": ["10.0.0.1:80",
+                                                                                            "10.0.0.2:80"]}},
+                           "status": {"state": "active", "routes": {"r": {"state": "active", "targets": {
+                               "10.0.0.1:80": {"state": "down", "health": "unhealthy", "in_flight": 0},
+                               "10.0.0.2:80": {"state": "down", "health": "healthy", "in_flight": 0}}}}}})
+    assert "10.0.0.1:80  down (unhealthy)  0" in table and "10.0.0.2:80  down              0" in table, table
