@@ -990,7 +990,7 @@ def _replace_service(deployment: Deployment, cluster: str, service: Service) -> 
 # What a deployment keeps of a write to one of its gateways is what Vamp's DSL can say of a gateway: route
 # weights, conditions and strengths, `sticky`, and an external gateway's virtual hosts. Anything else set
 # differently would be validated, answered and then lost: it is refused instead.
-_UNKEPT_GATEWAY_FIELDS = ("sticky_ttl", "sticky_cookie", "drain_timeout", "timeouts")
+_UNKEPT_GATEWAY_FIELDS = ("sticky_ttl", "sticky_cookie", "drain_timeout", "timeouts", "health_check")
 
 
 def _refuse_unkept(current: gw.Gateway, gateway: gw.Gateway, *, internal: bool) -> None:
@@ -1007,6 +1007,9 @@ def _refuse_unkept(current: gw.Gateway, gateway: gw.Gateway, *, internal: bool) 
             raise ConfigError("a route of a deployment's gateway cannot be drained here: set its weight to 0% "
                               "to stop new requests, or remove its service from the deployment (it drains)",
                               location + ("routes", route.name, "drain"))
+        if route.health_check is not None:
+            raise ConfigError("a gateway of a deployment keeps only its routes' weights, conditions and strengths: "
+                              "health_check cannot be set here", location + ("routes", route.name, "health_check"))
 
 
 def _route_setting(route: gw.Route, path: str) -> GatewayRoute:

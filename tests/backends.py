@@ -10,6 +10,8 @@ Kinds:
            `X-Echo-Delay: 2.5` (seconds), `X-Echo-Size: N` (answer N bytes of `pattern()` streamed in chunks
            instead of JSON; `X-Echo-Chunked: 1` frames it chunked instead of with Content-Length).
            `--status N` answers N instead of 200 when the request has no `X-Echo-Status` (a failing backend).
+           `--health-file FILE`: `GET /healthz` answers the status written in FILE (200 while it is missing or
+           empty), so a test turns a backend's health check red and green by writing a file.
            `--max-requests-per-connection N` closes a connection right after its Nth response, without saying
            `Connection: close`; with `--close-on-next-request` it instead keeps the connection open and closes
            it, unanswered, when request N+1 arrives (a pooled connection that died just as it was reused).
@@ -159,6 +161,8 @@ class EchoProtocol(asyncio.Protocol):
         if delay:
             await asyncio.sleep(delay)
         status = int(ex.header("x-echo-status") or self.options.status)
+        if self.options.health_file and urlsplit(ex.url.decode("latin-1")).path == "/healthz":
+            status = health_status(self.options.health_file)
         headers = [("X-Version", self.name)]
         if self.kind == "head304":
             headers.append(("ETag", ETAG))
@@ -362,6 +366,15 @@ async def serve_ws(port: int, name: str):
 
 # -- main ------------------------------------------------------------------------------------------------
 
+def health_status(path: str) -> int:
+    """The status `--health-file` says `/healthz` answers."""
+    try:
+        with open(path, encoding="ascii") as file:
+            return int(file.read().strip() or 200)
+    except FileNotFoundError:
+        return 200
+
+
 def protocol_factory(kind: str, name: str, options: argparse.Namespace, record_file: RecordFile | None):
     if kind in ("echo", "head304"):
         return lambda: EchoProtocol(name, kind, options)
@@ -405,6 +418,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--close-on-next-request", action="store_true")
     parser.add_argument("--die-mode", choices=["close", "reset"], default="close")
     parser.add_argument("--status", type=int, default=200, help="echo: the status answered without X-Echo-Status")
+    parser.add_argument("--health-file", help="echo: the file holding the status GET /healthz answers")
     options = parser.parse_args(argv)
     if options.kind == "record" and not options.record:
         parser.error("record needs --record FILE")

@@ -280,6 +280,8 @@ def _route_rows(name: str, route: Document, status: Document, weight: str | None
     rows = []
     for index, (label, state) in enumerate(targets):
         shown_state = route_state if route_state not in (None, "active") else state.get("state", route_state)
+        if shown_state == "down" and state.get("health") == "unhealthy":
+            shown_state = "down (unhealthy)"           # (rather than backed off: docs/health-checks.md)
         rows.append([name, weight if index == 0 else "", condition if index == 0 else "", label, shown_state,
                      state.get("in_flight"), state.get("drain_ends_at") or status.get("drain_ends_at")])
     return rows

@@ -19,6 +19,17 @@ _TARGET = {
                         "drain": {"type": "boolean"}}},
     ],
 }
+_HEALTH_CHECK = {
+    "type": "object", "additionalProperties": False, "nullable": True,
+    "description": "an active health check of the targets (docs/health-checks.md); a tcp gateway's is a TCP connect "
+                   "and takes no path, host or expect",
+    "properties": {"path": {"type": "string", "pattern": "^/", "example": "/healthz"},
+                   "interval": _DURATION, "timeout": _DURATION,
+                   "healthy": {"type": "integer", "minimum": 1, "maximum": 100},
+                   "unhealthy": {"type": "integer", "minimum": 1, "maximum": 100},
+                   "host": {"type": "string", "example": "shop.example.com"},
+                   "expect": {"oneOf": [{"type": "string", "example": "200-399"}, {"type": "integer"}]}},
+}
 _ROUTE = {
     "type": "object", "additionalProperties": False,
     "properties": {
@@ -27,6 +38,7 @@ _ROUTE = {
         "condition": {"type": "string", "example": "browser = Chrome and country = GB"},
         "condition_strength": _PERCENT,
         "drain": {"type": "boolean"},
+        "health_check": _HEALTH_CHECK,
     },
 }
 _GATEWAY_FIELDS = {
@@ -44,13 +56,22 @@ _GATEWAY_FIELDS = {
                  "properties": {"connect": _DURATION, "response": _DURATION, "idle": _DURATION,
                                 "request_head": _DURATION}},
     "routes": {"type": "object", "additionalProperties": _ROUTE},
+    "health_check": _HEALTH_CHECK,
 }
 _TARGET_STATUS = {
     "type": "object", "required": ["state", "in_flight", "requests", "drain_ends_at"],
     "properties": {"state": {"type": "string", "enum": ["active", "draining", "drained", "down"]},
                    "in_flight": {"type": "integer", "minimum": 0},
                    "requests": {"type": "integer", "minimum": 0},
-                   "drain_ends_at": {"type": "string", "format": "date-time", "nullable": True}},
+                   "drain_ends_at": {"type": "string", "format": "date-time", "nullable": True},
+                   "health": {"type": "string", "enum": ["unchecked", "unknown", "healthy", "unhealthy"],
+                              "description": "the active health check's verdict (the worst of the workers'); "
+                                             "unknown: no verdict yet, counts as up"},
+                   "checked_at": {"type": "string", "format": "date-time", "nullable": True,
+                                  "description": "when the last health check ended"},
+                   "check_result": {"type": "string", "nullable": True, "example": "status 200",
+                                    "description": "what the last health check saw: status N, connected, timeout, "
+                                                   "refused, ..."}},
 }
 _STATUS = {
     "type": "object", "required": ["state"],

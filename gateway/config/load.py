@@ -17,10 +17,13 @@ line. The rules, beyond the value syntaxes of `gateway.common.units`:
   `virtual_hosts` (host names, IP literals or wildcards `*.example.com` for any name ending in
   `.example.com`; stored lower case, without port), `timeouts` {connect 2s, response 30s, idle 60s,
   request_head 30s},
-  `routes` (possibly none: the gateway answers 503), `bind` (an IP literal, default 0.0.0.0).
+  `routes` (possibly none: the gateway answers 503), `bind` (an IP literal, default 0.0.0.0), `health_check`
+  {path (/, starting with "/"), interval (5s, at least 100ms), timeout (1s or the interval if shorter, at most
+  the interval), healthy (2), unhealthy (3) (1-100 each), host (the target's address), expect (200-399)}; a tcp
+  gateway's check is a TCP connect and takes no path, host or expect.
 - Route: `weight`, `targets` (possibly none), `condition` (stored in canonical form), `condition_strength`
-  (100% by default, only with a condition), `drain`. A target is "host:port" or
-  {address, weight (integer 0-1000, default 100; 0 takes no traffic), drain}.
+  (100% by default, only with a condition), `drain`, `health_check` (as a gateway's, replacing it whole). A
+  target is "host:port" or {address, weight (integer 0-1000, default 100; 0 takes no traffic), drain}.
 - Weights of a gateway: given weights sum to exactly 100% or are all 0%; routes without a weight share what
   the weighted routes leave evenly in basis points, the remainder going one basis point each to the first
   of them (so the sum is exact); more than 100% given is an error.
@@ -47,24 +50,31 @@ from gateway.common.names import RULE as NAME_RULE, breaks_rule
 from gateway.common.units import (format_duration, format_percent, is_host_name, parse_address, parse_duration,
                                   parse_percent, parse_port, shown, unknown_field)
 from gateway.common.yamltext import YamlTextError, line_of, single_document
-from gateway.config.model import (FULL, SAME_SITE_VALUES, STICKY_MODES, Config, Gateway, GeoSettings, Route,
-                                  StickyCookie, Target, Timeouts)
+from gateway.config.model import (FULL, SAME_SITE_VALUES, STICKY_MODES, Config, Gateway, GeoSettings, HealthCheck,
+                                  Route, StickyCookie, Target, Timeouts)
 from gateway.routing import conditions
 
 Location = tuple[str | int, ...]
 
 TOP_FIELDS = ("gateways", "geo")
 GATEWAY_FIELDS = ("name", "port", "bind", "sticky", "sticky_ttl", "sticky_cookie", "drain_timeout", "virtual_hosts",
-                  "timeouts", "routes")
+                  "timeouts", "routes", "health_check")
 STICKY_COOKIE_FIELDS = ("same_site", "secure")
 TIMEOUT_FIELDS = ("connect", "response", "idle", "request_head")
-ROUTE_FIELDS = ("weight", "targets", "condition", "condition_strength", "drain")
+ROUTE_FIELDS = ("weight", "targets", "condition", "condition_strength", "drain", "health_check")
 TARGET_FIELDS = ("address", "weight", "drain")
 GEO_FIELDS = ("database", "trusted_proxies")
+HEALTH_CHECK_FIELDS = ("path", "interval", "timeout", "healthy", "unhealthy", "host", "expect")
 MAX_TARGET_WEIGHT = 1000
+MIN_HEALTH_INTERVAL = 0.1       # seconds
+MAX_HEALTH_THRESHOLD = 100
+MAX_HEALTH_PATH = 2048          # characters
 
 _GATEWAY_NAME = re.compile(r"[A-Za-z0-9_.:-]+(?:/[A-Za-z0-9_.:-]+){0,3}")
 _ROUTE_NAME = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]+")
+_HEALTH_PATH = re.compile(r"/[\x21-\x7e]*")                  # visible ASCII: it goes on the request line as is
+_HEALTH_HOST = re.compile(r"[A-Za-z0-9._-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+_STATUS_RANGE = re.compile(r"([1-5][0-9][0-9])(?:\s*-\s*([1-5][0-9][0-9]))?")
 _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 
@@ -257,6 +267,8 @@ def gateway_from_dict(name: Any, data: Any) -> Gateway:
     fields["virtual_hosts"] = _virtual_hosts(body.get("virtual_hosts"), at + ("virtual_hosts",))
     fields["timeouts"] = _timeouts(body.get("timeouts"), at + ("timeouts",))
     fields["routes"] = _routes(body.get("routes"), at + ("routes",), protocol)
+    if body.get("health_check") is not None:
+        fields["health_check"] = _health_check(body["health_check"], at + ("health_check",), protocol)
     gateway = Gateway(**fields)
     if protocol == "tcp":
         if gateway.sticky != "none":
@@ -370,7 +382,9 @@ def _route(name: str, data: Any, at: Location, protocol: str) -> Route:
                  targets=_targets(body.get("targets"), at + ("targets",)),
                  condition=condition, condition_strength=strength,
                  drain=_bool(body.get("drain"), False, at + ("drain",)),
-                 weight_given=weight_given)
+                 weight_given=weight_given,
+                 health_check=(None if body.get("health_check") is None
+                               else _health_check(body["health_check"], at + ("health_check",), protocol)))
 
 
 def _condition(value: Any, at: Location) -> str | None:
@@ -431,6 +445,80 @@ def _target(item: Any, at: Location) -> Target:
                               at + ("weight",))
         fields["weight"] = weight
     return Target(host, port, **fields)
+
+
+# -- validation: health checks ----------------------------------------------------------------------
+def _health_check(value: Any, at: Location, protocol: str) -> HealthCheck:
+    """`health_check` of a gateway or route: an HTTP GET (`path`, `host`, `expect`) on an http gateway, a TCP
+    connect on a tcp gateway (which takes none of those three)."""
+    body = _mapping(value, at, "health check fields (" + ", ".join(HEALTH_CHECK_FIELDS) + ")")
+    _only_fields(body, HEALTH_CHECK_FIELDS, at, "health_check")
+    default = HealthCheck()
+    fields: dict[str, Any] = {}
+    if protocol == "tcp":
+        for key in ("path", "host", "expect"):
+            if body.get(key) is not None:
+                raise ConfigError(f"a tcp gateway's health check is a TCP connect: it takes no {key}", at + (key,))
+        fields["path"] = None
+    else:
+        if body.get("path") is not None:
+            fields["path"] = _health_path(body["path"], at + ("path",))
+        if body.get("host") is not None:
+            fields["host"] = _health_host(body["host"], at + ("host",))
+        if body.get("expect") is not None:
+            fields["expect"] = _status_range(body["expect"], at + ("expect",))
+    interval = default.interval
+    if body.get("interval") is not None:
+        interval = _parsed(parse_duration, body["interval"], at + ("interval",))
+        if interval < MIN_HEALTH_INTERVAL:
+            raise ConfigError(f"expected an interval of at least {format_duration(MIN_HEALTH_INTERVAL)}, got "
+                              f"{shown(body['interval'])}", at + ("interval",))
+    timeout = min(default.timeout, interval)
+    if body.get("timeout") is not None:
+        timeout = _parsed(parse_duration, body["timeout"], at + ("timeout",))
+        if timeout > interval:
+            raise ConfigError(f"the timeout {format_duration(timeout)} is longer than the interval "
+                              f"{format_duration(interval)}", at + ("timeout",))
+    for key in ("healthy", "unhealthy"):
+        count = body.get(key)
+        if count is not None:
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_HEALTH_THRESHOLD:
+                raise ConfigError(f"expected a whole number of consecutive checks from 1 to {MAX_HEALTH_THRESHOLD}, "
+                                  f"got {shown(count)}", at + (key,))
+            fields[key] = count
+    return HealthCheck(interval=interval, timeout=timeout, **fields)
+
+
+def _health_path(value: Any, at: Location) -> str:
+    if (isinstance(value, str) and len(value) <= MAX_HEALTH_PATH and _HEALTH_PATH.fullmatch(value)):
+        return value
+    raise ConfigError("expected a path starting with '/', without spaces or control characters, like '/healthz', "
+                      f"got {shown(value)}", at)
+
+
+def _health_host(value: Any, at: Location) -> str:
+    if isinstance(value, str) and len(value) <= 260 and _HEALTH_HOST.fullmatch(value):
+        return value
+    raise ConfigError(f"expected a Host header value like 'shop.example.com' or 'shop:8080', got {shown(value)}", at)
+
+
+def _status_range(value: Any, at: Location) -> tuple[int, int]:
+    """`200`, `"200-399"` -> (low, high), inclusive, within 100-599."""
+    match = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        match = _STATUS_RANGE.fullmatch(str(value))
+    elif isinstance(value, str):
+        match = _STATUS_RANGE.fullmatch(value.strip())
+    if match is not None:
+        low = int(match.group(1))
+        high = int(match.group(2) or low)
+        if low <= high:
+            return low, high
+    raise ConfigError(f"expected a status or a range of statuses like 200 or '200-399', got {shown(value)}", at)
+
+
+def _format_status_range(expect: tuple[int, int]) -> str:
+    return str(expect[0]) if expect[0] == expect[1] else f"{expect[0]}-{expect[1]}"
 
 
 # -- validation: geo ---------------------------------------------------------------------------------
@@ -522,6 +610,7 @@ def gateway_to_dict(gateway: Gateway) -> dict[str, Any]:
         "drain_timeout": format_duration(gateway.drain_timeout),
         "virtual_hosts": list(gateway.virtual_hosts),
         "timeouts": {key: format_duration(getattr(gateway.timeouts, key)) for key in TIMEOUT_FIELDS},
+        **({} if gateway.health_check is None else {"health_check": _health_check_to_dict(gateway.health_check)}),
         "routes": {route.name: _route_to_dict(route) for route in gateway.routes},
     }
 
@@ -537,4 +626,18 @@ def _route_to_dict(route: Route) -> dict[str, Any]:
         body["condition"] = route.condition
         body["condition_strength"] = format_percent(route.condition_strength)
     body["drain"] = route.drain
+    if route.health_check is not None:
+        body["health_check"] = _health_check_to_dict(route.health_check)
+    return body
+
+
+def _health_check_to_dict(check: HealthCheck) -> dict[str, Any]:
+    """Every field explicit; `path`, `host` and `expect` only where they apply (an HTTP check; `host` when set)."""
+    body: dict[str, Any] = {} if check.path is None else {"path": check.path}
+    body.update(interval=format_duration(check.interval), timeout=format_duration(check.timeout),
+                healthy=check.healthy, unhealthy=check.unhealthy)
+    if check.path is not None:
+        if check.host is not None:
+            body["host"] = check.host
+        body["expect"] = _format_status_range(check.expect)
     return body

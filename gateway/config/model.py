@@ -30,6 +30,19 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """An active health check of a gateway's (or a route's) targets (docs/health-checks.md, gateway.runtime.health).
+    Hashable: targets with the same address and check share one probe loop."""
+    path: str | None = "/"    # the GET request's path; None: a TCP connect check (a tcp gateway's)
+    interval: float = 5.0     # seconds from one probe's start to the next's
+    timeout: float = 1.0      # seconds a probe may take to connect and read the status line (at most `interval`)
+    healthy: int = 2          # consecutive successes that make an unhealthy target healthy again
+    unhealthy: int = 3        # consecutive failures that make a target unhealthy
+    host: str | None = None   # the Host header sent; None: the target's address
+    expect: tuple[int, int] = (200, 399)    # the status range (inclusive) that counts as healthy
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     weight: int                       # basis points, resolved (routes without a weight share the rest)
@@ -39,6 +52,7 @@ class Route:
     drain: bool = False
     weight_given: bool = True         # False when the weight was derived from Vamp's "share the rest" rule
     drained: bool = False             # its drain is over (only gateway.runtime.drain sets it, in what is served)
+    health_check: HealthCheck | None = None   # None: the gateway's (`Gateway.health_check`), if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +83,11 @@ class Gateway:
     timeouts: Timeouts = field(default_factory=Timeouts)
     routes: tuple[Route, ...] = ()
     bind: str = "0.0.0.0"             # listen address (tests use 127.0.0.1)
+    health_check: HealthCheck | None = None   # of every route's targets, unless the route has its own
+
+    def health_check_of(self, route: Route) -> HealthCheck | None:
+        """The check of `route`'s targets: the route's own, else the gateway's, else none."""
+        return route.health_check if route.health_check is not None else self.health_check
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,8 @@ candidate with the highest value (the first one written on a tie) and subtracts 
 from it. With two candidates every window of consecutive picks is within one pick of the exact split; over
 `sum(weights)` picks each candidate is taken exactly `weight` times.
 
-A child is a candidate while `child.down_until <= now` (a target backed off, a route with no target to serve
-it: see gateway.routing.table). Children of weight <= 0 are never picked. Fenced children (draining) get no
+A child is a candidate while `child.down_until <= now` (a target backed off or unhealthy, a route with no target
+to serve it: see gateway.routing.table). Children of weight <= 0 are never picked. Fenced children (draining) get no
 new picks; `pick_for_sticky_client` still reaches them when no unfenced child is available, for the clients a
 sticky cookie ties to them. Weights and fences are fixed when the balancer is built (a route table is rebuilt
 on every change); the running values belong to the balancer, so a rebuilt table starts afresh.

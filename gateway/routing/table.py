@@ -36,6 +36,10 @@ Routing semantics (docs/gateway-config.md, "Routing"), made exact:
    round-robin over the live routes only: a route with no live target takes no share, as if its weight were
    0, until a target comes back. Each route keeps a count of its targets not backed off and the earliest
    end of a back-off, updated when a target fails or recovers, so asking "is it live" costs O(1).
+   A target its active health check finds unhealthy (gateway.runtime.health) is skipped like a backed-off one
+   whose back-off never ends, until the check passes again: a route whose targets are all unhealthy is not
+   live, and its requests go to the other routes by the weight split. (`down_until` carries both, so the
+   per-request test is the one it always was.)
    A request whose connection fails (`redispatch`) goes to another available target of its route, else to
    another route by the weight split, with that route's cookie for a sticky client.
 5. A draining route (or target) gets no new non-sticky requests: it is skipped for condition ownership, the
@@ -71,7 +75,7 @@ INFINITY = float("inf")
 class TargetState:
     """Runtime state of one target of one route: health, load and what the proxy attaches to it."""
 
-    __slots__ = ("target", "address", "host", "port", "weight", "drain", "down_until", "failures",
+    __slots__ = ("target", "address", "host", "port", "weight", "drain", "down_until", "failures", "unhealthy",
                  "in_flight", "pool", "stats", "cookie_id", "last_used", "owner", "log_quiet_until",
                  "log_suppressed")
 
@@ -80,8 +84,11 @@ class TargetState:
         self.host = target.host
         self.port = target.port
         self.cookie_id = short_id(self.address)
+        # What the balancer reads: 0.0 when the target can take requests, the end of its back-off after connect
+        # failures (`failures` > 0), INFINITY while its active health check finds it unhealthy.
         self.down_until = 0.0
         self.failures = 0
+        self.unhealthy = False   # set by the active health check (gateway.runtime.health) through set_unhealthy
         self.in_flight = 0
         self.last_used = 0.0     # when it was last picked (monotonic): a drain waits for sticky clients
         self.pool: UpstreamPool | None = None       # the proxy's keep-alive connections to it
@@ -119,9 +126,21 @@ class TargetState:
     def mark_ok(self) -> None:
         if self.failures:
             self.failures = 0
-            self.down_until = 0.0
+            self.down_until = INFINITY if self.unhealthy else 0.0
             if self.owner is not None:
                 self.owner.count_live()
+
+    def set_unhealthy(self, unhealthy: bool) -> None:
+        """Active health check: an unhealthy target takes no request until its check passes again, as if backed
+        off for ever (folded into `down_until`, so the hot path reads nothing more). A target found healthy
+        accepts connections: any passive back-off ends too."""
+        if unhealthy == self.unhealthy:
+            return
+        self.unhealthy = unhealthy
+        self.failures = 0
+        self.down_until = INFINITY if unhealthy else 0.0
+        if self.owner is not None:
+            self.owner.count_live()
 
     def __repr__(self) -> str:
         return f"TargetState({self.address}, weight={self.weight}, drain={self.drain})"
@@ -131,7 +150,7 @@ class RouteState:
     """One route of one gateway: its targets, their round-robin, its condition's strength and its sticky cookies.
 
     `down_until` is what the weight split reads: 0.0 while a target is live, else the earliest end of a
-    back-off (INFINITY with no target that takes requests).
+    back-off (INFINITY with no target that takes requests, or every one unhealthy).
     """
 
     __slots__ = ("name", "route", "targets", "condition", "cookie_id", "remainder", "last_used", "live",
@@ -182,7 +201,7 @@ class RouteState:
         for target in self.targets:
             if target.weight <= 0 or target.drain:
                 continue
-            if target.failures:
+            if target.down_until:                  # backed off (retried when that ends) or unhealthy (INFINITY)
                 retry_at = min(retry_at, target.down_until)
             else:
                 live += 1

@@ -202,9 +202,13 @@ class ConfigManager:
                     state, ends_at = self._drain_state(key)
                 else:
                     state, ends_at = ("down" if tsnap.get("down") else "active"), None
+                checked_at = tsnap.get("checked_at")
                 targets[target.address] = {
                     "state": state, "in_flight": tsnap.get("in_flight", 0),
                     "requests": tsnap.get("requests", 0), "drain_ends_at": ends_at,
+                    "health": tsnap.get("health", "unchecked"),
+                    "checked_at": None if checked_at is None else _timestamp(checked_at, "milliseconds"),
+                    "check_result": tsnap.get("check_result"),
                 }
             state, ends_at = self._drain_state((name, route.name)) if route.drain else ("active", None)
             routes[route.name] = {"state": state, "drain_ends_at": ends_at, "targets": targets}
@@ -226,5 +230,5 @@ class ConfigManager:
         return "draining", _timestamp(min(drain.deadline for drain in drains))
 
 
-def _timestamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+def _timestamp(seconds: float, timespec: str = "seconds") -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec=timespec)

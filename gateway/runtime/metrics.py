@@ -33,8 +33,10 @@ class _SnapshotCollector:
                                         labels=("gateway",))
         weights = GaugeMetricFamily("vamp_route_weight_ratio", "Configured route weight (0-1)",
                                     labels=("gateway", "route"))
-        up = GaugeMetricFamily("vamp_target_up", "1 unless the target is backed off after failures",
+        up = GaugeMetricFamily("vamp_target_up", "1 unless the target is backed off after failures or unhealthy",
                                labels=("gateway", "route", "target"))
+        healthy = GaugeMetricFamily("vamp_target_healthy", "0 while the target fails its active health check, else "
+                                    "1 (only targets with a health check)", labels=("gateway", "route", "target"))
         draining = GaugeMetricFamily("vamp_target_draining", "1 while the target (or its route) drains",
                                      labels=("gateway", "route", "target"))
 
@@ -65,11 +67,14 @@ class _SnapshotCollector:
                     labels = (gw.name, route.name, target.address)
                     tsnap = rsnap["targets"].get(target.address) if rsnap else None
                     up.add_metric(labels, 0 if tsnap and tsnap["down"] else 1)
+                    health = tsnap.get("health", "unchecked") if tsnap else "unchecked"
+                    if health != "unchecked":
+                        healthy.add_metric(labels, 0 if health == "unhealthy" else 1)
                     drains = (target.drain or route.drain) and not (target.drained or route.drained)
                     draining.add_metric(labels, 1 if drains else 0)
         if self.snapshot["malformed"]["count"]:
             add_route("", "", self.snapshot["malformed"])
-        yield from (requests, duration, errors, connections, weights, up, draining)
+        yield from (requests, duration, errors, connections, weights, up, healthy, draining)
 
 
 class _StoreCollector:

@@ -3,7 +3,9 @@
 `Runtime.apply(config)` compiles a new `RouteTable` off the hot path (carrying over target state, pools and
 counters of what still exists), opens listeners for new ports or bind addresses, swaps the table in with one
 assignment, then closes listeners no gateway uses any more. Connections read `runtime.table` per request, so
-a request is routed by the table current when it arrived and finishes on the objects it picked.
+a request is routed by the table current when it arrived and finishes on the objects it picked. The active
+health checks' probe loops (gateway.runtime.health) follow each table: started, kept or stopped just before
+it is swapped in, all stopped by `close`.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from gateway.proxy.tunnel import TcpConnection
 from gateway.proxy.upstream import sweep_timeouts
 from gateway.routing.lookups import ClientLookups
 from gateway.routing.table import RouteTable
+from gateway.runtime.health import HealthChecks
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -48,6 +51,7 @@ class Runtime:
         self._trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
         self.ready = False
         self._sweeper: asyncio.Task[None] | None = None
+        self.health = HealthChecks(loop)
 
     # -- configuration -----------------------------------------------------------------------------
     async def apply(self, config: Config) -> None:
@@ -67,6 +71,7 @@ class Runtime:
         self._request_head = {port: max(min(g.gateway.timeouts.request_head, g.gateway.timeouts.idle)
                                         for g in pr.gateways) for port, pr in table.ports.items()}
         await self._open_listeners(table)
+        self.health.update(table)                     # with no await until the swap
         previous = self.table
         self.lookups = lookups
         self.table = table
@@ -201,6 +206,7 @@ class Runtime:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        await self.health.close()
         for server in self.listeners.values():
             server.close()
         self.listeners.clear()

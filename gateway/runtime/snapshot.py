@@ -6,7 +6,9 @@ aggregation read:
     {"gateways": {GW: {"open_connections": n, "in_flight": n, "unrouted": STATS,
                        "routes": {ROUTE: {"stats": STATS, "in_flight": n, "idle_for": s,
                                           "targets": {ADDRESS: {"stats": STATS, "in_flight": n, "requests": n,
-                                                                "failures": n, "down": bool, "idle_for": s}}}}}},
+                                                                "failures": n, "down": bool, "idle_for": s,
+                                                                "health": H, "checked_at": t, "check_result": r
+                                                                }}}}}},
      "malformed": STATS}
     STATS = {"classes": [6 ints], "buckets": [ints], "sum": float, "count": int, "errors": {kind: n}}
 
@@ -14,8 +16,12 @@ A target's `stats` are the exchanges it answered; a route's are the sum of its t
 (gateway.proxy.stats: the counts of targets that left it), so they never go back while the route exists. A
 route's `in_flight` is its targets' sum, a gateway's its routes'. `requests` counts the requests sent to a target
 (each attempt), `failures` its failed connections. `idle_for` is the seconds since the route or target was
-last picked (infinity when never). Summing takes the smallest `idle_for`, and a target is `down` when any
-worker has it backed off.
+last picked (infinity when never). `down`: the target takes no request (backed off after connection failures,
+or unhealthy). `health` is its active health check's verdict (gateway.runtime.health: `unchecked`, `unknown`,
+`healthy` or `unhealthy`), `checked_at` when the last probe ended (epoch seconds, None before the first) and
+`check_result` what it saw. Each worker process probes on its own. Summing takes the smallest `idle_for`; a
+target is `down` when any worker has it backed off or unhealthy, and its `health` is the worst any worker
+sees (unhealthy, then unknown, then healthy), with the latest probe's time and result.
 """
 from __future__ import annotations
 
@@ -23,11 +29,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gateway.proxy.stats import BUCKETS, UPSTREAM_ERROR_KINDS, RouteStats
+from gateway.runtime.health import HEALTHY, UNCHECKED, UNHEALTHY, UNKNOWN
 
 if TYPE_CHECKING:
     from gateway.runtime.runtime import Runtime
 
 INFINITY = float("inf")
+HEALTH_RANK = {UNCHECKED: 0, HEALTHY: 1, UNKNOWN: 2, UNHEALTHY: 3}     # merging workers: the highest wins
 
 
 def empty_stats() -> dict[str, Any]:
@@ -48,6 +56,7 @@ def _idle(last_used: float, now: float) -> float:
 
 def take(runtime: "Runtime") -> dict[str, Any]:
     now = time.monotonic()
+    health = runtime.health.status
     gateways: dict[str, Any] = {}
     for name, router in runtime.table.gateways.items():
         gstats = runtime.stats.gateways.get(name)
@@ -65,7 +74,7 @@ def take(runtime: "Runtime") -> dict[str, Any]:
                                       "requests": t.stats.requests if t.stats else 0,
                                       "failures": t.stats.failures if t.stats else 0,
                                       "down": t.down_until > now,
-                                      "idle_for": _idle(t.last_used, now)}
+                                      "idle_for": _idle(t.last_used, now), **health(t)}
             routes[route.name] = {"stats": total, "in_flight": in_flight, "idle_for": _idle(route.last_used, now),
                                   "targets": targets}
             gateway_in_flight += in_flight
@@ -107,13 +116,27 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
                 for address, target in route["targets"].items():
                     t_into = r_into["targets"].setdefault(address, {"stats": empty_stats(), "in_flight": 0,
                                                                     "requests": 0, "failures": 0,
-                                                                    "down": False, "idle_for": INFINITY})
+                                                                    "down": False, "idle_for": INFINITY,
+                                                                    "health": UNCHECKED, "checked_at": None,
+                                                                    "check_result": None})
                     _add_stats(t_into["stats"], target["stats"])
                     for field in ("in_flight", "requests", "failures"):
                         t_into[field] += target[field]
                     t_into["down"] = t_into["down"] or target["down"]
                     t_into["idle_for"] = min(t_into["idle_for"], target["idle_for"])
+                    _merge_health(t_into, target)
     return total
+
+
+def _merge_health(into: dict[str, Any], target: dict[str, Any]) -> None:
+    """The worst health either side sees; the time and result of the latest probe."""
+    health = target.get("health", UNCHECKED)
+    if HEALTH_RANK[health] > HEALTH_RANK[into["health"]]:
+        into["health"] = health
+    checked_at = target.get("checked_at")
+    if checked_at is not None and (into["checked_at"] is None or checked_at > into["checked_at"]):
+        into["checked_at"] = checked_at
+        into["check_result"] = target.get("check_result")
 
 
 def usage(snapshot: dict[str, Any], key: tuple[str, ...]) -> tuple[int, float]:

@@ -189,6 +189,9 @@ async def test_a_generated_gateway_refuses_settings_its_deployment_cannot_keep(a
             ("sava/sava/webport", {"sticky_ttl": "1m"}, "/sticky_ttl"),
             ("sava/sava/webport", {"sticky_cookie": {"same_site": "strict"}}, "/sticky_cookie"),
             ("sava/sava/webport", {"virtual_hosts": ["a.example"]}, "/virtual_hosts"),
+            ("sava/sava/webport", {"health_check": {"path": "/healthz"}}, "/health_check"),
+            ("sava/sava/webport", {"routes": {route: {"health_check": {"path": "/healthz"}}}},
+             f"{pointer}/health_check"),
             (f"sava/{port}", {"timeouts": {"idle": "5s"}}, "/timeouts")]:
         before = await (await api.get(f"/api/v1/gateways/{name}")).json()
         refused = await api.patch(f"/api/v1/gateways/{name}", json=patch)

@@ -10,7 +10,8 @@ gateway serves exactly that document.
 Generated writes must not make the gateway listen anywhere but on loopback, on ports of our choosing: before
 each call, a write whose body is an object gets `bind: 127.0.0.1` (merge patches too, so that none can reset
 it to the default 0.0.0.0), and a `port` in it is replaced by one of a few free loopback ports reserved for
-this module (keeping a `/tcp` or `/http` suffix). Other fields are sent as generated. No request is ever
+this module (keeping a `/tcp` or `/http` suffix), and its `health_check`s (the gateway's and its routes') are
+left out, since a health check would contact the targets. Other fields are sent as generated. No request is ever
 sent through a generated gateway, so the targets it names are never contacted.
 """
 from __future__ import annotations
@@ -130,7 +131,11 @@ def confine(body: Any, ports: list[int], *, replace_port: bool) -> Any:
     """A generated write body made to listen only on loopback, on one of `ports` (see the module docstring)."""
     if not isinstance(body, dict):
         return body
-    body = {**body, "bind": LOOPBACK}
+    body = {key: value for key, value in body.items() if key != "health_check"}
+    body["bind"] = LOOPBACK
+    if isinstance(body.get("routes"), dict):
+        body["routes"] = {name: ({key: value for key, value in spec.items() if key != "health_check"}
+                                 if isinstance(spec, dict) else spec) for name, spec in body["routes"].items()}
     if replace_port or "port" in body:
         port = body.get("port")
         suffix = port[port.index("/"):] if isinstance(port, str) and "/" in port else ""
