@@ -19,6 +19,12 @@ _TARGET = {
                         "drain": {"type": "boolean"}}},
     ],
 }
+_HEADER_VALUES = {"type": "object", "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "integer"}]}}
+_HEADER_RULES = {   # docs/rewrites.md
+    "type": "object", "additionalProperties": False, "nullable": True,
+    "properties": {"set": _HEADER_VALUES, "add": _HEADER_VALUES,
+                   "remove": {"type": "array", "items": {"type": "string"}}},
+}
 _ROUTE = {
     "type": "object", "additionalProperties": False,
     "properties": {
@@ -27,6 +33,14 @@ _ROUTE = {
         "condition": {"type": "string", "example": "browser = Chrome and country = GB"},
         "condition_strength": _PERCENT,
         "drain": {"type": "boolean"},
+        "strip_prefix": {"type": "string", "nullable": True, "example": "/api"},
+        "rewrite": {"type": "object", "additionalProperties": False, "nullable": True, "required": ["path"],
+                    "properties": {"path": {"type": "object", "additionalProperties": False,
+                                            "required": ["regex", "replace"],
+                                            "properties": {"regex": {"type": "string", "example": "^/api/(.*)"},
+                                                           "replace": {"type": "string", "example": "/\\1"}}}}},
+        "request_headers": _HEADER_RULES,
+        "response_headers": _HEADER_RULES,
     },
 }
 _GATEWAY_FIELDS = {
