@@ -32,7 +32,7 @@ def echo(module_procs):
 def ports(module_procs, echo):
     """One gateway process; a gateway per feature, each on its own port."""
     dead = free_port()          # nothing listens there: connections to it are refused
-    names = ("rewrite", "strip", "both", "headers", "by_condition", "split", "fallback", "plain")
+    names = ("rewrite", "strip", "both", "headers", "by_condition", "split", "fallback", "plain", "down")
     port = {name: free_port() for name in names}
     module_procs.gateway(config({
         "rewrite": gateway(port["rewrite"], {"r": route(echo.address("a"), rewrite=API_REWRITE)}),
@@ -58,6 +58,7 @@ def ports(module_procs, echo):
             "live": route(echo.address("b"), weight="50%"),
         }),
         "plain": gateway(port["plain"], {"r": route(echo.address("a"))}),
+        "down": gateway(port["down"], {"r": route(f"127.0.0.1:{dead}", response_headers=RESPONSE_RULES)}),
     }))
     return port
 
@@ -144,8 +145,11 @@ def test_response_header_rules_apply_for_http10_and_head(ports):
 
 
 def test_the_gateways_own_answers_get_no_response_rules(ports):
-    response = get(ports["headers"], "/h", host="bad host")
-    assert response.status == 400 and response.header("x-served-by") is None
+    refused = get(ports["down"], "/h")                      # routed, but its target refuses connections
+    assert refused.status == 502 and refused.header("x-served-by") is None
+    assert refused.header("content-type") == "text/plain; charset=utf-8"
+    bad = get(ports["headers"], "/h", host="bad host")      # not routed at all
+    assert bad.status == 400 and bad.header("x-served-by") is None
 
 
 # -- rules per route ------------------------------------------------------------------------------------------
