@@ -471,7 +471,9 @@ def _header_rules(value: Any, at: Location, side: str) -> HeaderRules | None:
     lines: dict[str, tuple[tuple[str, str], ...]] = {}
     for operation in ("set", "add"):
         pairs = []
-        for name, text in _mapping(body.get(operation) or {}, at + (operation,), "header names to values").items():
+        given = body.get(operation)
+        for name, text in ({} if given is None else _mapping(given, at + (operation,), "header names to values")
+                           ).items():
             name_at = at + (operation, name)
             claim(name, operation, name_at)
             if isinstance(text, int) and not isinstance(text, bool):

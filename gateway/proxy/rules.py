@@ -60,7 +60,7 @@ class HeaderEdit:
         return b"".join([line + CRLF for line in lines]) + self.lines
 
 
-class PathRewrite:
+class TargetRewrite:
     """`strip_prefix` then `rewrite.path`, on a request target."""
     __slots__ = ("prefix", "prefix_slash", "match", "pieces")
 
@@ -129,7 +129,7 @@ class RequestRules:
     __slots__ = ("path", "headers", "_heads")
 
     def __init__(self, route: model.Route) -> None:
-        self.path = PathRewrite(route) if route.strip_prefix is not None or route.rewrite is not None else None
+        self.path = TargetRewrite(route) if route.strip_prefix is not None or route.rewrite is not None else None
         self.headers = HeaderEdit(route.request_headers) if route.request_headers is not None else None
         self._heads: dict[bytes, bytes] = {}
 

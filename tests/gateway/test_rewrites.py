@@ -260,6 +260,8 @@ def test_no_rules_and_empty_rules_are_none_and_stay_out_of_the_document():
     ({"request_headers": {"set": {"X-A": True}}}, "expected the header's value as text"),
     ({"request_headers": {"set": {"X-A": "1"}, "add": {"x-a": "2"}}}, "x-a is named twice (in set and add)"),
     ({"response_headers": {"replace": {"X-A": "1"}}}, "field 'response_headers.replace'"),
+    ({"request_headers": {"set": ["X-A"]}}, "field 'request_headers.set': expected a mapping of header names"),
+    ({"request_headers": {"remove": "X-A"}}, "field 'request_headers.remove': expected a list of header names"),
 ])
 def test_invalid_rules_are_refused_with_the_field_and_position(fields, expected):
     assert expected in refusal(**fields)
