@@ -396,3 +396,26 @@ def test_a_rewritten_head_is_one_valid_request_for_llhttp(rules_index, parts, qu
     assert sent.startswith(b"/") and sent.partition(b"?")[2] == (b"" if query is None else query.encode())
     names = [name.lower() for name, _ in seen.headers[0]]
     assert names.count(b"host") == 1
+
+
+class OneResponse(OneRequest):
+    def on_status(self, status: bytes) -> None:
+        pass
+
+
+names = st.sampled_from(["Server", "X-A", "x-a", "X-B", "Set-Cookie", "Cache-Control"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(names, st.text(alphabet="abc =;/1", max_size=6).map(str.strip)), max_size=6))
+def test_a_response_head_with_rules_is_one_valid_response_with_the_rules_applied(lines):
+    _, rules = rules_of(response_headers={"set": {"X-A": "set"}, "add": {"X-B": "added"}, "remove": ["Server"]})
+    raw = b"HTTP/1.1 200 OK\r\n%sContent-Length: 2\r\n\r\n" % b"".join(
+        b"%s: %s\r\n" % (name.encode(), value.encode()) for name, value in lines)
+    head = rules.head(raw, read_head(raw))
+    seen = OneResponse()
+    httptools.HttpResponseParser(seen).feed_data(head.plain + b"ok")
+    assert seen.complete == 1
+    received = [(name.decode(), value.decode()) for name, value in seen.headers[0]]
+    kept = [(name, value) for name, value in lines if name.lower() not in ("server", "x-a")]
+    assert received == kept + [("X-A", "set"), ("X-B", "added"), ("Content-Length", "2")]
