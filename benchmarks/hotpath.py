@@ -1,9 +1,10 @@
 """The gateway's per-request Python cost, without sockets: a client protocol fed one request and the upstream
 protocol fed its response, over and over, on the route table `benchmarks/proxy.py` measures (90%/10% with a
 user-agent condition). Syscalls and the kernel's TCP stack are left out on purpose; this is what compiled code
-would have to beat.
+would have to beat. `--rules` measures the same table with a path rewrite and request and response header rules
+on both routes (docs/rewrites.md).
 
-    .venv/bin/python benchmarks/hotpath.py [--requests 50000] [--profile]
+    .venv/bin/python benchmarks/hotpath.py [--requests 50000] [--profile] [--rules]
 """
 from __future__ import annotations
 
@@ -28,6 +29,24 @@ gateways:
     routes:
       stable: {weight: 90%, targets: ["127.0.0.1:19001"]}
       canary: {weight: 10%, condition: "user-agent = Firefox", targets: ["127.0.0.1:19001"]}
+"""
+RULES = """
+        rewrite: {path: {regex: "^/(.*)", replace: "/app/\\\\1"}}
+        request_headers: {set: {X-Env: bench}}
+        response_headers: {remove: [Server]}"""
+CONFIG_WITH_RULES = f"""
+gateways:
+  bench:
+    port: 19102
+    bind: 127.0.0.1
+    routes:
+      stable:
+        weight: 90%
+        targets: ["127.0.0.1:19001"]{RULES}
+      canary:
+        weight: 10%
+        condition: "user-agent = Firefox"
+        targets: ["127.0.0.1:19001"]{RULES}
 """
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:19002\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 25 Nov 2026 14:50:00 GMT\r\n"
@@ -65,13 +84,13 @@ class RecordingTransport:
         pass
 
 
-async def measure(requests: int, profile: bool) -> None:
+async def measure(requests: int, profile: bool, rules: bool = False) -> None:
     runtime = Runtime(asyncio.get_running_loop())
 
     async def no_listeners(_table: object) -> None:
         pass
     runtime._open_listeners = no_listeners  # type: ignore[method-assign]
-    await runtime.apply(load_text(CONFIG))
+    await runtime.apply(load_text(CONFIG_WITH_RULES if rules else CONFIG))
     client = ClientConnection(runtime, 19102)
     client.connection_made(RecordingTransport())  # type: ignore[arg-type]
     for _, _, target in runtime.table.targets():     # one warm pooled connection per target
@@ -102,8 +121,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=50_000)
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the path")
+    parser.add_argument("--rules", action="store_true", help="routes with a path rewrite and header rules")
     args = parser.parse_args()
-    uvloop.run(measure(args.requests, args.profile))
+    uvloop.run(measure(args.requests, args.profile, args.rules))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,12 @@ _HEALTH_CHECK = {
                    "host": {"type": "string", "example": "shop.example.com"},
                    "expect": {"oneOf": [{"type": "string", "example": "200-399"}, {"type": "integer"}]}},
 }
+_HEADER_VALUES = {"type": "object", "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "integer"}]}}
+_HEADER_RULES = {   # docs/rewrites.md
+    "type": "object", "additionalProperties": False, "nullable": True,
+    "properties": {"set": _HEADER_VALUES, "add": _HEADER_VALUES,
+                   "remove": {"type": "array", "items": {"type": "string"}}},
+}
 _ROUTE = {
     "type": "object", "additionalProperties": False,
     "properties": {
@@ -39,6 +45,14 @@ _ROUTE = {
         "condition_strength": _PERCENT,
         "drain": {"type": "boolean"},
         "health_check": _HEALTH_CHECK,
+        "strip_prefix": {"type": "string", "nullable": True, "example": "/api"},
+        "rewrite": {"type": "object", "additionalProperties": False, "nullable": True, "required": ["path"],
+                    "properties": {"path": {"type": "object", "additionalProperties": False,
+                                            "required": ["regex", "replace"],
+                                            "properties": {"regex": {"type": "string", "example": "^/api/(.*)"},
+                                                           "replace": {"type": "string", "example": "/\\1"}}}}},
+        "request_headers": _HEADER_RULES,
+        "response_headers": _HEADER_RULES,
     },
 }
 _GATEWAY_FIELDS = {

@@ -22,7 +22,9 @@ line. The rules, beyond the value syntaxes of `gateway.common.units`:
   the interval), healthy (2), unhealthy (3) (1-100 each), host (the target's address), expect (200-399)}; a tcp
   gateway's check is a TCP connect and takes no path, host or expect.
 - Route: `weight`, `targets` (possibly none), `condition` (stored in canonical form), `condition_strength`
-  (100% by default, only with a condition), `drain`, `health_check` (as a gateway's, replacing it whole). A
+  (100% by default, only with a condition), `drain`, `health_check` (as a gateway's, replacing it whole);
+  `strip_prefix`, `rewrite` {path {regex, replace}}, `request_headers` and `response_headers` {set, add, remove}
+  (docs/rewrites.md; the syntax is `gateway.config.rewrites`; not on tcp gateways; an empty rule set is none). A
   target is "host:port" or {address, weight (integer 0-1000, default 100; 0 takes no traffic), drain}.
 - Weights of a gateway: given weights sum to exactly 100% or are all 0%; routes without a weight share what
   the weighted routes leave evenly in basis points, the remainder going one basis point each to the first
@@ -50,8 +52,9 @@ from gateway.common.names import RULE as NAME_RULE, breaks_rule
 from gateway.common.units import (format_duration, format_percent, is_host_name, parse_address, parse_duration,
                                   parse_percent, parse_port, shown, unknown_field)
 from gateway.common.yamltext import YamlTextError, line_of, single_document
-from gateway.config.model import (FULL, SAME_SITE_VALUES, STICKY_MODES, Config, Gateway, GeoSettings, HealthCheck,
-                                  Route, StickyCookie, Target, Timeouts)
+from gateway.config import rewrites
+from gateway.config.model import (FULL, SAME_SITE_VALUES, STICKY_MODES, Config, Gateway, GeoSettings, HeaderRules,
+                                  HealthCheck, PathRewrite, Route, StickyCookie, Target, Timeouts)
 from gateway.routing import conditions
 
 Location = tuple[str | int, ...]
@@ -61,7 +64,10 @@ GATEWAY_FIELDS = ("name", "port", "bind", "sticky", "sticky_ttl", "sticky_cookie
                   "timeouts", "routes", "health_check")
 STICKY_COOKIE_FIELDS = ("same_site", "secure")
 TIMEOUT_FIELDS = ("connect", "response", "idle", "request_head")
-ROUTE_FIELDS = ("weight", "targets", "condition", "condition_strength", "drain", "health_check")
+ROUTE_FIELDS = ("weight", "targets", "condition", "condition_strength", "drain", "strip_prefix", "rewrite",
+                "request_headers", "response_headers", "health_check")
+REWRITE_FIELDS = ("path",)
+PATH_REWRITE_FIELDS = ("regex", "replace")
 TARGET_FIELDS = ("address", "weight", "drain")
 GEO_FIELDS = ("database", "trusted_proxies")
 HEALTH_CHECK_FIELDS = ("path", "interval", "timeout", "healthy", "unhealthy", "host", "expect")
@@ -377,6 +383,10 @@ def _route(name: str, data: Any, at: Location, protocol: str) -> Route:
             raise ConfigError("condition_strength needs a condition", at + ("condition_strength",))
         strength = _parsed(parse_percent, body["condition_strength"], at + ("condition_strength",))
     weight_given = body.get("weight") is not None
+    if protocol == "tcp":
+        for key in ("strip_prefix", "rewrite", "request_headers", "response_headers"):
+            if body.get(key) is not None:
+                raise ConfigError(f"a tcp gateway cannot have {key} (it sees no HTTP request)", at + (key,))
     return Route(name=name,
                  weight=_parsed(parse_percent, body["weight"], at + ("weight",)) if weight_given else 0,
                  targets=_targets(body.get("targets"), at + ("targets",)),
@@ -384,7 +394,12 @@ def _route(name: str, data: Any, at: Location, protocol: str) -> Route:
                  drain=_bool(body.get("drain"), False, at + ("drain",)),
                  weight_given=weight_given,
                  health_check=(None if body.get("health_check") is None
-                               else _health_check(body["health_check"], at + ("health_check",), protocol)))
+                               else _health_check(body["health_check"], at + ("health_check",), protocol)),
+                 strip_prefix=_strip_prefix(body.get("strip_prefix"), at + ("strip_prefix",)),
+                 rewrite=_rewrite(body.get("rewrite"), at + ("rewrite",)),
+                 request_headers=_header_rules(body.get("request_headers"), at + ("request_headers",), "request"),
+                 response_headers=_header_rules(body.get("response_headers"), at + ("response_headers",),
+                                                "response"))
 
 
 def _condition(value: Any, at: Location) -> str | None:
@@ -396,6 +411,100 @@ def _condition(value: Any, at: Location) -> str | None:
         return conditions.canonical(value)
     except conditions.ConditionError as exc:
         raise ConfigError(str(exc), at) from None
+
+
+def _strip_prefix(value: Any, at: Location) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"expected a path prefix like /api, got {shown(value)}", at)
+    try:
+        rewrites.check_strip_prefix(value)
+    except rewrites.RuleError as exc:
+        raise ConfigError(str(exc), at) from None
+    return value
+
+
+def _rewrite(value: Any, at: Location) -> PathRewrite | None:
+    """`rewrite: {path: {regex, replace}}`: the regex compiles in RE2 (faults with their position, as for
+    conditions), the replacement names only its groups."""
+    if value is None:
+        return None
+    body = _mapping(value, at, "rewrites (path)")
+    _only_fields(body, REWRITE_FIELDS, at, "rewrite")
+    if body.get("path") is None:
+        raise ConfigError("required field missing: the path rewrite, {regex: ..., replace: ...}", at + ("path",))
+    at += ("path",)
+    path = _mapping(body["path"], at, "regex and replace")
+    _only_fields(path, PATH_REWRITE_FIELDS, at, "rewrite.path")
+    texts: dict[str, str] = {}
+    for key in PATH_REWRITE_FIELDS:
+        text = path.get(key)
+        if text is None:
+            raise ConfigError(f"required field missing: the {key}", at + (key,))
+        if not isinstance(text, str):
+            example = "^/api/(.*)" if key == "regex" else "/v2/\\1"
+            raise ConfigError(f"expected text, like {example}, got {shown(text)}", at + (key,))
+        texts[key] = text
+    try:
+        groups = conditions.compile_regex(texts["regex"], captures=True).groups
+    except conditions.ConditionError as exc:
+        raise ConfigError(str(exc), at + ("regex",)) from None
+    try:
+        rewrites.parse_replacement(texts["replace"], groups)
+    except rewrites.RuleError as exc:
+        raise ConfigError(str(exc), at + ("replace",)) from None
+    return PathRewrite(regex=texts["regex"], replace=texts["replace"])
+
+
+def _header_rules(value: Any, at: Location, side: str) -> HeaderRules | None:
+    """`set`/`add` (name: value) and `remove` (names) for the `side` ("request" or "response"); None when there
+    is no rule at all."""
+    if value is None:
+        return None
+    body = _mapping(value, at, "header rules (set, add, remove)")
+    _only_fields(body, rewrites.OPERATIONS, at, f"{side}_headers")
+    named: dict[str, str] = {}          # lower-case name -> the operation naming it
+
+    def claim(name: Any, operation: str, name_at: Location) -> str:
+        if not isinstance(name, str):
+            raise ConfigError(f"expected a header name, got {shown(name)}", name_at)
+        try:
+            rewrites.check_header_name(name)
+        except rewrites.RuleError as exc:
+            raise ConfigError(str(exc), name_at) from None
+        refused = rewrites.header_refused(name, side, operation)
+        if refused is not None:
+            raise ConfigError(f"{side}_headers cannot {operation} {name}: {refused}", name_at)
+        earlier = named.get(name.lower())
+        if earlier is not None:
+            raise ConfigError(f"{name} is named twice (in {earlier} and {operation}): name a header once", name_at)
+        named[name.lower()] = operation
+        return name
+
+    lines: dict[str, tuple[tuple[str, str], ...]] = {}
+    for operation in ("set", "add"):
+        pairs = []
+        given = body.get(operation)
+        for name, text in ({} if given is None else _mapping(given, at + (operation,), "header names to values")
+                           ).items():
+            name_at = at + (operation, name)
+            claim(name, operation, name_at)
+            if isinstance(text, int) and not isinstance(text, bool):
+                text = str(text)
+            if not isinstance(text, str):
+                raise ConfigError(f"expected the header's value as text, got {shown(text)}", name_at)
+            try:
+                rewrites.check_header_value(text, name)
+            except rewrites.RuleError as exc:
+                raise ConfigError(str(exc), name_at) from None
+            pairs.append((name, text))
+        lines[operation] = tuple(pairs)
+    removed = tuple(claim(name, "remove", at + ("remove", index)) for index, name in
+                    enumerate(_list(body.get("remove"), at + ("remove",), "header names, like [X-Debug]")))
+    if not (lines["set"] or lines["add"] or removed):
+        return None
+    return HeaderRules(set=lines["set"], add=lines["add"], remove=removed)
 
 
 def resolve_weights(weights: list[int | None], at: Location = ()) -> list[int]:
@@ -626,6 +735,15 @@ def _route_to_dict(route: Route) -> dict[str, Any]:
         body["condition"] = route.condition
         body["condition_strength"] = format_percent(route.condition_strength)
     body["drain"] = route.drain
+    if route.strip_prefix is not None:
+        body["strip_prefix"] = route.strip_prefix
+    if route.rewrite is not None:
+        body["rewrite"] = {"path": {"regex": route.rewrite.regex, "replace": route.rewrite.replace}}
+    for key, rules in (("request_headers", route.request_headers), ("response_headers", route.response_headers)):
+        if rules is not None:
+            body[key] = {**({"set": dict(rules.set)} if rules.set else {}),
+                         **({"add": dict(rules.add)} if rules.add else {}),
+                         **({"remove": list(rules.remove)} if rules.remove else {})}
     if route.health_check is not None:
         body["health_check"] = _health_check_to_dict(route.health_check)
     return body

@@ -43,6 +43,23 @@ class HealthCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class PathRewrite:
+    """A route's `rewrite.path` (docs/rewrites.md): every match of `regex` (RE2) in the request's path is replaced by
+    `replace`, in which `\\0` is the match and `\\1`..`\\9` its groups."""
+    regex: str
+    replace: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRules:
+    """A route's `request_headers` or `response_headers` (docs/rewrites.md): names as written (matched without
+    regard to case), each named once across the three."""
+    set: tuple[tuple[str, str], ...] = ()    # (name, value): replaces every line of that name with one
+    add: tuple[tuple[str, str], ...] = ()    # (name, value): one more line, whatever is there
+    remove: tuple[str, ...] = ()             # every line of these names is dropped
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     weight: int                       # basis points, resolved (routes without a weight share the rest)
@@ -53,6 +70,10 @@ class Route:
     weight_given: bool = True         # False when the weight was derived from Vamp's "share the rest" rule
     drained: bool = False             # its drain is over (only gateway.runtime.drain sets it, in what is served)
     health_check: HealthCheck | None = None   # None: the gateway's (`Gateway.health_check`), if any
+    strip_prefix: str | None = None   # a leading path prefix taken off on a segment boundary (before `rewrite`)
+    rewrite: PathRewrite | None = None            # `rewrite.path`
+    request_headers: HeaderRules | None = None    # None: no rule (an empty `{}` is None too)
+    response_headers: HeaderRules | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -245,13 +245,17 @@ class UpstreamConnection:
         self.mode = BODY_UNSET
         if self.reading_paused:
             self.resume_reading()
+        head = ex.head
+        rules = ex.route.request_rules  # type: ignore[union-attr]  # (a started exchange is routed)
+        if rules is not None:           # the route's rewrites and header rules, for the route it has now
+            head = rules.head(head)
         if ex.body_buffer:
-            self.send(ex.head + b"".join(ex.body_buffer))
+            self.send(head + b"".join(ex.body_buffer))
             ex.body_buffer.clear()
             ex.state = STREAMING
             ex.client.flow.resume(PAUSE_BUFFER)
         else:
-            self.send(ex.head)
+            self.send(head)
             ex.state = SENT
         self.last_io = self.clock()
         target = ex.target
@@ -469,7 +473,8 @@ class UpstreamConnection:
             raise _OutOfStep
         src = self.head_src
         end = src.index(b"\r\n\r\n", self.head_at) + 4
-        head = read_head(src[self.head_at:end])
+        raw = src[self.head_at:end]
+        head = read_head(raw)
         self.head_at = end                       # a final response may follow a 1xx one in the same read
         status = head.status
         if 100 <= status < 200 and status != 101:
@@ -477,6 +482,9 @@ class UpstreamConnection:
             if not ex.http10 and not (status == 100 and ex.expect_continue):
                 self.out.append(head.prefix + CRLF)
             return
+        rules = ex.route.response_rules  # type: ignore[union-attr]  # (a response is parsed for a routed exchange)
+        if rules is not None:            # the route's header rules
+            head = rules.head(raw, head)
         if head.bad_coding:
             self.violation = True
             return

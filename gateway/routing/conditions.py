@@ -408,17 +408,20 @@ class _Parser:
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.never_capture = True    # conditions only ask "is there a match": no submatch tracking
 _RE2_OPTIONS.log_errors = False      # a rejected pattern is the user's error, reported as a ConditionError
+_RE2_CAPTURING = re2.Options()       # route rewrites (gateway.proxy.rules) read their groups
+_RE2_CAPTURING.log_errors = False
 _UNANCHORED = re2._Anchor.UNANCHORED   # with `_Regexp._regexp.Match` below: re2's C++ binding (google-re2 1.x)
 _LOOKAROUND = ("(?=", "(?!", "(?<=", "(?<!")
 _BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
 _NOT_IN_RE2 = "conditions use RE2, which runs in linear time"
 
 
-def compile_regex(source: str, offset: int = 0) -> re2._Regexp:
+def compile_regex(source: str, offset: int = 0, captures: bool = False) -> re2._Regexp:
     """The RE2 regular expression of a condition; a ConditionError (at `offset` + the position of the fault
-    in `source`) for what RE2 cannot express or for a program over MAX_REGEX_PROGRAM instructions."""
+    in `source`) for what RE2 cannot express or for a program over MAX_REGEX_PROGRAM instructions. With
+    `captures`, the match reports its groups (a route's path rewrite); conditions never ask for them."""
     try:
-        compiled = re2.compile(source, _RE2_OPTIONS)
+        compiled = re2.compile(source, _RE2_CAPTURING if captures else _RE2_OPTIONS)
     except re2.error as error:
         message, position = _explained(error, source)
         raise ConditionError(message, offset + position) from None

@@ -57,6 +57,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from gateway.config import model
+from gateway.proxy.rules import RequestRules, ResponseRules, compile_rules
 from gateway.routing.balancer import SmoothWeighted
 from gateway.routing.conditions import Condition, Matcher, compile_condition
 from gateway.routing.request import RequestView
@@ -155,7 +156,7 @@ class RouteState:
 
     __slots__ = ("name", "route", "targets", "condition", "cookie_id", "remainder", "last_used", "live",
                  "retry_at", "down_until", "pick_target", "pick_for_sticky_client", "_strength",
-                 "_strength_credit", "_set_cookie", "_set_cookies")
+                 "_strength_credit", "_set_cookie", "_set_cookies", "request_rules", "response_rules")
 
     def __init__(self, route: model.Route, targets: tuple[TargetState, ...], condition: Condition | None,
                  remainder: TargetStats | None, sticky: StickyCookie | None = None, last_used: float = 0.0
@@ -165,6 +166,10 @@ class RouteState:
         self.targets = targets
         self.condition = condition
         self.cookie_id = short_id(route.name)
+        # Its rewrites and header rules (gateway.proxy.rules), None for a direction without any.
+        self.request_rules: RequestRules | None
+        self.response_rules: ResponseRules | None
+        self.request_rules, self.response_rules = compile_rules(route)
         # What the route counted besides its targets' own figures (gateway.proxy.stats); set by the runtime.
         self.remainder = remainder
         self.last_used = last_used    # when a request last went to it (monotonic): a drain waits for sticky clients
