@@ -607,7 +607,7 @@ class ClientConnection:
         if self._tunnel_upstream is not None:
             if self._tunnel_upstream.transport.can_write_eof():
                 self._tunnel_upstream.transport.write_eof()
-            return True
+            return not self.tls     # TLS has no half-close: the transport closes whatever is answered
         return False
 
 

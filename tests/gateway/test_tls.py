@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 from pathlib import Path
@@ -159,6 +160,7 @@ def echo(module_procs):
 
 @pytest.fixture(scope="module")
 def site(module_procs, pki, echo, https_backend):
+    ws = module_procs.backend("ws")
     """One gateway process serving every gateway the read-only tests use, each on its own port."""
     certificates = {
         "a": pki.issue("a", "a.example"),
@@ -166,7 +168,8 @@ def site(module_procs, pki, echo, https_backend):
         "wild": pki.issue("wild", "*.w.example"),
         "client": pki.issue("client", "client.example"),
     }
-    ports = {name: free_port() for name in ("sni", "mtls", "redirect", "redirect_port", "upstream", "unverified")}
+    ports = {name: free_port() for name in ("sni", "mtls", "redirect", "redirect_port", "upstream", "unverified",
+                                            "ws")}
     upstream = f"https://{LOOPBACK}:{https_backend}"
     document = config({
         "sni": gateway(f"{ports['sni']}/https", {"r": route(echo.address("v1"))},
@@ -177,6 +180,7 @@ def site(module_procs, pki, echo, https_backend):
         "redirect_port": gateway(ports["redirect_port"], {}, redirect_https={"port": 8443}),
         "upstream": gateway(ports["upstream"], {"r": route(upstream)}, upstream_tls={"ca": pki.ca_file}),
         "unverified": gateway(ports["unverified"], {"r": route(upstream)}),
+        "ws": gateway(f"{ports['ws']}/https", {"r": route(ws.address())}, tls={"certificates": [certificates["a"]]}),
     })
     process = module_procs.gateway(document)
     return {"process": process, "ports": ports, "certificates": certificates}
@@ -230,6 +234,29 @@ def test_alpn_negotiates_http_1_1_and_keep_alive_and_pipelining_work_over_tls(si
         assert client.connections_opened == 1
         client.send_raw(b"GET /1 HTTP/1.1\r\nHost: a.example\r\n\r\nGET /2 HTTP/1.1\r\nHost: a.example\r\n\r\n")
         assert [client.read_response_to_raw().json()["path"] for _ in range(2)] == ["/1", "/2"]
+
+
+def test_a_websocket_upgrade_works_over_tls(site, pki):
+    payload = b"through TLS"
+    mask = b"\x01\x02\x03\x04"
+    frame = struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    upgrade = (b"GET /ws HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    with TlsClient(site["ports"]["ws"], pki.client_context(), "a.example") as client:
+        client.send_raw(upgrade)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = client.sock.recv(65536)
+            assert chunk, f"connection closed; received {received!r}"
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 101")
+        client.sock.sendall(frame)
+        received = received.partition(b"\r\n\r\n")[2]
+        while payload not in received:
+            chunk = client.sock.recv(65536)
+            assert chunk, f"connection closed; received {received!r}"
+            received += chunk
+    assert received == b"\x81" + bytes([len(payload)]) + payload            # the server's unmasked echo
 
 
 def test_the_backend_is_told_the_request_came_over_https(site, pki):
@@ -366,16 +393,22 @@ async def test_every_apply_reads_the_certificate_files_again(pki, monkeypatch):
         await runtime.close()
 
 
-def test_sighup_reads_the_certificate_files_again(procs, pki, echo):
+def test_sighup_reads_the_certificate_files_again_in_every_worker(procs, pki, echo):
     files = pki.issue("hup", "hup.example")
     port = free_port()
     process = procs.gateway(config({"secure": gateway(f"{port}/https", {"r": route(echo.address("v1"))},
-                                                      tls={"certificates": [files]})}))
+                                                      tls={"certificates": [files]})}), extra_args=("--workers", "2"))
+    context = pki.client_context()
+    assert served(port, context, "hup.example") == leaf_der(files)
     replace_files(files, pki.ca.issue_cert("hup.example"))
     os.kill(process.pid, signal.SIGHUP)
-    context = pki.client_context()
-    eventually(lambda: served(port, context, "hup.example") == leaf_der(files), 15, "the new certificate served")
-    eventually(lambda: "SIGHUP: applied" in process.stderr_text(), 5, "SIGHUP applied")
+    eventually(lambda: "SIGHUP: applied" in process.stderr_text(), 10, "SIGHUP applied")
+    new = leaf_der(files)
+    assert all(served(port, context, "hup.example") == new for _ in range(8)), "every worker serves the new one"
+    metrics = process.metrics()          # summed over the workers
+    expiry = x509.load_der_x509_certificate(new).not_valid_after_utc.timestamp()
+    assert metrics.value("vamp_tls_certificate_expiry_timestamp_seconds", gateway="secure",
+                         certificate="hup.example") == expiry
 
 
 # -- configuration ---------------------------------------------------------------------------------------------
