@@ -6,7 +6,9 @@ backend, asks the route table where each request goes, and hands the request to 
 queue, and with MAX_PIPELINED of them waiting reading pauses (back-pressure) until answers go out. Bytes that
 follow an Upgrade request are held back, never forwarded, until the backend has answered 101. Parser
 callbacks only record; the I/O they imply is done once per read, so each read event costs at most one write
-per peer.
+per peer. A connection accepted by an https listener is told so when it is made (`tls`): its backends get
+`X-Forwarded-Proto: https`; TLS itself is its transport's. A `redirect_https` gateway is found like any other
+(once per Host) and answers every request 308 to https (docs/tls.md, "Redirect to https").
 """
 from __future__ import annotations
 

@@ -484,3 +484,31 @@ def test_tls_fields_round_trip_and_documents_without_them_stay_as_they_were(pki)
     assert loaded.gateway("plain").routes[0].targets[0].tls
     plain = to_dict(from_dict(config({"plain": gateway(8081, {"r": route("10.0.0.2:80")})})))["gateways"]["plain"]
     assert not {"tls", "redirect_https", "upstream_tls"} & set(plain)
+
+
+async def test_a_port_turning_from_http_to_https_and_back_gets_a_listener_of_each_kind(pki):
+    """A listener serves one kind (http, https with its client verification, tcp): a change replaces it."""
+    from gateway.runtime.runtime import Runtime
+    files = pki.issue("switch", "switch.example")
+    port = free_port()
+    plain = from_dict(config({"g": gateway(port, {})}))
+    secure = from_dict(config({"g": gateway(f"{port}/https", {}, tls={"certificates": [files]})}))
+    runtime = Runtime(asyncio.get_running_loop())
+
+    async def first_line(tls: bool) -> bytes:
+        reader, writer = await asyncio.open_connection(LOOPBACK, port, ssl=pki.client_context() if tls else None,
+                                                       server_hostname="switch.example" if tls else None)
+        writer.write(b"GET / HTTP/1.1\r\nHost: switch.example\r\n\r\n")
+        line = await reader.readline()
+        writer.close()
+        return line
+
+    try:
+        await runtime.apply(plain)
+        assert (await first_line(False)).startswith(b"HTTP/1.1 503")
+        await runtime.apply(secure)
+        assert (await first_line(True)).startswith(b"HTTP/1.1 503")
+        await runtime.apply(plain)
+        assert (await first_line(False)).startswith(b"HTTP/1.1 503")
+    finally:
+        await runtime.close()
