@@ -593,11 +593,13 @@ class ClientConnection:
         self.closing = True
         self.transport.abort()
 
-    def write_eof(self) -> None:
-        """The tunnel's backend half-closed: pass it on."""
+    def write_eof(self) -> bool:
+        """The tunnel's backend half-closed: pass it on, when the transport can (TLS cannot: False)."""
         transport = self.transport
         if transport is not None and transport.can_write_eof():
             transport.write_eof()
+            return True
+        return False
 
     def tunnel_closed(self) -> None:
         self._tunnel_upstream = None

@@ -348,8 +348,8 @@ class UpstreamConnection:
     def eof_received(self) -> bool:
         ex = self.ex
         if ex is not None and ex.state == TUNNEL:
-            ex.client.write_eof()
-            return True
+            # Half-closed both ways when both can be; with TLS on either side, the tunnel closes instead.
+            return ex.client.write_eof() and self.transport.can_write_eof()
         return False
 
     # -- flow control (request body, tunnel) -------------------------------------------------------
