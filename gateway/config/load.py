@@ -32,8 +32,9 @@ line. The rules, beyond the value syntaxes of `gateway.common.units`:
   of them (so the sum is exact); more than 100% given is an error.
 - Gateways sharing a port share one listener: the same `bind`, at most one without `virtual_hosts`, no host
   claimed twice; a tcp gateway is alone on its port and has no conditions, sticky or virtual hosts. Gateways
-  sharing an https port are all https (their certificates are pooled for SNI) with the same client_ca and
-  client_certificate (one handshake serves them all).
+  sharing an https port are all https (their certificates are pooled for SNI; the default certificate, for a
+  name none serves or no name, is the first certificate of the first gateway on the port) with the same
+  client_ca and client_certificate (one handshake serves them all).
 - `geo.database` is null (the shipped data) or the path of a readable file (relative to the working
   directory), checked now; `geo.trusted_proxies` are CIDRs or addresses, stored normalised.
 
