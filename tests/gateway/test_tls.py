@@ -168,14 +168,17 @@ def site(module_procs, pki, echo, https_backend):
         "wild": pki.issue("wild", "*.w.example"),
         "client": pki.issue("client", "client.example"),
     }
-    ports = {name: free_port() for name in ("sni", "mtls", "redirect", "redirect_port", "upstream", "unverified",
-                                            "ws")}
+    ports = {name: free_port() for name in ("sni", "mtls", "mtls_optional", "redirect", "redirect_port", "upstream",
+                                            "unverified", "ws")}
     upstream = f"https://{LOOPBACK}:{https_backend}"
     document = config({
         "sni": gateway(f"{ports['sni']}/https", {"r": route(echo.address("v1"))},
                        tls={"certificates": [certificates["a"], certificates["b"], certificates["wild"]]}),
         "mtls": gateway(f"{ports['mtls']}/https", {"r": route(echo.address("v1"))},
                         tls={"certificates": [certificates["a"]], "client_ca": pki.ca_file}),
+        "mtls_optional": gateway(f"{ports['mtls_optional']}/https", {"r": route(echo.address("v1"))},
+                                 tls={"certificates": [certificates["a"]], "client_ca": pki.ca_file,
+                                      "client_certificate": "optional"}),
         "redirect": gateway(ports["redirect"], {}, redirect_https=True),
         "redirect_port": gateway(ports["redirect_port"], {}, redirect_https={"port": 8443}),
         "upstream": gateway(ports["upstream"], {"r": route(upstream)}, upstream_tls={"ca": pki.ca_file}),
@@ -294,6 +297,17 @@ def test_mtls_refuses_a_client_without_a_certificate_and_serves_one_with_a_good_
         else:
             with pytest.raises(REFUSED), TlsClient(port, context, "a.example") as client:
                 client.request("GET", "/")
+
+
+def test_optional_client_certificates_let_a_client_without_one_in_but_not_one_with_a_bad_one(site, pki):
+    port = site["ports"]["mtls_optional"]
+    with TlsClient(port, pki.client_context(), "a.example") as client:
+        assert client.request("GET", "/").status == 200
+    context = pki.client_context()
+    stranger = pki.write("stranger-optional", trustme.CA().issue_cert("client.example"))
+    context.load_cert_chain(stranger["cert"], stranger["key"])
+    with pytest.raises(REFUSED), TlsClient(port, context, "a.example") as client:
+        client.request("GET", "/")
 
 
 # -- redirect ------------------------------------------------------------------------------------------------
