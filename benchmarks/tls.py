@@ -53,7 +53,7 @@ def haproxy_config(port: int, backend_port: int, pem: Path, connections: int) ->
     nbthread 1
     maxconn {max(1024, connections + 64)}
     ssl-default-bind-ciphers {INTERMEDIATE_CIPHERS}
-    ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
+    ssl-default-bind-options ssl-min-ver TLSv1.2
 
 defaults
     mode http
