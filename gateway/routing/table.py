@@ -47,7 +47,8 @@ Routing semantics (docs/gateway-config.md, "Routing"), made exact:
    state start afresh. (A target that leaves its route has its counters folded into the route's remainder by
    the runtime: gateway.proxy.stats.)
 7. Targets written `https://host:port` carry the SSL context of their gateway's `upstream_tls` (`ssl_context`,
-   one context per distinct setting, made when the table is built) and the name to verify (`server_hostname`);
+   one context per distinct setting, made when the table is built, or the previous table's while the setting
+   and its CA file are unchanged: loading CAs takes milliseconds) and the name to verify (`server_hostname`);
    plain targets carry None. A gateway with `redirect_https` is compiled with its answer's port part
    (`GatewayRouter.redirect_https`), which the proxy tests once per new Host, never per request.
 """
@@ -63,7 +64,11 @@ from gateway.routing.conditions import Condition, Matcher, compile_condition
 from gateway.routing.request import RequestView
 from gateway.routing.route_index import INDEX_FROM, RouteIndex
 from gateway.routing.sticky import StickyCookie, StickyLookup, short_id
+from gateway.tls.certificates import FileStamp, stamp
 from gateway.tls.contexts import upstream_context
+
+# The client contexts of https targets by (upstream_tls setting, its CA file's stamp when it has one).
+UpstreamContexts = dict[tuple[model.UpstreamTls | None, FileStamp | None], ssl.SSLContext]
 
 if TYPE_CHECKING:
     from gateway.proxy.stats import TargetStats
@@ -393,7 +398,9 @@ class RouteTable:
         self.needs_user_agent = False
         self.needs_country = False
         by_port: dict[int, list[GatewayRouter]] = {}
-        upstream_contexts: dict[model.UpstreamTls | None, ssl.SSLContext] = {}
+        self.upstream_contexts: UpstreamContexts = {}
+        upstream_contexts = self.upstream_contexts
+        reusable = previous.upstream_contexts if previous is not None else {}
         for gateway in config.gateways:
             sticky = None if gateway.sticky == "none" else StickyCookie(gateway)
             routes: list[RouteState] = []
@@ -406,7 +413,7 @@ class RouteTable:
                     if not route.drain:
                         self.needs_user_agent |= condition.needs_user_agent
                         self.needs_country |= condition.needs_country
-                targets = self._target_states(gateway, route, old_targets, upstream_contexts)
+                targets = self._target_states(gateway, route, old_targets, upstream_contexts, reusable)
                 key = (gateway.name, route.name)
                 routes.append(RouteState(route, targets, condition, old_remainders.get(key), sticky,
                                          old_route_sticky.get(key, 0.0)))
@@ -419,7 +426,7 @@ class RouteTable:
     @staticmethod
     def _target_states(gateway: model.Gateway, route: model.Route,
                        old_targets: dict[tuple[str, str, str], TargetState],
-                       upstream_contexts: dict[model.UpstreamTls | None, ssl.SSLContext]) -> tuple[TargetState, ...]:
+                       upstream_contexts: UpstreamContexts, reusable: UpstreamContexts) -> tuple[TargetState, ...]:
         """One state per distinct address (a repeated address is served once), reused when it existed (and
         was reached the same way, over TLS or not: its pooled connections are)."""
         states: dict[str, TargetState] = {}
@@ -430,9 +437,10 @@ class RouteTable:
             tls = None
             if target.tls:
                 settings = gateway.upstream_tls
-                context = upstream_contexts.get(settings)
+                key = (settings, stamp(settings.ca) if settings is not None and settings.ca is not None else None)
+                context = upstream_contexts.get(key)
                 if context is None:
-                    context = upstream_contexts[settings] = upstream_context(settings)
+                    context = upstream_contexts[key] = reusable.get(key) or upstream_context(settings)
                 tls = (context, settings.server_name if settings is not None and settings.server_name
                        else target.host)
             state = old_targets.get((gateway.name, route.name, address))

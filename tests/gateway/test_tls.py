@@ -526,3 +526,27 @@ async def test_a_port_turning_from_http_to_https_and_back_gets_a_listener_of_eac
         assert (await first_line(False)).startswith(b"HTTP/1.1 503")
     finally:
         await runtime.close()
+
+
+def test_https_targets_share_one_client_context_kept_across_changes_until_the_ca_file_changes(pki, tmp_path):
+    """Loading CAs takes milliseconds: a configuration change does not pay for it again."""
+    from gateway.routing.table import RouteTable
+    ca_file = tmp_path / "upstream-ca.pem"
+    ca_file.write_bytes(Path(pki.ca_file).read_bytes())
+
+    def table(weight: str, previous=None) -> RouteTable:
+        return RouteTable(from_dict(config({"g": gateway(8080, {
+            "a": route("https://10.0.0.1:443", weight=weight), "b": route("https://b.example:443")},
+            upstream_tls={"ca": str(ca_file)})})), previous)
+
+    def contexts(built: RouteTable) -> list:
+        return [target.ssl_context for _, _, target in built.targets()]
+
+    first = table("50%")
+    assert [t.server_hostname for _, _, t in first.targets()] == ["10.0.0.1", "b.example"]
+    [context, same] = contexts(first)
+    assert context is same and context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    second = table("40%", first)
+    assert contexts(second) == [context, context]
+    ca_file.write_bytes(Path(pki.ca_file).read_bytes() + Path(pki.ca_file).read_bytes())
+    assert contexts(table("30%", second))[0] is not context
