@@ -215,7 +215,7 @@ class Idle:
 async def _measure_idle(routes: int, seconds: int) -> Idle:
     runtime = Runtime(asyncio.get_running_loop())
 
-    async def no_listeners(_table: object) -> None:
+    async def no_listeners(*_: object) -> None:
         pass
     runtime._open_listeners = no_listeners  # type: ignore[method-assign]
     await runtime.apply(from_dict({"gateways": {IDLE: idle_gateway(19999, routes, 20000)}}))

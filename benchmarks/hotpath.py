@@ -87,7 +87,7 @@ class RecordingTransport:
 async def measure(requests: int, profile: bool, rules: bool = False) -> None:
     runtime = Runtime(asyncio.get_running_loop())
 
-    async def no_listeners(_table: object) -> None:
+    async def no_listeners(*_: object) -> None:
         pass
     runtime._open_listeners = no_listeners  # type: ignore[method-assign]
     await runtime.apply(load_text(CONFIG_WITH_RULES if rules else CONFIG))

@@ -24,8 +24,9 @@ PENDING: set[tuple[str, str]] = set()
 HOT_PATH = ("gateway.proxy", "gateway.routing")
 NOT_FOR_THE_HOT_PATH = ("gateway.admin", "gateway.runtime", "gateway.cli", "gateway.common.cli",
                         "gateway.demo", "gateway.__main__", "gateway.ui")
-# The configuration validates conditions with the condition language itself.
-CONFIG_MAY_IMPORT = ("gateway.config", "gateway.common", "gateway.routing.conditions")
+# The configuration validates conditions with the condition language itself, and certificate files with the TLS
+# room's reader.
+CONFIG_MAY_IMPORT = ("gateway.config", "gateway.common", "gateway.routing.conditions", "gateway.tls.certificates")
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,8 @@ def test_the_hot_path_imports_neither_the_runtime_nor_the_admin_api_nor_the_comm
 def test_the_configuration_imports_only_common_and_the_condition_language():
     broken = [found for found in imports_in("gateway/config")
               if within(found.module, "gateway") and not within(found.module, *CONFIG_MAY_IMPORT)]
-    assert not broken, report(broken, "gateway.config may import only gateway.common and "
-                                      "gateway.routing.conditions")
+    assert not broken, report(broken, "gateway.config may import only gateway.common, "
+                                      "gateway.routing.conditions and gateway.tls.certificates")
 
 
 def test_the_gateways_own_modules_never_import_its_public_surface():

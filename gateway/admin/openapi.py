@@ -13,7 +13,8 @@ _VALIDATE_ONLY = {"name": "validate_only", "in": "query", "required": False,
 
 _TARGET = {
     "oneOf": [
-        {"type": "string", "description": "host:port", "example": "127.0.0.1:8081"},
+        {"type": "string", "description": "host:port, or https://host:port (reached over TLS)",
+         "example": "127.0.0.1:8081"},
         {"type": "object", "additionalProperties": False, "required": ["address"],
          "properties": {"address": {"type": "string"}, "weight": {"type": "integer", "minimum": 0, "maximum": 1000},
                         "drain": {"type": "boolean"}}},
@@ -71,6 +72,20 @@ _GATEWAY_FIELDS = {
                                 "request_head": _DURATION}},
     "routes": {"type": "object", "additionalProperties": _ROUTE},
     "health_check": _HEALTH_CHECK,
+    "tls": {"type": "object", "additionalProperties": False, "required": ["certificates"],
+            "description": "an https gateway's certificates (docs/tls.md)",
+            "properties": {"certificates": {"type": "array", "minItems": 1, "items": {
+                               "type": "object", "additionalProperties": False, "required": ["cert", "key"],
+                               "properties": {"cert": {"type": "string"}, "key": {"type": "string"}}}},
+                           "client_ca": {"type": "string", "nullable": True},
+                           "client_certificate": {"type": "string", "enum": ["required", "optional"],
+                                                  "nullable": True}}},
+    "redirect_https": {"oneOf": [{"type": "boolean"}, {
+        "type": "object", "additionalProperties": False,
+        "properties": {"port": {"type": "integer", "minimum": 1, "maximum": 65535}}}]},
+    "upstream_tls": {"type": "object", "additionalProperties": False,
+                     "properties": {"ca": {"type": "string", "nullable": True}, "verify": {"type": "boolean"},
+                                    "server_name": {"type": "string", "nullable": True}}},
 }
 _TARGET_STATUS = {
     "type": "object", "required": ["state", "in_flight", "requests", "drain_ends_at"],

@@ -10,7 +10,8 @@ exactly the same value.
 - Durations are returned as float seconds: a bare number is seconds; units are `ms|msec|millisecond(s)`,
   `s|sec|second(s)`, `m|min|minute(s)`, `h|hr|hrs|hour(s)` and `d|day(s)`, case-insensitive, e.g. "30m",
   "1.5s", "500ms". At most 365 days.
-- Ports are "9050", 9050, "9050/http" or "9050/tcp" (protocol defaults to http).
+- Ports are "9050", 9050, "9050/http" or "9050/tcp" (protocol defaults to http); a gateway's port may also be
+  "443/https" (GATEWAY_PROTOCOLS).
 - Addresses are "host:port": an IPv4 literal, an IPv6 literal in brackets ("[::1]:8081") or a DNS host name
   (letters, digits, '-' and '_', dot-separated labels; returned lower case).
 
@@ -26,6 +27,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 PROTOCOLS = ("http", "tcp")
+GATEWAY_PROTOCOLS = ("http", "https", "tcp")   # a gateway terminates TLS; a breed's port is http or tcp
 MAX_DURATION = 365 * 86400.0
 
 _NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
@@ -142,12 +144,14 @@ def format_duration(seconds: float) -> str:
 
 
 # -- ports and addresses -----------------------------------------------------------------------------
-def parse_port(value: object) -> tuple[int, str]:
-    """'9050', 9050, '9050/http', '9050/tcp' -> (9050, 'http' | 'tcp')."""
+def parse_port(value: object, protocols: tuple[str, ...] = PROTOCOLS) -> tuple[int, str]:
+    """'9050', 9050, '9050/http', '9050/tcp' -> (9050, 'http' | 'tcp'); other `protocols` (GATEWAY_PROTOCOLS:
+    '443/https') when allowed."""
     text = _scalar_text(value)
     match = _PORT.fullmatch(text) if text is not None and not isinstance(value, float) else None
-    if match is None or not 1 <= int(match.group(1)) <= 65535 or (match.group(2) or "http") not in PROTOCOLS:
-        raise ValueError(f"expected a port 1-65535 with optional /http or /tcp, got {shown(value)}")
+    if match is None or not 1 <= int(match.group(1)) <= 65535 or (match.group(2) or "http") not in protocols:
+        allowed = ", ".join("/" + protocol for protocol in protocols[:-1]) + " or /" + protocols[-1]
+        raise ValueError(f"expected a port 1-65535 with optional {allowed}, got {shown(value)}")
     return int(match.group(1)), match.group(2) or "http"
 
 

@@ -21,6 +21,12 @@ line. The rules, beyond the value syntaxes of `gateway.common.units`:
   {path (/, starting with "/"), interval (5s, at least 100ms), timeout (1s or the interval if shorter, at most
   the interval), healthy (2), unhealthy (3) (1-100 each), host (the target's address), expect (200-399)}; a tcp
   gateway's check is a TCP connect and takes no path, host or expect.
+- TLS (docs/tls.md): a gateway on `port: N/https` needs `tls` {certificates: [{cert, key}, ...] (at least one;
+  each pair read and checked now: PEM, the key the certificate's), client_ca (a PEM CA file: mTLS),
+  client_certificate required|optional (required; only with client_ca)}; `tls` anywhere else is an error.
+  `redirect_https` (true, or {port: N}, default 443; http gateways only) answers every request 308 to https.
+  `upstream_tls` {ca (PEM file), verify (true), server_name} says how targets written `https://host:port`
+  are verified.
 - Route: `weight`, `targets` (possibly none), `condition` (stored in canonical form), `condition_strength`
   (100% by default, only with a condition), `drain`, `health_check` (as a gateway's, replacing it whole);
   `strip_prefix`, `rewrite` {path {regex, replace}}, `request_headers` and `response_headers` {set, add, remove}
@@ -30,7 +36,10 @@ line. The rules, beyond the value syntaxes of `gateway.common.units`:
   the weighted routes leave evenly in basis points, the remainder going one basis point each to the first
   of them (so the sum is exact); more than 100% given is an error.
 - Gateways sharing a port share one listener: the same `bind`, at most one without `virtual_hosts`, no host
-  claimed twice; a tcp gateway is alone on its port and has no conditions, sticky or virtual hosts.
+  claimed twice; a tcp gateway is alone on its port and has no conditions, sticky or virtual hosts. Gateways
+  sharing an https port are all https (their certificates are pooled for SNI; the default certificate, for a
+  name none serves or no name, is the first certificate of the first gateway on the port) with the same
+  client_ca and client_certificate (one handshake serves them all).
 - `geo.database` is null (the shipped data) or the path of a readable file (relative to the working
   directory), checked now; `geo.trusted_proxies` are CIDRs or addresses, stored normalised.
 
@@ -49,19 +58,27 @@ from typing import Any
 import yaml
 
 from gateway.common.names import RULE as NAME_RULE, breaks_rule
-from gateway.common.units import (format_duration, format_percent, is_host_name, parse_address, parse_duration,
-                                  parse_percent, parse_port, shown, unknown_field)
+from gateway.common.units import (GATEWAY_PROTOCOLS, format_duration, format_percent, is_host_name, parse_address,
+                                  parse_duration, parse_percent, parse_port, shown, unknown_field)
 from gateway.common.yamltext import YamlTextError, line_of, single_document
 from gateway.config import rewrites
-from gateway.config.model import (FULL, SAME_SITE_VALUES, STICKY_MODES, Config, Gateway, GeoSettings, HeaderRules,
-                                  HealthCheck, PathRewrite, Route, StickyCookie, Target, Timeouts)
+from gateway.config.model import (CLIENT_CERTIFICATE_MODES, FULL, SAME_SITE_VALUES, STICKY_MODES, CertificateFiles,
+                                  Config, Gateway, GeoSettings, HeaderRules, HealthCheck, PathRewrite, Route,
+                                  StickyCookie, Target, Timeouts, Tls, UpstreamTls)
 from gateway.routing import conditions
+from gateway.tls.certificates import CertificateError, load_pair, read_leaf
 
 Location = tuple[str | int, ...]
 
 TOP_FIELDS = ("gateways", "geo")
 GATEWAY_FIELDS = ("name", "port", "bind", "sticky", "sticky_ttl", "sticky_cookie", "drain_timeout", "virtual_hosts",
-                  "timeouts", "routes", "health_check")
+                  "timeouts", "routes", "tls", "redirect_https", "upstream_tls", "health_check")
+TLS_FIELDS = ("certificates", "client_ca", "client_certificate")
+CERTIFICATE_FIELDS = ("cert", "key")
+REDIRECT_FIELDS = ("port",)
+UPSTREAM_TLS_FIELDS = ("ca", "verify", "server_name")
+HTTPS_PORT = 443
+HTTPS_PREFIX = "https://"
 STICKY_COOKIE_FIELDS = ("same_site", "secure")
 TIMEOUT_FIELDS = ("connect", "response", "idle", "request_head")
 ROUTE_FIELDS = ("weight", "targets", "condition", "condition_strength", "drain", "strip_prefix", "rewrite",
@@ -225,6 +242,16 @@ def _check_shared_ports(gateways: tuple[Gateway, ...]) -> None:
             if gateway.protocol == "tcp" or other.protocol == "tcp":
                 raise PortConflict(f"port {gateway.port} is already used by gateway {other.name!r}; a tcp "
                                    "gateway needs a port of its own", at + ("port",))
+            if gateway.protocol != other.protocol:
+                raise PortConflict(f"port {gateway.port} is already used by gateway {other.name!r} for "
+                                   f"{other.protocol}; gateways sharing a port are all http or all https",
+                                   at + ("port",))
+            if gateway.tls is not None and other.tls is not None and (
+                    (gateway.tls.client_ca, gateway.tls.client_certificate)
+                    != (other.tls.client_ca, other.tls.client_certificate)):
+                raise PortConflict(f"gateway {other.name!r} on the same https port {gateway.port} verifies client "
+                                   "certificates differently; gateways sharing a port share one handshake, so "
+                                   "they need the same client_ca and client_certificate", at + ("tls",))
             if gateway.bind != other.bind:
                 raise PortConflict(f"gateway {other.name!r} on the same port {gateway.port} binds "
                                    f"{other.bind}; gateways sharing a port must use the same bind address",
@@ -258,7 +285,7 @@ def gateway_from_dict(name: Any, data: Any) -> Gateway:
     if body.get("port") is None:
         raise ConfigError("required field missing: the port to listen on, like 8080 or '8080/tcp'",
                           at + ("port",))
-    port, protocol = _parsed(parse_port, body["port"], at + ("port",))
+    port, protocol = _parsed(lambda value: parse_port(value, GATEWAY_PROTOCOLS), body["port"], at + ("port",))
     fields: dict[str, Any] = {"name": name, "port": port, "protocol": protocol}
     if body.get("bind") is not None:
         fields["bind"] = _ip_address(body["bind"], at + ("bind",))
@@ -275,14 +302,118 @@ def gateway_from_dict(name: Any, data: Any) -> Gateway:
     fields["routes"] = _routes(body.get("routes"), at + ("routes",), protocol)
     if body.get("health_check") is not None:
         fields["health_check"] = _health_check(body["health_check"], at + ("health_check",), protocol)
+    if protocol == "https":
+        if body.get("tls") is None:
+            raise ConfigError("an https gateway needs tls: {certificates: [{cert: FILE, key: FILE}]}",
+                              at + ("tls",))
+        fields["tls"] = _tls(body["tls"], at + ("tls",))
+    elif body.get("tls") is not None:
+        raise ConfigError(f"tls is for https gateways only; listen with port: '{port}/https'", at + ("tls",))
+    if body.get("redirect_https") is not None:
+        if protocol != "http":
+            raise ConfigError("redirect_https is for plain http gateways only", at + ("redirect_https",))
+        fields["redirect_https"] = _redirect_https(body["redirect_https"], at + ("redirect_https",))
+    if body.get("upstream_tls") is not None:
+        fields["upstream_tls"] = _upstream_tls(body["upstream_tls"], at + ("upstream_tls",))
     gateway = Gateway(**fields)
     if protocol == "tcp":
+        for route in gateway.routes:
+            for index, target in enumerate(route.targets):
+                if target.tls:
+                    raise ConfigError("a tcp gateway passes bytes through; its targets cannot be https",
+                                      at + ("routes", route.name, "targets", index))
         if gateway.sticky != "none":
             raise ConfigError("a tcp gateway cannot be sticky (it sees no HTTP cookies)", at + ("sticky",))
         if gateway.virtual_hosts:
             raise ConfigError("a tcp gateway cannot have virtual_hosts (it sees no Host header)",
                               at + ("virtual_hosts",))
     return gateway
+
+
+def _tls(value: Any, at: Location) -> Tls:
+    body = _mapping(value, at, "tls settings (certificates, client_ca, client_certificate)")
+    _only_fields(body, TLS_FIELDS, at, "tls")
+    items = _list(body.get("certificates"), at + ("certificates",), "certificates, like [{cert: FILE, key: FILE}]")
+    if not items:
+        raise ConfigError("expected at least one certificate, like [{cert: FILE, key: FILE}]",
+                          at + ("certificates",))
+    certificates = tuple(_certificate(item, at + ("certificates", index)) for index, item in enumerate(items))
+    client_ca = body.get("client_ca")
+    if client_ca is not None:
+        client_ca = _ca_file(client_ca, at + ("client_ca",))
+    mode = body.get("client_certificate")
+    if mode is None:
+        mode = "required"
+    elif client_ca is None:
+        raise ConfigError("client_certificate needs client_ca (the CA that signs client certificates)",
+                          at + ("client_certificate",))
+    elif not (isinstance(mode, str) and mode in CLIENT_CERTIFICATE_MODES):
+        raise ConfigError(f"expected one of {', '.join(CLIENT_CERTIFICATE_MODES)}, got {shown(mode)}",
+                          at + ("client_certificate",))
+    return Tls(certificates=certificates, client_ca=client_ca, client_certificate=mode)
+
+
+def _certificate(value: Any, at: Location) -> CertificateFiles:
+    """A certificate and its key, read and checked now (gateway.tls.certificates)."""
+    body = _mapping(value, at, "a certificate's files (cert, key)")
+    _only_fields(body, CERTIFICATE_FIELDS, at, "a certificate")
+    paths = {}
+    for key in CERTIFICATE_FIELDS:
+        path = body.get(key)
+        if path is None:
+            what = "certificate" if key == "cert" else "private key"
+            raise ConfigError(f"required field missing: the PEM file of the {what}", at + (key,))
+        if not isinstance(path, str) or not path.strip():
+            raise ConfigError(f"expected a file path, got {shown(path)}", at + (key,))
+        paths[key] = path
+    try:
+        read_leaf(paths["cert"])
+    except CertificateError as exc:
+        raise ConfigError(exc.reason, at + ("cert",)) from None
+    try:
+        load_pair(paths["cert"], paths["key"])
+    except CertificateError as exc:
+        raise ConfigError(exc.reason, at + ("key" if exc.path == paths["key"] else "cert",)) from None
+    return CertificateFiles(cert=paths["cert"], key=paths["key"])
+
+
+def _ca_file(value: Any, at: Location) -> str:
+    """A readable PEM file of CA certificates."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"expected the path of a PEM file of CA certificates, got {shown(value)}", at)
+    try:
+        read_leaf(value)
+    except CertificateError as exc:
+        raise ConfigError(exc.reason, at) from None
+    return value
+
+
+def _redirect_https(value: Any, at: Location) -> int | None:
+    """true: to port 443; false: none; {port: N}."""
+    if isinstance(value, bool):
+        return HTTPS_PORT if value else None
+    body = _mapping(value, at, "redirect settings (port), or true")
+    _only_fields(body, REDIRECT_FIELDS, at, "redirect_https")
+    port = body.get("port")
+    if port is None:
+        return HTTPS_PORT
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"expected a port 1-65535, got {shown(port)}", at + ("port",))
+    return int(port)
+
+
+def _upstream_tls(value: Any, at: Location) -> UpstreamTls:
+    body = _mapping(value, at, "upstream TLS settings (ca, verify, server_name)")
+    _only_fields(body, UPSTREAM_TLS_FIELDS, at, "upstream_tls")
+    ca = body.get("ca")
+    if ca is not None:
+        ca = _ca_file(ca, at + ("ca",))
+    server_name = body.get("server_name")
+    if server_name is not None:
+        if not isinstance(server_name, str) or not is_host_name(server_name.strip().lower().rstrip(".")):
+            raise ConfigError(f"expected a host name, got {shown(server_name)}", at + ("server_name",))
+        server_name = server_name.strip().lower().rstrip(".")
+    return UpstreamTls(ca=ca, verify=_bool(body.get("verify"), True, at + ("verify",)), server_name=server_name)
 
 
 def _ip_address(value: Any, at: Location) -> str:
@@ -535,9 +666,19 @@ def _targets(value: Any, at: Location) -> tuple[Target, ...]:
     return tuple(targets)
 
 
+def _target_address(value: Any, at: Location) -> tuple[str, int, bool]:
+    """'host:port' or 'https://host:port' -> (host, port, tls)."""
+    tls = isinstance(value, str) and value.strip().lower().startswith(HTTPS_PREFIX)
+    if tls:
+        value = value.strip()[len(HTTPS_PREFIX):]
+    host, port = _parsed(parse_address, value, at)
+    return host, port, tls
+
+
 def _target(item: Any, at: Location) -> Target:
     if isinstance(item, str):
-        return Target(*_parsed(parse_address, item, at))
+        host, port, tls = _target_address(item, at)
+        return Target(host, port, tls=tls)
     if not isinstance(item, dict):
         raise ConfigError(f"expected 'host:port' or a mapping with address, weight and drain, got {shown(item)}",
                           at)
@@ -545,8 +686,8 @@ def _target(item: Any, at: Location) -> Target:
     _only_fields(body, TARGET_FIELDS, at, "a target")
     if body.get("address") is None:
         raise ConfigError("required field missing: the target's host:port", at + ("address",))
-    host, port = _parsed(parse_address, body["address"], at + ("address",))
-    fields: dict[str, Any] = {"drain": _bool(body.get("drain"), False, at + ("drain",))}
+    host, port, tls = _target_address(body["address"], at + ("address",))
+    fields: dict[str, Any] = {"drain": _bool(body.get("drain"), False, at + ("drain",)), "tls": tls}
     weight = body.get("weight")
     if weight is not None:
         if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= MAX_TARGET_WEIGHT:
@@ -721,15 +862,35 @@ def gateway_to_dict(gateway: Gateway) -> dict[str, Any]:
         "timeouts": {key: format_duration(getattr(gateway.timeouts, key)) for key in TIMEOUT_FIELDS},
         **({} if gateway.health_check is None else {"health_check": _health_check_to_dict(gateway.health_check)}),
         "routes": {route.name: _route_to_dict(route) for route in gateway.routes},
+        **_tls_to_dict(gateway),
     }
 
+
+def _tls_to_dict(gateway: Gateway) -> dict[str, Any]:
+    """The TLS fields a gateway has (none when it has none, so documents without TLS stay as they were)."""
+    body: dict[str, Any] = {}
+    tls = gateway.tls
+    if tls is not None:
+        body["tls"] = {"certificates": [{"cert": c.cert, "key": c.key} for c in tls.certificates]}
+        if tls.client_ca is not None:
+            body["tls"].update(client_ca=tls.client_ca, client_certificate=tls.client_certificate)
+    if gateway.redirect_https is not None:
+        body["redirect_https"] = {"port": gateway.redirect_https}
+    upstream = gateway.upstream_tls
+    if upstream is not None:
+        body["upstream_tls"] = {"ca": upstream.ca, "verify": upstream.verify, "server_name": upstream.server_name}
+    return body
+
+
+def _target_to_text(target: Target) -> str:
+    return HTTPS_PREFIX + target.address if target.tls else target.address
 
 def _route_to_dict(route: Route) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if route.weight_given:
         body["weight"] = format_percent(route.weight)
-    body["targets"] = [target.address if target == Target(target.host, target.port)
-                       else {"address": target.address, "weight": target.weight, "drain": target.drain}
+    body["targets"] = [_target_to_text(target) if target == Target(target.host, target.port, tls=target.tls)
+                       else {"address": _target_to_text(target), "weight": target.weight, "drain": target.drain}
                        for target in route.targets]
     if route.condition is not None:
         body["condition"] = route.condition

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 FULL = 10_000  # 100% in basis points
 
 STICKY_MODES = ("none", "route", "instance")
+CLIENT_CERTIFICATE_MODES = ("required", "optional")
 SAME_SITE_VALUES = ("lax", "strict", "none")
 
 
@@ -22,6 +23,7 @@ class Target:
     weight: int = 100       # relative weight among the route's targets (round-robin share)
     drain: bool = False
     drained: bool = False   # its drain is over (set by gateway.runtime.drain when it serves, never by the user)
+    tls: bool = False       # reached over TLS (written `https://host:port`), with the gateway's upstream_tls
 
     @property
     def address(self) -> str:
@@ -92,10 +94,32 @@ class StickyCookie:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateFiles:
+    cert: str                # PEM certificate (a chain: the leaf first)
+    key: str                 # its PEM private key, without passphrase
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """An https gateway's TLS (docs/tls.md): its certificates, chosen by SNI, and optional client verification."""
+    certificates: tuple[CertificateFiles, ...]
+    client_ca: str | None = None          # PEM CA file: clients must present a certificate it signed (mTLS)
+    client_certificate: str = "required"  # one of CLIENT_CERTIFICATE_MODES (only with client_ca)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTls:
+    """How a gateway's https targets are verified."""
+    ca: str | None = None             # PEM CA file; None: the system's CAs
+    verify: bool = True               # False: any certificate is accepted (never in production)
+    server_name: str | None = None    # SNI and the name checked; None: the target's host
+
+
+@dataclass(frozen=True, slots=True)
 class Gateway:
     name: str
     port: int
-    protocol: str = "http"            # "http" or "tcp"
+    protocol: str = "http"            # "http", "https" or "tcp"
     sticky: str = "none"              # one of STICKY_MODES
     sticky_ttl: float = 1800.0        # seconds
     sticky_cookie: StickyCookie = field(default_factory=StickyCookie)
@@ -104,6 +128,9 @@ class Gateway:
     timeouts: Timeouts = field(default_factory=Timeouts)
     routes: tuple[Route, ...] = ()
     bind: str = "0.0.0.0"             # listen address (tests use 127.0.0.1)
+    tls: Tls | None = None            # an https gateway's certificates (required for https, only there)
+    redirect_https: int | None = None     # an http gateway answering every request 308 to https on this port
+    upstream_tls: UpstreamTls | None = None   # verification of https targets (None: the system CAs)
     health_check: HealthCheck | None = None   # of every route's targets, unless the route has its own
 
     def health_check_of(self, route: Route) -> HealthCheck | None:

@@ -6,7 +6,9 @@ backend, asks the route table where each request goes, and hands the request to 
 queue, and with MAX_PIPELINED of them waiting reading pauses (back-pressure) until answers go out. Bytes that
 follow an Upgrade request are held back, never forwarded, until the backend has answered 101. Parser
 callbacks only record; the I/O they imply is done once per read, so each read event costs at most one write
-per peer.
+per peer. A connection accepted by an https listener is told so when it is made (`tls`): its backends get
+`X-Forwarded-Proto: https`; TLS itself is its transport's. A `redirect_https` gateway is found like any other
+(once per Host) and answers every request 308 to https (docs/tls.md, "Redirect to https").
 """
 from __future__ import annotations
 
@@ -39,6 +41,9 @@ FEED_SLICE: Final = 8 * 1024      # a larger read is parsed this much at a time 
                            # that a read full of tiny pipelined requests queues at most about
                            # MAX_PIPELINED + FEED_SLICE / 18 of them (18 bytes: the shortest request)
 
+PROTO_HTTP: Final = b"X-Forwarded-Proto: http\r\n"
+PROTO_HTTPS: Final = b"X-Forwarded-Proto: https\r\n"
+
 # RFC 3986 host (reg-name, IPv4, [IPv6]) with an optional port; empty for HTTP/1.0 without Host.
 _VALID_HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
 
@@ -59,14 +64,16 @@ class ClientConnection:
         "_pending_error", "_tunnel_upstream", "_host_raw", "_host_name", "_head_started", "_router", "_routed_by",
         "_held", "_deferred", "_advancing", "_timer_due", "_body_left",
         "_src", "_at", "_partial", "_follower", "_follow_from", "_last_reading", "_last_forward",
-        "_clock", "_parse", "_view", "_view_of", "_view_lookups",
+        "_clock", "_parse", "_view", "_view_of", "_view_lookups", "tls", "_proto_line", "_redirect",
     )
     # None until asyncio calls connection_made, which it does before any other callback.
     transport: asyncio.Transport
 
-    def __init__(self, runtime: "ProxyHost", port: int) -> None:
+    def __init__(self, runtime: "ProxyHost", port: int, tls: bool = False) -> None:
         self.runtime = runtime
         self.port = port
+        self.tls = tls                            # accepted by an https listener (TLS is the transport's)
+        self._proto_line = PROTO_HTTPS if tls else PROTO_HTTP
         self.loop = runtime.loop
         self._clock = self.loop.time              # bound methods called for every request, looked up once
         self.transport = None  # type: ignore[assignment]  # not connected yet (see above)
@@ -86,6 +93,9 @@ class ClientConnection:
         self._host_raw: bytes | None = None
         self._router: GatewayRouter | None = None       # the gateway for _host_raw in the table _routed_by
         self._routed_by: object = None
+        # A redirect_https gateway for _host_raw: _router is None for it (no cost per request for the others:
+        # only the no-gateway branch looks here).
+        self._redirect: GatewayRouter | None = None
         self._head_started = 0.0       # when the head being parsed began (0: none in progress)
         self._host_name = ""
         self._held: bytes | None = None           # bytes read but not parsed (reading is paused meanwhile):
@@ -390,7 +400,7 @@ class ClientConnection:
         if self.trusted and reading.forwarded_proto:
             parts += (b"X-Forwarded-Proto: ", reading.forwarded_proto, CRLF)
         else:
-            parts.append(b"X-Forwarded-Proto: http\r\n")
+            parts.append(self._proto_line)
         forwarded_host = reading.forwarded_host if (self.trusted and reading.forwarded_host) else reading.host
         if forwarded_host:
             parts += (b"X-Forwarded-Host: ", forwarded_host, CRLF)
@@ -412,10 +422,16 @@ class ClientConnection:
             self._host_name = _host_name(request.host)
             port_router = table.ports.get(self.port)
             self._router = port_router.for_host(self._host_name) if port_router is not None else None
+            self._redirect = None
+            if self._router is not None and self._router.redirect_https is not None:
+                self._redirect, self._router = self._router, None
             self._routed_by = table
         host = self._host_name
         router = self._router
         if router is None:
+            if self._redirect is not None:
+                self._redirect_to_https(ex, self._redirect)
+                return
             self.answer(ex, 404, f"no gateway for host {host!r} on port {self.port}")
             return
         ex.gateway = router
@@ -452,6 +468,26 @@ class ClientConnection:
         self.transport.write(error_response(status, message, close=close))
         ex.status = status
         self.runtime.record_unrouted(ex, status) if ex.route is None else self.runtime.record(ex, status)
+        self.finish(ex, close=close)
+
+    def _redirect_to_https(self, ex: Exchange, router: "GatewayRouter") -> None:
+        """A redirect_https gateway's answer: 308 to the same host, path and query on https."""
+        request = ex.request_head
+        host = self._host_name
+        if not host:
+            self.answer(ex, 400, "a redirect to https needs a Host header")
+            return
+        ex.gateway = router
+        target = request.url if request.url.startswith(b"/") else b"/"
+        name = host.encode("latin-1")
+        if b":" in name:
+            name = b"[%s]" % name                   # an IPv6 literal
+        close = not ex.keep_alive or ex.request == REQUEST_READING
+        self.transport.write(b"".join((
+            b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://", name, router.redirect_https or b"", target,
+            b"\r\nContent-Length: 0\r\n", b"Connection: close\r\n" if close else b"", CRLF)))
+        ex.status = 308
+        self.runtime.record_unrouted(ex, 308)
         self.finish(ex, close=close)
 
     def _reject(self, bad: BadRequest) -> None:
@@ -557,11 +593,13 @@ class ClientConnection:
         self.closing = True
         self.transport.abort()
 
-    def write_eof(self) -> None:
-        """The tunnel's backend half-closed: pass it on."""
+    def write_eof(self) -> bool:
+        """The tunnel's backend half-closed: pass it on, when the transport can (TLS cannot: False)."""
         transport = self.transport
         if transport is not None and transport.can_write_eof():
             transport.write_eof()
+            return True
+        return False
 
     def tunnel_closed(self) -> None:
         self._tunnel_upstream = None
@@ -573,7 +611,7 @@ class ClientConnection:
         if self._tunnel_upstream is not None:
             if self._tunnel_upstream.transport.can_write_eof():
                 self._tunnel_upstream.transport.write_eof()
-            return True
+            return not self.tls     # TLS has no half-close: the transport closes whatever is answered
         return False
 
 

@@ -98,7 +98,9 @@ class ClientSide(Protocol):
 
     def writelines(self, parts: list[bytes]) -> None: ...
 
-    def write_eof(self) -> None: ...
+    def write_eof(self) -> bool:
+        """Half-close towards the client (a tunnel's backend did); False when its transport cannot (TLS)."""
+        ...
 
     def answer(self, ex: Exchange, status: int, message: str) -> None:
         """Nothing of a response was sent: the gateway answers with its own short response."""

@@ -112,7 +112,8 @@ async def _connect(ex: "RoutedExchange", target: "TargetState") -> None:
     try:
         _, conn = await asyncio.wait_for(
             loop.create_connection(lambda: UpstreamConnection(pool),  # type: ignore[type-var]
-                                   target.host, target.port), timeout)  # (a protocol by its methods, see the class)
+                                   target.host, target.port,  # (a protocol by its methods, see the class)
+                                   ssl=target.ssl_context, server_hostname=target.server_hostname), timeout)
     except (TimeoutError, OSError) as exc:
         timed_out = isinstance(exc, asyncio.TimeoutError)
         now = time.monotonic()
@@ -351,8 +352,8 @@ class UpstreamConnection:
     def eof_received(self) -> bool:
         ex = self.ex
         if ex is not None and ex.state == TUNNEL:
-            ex.client.write_eof()
-            return True
+            # Half-closed both ways when both can be; with TLS on either side, the tunnel closes instead.
+            return ex.client.write_eof() and self.transport.can_write_eof()
         return False
 
     # -- flow control (request body, tunnel) -------------------------------------------------------

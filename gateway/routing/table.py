@@ -50,9 +50,15 @@ Routing semantics (docs/gateway-config.md, "Routing"), made exact:
    `RouteState.remainder`, so back-off, upstream pools and counters carry over; round-robin and strength
    state start afresh. (A target that leaves its route has its counters folded into the route's remainder by
    the runtime: gateway.proxy.stats.)
+7. Targets written `https://host:port` carry the SSL context of their gateway's `upstream_tls` (`ssl_context`,
+   one context per distinct setting, made when the table is built, or the previous table's while the setting
+   and its CA file are unchanged: loading CAs takes milliseconds) and the name to verify (`server_hostname`);
+   plain targets carry None. A gateway with `redirect_https` is compiled with its answer's port part
+   (`GatewayRouter.redirect_https`), which the proxy tests once per new Host, never per request.
 """
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -63,6 +69,11 @@ from gateway.routing.conditions import Condition, Matcher, compile_condition
 from gateway.routing.request import RequestView
 from gateway.routing.route_index import INDEX_FROM, RouteIndex
 from gateway.routing.sticky import StickyCookie, StickyLookup, short_id
+from gateway.tls.certificates import FileStamp, stamp
+from gateway.tls.contexts import upstream_context
+
+# The client contexts of https targets by (upstream_tls setting, its CA file's stamp when it has one).
+UpstreamContexts = dict[tuple[model.UpstreamTls | None, FileStamp | None], ssl.SSLContext]
 
 if TYPE_CHECKING:
     from gateway.proxy.stats import TargetStats
@@ -78,9 +89,9 @@ class TargetState:
 
     __slots__ = ("target", "address", "host", "port", "weight", "drain", "down_until", "failures", "unhealthy",
                  "in_flight", "pool", "stats", "cookie_id", "last_used", "owner", "log_quiet_until",
-                 "log_suppressed")
+                 "log_suppressed", "ssl_context", "server_hostname")
 
-    def __init__(self, target: model.Target) -> None:
+    def __init__(self, target: model.Target, tls: tuple[ssl.SSLContext, str] | None = None) -> None:
         self.address = target.address
         self.host = target.host
         self.port = target.port
@@ -97,12 +108,16 @@ class TargetState:
         self.owner: RouteState | None = None    # the route (of the table last built) whose live count it is in
         self.log_quiet_until = 0.0               # connect failures are logged at most once per interval ...
         self.log_suppressed = 0                  # ... and counted meanwhile (gateway.proxy.upstream)
-        self.adopt(target)
+        self.adopt(target, tls)
 
-    def adopt(self, target: model.Target) -> None:
+    def adopt(self, target: model.Target, tls: tuple[ssl.SSLContext, str] | None = None) -> None:
         """Take the (possibly changed) configuration of the same address (round-robin state is the new route's).
-        A drained target (its drain is over) is picked by nobody: weight 0, at no cost per request."""
+        A drained target (its drain is over) is picked by nobody: weight 0, at no cost per request. `tls`: the
+        (client context, name to verify) of an https target."""
         self.target = target
+        # What a new connection to it is made with (gateway.proxy.upstream): TLS or not, and the name checked.
+        self.ssl_context: ssl.SSLContext | None = tls[0] if tls is not None else None
+        self.server_hostname: str | None = tls[1] if tls is not None else None
         self.weight = 0 if target.drained else target.weight
         self.drain = target.drain or target.drained
 
@@ -278,6 +293,9 @@ class GatewayRouter:
         self._sticky_targets: dict[str, tuple[RouteState, TargetState]] = {} if lookup is None else lookup.targets
         # Conditions and sticky cookies are all select() reads of a request: without them, pass None.
         self.reads_request = bool(self._conditional) or sticky is not None
+        # redirect_https: every request is answered 308 to https, on this port part of the Location (b"" for 443).
+        port = gateway.redirect_https
+        self.redirect_https: bytes | None = None if port is None else b"" if port == 443 else b":%d" % port
 
     def select(self, req: RequestView | None, now: float) -> tuple[RouteState, TargetState, str | None] | None:
         """(route, target, Set-Cookie value or None) for a request; None when nothing can serve it.
@@ -404,6 +422,9 @@ class RouteTable:
         self.needs_user_agent = False
         self.needs_country = False
         by_port: dict[int, list[GatewayRouter]] = {}
+        self.upstream_contexts: UpstreamContexts = {}
+        upstream_contexts = self.upstream_contexts
+        reusable = previous.upstream_contexts if previous is not None else {}
         for gateway in config.gateways:
             sticky = None if gateway.sticky == "none" else StickyCookie(gateway)
             routes: list[RouteState] = []
@@ -416,7 +437,7 @@ class RouteTable:
                     if not route.drain:
                         self.needs_user_agent |= condition.needs_user_agent
                         self.needs_country |= condition.needs_country
-                targets = self._target_states(gateway.name, route, old_targets)
+                targets = self._target_states(gateway, route, old_targets, upstream_contexts, reusable)
                 key = (gateway.name, route.name)
                 routes.append(RouteState(route, targets, condition, old_remainders.get(key), sticky,
                                          old_route_sticky.get(key, 0.0)))
@@ -427,19 +448,30 @@ class RouteTable:
                                              for port, routers in by_port.items()}
 
     @staticmethod
-    def _target_states(gateway_name: str, route: model.Route,
-                       old_targets: dict[tuple[str, str, str], TargetState]) -> tuple[TargetState, ...]:
-        """One state per distinct address (a repeated address is served once), reused when it existed."""
+    def _target_states(gateway: model.Gateway, route: model.Route,
+                       old_targets: dict[tuple[str, str, str], TargetState],
+                       upstream_contexts: UpstreamContexts, reusable: UpstreamContexts) -> tuple[TargetState, ...]:
+        """One state per distinct address (a repeated address is served once), reused when it existed (and
+        was reached the same way, over TLS or not: its pooled connections are)."""
         states: dict[str, TargetState] = {}
         for target in route.targets:
             address = target.address
             if address in states:
                 continue
-            state = old_targets.get((gateway_name, route.name, address))
-            if state is None:
-                state = TargetState(target)
+            tls = None
+            if target.tls:
+                settings = gateway.upstream_tls
+                key = (settings, stamp(settings.ca) if settings is not None and settings.ca is not None else None)
+                context = upstream_contexts.get(key)
+                if context is None:
+                    context = upstream_contexts[key] = reusable.get(key) or upstream_context(settings)
+                tls = (context, settings.server_name if settings is not None and settings.server_name
+                       else target.host)
+            state = old_targets.get((gateway.name, route.name, address))
+            if state is None or state.target.tls != target.tls:
+                state = TargetState(target, tls)
             else:
-                state.adopt(target)
+                state.adopt(target, tls)
             states[address] = state
         return tuple(states.values())
 

@@ -40,7 +40,7 @@ MAX_STATUS_LINE = 8192      # bytes: a longer first line is no HTTP response
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-9][0-9][0-9])(?:[ \r\n]|$)")
 
-ProbeKey = tuple[str, HealthCheck]       # (target address, check)
+ProbeKey = tuple[str, HealthCheck, "ssl.SSLContext | None", "str | None"]   # (address, check, TLS context, name)
 
 
 def next_state(state: str, successes: int, failures: int, check: HealthCheck) -> str:
@@ -195,12 +195,14 @@ class HealthChecks:
             if check is None or target.target.drained:          # a drained target takes nothing: no probe
                 target.set_unhealthy(False)
                 continue
-            key = (target.address, check)
+            key = (target.address, check, target.ssl_context, target.server_hostname)
             probe = wanted.get(key)
             if probe is None:
                 probe = self.probes.get(key)
                 if probe is None:
                     probe = Probe(target.host, target.port, target.address, check)
+                    probe.ssl_context = target.ssl_context          # an https target is probed over TLS
+                    probe.server_hostname = target.server_hostname
                     probe.start(self.loop)
                 probe.targets = []
                 wanted[key] = probe

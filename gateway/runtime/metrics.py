@@ -75,6 +75,23 @@ class _SnapshotCollector:
         if self.snapshot["malformed"]["count"]:
             add_route("", "", self.snapshot["malformed"])
         yield from (requests, duration, errors, connections, weights, up, healthy, draining)
+        yield from self._tls()
+
+    def _tls(self) -> Iterator[Metric]:
+        tls = self.snapshot.get("tls")
+        if not tls:
+            return
+        expiry = GaugeMetricFamily("vamp_tls_certificate_expiry_timestamp_seconds",
+                                   "When each certificate served expires (its notAfter), by its first name",
+                                   labels=("gateway", "certificate"))
+        reload_errors = CounterMetricFamily("vamp_tls_certificate_reload_errors",
+                                            "Certificate files that changed and could not be loaded",
+                                            labels=("gateway",))
+        for gateway, state in tls.items():
+            for certificate, seconds in state["expiry"].items():
+                expiry.add_metric((gateway, certificate), seconds)
+            reload_errors.add_metric((gateway,), state["reload_errors"])
+        yield from (expiry, reload_errors)
 
 
 class _StoreCollector:

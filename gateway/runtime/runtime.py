@@ -6,6 +6,10 @@ assignment, then closes listeners no gateway uses any more. Connections read `ru
 a request is routed by the table current when it arrived and finishes on the objects it picked. The active
 health checks' probe loops (gateway.runtime.health) follow each table: started, kept or stopped just before
 it is swapped in, all stopped by `close`.
+
+An https port's listener is opened with its `TlsListener`'s context (gateway.tls.listener), kept while the port
+stays https with the same client verification; every apply reads its certificate files again, and a task polls
+them every `POLL_INTERVAL` seconds, so new certificates are served without a new listener.
 """
 from __future__ import annotations
 
@@ -17,14 +21,16 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-from gateway.config.model import Config
+from gateway.config.model import Config, Tls
 from gateway.proxy.client import ClientConnection
 from gateway.proxy.stats import Registry, TargetStats
 from gateway.proxy.tunnel import TcpConnection
 from gateway.proxy.upstream import sweep_timeouts
 from gateway.routing.lookups import ClientLookups
-from gateway.routing.table import RouteTable
+from gateway.routing.table import PortRouter, RouteTable
 from gateway.runtime.health import HealthChecks
+from gateway.tls.certificates import CertificateError
+from gateway.tls.listener import POLL_INTERVAL, TlsListener
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,6 +52,9 @@ class Runtime:
         self.table: RouteTable = RouteTable(Config())
         self.lookups = ClientLookups.from_settings(self.table.config.geo)
         self.listeners: dict[tuple[str, int], asyncio.AbstractServer] = {}
+        self._kinds: dict[tuple[str, int], object] = {}      # what each listener was opened as (`_kind`)
+        self.tls: dict[int, TlsListener] = {}                # the https ports' TLS state
+        self._tls_poller: asyncio.Task[None] | None = None
         self._idle: dict[int, float] = {}
         self._request_head: dict[int, float] = {}
         self._trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
@@ -70,7 +79,9 @@ class Runtime:
         self._idle = {port: max(g.gateway.timeouts.idle for g in pr.gateways) for port, pr in table.ports.items()}
         self._request_head = {port: max(min(g.gateway.timeouts.request_head, g.gateway.timeouts.idle)
                                         for g in pr.gateways) for port, pr in table.ports.items()}
-        await self._open_listeners(table)
+        tls = self._tls_listeners(table)
+        await self._open_listeners(table, tls)
+        self.tls = tls
         self.health.update(table)                     # with no await until the swap
         previous = self.table
         self.lookups = lookups
@@ -81,7 +92,36 @@ class Runtime:
         self._close_stale_pools(previous, table)
         if self._sweeper is None:
             self._sweeper = self.loop.create_task(self._sweep_timeouts())
+        if self.tls and self._tls_poller is None:
+            self._tls_poller = self.loop.create_task(self._poll_certificates())
         self.ready = True
+
+    def _tls_listeners(self, table: RouteTable) -> dict[int, TlsListener]:
+        """The TLS state of every https port of `table`, its certificate files read now: the state in use when
+        the port stays https with the same client verification (its listener is kept), else a new one. A
+        certificate that cannot be loaded (and was not being served) fails the apply, as a port taken does."""
+        states: dict[int, TlsListener] = {}
+        for port, pr in table.ports.items():
+            if pr.protocol != "https":
+                continue
+            gateways = [(g.name, g.gateway.tls) for g in pr.gateways if g.gateway.tls is not None]
+            first: Tls = gateways[0][1]
+            state = self.tls.get(port)
+            if state is None or state.verification != (first.client_ca, first.client_certificate):
+                state = TlsListener(port, first)
+            try:
+                state.configure(gateways)
+            except CertificateError as exc:
+                raise OSError(errno.EINVAL, f"port {port}: {exc}") from None
+            states[port] = state
+        return states
+
+    async def _poll_certificates(self) -> None:
+        """Certificates replaced on disk are served to new connections within POLL_INTERVAL seconds."""
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            for state in list(self.tls.values()):
+                state.poll()
 
     async def _sweep_timeouts(self) -> None:
         """Response timeouts without a timer per request: every SWEEP_INTERVAL (`sweep_timeouts`)."""
@@ -90,7 +130,7 @@ class Runtime:
             now = self.loop.time()
             sweep_timeouts(self.connections, now)
 
-    async def _open_listeners(self, table: RouteTable) -> None:
+    async def _open_listeners(self, table: RouteTable, tls: dict[int, TlsListener]) -> None:
         """A listener for every (bind, port) of `table` that has none yet; all or nothing: on failure the
         listeners are as they were (closed ones reopened) and the old configuration stays in force.
 
@@ -100,14 +140,20 @@ class Runtime:
         one address is the wildcard of the other's family), opening first is impossible, so the old listener
         is closed and the new one bound and listening right after, in one synchronous step with no await in
         between: the port goes unserved only for those few system calls, never for a turn of the event loop.
-        Connections already accepted carry on; one still in the old listener's accept queue is reset."""
+        Connections already accepted carry on; one still in the old listener's accept queue is reset. A port
+        that changes what it serves (http, https with other client verification, tcp) gets a new listener
+        the same way."""
         opened: list[tuple[str, int]] = []
         displaced: dict[tuple[str, int], asyncio.AbstractServer] = {}
         try:
             for port, pr in table.ports.items():
                 key = (pr.bind, port)
+                kind = _kind(pr, tls)
                 if key in self.listeners:
-                    continue
+                    if self._kinds.get(key) == kind:
+                        continue
+                    displaced[key] = self.listeners.pop(key)
+                    displaced[key].close()
                 try:
                     sock = self._bound_socket(key)
                 except OSError as exc:
@@ -119,18 +165,21 @@ class Runtime:
                         displaced[old] = self.listeners.pop(old)
                         displaced[old].close()
                     sock = self._bound_socket(key)
-                self.listeners[key] = await self.loop.create_server(self._factory(port, pr.protocol), sock=sock,
-                                                                    backlog=BACKLOG)
+                self.listeners[key] = await self._serve(sock, port, pr, tls)
+                self._kinds[key] = kind
                 opened.append(key)
                 log.info("listening on %s:%d (%s)", pr.bind, port, ", ".join(g.name for g in pr.gateways))
         except OSError:
             for key in opened:
                 self.listeners.pop(key).close()
             for old in displaced:
+                if old in self.listeners:        # its replacement was closed just above
+                    self.listeners.pop(old).close()
                 await self._reopen(old)
             raise
         for old in displaced:
-            log.info("closed listener %s:%d", *old)
+            if old not in opened:
+                log.info("closed listener %s:%d", *old)
 
     async def _reopen(self, key: tuple[str, int]) -> None:
         """The listener of the configuration in force again, after a change that closed it failed."""
@@ -139,9 +188,16 @@ class Runtime:
         except OSError as exc:
             log.error("could not listen on %s:%d again: %s", *key, exc.strerror or exc)
             return
-        protocol = self.table.ports[key[1]].protocol
-        self.listeners[key] = await self.loop.create_server(self._factory(key[1], protocol), sock=sock,
-                                                            backlog=BACKLOG)
+        pr = self.table.ports[key[1]]
+        self.listeners[key] = await self._serve(sock, key[1], pr, self.tls)
+        self._kinds[key] = _kind(pr, self.tls)
+
+    async def _serve(self, sock: socket.socket, port: int, pr: PortRouter, tls: dict[int, TlsListener]
+                     ) -> asyncio.AbstractServer:
+        if pr.protocol == "https":
+            return await self.loop.create_server(self._factory(port, pr.protocol), sock=sock, backlog=BACKLOG,
+                                                 ssl=tls[port].context)
+        return await self.loop.create_server(self._factory(port, pr.protocol), sock=sock, backlog=BACKLOG)
 
     def _bound_socket(self, key: tuple[str, int]) -> socket.socket:
         """A socket bound to (bind, port) and listening, made without yielding to the event loop."""
@@ -164,11 +220,14 @@ class Runtime:
     def _factory(self, port: int, protocol: str) -> Callable[[], asyncio.Protocol]:
         if protocol == "tcp":
             return lambda: TcpConnection(self, port)
+        if protocol == "https":
+            return lambda: ClientConnection(self, port, True)  # type: ignore[return-value]  # (as below)
         return lambda: ClientConnection(self, port)  # type: ignore[return-value]  # a protocol by its methods
 
     async def _close_listeners(self, table: RouteTable) -> None:
         wanted = _keys(table)
         for key in [k for k in self.listeners if k not in wanted]:
+            self._kinds.pop(key, None)
             server = self.listeners.pop(key)
             server.close()
             log.info("closed listener %s:%d", *key)
@@ -206,6 +265,9 @@ class Runtime:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._tls_poller is not None:
+            self._tls_poller.cancel()
+            self._tls_poller = None
         await self.health.close()
         for server in self.listeners.values():
             server.close()
@@ -265,6 +327,13 @@ def _fold_departed_targets(previous: RouteTable, table: RouteTable) -> None:
             continue
         target.stats.fold_into(remainder)
         target.stats = remainder
+
+
+def _kind(pr: PortRouter, tls: dict[int, TlsListener]) -> object:
+    """What a port's listener serves: a listener is kept only while this stays the same."""
+    if pr.protocol == "https":
+        return ("https",) + tls[pr.port].verification
+    return pr.protocol
 
 
 def _keys(table: RouteTable) -> set[tuple[str, int]]:

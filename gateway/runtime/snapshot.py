@@ -9,7 +9,8 @@ aggregation read:
                                                                 "failures": n, "down": bool, "idle_for": s,
                                                                 "health": H, "checked_at": t, "check_result": r
                                                                 }}}}}},
-     "malformed": STATS}
+     "malformed": STATS,
+     "tls": {GW: {"expiry": {CERTIFICATE: seconds since the epoch}, "reload_errors": n}}}
     STATS = {"classes": [6 ints], "buckets": [ints], "sum": float, "count": int, "errors": {kind: n}}
 
 A target's `stats` are the exchanges it answered; a route's are the sum of its targets' and of its remainder
@@ -21,7 +22,9 @@ or unhealthy). `health` is its active health check's verdict (gateway.runtime.he
 `healthy` or `unhealthy`), `checked_at` when the last probe ended (epoch seconds, None before the first) and
 `check_result` what it saw. Each worker process probes on its own. Summing takes the smallest `idle_for`; a
 target is `down` when any worker has it backed off or unhealthy, and its `health` is the worst any worker
-sees (unhealthy, then unknown, then healthy), with the latest probe's time and result.
+sees (unhealthy, then unknown, then healthy), with the latest probe's time and result. `tls` has the https
+gateways' certificates (by first name) and the reloads refused; every worker reads the same files, so summing
+takes the earliest expiry and the largest count.
 """
 from __future__ import annotations
 
@@ -81,7 +84,15 @@ def take(runtime: "Runtime") -> dict[str, Any]:
         gateways[name] = {"open_connections": gstats.open_connections if gstats else 0,
                           "in_flight": gateway_in_flight,
                           "unrouted": _stats(gstats.unrouted if gstats else None), "routes": routes}
-    return {"gateways": gateways, "malformed": _stats(runtime.stats.malformed)}
+    return {"gateways": gateways, "malformed": _stats(runtime.stats.malformed), "tls": _tls(runtime)}
+
+
+def _tls(runtime: "Runtime") -> dict[str, Any]:
+    gateways: dict[str, Any] = {}
+    for state in runtime.tls.values():
+        for name, expiry in state.expiry().items():
+            gateways[name] = {"expiry": expiry, "reload_errors": state.reload_errors.get(name, 0)}
+    return gateways
 
 
 def _add_stats(into: dict[str, Any], other: dict[str, Any]) -> None:
@@ -98,9 +109,14 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     snapshot is its own sum."""
     if len(snapshots) == 1:
         return snapshots[0]
-    total: dict[str, Any] = {"gateways": {}, "malformed": empty_stats()}
+    total: dict[str, Any] = {"gateways": {}, "malformed": empty_stats(), "tls": {}}
     for snap in snapshots:
         _add_stats(total["malformed"], snap["malformed"])
+        for name, tls in snap.get("tls", {}).items():
+            tls_into = total["tls"].setdefault(name, {"expiry": {}, "reload_errors": 0})
+            tls_into["reload_errors"] = max(tls_into["reload_errors"], tls["reload_errors"])
+            for certificate, expiry in tls["expiry"].items():
+                tls_into["expiry"][certificate] = min(tls_into["expiry"].get(certificate, expiry), expiry)
         for name, gw in snap["gateways"].items():
             into = total["gateways"].setdefault(name, {"open_connections": 0, "in_flight": 0,
                                                        "unrouted": empty_stats(), "routes": {}})

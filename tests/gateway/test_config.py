@@ -406,7 +406,7 @@ def test_one_gateway_for_the_admin_api():
     # gateway fields
     ({"gateways": {"g": {}}}, ("gateways", "g", "port"), "required field missing"),
     (one_gateway(port="99999"), ("gateways", "g", "port"),
-     "expected a port 1-65535 with optional /http or /tcp, got '99999'"),
+     "expected a port 1-65535 with optional /http, /https or /tcp, got '99999'"),
     (one_gateway(sticky="always"), ("gateways", "g", "sticky"), "expected one of none, route, instance"),
     (one_gateway(sticky_ttl="forever"), ("gateways", "g", "sticky_ttl"), "expected a duration"),
     (one_gateway(sticky_cookie={"same_site": "none"}), ("gateways", "g", "sticky_cookie", "same_site"),
@@ -498,8 +498,8 @@ def test_the_message_reads_gateway_route_field():
     assert str(error).startswith("gateway 'g', route 'sava-1.1', field 'condition': expected a value after '='")
     assert str(error).endswith("at position 10")
     error = error_of({"gateways": {"sava": {"port": "99999"}}})
-    assert str(error) == "gateway 'sava', field 'port': expected a port 1-65535 with optional /http or /tcp, " \
-                         "got '99999'"
+    assert str(error) == "gateway 'sava', field 'port': expected a port 1-65535 with optional /http, /https " \
+                         "or /tcp, got '99999'"
     error = error_of(with_routes(r={"targets": [{"address": "a:1", "weight": -1}]}))
     assert str(error).startswith("gateway 'g', route 'r', field 'targets[0].weight': ")
 
