@@ -44,6 +44,11 @@ _GATEWAY_FIELDS = {
                  "properties": {"connect": _DURATION, "response": _DURATION, "idle": _DURATION,
                                 "request_head": _DURATION}},
     "routes": {"type": "object", "additionalProperties": _ROUTE},
+    "access_log": {"type": "object", "additionalProperties": False, "nullable": True,
+                   "properties": {"format": {"type": "string", "enum": ["json", "combined"]},
+                                  "path": {"type": "string", "example": "/var/log/vamp/access.log"},
+                                  "sample": _PERCENT}},
+    "request_id": {"type": "boolean"},
 }
 _TARGET_STATUS = {
     "type": "object", "required": ["state", "in_flight", "requests", "drain_ends_at"],

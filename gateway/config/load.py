@@ -17,7 +17,9 @@ line. The rules, beyond the value syntaxes of `gateway.common.units`:
   `virtual_hosts` (host names, IP literals or wildcards `*.example.com` for any name ending in
   `.example.com`; stored lower case, without port), `timeouts` {connect 2s, response 30s, idle 60s,
   request_head 30s},
-  `routes` (possibly none: the gateway answers 503), `bind` (an IP literal, default 0.0.0.0).
+  `routes` (possibly none: the gateway answers 503), `bind` (an IP literal, default 0.0.0.0),
+  `access_log` {format json|combined (json), path "-"|FILE ("-": standard output; a file must be writable
+  now), sample (100%)}, not for tcp gateways; `request_id` (true).
 - Route: `weight`, `targets` (possibly none), `condition` (stored in canonical form), `condition_strength`
   (100% by default, only with a condition), `drain`. A target is "host:port" or
   {address, weight (integer 0-1000, default 100; 0 takes no traffic), drain}.
@@ -47,15 +49,16 @@ from gateway.common.names import RULE as NAME_RULE, breaks_rule
 from gateway.common.units import (format_duration, format_percent, is_host_name, parse_address, parse_duration,
                                   parse_percent, parse_port, shown, unknown_field)
 from gateway.common.yamltext import YamlTextError, line_of, single_document
-from gateway.config.model import (FULL, SAME_SITE_VALUES, STICKY_MODES, Config, Gateway, GeoSettings, Route,
-                                  StickyCookie, Target, Timeouts)
+from gateway.config.model import (ACCESS_LOG_FORMATS, FULL, SAME_SITE_VALUES, STICKY_MODES, AccessLog, Config,
+                                  Gateway, GeoSettings, Route, StickyCookie, Target, Timeouts)
 from gateway.routing import conditions
 
 Location = tuple[str | int, ...]
 
 TOP_FIELDS = ("gateways", "geo")
 GATEWAY_FIELDS = ("name", "port", "bind", "sticky", "sticky_ttl", "sticky_cookie", "drain_timeout", "virtual_hosts",
-                  "timeouts", "routes")
+                  "timeouts", "routes", "access_log", "request_id")
+ACCESS_LOG_FIELDS = ("format", "path", "sample")
 STICKY_COOKIE_FIELDS = ("same_site", "secure")
 TIMEOUT_FIELDS = ("connect", "response", "idle", "request_head")
 ROUTE_FIELDS = ("weight", "targets", "condition", "condition_strength", "drain")
@@ -257,6 +260,11 @@ def gateway_from_dict(name: Any, data: Any) -> Gateway:
     fields["virtual_hosts"] = _virtual_hosts(body.get("virtual_hosts"), at + ("virtual_hosts",))
     fields["timeouts"] = _timeouts(body.get("timeouts"), at + ("timeouts",))
     fields["routes"] = _routes(body.get("routes"), at + ("routes",), protocol)
+    if body.get("access_log") is not None:
+        if protocol == "tcp":
+            raise ConfigError("a tcp gateway has no HTTP requests to log", at + ("access_log",))
+        fields["access_log"] = _access_log(body["access_log"], at + ("access_log",))
+    fields["request_id"] = _bool(body.get("request_id"), True, at + ("request_id",))
     gateway = Gateway(**fields)
     if protocol == "tcp":
         if gateway.sticky != "none":
@@ -327,6 +335,46 @@ def _is_virtual_host(host: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _access_log(value: Any, at: Location) -> AccessLog:
+    """`access_log: {format, path, sample}`; a file path must be writable now (created if missing)."""
+    body = _mapping(value, at, "access log settings (format, path, sample)")
+    _only_fields(body, ACCESS_LOG_FIELDS, at, "access_log")
+    fields: dict[str, Any] = {}
+    log_format = body.get("format")
+    if log_format is not None:
+        if not isinstance(log_format, str) or log_format.strip().lower() not in ACCESS_LOG_FORMATS:
+            raise ConfigError(f"expected one of {', '.join(ACCESS_LOG_FORMATS)}, got {shown(log_format)}",
+                              at + ("format",))
+        fields["format"] = log_format.strip().lower()
+    path = body.get("path")
+    if path is not None:
+        if not isinstance(path, str) or not path.strip() or "\0" in path:
+            raise ConfigError(f"expected '-' (standard output) or the path of a file, got {shown(path)}",
+                              at + ("path",))
+        path = path.strip()
+        if path != "-":
+            _check_writable(path, at + ("path",))
+        fields["path"] = path
+    if body.get("sample") is not None:
+        fields["sample"] = _parsed(parse_percent, body["sample"], at + ("sample",))
+    return AccessLog(**fields)
+
+
+def _check_writable(path: str, at: Location) -> None:
+    """A log file the gateway can append to: an existing writable file, or a new one in a writable directory."""
+    if os.path.isdir(path):
+        raise ConfigError(f"{path!r} is a directory, not a file", at)
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"cannot write to {path!r}: permission denied", at)
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"no such directory: {directory!r}", at)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot create {path!r}: permission denied in {directory!r}", at)
 
 
 def _timeouts(value: Any, at: Location) -> Timeouts:
@@ -512,8 +560,9 @@ def to_dict(config: Config) -> dict[str, Any]:
 
 
 def gateway_to_dict(gateway: Gateway) -> dict[str, Any]:
-    """One gateway's fields, every one explicit; routes without a given weight stay without one."""
-    return {
+    """One gateway's fields, every one explicit (but `access_log` when there is none, and `request_id` when
+    true); routes without a given weight stay without one."""
+    body: dict[str, Any] = {
         "port": f"{gateway.port}/{gateway.protocol}",
         "bind": gateway.bind,
         "sticky": gateway.sticky,
@@ -524,6 +573,12 @@ def gateway_to_dict(gateway: Gateway) -> dict[str, Any]:
         "timeouts": {key: format_duration(getattr(gateway.timeouts, key)) for key in TIMEOUT_FIELDS},
         "routes": {route.name: _route_to_dict(route) for route in gateway.routes},
     }
+    if gateway.access_log is not None:
+        log = gateway.access_log
+        body["access_log"] = {"format": log.format, "path": log.path, "sample": format_percent(log.sample)}
+    if not gateway.request_id:
+        body["request_id"] = False
+    return body
 
 
 def _route_to_dict(route: Route) -> dict[str, Any]:

@@ -12,6 +12,7 @@ FULL = 10_000  # 100% in basis points
 
 STICKY_MODES = ("none", "route", "instance")
 SAME_SITE_VALUES = ("lax", "strict", "none")
+ACCESS_LOG_FORMATS = ("json", "combined")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,14 @@ class StickyCookie:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessLog:
+    """A gateway's access log (docs/access-logs.md): one line per request, written off the event loop."""
+    format: str = "json"     # one of ACCESS_LOG_FORMATS
+    path: str = "-"          # a file (opened for appending, reopened when moved) or "-": standard output
+    sample: int = FULL       # basis points of requests logged, spread evenly (100%: all)
+
+
+@dataclass(frozen=True, slots=True)
 class Gateway:
     name: str
     port: int
@@ -69,6 +78,8 @@ class Gateway:
     timeouts: Timeouts = field(default_factory=Timeouts)
     routes: tuple[Route, ...] = ()
     bind: str = "0.0.0.0"             # listen address (tests use 127.0.0.1)
+    access_log: AccessLog | None = None   # None: no access log
+    request_id: bool = True           # X-Request-Id sent upstream, returned and logged (docs/access-logs.md)
 
 
 @dataclass(frozen=True, slots=True)
