@@ -11,6 +11,7 @@ per peer.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from time import monotonic
 from collections import deque
@@ -41,6 +42,20 @@ FEED_SLICE: Final = 8 * 1024      # a larger read is parsed this much at a time 
 
 # RFC 3986 host (reg-name, IPv4, [IPv6]) with an optional port; empty for HTTP/1.0 without Host.
 _VALID_HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
+
+
+class RequestIds:
+    """The request ids this process generates: a random prefix (12 hex digits, unique to the process, so ids
+    from several worker processes never collide) and a counter in hex, e.g. `3f9a1c0b7e42-1a`; kept as the
+    end of a head, b"X-Request-Id: ID\r\n\r\n" without its counter and its line end."""
+    __slots__ = ("prefix", "count")
+
+    def __init__(self) -> None:
+        self.prefix = b"X-Request-Id: %s-" % os.urandom(6).hex().encode()
+        self.count = 0
+
+
+_REQUEST_IDS: Final = RequestIds()
 
 
 class BadRequest(Exception):
@@ -141,6 +156,11 @@ class ClientConnection:
             self.current = None
             if ex.upstream is not None:
                 ex.upstream.client_gone()
+            if ex.log is not None and ex.state != FAILED:
+                # the client left before the response was complete: 499 when nothing of it was sent (nginx's code)
+                ex.log.write(ex, ex.status if ex.state >= RESPONDING else 499)
+            elif ex.log is not None:
+                ex.log.write(ex, ex.status)            # the response was cut (gateway.proxy.upstream._fail)
             ex.state = FAILED
         self.queue.clear()
         self._held = None
@@ -394,8 +414,7 @@ class ClientConnection:
         forwarded_host = reading.forwarded_host if (self.trusted and reading.forwarded_host) else reading.host
         if forwarded_host:
             parts += (b"X-Forwarded-Host: ", forwarded_host, CRLF)
-        parts.append(CRLF)
-        return b"".join(parts)
+        return b"".join(parts)       # (without the empty line: the exchange's head_end closes it)
 
     # -- routing and dispatch -----------------------------------------------------------------------
     def _start(self, ex: Exchange) -> None:
@@ -422,6 +441,22 @@ class ClientConnection:
         if self.gateway_stats is None:
             self.gateway_stats = runtime.stats.gateway(router.name)
             self.gateway_stats.open_connections += 1
+        # -- request id and access log (docs/access-logs.md) --
+        if router.request_ids:
+            end = request.request_id_end if self.trusted else None
+            if end is None:
+                ids = _REQUEST_IDS
+                ids.count += 1
+                end = b"%s%x\r\n\r\n" % (ids.prefix, ids.count)
+            ex.head_end = end
+        else:                                           # off: the client's X-Request-Id goes through as it came
+            ex.head_end = CRLF
+            if request.request_id_lines:
+                ex.head += request.request_id_lines
+        log = router.access_log
+        if log is not None:
+            ex.log = log.sampled()
+        # --
         view: RequestView | None = None
         if router.reads_request:
             # What routing reads is a function of the head, the peer and the lookups: a keep-alive client
@@ -447,12 +482,32 @@ class ClientConnection:
 
     # -- answers -----------------------------------------------------------------------------------
     def answer(self, ex: Exchange, status: int, message: str) -> None:
-        """Answer the exchange in flight with the gateway's own short response."""
+        """Answer the exchange in flight with the gateway's own short response (with its request id)."""
         close = not ex.keep_alive or ex.request == REQUEST_READING
-        self.transport.write(error_response(status, message, close=close))
+        if not ex.head_end:
+            self._unrouted(ex)
+        response = error_response(status, message, close=close, extra=ex.head_end[:-2])
+        self.transport.write(response)
+        ex.sent += len(response)
         ex.status = status
         self.runtime.record_unrouted(ex, status) if ex.route is None else self.runtime.record(ex, status)
         self.finish(ex, close=close)
+
+    def _unrouted(self, ex: Exchange) -> None:
+        """The request id and access log of an exchange answered before a gateway took it (no gateway for its
+        Host, an invalid Host): those of its port (`PortRouter`)."""
+        port_router = self.runtime.table.ports.get(self.port)
+        if port_router is None or not port_router.request_ids:
+            ex.head_end = CRLF
+        elif self.trusted and ex.request_head.request_id_end is not None:
+            ex.head_end = ex.request_head.request_id_end
+        else:
+            ids = _REQUEST_IDS
+            ids.count += 1
+            ex.head_end = b"%s%x\r\n\r\n" % (ids.prefix, ids.count)
+        log = port_router.access_log if port_router is not None else None
+        if log is not None and ex.log is None:
+            ex.log = log.sampled()
 
     def _reject(self, bad: BadRequest) -> None:
         """Malformed input: answer it (unless a response is already under way), then close."""
@@ -478,6 +533,8 @@ class ClientConnection:
             return
         ex.state = DONE
         self.current = None
+        if ex.log is not None:
+            ex.log.write(ex, ex.status)
         self.last_active = self._clock()
         if self.closing:
             return
@@ -546,6 +603,9 @@ class ClientConnection:
     def become_tunnel(self, upstream: "UpstreamConnection") -> None:
         """The backend answered 101: from now on bytes pass through untouched both ways."""
         self._tunnel_upstream = upstream
+        ex = self.current
+        if ex is not None and ex.log is not None:
+            ex.log.write(ex, 101)
         self.current = None
         held, self._held = self._held, None
         if held:

@@ -246,14 +246,14 @@ class UpstreamConnection:
         if self.reading_paused:
             self.resume_reading()
         if ex.body_buffer:
-            self.send(ex.head + b"".join(ex.body_buffer))
+            self.send(b"".join((ex.head, ex.head_end, *ex.body_buffer)))
             ex.body_buffer.clear()
             ex.state = STREAMING
             ex.client.flow.resume(PAUSE_BUFFER)
         else:
-            self.send(ex.head)
+            self.send(ex.head + ex.head_end)
             ex.state = SENT
-        self.last_io = self.clock()
+        self.last_io = ex.sent_at = self.clock()
         target = ex.target
         assert target is not None                           # routed
         target.in_flight += 1
@@ -327,6 +327,7 @@ class UpstreamConnection:
                 # The backend's body ended with its connection: for the client that is a complete body.
                 if not ex.http10:
                     client.write(CHUNK_END)
+                    ex.sent += len(CHUNK_END)
                 client.runtime.record(ex, ex.status)
                 client.finish(ex, close=ex.http10)
             else:
@@ -409,7 +410,9 @@ class UpstreamConnection:
                 rest = data[upgrade.args[0]:]
                 if rest:
                     out.append(rest)
-                ex.client.write(b"".join(out))
+                response = b"".join(out)
+                ex.sent += len(response)
+                ex.client.write(response)
                 self._become_tunnel(ex)
                 return
             self.violation = True
@@ -425,6 +428,8 @@ class UpstreamConnection:
             return
         if out:
             ex.client.writelines(out)
+            if ex.log is not None:
+                ex.sent += sum(map(len, out))
         if ex.state == COMPLETE:
             self._finish(ex)      # a violation after a complete response only costs this connection
 
@@ -434,7 +439,9 @@ class UpstreamConnection:
         self.abort()
         if ex.state >= RESPONDING:
             if out:
-                ex.client.write(b"".join(out))
+                response = b"".join(out)
+                ex.sent += len(response)
+                ex.client.write(response)
             _fail(ex)
         else:
             ex.client.answer(ex, 502, f"invalid response from {_address(ex)}")
@@ -481,6 +488,7 @@ class UpstreamConnection:
             self.violation = True
             return
         ex.status = status
+        ex.answered_at = self.last_io
         self.keep_alive = parser.should_keep_alive()
         http10 = ex.http10
         # (a declined upgrade leaves the client's connection HTTP: it stays open like any other)
@@ -489,7 +497,8 @@ class UpstreamConnection:
         plain = head.plain
         if (plain is not None and not close_client and not http10 and ex.set_cookie is None
                 and ex.method != b"HEAD"):
-            self.out.append(plain)                # the common case, its head made once per head read
+            self.out += (plain, ex.head_end)      # the common case, its head made once per head read (and the
+                                                  # exchange's X-Request-Id line and empty line)
             self.mode = BODY_LENGTH
             ex.state = RESPONDING
             return
@@ -525,7 +534,7 @@ class UpstreamConnection:
             elif http10:
                 extra.append(b"Connection: keep-alive\r\n")
         self.close_client = close_client
-        self.out += (head.prefix, b"".join(extra), CRLF)
+        self.out += (head.prefix, b"".join(extra), ex.head_end)
         ex.state = RESPONDING
         if self.mode == BODY_NONE:
             ex.state = COMPLETE

@@ -60,6 +60,7 @@ from gateway.routing.route_index import INDEX_FROM, RouteIndex
 from gateway.routing.sticky import StickyCookie, StickyLookup, short_id
 
 if TYPE_CHECKING:
+    from gateway.proxy.exchange import AccessLogHook
     from gateway.proxy.stats import TargetStats
     from gateway.proxy.upstream import UpstreamPool
 
@@ -254,6 +255,8 @@ class GatewayRouter:
         self._sticky_targets: dict[str, tuple[RouteState, TargetState]] = {} if lookup is None else lookup.targets
         # Conditions and sticky cookies are all select() reads of a request: without them, pass None.
         self.reads_request = bool(self._conditional) or sticky is not None
+        self.request_ids = gateway.request_id     # X-Request-Id (docs/access-logs.md)
+        self.access_log: AccessLogHook | None = None  # its access log in this process, set by the runtime
 
     def select(self, req: RequestView | None, now: float) -> tuple[RouteState, TargetState, str | None] | None:
         """(route, target, Set-Cookie value or None) for a request; None when nothing can serve it.
@@ -330,6 +333,10 @@ class PortRouter:
         self._by_host: dict[str, GatewayRouter] = {}
         self._by_wildcard: dict[str, GatewayRouter] = {}   # "*.example.com" stored as ".example.com"
         self._default: GatewayRouter | None = None
+        # Requests no gateway of the port takes (no gateway for their Host): request ids unless every gateway of
+        # the port turned them off; logged to the first gateway with an access log (set by the runtime).
+        self.request_ids = any(router.gateway.request_id for router in gateways)
+        self.access_log: AccessLogHook | None = None
         for router in gateways:
             if not router.gateway.virtual_hosts and self._default is None:
                 self._default = router
