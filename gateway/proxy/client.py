@@ -45,16 +45,27 @@ _VALID_HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+\])
 
 
 class RequestIds:
-    """The request ids this process generates: a random prefix (12 hex digits, unique to the process, so ids
-    from several worker processes never collide) and a counter in hex, e.g. `3f9a1c0b7e42-1a`; kept as the
-    end of a head, b"X-Request-Id: ID\r\n\r\n" without its counter and its line end."""
-    __slots__ = ("prefix", "count")
+    """The request ids this process generates: a random part (12 hex digits, its own, so that ids from several
+    worker processes never collide) and a counter in hex, at least 3 digits: `3f9a1c0b7e42-01a`. An id is made
+    as the end of a head, b"X-Request-Id: ID\r\n\r\n": `prefix` (all but the counter's last two digits,
+    remade every 256 ids) and one of the 256 ends made at import (`_ID_ENDS`): one concatenation per request."""
+    __slots__ = ("process", "prefix", "count")
 
     def __init__(self) -> None:
-        self.prefix = b"X-Request-Id: %s-" % os.urandom(6).hex().encode()
+        self.process = b"X-Request-Id: %s-" % os.urandom(6).hex().encode()
+        self.prefix = self.process + b"0"
         self.count = 0
 
+    def next_end(self) -> bytes:
+        """A new id as the end of a head (ClientConnection._start does the same inline)."""
+        count = self.count = self.count + 1
+        low = count & 0xFF
+        if low == 0:
+            self.prefix = b"%s%x" % (self.process, count >> 8)
+        return self.prefix + _ID_ENDS[low]
 
+
+_ID_ENDS: Final = tuple(b"%02x\r\n\r\n" % low for low in range(256))
 _REQUEST_IDS: Final = RequestIds()
 
 
@@ -444,10 +455,13 @@ class ClientConnection:
         # -- request id and access log (docs/access-logs.md) --
         if router.request_ids:
             end = request.request_id_end if self.trusted else None
-            if end is None:
+            if end is None:                             # a new id (RequestIds.next_end, inline)
                 ids = _REQUEST_IDS
-                ids.count += 1
-                end = b"%s%x\r\n\r\n" % (ids.prefix, ids.count)
+                count = ids.count = ids.count + 1
+                low = count & 0xFF
+                if low == 0:
+                    ids.prefix = b"%s%x" % (ids.process, count >> 8)
+                end = ids.prefix + _ID_ENDS[low]
             ex.head_end = end
         else:                                           # off: the client's X-Request-Id goes through as it came
             ex.head_end = CRLF
@@ -455,7 +469,7 @@ class ClientConnection:
                 ex.head += request.request_id_lines
         log = router.access_log
         if log is not None:
-            ex.log = log.sampled()
+            ex.log = log if log.every else log.sampled()
         # --
         view: RequestView | None = None
         if router.reads_request:
@@ -502,9 +516,7 @@ class ClientConnection:
         elif self.trusted and ex.request_head.request_id_end is not None:
             ex.head_end = ex.request_head.request_id_end
         else:
-            ids = _REQUEST_IDS
-            ids.count += 1
-            ex.head_end = b"%s%x\r\n\r\n" % (ids.prefix, ids.count)
+            ex.head_end = _REQUEST_IDS.next_end()
         log = port_router.access_log if port_router is not None else None
         if log is not None and ex.log is None:
             ex.log = log.sampled()

@@ -124,7 +124,11 @@ class ClientSide(Protocol):
 
 class AccessLogHook(Protocol):
     """A gateway's access log as the hot path sees it (gateway.runtime.access_log): `sampled()` says whether a
-    request is logged (the log itself, or None), `write` logs a finished or failed exchange."""
+    request is logged (the log itself, or None) unless `every` request is, `write` logs a finished or failed
+    exchange."""
+
+    @property
+    def every(self) -> bool: ...
 
     def sampled(self) -> AccessLogHook | None: ...
 
@@ -170,7 +174,7 @@ class Exchange:
         self.head_end = b""
         self.log: AccessLogHook | None = None   # the access log that takes this exchange (sampled in)
         self.sent = 0                # bytes of the response written to the client (counted when logged)
-        self.sent_at = 0.0           # (loop clock) when the request went upstream ...
+        self.sent_at = 0.0           # (monotonic, set when logged) when the request went upstream ...
         self.answered_at = 0.0       # ... and when its response head arrived (0: not yet)
 
     @property

@@ -41,8 +41,9 @@ _REQUEST_HEADERS: Final = {
     b"x-forwarded-for": _FORWARDED_FOR, b"x-forwarded-proto": _FORWARDED_PROTO,
     b"x-forwarded-host": _FORWARDED_HOST, b"expect": _EXPECT, b"x-request-id": _REQUEST_ID,
 }
-# A client's X-Request-Id worth keeping (from a trusted proxy): 1-200 visible ASCII characters.
-_SANE_REQUEST_ID: Final = re.compile(rb"[\x21-\x7e]{1,200}")
+# A client's X-Request-Id worth keeping (from a trusted proxy): 1-200 visible ASCII characters but `"` and `\`
+# (so that it goes into a log line as it is).
+_SANE_REQUEST_ID: Final = re.compile(rb'[\x21\x23-\x5b\x5d-\x7e]{1,200}')
 
 
 class RequestHead:

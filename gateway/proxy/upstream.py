@@ -253,7 +253,9 @@ class UpstreamConnection:
         else:
             self.send(ex.head + ex.head_end)
             ex.state = SENT
-        self.last_io = ex.sent_at = self.clock()
+        self.last_io = self.clock()
+        if ex.log is not None:
+            ex.sent_at = time.monotonic()
         target = ex.target
         assert target is not None                           # routed
         target.in_flight += 1
@@ -488,7 +490,8 @@ class UpstreamConnection:
             self.violation = True
             return
         ex.status = status
-        ex.answered_at = self.last_io
+        if ex.log is not None:
+            ex.answered_at = time.monotonic()
         self.keep_alive = parser.should_keep_alive()
         http10 = ex.http10
         # (a declined upgrade leaves the client's connection HTTP: it stays open like any other)

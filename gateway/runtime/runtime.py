@@ -22,6 +22,7 @@ from gateway.proxy.tunnel import TcpConnection
 from gateway.proxy.upstream import sweep_timeouts
 from gateway.routing.lookups import ClientLookups
 from gateway.routing.table import RouteTable
+from gateway.runtime.access_log import AccessLogger, LogWriter
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -48,6 +49,8 @@ class Runtime:
         self._trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
         self.ready = False
         self._sweeper: asyncio.Task[None] | None = None
+        self._log_writers: dict[str, LogWriter] = {}      # by gateway name: its access log's file
+        self._log_dropped: dict[str, int] = {}             # lines dropped by writers closed since
 
     # -- configuration -----------------------------------------------------------------------------
     async def apply(self, config: Config) -> None:
@@ -67,6 +70,7 @@ class Runtime:
         self._request_head = {port: max(min(g.gateway.timeouts.request_head, g.gateway.timeouts.idle)
                                         for g in pr.gateways) for port, pr in table.ports.items()}
         await self._open_listeners(table)
+        stale_writers = self._attach_access_logs(table, lookups)
         previous = self.table
         self.lookups = lookups
         self.table = table
@@ -74,9 +78,55 @@ class Runtime:
         self.stats.forget_except(set(table.gateways))
         await self._close_listeners(table)
         self._close_stale_pools(previous, table)
+        for writer in stale_writers:
+            writer.close()
         if self._sweeper is None:
             self._sweeper = self.loop.create_task(self._sweep_timeouts())
         self.ready = True
+
+    def _attach_access_logs(self, table: RouteTable, lookups: ClientLookups) -> list[LogWriter]:
+        """Give each gateway of `table` that logs its `AccessLogger` (a gateway keeps its writer while its path
+        stays), and each port the log of its first gateway that has one; returns the writers no longer used."""
+        writers: dict[str, LogWriter] = {}
+        for name, router in table.gateways.items():
+            settings = router.gateway.access_log
+            if settings is None:
+                continue
+            writer = self._log_writers.get(name)
+            if writer is None or writer.path != settings.path:
+                writer = LogWriter(settings.path, self.loop)
+            writers[name] = writer
+            router.access_log = AccessLogger(name, settings, writer, lookups)
+        for port_router in table.ports.values():
+            port_router.access_log = next((router.access_log for router in port_router.gateways
+                                           if router.access_log is not None), None)
+        stale = [writer for name, writer in self._log_writers.items() if writers.get(name) is not writer]
+        for name, writer in self._log_writers.items():
+            if writers.get(name) is not writer:
+                self._log_dropped[name] = self._log_dropped.get(name, 0) + writer.dropped
+        self._log_writers = writers
+        return stale
+
+    def reopen_access_logs(self) -> None:
+        """SIGUSR1: every access log file is reopened at its path (after logrotate moved it)."""
+        for writer in self._log_writers.values():
+            writer.reopen()
+
+    def access_log_dropped(self, gateway: str) -> int:
+        """Access log lines of `gateway` dropped in this process (the writer could not keep up, or write)."""
+        writer = self._log_writers.get(gateway)
+        return self._log_dropped.get(gateway, 0) + (writer.dropped if writer is not None else 0)
+
+    async def _close_access_logs(self) -> None:
+        """Write what the access logs hold, and wait (in a thread: never on the loop) for it to be written."""
+        writers = list(self._log_writers.values())
+        for name, writer in self._log_writers.items():
+            self._log_dropped[name] = self._log_dropped.get(name, 0) + writer.dropped
+        self._log_writers = {}
+        for writer in writers:
+            writer.close()
+        for writer in writers:
+            await asyncio.to_thread(writer.join, 5.0)
 
     async def _sweep_timeouts(self) -> None:
         """Response timeouts without a timer per request: every SWEEP_INTERVAL (`sweep_timeouts`)."""
@@ -210,6 +260,7 @@ class Runtime:
         for _, _, target in self.table.targets():
             if target.pool is not None:
                 target.pool.close_all()
+        await self._close_access_logs()
 
     # -- per-connection helpers --------------------------------------------------------------------
     def is_trusted(self, peer: str) -> bool:
