@@ -149,11 +149,13 @@ class LogWriter:
                 if self._reopen or self._fd < 0 or now >= next_check:
                     next_check = now + CHECK_INTERVAL
                     if self._reopen or self._fd < 0 or self._moved():
+                        reason = "asked" if self._reopen else "the path names another file, or none"
                         self._reopen = False
                         old = self._fd
                         self._open()
                         if old >= 0 and old != self._fd:
                             os.close(old)
+                        log.info("access log %s reopened (%s)", self.path, reason)
             if batch:
                 self._write(batch, lines)
                 with self._lock:
