@@ -270,11 +270,11 @@ class AccessLogger:
         request_id = ex.head_end[14:-4]
         if self._json:
             if ex.answered_at:
-                line = _JSON_LINE_UPSTREAM[bool(request_id)] % (
+                line = _JSON_LINE_UPSTREAM[request_id != b""] % (
                     clock.iso, fragment, status, request.size + ex.body_buffered, ex.sent, duration,
                     int((ex.answered_at - ex.sent_at) * 1e6), request_id)
             else:
-                line = _JSON_LINE[bool(request_id)] % (
+                line = _JSON_LINE[request_id != b""] % (
                     clock.iso, fragment, status, request.size + ex.body_buffered, ex.sent, duration, request_id)
         else:
             before_time, before_status, after_bytes = fragment
