@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from time import monotonic
 from typing import Final, TYPE_CHECKING
 
 import httptools
@@ -255,7 +256,7 @@ class UpstreamConnection:
             ex.state = SENT
         self.last_io = self.clock()
         if ex.log is not None:
-            ex.sent_at = time.monotonic()
+            ex.sent_at = monotonic()
         target = ex.target
         assert target is not None                           # routed
         target.in_flight += 1
@@ -491,7 +492,7 @@ class UpstreamConnection:
             return
         ex.status = status
         if ex.log is not None:
-            ex.answered_at = time.monotonic()
+            ex.answered_at = monotonic()
         self.keep_alive = parser.should_keep_alive()
         http10 = ex.http10
         # (a declined upgrade leaves the client's connection HTTP: it stays open like any other)

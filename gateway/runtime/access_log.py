@@ -25,6 +25,7 @@ import re
 import threading
 import time
 from json.encoder import encode_basestring_ascii
+from time import monotonic, time as wall_clock
 from typing import TYPE_CHECKING, Any
 
 from gateway.config.model import FULL, AccessLog
@@ -68,8 +69,8 @@ class LogWriter:
         self._reopen = False
         self._fd = -1
         self._open()
-        self._thread = threading.Thread(target=self._run, name=f"access-log {path}", daemon=True)
-        self._thread.start()
+        self._worker = threading.Thread(target=self._run, name=f"access-log {path}", daemon=True)
+        self._worker.start()
 
     # -- on the event loop -------------------------------------------------------------------------------
     def added(self) -> None:
@@ -112,7 +113,7 @@ class LogWriter:
             self._queue.put(_STOP)
 
     def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        self._worker.join(timeout)
 
     # -- in the writer thread ----------------------------------------------------------------------------
     def _open(self) -> None:
@@ -254,7 +255,7 @@ class AccessLogger:
 
     def write(self, ex: Exchange, status: int) -> None:
         """Log `ex`, answered with `status` (a client gone before any of the response: 499)."""
-        ms = int(time.time() * 1000)
+        ms = int(wall_clock() * 1000)
         clock = self._clock
         if ms != clock.ms:
             clock.at(ms)
@@ -266,7 +267,7 @@ class AccessLogger:
             if len(self._fragments) >= FRAGMENTS:
                 self._fragments.clear()
             self._fragments[key] = fragment
-        duration = int((time.monotonic() - ex.started) * 1e6)
+        duration = int((monotonic() - ex.started) * 1e6)
         request_id = ex.head_end[14:-4]
         if self._json:
             if ex.answered_at:
