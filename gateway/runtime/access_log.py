@@ -123,8 +123,10 @@ class LogWriter:
         try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            self._fd = -1
-            log.error("access log %s: cannot open: %s", self.path, exc.strerror or exc)
+            if self._fd != -2:           # (said once while it keeps failing; tried again with each batch)
+                log.error("access log %s: cannot open: %s; lines are dropped until it can be", self.path,
+                          exc.strerror or exc)
+            self._fd = -2
 
     def _moved(self) -> bool:
         """Does the path no longer name the open file (renamed, deleted, replaced)?"""
@@ -167,6 +169,10 @@ class LogWriter:
                 return
 
     def _write(self, batch: bytes, lines: int) -> None:
+        if self._fd < 0:                 # the file could not be opened (said in _open)
+            with self._lock:
+                self.dropped += lines
+            return
         view = memoryview(batch)
         try:
             while view:                   # one write for a whole batch, but for a short write to a pipe
@@ -321,5 +327,5 @@ class AccessLogger:
         protocol = b"HTTP/1.0" if request.http10 else b"HTTP/1.1"
         return (b"%s - - " % _clf(client), b' "%s %s %s" ' % (_clf(method), _clf(path), protocol),
                 b' "%s" "%s" "%s" "%s" "%s" "%s" %s' % (
-                    _clf(referer.decode("latin-1") if referer is not None else None), _clf(user_agent),
-                    _clf(gateway), _clf(route), _clf(target), _clf(host), _clf(country)))
+                    _clf(referer.decode("latin-1") if referer else None), _clf(user_agent or None),
+                    _clf(gateway), _clf(route), _clf(target), _clf(host or None), _clf(country)))

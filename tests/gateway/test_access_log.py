@@ -4,6 +4,7 @@ refusing connections), in JSON and in the combined format; sampling; standard ou
 file after logrotate moves the old one, or after SIGUSR1, with worker processes; and the configuration's checks."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -14,6 +15,8 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.config.load import ConfigError, from_dict, to_dict
+from gateway.runtime import access_log
+from gateway.runtime.access_log import LogWriter
 from tests.support import HttpClient, LOOPBACK, config, free_port, gateway, route
 from tests.support.waiting import eventually
 
@@ -255,3 +258,30 @@ def test_access_log_and_request_id_round_trip_and_default(tmp_path):
     assert not {"access_log", "request_id"} & set(to_dict(plain)["gateways"]["shop"])
     defaults = from_dict(one_gateway(access_log={})).gateways[0].access_log
     assert (defaults.format, defaults.path, defaults.sample) == ("json", "-", 10_000)
+
+
+# -- the writer, in this process ---------------------------------------------------------------------------
+async def test_lines_the_writer_cannot_take_are_dropped_and_counted(tmp_path, monkeypatch):
+    path = tmp_path / "slow.log"
+    writer = LogWriter(str(path), asyncio.get_running_loop())
+    writer.pending += [b"kept\n"] * 3
+    writer.flush()
+    monkeypatch.setattr(access_log, "MAX_QUEUED_BYTES", 0)      # as if batches waited for a disk that stalls
+    writer.pending += [b"dropped\n"] * 5
+    writer.flush()
+    writer.close()
+    await asyncio.to_thread(writer.join, 5)
+    assert path.read_bytes() == b"kept\n" * 3
+    assert writer.dropped == 5
+
+
+async def test_a_file_that_cannot_be_opened_drops_its_lines_and_says_so_once(tmp_path, caplog):
+    path = tmp_path / "gone" / "access.log"                      # its directory was removed after validation
+    writer = LogWriter(str(path), asyncio.get_running_loop())
+    for _ in range(3):
+        writer.pending.append(b"line\n")
+        writer.flush()
+    writer.close()
+    await asyncio.to_thread(writer.join, 5)
+    assert writer.dropped == 3
+    assert sum("cannot open" in record.message for record in caplog.records) == 1
