@@ -492,6 +492,7 @@ class ClientConnection:
             ex.head = _with_host(ex.head, ex.target.address)
         if ex.expect_continue and not ex.http10:
             self.transport.write(CONTINUE_100)
+            ex.sent += len(CONTINUE_100)
         dispatch(ex)                                    # a RoutedExchange now: gateway, route and target are set
 
     # -- answers -----------------------------------------------------------------------------------

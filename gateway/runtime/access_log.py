@@ -185,14 +185,17 @@ class LogWriter:
 
 
 class _Clock:
-    """The time of a log line, formatted once per millisecond (ISO 8601) or second (combined)."""
-    __slots__ = ("ms", "second", "iso", "clf", "_iso_second")
+    """The time of a log line, formatted once per millisecond (ISO 8601) or second (combined). It is read from
+    the monotonic clock the line's duration needs anyway, plus `offset`, the wall clock's lead over it, taken
+    again every second (so a wall clock set meanwhile shows within a second)."""
+    __slots__ = ("ms", "second", "iso", "clf", "offset", "_iso_second")
 
     def __init__(self) -> None:
         self.ms = -1
         self.second = -1
         self.iso = b""
         self.clf = b""
+        self.offset = wall_clock() - monotonic()
         self._iso_second = b""
 
     def at(self, ms: int) -> None:
@@ -200,6 +203,7 @@ class _Clock:
         second = ms // 1000
         if second != self.second:
             self.second = second
+            self.offset = wall_clock() - monotonic()
             moment = time.gmtime(second)
             self._iso_second = time.strftime("%Y-%m-%dT%H:%M:%S", moment).encode()
             self.clf = time.strftime("%d/%b/%Y:%H:%M:%S +0000", moment).encode()
@@ -261,8 +265,9 @@ class AccessLogger:
 
     def write(self, ex: Exchange, status: int) -> None:
         """Log `ex`, answered with `status` (a client gone before any of the response: 499)."""
-        ms = int(wall_clock() * 1000)
+        now = monotonic()
         clock = self._clock
+        ms = int((now + clock.offset) * 1000)
         if ms != clock.ms:
             clock.at(ms)
         request = ex.request_head
@@ -273,7 +278,7 @@ class AccessLogger:
             if len(self._fragments) >= FRAGMENTS:
                 self._fragments.clear()
             self._fragments[key] = fragment
-        duration = int((monotonic() - ex.started) * 1e6)
+        duration = int((now - ex.started) * 1e6)
         request_id = ex.head_end[14:-4]
         if self._json:
             if ex.answered_at:
