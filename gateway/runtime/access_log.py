@@ -26,7 +26,7 @@ import threading
 import time
 from json.encoder import encode_basestring_ascii
 from time import monotonic, time as wall_clock
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from gateway.config.model import FULL, AccessLog
 
@@ -36,11 +36,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vamp.access_log")
 
-FLUSH_INTERVAL = 0.1              # seconds a line may wait on the loop before its batch goes to the thread
-FLUSH_BYTES = 64 * 1024           # ... or this many bytes waiting
+FLUSH_INTERVAL: Final = 0.1              # seconds a line may wait on the loop before its batch goes to the thread
+FLUSH_BYTES: Final = 64 * 1024           # ... or this many bytes waiting
 MAX_QUEUED_BYTES = 8 * 1024 * 1024   # batches waiting for the thread; past that, lines are dropped
-CHECK_INTERVAL = 1.0              # seconds between two checks that the path still names the open file
-FRAGMENTS = 1024                  # formatted request parts kept per log; the memory starts afresh when full
+CHECK_INTERVAL: Final = 1.0              # seconds between two checks that the path still names the open file
+FRAGMENTS: Final = 1024                  # formatted request parts kept per log; the memory starts afresh when full
 _STOP = (b"", -1)
 
 _stdout_fd = 1
@@ -184,6 +184,9 @@ class LogWriter:
             log.error("access log %s: cannot write: %s", self.path, exc.strerror or exc)
 
 
+_MILLISECONDS: Final = tuple(b".%03dZ" % ms for ms in range(1000))     # the end of an ISO 8601 time, by millisecond
+
+
 class _Clock:
     """The time of a log line, formatted once per millisecond (ISO 8601) or second (combined). It is read from
     the monotonic clock the line's duration needs anyway, plus `offset`, the wall clock's lead over it, taken
@@ -207,7 +210,7 @@ class _Clock:
             moment = time.gmtime(second)
             self._iso_second = time.strftime("%Y-%m-%dT%H:%M:%S", moment).encode()
             self.clf = time.strftime("%d/%b/%Y:%H:%M:%S +0000", moment).encode()
-        self.iso = b"%s.%03dZ" % (self._iso_second, ms % 1000)
+        self.iso = self._iso_second + _MILLISECONDS[ms % 1000]
 
 
 _UNSAFE = re.compile(r'["\\\x00-\x1f\x7f-\xff]')
@@ -226,16 +229,18 @@ def _json(text: str | None) -> bytes:
 
 # A line is one `%` of one of these templates: [with a request id?] (the id is sane: gateway.proxy.request_head,
 # so it goes in as it is; without one, `%.0s` swallows the empty id).
-_JSON_LINE = (b'{"time":"%s",%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":%d,"upstream_us":null,'
-              b'"request_id":null%.0s}\n',
-              b'{"time":"%s",%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":%d,"upstream_us":null,'
-              b'"request_id":"%s"}\n')
-_JSON_LINE_UPSTREAM = (b'{"time":"%s",%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":%d,"upstream_us":%d,'
-                       b'"request_id":null%.0s}\n',
-                       b'{"time":"%s",%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":%d,"upstream_us":%d,'
-                       b'"request_id":"%s"}\n')
-_COMBINED_LINE = b"%s[%s]%s%d %d%s %s %d - %d\n"
-_COMBINED_LINE_UPSTREAM = b"%s[%s]%s%d %d%s %s %d %d %d\n"
+_JSON_LINE: Final = (
+    b'{"time":"%s",%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":%d,"upstream_us":null,'
+    b'"request_id":null%.0s}\n',
+    b'{"time":"%s",%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":%d,"upstream_us":null,'
+    b'"request_id":"%s"}\n')
+_JSON_LINE_UPSTREAM: Final = (
+    b'{"time":"%s",%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":%d,"upstream_us":%d,'
+    b'"request_id":null%.0s}\n',
+    b'{"time":"%s",%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":%d,"upstream_us":%d,'
+    b'"request_id":"%s"}\n')
+_COMBINED_LINE: Final = b"%s[%s]%s%d %d%s %s %d - %d\n"
+_COMBINED_LINE_UPSTREAM: Final = b"%s[%s]%s%d %d%s %s %d %d %d\n"
 
 
 class AccessLogger:

@@ -68,7 +68,7 @@ def served(module_procs):
     echo = module_procs.backend("echo", "v1")
     logs = module_procs.workdir / "logs"
     logs.mkdir()
-    port, half, nothing = free_port(), free_port(), free_port()
+    port, half, nothing, anonymous = free_port(), free_port(), free_port(), free_port()
     refused = f"{LOOPBACK}:{free_port()}"          # nothing listens there
     document = config({
         "shop": gateway(port, {"stable": route(echo.address("v1"), weight="100%")}, virtual_hosts=["shop.test"],
@@ -79,10 +79,12 @@ def served(module_procs):
                         access_log={"path": str(logs / "half.log"), "sample": "50%"}),
         "nothing": gateway(nothing, {"stable": route(echo.address("v1"), weight="100%")},
                            access_log={"path": str(logs / "nothing.log"), "sample": "0%"}),
+        "anonymous": gateway(anonymous, {"stable": route(echo.address("v1"), weight="100%")},
+                             access_log={"path": str(logs / "anonymous.log")}, request_id=False),
     }, geo={"trusted_proxies": ["127.0.0.1"]})
     process = module_procs.gateway(document)
     return {"gateway": process, "echo": echo, "logs": logs, "port": port, "half": half, "nothing": nothing,
-            "refused": refused}
+            "anonymous": anonymous, "refused": refused}
 
 
 def test_a_routed_request_is_logged_with_every_field_in_json(served):
@@ -158,6 +160,13 @@ def test_sampling_logs_exactly_the_share_asked(served):
     lines = logged(served["logs"] / "half.log", 10)
     assert [json.loads(line)["request_id"] for line in lines] == ids[1::2]       # exactly every other one
     assert (served["logs"] / "nothing.log").read_text() == ""
+
+
+def test_without_request_ids_the_log_says_null(served):
+    response = exchange(served["anonymous"], b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 200 ") and header(response, "x-request-id") is None
+    [line] = logged(served["logs"] / "anonymous.log")
+    assert json.loads(line)["request_id"] is None and json.loads(line)["path"] == "/a"
 
 
 def test_no_line_is_dropped_and_the_metric_says_so(served):
