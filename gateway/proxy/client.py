@@ -6,7 +6,8 @@ backend, asks the route table where each request goes, and hands the request to 
 queue, and with MAX_PIPELINED of them waiting reading pauses (back-pressure) until answers go out. Bytes that
 follow an Upgrade request are held back, never forwarded, until the backend has answered 101. Parser
 callbacks only record; the I/O they imply is done once per read, so each read event costs at most one write
-per peer.
+per peer. Each request gets its `X-Request-Id` here (`RequestIds`), and a finished or failed exchange goes to
+its gateway's access log, when it has one (docs/access-logs.md).
 """
 from __future__ import annotations
 

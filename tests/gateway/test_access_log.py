@@ -162,6 +162,15 @@ def test_sampling_logs_exactly_the_share_asked(served):
     assert (served["logs"] / "nothing.log").read_text() == ""
 
 
+def test_a_client_gone_before_its_response_is_a_499(served):
+    with socket.create_connection((LOOPBACK, served["port"]), timeout=10) as sock:
+        sock.sendall(b"GET /gone HTTP/1.1\r\nHost: shop.test\r\nX-Echo-Delay: 1\r\n\r\n")
+        served["gateway"].wait_until(lambda: served["gateway"].metrics().value(
+            "vamp_open_connections", gateway="shop") >= 1, 10, "the request taken")   # (then the client leaves)
+    entry = json.loads(line_with(served["logs"] / "shop.log", '"path":"/gone"'))
+    assert (entry["status"], entry["bytes_out"], entry["upstream_us"], entry["route"]) == (499, 0, None, "stable")
+
+
 def test_without_request_ids_the_log_says_null(served):
     response = exchange(served["anonymous"], b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert response.startswith(b"HTTP/1.1 200 ") and header(response, "x-request-id") is None
