@@ -22,7 +22,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from time import monotonic
 from typing import Final, TYPE_CHECKING
 
 import httptools
@@ -50,6 +49,8 @@ BODY_LENGTH: Final = 1
 BODY_CHUNKED: Final = 2
 BODY_CLOSE: Final = 3
 BODY_UNSET: Final = 4
+
+_monotonic: Final = time.monotonic        # (Final: the compiled build reads it without a dictionary lookup)
 
 
 class UpstreamPool:
@@ -256,7 +257,7 @@ class UpstreamConnection:
             ex.state = SENT
         self.last_io = self.clock()
         if ex.log is not None:
-            ex.sent_at = monotonic()
+            ex.sent_at = _monotonic()
         target = ex.target
         assert target is not None                           # routed
         target.in_flight += 1
@@ -432,7 +433,10 @@ class UpstreamConnection:
         if out:
             ex.client.writelines(out)
             if ex.log is not None:
-                ex.sent += sum(map(len, out))
+                sent = ex.sent
+                for part in out:
+                    sent += len(part)
+                ex.sent = sent
         if ex.state == COMPLETE:
             self._finish(ex)      # a violation after a complete response only costs this connection
 
@@ -492,7 +496,7 @@ class UpstreamConnection:
             return
         ex.status = status
         if ex.log is not None:
-            ex.answered_at = monotonic()
+            ex.answered_at = _monotonic()
         self.keep_alive = parser.should_keep_alive()
         http10 = ex.http10
         # (a declined upgrade leaves the client's connection HTTP: it stays open like any other)
