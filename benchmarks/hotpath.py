@@ -4,13 +4,18 @@ user-agent condition). Syscalls and the kernel's TCP stack are left out on purpo
 would have to beat. `--rules` measures the same table with a path rewrite and request and response header rules
 on both routes (docs/rewrites.md).
 
-    .venv/bin/python benchmarks/hotpath.py [--requests 50000] [--profile] [--rules]
+    .venv/bin/python benchmarks/hotpath.py [--requests 50000] [--profile] [--rules] \
+        [--access-log FILE [--log-format json]]
+
+`--access-log FILE` gives the gateway an access log (docs/access-logs.md) written to FILE ("/dev/null" measures
+the formatting and hand-off without the disk).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import cProfile
+import json
 import pstats
 import time
 
@@ -84,13 +89,18 @@ class RecordingTransport:
         pass
 
 
-async def measure(requests: int, profile: bool, rules: bool = False) -> None:
+async def measure(requests: int, profile: bool, rules: bool = False, access_log: str | None = None,
+                  log_format: str = "json") -> None:
     runtime = Runtime(asyncio.get_running_loop())
 
     async def no_listeners(*_: object) -> None:
         pass
     runtime._open_listeners = no_listeners  # type: ignore[method-assign]
-    await runtime.apply(load_text(CONFIG_WITH_RULES if rules else CONFIG))
+    config = CONFIG_WITH_RULES if rules else CONFIG
+    if access_log is not None:
+        setting = f"    access_log: {{format: {log_format}, path: {json.dumps(access_log)}}}\n"
+        config = config.replace("    bind: 127.0.0.1\n", "    bind: 127.0.0.1\n" + setting)
+    await runtime.apply(load_text(config))
     client = ClientConnection(runtime, 19102)
     client.connection_made(RecordingTransport())  # type: ignore[arg-type]
     for _, _, target in runtime.table.targets():     # one warm pooled connection per target
@@ -122,8 +132,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50_000)
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the path")
     parser.add_argument("--rules", action="store_true", help="routes with a path rewrite and header rules")
+    parser.add_argument("--access-log", metavar="FILE", help="log every request to FILE (docs/access-logs.md)")
+    parser.add_argument("--log-format", choices=("json", "combined"), default="json")
     args = parser.parse_args()
-    uvloop.run(measure(args.requests, args.profile, args.rules))
+    uvloop.run(measure(args.requests, args.profile, args.rules, args.access_log, args.log_format))
 
 
 if __name__ == "__main__":

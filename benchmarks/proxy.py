@@ -9,6 +9,10 @@ split whose canary route has a user-agent condition, so every request pays for r
 in a temporary directory; every process started here runs in its own process group and is stopped on the
 way out, Ctrl-C included.
 
+`--only gateway,gateway-logged` measures the gateway twice in the same run, the second time with a JSON access
+log to a file (docs/access-logs.md), and prints the ratio of their req/s and CPU per request: the access log's
+cost.
+
 `--workers N` runs each proxy with N workers (`vamp gateway --workers N`, HAProxy `nbthread N`, nginx
 `worker_processes N`; the backend keeps one worker), pinned to CPUs 0..N-1 with wrk and the backend on CPU N
 when the machine has those CPUs; otherwise the proxies run unpinned and the output warns that wrk and the
@@ -54,9 +58,10 @@ CASES = {
     "haproxy": "HAProxy",
     "nginx": "nginx proxy",
     "gateway": "vamp gateway",
+    "gateway-logged": "vamp gateway, JSON access log to a file",
     "floor": "floor (minimal uvloop proxy)",
 }
-DEFAULT_CASES = ("backend", "haproxy", "nginx", "gateway")   # `floor` only when asked for (--only ...,floor)
+DEFAULT_CASES = ("backend", "haproxy", "nginx", "gateway")   # `floor`, `gateway-logged` only when asked for
 PROXY_CPU = "0"
 CLIENT_CPU = "1"          # wrk and the backend
 STARTUP_TIMEOUT = 20.0    # seconds for a server to answer its first request
@@ -396,13 +401,15 @@ backend nginx
 """
 
 
-def gateway_config(port: int, backend_port: int) -> str:
-    """A 90%/10% split; the canary's condition never matches wrk's user agent but is evaluated every time."""
+def gateway_config(port: int, backend_port: int, access_log: Path | None = None) -> str:
+    """A 90%/10% split; the canary's condition never matches wrk's user agent but is evaluated every time. With
+    `access_log`, every request is logged there as JSON (docs/access-logs.md)."""
+    logged = "" if access_log is None else f"    access_log: {{format: json, path: {json.dumps(str(access_log))}}}\n"
     return f"""gateways:
   bench:
     port: {port}
     bind: 127.0.0.1
-    routes:
+{logged}    routes:
       stable:
         weight: 90%
         targets: [127.0.0.1:{backend_port}]
@@ -554,18 +561,20 @@ class Bench:
         start_nginx(self.processes, "nginx", self.pinning.proxy, config, port, prefix)
         return port
 
-    def start_gateway(self) -> int:
+    def start_gateway(self, name: str = "gateway") -> int:
+        """The gateway (`gateway-logged`: the same with a JSON access log to a file in the run's directory)."""
         port, admin_port = free_port(), free_port()
-        gateway_dir = self.server_dir / "gateway"
+        gateway_dir = self.server_dir / name
         gateway_dir.mkdir()
         config_path = gateway_dir / "gateways.yaml"
-        config_path.write_text(gateway_config(port, self.backend_port))
-        self.processes.start("gateway", [
+        access_log = gateway_dir / "access.log" if name == "gateway-logged" else None
+        config_path.write_text(gateway_config(port, self.backend_port, access_log))
+        self.processes.start(name, [
             *self.pinning.proxy, *vamp_command(), "gateway", "--config", str(config_path),
             "--admin", f"127.0.0.1:{admin_port}", "--state-dir", str(gateway_dir / "state"),
             "--workers", str(self.args.workers)])   # worker processes stay in the gateway's process group
-        wait_until_serving(self.processes, "gateway", admin_port, "/ready")
-        wait_until_serving(self.processes, "gateway", port)
+        wait_until_serving(self.processes, name, admin_port, "/ready")
+        wait_until_serving(self.processes, name, port)
         return port
 
     def start_floor(self) -> int:
@@ -582,7 +591,7 @@ class Bench:
         if case == "backend":
             return self.backend_port
         starters = {"haproxy": self.start_haproxy, "nginx": self.start_nginx_proxy, "gateway": self.start_gateway,
-                    "floor": self.start_floor}
+                    "gateway-logged": lambda: self.start_gateway("gateway-logged"), "floor": self.start_floor}
         return starters[case]()
 
     def stop(self, case: str) -> None:
@@ -709,6 +718,13 @@ def gateway_ratios(results: dict[str, WrkResult]) -> dict[str, float]:
     """The gateway against HAProxy and nginx: throughput, and CPU spent per request (robust to a busy machine)."""
     ratios = {}
     gateway = results.get("gateway")
+    logged = results.get("gateway-logged")
+    if gateway is not None and logged is not None:      # the access log's cost (docs/access-logs.md: at most 5%)
+        if gateway.requests_per_second > 0:
+            ratios["gateway-logged/gateway req/s"] = round(logged.requests_per_second / gateway.requests_per_second, 3)
+        if gateway.server_cpu_us_per_request and logged.server_cpu_us_per_request:
+            ratios["gateway-logged/gateway CPU per request"] = round(
+                logged.server_cpu_us_per_request / gateway.server_cpu_us_per_request, 3)
     for reference in ("haproxy", "nginx", "floor"):
         other = results.get(reference)
         if gateway is None or other is None:
@@ -837,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
     if ratios:
         print()
     for name, ratio in ratios.items():
-        print(f"{name}: {ratio:.2f}")
+        print(f"{name}: {ratio:.3f}" if name.startswith("gateway-logged") else f"{name}: {ratio:.2f}")
     if pacing is not None:
         print(f"\n{pacing_title(args.rate_fraction, pacing)}")
         print(format_table(at_rate, with_p99_9=True))

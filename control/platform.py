@@ -187,6 +187,11 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+    def reopen_access_logs() -> None:          # SIGUSR1, after logrotate moved them (docs/access-logs.md)
+        for worker in gateway_workers:
+            worker.reopen_access_logs()
+    loop.add_signal_handler(signal.SIGUSR1, reopen_access_logs)
     if election is not None:
         print(f"Vamp is running as a replica on {store} (id {me.id}, state in {state_dir}):\n"
               f"  API       http://{api_host}:{api_port}/api/v1   (a follower forwards to the leader)\n"

@@ -67,6 +67,7 @@ def register(commands: Commands, *, apply: admin_client.Handler = admin_client.a
     gw.set_defaults(func=run_gateway)
     worker = commands.add_parser("worker")      # internal: a worker process of `vamp gateway --workers N`
     _logging_options(worker)
+    worker.add_argument("--stdout-fd", type=int, default=None)   # the supervisor's stdout (access logs to "-")
     worker.set_defaults(func=run_worker)
     admin_client.add_commands(commands, apply=apply)
 
@@ -86,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
 def run_worker(args: argparse.Namespace) -> int:
     import uvloop
 
+    from gateway.runtime import access_log
     from gateway.runtime.workers import serve_worker
     setup_logging(args.log_format, args.log_level)
+    if args.stdout_fd is not None:
+        access_log.set_stdout(args.stdout_fd)
     return uvloop.run(serve_worker())
 
 
@@ -181,7 +185,8 @@ def run_gateway(args: argparse.Namespace) -> int:
 async def _serve(config: Config | None, store: StateStore, admin_host: str, admin_port: int,
                  args: argparse.Namespace, address: StoreAddress | None) -> int:
     """Serve `config` (standalone), or the gateways of the store at `address` (`config` seeds it), until
-    SIGTERM or SIGINT; SIGHUP applies the --config file again."""
+    SIGTERM or SIGINT; SIGHUP applies the --config file again, SIGUSR1
+    reopens the access log files."""
     from aiohttp import web
 
     from gateway.admin.api import READY, build_app
@@ -255,6 +260,12 @@ async def _serve(config: Config | None, store: StateStore, admin_host: str, admi
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+
+    def reopen_access_logs() -> None:
+        log.info("SIGUSR1: reopening the access logs")
+        for worker in workers:
+            worker.reopen_access_logs()
+    loop.add_signal_handler(signal.SIGUSR1, reopen_access_logs)
     await stop.wait()
     log.info("stopping: finishing requests in flight (grace %.0fs)", args.grace)
     app[READY][0] = False

@@ -31,6 +31,7 @@ MODULES = (
     "gateway.proxy.client", "gateway.proxy.upstream", "gateway.proxy.exchange", "gateway.proxy.request_head",
     "gateway.proxy.response_head", "gateway.proxy.flow", "gateway.proxy.wire", "gateway.proxy.stats",
     "gateway.routing.table", "gateway.routing.balancer", "gateway.routing.request", "gateway.routing.conditions",
+    "gateway.runtime.access_log",
 )
 
 log = logging.getLogger("vamp.compiled")

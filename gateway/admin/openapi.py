@@ -86,6 +86,11 @@ _GATEWAY_FIELDS = {
     "upstream_tls": {"type": "object", "additionalProperties": False,
                      "properties": {"ca": {"type": "string", "nullable": True}, "verify": {"type": "boolean"},
                                     "server_name": {"type": "string", "nullable": True}}},
+    "access_log": {"type": "object", "additionalProperties": False, "nullable": True,
+                   "properties": {"format": {"type": "string", "enum": ["json", "combined"]},
+                                  "path": {"type": "string", "example": "/var/log/vamp/access.log"},
+                                  "sample": _PERCENT}},
+    "request_id": {"type": "boolean"},
 }
 _TARGET_STATUS = {
     "type": "object", "required": ["state", "in_flight", "requests", "drain_ends_at"],

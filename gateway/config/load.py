@@ -20,7 +20,9 @@ line. The rules, beyond the value syntaxes of `gateway.common.units`:
   `routes` (possibly none: the gateway answers 503), `bind` (an IP literal, default 0.0.0.0), `health_check`
   {path (/, starting with "/"), interval (5s, at least 100ms), timeout (1s or the interval if shorter, at most
   the interval), healthy (2), unhealthy (3) (1-100 each), host (the target's address), expect (200-399)}; a tcp
-  gateway's check is a TCP connect and takes no path, host or expect.
+  gateway's check is a TCP connect and takes no path, host or expect; `access_log` {format json|combined
+  (json), path "-"|FILE ("-": standard output; a file must be writable now), sample (100%)}, not for tcp
+  gateways; `request_id` (true).
 - TLS (docs/tls.md): a gateway on `port: N/https` needs `tls` {certificates: [{cert, key}, ...] (at least one;
   each pair read and checked now: PEM, the key the certificate's), client_ca (a PEM CA file: mTLS),
   client_certificate required|optional (required; only with client_ca)}; `tls` anywhere else is an error.
@@ -62,9 +64,9 @@ from gateway.common.units import (GATEWAY_PROTOCOLS, format_duration, format_per
                                   parse_duration, parse_percent, parse_port, shown, unknown_field)
 from gateway.common.yamltext import YamlTextError, line_of, single_document
 from gateway.config import rewrites
-from gateway.config.model import (CLIENT_CERTIFICATE_MODES, FULL, SAME_SITE_VALUES, STICKY_MODES, CertificateFiles,
-                                  Config, Gateway, GeoSettings, HeaderRules, HealthCheck, PathRewrite, Route,
-                                  StickyCookie, Target, Timeouts, Tls, UpstreamTls)
+from gateway.config.model import (ACCESS_LOG_FORMATS, CLIENT_CERTIFICATE_MODES, FULL, SAME_SITE_VALUES, STICKY_MODES,
+                                  AccessLog, CertificateFiles, Config, Gateway, GeoSettings, HeaderRules, HealthCheck,
+                                  PathRewrite, Route, StickyCookie, Target, Timeouts, Tls, UpstreamTls)
 from gateway.routing import conditions
 from gateway.tls.certificates import CertificateError, load_pair, read_leaf
 
@@ -72,13 +74,15 @@ Location = tuple[str | int, ...]
 
 TOP_FIELDS = ("gateways", "geo")
 GATEWAY_FIELDS = ("name", "port", "bind", "sticky", "sticky_ttl", "sticky_cookie", "drain_timeout", "virtual_hosts",
-                  "timeouts", "routes", "tls", "redirect_https", "upstream_tls", "health_check")
+                  "timeouts", "routes", "tls", "redirect_https", "upstream_tls", "health_check",
+                  "access_log", "request_id")
 TLS_FIELDS = ("certificates", "client_ca", "client_certificate")
 CERTIFICATE_FIELDS = ("cert", "key")
 REDIRECT_FIELDS = ("port",)
 UPSTREAM_TLS_FIELDS = ("ca", "verify", "server_name")
 HTTPS_PORT = 443
 HTTPS_PREFIX = "https://"
+ACCESS_LOG_FIELDS = ("format", "path", "sample")
 STICKY_COOKIE_FIELDS = ("same_site", "secure")
 TIMEOUT_FIELDS = ("connect", "response", "idle", "request_head")
 ROUTE_FIELDS = ("weight", "targets", "condition", "condition_strength", "drain", "strip_prefix", "rewrite",
@@ -315,6 +319,11 @@ def gateway_from_dict(name: Any, data: Any) -> Gateway:
         fields["redirect_https"] = _redirect_https(body["redirect_https"], at + ("redirect_https",))
     if body.get("upstream_tls") is not None:
         fields["upstream_tls"] = _upstream_tls(body["upstream_tls"], at + ("upstream_tls",))
+    if body.get("access_log") is not None:
+        if protocol == "tcp":
+            raise ConfigError("a tcp gateway has no HTTP requests to log", at + ("access_log",))
+        fields["access_log"] = _access_log(body["access_log"], at + ("access_log",))
+    fields["request_id"] = _bool(body.get("request_id"), True, at + ("request_id",))
     gateway = Gateway(**fields)
     if protocol == "tcp":
         for route in gateway.routes:
@@ -476,6 +485,46 @@ def _is_virtual_host(host: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _access_log(value: Any, at: Location) -> AccessLog:
+    """`access_log: {format, path, sample}`; a file path must be writable now (created if missing)."""
+    body = _mapping(value, at, "access log settings (format, path, sample)")
+    _only_fields(body, ACCESS_LOG_FIELDS, at, "access_log")
+    fields: dict[str, Any] = {}
+    log_format = body.get("format")
+    if log_format is not None:
+        if not isinstance(log_format, str) or log_format.strip().lower() not in ACCESS_LOG_FORMATS:
+            raise ConfigError(f"expected one of {', '.join(ACCESS_LOG_FORMATS)}, got {shown(log_format)}",
+                              at + ("format",))
+        fields["format"] = log_format.strip().lower()
+    path = body.get("path")
+    if path is not None:
+        if not isinstance(path, str) or not path.strip() or "\0" in path:
+            raise ConfigError(f"expected '-' (standard output) or the path of a file, got {shown(path)}",
+                              at + ("path",))
+        path = path.strip()
+        if path != "-":
+            _check_writable(path, at + ("path",))
+        fields["path"] = path
+    if body.get("sample") is not None:
+        fields["sample"] = _parsed(parse_percent, body["sample"], at + ("sample",))
+    return AccessLog(**fields)
+
+
+def _check_writable(path: str, at: Location) -> None:
+    """A log file the gateway can append to: an existing writable file, or a new one in a writable directory."""
+    if os.path.isdir(path):
+        raise ConfigError(f"{path!r} is a directory, not a file", at)
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"cannot write to {path!r}: permission denied", at)
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"no such directory: {directory!r}", at)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot create {path!r}: permission denied in {directory!r}", at)
 
 
 def _timeouts(value: Any, at: Location) -> Timeouts:
@@ -850,8 +899,9 @@ def to_dict(config: Config) -> dict[str, Any]:
 
 
 def gateway_to_dict(gateway: Gateway) -> dict[str, Any]:
-    """One gateway's fields, every one explicit; routes without a given weight stay without one."""
-    return {
+    """One gateway's fields, every one explicit (but `access_log` when there is none, and `request_id` when
+    true); routes without a given weight stay without one."""
+    body: dict[str, Any] = {
         "port": f"{gateway.port}/{gateway.protocol}",
         "bind": gateway.bind,
         "sticky": gateway.sticky,
@@ -864,6 +914,12 @@ def gateway_to_dict(gateway: Gateway) -> dict[str, Any]:
         "routes": {route.name: _route_to_dict(route) for route in gateway.routes},
         **_tls_to_dict(gateway),
     }
+    if gateway.access_log is not None:
+        log = gateway.access_log
+        body["access_log"] = {"format": log.format, "path": log.path, "sample": format_percent(log.sample)}
+    if not gateway.request_id:
+        body["request_id"] = False
+    return body
 
 
 def _tls_to_dict(gateway: Gateway) -> dict[str, Any]:

@@ -13,6 +13,7 @@ FULL = 10_000  # 100% in basis points
 STICKY_MODES = ("none", "route", "instance")
 CLIENT_CERTIFICATE_MODES = ("required", "optional")
 SAME_SITE_VALUES = ("lax", "strict", "none")
+ACCESS_LOG_FORMATS = ("json", "combined")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,14 @@ class UpstreamTls:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessLog:
+    """A gateway's access log (docs/access-logs.md): one line per request, written off the event loop."""
+    format: str = "json"     # one of ACCESS_LOG_FORMATS
+    path: str = "-"          # a file (opened for appending, reopened when moved) or "-": standard output
+    sample: int = FULL       # basis points of requests logged, spread evenly (100%: all)
+
+
+@dataclass(frozen=True, slots=True)
 class Gateway:
     name: str
     port: int
@@ -128,6 +137,8 @@ class Gateway:
     timeouts: Timeouts = field(default_factory=Timeouts)
     routes: tuple[Route, ...] = ()
     bind: str = "0.0.0.0"             # listen address (tests use 127.0.0.1)
+    access_log: AccessLog | None = None   # None: no access log
+    request_id: bool = True           # X-Request-Id sent upstream, returned and logged (docs/access-logs.md)
     tls: Tls | None = None            # an https gateway's certificates (required for https, only there)
     redirect_https: int | None = None     # an http gateway answering every request 308 to https on this port
     upstream_tls: UpstreamTls | None = None   # verification of https targets (None: the system CAs)

@@ -8,11 +8,14 @@ follow an Upgrade request are held back, never forwarded, until the backend has 
 callbacks only record; the I/O they imply is done once per read, so each read event costs at most one write
 per peer. A connection accepted by an https listener is told so when it is made (`tls`): its backends get
 `X-Forwarded-Proto: https`; TLS itself is its transport's. A `redirect_https` gateway is found like any other
-(once per Host) and answers every request 308 to https (docs/tls.md, "Redirect to https").
+(once per Host) and answers every request 308 to https (docs/tls.md, "Redirect to https"). Each request gets
+its `X-Request-Id` here (`RequestIds`), and a finished or failed exchange goes to its gateway's access log, when
+it has one (docs/access-logs.md).
 """
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from time import monotonic
 from collections import deque
@@ -46,6 +49,31 @@ PROTO_HTTPS: Final = b"X-Forwarded-Proto: https\r\n"
 
 # RFC 3986 host (reg-name, IPv4, [IPv6]) with an optional port; empty for HTTP/1.0 without Host.
 _VALID_HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
+
+
+class RequestIds:
+    """The request ids this process generates: a random part (12 hex digits, its own, so that ids from several
+    worker processes never collide) and a counter in hex, at least 3 digits: `3f9a1c0b7e42-01a`. An id is made
+    as the end of a head, b"X-Request-Id: ID\r\n\r\n": `prefix` (all but the counter's last two digits,
+    remade every 256 ids) and one of the 256 ends made at import (`_ID_ENDS`): one concatenation per request."""
+    __slots__ = ("process", "prefix", "count")
+
+    def __init__(self) -> None:
+        self.process = b"X-Request-Id: %s-" % os.urandom(6).hex().encode()
+        self.prefix = self.process + b"0"
+        self.count = 0
+
+    def next_end(self) -> bytes:
+        """A new id as the end of a head (ClientConnection._start does the same inline)."""
+        count = self.count = self.count + 1
+        low = count & 0xFF
+        if low == 0:
+            self.prefix = b"%s%x" % (self.process, count >> 8)
+        return self.prefix + _ID_ENDS[low]
+
+
+_ID_ENDS: Final = tuple(b"%02x\r\n\r\n" % low for low in range(256))
+_REQUEST_IDS: Final = RequestIds()
 
 
 class BadRequest(Exception):
@@ -151,6 +179,11 @@ class ClientConnection:
             self.current = None
             if ex.upstream is not None:
                 ex.upstream.client_gone()
+            if ex.log is not None and ex.state != FAILED:
+                # the client left before the response was complete: 499 when nothing of it was sent (nginx's code)
+                ex.log.write(ex, ex.status if ex.state >= RESPONDING else 499)
+            elif ex.log is not None:
+                ex.log.write(ex, ex.status)            # the response was cut (gateway.proxy.upstream._fail)
             ex.state = FAILED
         self.queue.clear()
         self._held = None
@@ -404,8 +437,7 @@ class ClientConnection:
         forwarded_host = reading.forwarded_host if (self.trusted and reading.forwarded_host) else reading.host
         if forwarded_host:
             parts += (b"X-Forwarded-Host: ", forwarded_host, CRLF)
-        parts.append(CRLF)
-        return b"".join(parts)
+        return b"".join(parts)       # (without the empty line: the exchange's head_end closes it)
 
     # -- routing and dispatch -----------------------------------------------------------------------
     def _start(self, ex: Exchange) -> None:
@@ -438,6 +470,25 @@ class ClientConnection:
         if self.gateway_stats is None:
             self.gateway_stats = runtime.stats.gateway(router.name)
             self.gateway_stats.open_connections += 1
+        # -- request id and access log (docs/access-logs.md) --
+        if router.request_ids:
+            end = request.request_id_end if self.trusted else None
+            if end is None:                             # a new id (RequestIds.next_end, inline)
+                ids = _REQUEST_IDS
+                count = ids.count = ids.count + 1
+                low = count & 0xFF
+                if low == 0:
+                    ids.prefix = b"%s%x" % (ids.process, count >> 8)
+                end = ids.prefix + _ID_ENDS[low]
+            ex.head_end = end
+        else:                                           # off: the client's X-Request-Id goes through as it came
+            ex.head_end = CRLF
+            if request.request_id_lines:
+                ex.head += request.request_id_lines
+        log = router.access_log
+        if log is not None:
+            ex.log = log if log.every else log.sampled()
+        # --
         view: RequestView | None = None
         if router.reads_request:
             # What routing reads is a function of the head, the peer and the lookups: a keep-alive client
@@ -459,13 +510,18 @@ class ClientConnection:
             ex.head = _with_host(ex.head, ex.target.address)
         if ex.expect_continue and not ex.http10:
             self.transport.write(CONTINUE_100)
+            ex.sent += len(CONTINUE_100)
         dispatch(ex)                                    # a RoutedExchange now: gateway, route and target are set
 
     # -- answers -----------------------------------------------------------------------------------
     def answer(self, ex: Exchange, status: int, message: str) -> None:
-        """Answer the exchange in flight with the gateway's own short response."""
+        """Answer the exchange in flight with the gateway's own short response (with its request id)."""
         close = not ex.keep_alive or ex.request == REQUEST_READING
-        self.transport.write(error_response(status, message, close=close))
+        if not ex.head_end:
+            self._unrouted(ex)
+        response = error_response(status, message, close=close, extra=ex.head_end[:-2])
+        self.transport.write(response)
+        ex.sent += len(response)
         ex.status = status
         self.runtime.record_unrouted(ex, status) if ex.route is None else self.runtime.record(ex, status)
         self.finish(ex, close=close)
@@ -483,12 +539,30 @@ class ClientConnection:
         if b":" in name:
             name = b"[%s]" % name                   # an IPv6 literal
         close = not ex.keep_alive or ex.request == REQUEST_READING
-        self.transport.write(b"".join((
+        if not ex.head_end:
+            self._unrouted(ex)                      # its request id and access log: the port's
+        response = b"".join((
             b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://", name, router.redirect_https or b"", target,
-            b"\r\nContent-Length: 0\r\n", b"Connection: close\r\n" if close else b"", CRLF)))
+            b"\r\nContent-Length: 0\r\n", b"Connection: close\r\n" if close else b"", ex.head_end))
+        self.transport.write(response)
+        ex.sent += len(response)
         ex.status = 308
         self.runtime.record_unrouted(ex, 308)
         self.finish(ex, close=close)
+
+    def _unrouted(self, ex: Exchange) -> None:
+        """The request id and access log of an exchange answered before a gateway took it (no gateway for its
+        Host, an invalid Host): those of its port (`PortRouter`)."""
+        port_router = self.runtime.table.ports.get(self.port)
+        if port_router is None or not port_router.request_ids:
+            ex.head_end = CRLF
+        elif self.trusted and ex.request_head.request_id_end is not None:
+            ex.head_end = ex.request_head.request_id_end
+        else:
+            ex.head_end = _REQUEST_IDS.next_end()
+        log = port_router.access_log if port_router is not None else None
+        if log is not None and ex.log is None:
+            ex.log = log.sampled()
 
     def _reject(self, bad: BadRequest) -> None:
         """Malformed input: answer it (unless a response is already under way), then close."""
@@ -514,6 +588,8 @@ class ClientConnection:
             return
         ex.state = DONE
         self.current = None
+        if ex.log is not None:
+            ex.log.write(ex, ex.status)
         self.last_active = self._clock()
         if self.closing:
             return
@@ -582,6 +658,9 @@ class ClientConnection:
     def become_tunnel(self, upstream: "UpstreamConnection") -> None:
         """The backend answered 101: from now on bytes pass through untouched both ways."""
         self._tunnel_upstream = upstream
+        ex = self.current
+        if ex is not None and ex.log is not None:
+            ex.log.write(ex, 101)
         self.current = None
         held, self._held = self._held, None
         if held:

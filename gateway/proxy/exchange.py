@@ -94,6 +94,11 @@ class ClientSide(Protocol):
         """The connection closes after the response in flight."""
         ...
 
+    @property
+    def peer(self) -> str:
+        """The client's address (the TCP peer)."""
+        ...
+
     def write(self, data: bytes) -> None: ...
 
     def writelines(self, parts: list[bytes]) -> None: ...
@@ -119,12 +124,26 @@ class ClientSide(Protocol):
     def tunnel_closed(self) -> None: ...
 
 
+class AccessLogHook(Protocol):
+    """A gateway's access log as the hot path sees it (gateway.runtime.access_log): `sampled()` says whether a
+    request is logged (the log itself, or None) unless `every` request is, `write` logs a finished or failed
+    exchange."""
+
+    @property
+    def every(self) -> bool: ...
+
+    def sampled(self) -> AccessLogHook | None: ...
+
+    def write(self, ex: Exchange, status: int) -> None: ...
+
+
 class Exchange:
     """One request/response pair, from the request's head to the response's last byte."""
     __slots__ = (
         "client", "request_head", "method", "head", "keep_alive", "http10", "chunked", "request", "state",
         "body_buffer", "body_buffered", "upgrade", "expect_continue", "started", "gateway", "route",
-        "target", "set_cookie", "upstream", "attempts", "status",
+        "target", "set_cookie", "upstream", "attempts", "status", "head_end", "log", "sent", "sent_at",
+        "answered_at",
     )
 
     def __init__(self, client: ClientSide, request_head: RequestHead, head: bytes, keep_alive: bool,
@@ -133,7 +152,8 @@ class Exchange:
         # What routing reads, as read from the head (a pipelined request may be read before it is routed).
         self.request_head = request_head
         self.method = request_head.method
-        self.head = head                      # the re-serialised request head for the upstream
+        self.head = head                      # the re-serialised request head for the upstream, up to its last
+                                              # line: `head_end` closes it
         self.keep_alive = keep_alive          # the client wants the connection kept open
         self.http10 = request_head.http10
         self.chunked = request_head.chunked   # request body re-framed as chunked upstream
@@ -151,6 +171,13 @@ class Exchange:
         self.upstream: UpstreamConnection | None = None
         self.attempts = 0
         self.status = 0
+        # The end of both heads, request's and response's: b"X-Request-Id: ID\r\n\r\n", or b"\r\n" with
+        # request ids off; b"" until decided (ClientConnection._start).
+        self.head_end = b""
+        self.log: AccessLogHook | None = None   # the access log that takes this exchange (sampled in)
+        self.sent = 0                # bytes of the response written to the client (counted when logged)
+        self.sent_at = 0.0           # (monotonic, set when logged) when the request went upstream ...
+        self.answered_at = 0.0       # ... and when its response head arrived (0: not yet)
 
     @property
     def replayable(self) -> bool:

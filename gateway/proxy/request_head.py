@@ -10,6 +10,7 @@ see another's data, and a client sending a new head every time only costs the re
 """
 from __future__ import annotations
 
+import re
 from typing import Final
 
 from gateway.common.memo import remember
@@ -32,13 +33,17 @@ _FORWARDED_PROTO: Final = 7
 _FORWARDED_HOST: Final = 8
 _EXPECT: Final = 9
 _HOP_BY_HOP: Final = 10
+_REQUEST_ID: Final = 11
 _REQUEST_HEADERS: Final = {
     **{name: _HOP_BY_HOP for name in HOP_BY_HOP},
     b"host": _HOST, b"user-agent": _USER_AGENT, b"content-length": _CONTENT_LENGTH,
     b"transfer-encoding": _TRANSFER_ENCODING, b"connection": _CONNECTION, b"upgrade": _UPGRADE,
     b"x-forwarded-for": _FORWARDED_FOR, b"x-forwarded-proto": _FORWARDED_PROTO,
-    b"x-forwarded-host": _FORWARDED_HOST, b"expect": _EXPECT,
+    b"x-forwarded-host": _FORWARDED_HOST, b"expect": _EXPECT, b"x-request-id": _REQUEST_ID,
 }
+# A client's X-Request-Id worth keeping (from a trusted proxy): 1-200 visible ASCII characters but `"` and `\`
+# (so that it goes into a log line as it is).
+_SANE_REQUEST_ID: Final = re.compile(rb'[\x21\x23-\x5b\x5d-\x7e]{1,200}')
 
 
 class RequestHead:
@@ -46,7 +51,7 @@ class RequestHead:
     the connection closed; the other fields are then not to be used."""
     __slots__ = ("method", "url", "headers", "host", "host_missing", "user_agent", "forwarded_for",
                  "forwarded_proto", "forwarded_host", "content_length", "chunked", "upgrade", "expect_continue",
-                 "http10", "keep_alive", "forward", "error")
+                 "http10", "keep_alive", "forward", "error", "size", "request_id_end", "request_id_lines")
 
     def __init__(self) -> None:
         self.method = b""
@@ -64,8 +69,14 @@ class RequestHead:
         self.expect_continue = False
         self.http10 = False
         self.keep_alive = True          # the client wants the connection kept open (llhttp's rule, from the head)
-        self.forward = b""              # the head for the backend up to the X-Forwarded-* lines
+        self.forward = b""              # the head for the backend up to the X-Forwarded-* lines (no X-Request-Id)
         self.error: tuple[int, str] | None = None
+        self.size = 0                   # bytes of the head as received
+        # The client's one X-Request-Id when it is sane, as the end of a head: b"X-Request-Id: ID\r\n\r\n"
+        # (kept when the client is a trusted proxy); and its X-Request-Id lines as received (forwarded as they
+        # are by a gateway with request ids off).
+        self.request_id_end: bytes | None = None
+        self.request_id_lines = b""
 
 
 _cache: Final[dict[bytes, RequestHead]] = {}
@@ -84,6 +95,7 @@ def _refused(head: RequestHead, status: int, message: str) -> RequestHead:
 
 def _read(raw: bytes) -> RequestHead:
     head = RequestHead()
+    head.size = len(raw)
     lines = raw[:-4].split(CRLF)
     method, _, rest = lines[0].partition(b" ")
     url, _, protocol = rest.lstrip(b" ").partition(b" ")
@@ -141,6 +153,12 @@ def _read(raw: bytes) -> RequestHead:
             head.forwarded_proto = value
         elif kind == _FORWARDED_HOST:
             head.forwarded_host = value
+        elif kind == _REQUEST_ID:
+            headers.append((name, value))
+            head.request_id_lines += b"%s: %s\r\n" % (name, value)
+            value = value.rstrip(b" \t")
+            head.request_id_end = (b"X-Request-Id: %s\r\n\r\n" % value if head.request_id_end is None
+                                   and _SANE_REQUEST_ID.fullmatch(value) else b"")   # b"": repeated or not sane
         elif kind == _EXPECT:
             if value.lower() != b"100-continue":
                 return _refused(head, 417, "unsupported Expect")
@@ -177,6 +195,9 @@ def _read(raw: bytes) -> RequestHead:
     head.url = url
     head.host_missing = host is None
     head.host = host or b""
+    if head.request_id_lines:           # the gateway sends its own (or, with request ids off, these as received)
+        named = (named or set()) | {b"x-request-id"}
+        head.request_id_end = head.request_id_end or None
     kept = headers if not named else [(n, v) for n, v in headers if n.lower() not in named]
     parts = [method, b" ", url, b" HTTP/1.1\r\n"]
     for name, value in kept:

@@ -32,11 +32,12 @@ class ResponseHead:
         self.bad_coding = bad_coding           # a transfer coding other than chunked: refused
         self.upgrade = upgrade                 # the Upgrade header's value
         self.prefix = prefix                   # b"HTTP/1.1 200 OK\r\n" + end-to-end header lines
-        # The whole head for the common case, a final response with a body of known length to a keep-alive
-        # HTTP/1.1 request that is not HEAD and gets no cookie; None when this response cannot be that.
+        # The head for the common case, a final response with a body of known length to a keep-alive
+        # HTTP/1.1 request that is not HEAD and gets no cookie, up to its last line: the exchange's `head_end`
+        # (its X-Request-Id line and the empty line) closes it. None when this response cannot be that.
         self.plain: bytes | None = None
         if content_length is not None and status >= 200 and status not in (204, 304):
-            self.plain = b"%sContent-Length: %s\r\n\r\n" % (prefix, content_length)
+            self.plain = b"%sContent-Length: %s\r\n" % (prefix, content_length)
 
 
 _cache: Final[dict[bytes, ResponseHead]] = {}

@@ -134,7 +134,9 @@ class RequestRules:
         self._heads: dict[bytes, bytes] = {}
 
     def head(self, head: bytes) -> bytes:
-        """`head` (request line, header lines, empty line: as the backend would get it) with the rules applied."""
+        """`head` (request line and header lines as the backend would get them, without the empty line that ends
+        the head: the gateway's X-Request-Id line and that empty line follow, gateway.proxy.client) with the rules
+        applied."""
         done = self._heads.get(head)
         return done if done is not None else remember(self._heads, head, self._applied(head), CACHE_SIZE,
                                                       CACHE_HEAD_BYTES)
@@ -149,8 +151,8 @@ class RequestRules:
             request_line = b"%s %s %s" % (method, self.path.target(url), version)
         if self.headers is None:
             return request_line + head[line_end:]
-        return b"%s\r\n%s\r\n" % (request_line, self.headers.block(head[line_end + 2:-4].split(CRLF)
-                                                                     if len(head) > line_end + 4 else []))
+        return b"%s\r\n%s" % (request_line, self.headers.block(head[line_end + 2:-2].split(CRLF)
+                                                                if len(head) > line_end + 2 else []))
 
 
 class ResponseRules:

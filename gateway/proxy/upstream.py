@@ -50,6 +50,8 @@ BODY_CHUNKED: Final = 2
 BODY_CLOSE: Final = 3
 BODY_UNSET: Final = 4
 
+_monotonic: Final = time.monotonic        # (Final: the compiled build reads it without a dictionary lookup)
+
 
 class UpstreamPool:
     """Idle keep-alive connections to one target, most recently used first."""
@@ -251,14 +253,16 @@ class UpstreamConnection:
         if rules is not None:           # the route's rewrites and header rules, for the route it has now
             head = rules.head(head)
         if ex.body_buffer:
-            self.send(head + b"".join(ex.body_buffer))
+            self.send(b"".join((head, ex.head_end, *ex.body_buffer)))
             ex.body_buffer.clear()
             ex.state = STREAMING
             ex.client.flow.resume(PAUSE_BUFFER)
         else:
-            self.send(head)
+            self.send(head + ex.head_end)
             ex.state = SENT
         self.last_io = self.clock()
+        if ex.log is not None:
+            ex.sent_at = _monotonic()
         target = ex.target
         assert target is not None                           # routed
         target.in_flight += 1
@@ -332,6 +336,7 @@ class UpstreamConnection:
                 # The backend's body ended with its connection: for the client that is a complete body.
                 if not ex.http10:
                     client.write(CHUNK_END)
+                    ex.sent += len(CHUNK_END)
                 client.runtime.record(ex, ex.status)
                 client.finish(ex, close=ex.http10)
             else:
@@ -414,7 +419,9 @@ class UpstreamConnection:
                 rest = data[upgrade.args[0]:]
                 if rest:
                     out.append(rest)
-                ex.client.write(b"".join(out))
+                response = b"".join(out)
+                ex.sent += len(response)
+                ex.client.write(response)
                 self._become_tunnel(ex)
                 return
             self.violation = True
@@ -430,6 +437,11 @@ class UpstreamConnection:
             return
         if out:
             ex.client.writelines(out)
+            if ex.log is not None:
+                sent = ex.sent
+                for part in out:
+                    sent += len(part)
+                ex.sent = sent
         if ex.state == COMPLETE:
             self._finish(ex)      # a violation after a complete response only costs this connection
 
@@ -439,7 +451,9 @@ class UpstreamConnection:
         self.abort()
         if ex.state >= RESPONDING:
             if out:
-                ex.client.write(b"".join(out))
+                response = b"".join(out)
+                ex.sent += len(response)
+                ex.client.write(response)
             _fail(ex)
         else:
             ex.client.answer(ex, 502, f"invalid response from {_address(ex)}")
@@ -490,6 +504,8 @@ class UpstreamConnection:
             self.violation = True
             return
         ex.status = status
+        if ex.log is not None:
+            ex.answered_at = _monotonic()
         self.keep_alive = parser.should_keep_alive()
         http10 = ex.http10
         # (a declined upgrade leaves the client's connection HTTP: it stays open like any other)
@@ -498,7 +514,8 @@ class UpstreamConnection:
         plain = head.plain
         if (plain is not None and not close_client and not http10 and ex.set_cookie is None
                 and ex.method != b"HEAD"):
-            self.out.append(plain)                # the common case, its head made once per head read
+            self.out += (plain, ex.head_end)      # the common case, its head made once per head read (and the
+                                                  # exchange's X-Request-Id line and empty line)
             self.mode = BODY_LENGTH
             ex.state = RESPONDING
             return
@@ -534,7 +551,7 @@ class UpstreamConnection:
             elif http10:
                 extra.append(b"Connection: keep-alive\r\n")
         self.close_client = close_client
-        self.out += (head.prefix, b"".join(extra), CRLF)
+        self.out += (head.prefix, b"".join(extra), ex.head_end)
         ex.state = RESPONDING
         if self.mode == BODY_NONE:
             ex.state = COMPLETE

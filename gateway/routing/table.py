@@ -76,6 +76,7 @@ from gateway.tls.contexts import upstream_context
 UpstreamContexts = dict[tuple[model.UpstreamTls | None, FileStamp | None], ssl.SSLContext]
 
 if TYPE_CHECKING:
+    from gateway.proxy.exchange import AccessLogHook
     from gateway.proxy.stats import TargetStats
     from gateway.proxy.upstream import UpstreamPool
 
@@ -296,6 +297,8 @@ class GatewayRouter:
         # redirect_https: every request is answered 308 to https, on this port part of the Location (b"" for 443).
         port = gateway.redirect_https
         self.redirect_https: bytes | None = None if port is None else b"" if port == 443 else b":%d" % port
+        self.request_ids = gateway.request_id     # X-Request-Id (docs/access-logs.md)
+        self.access_log: AccessLogHook | None = None  # its access log in this process, set by the runtime
 
     def select(self, req: RequestView | None, now: float) -> tuple[RouteState, TargetState, str | None] | None:
         """(route, target, Set-Cookie value or None) for a request; None when nothing can serve it.
@@ -372,6 +375,10 @@ class PortRouter:
         self._by_host: dict[str, GatewayRouter] = {}
         self._by_wildcard: dict[str, GatewayRouter] = {}   # "*.example.com" stored as ".example.com"
         self._default: GatewayRouter | None = None
+        # Requests no gateway of the port takes (no gateway for their Host): request ids unless every gateway of
+        # the port turned them off; logged to the first gateway with an access log (set by the runtime).
+        self.request_ids = any(router.gateway.request_id for router in gateways)
+        self.access_log: AccessLogHook | None = None
         for router in gateways:
             if not router.gateway.virtual_hosts and self._default is None:
                 self._default = router

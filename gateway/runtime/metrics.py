@@ -39,6 +39,8 @@ class _SnapshotCollector:
                                     "1 (only targets with a health check)", labels=("gateway", "route", "target"))
         draining = GaugeMetricFamily("vamp_target_draining", "1 while the target (or its route) drains",
                                      labels=("gateway", "route", "target"))
+        dropped = CounterMetricFamily("vamp_access_log_dropped", "Access log lines dropped: the writer could not "
+                                      "keep up with the requests, or could not write", labels=("gateway",))
 
         def add_route(gateway: str, route: str, stats: dict[str, Any]) -> None:
             for cls, count in enumerate(stats["classes"]):
@@ -56,6 +58,8 @@ class _SnapshotCollector:
         for gw in self.config.gateways:
             gsnap = counted.get(gw.name, {"open_connections": 0, "unrouted": None, "routes": {}})
             connections.add_metric((gw.name,), gsnap["open_connections"])
+            if gw.access_log is not None:
+                dropped.add_metric((gw.name,), gsnap.get("access_log_dropped", 0))
             if gsnap["unrouted"] and gsnap["unrouted"]["count"]:
                 add_route(gw.name, "", gsnap["unrouted"])
             for route in gw.routes:
@@ -74,7 +78,7 @@ class _SnapshotCollector:
                     draining.add_metric(labels, 1 if drains else 0)
         if self.snapshot["malformed"]["count"]:
             add_route("", "", self.snapshot["malformed"])
-        yield from (requests, duration, errors, connections, weights, up, healthy, draining)
+        yield from (requests, duration, errors, connections, weights, up, healthy, draining, dropped)
         yield from self._tls()
 
     def _tls(self) -> Iterator[Metric]:

@@ -31,6 +31,7 @@ from gateway.routing.table import PortRouter, RouteTable
 from gateway.runtime.health import HealthChecks
 from gateway.tls.certificates import CertificateError
 from gateway.tls.listener import POLL_INTERVAL, TlsListener
+from gateway.runtime.access_log import AccessLogger, LogWriter
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,6 +62,8 @@ class Runtime:
         self.ready = False
         self._sweeper: asyncio.Task[None] | None = None
         self.health = HealthChecks(loop)
+        self._log_writers: dict[str, LogWriter] = {}      # by gateway name: its access log's file
+        self._log_dropped: dict[str, int] = {}             # lines dropped by writers closed since
 
     # -- configuration -----------------------------------------------------------------------------
     async def apply(self, config: Config) -> None:
@@ -82,6 +85,7 @@ class Runtime:
         tls = self._tls_listeners(table)
         await self._open_listeners(table, tls)
         self.tls = tls
+        stale_writers = self._attach_access_logs(table, lookups)
         self.health.update(table)                     # with no await until the swap
         previous = self.table
         self.lookups = lookups
@@ -90,6 +94,8 @@ class Runtime:
         self.stats.forget_except(set(table.gateways))
         await self._close_listeners(table)
         self._close_stale_pools(previous, table)
+        for writer in stale_writers:
+            writer.close()
         if self._sweeper is None:
             self._sweeper = self.loop.create_task(self._sweep_timeouts())
         if self.tls and self._tls_poller is None:
@@ -122,6 +128,50 @@ class Runtime:
             await asyncio.sleep(POLL_INTERVAL)
             for state in list(self.tls.values()):
                 state.poll()
+
+    def _attach_access_logs(self, table: RouteTable, lookups: ClientLookups) -> list[LogWriter]:
+        """Give each gateway of `table` that logs its `AccessLogger` (a gateway keeps its writer while its path
+        stays), and each port the log of its first gateway that has one; returns the writers no longer used."""
+        writers: dict[str, LogWriter] = {}
+        for name, router in table.gateways.items():
+            settings = router.gateway.access_log
+            if settings is None:
+                continue
+            writer = self._log_writers.get(name)
+            if writer is None or writer.path != settings.path:
+                writer = LogWriter(settings.path, self.loop)
+            writers[name] = writer
+            router.access_log = AccessLogger(name, settings, writer, lookups)
+        for port_router in table.ports.values():
+            port_router.access_log = next((router.access_log for router in port_router.gateways
+                                           if router.access_log is not None), None)
+        stale = [writer for name, writer in self._log_writers.items() if writers.get(name) is not writer]
+        for name, writer in self._log_writers.items():
+            if writers.get(name) is not writer:
+                self._log_dropped[name] = self._log_dropped.get(name, 0) + writer.dropped
+        self._log_writers = writers
+        return stale
+
+    def reopen_access_logs(self) -> None:
+        """SIGUSR1: every access log file is reopened at its path (after logrotate moved it)."""
+        for writer in self._log_writers.values():
+            writer.reopen()
+
+    def access_log_dropped(self, gateway: str) -> int:
+        """Access log lines of `gateway` dropped in this process (the writer could not keep up, or write)."""
+        writer = self._log_writers.get(gateway)
+        return self._log_dropped.get(gateway, 0) + (writer.dropped if writer is not None else 0)
+
+    async def _close_access_logs(self) -> None:
+        """Write what the access logs hold, and wait (in a thread: never on the loop) for it to be written."""
+        writers = list(self._log_writers.values())
+        for name, writer in self._log_writers.items():
+            self._log_dropped[name] = self._log_dropped.get(name, 0) + writer.dropped
+        self._log_writers = {}
+        for writer in writers:
+            writer.close()
+        for writer in writers:
+            await asyncio.to_thread(writer.join, 5.0)
 
     async def _sweep_timeouts(self) -> None:
         """Response timeouts without a timer per request: every SWEEP_INTERVAL (`sweep_timeouts`)."""
@@ -278,6 +328,7 @@ class Runtime:
         for _, _, target in self.table.targets():
             if target.pool is not None:
                 target.pool.close_all()
+        await self._close_access_logs()
 
     # -- per-connection helpers --------------------------------------------------------------------
     def is_trusted(self, peer: str) -> bool:

@@ -3,7 +3,7 @@
 A snapshot is what `/metrics`, the admin API's target states, the drain checks and the platform's metrics
 aggregation read:
 
-    {"gateways": {GW: {"open_connections": n, "in_flight": n, "unrouted": STATS,
+    {"gateways": {GW: {"open_connections": n, "in_flight": n, "access_log_dropped": n, "unrouted": STATS,
                        "routes": {ROUTE: {"stats": STATS, "in_flight": n, "idle_for": s,
                                           "targets": {ADDRESS: {"stats": STATS, "in_flight": n, "requests": n,
                                                                 "failures": n, "down": bool, "idle_for": s,
@@ -83,6 +83,7 @@ def take(runtime: "Runtime") -> dict[str, Any]:
             gateway_in_flight += in_flight
         gateways[name] = {"open_connections": gstats.open_connections if gstats else 0,
                           "in_flight": gateway_in_flight,
+                          "access_log_dropped": runtime.access_log_dropped(name),
                           "unrouted": _stats(gstats.unrouted if gstats else None), "routes": routes}
     return {"gateways": gateways, "malformed": _stats(runtime.stats.malformed), "tls": _tls(runtime)}
 
@@ -119,8 +120,10 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
                 tls_into["expiry"][certificate] = min(tls_into["expiry"].get(certificate, expiry), expiry)
         for name, gw in snap["gateways"].items():
             into = total["gateways"].setdefault(name, {"open_connections": 0, "in_flight": 0,
-                                                       "unrouted": empty_stats(), "routes": {}})
+                                                       "access_log_dropped": 0, "unrouted": empty_stats(),
+                                                       "routes": {}})
             into["open_connections"] += gw["open_connections"]
+            into["access_log_dropped"] += gw.get("access_log_dropped", 0)
             into["in_flight"] += gw["in_flight"]
             _add_stats(into["unrouted"], gw["unrouted"])
             for rname, route in gw["routes"].items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import pickle
 import signal
 import struct
@@ -43,6 +44,10 @@ class Worker(Protocol):
 
     async def shutdown(self, grace: float) -> None: ...
 
+    def reopen_access_logs(self) -> None:
+        """SIGUSR1: reopen the access log files (after logrotate moved them)."""
+        ...
+
 
 class LocalWorker:
     """The proxy in this very process: the default with one worker."""
@@ -65,6 +70,9 @@ class LocalWorker:
     async def shutdown(self, grace: float) -> None:
         await self.runtime.shutdown(grace)
 
+    def reopen_access_logs(self) -> None:
+        self.runtime.reopen_access_logs()
+
 
 class ProcessWorker:
     """One worker process, restarted by `watch` if it dies."""
@@ -81,9 +89,10 @@ class ProcessWorker:
         self.restarts = 0
 
     async def start(self, config: Config) -> None:
+        stdout = _stdout_copy()          # where a worker writes an access log whose path is "-"
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "worker", *self.worker_args,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            sys.executable, "-m", "gateway", "worker", *self.worker_args, "--stdout-fd", str(stdout),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, pass_fds=(stdout,))
         await self.apply(config)
         if self.watcher is None:
             self.watcher = asyncio.get_running_loop().create_task(self._watch())
@@ -134,6 +143,11 @@ class ProcessWorker:
         except ApplyError:
             return snapshots.merge([])       # a worker being restarted counts as empty
 
+    def reopen_access_logs(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGUSR1)
+
     async def shutdown(self, grace: float) -> None:
         self.stopping = True
         proc = self.proc
@@ -150,6 +164,17 @@ class ProcessWorker:
             await proc.wait()
 
 
+_stdout: list[int] = []
+
+
+def _stdout_copy() -> int:
+    """A copy of this process's standard output (made once) that worker processes inherit: their own fd 1 is
+    the pipe of the messages above."""
+    if not _stdout:
+        _stdout.append(os.dup(1))
+    return _stdout[0]
+
+
 async def _read_frame(reader: asyncio.StreamReader) -> Any:
     (size,) = FRAME.unpack(await reader.readexactly(FRAME.size))
     return pickle.loads(await reader.readexactly(size))
@@ -161,6 +186,7 @@ async def serve_worker() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, lambda: None)   # the supervisor decides when workers stop
     runtime = Runtime(loop, reuse_port=True)
+    loop.add_signal_handler(signal.SIGUSR1, runtime.reopen_access_logs)   # (sent on by the supervisor)
     reader = asyncio.StreamReader(limit=2 ** 30)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
     transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout.buffer)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from proxy import WrkResult, gateway_ratios, pacing_for, pacing_script, parse_time_ms, parse_wrk_output, plan_pinning
+from gateway.config.load import load_text
+from proxy import (WrkResult, gateway_config, gateway_ratios, pacing_for, pacing_script, parse_time_ms,
+                   parse_wrk_output, plan_pinning)
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "proxy.py"
 SYSTEM_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
@@ -125,6 +127,17 @@ def test_gateway_is_compared_by_throughput_and_by_cpu_per_request():
     assert ratios == {"gateway/haproxy req/s": 0.5, "gateway/haproxy CPU per request": 2.0,
                       "gateway/nginx req/s": 0.6, "gateway/nginx CPU per request": 2.5}
     assert gateway_ratios({"haproxy": result(60_000, 15.0)}) == {}
+
+
+def test_the_logged_gateway_is_compared_with_the_gateway(tmp_path):
+    def result(rate, cpu):
+        return WrkResult(requests=int(rate * 10), requests_per_second=rate, p50_ms=0.5, p99_ms=1.0,
+                         server_cpu_us_per_request=cpu)
+    ratios = gateway_ratios({"gateway": result(40_000, 16.0), "gateway-logged": result(38_400, 16.8)})
+    assert ratios == {"gateway-logged/gateway req/s": 0.96, "gateway-logged/gateway CPU per request": 1.05}
+    logged = load_text(gateway_config(8080, 8081, tmp_path / "access.log")).gateways[0]
+    assert (logged.access_log.format, logged.access_log.path) == ("json", str(tmp_path / "access.log"))
+    assert load_text(gateway_config(8080, 8081)).gateways[0].access_log is None
 
 
 def run_benchmark(*args: str, path: str = SYSTEM_PATH, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -298,8 +298,9 @@ def rules_of(**fields):
 
 
 def forwarded(raw: bytes) -> bytes:
-    """A request head as the gateway would forward it (without a connection's X-Forwarded-* lines)."""
-    return read_request_head(raw).forward + b"\r\n"
+    """A request head as the gateway hands it to the rules: its lines without a connection's X-Forwarded-* ones,
+    and without the request id line and the empty line that follow."""
+    return read_request_head(raw).forward
 
 
 def test_a_route_without_rules_compiles_to_none():
@@ -331,7 +332,7 @@ def test_response_rules_keep_the_plain_head_and_framing():
     raw = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nX-Powered-By: php\r\nserver: again\r\nContent-Length: 5\r\n\r\n"
     head = response.head(raw, read_head(raw))
     assert head.prefix == b"HTTP/1.1 200 OK\r\nServer: vamp\r\n"
-    assert head.plain == b"HTTP/1.1 200 OK\r\nServer: vamp\r\nContent-Length: 5\r\n\r\n"
+    assert head.plain == b"HTTP/1.1 200 OK\r\nServer: vamp\r\nContent-Length: 5\r\n"   # (the empty line follows the request id)
     assert response.head(raw, read_head(raw)) is head          # cached by the raw head
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
     head = response.head(chunked, read_head(chunked))
@@ -388,7 +389,7 @@ def test_a_rewritten_head_is_one_valid_request_for_llhttp(rules_index, parts, qu
     request, _ = rules_of(**RULES[rules_index])
     url = "/" + "/".join(parts) + ("" if query is None else "?" + query)
     raw = b"GET %s HTTP/1.1\r\nHost: t\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n" % url.encode()
-    head = request.head(forwarded(raw))
+    head = request.head(forwarded(raw)) + b"\r\n"
     seen = OneRequest()
     httptools.HttpRequestParser(seen).feed_data(head)
     assert seen.complete == 1 and len(seen.urls) == 1
@@ -414,7 +415,7 @@ def test_a_response_head_with_rules_is_one_valid_response_with_the_rules_applied
         b"%s: %s\r\n" % (name.encode(), value.encode()) for name, value in lines)
     head = rules.head(raw, read_head(raw))
     seen = OneResponse()
-    httptools.HttpResponseParser(seen).feed_data(head.plain + b"ok")
+    httptools.HttpResponseParser(seen).feed_data(head.plain + b"\r\nok")
     assert seen.complete == 1
     received = [(name.decode(), value.decode()) for name, value in seen.headers[0]]
     kept = [(name, value) for name, value in lines if name.lower() not in ("server", "x-a")]

@@ -13,6 +13,7 @@ wired (runtime, pools, timeouts) is known here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from gateway.routing.table import RouteTable
 from .http import BrokenResponse, Response
 
 CLIENT_PEER = ("127.0.0.1", 40000)
+_REQUEST_ID_LINE = re.compile(rb"X-Request-Id: [^\r]*\r\n")
 SETTLE_TURNS = 20        # event-loop turns `settle` gives connects and scheduled callbacks (a fixed count: no clock)
 
 
@@ -303,6 +305,12 @@ class FakeGateway:
 
 
 # -- reading what was written, with h11 ------------------------------------------------------------------
+
+def without_request_ids(data: bytes) -> bytes:
+    """`data` without its X-Request-Id lines: every request gets an id of its own, so tests that compare the
+    bytes of different runs leave them out (tests/gateway/test_request_id.py checks them)."""
+    return _REQUEST_ID_LINE.sub(b"", data)
+
 
 @dataclass
 class Request:

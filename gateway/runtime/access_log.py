@@ -1,0 +1,344 @@
+"""Access logs (docs/access-logs.md): one line per request, formatted on the event loop, written by a thread.
+
+`AccessLogger` is one gateway's log as the hot path sees it (`gateway.proxy.exchange.AccessLogHook`): the
+proxy asks `sampled()` once per request of a gateway that logs, and calls `write(exchange, status)` once when
+the exchange is finished or failed. A line is formatted right away: what repeats on a keep-alive connection
+(client, method, path, host, user agent, country, route, target) is formatted once per request head, peer
+and target and kept in a small memory; the rest (time, status, sizes, durations, request id) is one `%`.
+
+`LogWriter` owns the file of one gateway's log in this process. Lines gather on the loop and go, as one
+batch, to a writer thread every FLUSH_INTERVAL or when FLUSH_BYTES are waiting; the thread appends each batch
+with one `write` on a file opened with O_APPEND, so lines of several worker processes appending to one file
+never interleave. At most MAX_QUEUED_BYTES wait for the thread: past that, batches are dropped and their
+lines counted (`vamp_access_log_dropped_total`), rather than memory growing without bound when the disk is
+slower than the requests. The thread reopens the file when asked (SIGUSR1, `reopen`) and when the path no
+longer names the open file (moved or deleted by logrotate), which it checks at most once a second. "-" is the
+process's standard output (in a worker process, the supervisor's: `set_stdout`).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import re
+import threading
+import time
+from json.encoder import encode_basestring_ascii
+from typing import TYPE_CHECKING, Any, Final
+
+from gateway.config.model import FULL, AccessLog
+
+if TYPE_CHECKING:
+    from gateway.proxy.client import ClientConnection
+    from gateway.proxy.exchange import Exchange
+    from gateway.routing.request import Lookups
+
+log = logging.getLogger("vamp.access_log")
+
+_monotonic: Final = time.monotonic       # (Final: the compiled build reads them without a dictionary lookup)
+_wall_clock: Final = time.time
+FLUSH_INTERVAL: Final = 0.1              # seconds a line may wait on the loop before its batch goes to the thread
+FLUSH_BYTES: Final = 64 * 1024           # ... or this many bytes waiting
+MAX_QUEUED_BYTES = 8 * 1024 * 1024   # batches waiting for the thread; past that, lines are dropped
+CHECK_INTERVAL: Final = 1.0              # seconds between two checks that the path still names the open file
+FRAGMENTS: Final = 1024                  # formatted request parts kept per log; the memory starts afresh when full
+_STOP = (b"", -1)
+
+_stdout_fd = 1
+
+
+def set_stdout(fd: int) -> None:
+    """Where "-" writes in this process (a worker process's own stdout is its pipe to the supervisor)."""
+    global _stdout_fd
+    _stdout_fd = fd
+
+
+class LogWriter:
+    """Appends lines to one file (or standard output) from a thread of its own; the loop never waits on it."""
+
+    def __init__(self, path: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.path = path
+        self.loop = loop
+        self.pending: list[bytes] = []            # lines waiting on the loop (AccessLogger.write appends)
+        self.pending_bytes = 0
+        self.dropped = 0                          # lines dropped (the thread could not keep up, or write)
+        self.closed = False
+        self.timer: asyncio.TimerHandle | None = None
+        self._queue: queue.SimpleQueue[tuple[bytes, int]] = queue.SimpleQueue()
+        self._queued = 0                          # bytes handed to the thread and not written yet
+        self._lock = threading.Lock()             # guards _queued and dropped (both threads change them)
+        self._reopen = False
+        self._fd = -1
+        self._open()
+        self._worker = threading.Thread(target=self._run, name=f"access-log {path}", daemon=True)
+        self._worker.start()
+
+    # -- on the event loop -------------------------------------------------------------------------------
+    def added(self) -> None:
+        """Lines were appended to `pending`: flush when enough wait, else make sure a flush is due."""
+        if self.pending_bytes >= FLUSH_BYTES or self.closed:
+            self.flush()
+        elif self.timer is None:
+            self.timer = self.loop.call_later(FLUSH_INTERVAL, self.flush)
+
+    def flush(self) -> None:
+        """Hand the lines waiting to the thread as one batch (or drop them when too much waits already)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.pending:
+            return
+        lines, self.pending, self.pending_bytes = self.pending, [], 0
+        if self.closed:                           # (lines of exchanges that finished after the writer closed)
+            with self._lock:
+                self.dropped += len(lines)
+            return
+        batch = b"".join(lines)
+        with self._lock:
+            if self._queued + len(batch) > MAX_QUEUED_BYTES:
+                self.dropped += len(lines)
+                return
+            self._queued += len(batch)
+        self._queue.put((batch, len(lines)))
+
+    def reopen(self) -> None:
+        """Reopen the file at the path (SIGUSR1, after logrotate moved it)."""
+        self._reopen = True
+        self._queue.put((b"", 0))
+
+    def close(self) -> None:
+        """No more lines: what waits is written, then the thread ends (`join` waits for it)."""
+        if not self.closed:
+            self.flush()
+            self.closed = True
+            self._queue.put(_STOP)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._worker.join(timeout)
+
+    # -- in the writer thread ----------------------------------------------------------------------------
+    def _open(self) -> None:
+        if self.path == "-":
+            self._fd = _stdout_fd
+            return
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if self._fd != -2:           # (said once while it keeps failing; tried again with each batch)
+                log.error("access log %s: cannot open: %s; lines are dropped until it can be", self.path,
+                          exc.strerror or exc)
+            self._fd = -2
+
+    def _moved(self) -> bool:
+        """Does the path no longer name the open file (renamed, deleted, replaced)?"""
+        try:
+            on_disk = os.stat(self.path)
+        except OSError:
+            return True
+        try:
+            opened = os.fstat(self._fd)
+        except OSError:
+            return True
+        return (on_disk.st_ino, on_disk.st_dev) != (opened.st_ino, opened.st_dev)
+
+    def _run(self) -> None:
+        next_check = time.monotonic() + CHECK_INTERVAL
+        while True:
+            try:
+                batch, lines = self._queue.get(timeout=CHECK_INTERVAL)
+            except queue.Empty:
+                batch, lines = b"", 0
+            if self.path != "-":
+                now = time.monotonic()
+                if self._reopen or self._fd < 0 or now >= next_check:
+                    next_check = now + CHECK_INTERVAL
+                    if self._reopen or self._fd < 0 or self._moved():
+                        reason = "asked" if self._reopen else "the path names another file, or none"
+                        self._reopen = False
+                        old = self._fd
+                        self._open()
+                        if old >= 0 and old != self._fd:
+                            os.close(old)
+                        log.info("access log %s reopened (%s)", self.path, reason)
+            if batch:
+                self._write(batch, lines)
+                with self._lock:
+                    self._queued -= len(batch)
+            if lines < 0:
+                if self.path != "-" and self._fd >= 0:
+                    os.close(self._fd)
+                return
+
+    def _write(self, batch: bytes, lines: int) -> None:
+        if self._fd < 0:                 # the file could not be opened (said in _open)
+            with self._lock:
+                self.dropped += lines
+            return
+        view = memoryview(batch)
+        try:
+            while view:                   # one write for a whole batch, but for a short write to a pipe
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            with self._lock:
+                self.dropped += lines
+            log.error("access log %s: cannot write: %s", self.path, exc.strerror or exc)
+
+
+_MILLISECONDS: Final = tuple(b".%03dZ" % ms for ms in range(1000))     # the end of an ISO 8601 time, by millisecond
+
+
+class _Clock:
+    """The time of a log line, formatted once per millisecond (ISO 8601) or second (combined). It is read from
+    the monotonic clock the line's duration needs anyway, plus `offset`, the wall clock's lead over it, taken
+    again every second (so a wall clock set meanwhile shows within a second)."""
+    __slots__ = ("ms", "second", "iso", "clf", "offset", "_iso_second")
+
+    def __init__(self) -> None:
+        self.ms = -1
+        self.second = -1
+        self.iso = b""
+        self.clf = b""
+        self.offset = _wall_clock() - _monotonic()
+        self._iso_second = b""
+
+    def at(self, ms: int) -> None:
+        self.ms = ms
+        second = ms // 1000
+        if second != self.second:
+            self.second = second
+            self.offset = _wall_clock() - _monotonic()
+            moment = time.gmtime(second)
+            self._iso_second = time.strftime("%Y-%m-%dT%H:%M:%S", moment).encode()
+            self.clf = time.strftime("%d/%b/%Y:%H:%M:%S +0000", moment).encode()
+        self.iso = self._iso_second + _MILLISECONDS[ms % 1000]
+
+
+_UNSAFE = re.compile(r'["\\\x00-\x1f\x7f-\xff]')
+
+
+def _clf(text: str | None) -> bytes:
+    """A value of a combined-format line: `"`, `\\` and control bytes as \\xHH (as nginx); "-" for None."""
+    if text is None:
+        return b"-"
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02X}", text).encode("latin-1")
+
+
+def _json(text: str | None) -> bytes:
+    return b"null" if text is None else encode_basestring_ascii(text).encode("ascii")
+
+
+# A line is one `%` of one of these templates: [with a request id?] (the id is sane: gateway.proxy.request_head,
+# so it goes in as it is; without one, `%.0s` swallows the empty id).
+_JSON_LINE: Final = (
+    b'{"time":"%s",%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":%d,"upstream_us":null,'
+    b'"request_id":null%.0s}\n',
+    b'{"time":"%s",%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":%d,"upstream_us":null,'
+    b'"request_id":"%s"}\n')
+_JSON_LINE_UPSTREAM: Final = (
+    b'{"time":"%s",%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":%d,"upstream_us":%d,'
+    b'"request_id":null%.0s}\n',
+    b'{"time":"%s",%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":%d,"upstream_us":%d,'
+    b'"request_id":"%s"}\n')
+_COMBINED_LINE: Final = b"%s[%s]%s%d %d%s %s %d - %d\n"
+_COMBINED_LINE_UPSTREAM: Final = b"%s[%s]%s%d %d%s %s %d %d %d\n"
+
+
+class AccessLogger:
+    """One gateway's access log in this process: sampling, formatting, and its writer."""
+
+    def __init__(self, gateway: str, settings: AccessLog, writer: LogWriter, lookups: Lookups) -> None:
+        self.gateway = gateway
+        self.settings = settings
+        self.writer = writer
+        self.lookups = lookups
+        self.every = settings.sample == FULL     # every request is logged: the proxy does not ask `sampled`
+        self._sample = settings.sample
+        self._credit = 0
+        self._fragments: dict[tuple[Any, ...], Any] = {}   # JSON: bytes; combined: 3 bytes around time, status
+        self._clock = _Clock()
+        self._json = settings.format == "json"
+
+    def sampled(self) -> AccessLogger | None:
+        """Is the next request logged? Exactly `sample` of them, spread evenly (error diffusion, as
+        condition_strength): 50% logs every other request."""
+        credit = self._credit + self._sample
+        if credit >= FULL:
+            self._credit = credit - FULL
+            return self
+        self._credit = credit
+        return None
+
+    def write(self, ex: Exchange, status: int) -> None:
+        """Log `ex`, answered with `status` (a client gone before any of the response: 499)."""
+        now = _monotonic()
+        clock = self._clock
+        ms = int((now + clock.offset) * 1000)
+        if ms != clock.ms:
+            clock.at(ms)
+        request = ex.request_head
+        client: ClientConnection = ex.client  # type: ignore[assignment]  # (the only ClientSide: read natively)
+        key = (request, client.peer, ex.target, ex.gateway)
+        fragment = self._fragments.get(key)
+        if fragment is None:
+            fragment = self._fragment(ex)
+            if len(self._fragments) >= FRAGMENTS:
+                self._fragments.clear()
+            self._fragments[key] = fragment
+        duration = int((now - ex.started) * 1e6)
+        request_id = ex.head_end[14:-4]
+        if self._json:
+            if ex.answered_at:
+                line = _JSON_LINE_UPSTREAM[request_id != b""] % (
+                    clock.iso, fragment, status, request.size + ex.body_buffered, ex.sent, duration,
+                    int((ex.answered_at - ex.sent_at) * 1e6), request_id)
+            else:
+                line = _JSON_LINE[request_id != b""] % (
+                    clock.iso, fragment, status, request.size + ex.body_buffered, ex.sent, duration, request_id)
+        else:
+            before_time, before_status, after_bytes = fragment
+            if ex.answered_at:
+                line = _COMBINED_LINE_UPSTREAM % (
+                    before_time, clock.clf, before_status, status, ex.sent, after_bytes, request_id or b"-",
+                    duration, int((ex.answered_at - ex.sent_at) * 1e6), request.size + ex.body_buffered)
+            else:
+                line = _COMBINED_LINE % (
+                    before_time, clock.clf, before_status, status, ex.sent, after_bytes, request_id or b"-",
+                    duration, request.size + ex.body_buffered)
+        writer = self.writer
+        writer.pending.append(line)
+        writer.pending_bytes += len(line)
+        if writer.pending_bytes >= FLUSH_BYTES or writer.timer is None:
+            writer.added()
+
+    def _fragment(self, ex: Exchange) -> Any:
+        """What a line says of the request, its client and where it went: the same for every request with the
+        same head from the same peer to the same target."""
+        request = ex.request_head
+        lookups = self.lookups
+        forwarded_for = request.forwarded_for
+        client = lookups.client_address(ex.client.peer,
+                                         forwarded_for.decode("latin-1") if forwarded_for is not None else None)
+        try:
+            country = lookups.country(client)
+        except Exception:              # (a broken database must not break logging)
+            country = None
+        method = request.method.decode("latin-1")
+        path = request.url.decode("latin-1")
+        host = request.host.decode("latin-1")
+        user_agent = request.user_agent.decode("latin-1")
+        gateway = ex.gateway.name if ex.gateway is not None else None
+        route = ex.route.name if ex.route is not None else None
+        target = ex.target.address if ex.target is not None else None
+        if self._json:
+            return (b'"client":%s,"method":%s,"path":%s,"host":%s,"user_agent":%s,"country":%s,"gateway":%s,'
+                    b'"route":%s,"target":%s' % (_json(client), _json(method), _json(path), _json(host),
+                                                 _json(user_agent), _json(country), _json(gateway), _json(route),
+                                                 _json(target)))
+        referer = next((value for name, value in request.headers if name.lower() == b"referer"), None)
+        protocol = b"HTTP/1.0" if request.http10 else b"HTTP/1.1"
+        return (b"%s - - " % _clf(client), b' "%s %s %s" ' % (_clf(method), _clf(path), protocol),
+                b' "%s" "%s" "%s" "%s" "%s" "%s" %s' % (
+                    _clf(referer.decode("latin-1") if referer else None), _clf(user_agent or None),
+                    _clf(gateway), _clf(route), _clf(target), _clf(host or None), _clf(country)))
