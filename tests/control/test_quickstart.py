@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import trustme
 import yaml
 
 from control import dsl
@@ -255,8 +256,29 @@ def readme_yaml_blocks() -> list:
     return blocks
 
 
+def make_files_it_names(document: dict, directory: Path) -> None:
+    """The files a gateway configuration names (certificates, CA files, access logs), made in `directory` (the
+    working directory): validation reads them, and an example names them as a user's would."""
+    ca = trustme.CA()
+    for gateway in (document.get("gateways") or {}).values():
+        paths = [(c["cert"], c["key"]) for c in ((gateway.get("tls") or {}).get("certificates") or [])]
+        for cert, key in paths:
+            issued = ca.issue_cert("example.test")
+            for name, blob in ((cert, b"".join(b.bytes() for b in issued.cert_chain_pems)),
+                               (key, issued.private_key_pem.bytes())):
+                (directory / name).parent.mkdir(parents=True, exist_ok=True)
+                (directory / name).write_bytes(blob)
+        for ca_file in ((gateway.get("tls") or {}).get("client_ca"), (gateway.get("upstream_tls") or {}).get("ca")):
+            if ca_file:
+                (directory / ca_file).parent.mkdir(parents=True, exist_ok=True)
+                ca.cert_pem.write_to_path(str(directory / ca_file))
+        log = (gateway.get("access_log") or {}).get("path")
+        if log and log != "-":
+            (directory / log).parent.mkdir(parents=True, exist_ok=True)
+
+
 @pytest.mark.parametrize("line, text", readme_yaml_blocks())
-def test_readme_yaml_examples_load(line, text):
+def test_readme_yaml_examples_load(line, text, tmp_path, monkeypatch):
     documents = [d for d in yaml.safe_load_all(text) if d is not None]
     if any(isinstance(d, dict) and "kind" in d for d in documents):
         assert dsl.read_text(text), f"README.md line {line}: no document"
@@ -264,6 +286,8 @@ def test_readme_yaml_examples_load(line, text):
         for document in documents:
             dsl.read("blueprints", document)
     elif len(documents) == 1 and isinstance(documents[0], dict) and "gateways" in documents[0]:
+        monkeypatch.chdir(tmp_path)
+        make_files_it_names(documents[0], tmp_path)
         gateway_config.load_text(text, f"README.md line {line}")
 
 
