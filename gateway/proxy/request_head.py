@@ -110,6 +110,7 @@ def _read(raw: bytes) -> RequestHead:
     content_length: bytes | None = None
     named: set[bytes] | None = None
     close = keep_alive = False          # the Connection header's close and keep-alive tokens
+    request_ids: list[bytes] = []       # the client's X-Request-Id values
     get_kind = _REQUEST_HEADERS.get
     for line in lines[1:]:
         name, _, value = line.partition(b":")
@@ -156,9 +157,7 @@ def _read(raw: bytes) -> RequestHead:
         elif kind == _REQUEST_ID:
             headers.append((name, value))
             head.request_id_lines += b"%s: %s\r\n" % (name, value)
-            value = value.rstrip(b" \t")
-            head.request_id_end = (b"X-Request-Id: %s\r\n\r\n" % value if head.request_id_end is None
-                                   and _SANE_REQUEST_ID.fullmatch(value) else b"")   # b"": repeated or not sane
+            request_ids.append(value.rstrip(b" \t"))
         elif kind == _EXPECT:
             if value.lower() != b"100-continue":
                 return _refused(head, 417, "unsupported Expect")
@@ -195,9 +194,10 @@ def _read(raw: bytes) -> RequestHead:
     head.url = url
     head.host_missing = host is None
     head.host = host or b""
-    if head.request_id_lines:           # the gateway sends its own (or, with request ids off, these as received)
+    if request_ids:                     # the gateway sends its own (or, with request ids off, these as received)
         named = (named or set()) | {b"x-request-id"}
-        head.request_id_end = head.request_id_end or None
+        if len(request_ids) == 1 and _SANE_REQUEST_ID.fullmatch(request_ids[0]):
+            head.request_id_end = b"X-Request-Id: %s\r\n\r\n" % request_ids[0]
     kept = headers if not named else [(n, v) for n, v in headers if n.lower() not in named]
     parts = [method, b" ", url, b" HTTP/1.1\r\n"]
     for name, value in kept:
