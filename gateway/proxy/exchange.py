@@ -124,17 +124,18 @@ class ClientSide(Protocol):
     def tunnel_closed(self) -> None: ...
 
 
-class AccessLogHook(Protocol):
-    """A gateway's access log as the hot path sees it (gateway.runtime.access_log): `sampled()` says whether a
-    request is logged (the log itself, or None) unless `every` request is, `write` logs a finished or failed
-    exchange."""
+class AccessLogHook:
+    """A gateway's access log as the hot path sees it (gateway.runtime.access_log.AccessLogger is the one there
+    is): `sampled()` says whether a request is logged (the log itself, or None) unless `every` request is,
+    `write` logs a finished or failed exchange. A class rather than a Protocol, so the compiled build calls the
+    log's methods directly rather than through Python's method lookup."""
+    every: bool
 
-    @property
-    def every(self) -> bool: ...
+    def sampled(self) -> AccessLogHook | None:
+        raise NotImplementedError
 
-    def sampled(self) -> AccessLogHook | None: ...
-
-    def write(self, ex: Exchange, status: int) -> None: ...
+    def write(self, ex: Exchange, status: int) -> None:
+        raise NotImplementedError
 
 
 class Exchange:
@@ -143,7 +144,7 @@ class Exchange:
         "client", "request_head", "method", "head", "keep_alive", "http10", "chunked", "request", "state",
         "body_buffer", "body_buffered", "upgrade", "expect_continue", "started", "gateway", "route",
         "target", "set_cookie", "upstream", "attempts", "status", "head_end", "log", "sent", "sent_at",
-        "answered_at",
+        "ended_at",
     )
 
     def __init__(self, client: ClientSide, request_head: RequestHead, head: bytes, keep_alive: bool,
@@ -176,8 +177,8 @@ class Exchange:
         self.head_end = b""
         self.log: AccessLogHook | None = None   # the access log that takes this exchange (sampled in)
         self.sent = 0                # bytes of the response written to the client (counted when logged)
-        self.sent_at = 0.0           # (monotonic, set when logged) when the request went upstream ...
-        self.answered_at = 0.0       # ... and when its response head arrived (0: not yet)
+        self.sent_at = 0.0           # (monotonic, set when logged) when the request last went upstream (0: never)
+        self.ended_at = 0.0          # (monotonic) when the backend's response ended (0: it did not, or not yet)
 
     @property
     def replayable(self) -> bool:

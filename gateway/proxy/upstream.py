@@ -466,7 +466,8 @@ class UpstreamConnection:
         else:
             self.close()
         # a served table's targets all have stats (Runtime.apply gives them before the table is swapped in)
-        ex.target.stats.record(ex.status, time.monotonic() - ex.started)  # type: ignore[union-attr]
+        ended = ex.ended_at = _monotonic()
+        ex.target.stats.record(ex.status, ended - ex.started)  # type: ignore[union-attr]
         ex.client.finish(ex, close=self.close_client)
 
     def _become_tunnel(self, ex: "RoutedExchange") -> None:
@@ -504,8 +505,6 @@ class UpstreamConnection:
             self.violation = True
             return
         ex.status = status
-        if ex.log is not None:
-            ex.answered_at = _monotonic()
         self.keep_alive = parser.should_keep_alive()
         http10 = ex.http10
         # (a declined upgrade leaves the client's connection HTTP: it stays open like any other)

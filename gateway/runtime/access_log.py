@@ -7,7 +7,7 @@ the exchange is finished or failed. A line is formatted right away: what repeats
 and target and kept in a small memory; the rest (time, status, sizes, durations, request id) is one `%`.
 
 `LogWriter` owns the file of one gateway's log in this process. Lines gather on the loop and go, as one
-batch, to a writer thread every FLUSH_INTERVAL or when FLUSH_BYTES are waiting; the thread appends each batch
+batch, to a writer thread every FLUSH_INTERVAL or when FLUSH_LINES are waiting; the thread appends each batch
 with one `write` on a file opened with O_APPEND, so lines of several worker processes appending to one file
 never interleave. At most MAX_QUEUED_BYTES wait for the thread: past that, batches are dropped and their
 lines counted (`vamp_access_log_dropped_total`), rather than memory growing without bound when the disk is
@@ -28,10 +28,12 @@ from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Final
 
 from gateway.config.model import FULL, AccessLog
+from gateway.proxy.exchange import AccessLogHook
 
 if TYPE_CHECKING:
     from gateway.proxy.client import ClientConnection
     from gateway.proxy.exchange import Exchange
+    from gateway.proxy.request_head import RequestHead
     from gateway.routing.request import Lookups
 
 log = logging.getLogger("vamp.access_log")
@@ -39,7 +41,7 @@ log = logging.getLogger("vamp.access_log")
 _monotonic: Final = time.monotonic       # (Final: the compiled build reads them without a dictionary lookup)
 _wall_clock: Final = time.time
 FLUSH_INTERVAL: Final = 0.1              # seconds a line may wait on the loop before its batch goes to the thread
-FLUSH_BYTES: Final = 64 * 1024           # ... or this many bytes waiting
+FLUSH_LINES: Final = 512                 # ... or this many lines waiting
 MAX_QUEUED_BYTES = 8 * 1024 * 1024   # batches waiting for the thread; past that, lines are dropped
 CHECK_INTERVAL: Final = 1.0              # seconds between two checks that the path still names the open file
 FRAGMENTS: Final = 1024                  # formatted request parts kept per log; the memory starts afresh when full
@@ -60,8 +62,8 @@ class LogWriter:
     def __init__(self, path: str, loop: asyncio.AbstractEventLoop) -> None:
         self.path = path
         self.loop = loop
-        self.pending: list[bytes] = []            # lines waiting on the loop (AccessLogger.write appends)
-        self.pending_bytes = 0
+        self.pending: list[bytes] = []            # the parts of the lines waiting on the loop (`add`)
+        self.pending_lines = 0
         self.dropped = 0                          # lines dropped (the thread could not keep up, or write)
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
@@ -75,9 +77,16 @@ class LogWriter:
         self._worker.start()
 
     # -- on the event loop -------------------------------------------------------------------------------
-    def added(self) -> None:
-        """Lines were appended to `pending`: flush when enough wait, else make sure a flush is due."""
-        if self.pending_bytes >= FLUSH_BYTES or self.closed:
+    def add(self, line: tuple[bytes, ...]) -> None:
+        """Take one line, in parts (joined with the rest of its batch, not on its own)."""
+        self.pending.extend(line)
+        self.pending_lines += 1
+        if self.pending_lines >= FLUSH_LINES or self.timer is None:
+            self._added()
+
+    def _added(self) -> None:
+        """Flush when enough lines wait, else make sure a flush is due."""
+        if self.pending_lines >= FLUSH_LINES or self.closed:
             self.flush()
         elif self.timer is None:
             self.timer = self.loop.call_later(FLUSH_INTERVAL, self.flush)
@@ -89,18 +98,19 @@ class LogWriter:
             self.timer = None
         if not self.pending:
             return
-        lines, self.pending, self.pending_bytes = self.pending, [], 0
+        parts, lines = self.pending, self.pending_lines
+        self.pending, self.pending_lines = [], 0
         if self.closed:                           # (lines of exchanges that finished after the writer closed)
             with self._lock:
-                self.dropped += len(lines)
+                self.dropped += lines
             return
-        batch = b"".join(lines)
+        batch = b"".join(parts)
         with self._lock:
             if self._queued + len(batch) > MAX_QUEUED_BYTES:
-                self.dropped += len(lines)
+                self.dropped += lines
                 return
             self._queued += len(batch)
-        self._queue.put((batch, len(lines)))
+        self._queue.put((batch, lines))
 
     def reopen(self) -> None:
         """Reopen the file at the path (SIGUSR1, after logrotate moved it)."""
@@ -186,19 +196,24 @@ class LogWriter:
             log.error("access log %s: cannot write: %s", self.path, exc.strerror or exc)
 
 
-_MILLISECONDS: Final = tuple(b".%03dZ" % ms for ms in range(1000))     # the end of an ISO 8601 time, by millisecond
+_MILLISECONDS: Final = tuple(b'.%03dZ",' % ms for ms in range(1000))   # the end of a line's time, by millisecond
+_DECIMALS: Final = [b"%d" % n for n in range(10_000)]              # the numbers a line says most, written once
+
+
+def _decimal(n: int) -> bytes:
+    return _DECIMALS[n] if 0 <= n < 10_000 else b"%d" % n
 
 
 class _Clock:
-    """The time of a log line, formatted once per millisecond (ISO 8601) or second (combined). It is read from
-    the monotonic clock the line's duration needs anyway, plus `offset`, the wall clock's lead over it, taken
-    again every second (so a wall clock set meanwhile shows within a second)."""
-    __slots__ = ("ms", "second", "iso", "clf", "offset", "_iso_second")
+    """The time of a log line, formatted once per millisecond (JSON: `{"time":"ISO 8601",`) or second (combined:
+    `[CLF]`). It is read from the monotonic clock the line's duration needs anyway, plus `offset`, the wall
+    clock's lead over it, taken again every second (so a wall clock set meanwhile shows within a second)."""
+    __slots__ = ("ms", "second", "json", "clf", "offset", "_iso_second")
 
     def __init__(self) -> None:
         self.ms = -1
         self.second = -1
-        self.iso = b""
+        self.json = b""
         self.clf = b""
         self.offset = _wall_clock() - _monotonic()
         self._iso_second = b""
@@ -210,9 +225,9 @@ class _Clock:
             self.second = second
             self.offset = _wall_clock() - _monotonic()
             moment = time.gmtime(second)
-            self._iso_second = time.strftime("%Y-%m-%dT%H:%M:%S", moment).encode()
-            self.clf = time.strftime("%d/%b/%Y:%H:%M:%S +0000", moment).encode()
-        self.iso = self._iso_second + _MILLISECONDS[ms % 1000]
+            self._iso_second = time.strftime('{"time":"%Y-%m-%dT%H:%M:%S', moment).encode()
+            self.clf = time.strftime("[%d/%b/%Y:%H:%M:%S +0000]", moment).encode()
+        self.json = self._iso_second + _MILLISECONDS[ms % 1000]
 
 
 _UNSAFE = re.compile(r'["\\\x00-\x1f\x7f-\xff]')
@@ -229,23 +244,28 @@ def _json(text: str | None) -> bytes:
     return b"null" if text is None else encode_basestring_ascii(text).encode("ascii")
 
 
-# A line is one `%` of one of these templates: [with a request id?] (the id is sane: gateway.proxy.request_head,
-# so it goes in as it is; without one, `%.0s` swallows the empty id).
-_JSON_LINE: Final = (
-    b'{"time":"%s",%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":%d,"upstream_us":null,'
-    b'"request_id":null%.0s}\n',
-    b'{"time":"%s",%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":%d,"upstream_us":null,'
-    b'"request_id":"%s"}\n')
-_JSON_LINE_UPSTREAM: Final = (
-    b'{"time":"%s",%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":%d,"upstream_us":%d,'
-    b'"request_id":null%.0s}\n',
-    b'{"time":"%s",%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":%d,"upstream_us":%d,'
-    b'"request_id":"%s"}\n')
-_COMBINED_LINE: Final = b"%s[%s]%s%d %d%s %s %d - %d\n"
-_COMBINED_LINE_UPSTREAM: Final = b"%s[%s]%s%d %d%s %s %d %d %d\n"
+class _Memo:
+    """What the last line for one request head said, but for its time, durations and request id. A keep-alive
+    client repeating its request, answered alike, finds its line all made but for those (`AccessLogger.write`).
+
+    JSON:     {"time":"…",  `middle` (client … target, status, bytes_in, bytes_out, `"duration_us":`)  … }
+    combined: `start` (client - - ) [time] `middle` ("request" status bytes_out … country, space)  … `end`
+    """
+    __slots__ = ("peer", "gateway", "fragment", "status", "bytes_in", "bytes_out", "start", "middle", "end")
+
+    def __init__(self, peer: str, gateway: object, fragment: Any) -> None:
+        self.peer = peer
+        self.gateway = gateway
+        self.fragment = fragment       # what `AccessLogger._fragment` made for this head, peer and target
+        self.status = -1               # (no line yet)
+        self.bytes_in = -1
+        self.bytes_out = -1
+        self.start = b""
+        self.middle = b""
+        self.end = b""
 
 
-class AccessLogger:
+class AccessLogger(AccessLogHook):
     """One gateway's access log in this process: sampling, formatting, and its writer."""
 
     def __init__(self, gateway: str, settings: AccessLog, writer: LogWriter, lookups: Lookups) -> None:
@@ -256,7 +276,8 @@ class AccessLogger:
         self.every = settings.sample == FULL     # every request is logged: the proxy does not ask `sampled`
         self._sample = settings.sample
         self._credit = 0
-        self._fragments: dict[tuple[Any, ...], Any] = {}   # JSON: bytes; combined: 3 bytes around time, status
+        self._memos: dict[RequestHead, dict[Any, _Memo]] = {}  # the last line's parts, by request head, target
+        self._fragments: dict[tuple[Any, ...], Any] = {}      # `_fragment`, by (head, peer, target, gateway)
         self._clock = _Clock()
         self._json = settings.format == "json"
 
@@ -272,45 +293,73 @@ class AccessLogger:
 
     def write(self, ex: Exchange, status: int) -> None:
         """Log `ex`, answered with `status` (a client gone before any of the response: 499)."""
-        now = _monotonic()
+        now = ex.ended_at or _monotonic()       # (the end of a response, as its backend's statistics saw it)
         clock = self._clock
         ms = int((now + clock.offset) * 1000)
         if ms != clock.ms:
             clock.at(ms)
         request = ex.request_head
+        target = ex.target
         client: ClientConnection = ex.client  # type: ignore[assignment]  # (the only ClientSide: read natively)
-        key = (request, client.peer, ex.target, ex.gateway)
+        peer = client.peer
+        by_target = self._memos.get(request)
+        memo = by_target.get(target) if by_target is not None else None
+        if memo is None or memo.gateway is not ex.gateway or memo.peer != peer:
+            memo = self._remember(ex, request, peer)
+        bytes_in = request.size + ex.body_buffered
+        bytes_out = ex.sent
+        if memo.status != status or memo.bytes_in != bytes_in or memo.bytes_out != bytes_out:
+            self._describe(memo, status, bytes_in, bytes_out)
+        duration = _decimal(int((now - ex.started) * 1e6))
+        went_upstream = ex.sent_at != 0.0
+        upstream = _decimal(int((now - ex.sent_at) * 1e6)) if went_upstream else b""
+        head_end = ex.head_end
+        has_id = len(head_end) > 2                   # (b"X-Request-Id: ID\r\n\r\n", or CRLF without an id)
+        request_id = head_end[14:-4] if has_id else b"-"
+        if self._json:
+            if not went_upstream:
+                upstream = b"null"
+            if has_id:
+                self.writer.add((clock.json, memo.middle, duration, b',"upstream_us":', upstream,
+                                 b',"request_id":"', request_id, b'"}\n'))
+            else:
+                self.writer.add((clock.json, memo.middle, duration, b',"upstream_us":', upstream,
+                                 b',"request_id":null}\n'))
+        else:
+            self.writer.add((memo.start, clock.clf, memo.middle, request_id, b" ", duration,
+                             b" ", upstream if went_upstream else b"-", memo.end))
+
+    def _remember(self, ex: Exchange, request: RequestHead, peer: str) -> _Memo:
+        """The memo of this request head for this peer and target (its fragment made, or found, again)."""
+        key = (request, peer, ex.target, ex.gateway)
         fragment = self._fragments.get(key)
         if fragment is None:
             fragment = self._fragment(ex)
             if len(self._fragments) >= FRAGMENTS:
                 self._fragments.clear()
             self._fragments[key] = fragment
-        duration = int((now - ex.started) * 1e6)
-        request_id = ex.head_end[14:-4]
+        memo = _Memo(peer, ex.gateway, fragment)
+        by_target = self._memos.get(request)
+        if by_target is None:
+            if len(self._memos) >= FRAGMENTS:
+                self._memos.clear()
+            by_target = self._memos[request] = {}
+        by_target[ex.target] = memo
+        return memo
+
+    def _describe(self, memo: _Memo, status: int, bytes_in: int, bytes_out: int) -> None:
+        """Make the memo's parts for a line with this status and these sizes."""
+        memo.status = status
+        memo.bytes_in = bytes_in
+        memo.bytes_out = bytes_out
         if self._json:
-            if ex.answered_at:
-                line = _JSON_LINE_UPSTREAM[request_id != b""] % (
-                    clock.iso, fragment, status, request.size + ex.body_buffered, ex.sent, duration,
-                    int((ex.answered_at - ex.sent_at) * 1e6), request_id)
-            else:
-                line = _JSON_LINE[request_id != b""] % (
-                    clock.iso, fragment, status, request.size + ex.body_buffered, ex.sent, duration, request_id)
+            memo.middle = b'%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":' % (
+                memo.fragment, status, bytes_in, bytes_out)
         else:
-            before_time, before_status, after_bytes = fragment
-            if ex.answered_at:
-                line = _COMBINED_LINE_UPSTREAM % (
-                    before_time, clock.clf, before_status, status, ex.sent, after_bytes, request_id or b"-",
-                    duration, int((ex.answered_at - ex.sent_at) * 1e6), request.size + ex.body_buffered)
-            else:
-                line = _COMBINED_LINE % (
-                    before_time, clock.clf, before_status, status, ex.sent, after_bytes, request_id or b"-",
-                    duration, request.size + ex.body_buffered)
-        writer = self.writer
-        writer.pending.append(line)
-        writer.pending_bytes += len(line)
-        if writer.pending_bytes >= FLUSH_BYTES or writer.timer is None:
-            writer.added()
+            before_time, before_status, after_bytes = memo.fragment
+            memo.start = before_time
+            memo.middle = b"%s%d %d%s " % (before_status, status, bytes_out, after_bytes)
+            memo.end = b" %d\n" % bytes_in
 
     def _fragment(self, ex: Exchange) -> Any:
         """What a line says of the request, its client and where it went: the same for every request with the
