@@ -500,12 +500,14 @@ class ClientConnection:
                                                 lookups, request.forwarded_for, request.user_agent)
                 self._view_of = request
                 self._view_lookups = lookups
-        decision = router.select(view, monotonic())
+        now = monotonic()
+        decision = router.select(view, now)
         if decision is None:
             self.answer(ex, 503, f"no target available for gateway {router.name!r}")
             return
         ex.route, ex.target, ex.set_cookie = decision
         ex.state = ROUTED
+        ex.routed_at = now
         if request.host_missing:
             ex.head = _with_host(ex.head, ex.target.address)
         if ex.expect_continue and not ex.http10:

@@ -143,7 +143,7 @@ class Exchange:
     __slots__ = (
         "client", "request_head", "method", "head", "keep_alive", "http10", "chunked", "request", "state",
         "body_buffer", "body_buffered", "upgrade", "expect_continue", "started", "gateway", "route",
-        "target", "set_cookie", "upstream", "attempts", "status", "head_end", "log", "sent", "sent_at",
+        "target", "set_cookie", "upstream", "attempts", "status", "head_end", "log", "sent", "routed_at",
         "ended_at",
     )
 
@@ -177,7 +177,7 @@ class Exchange:
         self.head_end = b""
         self.log: AccessLogHook | None = None   # the access log that takes this exchange (sampled in)
         self.sent = 0                # bytes of the response written to the client (counted when logged)
-        self.sent_at = 0.0           # (monotonic, set when logged) when the request last went upstream (0: never)
+        self.routed_at = 0.0         # (monotonic) when the gateway chose its target (0: it did not)
         self.ended_at = 0.0          # (monotonic) when the backend's response ended (0: it did not, or not yet)
 
     @property

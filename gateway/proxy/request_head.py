@@ -51,7 +51,8 @@ class RequestHead:
     the connection closed; the other fields are then not to be used."""
     __slots__ = ("method", "url", "headers", "host", "host_missing", "user_agent", "forwarded_for",
                  "forwarded_proto", "forwarded_host", "content_length", "chunked", "upgrade", "expect_continue",
-                 "http10", "keep_alive", "forward", "error", "size", "request_id_end", "request_id_lines")
+                 "http10", "keep_alive", "forward", "error", "size", "request_id_end", "request_id_lines",
+                 "log_memo")
 
     def __init__(self) -> None:
         self.method = b""
@@ -77,6 +78,9 @@ class RequestHead:
         # are by a gateway with request ids off).
         self.request_id_end: bytes | None = None
         self.request_id_lines = b""
+        # What an access log (gateway.runtime.access_log) last wrote of a request with this head, for it to use
+        # again: heads are read once and kept (`read_request_head`), and a keep-alive client repeats its own.
+        self.log_memo: object = None
 
 
 _cache: Final[dict[bytes, RequestHead]] = {}

@@ -261,8 +261,6 @@ class UpstreamConnection:
             self.send(head + ex.head_end)
             ex.state = SENT
         self.last_io = self.clock()
-        if ex.log is not None:
-            ex.sent_at = _monotonic()
         target = ex.target
         assert target is not None                           # routed
         target.in_flight += 1

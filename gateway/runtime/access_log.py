@@ -2,9 +2,10 @@
 
 `AccessLogger` is one gateway's log as the hot path sees it (`gateway.proxy.exchange.AccessLogHook`): the
 proxy asks `sampled()` once per request of a gateway that logs, and calls `write(exchange, status)` once when
-the exchange is finished or failed. A line is formatted right away: what repeats on a keep-alive connection
-(client, method, path, host, user agent, country, route, target) is formatted once per request head, peer
-and target and kept in a small memory; the rest (time, status, sizes, durations, request id) is one `%`.
+the exchange is finished or failed. A line is put together right away, from parts: what repeats while a
+keep-alive client repeats its request and is answered alike (client, method, path, host, user agent, country,
+route, target, status, sizes) is formatted once and kept (`_Memo`), the time once per millisecond, and the
+durations (from a table of numbers) and request id are added as they are. The parts are joined per batch.
 
 `LogWriter` owns the file of one gateway's log in this process. Lines gather on the loop and go, as one
 batch, to a writer thread every FLUSH_INTERVAL or when FLUSH_LINES are waiting; the thread appends each batch
@@ -44,7 +45,7 @@ FLUSH_INTERVAL: Final = 0.1              # seconds a line may wait on the loop b
 FLUSH_LINES: Final = 512                 # ... or this many lines waiting
 MAX_QUEUED_BYTES = 8 * 1024 * 1024   # batches waiting for the thread; past that, lines are dropped
 CHECK_INTERVAL: Final = 1.0              # seconds between two checks that the path still names the open file
-FRAGMENTS: Final = 1024                  # formatted request parts kept per log; the memory starts afresh when full
+MEMOS: Final = 1024                      # `_Memo`s kept per log (by head, peer, target); afresh when full
 _STOP = (b"", -1)
 
 _stdout_fd = 1
@@ -245,16 +246,20 @@ def _json(text: str | None) -> bytes:
 
 
 class _Memo:
-    """What the last line for one request head said, but for its time, durations and request id. A keep-alive
-    client repeating its request, answered alike, finds its line all made but for those (`AccessLogger.write`).
+    """What a log's last line for one request head, peer, target and gateway said, but for its time, durations and
+    request id. A keep-alive client repeating its request, answered alike, finds its line all made but for those
+    (`AccessLogger.write`). The head's own `log_memo` holds the last one written; the log's `_memos`, the others.
 
     JSON:     {"time":"…",  `middle` (client … target, status, bytes_in, bytes_out, `"duration_us":`)  … }
     combined: `start` (client - - ) [time] `middle` ("request" status bytes_out … country, space)  … `end`
     """
-    __slots__ = ("peer", "gateway", "fragment", "status", "bytes_in", "bytes_out", "start", "middle", "end")
+    __slots__ = ("log", "peer", "target", "gateway", "fragment", "status", "bytes_in", "bytes_out", "start",
+                 "middle", "end")
 
-    def __init__(self, peer: str, gateway: object, fragment: Any) -> None:
+    def __init__(self, log: AccessLogger, peer: str, target: object, gateway: object, fragment: Any) -> None:
+        self.log = log
         self.peer = peer
+        self.target = target
         self.gateway = gateway
         self.fragment = fragment       # what `AccessLogger._fragment` made for this head, peer and target
         self.status = -1               # (no line yet)
@@ -276,8 +281,7 @@ class AccessLogger(AccessLogHook):
         self.every = settings.sample == FULL     # every request is logged: the proxy does not ask `sampled`
         self._sample = settings.sample
         self._credit = 0
-        self._memos: dict[RequestHead, dict[Any, _Memo]] = {}  # the last line's parts, by request head, target
-        self._fragments: dict[tuple[Any, ...], Any] = {}      # `_fragment`, by (head, peer, target, gateway)
+        self._memos: dict[tuple[Any, ...], _Memo] = {}   # by (head, peer, target, gateway)
         self._clock = _Clock()
         self._json = settings.format == "json"
 
@@ -299,25 +303,26 @@ class AccessLogger(AccessLogHook):
         if ms != clock.ms:
             clock.at(ms)
         request = ex.request_head
-        target = ex.target
         client: ClientConnection = ex.client  # type: ignore[assignment]  # (the only ClientSide: read natively)
         peer = client.peer
-        by_target = self._memos.get(request)
-        memo = by_target.get(target) if by_target is not None else None
-        if memo is None or memo.gateway is not ex.gateway or memo.peer != peer:
-            memo = self._remember(ex, request, peer)
+        last = request.log_memo
+        if (isinstance(last, _Memo) and last.log is self and last.target is ex.target and last.gateway is ex.gateway
+                and last.peer == peer):
+            memo = last
+        else:
+            memo = request.log_memo = self._memo(ex, request, peer)
         bytes_in = request.size + ex.body_buffered
         bytes_out = ex.sent
         if memo.status != status or memo.bytes_in != bytes_in or memo.bytes_out != bytes_out:
             self._describe(memo, status, bytes_in, bytes_out)
         duration = _decimal(int((now - ex.started) * 1e6))
-        went_upstream = ex.sent_at != 0.0
-        upstream = _decimal(int((now - ex.sent_at) * 1e6)) if went_upstream else b""
+        routed = ex.routed_at != 0.0
+        upstream = _decimal(int((now - ex.routed_at) * 1e6)) if routed else b""
         head_end = ex.head_end
         has_id = len(head_end) > 2                   # (b"X-Request-Id: ID\r\n\r\n", or CRLF without an id)
         request_id = head_end[14:-4] if has_id else b"-"
         if self._json:
-            if not went_upstream:
+            if not routed:
                 upstream = b"null"
             if has_id:
                 self.writer.add((clock.json, memo.middle, duration, b',"upstream_us":', upstream,
@@ -327,24 +332,17 @@ class AccessLogger(AccessLogHook):
                                  b',"request_id":null}\n'))
         else:
             self.writer.add((memo.start, clock.clf, memo.middle, request_id, b" ", duration,
-                             b" ", upstream if went_upstream else b"-", memo.end))
+                             b" ", upstream if routed else b"-", memo.end))
 
-    def _remember(self, ex: Exchange, request: RequestHead, peer: str) -> _Memo:
-        """The memo of this request head for this peer and target (its fragment made, or found, again)."""
+    def _memo(self, ex: Exchange, request: RequestHead, peer: str) -> _Memo:
+        """The memo of this request head for this peer, target and gateway: found, or made."""
         key = (request, peer, ex.target, ex.gateway)
-        fragment = self._fragments.get(key)
-        if fragment is None:
-            fragment = self._fragment(ex)
-            if len(self._fragments) >= FRAGMENTS:
-                self._fragments.clear()
-            self._fragments[key] = fragment
-        memo = _Memo(peer, ex.gateway, fragment)
-        by_target = self._memos.get(request)
-        if by_target is None:
-            if len(self._memos) >= FRAGMENTS:
+        memo = self._memos.get(key)
+        if memo is None:
+            memo = _Memo(self, peer, ex.target, ex.gateway, self._fragment(ex))
+            if len(self._memos) >= MEMOS:
                 self._memos.clear()
-            by_target = self._memos[request] = {}
-        by_target[ex.target] = memo
+            self._memos[key] = memo
         return memo
 
     def _describe(self, memo: _Memo, status: int, bytes_in: int, bytes_out: int) -> None:
