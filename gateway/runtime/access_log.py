@@ -8,7 +8,7 @@ route, target, status, sizes) is formatted once and kept (`_Memo`), the time onc
 durations (from a table of numbers) and request id are added as they are. The parts are joined per batch.
 
 `LogWriter` owns the file of one gateway's log in this process. Lines gather on the loop and go, as one
-batch, to a writer thread every FLUSH_INTERVAL or when FLUSH_LINES are waiting; the thread appends each batch
+batch, to a writer thread every FLUSH_INTERVAL or when about FLUSH_BYTES wait; the thread appends each batch
 with one `write` on a file opened with O_APPEND, so lines of several worker processes appending to one file
 never interleave. At most MAX_QUEUED_BYTES wait for the thread: past that, batches are dropped and their
 lines counted (`vamp_access_log_dropped_total`), rather than memory growing without bound when the disk is
@@ -42,7 +42,9 @@ log = logging.getLogger("vamp.access_log")
 _monotonic: Final = time.monotonic       # (Final: the compiled build reads them without a dictionary lookup)
 _wall_clock: Final = time.time
 FLUSH_INTERVAL: Final = 0.1              # seconds a line may wait on the loop before its batch goes to the thread
-FLUSH_LINES: Final = 512                 # ... or this many lines waiting
+FLUSH_BYTES: Final = 1024 * 1024         # ... or about this many bytes wait (few batches: each wakes the thread,
+                                         # which then takes turns with the loop for the interpreter: ~30 µs)
+LINE_REST: Final = 128                   # a line's bytes besides its memo's parts and its request id (about)
 MAX_QUEUED_BYTES = 8 * 1024 * 1024   # batches waiting for the thread; past that, lines are dropped
 CHECK_INTERVAL: Final = 1.0              # seconds between two checks that the path still names the open file
 MEMOS: Final = 1024                      # `_Memo`s kept per log (by head, peer, target); afresh when full
@@ -63,8 +65,9 @@ class LogWriter:
     def __init__(self, path: str, loop: asyncio.AbstractEventLoop) -> None:
         self.path = path
         self.loop = loop
-        self.pending: list[bytes] = []            # the parts of the lines waiting on the loop (`add`)
+        self.pending: list[bytes] = []            # the parts of the lines waiting on the loop (see `added`)
         self.pending_lines = 0
+        self.pending_bytes = 0                    # (about: what `add` is told)
         self.dropped = 0                          # lines dropped (the thread could not keep up, or write)
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
@@ -78,16 +81,17 @@ class LogWriter:
         self._worker.start()
 
     # -- on the event loop -------------------------------------------------------------------------------
-    def add(self, line: tuple[bytes, ...]) -> None:
-        """Take one line, in parts (joined with the rest of its batch, not on its own)."""
-        self.pending.extend(line)
+    def added(self, size: int) -> None:
+        """The parts of one more line, of about `size` bytes, were appended to `pending` (a line is not joined on
+        its own: its parts are joined with the rest of its batch)."""
         self.pending_lines += 1
-        if self.pending_lines >= FLUSH_LINES or self.timer is None:
+        self.pending_bytes += size
+        if self.pending_bytes >= FLUSH_BYTES or self.timer is None:
             self._added()
 
     def _added(self) -> None:
-        """Flush when enough lines wait, else make sure a flush is due."""
-        if self.pending_lines >= FLUSH_LINES or self.closed:
+        """Flush when enough waits, else make sure a flush is due."""
+        if self.pending_bytes >= FLUSH_BYTES or self.closed:
             self.flush()
         elif self.timer is None:
             self.timer = self.loop.call_later(FLUSH_INTERVAL, self.flush)
@@ -100,7 +104,7 @@ class LogWriter:
         if not self.pending:
             return
         parts, lines = self.pending, self.pending_lines
-        self.pending, self.pending_lines = [], 0
+        self.pending, self.pending_lines, self.pending_bytes = [], 0, 0
         if self.closed:                           # (lines of exchanges that finished after the writer closed)
             with self._lock:
                 self.dropped += lines
@@ -254,7 +258,7 @@ class _Memo:
     combined: `start` (client - - ) [time] `middle` ("request" status bytes_out … country, space)  … `end`
     """
     __slots__ = ("log", "peer", "target", "gateway", "fragment", "status", "bytes_in", "bytes_out", "start",
-                 "middle", "end")
+                 "middle", "end", "size", "ms", "opening")
 
     def __init__(self, log: AccessLogger, peer: str, target: object, gateway: object, fragment: Any) -> None:
         self.log = log
@@ -268,6 +272,9 @@ class _Memo:
         self.start = b""
         self.middle = b""
         self.end = b""
+        self.size = 0                  # about the bytes of a line with these parts, but for its request id
+        self.ms = -1                   # JSON: the millisecond of the last line, and its time and `middle` as one
+        self.opening = b""             # part (made at its second line within that millisecond, else b"")
 
 
 class AccessLogger(AccessLogHook):
@@ -284,6 +291,7 @@ class AccessLogger(AccessLogHook):
         self._memos: dict[tuple[Any, ...], _Memo] = {}   # by (head, peer, target, gateway)
         self._clock = _Clock()
         self._json = settings.format == "json"
+        self._none = b"null" if self._json else b"-"      # a value not known
 
     def sampled(self) -> AccessLogger | None:
         """Is the next request logged? Exactly `sample` of them, spread evenly (error diffusion, as
@@ -316,23 +324,44 @@ class AccessLogger(AccessLogHook):
         if memo.status != status or memo.bytes_in != bytes_in or memo.bytes_out != bytes_out:
             self._describe(memo, status, bytes_in, bytes_out)
         duration = _decimal(int((now - ex.started) * 1e6))
-        routed = ex.routed_at != 0.0
-        upstream = _decimal(int((now - ex.routed_at) * 1e6)) if routed else b""
+        routed_at = ex.routed_at
+        upstream = _decimal(int((now - routed_at) * 1e6)) if routed_at else self._none
         head_end = ex.head_end
         has_id = len(head_end) > 2                   # (b"X-Request-Id: ID\r\n\r\n", or CRLF without an id)
         request_id = head_end[14:-4] if has_id else b"-"
+        writer = self.writer
+        parts = writer.pending
         if self._json:
-            if not routed:
-                upstream = b"null"
+            if memo.ms != ms:
+                memo.ms = ms
+                memo.opening = b""
+                parts.append(clock.json)
+                parts.append(memo.middle)
+            else:                             # a repeat within the millisecond (a client under load, a benchmark)
+                opening = memo.opening
+                if not opening:
+                    opening = memo.opening = clock.json + memo.middle
+                parts.append(opening)
+            parts.append(duration)
+            parts.append(b',"upstream_us":')
+            parts.append(upstream)
             if has_id:
-                self.writer.add((clock.json, memo.middle, duration, b',"upstream_us":', upstream,
-                                 b',"request_id":"', request_id, b'"}\n'))
+                parts.append(b',"request_id":"')
+                parts.append(request_id)
+                parts.append(b'"}\n')
             else:
-                self.writer.add((clock.json, memo.middle, duration, b',"upstream_us":', upstream,
-                                 b',"request_id":null}\n'))
+                parts.append(b',"request_id":null}\n')
         else:
-            self.writer.add((memo.start, clock.clf, memo.middle, request_id, b" ", duration,
-                             b" ", upstream if routed else b"-", memo.end))
+            parts.append(memo.start)
+            parts.append(clock.clf)
+            parts.append(memo.middle)
+            parts.append(request_id)
+            parts.append(b" ")
+            parts.append(duration)
+            parts.append(b" ")
+            parts.append(upstream)
+            parts.append(memo.end)
+        writer.added(memo.size + len(request_id))
 
     def _memo(self, ex: Exchange, request: RequestHead, peer: str) -> _Memo:
         """The memo of this request head for this peer, target and gateway: found, or made."""
@@ -347,17 +376,20 @@ class AccessLogger(AccessLogHook):
 
     def _describe(self, memo: _Memo, status: int, bytes_in: int, bytes_out: int) -> None:
         """Make the memo's parts for a line with this status and these sizes."""
+        memo.ms = -1
         memo.status = status
         memo.bytes_in = bytes_in
         memo.bytes_out = bytes_out
         if self._json:
             memo.middle = b'%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":' % (
                 memo.fragment, status, bytes_in, bytes_out)
+            memo.size = len(memo.middle) + LINE_REST
         else:
             before_time, before_status, after_bytes = memo.fragment
             memo.start = before_time
             memo.middle = b"%s%d %d%s " % (before_status, status, bytes_out, after_bytes)
             memo.end = b" %d\n" % bytes_in
+            memo.size = len(memo.start) + len(memo.middle) + len(memo.end) + LINE_REST
 
     def _fragment(self, ex: Exchange) -> Any:
         """What a line says of the request, its client and where it went: the same for every request with the

@@ -284,11 +284,13 @@ async def test_lines_the_writer_cannot_take_are_dropped_and_counted(tmp_path, mo
     path = tmp_path / "slow.log"
     writer = LogWriter(str(path), asyncio.get_running_loop())
     for _ in range(3):
-        writer.add((b"ke", b"pt\n"))
+        writer.pending += (b"ke", b"pt\n")
+        writer.added(5)
     writer.flush()
     monkeypatch.setattr(access_log, "MAX_QUEUED_BYTES", 0)      # as if batches waited for a disk that stalls
     for _ in range(5):
-        writer.add((b"dropped\n",))
+        writer.pending.append(b"dropped\n")
+        writer.added(8)
     writer.flush()
     writer.close()
     await asyncio.to_thread(writer.join, 5)
@@ -300,7 +302,8 @@ async def test_a_file_that_cannot_be_opened_drops_its_lines_and_says_so_once(tmp
     path = tmp_path / "gone" / "access.log"                      # its directory was removed after validation
     writer = LogWriter(str(path), asyncio.get_running_loop())
     for _ in range(3):
-        writer.add((b"line\n",))
+        writer.pending.append(b"line\n")
+        writer.added(5)
         writer.flush()
     writer.close()
     await asyncio.to_thread(writer.join, 5)
