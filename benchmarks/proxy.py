@@ -13,6 +13,10 @@ way out, Ctrl-C included.
 log to a file (docs/access-logs.md), and prints the ratio of their req/s and CPU per request: the access log's
 cost.
 
+`--rounds N` measures the chosen cases N times over, in turn (gateway, gateway-logged, gateway, ...), prints
+each case's median round, and for the access log also the ratio of each round's pair and their median: a
+difference of a few percent needs that on a shared machine, where one run drifts by as much.
+
 `--workers N` runs each proxy with N workers (`vamp gateway --workers N`, HAProxy `nbthread N`, nginx
 `worker_processes N`; the backend keeps one worker), pinned to CPUs 0..N-1 with wrk and the backend on CPU N
 when the machine has those CPUs; otherwise the proxies run unpinned and the output warns that wrk and the
@@ -28,7 +32,7 @@ send in bursts), with `connections` chosen so that connections x 1000 / delay_ms
 is written, so a slow response delays that connection's next request rather than queueing behind it.
 
     python benchmarks/proxy.py [--duration 10] [--warmup 2] [--connections 50] [--only haproxy,gateway]
-                               [--workers 1] [--rate-fraction 0.5] [--json results.json]
+                               [--workers 1] [--rounds 1] [--rate-fraction 0.5] [--json results.json]
 
 Exit status: 0 when every case ran cleanly, 1 when a server failed to start or wrk reported errors, 2 for
 bad arguments.
@@ -46,6 +50,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -519,8 +524,9 @@ end
 @dataclass
 class Figures:
     """One pass over the cases: the figures of each case measured, and why each other case failed."""
-    results: dict[str, WrkResult] = field(default_factory=dict)
+    results: dict[str, WrkResult] = field(default_factory=dict)      # (the median round's, with --rounds)
     failures: dict[str, str] = field(default_factory=dict)
+    rounds: dict[str, list[WrkResult]] = field(default_factory=dict)  # every round's, in order
 
     @property
     def clean(self) -> bool:
@@ -537,7 +543,7 @@ class Bench:
         self.processes = Processes(workdir)
         self.backend_port = 0
         self.pacing_path = workdir / "pacing.lua"
-        self.server_dir = workdir        # where the proxies keep their configs: one directory per pass
+        self.server_dir = workdir        # where the proxies keep their configs: one directory per pass and round
 
     def start_backend(self) -> int:
         self.backend_port = free_port()
@@ -608,17 +614,26 @@ class Bench:
 
     def measure_each(self, figures: Figures, pacing: Pacing | None) -> None:
         """Start, measure and stop each chosen case in turn (the backend is already running)."""
-        self.server_dir = self.workdir / ("at-rate" if pacing else "capacity")
-        self.server_dir.mkdir()
-        for case in self.args.only:
-            load = f" at {pacing.offered_per_second:,.0f} req/s offered" if pacing else ""
-            print(f"measuring {CASES[case]}{load} ...", file=sys.stderr, flush=True)
-            try:
-                figures.results[case] = self.measure(case, self.start(case), pacing)
-            except BenchmarkError as error:
-                figures.failures[case] = str(error)
-            finally:
-                self.stop(case)
+        rounds = self.args.rounds
+        for round_number in range(1, rounds + 1):
+            self.server_dir = self.workdir / ("at-rate" if pacing else "capacity") / f"round-{round_number}"
+            self.server_dir.mkdir(parents=True)
+            for case in self.args.only:
+                if case in figures.failures:
+                    continue
+                load = f" at {pacing.offered_per_second:,.0f} req/s offered" if pacing else ""
+                which = f" (round {round_number} of {rounds})" if rounds > 1 else ""
+                print(f"measuring {CASES[case]}{load}{which} ...", file=sys.stderr, flush=True)
+                try:
+                    figures.rounds.setdefault(case, []).append(self.measure(case, self.start(case), pacing))
+                except BenchmarkError as error:
+                    figures.failures[case] = str(error)
+                finally:
+                    self.stop(case)
+        for case, results in figures.rounds.items():
+            if case not in figures.failures:
+                figures.results[case] = sorted(results, key=lambda result: result.requests_per_second)[
+                    len(results) // 2]
 
     def run(self, capacity: Figures, at_rate: Figures) -> Pacing | None:
         """Measure every chosen case's capacity; then, with --rate-fraction, every case again at that fraction of
@@ -777,6 +792,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(CASES)} ({','.join(DEFAULT_CASES)})")
     parser.add_argument("--workers", type=integer_at_least(1), default=1,
                         help="workers of each proxy: gateway --workers, HAProxy nbthread, nginx worker_processes (1)")
+    parser.add_argument("--rounds", type=integer_at_least(1), default=1,
+                        help="measure the cases this many times over, in turn, and report each one's median (1)")
     parser.add_argument("--rate-fraction", type=positive_fraction, metavar="F",
                         help="also load every case at F times the gateway's capacity and report p50/p99/p99.9 there")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to FILE as JSON")
@@ -797,8 +814,9 @@ def print_header(args: argparse.Namespace, pinning: Pinning) -> None:
         print(f"WARNING: wrk and the backend share cores with the proxy's {args.workers} workers, so on this "
               f"machine the {args.workers}-worker figures say little (CPU per request holds better than req/s and "
               "latency)")
-    print(f"load: wrk -t1 -c{args.connections} -d{args.duration}s --latency, after {args.warmup} s of warm-up",
-          flush=True)
+    rounds = f"; {args.rounds} rounds, the cases in turn, each case's median round shown" if args.rounds > 1 else ""
+    print(f"load: wrk -t1 -c{args.connections} -d{args.duration}s --latency, after {args.warmup} s of warm-up"
+          f"{rounds}", flush=True)
     if args.rate_fraction is not None:
         print(f"then every case again at {args.rate_fraction:g}x the gateway's capacity (the same offered load for "
               "every case), paced by a wrk Lua delay()", flush=True)
@@ -822,8 +840,12 @@ def report_problems(figures: Figures, when: str = "") -> None:
 
 
 def figures_json(figures: Figures) -> dict:
-    return {"results": {case: {**asdict(result), "errors": result.errors} for case, result in figures.results.items()},
-            "failures": figures.failures}
+    def as_json(result: WrkResult) -> dict:
+        return {**asdict(result), "errors": result.errors}
+    rounds = {"rounds": {case: [as_json(result) for result in results] for case, results in figures.rounds.items()}
+              } if any(len(results) > 1 for results in figures.rounds.values()) else {}
+    return {"results": {case: as_json(result) for case, result in figures.results.items()},
+            "failures": figures.failures, **rounds}
 
 
 def at_rate_json(fraction: float | None, pacing: Pacing | None, at_rate: Figures) -> dict | None:
@@ -854,6 +876,11 @@ def main(argv: list[str] | None = None) -> int:
         print()
     for name, ratio in ratios.items():
         print(f"{name}: {ratio:.3f}" if name.startswith("gateway-logged") else f"{name}: {ratio:.2f}")
+    if args.rounds > 1 and {"gateway", "gateway-logged"} <= capacity.rounds.keys():
+        pairs = [logged.requests_per_second / plain.requests_per_second
+                 for plain, logged in zip(capacity.rounds["gateway"], capacity.rounds["gateway-logged"])]
+        print(f"gateway-logged/gateway req/s by round: {' '.join(f'{ratio:.3f}' for ratio in pairs)} "
+              f"(median {statistics.median(pairs):.3f})")
     if pacing is not None:
         print(f"\n{pacing_title(args.rate_fraction, pacing)}")
         print(format_table(at_rate, with_p99_9=True))

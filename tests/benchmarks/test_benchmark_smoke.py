@@ -176,6 +176,20 @@ def test_short_run_prints_the_table_and_writes_the_figures(tmp_path):
 
 @needs_servers
 @pytest.mark.timeout(30)
+def test_rounds_measure_each_case_again_and_report_its_median_round(tmp_path):
+    figures = tmp_path / "figures.json"
+    done = run_benchmark("--duration", "1", "--warmup", "0", "--only", "backend,haproxy", "--rounds", "3",
+                         "--json", str(figures))
+    assert done.returncode == 0, done.stderr
+    assert "(round 3 of 3)" in done.stderr and "3 rounds" in done.stdout
+    written = json.loads(figures.read_text())
+    for case in ("backend", "haproxy"):
+        rates = sorted(round_["requests_per_second"] for round_ in written["rounds"][case])
+        assert len(rates) == 3 and written["results"][case]["requests_per_second"] == rates[1]
+
+
+@needs_servers
+@pytest.mark.timeout(30)
 def test_a_proxy_that_fails_to_start_fails_the_run_and_says_why(tmp_path):
     path = fake_program(tmp_path, "haproxy", 'echo "haproxy: cannot bind, for the test" >&2\nexit 1\n')
     done = run_benchmark("--duration", "1", "--warmup", "0", "--only", "haproxy", path=path)
