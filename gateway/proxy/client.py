@@ -55,11 +55,12 @@ class RequestIds:
     """The request ids this process generates: a random part (12 hex digits, its own, so that ids from several
     worker processes never collide) and a counter in hex, at least 3 digits: `3f9a1c0b7e42-01a`. An id is made
     as the end of a head, b"X-Request-Id: ID\r\n\r\n": `prefix` (all but the counter's last two digits,
-    remade every 256 ids) and one of the 256 ends made at import (`_ID_ENDS`): one concatenation per request."""
+    remade every 256 ids) and one of the 256 ends made at import (`_ID_ENDS`): one concatenation per request.
+    The access log writes an id it knows the counter of from `stem(count)` and its last two digits."""
     __slots__ = ("process", "prefix", "count")
 
     def __init__(self) -> None:
-        self.process = b"X-Request-Id: %s-" % os.urandom(6).hex().encode()
+        self.process = REQUEST_ID_LINE + b"%s-" % os.urandom(6).hex().encode()
         self.prefix = self.process + b"0"
         self.count = 0
 
@@ -71,9 +72,14 @@ class RequestIds:
             self.prefix = b"%s%x" % (self.process, count >> 8)
         return self.prefix + _ID_ENDS[low]
 
+    def stem(self, count: int) -> bytes:
+        """The id of counter `count` but for the counter's last two hex digits (`%02x` of count & 0xFF)."""
+        return b"%s%x" % (self.process[len(REQUEST_ID_LINE):], count >> 8)
 
+
+REQUEST_ID_LINE: Final = b"X-Request-Id: "
 _ID_ENDS: Final = tuple(b"%02x\r\n\r\n" % low for low in range(256))
-_REQUEST_IDS: Final = RequestIds()
+REQUEST_IDS: Final = RequestIds()
 
 
 class BadRequest(Exception):
@@ -474,12 +480,13 @@ class ClientConnection:
         if router.request_ids:
             end = request.request_id_end if self.trusted else None
             if end is None:                             # a new id (RequestIds.next_end, inline)
-                ids = _REQUEST_IDS
+                ids = REQUEST_IDS
                 count = ids.count = ids.count + 1
                 low = count & 0xFF
                 if low == 0:
                     ids.prefix = b"%s%x" % (ids.process, count >> 8)
                 end = ids.prefix + _ID_ENDS[low]
+                ex.id_count = count
             ex.head_end = end
         else:                                           # off: the client's X-Request-Id goes through as it came
             ex.head_end = CRLF
@@ -561,7 +568,7 @@ class ClientConnection:
         elif self.trusted and ex.request_head.request_id_end is not None:
             ex.head_end = ex.request_head.request_id_end
         else:
-            ex.head_end = _REQUEST_IDS.next_end()
+            ex.head_end = REQUEST_IDS.next_end()
         log = port_router.access_log if port_router is not None else None
         if log is not None and ex.log is None:
             ex.log = log.sampled()

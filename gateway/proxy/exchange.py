@@ -144,7 +144,7 @@ class Exchange:
         "client", "request_head", "method", "head", "keep_alive", "http10", "chunked", "request", "state",
         "body_buffer", "body_buffered", "upgrade", "expect_continue", "started", "gateway", "route",
         "target", "set_cookie", "upstream", "attempts", "status", "head_end", "log", "sent", "routed_at",
-        "ended_at",
+        "ended_at", "id_count",
     )
 
     def __init__(self, client: ClientSide, request_head: RequestHead, head: bytes, keep_alive: bool,
@@ -179,6 +179,7 @@ class Exchange:
         self.sent = 0                # bytes of the response written to the client (counted when logged)
         self.routed_at = 0.0         # (monotonic) when the gateway chose its target (0: it did not)
         self.ended_at = 0.0          # (monotonic) when the backend's response ended (0: it did not, or not yet)
+        self.id_count = 0            # the counter of its request id when ClientConnection._start made it (else 0)
 
     @property
     def replayable(self) -> bool:

@@ -29,6 +29,7 @@ from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Final
 
 from gateway.config.model import FULL, AccessLog
+from gateway.proxy.client import REQUEST_IDS
 from gateway.proxy.exchange import AccessLogHook
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ _wall_clock: Final = time.time
 FLUSH_INTERVAL: Final = 0.1              # seconds a line may wait on the loop before its batch goes to the thread
 FLUSH_BYTES: Final = 1024 * 1024         # ... or about this many bytes wait (few batches: each wakes the thread,
                                          # which then takes turns with the loop for the interpreter: ~30 µs)
-LINE_REST: Final = 128                   # a line's bytes besides its memo's parts and its request id (about)
+LINE_REST: Final = 256                   # a line's bytes besides its memo's parts (about: a request id is at most 200)
 MAX_QUEUED_BYTES = 8 * 1024 * 1024   # batches waiting for the thread; past that, lines are dropped
 CHECK_INTERVAL: Final = 1.0              # seconds between two checks that the path still names the open file
 MEMOS: Final = 1024                      # `_Memo`s kept per log (by head, peer, target); afresh when full
@@ -202,11 +203,16 @@ class LogWriter:
 
 
 _MILLISECONDS: Final = tuple(b'.%03dZ",' % ms for ms in range(1000))   # the end of a line's time, by millisecond
-_DECIMALS: Final = [b"%d" % n for n in range(10_000)]              # the numbers a line says most, written once
+# The numbers a line says most (microseconds, sizes), written once; in JSON with the key that follows them.
+NUMBERS: Final = 4096
+_DECIMALS: Final = [b"%d" % n for n in range(NUMBERS)]
+_DURATION_ENDS: Final = [b'%d,"upstream_us":' % n for n in range(NUMBERS)]
+_UPSTREAM_ENDS: Final = [b'%d,"request_id":"' % n for n in range(NUMBERS)]
+_ID_ENDS: Final = tuple(b'%02x"}\n' % low for low in range(256))     # a request id's last two digits, line end
 
 
 def _decimal(n: int) -> bytes:
-    return _DECIMALS[n] if 0 <= n < 10_000 else b"%d" % n
+    return _DECIMALS[n] if 0 <= n < NUMBERS else b"%d" % n
 
 
 class _Clock:
@@ -291,7 +297,8 @@ class AccessLogger(AccessLogHook):
         self._memos: dict[tuple[Any, ...], _Memo] = {}   # by (head, peer, target, gateway)
         self._clock = _Clock()
         self._json = settings.format == "json"
-        self._none = b"null" if self._json else b"-"      # a value not known
+        self._stem_of = -1                                # the request ids this process makes: `stem` of ...
+        self._stem = b""                                  # ... counters `_stem_of` << 8 to (`_stem_of` << 8) + 255
 
     def sampled(self) -> AccessLogger | None:
         """Is the next request logged? Exactly `sample` of them, spread evenly (error diffusion, as
@@ -323,15 +330,15 @@ class AccessLogger(AccessLogHook):
         bytes_out = ex.sent
         if memo.status != status or memo.bytes_in != bytes_in or memo.bytes_out != bytes_out:
             self._describe(memo, status, bytes_in, bytes_out)
-        duration = _decimal(int((now - ex.started) * 1e6))
+        duration = int((now - ex.started) * 1e6)
         routed_at = ex.routed_at
-        upstream = _decimal(int((now - routed_at) * 1e6)) if routed_at else self._none
+        upstream = int((now - routed_at) * 1e6) if routed_at else -1       # (-1: no backend was chosen)
         head_end = ex.head_end
         has_id = len(head_end) > 2                   # (b"X-Request-Id: ID\r\n\r\n", or CRLF without an id)
-        request_id = head_end[14:-4] if has_id else b"-"
         writer = self.writer
         parts = writer.pending
         if self._json:
+            # (each part below is one item of the batch to join: fewer parts, less work per line)
             if memo.ms != ms:
                 memo.ms = ms
                 memo.opening = b""
@@ -339,29 +346,43 @@ class AccessLogger(AccessLogHook):
                 parts.append(memo.middle)
             else:                             # a repeat within the millisecond (a client under load, a benchmark)
                 opening = memo.opening
-                if not opening:
+                if len(opening) == 0:
                     opening = memo.opening = clock.json + memo.middle
                 parts.append(opening)
-            parts.append(duration)
-            parts.append(b',"upstream_us":')
-            parts.append(upstream)
-            if has_id:
-                parts.append(b',"request_id":"')
-                parts.append(request_id)
-                parts.append(b'"}\n')
+            if 0 <= duration < NUMBERS:
+                parts.append(_DURATION_ENDS[duration])
             else:
-                parts.append(b',"request_id":null}\n')
+                parts.append(b"%d" % duration)
+                parts.append(b',"upstream_us":')
+            if has_id and 0 <= upstream < NUMBERS:
+                parts.append(_UPSTREAM_ENDS[upstream])
+            else:
+                parts.append(b"%d" % upstream if upstream >= 0 else b"null")
+                parts.append(b',"request_id":"' if has_id else b',"request_id":null}\n')
+            if has_id:
+                count = ex.id_count
+                if count:                     # an id made here: the stem changes every 256 ids
+                    if count >> 8 != self._stem_of:
+                        self._stem_of = count >> 8
+                        self._stem = REQUEST_IDS.stem(count)
+                    parts.append(self._stem)
+                    parts.append(_ID_ENDS[count & 0xFF])
+                else:                         # a trusted proxy's
+                    parts.append(head_end[14:-4])
+                    parts.append(b'"}\n')
+            writer.added(memo.size)
         else:
+            request_id = head_end[14:-4] if has_id else b"-"
             parts.append(memo.start)
             parts.append(clock.clf)
             parts.append(memo.middle)
             parts.append(request_id)
             parts.append(b" ")
-            parts.append(duration)
+            parts.append(_decimal(duration))
             parts.append(b" ")
-            parts.append(upstream)
+            parts.append(_decimal(upstream) if upstream >= 0 else b"-")
             parts.append(memo.end)
-        writer.added(memo.size + len(request_id))
+            writer.added(memo.size + len(request_id))
 
     def _memo(self, ex: Exchange, request: RequestHead, peer: str) -> _Memo:
         """The memo of this request head for this peer, target and gateway: found, or made."""
