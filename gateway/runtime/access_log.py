@@ -7,14 +7,15 @@ keep-alive client repeats its request and is answered alike (client, method, pat
 route, target, status, sizes) is formatted once and kept (`_Memo`), the time once per millisecond, and the
 durations (from a table of numbers) and request id are added as they are. The parts are joined per batch.
 
-`LogWriter` owns the file of one gateway's log in this process. Lines gather on the loop and go, as one
-batch, to a writer thread every FLUSH_INTERVAL or when about FLUSH_BYTES wait; the thread appends each batch
-with one `write` on a file opened with O_APPEND, so lines of several worker processes appending to one file
-never interleave. At most MAX_QUEUED_BYTES wait for the thread: past that, batches are dropped and their
-lines counted (`vamp_access_log_dropped_total`), rather than memory growing without bound when the disk is
-slower than the requests. The thread reopens the file when asked (SIGUSR1, `reopen`) and when the path no
-longer names the open file (moved or deleted by logrotate), which it checks at most once a second. "-" is the
-process's standard output (in a worker process, the supervisor's: `set_stdout`).
+`LogWriter` owns the file of one gateway's log in this process. Lines gather on the loop, in parts joined
+into chunks of about CHUNK_PARTS parts (small enough to stay in the CPU's cache while they are joined), and go
+as one batch of chunks to a writer thread every FLUSH_INTERVAL or when about FLUSH_BYTES wait; the thread
+appends each batch with one `writev` on a file opened with O_APPEND, so lines of several worker processes
+appending to one file never interleave. At most MAX_QUEUED_BYTES wait for the thread: past that, batches are
+dropped and their lines counted (`vamp_access_log_dropped_total`), rather than memory growing without bound
+when the disk is slower than the requests. The thread reopens the file when asked (SIGUSR1, `reopen`) and
+when the path no longer names the open file (moved or deleted by logrotate), which it checks at most once a
+second. "-" is the process's standard output (in a worker process, the supervisor's: `set_stdout`).
 """
 from __future__ import annotations
 
@@ -45,11 +46,13 @@ _wall_clock: Final = time.time
 FLUSH_INTERVAL: Final = 0.1              # seconds a line may wait on the loop before its batch goes to the thread
 FLUSH_BYTES: Final = 1024 * 1024         # ... or about this many bytes wait (few batches: each wakes the thread,
                                          # which then takes turns with the loop for the interpreter: ~30 µs)
+CHUNK_PARTS: Final = 512                 # parts of lines joined into one chunk of a batch (about 100 lines)
 LINE_REST: Final = 256                   # a line's bytes besides its memo's parts (about: a request id is at most 200)
 MAX_QUEUED_BYTES = 8 * 1024 * 1024   # batches waiting for the thread; past that, lines are dropped
 CHECK_INTERVAL: Final = 1.0              # seconds between two checks that the path still names the open file
 MEMOS: Final = 1024                      # `_Memo`s kept per log (by head, peer, target); afresh when full
-_STOP = (b"", -1)
+_STOP: Final[tuple[list[bytes], int]] = ([], -1)
+IOV_MAX: Final = 1024                     # buffers one writev takes (Linux)
 
 _stdout_fd = 1
 
@@ -66,13 +69,14 @@ class LogWriter:
     def __init__(self, path: str, loop: asyncio.AbstractEventLoop) -> None:
         self.path = path
         self.loop = loop
-        self.pending: list[bytes] = []            # the parts of the lines waiting on the loop (see `added`)
-        self.pending_lines = 0
-        self.pending_bytes = 0                    # (about: what `add` is told)
+        self.pending: list[bytes] = []            # the parts of the lines of the next chunk (see `added`)
+        self.chunks: list[bytes] = []             # the chunks of the next batch
+        self.pending_lines = 0                    # lines waiting on the loop (in `pending` and `chunks`)
+        self.pending_bytes = 0                    # (about: what `added` is told)
         self.dropped = 0                          # lines dropped (the thread could not keep up, or write)
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
-        self._queue: queue.SimpleQueue[tuple[bytes, int]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[list[bytes], int]] = queue.SimpleQueue()
         self._queued = 0                          # bytes handed to the thread and not written yet
         self._lock = threading.Lock()             # guards _queued and dropped (both threads change them)
         self._reopen = False
@@ -87,6 +91,9 @@ class LogWriter:
         its own: its parts are joined with the rest of its batch)."""
         self.pending_lines += 1
         self.pending_bytes += size
+        if len(self.pending) >= CHUNK_PARTS:
+            self.chunks.append(b"".join(self.pending))
+            self.pending = []
         if self.pending_bytes >= FLUSH_BYTES or self.timer is None:
             self._added()
 
@@ -102,26 +109,28 @@ class LogWriter:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if not self.pending:
+        if not self.pending_lines:
             return
-        parts, lines = self.pending, self.pending_lines
-        self.pending, self.pending_lines, self.pending_bytes = [], 0, 0
+        if self.pending:
+            self.chunks.append(b"".join(self.pending))
+        batch, lines = self.chunks, self.pending_lines
+        self.pending, self.chunks, self.pending_lines, self.pending_bytes = [], [], 0, 0
         if self.closed:                           # (lines of exchanges that finished after the writer closed)
             with self._lock:
                 self.dropped += lines
             return
-        batch = b"".join(parts)
+        size = sum(len(chunk) for chunk in batch)
         with self._lock:
-            if self._queued + len(batch) > MAX_QUEUED_BYTES:
+            if self._queued + size > MAX_QUEUED_BYTES:
                 self.dropped += lines
                 return
-            self._queued += len(batch)
+            self._queued += size
         self._queue.put((batch, lines))
 
     def reopen(self) -> None:
         """Reopen the file at the path (SIGUSR1, after logrotate moved it)."""
         self._reopen = True
-        self._queue.put((b"", 0))
+        self._queue.put(([], 0))
 
     def close(self) -> None:
         """No more lines: what waits is written, then the thread ends (`join` waits for it)."""
@@ -164,7 +173,7 @@ class LogWriter:
             try:
                 batch, lines = self._queue.get(timeout=CHECK_INTERVAL)
             except queue.Empty:
-                batch, lines = b"", 0
+                batch, lines = [], 0
             if self.path != "-":
                 now = time.monotonic()
                 if self._reopen or self._fd < 0 or now >= next_check:
@@ -180,22 +189,26 @@ class LogWriter:
             if batch:
                 self._write(batch, lines)
                 with self._lock:
-                    self._queued -= len(batch)
+                    self._queued -= sum(len(chunk) for chunk in batch)
             if lines < 0:
                 if self.path != "-" and self._fd >= 0:
                     os.close(self._fd)
                 return
 
-    def _write(self, batch: bytes, lines: int) -> None:
+    def _write(self, batch: list[bytes], lines: int) -> None:
         if self._fd < 0:                 # the file could not be opened (said in _open)
             with self._lock:
                 self.dropped += lines
             return
-        view = memoryview(batch)
         try:
-            while view:                   # one write for a whole batch, but for a short write to a pipe
-                written = os.write(self._fd, view)
-                view = view[written:]
+            for first in range(0, len(batch), IOV_MAX):    # (one writev for a batch of up to 1024 chunks)
+                chunks = batch[first:first + IOV_MAX]
+                written = os.writev(self._fd, chunks)
+                total = sum(len(chunk) for chunk in chunks)
+                if written < total:       # a short write (to a pipe): the rest, one write at a time
+                    view = memoryview(b"".join(chunks))[written:]
+                    while view:
+                        view = view[os.write(self._fd, view):]
         except OSError as exc:
             with self._lock:
                 self.dropped += lines
