@@ -13,8 +13,8 @@ way out, Ctrl-C included.
 log to a file (docs/access-logs.md), and prints the ratio of their req/s and CPU per request: the access log's
 cost.
 
-`--rounds N` measures the chosen cases N times over, in turn (gateway, gateway-logged, gateway, ...), prints
-each case's median round, and for the access log also the ratio of each round's pair and their median: a
+`--rounds N` measures the chosen cases N times over, in turn, every other round in the reverse order (gateway,
+gateway-logged, then gateway-logged, gateway, ...), prints each case's median round, and for the access log also the ratio of each round's pair and their median: a
 difference of a few percent needs that on a shared machine, where one run drifts by as much.
 
 `--workers N` runs each proxy with N workers (`vamp gateway --workers N`, HAProxy `nbthread N`, nginx
@@ -618,7 +618,10 @@ class Bench:
         for round_number in range(1, rounds + 1):
             self.server_dir = self.workdir / ("at-rate" if pacing else "capacity") / f"round-{round_number}"
             self.server_dir.mkdir(parents=True)
-            for case in self.args.only:
+            # Every other round takes the cases the other way round, so that a machine slowing down (or speeding
+            # up) during a round does not always favour the same case.
+            order = self.args.only if round_number % 2 else self.args.only[::-1]
+            for case in order:
                 if case in figures.failures:
                     continue
                 load = f" at {pacing.offered_per_second:,.0f} req/s offered" if pacing else ""
