@@ -13,9 +13,10 @@ way out, Ctrl-C included.
 log to a file (docs/access-logs.md), and prints the ratio of their req/s and CPU per request: the access log's
 cost.
 
-`--rounds N` measures the chosen cases N times over, in turn, every other round in the reverse order (gateway,
-gateway-logged, then gateway-logged, gateway, ...), prints each case's median round, and for the access log also the ratio of each round's pair and their median: a
-difference of a few percent needs that on a shared machine, where one run drifts by as much.
+`--rounds N` measures the chosen cases N times over, in turn, every other round in the reverse order
+(gateway, gateway-logged, then gateway-logged, gateway, ...), prints each case's median round, and for the
+access log also the ratio of each round's pair and their median: a difference of a few percent needs that on
+a shared machine, where one run drifts by as much.
 
 `--workers N` runs each proxy with N workers (`vamp gateway --workers N`, HAProxy `nbthread N`, nginx
 `worker_processes N`; the backend keeps one worker), pinned to CPUs 0..N-1 with wrk and the backend on CPU N
