@@ -4,8 +4,9 @@
 proxy asks `sampled()` once per request of a gateway that logs, and calls `write(exchange, status)` once when
 the exchange is finished or failed. A line is put together right away, from parts: what repeats while a
 keep-alive client repeats its request and is answered alike (client, method, path, host, user agent, country,
-route, target, status, sizes) is formatted once and kept (`_Memo`), the time once per millisecond, and the
-durations (from a table of numbers) and request id are added as they are. The parts are joined per batch.
+route, target, status, sizes) is formatted once and kept (`_Memo`), the time once per millisecond, the
+durations come from tables of numbers and an id made here is its stem and last two digits (see `write`). A
+line is never joined on its own: its parts are, with the parts of the lines around it (`LogWriter.added`).
 
 `LogWriter` owns the file of one gateway's log in this process. Lines gather on the loop, in parts joined
 into chunks of about CHUNK_PARTS parts (small enough to stay in the CPU's cache while they are joined), and go
@@ -87,8 +88,8 @@ class LogWriter:
 
     # -- on the event loop -------------------------------------------------------------------------------
     def added(self, size: int) -> None:
-        """The parts of one more line, of about `size` bytes, were appended to `pending` (a line is not joined on
-        its own: its parts are joined with the rest of its batch)."""
+        """The parts of one more line, of about `size` bytes, were appended to `pending`; every CHUNK_PARTS parts
+        are joined into a chunk."""
         self.pending_lines += 1
         self.pending_bytes += size
         if len(self.pending) >= CHUNK_PARTS:
