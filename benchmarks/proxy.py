@@ -11,7 +11,8 @@ way out, Ctrl-C included.
 
 `--only gateway,gateway-logged` measures the gateway twice in the same run, the second time with a JSON access
 log to a file (docs/access-logs.md), and prints the ratio of their req/s and CPU per request: the access log's
-cost.
+cost. `nginx,nginx-logged` does the same for nginx, logging the same fields as JSON with a 1 MiB buffer: what a
+peer pays for the same work on the same machine (writing the file included).
 
 `--rounds N` measures the chosen cases N times over, in turn, every other round in the reverse order
 (gateway, gateway-logged, then gateway-logged, gateway, ...), prints each case's median round, and for the
@@ -65,9 +66,11 @@ CASES = {
     "nginx": "nginx proxy",
     "gateway": "vamp gateway",
     "gateway-logged": "vamp gateway, JSON access log to a file",
+    "nginx-logged": "nginx proxy, JSON access log to a file",
     "floor": "floor (minimal uvloop proxy)",
 }
-DEFAULT_CASES = ("backend", "haproxy", "nginx", "gateway")   # `floor`, `gateway-logged` only when asked for
+DEFAULT_CASES = ("backend", "haproxy", "nginx", "gateway")   # `floor` and the `-logged` ones only when asked for
+LOGGED_PAIRS = (("gateway", "gateway-logged"), ("nginx", "nginx-logged"))
 PROXY_CPU = "0"
 CLIENT_CPU = "1"          # wrk and the backend
 STARTUP_TIMEOUT = 20.0    # seconds for a server to answer its first request
@@ -363,9 +366,22 @@ def backend_config(prefix: Path, port: int, connections: int) -> str:
 """
 
 
-def nginx_proxy_config(prefix: Path, port: int, backend_port: int, connections: int, workers: int) -> str:
+# The gateway's JSON line (docs/access-logs.md) in nginx's variables, buffered as nginx users log: a peer doing
+# the same work, so that the access log's cost is told apart from what writing a file costs the machine.
+NGINX_JSON_LOG = (
+    '''log_format vamp escape=json \'{"time":"$time_iso8601","client":"$remote_addr","method":"$request_method",'''
+    '''"path":"$request_uri","host":"$http_host","user_agent":"$http_user_agent","country":null,'''
+    '''"gateway":"bench","route":"stable","target":"$upstream_addr","status":$status,'''
+    '''"bytes_in":$request_length,"bytes_out":$bytes_sent,"duration_us":"$request_time",'''
+    '''"upstream_us":"$upstream_response_time","request_id":"$request_id"}\';''')
+
+
+def nginx_proxy_config(prefix: Path, port: int, backend_port: int, connections: int, workers: int,
+                       access_log: Path | None = None) -> str:
+    logged = ("    access_log off;" if access_log is None else
+              f"    {NGINX_JSON_LOG}\n    access_log {access_log} vamp buffer=1m flush=100ms;")
     return nginx_common(prefix, connections, workers) + f"""http {{
-    access_log off;
+{logged}
 {nginx_temp_paths(prefix)}
     keepalive_requests {KEEPALIVE_REQUESTS};
     upstream backend {{
@@ -561,11 +577,14 @@ class Bench:
         wait_until_serving(self.processes, "haproxy", port)
         return port
 
-    def start_nginx_proxy(self) -> int:
+    def start_nginx_proxy(self, name: str = "nginx") -> int:
+        """nginx as the proxy (`nginx-logged`: the same with a JSON access log to a file in the run's directory)."""
         port = free_port()
-        prefix = self.server_dir / "nginx"
-        config = nginx_proxy_config(prefix, port, self.backend_port, self.args.connections, self.args.workers)
-        start_nginx(self.processes, "nginx", self.pinning.proxy, config, port, prefix)
+        prefix = self.server_dir / name
+        access_log = prefix / "access.log" if name == "nginx-logged" else None
+        config = nginx_proxy_config(prefix, port, self.backend_port, self.args.connections, self.args.workers,
+                                    access_log)
+        start_nginx(self.processes, name, self.pinning.proxy, config, port, prefix)
         return port
 
     def start_gateway(self, name: str = "gateway") -> int:
@@ -598,7 +617,8 @@ class Bench:
         if case == "backend":
             return self.backend_port
         starters = {"haproxy": self.start_haproxy, "nginx": self.start_nginx_proxy, "gateway": self.start_gateway,
-                    "gateway-logged": lambda: self.start_gateway("gateway-logged"), "floor": self.start_floor}
+                    "gateway-logged": lambda: self.start_gateway("gateway-logged"),
+                    "nginx-logged": lambda: self.start_nginx_proxy("nginx-logged"), "floor": self.start_floor}
         return starters[case]()
 
     def stop(self, case: str) -> None:
@@ -736,14 +756,17 @@ def format_table(figures: Figures, *, with_p99_9: bool = False) -> str:
 def gateway_ratios(results: dict[str, WrkResult]) -> dict[str, float]:
     """The gateway against HAProxy and nginx: throughput, and CPU spent per request (robust to a busy machine)."""
     ratios = {}
+    for plain_case, logged_case in LOGGED_PAIRS:        # an access log's cost (docs/access-logs.md: at most 5%)
+        plain, logged = results.get(plain_case), results.get(logged_case)
+        if plain is None or logged is None:
+            continue
+        if plain.requests_per_second > 0:
+            ratios[f"{logged_case}/{plain_case} req/s"] = round(
+                logged.requests_per_second / plain.requests_per_second, 3)
+        if plain.server_cpu_us_per_request and logged.server_cpu_us_per_request:
+            ratios[f"{logged_case}/{plain_case} CPU per request"] = round(
+                logged.server_cpu_us_per_request / plain.server_cpu_us_per_request, 3)
     gateway = results.get("gateway")
-    logged = results.get("gateway-logged")
-    if gateway is not None and logged is not None:      # the access log's cost (docs/access-logs.md: at most 5%)
-        if gateway.requests_per_second > 0:
-            ratios["gateway-logged/gateway req/s"] = round(logged.requests_per_second / gateway.requests_per_second, 3)
-        if gateway.server_cpu_us_per_request and logged.server_cpu_us_per_request:
-            ratios["gateway-logged/gateway CPU per request"] = round(
-                logged.server_cpu_us_per_request / gateway.server_cpu_us_per_request, 3)
     for reference in ("haproxy", "nginx", "floor"):
         other = results.get(reference)
         if gateway is None or other is None:
@@ -879,12 +902,13 @@ def main(argv: list[str] | None = None) -> int:
     if ratios:
         print()
     for name, ratio in ratios.items():
-        print(f"{name}: {ratio:.3f}" if name.startswith("gateway-logged") else f"{name}: {ratio:.2f}")
-    if args.rounds > 1 and {"gateway", "gateway-logged"} <= capacity.rounds.keys():
-        pairs = [logged.requests_per_second / plain.requests_per_second
-                 for plain, logged in zip(capacity.rounds["gateway"], capacity.rounds["gateway-logged"])]
-        print(f"gateway-logged/gateway req/s by round: {' '.join(f'{ratio:.3f}' for ratio in pairs)} "
-              f"(median {statistics.median(pairs):.3f})")
+        print(f"{name}: {ratio:.3f}" if "-logged/" in name else f"{name}: {ratio:.2f}")
+    for plain_case, logged_case in LOGGED_PAIRS:
+        if args.rounds > 1 and {plain_case, logged_case} <= capacity.rounds.keys():
+            pairs = [logged.requests_per_second / plain.requests_per_second
+                     for plain, logged in zip(capacity.rounds[plain_case], capacity.rounds[logged_case])]
+            print(f"{logged_case}/{plain_case} req/s by round: {' '.join(f'{ratio:.3f}' for ratio in pairs)} "
+                  f"(median {statistics.median(pairs):.3f})")
     if pacing is not None:
         print(f"\n{pacing_title(args.rate_fraction, pacing)}")
         print(format_table(at_rate, with_p99_9=True))

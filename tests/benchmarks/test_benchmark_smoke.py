@@ -135,6 +135,8 @@ def test_the_logged_gateway_is_compared_with_the_gateway(tmp_path):
                          server_cpu_us_per_request=cpu)
     ratios = gateway_ratios({"gateway": result(40_000, 16.0), "gateway-logged": result(38_400, 16.8)})
     assert ratios == {"gateway-logged/gateway req/s": 0.96, "gateway-logged/gateway CPU per request": 1.05}
+    assert gateway_ratios({"nginx": result(50_000, 10.0), "nginx-logged": result(45_000, 11.5)}) == {
+        "nginx-logged/nginx req/s": 0.9, "nginx-logged/nginx CPU per request": 1.15}
     logged = load_text(gateway_config(8080, 8081, tmp_path / "access.log")).gateways[0]
     assert (logged.access_log.format, logged.access_log.path) == ("json", str(tmp_path / "access.log"))
     assert load_text(gateway_config(8080, 8081)).gateways[0].access_log is None
@@ -177,15 +179,18 @@ def test_short_run_prints_the_table_and_writes_the_figures(tmp_path):
 @needs_servers
 @pytest.mark.timeout(30)
 def test_rounds_measure_each_case_again_and_report_its_median_round(tmp_path):
+    """(nginx beside nginx logging the same JSON lines to a file: the access log's peer)"""
     figures = tmp_path / "figures.json"
-    done = run_benchmark("--duration", "1", "--warmup", "0", "--only", "backend,haproxy", "--rounds", "3",
+    done = run_benchmark("--duration", "1", "--warmup", "0", "--only", "nginx,nginx-logged", "--rounds", "2",
                          "--json", str(figures))
     assert done.returncode == 0, done.stderr
-    assert "(round 3 of 3)" in done.stderr and "3 rounds" in done.stdout
+    assert "(round 2 of 2)" in done.stderr and "2 rounds" in done.stdout
+    assert "nginx proxy, JSON access log to a file" in done.stdout
+    assert re.search(r"nginx-logged/nginx req/s by round: [\d.]+ [\d.]+ \(median [\d.]+\)", done.stdout)
     written = json.loads(figures.read_text())
-    for case in ("backend", "haproxy"):
+    for case in ("nginx", "nginx-logged"):
         rates = sorted(round_["requests_per_second"] for round_ in written["rounds"][case])
-        assert len(rates) == 3 and written["results"][case]["requests_per_second"] == rates[1]
+        assert len(rates) == 2 and written["results"][case]["requests_per_second"] == rates[1]
 
 
 @needs_servers
