@@ -161,8 +161,8 @@ def drain_over(gw: Drains, case: str, route_name: str, target: str) -> bool:
 
 @pytest.mark.parametrize("case", DRAINS)
 def test_a_sticky_client_keeps_what_drains_while_it_comes_back_within_the_ttl(procs, echo, case):
-    ttl = 2.0
-    gw, start_drain, (route_name, target) = start_drain_case(procs, echo, case, sticky_ttl="2s",
+    ttl = 1.0
+    gw, start_drain, (route_name, target) = start_drain_case(procs, echo, case, sticky_ttl="1s",
                                                              drain_timeout="30s")
     with HttpClient(gw.port) as sticky, HttpClient(gw.port) as anonymous:
         name, pinned = sticky_cookie(first_response_from(sticky, "t2"))
