@@ -366,8 +366,8 @@ def backend_config(prefix: Path, port: int, connections: int) -> str:
 """
 
 
-# The gateway's JSON line (docs/access-logs.md) in nginx's variables, buffered as nginx users log: a peer doing
-# the same work, so that the access log's cost is told apart from what writing a file costs the machine.
+# The gateway's JSON line (docs/access-logs.md) in nginx's variables (times in nginx's own unit, seconds),
+# buffered as nginx users log: a peer doing the same work on the same machine, the file included.
 NGINX_JSON_LOG = (
     '''log_format vamp escape=json \'{"time":"$time_iso8601","client":"$remote_addr","method":"$request_method",'''
     '''"path":"$request_uri","host":"$http_host","user_agent":"$http_user_agent","country":null,'''
