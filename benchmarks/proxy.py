@@ -401,19 +401,22 @@ def nginx_proxy_config(prefix: Path, port: int, backend_port: int, connections: 
 """
 
 
-def haproxy_config(port: int, backend_port: int, connections: int, threads: int) -> str:
-    return f"""global
-    nbthread {threads}
-    maxconn {connection_limit(connections)}
-
-defaults
+HAPROXY_DEFAULTS = """defaults
     mode http
     option http-keep-alive
     http-reuse always
     timeout connect 5s
     timeout client 30s
     timeout server 30s
+"""    # (benchmarks/tls.py's HAProxy too)
 
+
+def haproxy_config(port: int, backend_port: int, connections: int, threads: int) -> str:
+    return f"""global
+    nbthread {threads}
+    maxconn {connection_limit(connections)}
+
+{HAPROXY_DEFAULTS}
 frontend bench
     bind 127.0.0.1:{port}
     default_backend nginx

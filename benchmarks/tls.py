@@ -31,9 +31,9 @@ from pathlib import Path
 
 import trustme
 
-from proxy import (BenchmarkError, Pinning, Processes, Terminated, WrkResult, WRK_GRACE, backend_config, free_port,
-                   integer_at_least, load_with_wrk, parse_wrk_output, require_program, start_benchmark, start_nginx,
-                   vamp_command, wait_until_serving)
+from proxy import (HAPROXY_DEFAULTS, BenchmarkError, Pinning, Processes, Terminated, WrkResult, WRK_GRACE,
+                   backend_config, connection_limit, free_port, integer_at_least, load_with_wrk, parse_wrk_output,
+                   require_program, start_benchmark, start_nginx, vamp_command, wait_until_serving)
 
 from gateway.tls.contexts import INTERMEDIATE_CIPHERS
 
@@ -51,18 +51,11 @@ CASES = {
 def haproxy_config(port: int, backend_port: int, pem: Path, connections: int) -> str:
     return f"""global
     nbthread 1
-    maxconn {max(1024, connections + 64)}
+    maxconn {connection_limit(connections)}
     ssl-default-bind-ciphers {INTERMEDIATE_CIPHERS}
     ssl-default-bind-options ssl-min-ver TLSv1.2
 
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-
+{HAPROXY_DEFAULTS}
 frontend bench
     bind 127.0.0.1:{port} ssl crt {pem} alpn http/1.1
     default_backend nginx

@@ -69,12 +69,16 @@ class RequestIds:
         count = self.count = self.count + 1
         low = count & 0xFF
         if low == 0:
-            self.prefix = b"%s%x" % (self.process, count >> 8)
+            self.prefix = self.prefix_of(count)
         return self.prefix + _ID_ENDS[low]
+
+    def prefix_of(self, count: int) -> bytes:
+        """b"X-Request-Id: " and the id of counter `count` but for the counter's last two hex digits."""
+        return b"%s%x" % (self.process, count >> 8)
 
     def stem(self, count: int) -> bytes:
         """The id of counter `count` but for the counter's last two hex digits (`%02x` of count & 0xFF)."""
-        return b"%s%x" % (self.process[len(REQUEST_ID_LINE):], count >> 8)
+        return self.prefix_of(count)[len(REQUEST_ID_LINE):]
 
 
 REQUEST_ID_LINE: Final = b"X-Request-Id: "
@@ -484,7 +488,7 @@ class ClientConnection:
                 count = ids.count = ids.count + 1
                 low = count & 0xFF
                 if low == 0:
-                    ids.prefix = b"%s%x" % (ids.process, count >> 8)
+                    ids.prefix = ids.prefix_of(count)
                 end = ids.prefix + _ID_ENDS[low]
                 ex.id_count = count
             ex.head_end = end

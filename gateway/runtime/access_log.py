@@ -10,7 +10,7 @@ line is never joined on its own: its parts are, with the parts of the lines arou
 
 `LogWriter` owns the file of one gateway's log in this process. Lines gather on the loop, in parts joined
 into chunks of about CHUNK_PARTS parts (small enough to stay in the CPU's cache while they are joined), and go
-as one batch of chunks to a writer thread every FLUSH_INTERVAL or when about FLUSH_BYTES wait; the thread
+as one batch of chunks to a writer thread every FLUSH_INTERVAL or when FLUSH_BYTES wait in chunks; the thread
 appends each batch with one `writev` on a file opened with O_APPEND, so lines of several worker processes
 appending to one file never interleave. At most MAX_QUEUED_BYTES wait for the thread: past that, batches are
 dropped and their lines counted (`vamp_access_log_dropped_total`), rather than memory growing without bound
@@ -45,14 +45,13 @@ log = logging.getLogger("vamp.access_log")
 _monotonic: Final = time.monotonic       # (Final: the compiled build reads them without a dictionary lookup)
 _wall_clock: Final = time.time
 FLUSH_INTERVAL: Final = 0.1              # seconds a line may wait on the loop before its batch goes to the thread
-FLUSH_BYTES: Final = 1024 * 1024         # ... or about this many bytes wait (few batches: each wakes the thread,
-                                         # which then takes turns with the loop for the interpreter: ~30 µs)
+FLUSH_BYTES: Final = 1024 * 1024         # ... or this many bytes wait in chunks (few batches: each wakes the
+                                         # thread, which then takes turns with the loop for the interpreter: ~30 µs)
 CHUNK_PARTS: Final = 512                 # parts of lines joined into one chunk of a batch (about 100 lines)
-LINE_REST: Final = 256                   # a line's bytes besides its memo's parts (about: a request id is at most 200)
 MAX_QUEUED_BYTES = 8 * 1024 * 1024   # batches waiting for the thread; past that, lines are dropped
 CHECK_INTERVAL: Final = 1.0              # seconds between two checks that the path still names the open file
 MEMOS: Final = 1024                      # `_Memo`s kept per log (by head, peer, target); afresh when full
-_STOP: Final[tuple[list[bytes], int]] = ([], -1)
+_STOP: Final[tuple[list[bytes], int, int]] = ([], -1, 0)
 IOV_MAX: Final = 1024                     # buffers one writev takes (Linux)
 
 _stdout_fd = 1
@@ -73,11 +72,11 @@ class LogWriter:
         self.pending: list[bytes] = []            # the parts of the lines of the next chunk (see `added`)
         self.chunks: list[bytes] = []             # the chunks of the next batch
         self.pending_lines = 0                    # lines waiting on the loop (in `pending` and `chunks`)
-        self.pending_bytes = 0                    # (about: what `added` is told)
+        self.chunked_bytes = 0                    # the bytes of `chunks`
         self.dropped = 0                          # lines dropped (the thread could not keep up, or write)
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
-        self._queue: queue.SimpleQueue[tuple[list[bytes], int]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[list[bytes], int, int]] = queue.SimpleQueue()   # (chunks, lines, bytes)
         self._queued = 0                          # bytes handed to the thread and not written yet
         self._lock = threading.Lock()             # guards _queued and dropped (both threads change them)
         self._reopen = False
@@ -87,20 +86,24 @@ class LogWriter:
         self._worker.start()
 
     # -- on the event loop -------------------------------------------------------------------------------
-    def added(self, size: int) -> None:
-        """The parts of one more line, of about `size` bytes, were appended to `pending`; every CHUNK_PARTS parts
-        are joined into a chunk."""
+    def added(self) -> None:
+        """The parts of one more line were appended to `pending`; every CHUNK_PARTS parts are joined into a
+        chunk."""
         self.pending_lines += 1
-        self.pending_bytes += size
         if len(self.pending) >= CHUNK_PARTS:
-            self.chunks.append(b"".join(self.pending))
-            self.pending = []
-        if self.pending_bytes >= FLUSH_BYTES or self.timer is None:
+            self._chunk()
+        if self.chunked_bytes >= FLUSH_BYTES or self.timer is None:
             self._added()
+
+    def _chunk(self) -> None:
+        chunk = b"".join(self.pending)
+        self.pending = []
+        self.chunks.append(chunk)
+        self.chunked_bytes += len(chunk)
 
     def _added(self) -> None:
         """Flush when enough waits, else make sure a flush is due."""
-        if self.pending_bytes >= FLUSH_BYTES or self.closed:
+        if self.chunked_bytes >= FLUSH_BYTES or self.closed:
             self.flush()
         elif self.timer is None:
             self.timer = self.loop.call_later(FLUSH_INTERVAL, self.flush)
@@ -113,25 +116,24 @@ class LogWriter:
         if not self.pending_lines:
             return
         if self.pending:
-            self.chunks.append(b"".join(self.pending))
-        batch, lines = self.chunks, self.pending_lines
-        self.pending, self.chunks, self.pending_lines, self.pending_bytes = [], [], 0, 0
+            self._chunk()
+        batch, lines, size = self.chunks, self.pending_lines, self.chunked_bytes
+        self.chunks, self.pending_lines, self.chunked_bytes = [], 0, 0
         if self.closed:                           # (lines of exchanges that finished after the writer closed)
             with self._lock:
                 self.dropped += lines
             return
-        size = sum(len(chunk) for chunk in batch)
         with self._lock:
             if self._queued + size > MAX_QUEUED_BYTES:
                 self.dropped += lines
                 return
             self._queued += size
-        self._queue.put((batch, lines))
+        self._queue.put((batch, lines, size))
 
     def reopen(self) -> None:
         """Reopen the file at the path (SIGUSR1, after logrotate moved it)."""
         self._reopen = True
-        self._queue.put(([], 0))
+        self._queue.put(([], 0, 0))
 
     def close(self) -> None:
         """No more lines: what waits is written, then the thread ends (`join` waits for it)."""
@@ -172,9 +174,9 @@ class LogWriter:
         next_check = time.monotonic() + CHECK_INTERVAL
         while True:
             try:
-                batch, lines = self._queue.get(timeout=CHECK_INTERVAL)
+                batch, lines, size = self._queue.get(timeout=CHECK_INTERVAL)
             except queue.Empty:
-                batch, lines = [], 0
+                batch, lines, size = [], 0, 0
             if self.path != "-":
                 now = time.monotonic()
                 if self._reopen or self._fd < 0 or now >= next_check:
@@ -190,7 +192,7 @@ class LogWriter:
             if batch:
                 self._write(batch, lines)
                 with self._lock:
-                    self._queued -= sum(len(chunk) for chunk in batch)
+                    self._queued -= size
             if lines < 0:
                 if self.path != "-" and self._fd >= 0:
                     os.close(self._fd)
@@ -278,7 +280,7 @@ class _Memo:
     combined: `start` (client - - ) [time] `middle` ("request" status bytes_out … country, space)  … `end`
     """
     __slots__ = ("log", "peer", "target", "gateway", "fragment", "status", "bytes_in", "bytes_out", "start",
-                 "middle", "end", "size", "ms", "opening")
+                 "middle", "end", "ms", "opening")
 
     def __init__(self, log: AccessLogger, peer: str, target: object, gateway: object, fragment: Any) -> None:
         self.log = log
@@ -292,7 +294,6 @@ class _Memo:
         self.start = b""
         self.middle = b""
         self.end = b""
-        self.size = 0                  # about the bytes of a line with these parts, but for its request id
         self.ms = -1                   # JSON: the millisecond of the last line, and its time and `middle` as one
         self.opening = b""             # part (made at its second line within that millisecond, else b"")
 
@@ -384,7 +385,7 @@ class AccessLogger(AccessLogHook):
                 else:                         # a trusted proxy's
                     parts.append(head_end[14:-4])
                     parts.append(b'"}\n')
-            writer.added(memo.size)
+            writer.added()
         else:
             request_id = head_end[14:-4] if has_id else b"-"
             parts.append(memo.start)
@@ -396,7 +397,7 @@ class AccessLogger(AccessLogHook):
             parts.append(b" ")
             parts.append(_decimal(upstream) if upstream >= 0 else b"-")
             parts.append(memo.end)
-            writer.added(memo.size + len(request_id))
+            writer.added()
 
     def _memo(self, ex: Exchange, request: RequestHead, peer: str) -> _Memo:
         """The memo of this request head for this peer, target and gateway: found, or made."""
@@ -418,13 +419,11 @@ class AccessLogger(AccessLogHook):
         if self._json:
             memo.middle = b'%s,"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_us":' % (
                 memo.fragment, status, bytes_in, bytes_out)
-            memo.size = len(memo.middle) + LINE_REST
         else:
             before_time, before_status, after_bytes = memo.fragment
             memo.start = before_time
             memo.middle = b"%s%d %d%s " % (before_status, status, bytes_out, after_bytes)
             memo.end = b" %d\n" % bytes_in
-            memo.size = len(memo.start) + len(memo.middle) + len(memo.end) + LINE_REST
 
     def _fragment(self, ex: Exchange) -> Any:
         """What a line says of the request, its client and where it went: the same for every request with the

@@ -285,12 +285,12 @@ async def test_lines_the_writer_cannot_take_are_dropped_and_counted(tmp_path, mo
     writer = LogWriter(str(path), asyncio.get_running_loop())
     for _ in range(3):
         writer.pending += (b"ke", b"pt\n")
-        writer.added(5)
+        writer.added()
     writer.flush()
     monkeypatch.setattr(access_log, "MAX_QUEUED_BYTES", 0)      # as if batches waited for a disk that stalls
     for _ in range(5):
         writer.pending.append(b"dropped\n")
-        writer.added(8)
+        writer.added()
     writer.flush()
     writer.close()
     await asyncio.to_thread(writer.join, 5)
@@ -303,7 +303,7 @@ async def test_a_file_that_cannot_be_opened_drops_its_lines_and_says_so_once(tmp
     writer = LogWriter(str(path), asyncio.get_running_loop())
     for _ in range(3):
         writer.pending.append(b"line\n")
-        writer.added(5)
+        writer.added()
         writer.flush()
     writer.close()
     await asyncio.to_thread(writer.join, 5)

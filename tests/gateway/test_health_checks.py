@@ -132,13 +132,6 @@ async def backends():
         await backend.stop()
 
 
-@pytest.fixture
-async def runtime():
-    served = Runtime(asyncio.get_running_loop())
-    yield served
-    await served.close()
-
-
 def checked(port: int, routes: dict, check: dict | None = FAST, **fields) -> object:
     return from_dict(config({"shop": gateway(port, routes, **({"health_check": check} if check else {}), **fields)}))
 

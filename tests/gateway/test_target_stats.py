@@ -14,7 +14,6 @@ import pytest
 
 from gateway.config.load import from_dict
 from gateway.runtime import snapshot as snapshots
-from gateway.runtime.runtime import Runtime
 from tests.support import free_port
 from tests.support.waiting import eventually_async
 
@@ -89,13 +88,6 @@ async def backends():
     yield started
     for backend in started:
         await backend.stop()
-
-
-@pytest.fixture
-async def runtime():
-    served = Runtime(asyncio.get_running_loop())
-    yield served
-    await served.close()
 
 
 def route_of(snap: dict, route: str) -> dict:
