@@ -68,7 +68,7 @@ from gateway.config.model import (ACCESS_LOG_FORMATS, CLIENT_CERTIFICATE_MODES, 
                                   AccessLog, CertificateFiles, Config, Gateway, GeoSettings, HeaderRules, HealthCheck,
                                   PathRewrite, Route, StickyCookie, Target, Timeouts, Tls, UpstreamTls)
 from gateway.routing import conditions
-from gateway.tls.certificates import CertificateError, load_pair, read_leaf
+from gateway.tls.certificates import CertificateError, load_client_ca, load_pair, read_leaf
 
 Location = tuple[str | int, ...]
 
@@ -391,7 +391,7 @@ def _ca_file(value: Any, at: Location) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"expected the path of a PEM file of CA certificates, got {shown(value)}", at)
     try:
-        read_leaf(value)
+        load_client_ca(value)
     except CertificateError as exc:
         raise ConfigError(exc.reason, at) from None
     return value

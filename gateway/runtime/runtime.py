@@ -113,9 +113,9 @@ class Runtime:
             gateways = [(g.name, g.gateway.tls) for g in pr.gateways if g.gateway.tls is not None]
             first: Tls = gateways[0][1]
             state = self.tls.get(port)
-            if state is None or state.verification != (first.client_ca, first.client_certificate):
-                state = TlsListener(port, first)
             try:
+                if state is None or state.verification != (first.client_ca, first.client_certificate):
+                    state = TlsListener(port, first)
                 state.configure(gateways)
             except CertificateError as exc:
                 raise OSError(errno.EINVAL, f"port {port}: {exc}") from None

@@ -3,8 +3,9 @@
 `load_pair(cert, key)` reads both files (a chain is allowed: the first certificate is the leaf), checks that the
 key is the leaf's, and returns a `LoadedCertificate` with the names the leaf serves (its DNS subject alternative
 names, or its common name when it has no SAN extension; lower case; wildcards kept as `*.example.com`), its
-expiry, and a server SSLContext already holding it. Anything wrong raises `CertificateError` with a one-line
-reason naming the file at fault.
+expiry, and a server SSLContext already holding it. `load_client_ca(path)` reads a PEM file of the CAs that sign
+client certificates (mTLS) into a `ClientCa`, its text checked by OpenSSL. Anything wrong raises
+`CertificateError` with a one-line reason naming the file at fault.
 """
 from __future__ import annotations
 
@@ -92,6 +93,26 @@ def names_of(leaf: x509.Certificate) -> tuple[str, ...]:
         if name not in names:
             names.append(name)
     return tuple(names)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCa:
+    """The CA certificates that sign client certificates, as read from `path` (its stamp then)."""
+    path: str
+    pem: str
+    stamp: FileStamp | None
+
+
+def load_client_ca(path: str) -> ClientCa:
+    """Read and check a PEM file of CA certificates (text outside the certificates is ignored, as by OpenSSL)."""
+    file_stamp = stamp(path)
+    data = _read(path)
+    try:
+        pem = data.decode("ascii")
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cadata=pem)
+    except (UnicodeDecodeError, ValueError, ssl.SSLError):
+        raise CertificateError(path, "not a PEM file of CA certificates") from None
+    return ClientCa(path, pem, file_stamp)
 
 
 def load_pair(cert_path: str, key_path: str,

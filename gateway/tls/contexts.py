@@ -25,7 +25,8 @@ ALPN = ["http/1.1"]
 
 
 def server_context(client_ca: str | None = None, client_certificate: str = "required") -> ssl.SSLContext:
-    """A server context with the gateway's protocol settings and, with `client_ca`, client verification
+    """A server context with the gateway's protocol settings and, with `client_ca` (PEM text of CA
+    certificates, gateway.tls.certificates.ClientCa), client verification
     (`client_certificate` "required": a client without a certificate signed by it is refused; "optional": one
     without a certificate is let in, one with a bad certificate is refused). No certificate of its own."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -35,7 +36,7 @@ def server_context(client_ca: str | None = None, client_certificate: str = "requ
     context.options |= ssl.OP_NO_COMPRESSION
     context.set_alpn_protocols(ALPN)
     if client_ca is not None:
-        context.load_verify_locations(cafile=client_ca)
+        context.load_verify_locations(cadata=client_ca)
         context.verify_mode = ssl.CERT_REQUIRED if client_certificate == "required" else ssl.CERT_OPTIONAL
     return context
 

@@ -399,6 +399,57 @@ def test_a_certificate_replaced_on_disk_is_served_to_new_connections_and_open_on
         assert kept.request("GET", "/").status == 200
 
 
+def test_a_client_ca_replaced_on_disk_verifies_new_connections_and_a_malformed_one_is_refused(procs, pki, echo,
+                                                                                             tmp_path):
+    """mTLS: the CA file is watched as the certificates are. New handshakes verify against the new CAs, an open
+    connection carries on, and a malformed file is refused with the CAs in use kept."""
+    ca_file = tmp_path / "clients-ca.pem"
+    ca_file.write_bytes(Path(pki.ca_file).read_bytes())
+    other_ca = trustme.CA()
+    clients = {"old": pki.write("client-old", pki.ca.issue_cert("old.client")),
+               "new": pki.write("client-new", other_ca.issue_cert("new.client"))}
+    port = free_port()
+    process = procs.gateway(config({"secure": gateway(
+        f"{port}/https", {"r": route(echo.address("v1"))},
+        tls={"certificates": [pki.issue("mtls-reload", "mtls.example")], "client_ca": str(ca_file)})}))
+
+    def accepted(client: str) -> bool:
+        context = pki.client_context()
+        context.load_cert_chain(clients[client]["cert"], clients[client]["key"])
+        try:
+            with TlsClient(port, context, "mtls.example") as connection:
+                return connection.request("GET", "/").status == 200
+        except REFUSED:
+            return False
+
+    def reload_errors() -> float:
+        return process.metrics().value("vamp_tls_certificate_reload_errors_total", gateway="secure") or 0
+
+    assert accepted("old") and not accepted("new")
+    kept = pki.client_context()
+    kept.load_cert_chain(clients["old"]["cert"], clients["old"]["key"])
+    with TlsClient(port, kept, "mtls.example") as open_connection:
+        assert open_connection.request("GET", "/").status == 200
+        aside = tmp_path / "clients-ca.pem.new"
+        other_ca.cert_pem.write_to_path(str(aside))
+        os.replace(aside, ca_file)
+        eventually(lambda: accepted("new"), 15, "a client of the new CA accepted")
+        assert not accepted("old"), "the old CA no longer verifies new connections"
+        assert open_connection.request("GET", "/").status == 200, "an open connection carries on"
+
+    errors = reload_errors()
+    ca_file.write_text("-----BEGIN CERTIFICATE-----\nnot really\n")
+    eventually(lambda: reload_errors() > errors, 15, "the malformed CA file refused")
+    assert accepted("new") and not accepted("old"), "the CAs in use stay"
+    assert "client CA not reloaded" in process.stderr_text() and str(ca_file) in process.stderr_text()
+
+    both = pki.ca.cert_pem.bytes() + other_ca.cert_pem.bytes()
+    aside.write_bytes(both)
+    os.replace(aside, ca_file)
+    eventually(lambda: accepted("old"), 15, "a later good CA file loaded")
+    assert accepted("new")
+
+
 async def test_every_apply_reads_the_certificate_files_again(pki, monkeypatch):
     """SIGHUP and admin API writes apply the configuration: the files are read then, even unchanged."""
     from gateway.runtime import runtime as runtime_module
@@ -475,7 +526,7 @@ def test_tls_configuration_errors_name_the_field(pki):
         (https(certificates=[good], client_certificate="optional"), ("gateways", "g", "tls", "client_certificate"),
          "needs client_ca"),
         (https(certificates=[good], client_ca=str(garbage)), ("gateways", "g", "tls", "client_ca"),
-         "not a PEM certificate"),
+         "not a PEM file of CA certificates"),
         (config({"g": gateway("8443/https", {})}), ("gateways", "g", "tls"), "an https gateway needs tls"),
         (config({"g": gateway(8080, {}, tls={"certificates": [good]})}), ("gateways", "g", "tls"),
          "for https gateways only"),
