@@ -29,15 +29,15 @@ from typing import Any
 from gateway.common.cli import (DEFAULT_API_URL, LIST_QUERY, OUTPUTS, CommandError, Commands, add_server_options,
                                 api_token, api_url, emit, print_data, render_table)
 from gateway.common.units import format_percent, parse_address, parse_percent
-from gateway.config.load import ConfigError, parse_document
+from gateway.config.load import HTTPS_PREFIX, ConfigError, parse_document
 from gateway.config.model import FULL
 
 DEFAULT_TIMEOUT = 30.0      # seconds for one API request (a write returns once every worker serves it)
 API = "/api/v1/gateways"
 Document = dict[str, Any]   # a JSON object of the API
 
-# the last part of `ROUTE/TARGET`: host:port or [v6]:port
-_TARGET_ADDRESS = re.compile(r"(?:\[[0-9A-Za-z:.%]+\]|[^\s/\[\]:]+):[0-9]{1,5}")
+# the last part of `ROUTE/TARGET`: host:port or [v6]:port, `https://` before it for a target reached over TLS
+_TARGET_ADDRESS = re.compile(r"(?i:https://)?(?:\[[0-9A-Za-z:.%]+\]|[^\s/\[\]:]+):[0-9]{1,5}")
 
 
 # -- HTTP ----------------------------------------------------------------------------------------------
@@ -335,21 +335,31 @@ def set_weight(args: argparse.Namespace, client: AdminClient) -> None:
 
 
 def split_route_target(spec: str, routes: Document) -> tuple[str, str | None]:
-    """'ROUTE' or 'ROUTE/TARGET' -> (route, target or None). Route names may hold '/': the part after the last
-    '/' is a target when it looks like host:port or [v6]:port and the rest names an existing route."""
-    route, sep, target = spec.rpartition("/")
-    if sep and route in routes and _TARGET_ADDRESS.fullmatch(target):
-        return route, target
+    """'ROUTE' or 'ROUTE/TARGET' -> (route, target or None). Route names may hold '/': a TARGET is what follows
+    a '/' when it looks like [https://]host:port or [https://][v6]:port and what comes before names an existing
+    route (the last such '/')."""
+    cut = len(spec)
+    while (cut := spec.rfind("/", 0, cut)) >= 0:
+        route, target = spec[:cut], spec[cut + 1:]
+        if route in routes and _TARGET_ADDRESS.fullmatch(target):
+            return route, target
     if spec in routes:
         return spec, None
     raise CommandError(f"no route {spec!r} (routes: {', '.join(routes) or 'none'})")
 
 
-def _same_address(a: str, b: str) -> bool:
+def _address_key(address: str) -> tuple[bool, object]:
+    """(over TLS, (host, port)) of a target's address, written as the configuration does."""
+    tls = address.lower().startswith(HTTPS_PREFIX)
+    plain = address[len(HTTPS_PREFIX):] if tls else address
     try:
-        return parse_address(a) == parse_address(b)
+        return tls, parse_address(plain)
     except ValueError:
-        return a == b
+        return tls, plain
+
+
+def _same_address(a: str, b: str) -> bool:
+    return _address_key(a) == _address_key(b)
 
 
 def _set_drain(args: argparse.Namespace, client: AdminClient, drain: bool) -> None:
@@ -523,7 +533,8 @@ def add_commands(subparsers: Commands, *, apply: Handler = apply) -> None:
                                      ("undrain", undrain, "give a drained route or target traffic again")):
         parser = verb(name, handler, help_text)
         parser.add_argument("name", metavar="NAME")
-        parser.add_argument("route", metavar="ROUTE[/TARGET]", help="a route, or ROUTE/host:port")
+        parser.add_argument("route", metavar="ROUTE[/TARGET]",
+                            help="a route, or ROUTE/host:port (ROUTE/https://host:port for a TLS target)")
     verb("delete", delete_gateway, "remove a gateway: it drains, then disappears").add_argument(
         "name", metavar="NAME")
 

@@ -413,6 +413,24 @@ def test_drain_and_undrain_of_one_target_rewrite_that_route_s_targets(api, vamp)
     assert api.writes[-1].body == {"routes": {"a/b": {"targets": ["127.0.0.1:8082", "[::1]:8083", other]}}}
 
 
+def test_drain_of_an_https_target_names_it_with_its_scheme(api, vamp):
+    api.gateways["shop"] = sava(name="shop", routes={
+        "a/https:": {"weight": "50%", "targets": ["127.0.0.1:8082"]},
+        "b": {"weight": "50%", "targets": ["https://api.example:8443", "127.0.0.1:8443"]}})
+    run = vamp("gateways", "drain", "shop", "b/HTTPS://API.example:8443")
+    assert (run.code, run.out) == (0, "gateway shop: target https://api.example:8443 of route b draining\n")
+    assert api.writes[-1].body == {"routes": {"b": {"targets": [
+        {"address": "https://api.example:8443", "weight": 100, "drain": True}, "127.0.0.1:8443"]}}}
+    run = vamp("gateways", "undrain", "shop", "b/127.0.0.1:8443")      # the plain target of the same port
+    assert run.out == "gateway shop: target 127.0.0.1:8443 of route b active\n"
+    assert api.writes[-1].body == {"routes": {"b": {"targets": [
+        {"address": "https://api.example:8443", "weight": 100, "drain": True}, "127.0.0.1:8443"]}}}
+    run = vamp("gateways", "drain", "shop", "b/https://127.0.0.1:8443")
+    assert run.code == 2 and "has no target 'https://127.0.0.1:8443'" in run.error_line()
+    run = vamp("gateways", "drain", "shop", "a/https:/127.0.0.1:8082")    # a route name ending in a scheme
+    assert run.out == "gateway shop: target 127.0.0.1:8082 of route a/https: draining\n"
+
+
 @pytest.mark.parametrize("spec, message", [
     ("sava-1.2", "gateway 'sava': no route 'sava-1.2' (routes: sava-1.0, sava-1.1)"),
     ("sava-1.1/127.0.0.1:9999", "route 'sava-1.1' of gateway 'sava' has no target '127.0.0.1:9999' "
