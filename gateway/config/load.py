@@ -30,7 +30,8 @@ line. The rules, beyond the value syntaxes of `gateway.common.units`:
   `upstream_tls` {ca (PEM file), verify (true), server_name} says how targets written `https://host:port`
   are verified.
 - Route: `weight`, `targets` (possibly none), `condition` (stored in canonical form), `condition_strength`
-  (100% by default, only with a condition), `drain`, `health_check` (as a gateway's, replacing it whole);
+  (100% by default, only with a condition), `drain`, `health_check` (as a gateway's, replacing it whole; `false`
+  or `off`: none, whatever the gateway's);
   `strip_prefix`, `rewrite` {path {regex, replace}}, `request_headers` and `response_headers` {set, add, remove}
   (docs/rewrites.md; the syntax is `gateway.config.rewrites`; not on tcp gateways; an empty rule set is none). A
   target is "host:port" or {address, weight (integer 0-1000, default 100; 0 takes no traffic), drain}.
@@ -55,7 +56,7 @@ import ipaddress
 import os
 import re
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -573,8 +574,7 @@ def _route(name: str, data: Any, at: Location, protocol: str) -> Route:
                  condition=condition, condition_strength=strength,
                  drain=_bool(body.get("drain"), False, at + ("drain",)),
                  weight_given=weight_given,
-                 health_check=(None if body.get("health_check") is None
-                               else _health_check(body["health_check"], at + ("health_check",), protocol)),
+                 health_check=_route_health_check(body.get("health_check"), at + ("health_check",), protocol),
                  strip_prefix=_strip_prefix(body.get("strip_prefix"), at + ("strip_prefix",)),
                  rewrite=_rewrite(body.get("rewrite"), at + ("rewrite",)),
                  request_headers=_header_rules(body.get("request_headers"), at + ("request_headers",), "request"),
@@ -788,6 +788,15 @@ def _health_check(value: Any, at: Location, protocol: str) -> HealthCheck:
     return HealthCheck(interval=interval, timeout=timeout, **fields)
 
 
+def _route_health_check(value: Any, at: Location, protocol: str) -> HealthCheck | Literal[False] | None:
+    """A route's `health_check`: absent (the gateway's), its own, or `false`/`off` (none, whatever the gateway's)."""
+    if value is None or value is False:
+        return value
+    if value is True:
+        raise ConfigError("expected health check fields, or false (off) for none, got true", at)
+    return _health_check(value, at, protocol)
+
+
 def _health_path(value: Any, at: Location) -> str:
     if (isinstance(value, str) and len(value) <= MAX_HEALTH_PATH and _HEALTH_PATH.fullmatch(value)):
         return value
@@ -962,7 +971,7 @@ def _route_to_dict(route: Route) -> dict[str, Any]:
                          **({"add": dict(rules.add)} if rules.add else {}),
                          **({"remove": list(rules.remove)} if rules.remove else {})}
     if route.health_check is not None:
-        body["health_check"] = _health_check_to_dict(route.health_check)
+        body["health_check"] = route.health_check and _health_check_to_dict(route.health_check)
     return body
 
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 FULL = 10_000  # 100% in basis points
 
@@ -72,7 +73,7 @@ class Route:
     drain: bool = False
     weight_given: bool = True         # False when the weight was derived from Vamp's "share the rest" rule
     drained: bool = False             # its drain is over (only gateway.runtime.drain sets it, in what is served)
-    health_check: HealthCheck | None = None   # None: the gateway's (`Gateway.health_check`), if any
+    health_check: HealthCheck | Literal[False] | None = None   # None: the gateway's, if any; False: none (off)
     strip_prefix: str | None = None   # a leading path prefix taken off on a segment boundary (before `rewrite`)
     rewrite: PathRewrite | None = None            # `rewrite.path`
     request_headers: HeaderRules | None = None    # None: no rule (an empty `{}` is None too)
@@ -145,8 +146,12 @@ class Gateway:
     health_check: HealthCheck | None = None   # of every route's targets, unless the route has its own
 
     def health_check_of(self, route: Route) -> HealthCheck | None:
-        """The check of `route`'s targets: the route's own, else the gateway's, else none."""
-        return route.health_check if route.health_check is not None else self.health_check
+        """The check of `route`'s targets: the route's own (none if it switched checks off), else the gateway's,
+        else none."""
+        check = route.health_check
+        if check is None:
+            return self.health_check
+        return check if check is not False else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from gateway.admin.client import gateway_table
-from gateway.config.load import ConfigError, from_dict, to_dict
+from gateway.config.load import ConfigError, from_dict, parse_document, to_dict
 from gateway.config.model import HealthCheck
 from gateway.routing.table import RouteTable
 from gateway.runtime import snapshot as snapshots
@@ -222,6 +222,23 @@ async def test_a_kept_target_keeps_its_health_and_probe_and_a_removed_targets_pr
     await eventually_async(lambda: not probe_tasks(), TIMEOUT, "every probe loop stopped")
 
 
+async def test_a_route_can_switch_its_gateways_check_off(runtime, backends):
+    """`health_check: off` on a route: its targets are not probed (a service without a health endpoint) and take
+    their share, while the gateway's other routes stay checked."""
+    one, two = backends
+    one.health = two.health = 500
+    port = free_port()
+    await runtime.apply(checked(port, {"checked": route(one.address, weight="0%"),
+                                       "unchecked": route(two.address, weight="100%", health_check=False)},
+                                {**FAST, "unhealthy": 1}))
+    assert [key[0] for key in runtime.health.probes] == [one.address]
+    await eventually_async(lambda: health_of(runtime, "checked", one.address)["health"] == UNHEALTHY, TIMEOUT,
+                           "the checked route's target unhealthy")
+    assert health_of(runtime, "unchecked", two.address)["health"] == "unchecked"
+    assert two.checks == []
+    assert [await version_of(port) for _ in range(4)] == ["two"] * 4
+
+
 async def test_close_stops_every_probe_loop(backends):
     one, two = backends
     served = Runtime(asyncio.get_running_loop())
@@ -354,6 +371,16 @@ def test_a_health_check_round_trips_and_defaults():
     plain = from_dict(config({"shop": gateway(8080, {"r": route("127.0.0.1:8081")})}))
     assert "health_check" not in to_dict(plain)["gateways"]["shop"]
     assert "health_check" not in to_dict(plain)["gateways"]["shop"]["routes"]["r"]
+    off = from_dict(parse_document("gateways:\n  shop:\n    port: 8080\n    health_check: {path: /healthz}\n"
+                                   "    routes:\n      r: {targets: ['127.0.0.1:8081'], health_check: off}\n"))
+    assert off.gateways[0].routes[0].health_check is False
+    assert off.gateways[0].health_check_of(off.gateways[0].routes[0]) is None
+    assert to_dict(off)["gateways"]["shop"]["routes"]["r"]["health_check"] is False
+    assert from_dict(to_dict(off)) == off
+    with pytest.raises(ConfigError) as error:
+        from_dict(config({"shop": gateway(8080, {"r": route("127.0.0.1:8081", health_check=True)})}))
+    assert error.value.location == ("gateways", "shop", "routes", "r", "health_check")
+    assert "false (off) for none" in error.value.message
     tcp = from_dict(config({"t": {"port": "9000/tcp", "health_check": {}}}))
     assert tcp.gateways[0].health_check == HealthCheck(path=None)
     assert from_dict(to_dict(tcp)) == tcp
