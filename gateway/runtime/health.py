@@ -6,7 +6,10 @@ starts a `Probe` for each (address, check) the table has that had none, keeps th
 (a target that stays keeps its health and its loop), stops those no longer wanted, and tells every checked
 `TargetState` its current health. A target whose check changes gets a new probe, starting afresh.
 
-A probe opens a fresh connection every `interval` (`open_probe_connection`), sends `GET path HTTP/1.1` with
+A probe's first check comes after a random delay within its `interval`, so that the checks of many targets
+(and of every worker process) are spread over the interval rather than all sent at once, at every apply and
+then at every interval. It opens a fresh connection every `interval` (`open_probe_connection`), sends
+`GET path HTTP/1.1` with
 `Host` (the check's, else the target's address), `Connection: close` and `User-Agent: vamp-health-check`, and
 passes when the status line arrives within `timeout` with a status in `expect`. A tcp gateway's check (path
 None) passes when the connection is made. The state machine (`next_state`): a probe starts `unknown`, which
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import ssl
 import time
@@ -135,6 +139,7 @@ class Probe:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         interval = self.check.interval
+        await asyncio.sleep(random.uniform(0.0, interval))     # spread (see the module docstring)
         while True:
             started = loop.time()
             try:

@@ -239,6 +239,39 @@ async def test_a_route_can_switch_its_gateways_check_off(runtime, backends):
     assert [await version_of(port) for _ in range(4)] == ["two"] * 4
 
 
+async def test_first_probes_are_spread_over_the_interval(runtime):
+    """Many targets checked at once are not all probed at the same moment: each loop's first check comes at a
+    random point of its interval."""
+    started = [await Backend(f"b{i}").start() for i in range(12)]
+    try:
+        arrivals: dict[str, float] = {}
+        loop = asyncio.get_running_loop()
+        for backend in started:
+            backend.checks = _Stamped(backend.name, arrivals, loop)
+        applied = loop.time()
+        await runtime.apply(checked(free_port(), {"r": route(*(b.address for b in started))},
+                                    {**FAST, "interval": "1s", "timeout": "500ms"}))
+        await eventually_async(lambda: len(arrivals) == len(started), TIMEOUT, "every target probed")
+        offsets = sorted(arrivals[b.name] - applied for b in started)
+        assert offsets[-1] < 1.0 + 0.5, offsets          # within the interval (and the loop's lag)
+        assert offsets[-1] - offsets[0] > 0.2, f"all first probes came together: {offsets}"
+    finally:
+        for backend in started:
+            await backend.stop()
+
+
+class _Stamped(list):
+    """A backend's list of the health checks it received, noting when the first one came."""
+
+    def __init__(self, name: str, arrivals: dict[str, float], loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.name, self.arrivals, self.loop = name, arrivals, loop
+
+    def append(self, head: bytes) -> None:
+        self.arrivals.setdefault(self.name, self.loop.time())
+        super().append(head)
+
+
 async def test_close_stops_every_probe_loop(backends):
     one, two = backends
     served = Runtime(asyncio.get_running_loop())
