@@ -96,6 +96,10 @@ def register(commands: Commands) -> None:
     run.add_argument("--bind", default="127.0.0.1",
                      help="address external gateways listen on (default %(default)s)")
     run.add_argument("--grace", type=float, default=10.0, help="seconds requests get to finish on stop")
+    run.add_argument("--internal-ports", type=_port_range, metavar="FIRST-LAST",
+                     default=os.environ.get("VAMP_INTERNAL_PORTS", "40000-40999"),
+                     help="the loopback ports the clusters' internal gateways are given (default: "
+                          "$VAMP_INTERNAL_PORTS, else 40000-40999)")
     events_cli.add_retention_options(run)
     run.add_argument("--metrics-window", type=_metrics_window, default="1h", metavar="DURATION",
                      help="how far back the metrics API can look, e.g. 30m, 2h (default 1h; 0 turns the "
@@ -331,6 +335,19 @@ def _worker_count(text: str) -> int:
     return count
 
 
+def _port_range(text: str) -> range:
+    """`--internal-ports`: FIRST-LAST, both included, within 1-65535."""
+    first, dash, last = text.strip().partition("-")
+    try:
+        low, high = int(first), int(last)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ports FIRST-LAST, like 40000-40999, got {text!r}") from None
+    if not (dash and 1 <= low <= high <= 65535):
+        raise argparse.ArgumentTypeError(f"expected ports FIRST-LAST within 1-65535, FIRST not above LAST, "
+                                         f"got {text!r}")
+    return range(low, high + 1)
+
+
 def _leader_ttl(text: str) -> int:
     """`--leader-ttl`: a duration of whole seconds, at least 2 (etcd's leases count in seconds)."""
     try:
@@ -377,7 +394,8 @@ def _run(args: argparse.Namespace) -> int:
                                 events_max_age=args.events_max_age, metrics_window=args.metrics_window,
                                 workers=args.workers, store=store, leader_ttl=args.leader_ttl or DEFAULT_LEADER_TTL,
                                 api_url=args.api_url, orchestrator=args.orchestrator,
-                                kubeconfig=args.kubeconfig, namespace=args.namespace))
+                                kubeconfig=args.kubeconfig, namespace=args.namespace,
+                                internal_ports=args.internal_ports))
     except KeyboardInterrupt:
         return 0
 

@@ -50,7 +50,7 @@ from gateway.common.units import format_percent
 
 log = logging.getLogger("vamp.engine")
 
-INTERNAL_PORTS = range(40000, 41000)      # loopback ports of internal gateways
+INTERNAL_PORTS = range(40000, 41000)      # loopback ports of internal gateways (`vamp run --internal-ports`)
 DRAIN_POLL = 0.1                          # seconds between looks at whether a leaving instance has drained
 FAILED_AFTER = 3                          # failures in a row of an instance that make its service `failed`
 GONE = ("stopping", "stopped")            # instance states of instances on their way out
@@ -89,16 +89,18 @@ def cluster_ports(cluster: Cluster) -> list[dsl.model.Port]:
 class Engine:
     def __init__(self, store: ControlStore, orchestrator: Orchestrator, gateways: GatewayController, *,
                  events: EventSink | None = None, geo: gw.GeoSettings | None = None,
-                 bind: str = "127.0.0.1") -> None:
+                 bind: str = "127.0.0.1", internal_ports: range = INTERNAL_PORTS) -> None:
         """`gateways` is the gateway's ConfigManager (or a fleet's source): the engine replaces its whole
         configuration and reads back what it serves (`effective`, `snapshot()`, `document()`). `events` receives
-        every change (without one: an event log of its own over `store`)."""
+        every change (without one: an event log of its own over `store`). `internal_ports`: where the internal
+        gateways of new cluster ports get their loopback ports (ports already given keep theirs)."""
         self.store = store
         self.events: EventSink = events if events is not None else EventLog(store)
         self.orchestrator = orchestrator
         self.gateway_controller = gateways
         self.geo = geo or gw.GeoSettings()
         self.bind = bind
+        self.internal_ports = internal_ports
         self.lock = asyncio.Lock()
         self.running: dict[str, Deployment] = {}
         self.allocations: dict[str, int] = {}        # "deployment/cluster/port" -> internal gateway port
@@ -707,13 +709,15 @@ class Engine:
                 key = f"{deployment.name}/{cluster.name}/{port.name}"
                 if key in self.allocations:
                     continue
-                for candidate in INTERNAL_PORTS:
+                for candidate in self.internal_ports:
                     if candidate not in taken and _port_free(candidate):
                         self.allocations[key] = candidate
                         taken.add(candidate)
                         break
                 else:
-                    raise Conflict(f"no free port left for internal gateway {key}")
+                    raise Conflict(f"no free port left for internal gateway {key} in "
+                                   f"{self.internal_ports.start}-{self.internal_ports.stop - 1} "
+                                   "(vamp run --internal-ports)")
 
     def _persist(self, deployment: Deployment) -> None:
         with self.store.transaction():

@@ -28,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from control.engine import Engine
+from control.engine import INTERNAL_PORTS, Engine
 from control.events.log import DEFAULT_MAX_AGE, DEFAULT_MAX_COUNT, EventLog
 from control.metrics.aggregator import DEFAULT_WINDOW, Aggregator
 from control.metrics.exposition import render_clusters
@@ -81,12 +81,13 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
                 events_max_age: float = DEFAULT_MAX_AGE, metrics_window: float = DEFAULT_WINDOW,
                 workers: int = 1, store: StoreAddress | None = None, leader_ttl: int = DEFAULT_LEADER_TTL,
                 api_url: str | None = None, orchestrator: str = "local", kubeconfig: str | None = None,
-                namespace: str | None = None) -> int:
+                namespace: str | None = None, internal_ports: range = INTERNAL_PORTS) -> int:
     """`metrics_window`: seconds of metrics kept (0: no aggregation). `workers`: the gateway in this process (1),
     or in that many worker processes sharing its ports, as `vamp gateway --workers N`. `store`: etcd, shared with
     other replicas (None: SQLite in the state directory); `leader_ttl`: the leader's lease there, in seconds;
     `api_url`: this API as the other replicas reach it (default: from the API's address). `orchestrator`:
-    "local" or "kubernetes", with its `kubeconfig` and `namespace` (None: found as `vamp run --help` says)."""
+    "local" or "kubernetes", with its `kubeconfig` and `namespace` (None: found as `vamp run --help` says).
+    `internal_ports`: the loopback ports internal gateways are given."""
     from control.api import create_app
 
     try:
@@ -149,7 +150,8 @@ async def serve(state_dir: Path, api_host: str, api_port: int, token: str | None
         await aggregation.start()               # the baseline: the gateway has counted nothing yet
     orchestrators = (services, local) if services is not local else (local,)
     events = EventLog(control_store, max_count=events_max_count, max_age=events_max_age)
-    engine = engine_ref["engine"] = Engine(control_store, services, fleet or gateways, events=events, bind=bind)
+    engine = engine_ref["engine"] = Engine(control_store, services, fleet or gateways, events=events, bind=bind,
+                                           internal_ports=internal_ports)
     if election is None and not await _resume(engine, events, state_dir):
         await _stop(engine, orchestrators, gateways, None, 0, events, aggregation, fleet=fleet)
         return 1

@@ -3,6 +3,7 @@ instances (or exit 1 naming what failed or is not ready), the API shows each ser
 status counts the requests each target served, and errors name what the user wrote."""
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -98,6 +99,9 @@ def test_deploy_and_scale_return_once_the_gateway_serves_the_new_instances(platf
     assert response.status == 200 and response.header("x-version") == "1.0.0", response.body[:200]
     assert deployed.stdout.strip() == "deployment sava deployed"
     assert service_of(platform, "sava")["state"] == "deployed"
+    first, _, last = os.environ.get("VAMP_INTERNAL_PORTS", "40000-40999").partition("-")
+    internal = platform.api("GET", "/api/v1/gateways/sava/sava/webport")[1]["port"]
+    assert int(first) <= int(str(internal).split("/")[0]) <= int(last), internal     # vamp run --internal-ports
 
     scaled = vamp(platform, "scale", "sava/sava/sava:1.0.0", "3")
     assert scaled.returncode == 0, scaled.stderr

@@ -30,3 +30,11 @@ def test_the_leaders_lease_is_whole_seconds_of_at_least_two(ttl, tmp_path, capsy
     with pytest.raises(SystemExit) as exited:
         main(["run", "--state-dir", str(tmp_path), "--store", "etcd://127.0.0.1:2379/vamp", "--leader-ttl", ttl])
     assert exited.value.code == 2 and "--leader-ttl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ports", ["40000", "41000-40000", "0-10", "40000-70000", "a-b"])
+def test_internal_ports_are_a_range_of_ports(ports, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--state-dir", str(tmp_path / "state"), "--internal-ports", ports])
+    assert exited.value.code == 2 and "--internal-ports" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()
