@@ -47,8 +47,12 @@ run: install
 run-gateway: install
 	$(BIN)/python -m gateway.demo
 
+# The suite in PYTEST_WORKERS processes (pytest-xdist; PYTEST_WORKERS=0 runs it in this one), the tests handed
+# out one by one. (Not by file, `--dist loadfile`: it keys tests by id, and schemathesis' generated cases share
+# one, so all but one of them would be lost.) PYTEST_ARGS adds to pytest's arguments.
+PYTEST_WORKERS ?= 2
 test: install-test system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # ruff over the whole tree, then mypy over the installed code (strict for gateway/); settings in pyproject.toml.
 lint: install-test

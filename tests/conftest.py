@@ -15,6 +15,14 @@ from tests.support.etcd import etcd_cluster, etcd_server, store_prefix  # noqa: 
 from tests.support.kubernetes.fixtures import fake_kube, kube  # noqa: F401 - fixtures for every test
 from tests.support.stores import control_stores  # noqa: F401 - a fixture for every test
 
+# Under pytest-xdist (`make test` runs the suite in worker processes), each worker's `vamp run` platforms give
+# their internal gateways ports from a part of the range of their own, so two platforms never pick the same one.
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")          # gw0, gw1, ...
+if _worker.startswith("gw") and _worker[2:].isdigit():
+    _share = 1000 // max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    _first = 40000 + _share * int(_worker[2:])
+    os.environ.setdefault("VAMP_INTERNAL_PORTS", f"{_first}-{_first + _share - 1}")
+
 PROCESSES = pytest.StashKey[list]()
 
 
