@@ -50,6 +50,7 @@ FLUSH_BYTES: Final = 1024 * 1024         # ... or this many bytes wait in chunks
 CHUNK_PARTS: Final = 512                 # parts of lines joined into one chunk of a batch (about 100 lines)
 MAX_QUEUED_BYTES = 8 * 1024 * 1024   # batches waiting for the thread; past that, lines are dropped
 CHECK_INTERVAL: Final = 1.0              # seconds between two checks that the path still names the open file
+COMPLAINT_INTERVAL = 60.0                # seconds between two errors about writes that keep failing
 MEMOS: Final = 1024                      # `_Memo`s kept per log (by head, peer, target); afresh when full
 _STOP: Final[tuple[list[bytes], int, int]] = ([], -1, 0)
 IOV_MAX: Final = 1024                     # buffers one writev takes (Linux)
@@ -81,6 +82,8 @@ class LogWriter:
         self._lock = threading.Lock()             # guards _queued and dropped (both threads change them)
         self._reopen = False
         self._fd = -1
+        self._failing = False                     # the last write failed (a full disk): said, then at most ...
+        self._next_complaint = 0.0                # ... once every COMPLAINT_INTERVAL until a write succeeds
         self._open()
         self._worker = threading.Thread(target=self._run, name=f"access-log {path}", daemon=True)
         self._worker.start()
@@ -215,7 +218,15 @@ class LogWriter:
         except OSError as exc:
             with self._lock:
                 self.dropped += lines
-            log.error("access log %s: cannot write: %s", self.path, exc.strerror or exc)
+            now = time.monotonic()
+            if not self._failing or now >= self._next_complaint:
+                log.error("access log %s: cannot write: %s; lines are dropped (vamp_access_log_dropped_total) "
+                          "until it can", self.path, exc.strerror or exc)
+                self._failing, self._next_complaint = True, now + COMPLAINT_INTERVAL
+            return
+        if self._failing:
+            self._failing = False
+            log.warning("access log %s: writing again", self.path)
 
 
 _MILLISECONDS: Final = tuple(b'.%03dZ",' % ms for ms in range(1000))   # the end of a line's time, by millisecond

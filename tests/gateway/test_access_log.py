@@ -5,11 +5,13 @@ file after logrotate moves the old one, or after SIGUSR1, with worker processes;
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import re
 import signal
 import socket
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -18,7 +20,7 @@ from gateway.config.load import ConfigError, from_dict, to_dict
 from gateway.runtime import access_log
 from gateway.runtime.access_log import LogWriter
 from tests.support import HttpClient, LOOPBACK, config, free_port, gateway, route
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, eventually_async
 
 JSON_KEYS = ["time", "client", "method", "path", "host", "user_agent", "country", "gateway", "route", "target",
              "status", "bytes_in", "bytes_out", "duration_us", "upstream_us", "request_id"]
@@ -296,6 +298,42 @@ async def test_lines_the_writer_cannot_take_are_dropped_and_counted(tmp_path, mo
     await asyncio.to_thread(writer.join, 5)
     assert path.read_bytes() == b"kept\n" * 3
     assert writer.dropped == 5
+
+
+async def test_writes_that_keep_failing_are_said_once_and_their_recovery_too(tmp_path, caplog, monkeypatch):
+    """A full disk: every batch is dropped and counted, the error logged once (not once per batch, ten times a
+    second), and the first write that works again says so."""
+    path = tmp_path / "full.log"
+    full = threading.Event()
+    full.set()
+    writev = os.writev
+
+    def disk(fd: int, buffers: list) -> int:
+        if full.is_set():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return writev(fd, buffers)
+
+    monkeypatch.setattr(access_log.os, "writev", disk)
+    writer = LogWriter(str(path), asyncio.get_running_loop())
+
+    async def batch(line: bytes) -> None:
+        done = writer.dropped
+        writer.pending.append(line)
+        writer.added()
+        writer.flush()
+        await eventually_async(lambda: writer.dropped > done or path.read_bytes().endswith(line), 5.0,
+                               "the batch written or dropped")
+
+    for _ in range(5):
+        await batch(b"lost\n")
+    full.clear()
+    await batch(b"kept\n")
+    writer.close()
+    await asyncio.to_thread(writer.join, 5)
+    assert writer.dropped == 5 and path.read_bytes() == b"kept\n"
+    messages = [record.message for record in caplog.records if record.name == "vamp.access_log"]
+    assert sum("cannot write: No space left on device" in message for message in messages) == 1, messages
+    assert sum("writing again" in message for message in messages) == 1, messages
 
 
 async def test_a_file_that_cannot_be_opened_drops_its_lines_and_says_so_once(tmp_path, caplog):
