@@ -253,7 +253,7 @@ async def test_first_probes_are_spread_over_the_interval(runtime):
                                     {**FAST, "interval": "1s", "timeout": "500ms"}))
         await eventually_async(lambda: len(arrivals) == len(started), TIMEOUT, "every target probed")
         offsets = sorted(arrivals[b.name] - applied for b in started)
-        assert offsets[-1] < 1.0 + 0.5, offsets          # within the interval (and the loop's lag)
+        assert offsets[-1] < 1.0 + 1.0, offsets          # within the interval (and a busy loop's lag)
         assert offsets[-1] - offsets[0] > 0.2, f"all first probes came together: {offsets}"
     finally:
         for backend in started:
