@@ -28,8 +28,8 @@ from typing import Any
 
 from gateway.common.cli import (DEFAULT_API_URL, LIST_QUERY, OUTPUTS, CommandError, Commands, add_server_options,
                                 api_token, api_url, emit, print_data, render_table)
-from gateway.common.units import format_percent, parse_address, parse_percent
-from gateway.config.load import HTTPS_PREFIX, ConfigError, parse_document
+from gateway.common.units import format_percent, parse_percent
+from gateway.config.load import ConfigError, parse_document, parse_target_address
 from gateway.config.model import FULL
 
 DEFAULT_TIMEOUT = 30.0      # seconds for one API request (a write returns once every worker serves it)
@@ -348,18 +348,11 @@ def split_route_target(spec: str, routes: Document) -> tuple[str, str | None]:
     raise CommandError(f"no route {spec!r} (routes: {', '.join(routes) or 'none'})")
 
 
-def _address_key(address: str) -> tuple[bool, object]:
-    """(over TLS, (host, port)) of a target's address, written as the configuration does."""
-    tls = address.lower().startswith(HTTPS_PREFIX)
-    plain = address[len(HTTPS_PREFIX):] if tls else address
-    try:
-        return tls, parse_address(plain)
-    except ValueError:
-        return tls, plain
-
-
 def _same_address(a: str, b: str) -> bool:
-    return _address_key(a) == _address_key(b)
+    try:
+        return parse_target_address(a) == parse_target_address(b)
+    except ValueError:
+        return a == b
 
 
 def _set_drain(args: argparse.Namespace, client: AdminClient, drain: bool) -> None:

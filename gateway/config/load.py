@@ -715,13 +715,18 @@ def _targets(value: Any, at: Location) -> tuple[Target, ...]:
     return tuple(targets)
 
 
-def _target_address(value: Any, at: Location) -> tuple[str, int, bool]:
-    """'host:port' or 'https://host:port' -> (host, port, tls)."""
+def parse_target_address(value: object) -> tuple[str, int, bool]:
+    """'host:port' or 'https://host:port' -> (host, port, over TLS); ValueError as `parse_address`."""
     tls = isinstance(value, str) and value.strip().lower().startswith(HTTPS_PREFIX)
     if tls:
-        value = value.strip()[len(HTTPS_PREFIX):]
-    host, port = _parsed(parse_address, value, at)
+        value = str(value).strip()[len(HTTPS_PREFIX):]
+    host, port = parse_address(value)
     return host, port, tls
+
+
+def _target_address(value: Any, at: Location) -> tuple[str, int, bool]:
+    result: tuple[str, int, bool] = _parsed(parse_target_address, value, at)
+    return result
 
 
 def _target(item: Any, at: Location) -> Target:

@@ -49,7 +49,6 @@ class TlsListener:
     def __init__(self, port: int, tls: Tls) -> None:
         """CertificateError when the client CA file (if any) does not load."""
         self.port = port
-        self.client_ca = tls.client_ca
         self.client_certificate = tls.client_certificate
         self.ca: ClientCa | None = load_client_ca(tls.client_ca) if tls.client_ca is not None else None
         self.ca_refused: FileStamp | None = None      # the client CA file's stamp when it last did not load
@@ -62,7 +61,7 @@ class TlsListener:
     @property
     def verification(self) -> tuple[str | None, str]:
         """What the listener's own context fixes: a change needs a new listener (gateway.runtime.runtime)."""
-        return self.client_ca, self.client_certificate
+        return (self.ca.path if self.ca is not None else None), self.client_certificate
 
     def _choose(self, ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
         certificates = self.certificates
@@ -76,8 +75,9 @@ class TlsListener:
         return load_pair(files.cert, files.key, self._context)
 
     def _reload_ca(self, gateways: Sequence[str]) -> bool:
-        """Read the client CA file again (if any): True when it loaded with other CAs than those in use. One that
-        does not load is refused (a warning for each of `gateways`, the port's), and the CAs in use stay."""
+        """Read the client CA file again (if any): True when it loaded with other CAs than those in use (and says
+        so). One that does not load is refused (a warning for each of `gateways`, the port's), and the CAs in use
+        stay."""
         if self.ca is None:
             return False
         try:
@@ -89,13 +89,14 @@ class TlsListener:
             return False
         self.ca_refused = None
         changed, self.ca = ca.pem != self.ca.pem, ca
+        if changed:
+            log.info("port %d: reloaded the client CA %s", self.port, ca.path)
         return changed
 
     def configure(self, gateways: Sequence[tuple[str, Tls]]) -> None:
         """Serve the certificates of `gateways` (name, tls), every file read now. A file that does not load
         keeps what was loaded before from it, if anything; else CertificateError."""
-        if self._reload_ca([name for name, _ in gateways]):
-            log.info("port %d: reloaded the client CA %s", self.port, self.client_ca)
+        self._reload_ca([name for name, _ in gateways])
         previous = {(e.gateway, e.files): e.loaded for e in self.entries}
         entries: list[_Entry] = []
         for name, tls in gateways:
@@ -120,8 +121,6 @@ class TlsListener:
             ca_stamp = stamp(self.ca.path)
             if ca_stamp != self.ca.stamp and ca_stamp != self.ca_refused:
                 new_ca = self._reload_ca(list(dict.fromkeys(entry.gateway for entry in self.entries)))
-                if new_ca:
-                    log.info("port %d: reloaded the client CA %s", self.port, self.ca.path)
         changed = False
         for entry in self.entries:
             stamps = (stamp(entry.files.cert), stamp(entry.files.key))
