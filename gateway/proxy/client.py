@@ -578,7 +578,8 @@ class ClientConnection:
             ex.log = log.sampled()
 
     def _reject(self, bad: BadRequest) -> None:
-        """Malformed input: answer it (unless a response is already under way), then close."""
+        """Malformed input: answer it (unless a response is already under way), with a request id and a line in
+        the port's access log (docs/access-logs.md), then close."""
         self.runtime.stats.malformed.record(bad.status, 0.0)
         if self.transport is None or self.closing:
             return
@@ -592,8 +593,17 @@ class ClientConnection:
             self.transport.abort()
             return
         self.closing = True
-        self.transport.write(error_response(bad.status, bad.message, close=True))
+        # What could not be read gets an id and a line in the log of its port, as a request for no gateway does
+        port_router = self.runtime.table.ports.get(self.port)
+        end = REQUEST_IDS.next_end() if port_router is not None and port_router.request_ids else CRLF
+        response = error_response(bad.status, bad.message, close=True, extra=end[:-2])
+        self.transport.write(response)
         self.transport.close()
+        log = port_router.access_log if port_router is not None else None
+        if log is not None and log.sampled() is not None:
+            began = self._head_started or self.last_active
+            log.write_unread(self.peer, bad.status, len(response), self.loop.time() - began,
+                             end[len(REQUEST_ID_LINE):-4] if len(end) > 2 else None)
 
     def finish(self, ex: Exchange, close: bool = False) -> None:
         """The response to `ex` has been written completely: move on to the next request, or close."""

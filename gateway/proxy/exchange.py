@@ -127,14 +127,18 @@ class ClientSide(Protocol):
 class AccessLogHook:
     """A gateway's access log as the hot path sees it (gateway.runtime.access_log.AccessLogger is the one there
     is): `sampled()` says whether a request is logged (the log itself, or None) unless `every` request is,
-    `write` logs a finished or failed exchange. A class rather than a Protocol, so the compiled build calls the
-    log's methods directly rather than through Python's method lookup."""
+    `write` logs a finished or failed exchange, `write_unread` a request answered before it could be read. A
+    class rather than a Protocol, so the compiled build calls the log's methods directly rather than through
+    Python's method lookup."""
     every: bool
 
     def sampled(self) -> AccessLogHook | None:
         raise NotImplementedError
 
     def write(self, ex: Exchange, status: int) -> None:
+        raise NotImplementedError
+
+    def write_unread(self, peer: str, status: int, bytes_out: int, seconds: float, request_id: bytes | None) -> None:
         raise NotImplementedError
 
 

@@ -410,6 +410,32 @@ class AccessLogger(AccessLogHook):
             parts.append(memo.end)
             writer.added()
 
+    def write_unread(self, peer: str, status: int, bytes_out: int, seconds: float, request_id: bytes | None) -> None:
+        """Log a request answered before it could be read (a malformed head, one too large or too slow: 400,
+        408, 414, 431...). Only its client, status, size out, duration and id are known: the request's fields,
+        the gateway's, `bytes_in` and `upstream_us` are null ("-" in the combined format)."""
+        clock = self._clock
+        ms = int((_monotonic() + clock.offset) * 1000)
+        if ms != clock.ms:
+            clock.at(ms)
+        client = self.lookups.client_address(peer, None)
+        try:
+            country = self.lookups.country(client)
+        except Exception:              # (a broken database must not break logging)
+            country = None
+        duration = max(0, int(seconds * 1e6))
+        if self._json:
+            self.writer.pending.append(
+                b'%s"client":%s,"method":null,"path":null,"host":null,"user_agent":null,"country":%s,'
+                b'"gateway":null,"route":null,"target":null,"status":%d,"bytes_in":null,"bytes_out":%d,'
+                b'"duration_us":%d,"upstream_us":null,"request_id":%s}\n' % (
+                    clock.json, _json(client), _json(country), status, bytes_out, duration,
+                    b'"%s"' % request_id if request_id is not None else b"null"))
+        else:
+            self.writer.pending.append(b'%s - - %s "-" %d %d "-" "-" "-" "-" "-" "-" %s %s %d - -\n' % (
+                _clf(client), clock.clf, status, bytes_out, _clf(country), request_id or b"-", duration))
+        self.writer.added()
+
     def _memo(self, ex: Exchange, request: RequestHead, peer: str) -> _Memo:
         """The memo of this request head for this peer, target and gateway: found, or made."""
         key = (request, peer, ex.target, ex.gateway)

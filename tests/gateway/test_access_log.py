@@ -70,7 +70,7 @@ def served(module_procs):
     echo = module_procs.backend("echo", "v1")
     logs = module_procs.workdir / "logs"
     logs.mkdir()
-    port, half, nothing, anonymous = free_port(), free_port(), free_port(), free_port()
+    port, half, nothing, anonymous, plain = free_port(), free_port(), free_port(), free_port(), free_port()
     refused = f"{LOOPBACK}:{free_port()}"          # nothing listens there
     document = config({
         "shop": gateway(port, {"stable": route(echo.address("v1"), weight="100%")}, virtual_hosts=["shop.test"],
@@ -83,10 +83,12 @@ def served(module_procs):
                            access_log={"path": str(logs / "nothing.log"), "sample": "0%"}),
         "anonymous": gateway(anonymous, {"stable": route(echo.address("v1"), weight="100%")},
                              access_log={"path": str(logs / "anonymous.log")}, request_id=False),
+        "plain": gateway(plain, {"stable": route(echo.address("v1"), weight="100%")},
+                         access_log={"format": "combined", "path": str(logs / "plain.log")}),
     }, geo={"trusted_proxies": ["127.0.0.1"]})
     process = module_procs.gateway(document)
     return {"gateway": process, "echo": echo, "logs": logs, "port": port, "half": half, "nothing": nothing,
-            "anonymous": anonymous, "refused": refused}
+            "anonymous": anonymous, "plain": plain, "refused": refused}
 
 
 def test_a_routed_request_is_logged_with_every_field_in_json(served):
@@ -130,6 +132,46 @@ def test_a_request_for_no_gateway_is_a_404_logged_by_the_ports_first_gateway_wit
         "user_agent": "", "country": None, "gateway": None, "route": None, "target": None, "status": 404,
         "bytes_in": len(request), "bytes_out": len(response), "duration_us": None, "upstream_us": None,
         "request_id": request_id}
+
+
+UNREADABLE = {
+    "TLS to a plain port": (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage\r\n\r\n", 400),
+    "Content-Length with chunked": (b"POST / HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 5\r\n"
+                                    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    "a control byte in a header": (b"GET / HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: a\x01b\r\n\r\n", 400),
+    "a head too large": (b"GET / HTTP/1.1\r\nHost: shop.test\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+}
+
+
+@pytest.mark.parametrize("request_bytes, status", UNREADABLE.values(), ids=UNREADABLE.keys())
+def test_a_request_that_cannot_be_read_gets_an_id_and_a_line_in_its_ports_log(served, request_bytes, status):
+    """Answered before any gateway took it, it is logged as a 404 for no gateway is: by the port's first
+    gateway with a log, with what is known of it and null for the rest."""
+    response = exchange(served["port"], request_bytes)
+    request_id = header(response, "x-request-id")
+    assert response.startswith(b"HTTP/1.1 %d " % status) and GENERATED.fullmatch(request_id), response[:300]
+    entry = json.loads(line_with(served["logs"] / "shop.log", request_id))
+    assert list(entry) == JSON_KEYS
+    assert entry | {"time": None, "duration_us": None} == {
+        "time": None, "client": "127.0.0.1", "method": None, "path": None, "host": None, "user_agent": None,
+        "country": None, "gateway": None, "route": None, "target": None, "status": status, "bytes_in": None,
+        "bytes_out": len(response), "duration_us": None, "upstream_us": None, "request_id": request_id}
+    assert entry["duration_us"] >= 0
+
+
+def test_a_request_that_cannot_be_read_in_the_combined_format_and_without_ids(served):
+    response = exchange(served["plain"], b"GET /\x00 HTTP/1.1\r\n\r\n")
+    request_id = header(response, "x-request-id")
+    assert response.startswith(b"HTTP/1.1 400 ") and GENERATED.fullmatch(request_id)
+    line = line_with(served["logs"] / "plain.log", request_id)
+    assert re.fullmatch(r'127\.0\.0\.1 - - \[[^\]]+\] "-" 400 (\d+) "-" "-" "-" "-" "-" "-" - (\S+) (\d+) - -', line)
+    assert line.split()[6:8] == ["400", str(len(response))] and line.split()[-4] == request_id
+
+    response = exchange(served["anonymous"], b"GARBAGE\r\n\r\n")       # request_id: false
+    assert response.startswith(b"HTTP/1.1 400 ") and header(response, "x-request-id") is None
+    entries = [json.loads(line) for line in logged(served["logs"] / "anonymous.log")]
+    assert any(entry["status"] == 400 and entry["request_id"] is None and entry["method"] is None
+               for entry in entries), entries
 
 
 def test_a_backend_refusing_connections_is_a_502_logged_in_the_combined_format(served):
@@ -177,8 +219,7 @@ def test_a_client_gone_before_its_response_is_a_499(served):
 def test_without_request_ids_the_log_says_null(served):
     response = exchange(served["anonymous"], b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert response.startswith(b"HTTP/1.1 200 ") and header(response, "x-request-id") is None
-    [line] = logged(served["logs"] / "anonymous.log")
-    assert json.loads(line)["request_id"] is None and json.loads(line)["path"] == "/a"
+    assert json.loads(line_with(served["logs"] / "anonymous.log", '"path":"/a"'))["request_id"] is None
 
 
 def test_no_line_is_dropped_and_the_metric_says_so(served):
