@@ -285,7 +285,8 @@ def _json(text: str | None) -> bytes:
 class _Memo:
     """What a log's last line for one request head, peer, target and gateway said, but for its time, durations and
     request id. A keep-alive client repeating its request, answered alike, finds its line all made but for those
-    (`AccessLogger.write`). The head's own `log_memo` holds the last one written; the log's `_memos`, the others.
+    (`AccessLogger.write`). The head's own `log_memo` holds the last one written, `log_memo_before` the one before
+    it (a split sending the head to two targets in turn finds both there); the log's `_memos`, the others.
 
     JSON:     {"time":"…",  `middle` (client … target, status, bytes_in, bytes_out, `"duration_us":`)  … }
     combined: `start` (client - - ) [time] `middle` ("request" status bytes_out … country, space)  … `end`
@@ -351,7 +352,14 @@ class AccessLogger(AccessLogHook):
                 and last.peer == peer):
             memo = last
         else:
-            memo = request.log_memo = self._memo(ex, request, peer)
+            before = request.log_memo_before
+            if (isinstance(before, _Memo) and before.log is self and before.target is ex.target
+                    and before.gateway is ex.gateway and before.peer == peer):
+                memo = before
+            else:
+                memo = self._memo(ex, request, peer)
+            request.log_memo_before = last
+            request.log_memo = memo
         bytes_in = request.size + ex.body_buffered
         bytes_out = ex.sent
         if memo.status != status or memo.bytes_in != bytes_in or memo.bytes_out != bytes_out:
