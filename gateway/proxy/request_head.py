@@ -52,7 +52,7 @@ class RequestHead:
     __slots__ = ("method", "url", "headers", "host", "host_missing", "user_agent", "forwarded_for",
                  "forwarded_proto", "forwarded_host", "content_length", "chunked", "upgrade", "expect_continue",
                  "http10", "keep_alive", "forward", "error", "size", "request_id_end", "request_id_lines",
-                 "log_memo", "log_memo_before")
+                 "log_memo", "log_memos")
 
     def __init__(self) -> None:
         self.method = b""
@@ -80,9 +80,9 @@ class RequestHead:
         self.request_id_lines = b""
         # What an access log (gateway.runtime.access_log) last wrote of a request with this head, for it to use
         # again: heads are read once and kept (`read_request_head`), and a keep-alive client repeats its own.
-        # Also the one before it: a canary split sends the same head to two targets in turn.
+        # Also the last one per target: a split, or a route's round-robin, sends the same head to several in turn.
         self.log_memo: object = None
-        self.log_memo_before: object = None
+        self.log_memos: dict[object, object] | None = None
 
 
 _cache: Final[dict[bytes, RequestHead]] = {}

@@ -52,6 +52,7 @@ MAX_QUEUED_BYTES = 8 * 1024 * 1024   # batches waiting for the thread; past that
 CHECK_INTERVAL: Final = 1.0              # seconds between two checks that the path still names the open file
 COMPLAINT_INTERVAL = 60.0                # seconds between two errors about writes that keep failing
 MEMOS: Final = 1024                      # `_Memo`s kept per log (by head, peer, target); afresh when full
+MEMOS_PER_HEAD: Final = 64               # ... and on a request head, its last one per target
 _STOP: Final[tuple[list[bytes], int, int]] = ([], -1, 0)
 IOV_MAX: Final = 1024                     # buffers one writev takes (Linux)
 
@@ -285,8 +286,9 @@ def _json(text: str | None) -> bytes:
 class _Memo:
     """What a log's last line for one request head, peer, target and gateway said, but for its time, durations and
     request id. A keep-alive client repeating its request, answered alike, finds its line all made but for those
-    (`AccessLogger.write`). The head's own `log_memo` holds the last one written, `log_memo_before` the one before
-    it (a split sending the head to two targets in turn finds both there); the log's `_memos`, the others.
+    (`AccessLogger.write`). The head's own `log_memo` holds the last one written, its `log_memos` the last one
+    per target (a split, or a round-robin, sends one head to several targets in turn); the log's `_memos`, the
+    others.
 
     JSON:     {"time":"…",  `middle` (client … target, status, bytes_in, bytes_out, `"duration_us":`)  … }
     combined: `start` (client - - ) [time] `middle` ("request" status bytes_out … country, space)  … `end`
@@ -352,14 +354,7 @@ class AccessLogger(AccessLogHook):
                 and last.peer == peer):
             memo = last
         else:
-            before = request.log_memo_before
-            if (isinstance(before, _Memo) and before.log is self and before.target is ex.target
-                    and before.gateway is ex.gateway and before.peer == peer):
-                memo = before
-            else:
-                memo = self._memo(ex, request, peer)
-            request.log_memo_before = last
-            request.log_memo = memo
+            memo = request.log_memo = self._memo_of_target(ex, request, peer)
         bytes_in = request.size + ex.body_buffered
         bytes_out = ex.sent
         if memo.status != status or memo.bytes_in != bytes_in or memo.bytes_out != bytes_out:
@@ -443,6 +438,23 @@ class AccessLogger(AccessLogHook):
             self.writer.pending.append(b'%s - - %s "-" %d %d "-" "-" "-" "-" "-" "-" %s %s %d - -\n' % (
                 _clf(client), clock.clf, status, bytes_out, _clf(country), request_id or b"-", duration))
         self.writer.added()
+
+    def _memo_of_target(self, ex: Exchange, request: RequestHead, peer: str) -> _Memo:
+        """The memo of a head whose last line was for another target (or peer, or gateway): the head keeps its
+        last memo per target, found by the target alone (a split, or a route's round-robin, sends one head to
+        several targets in turn); else `_memo`."""
+        by_target = request.log_memos
+        if by_target is None:
+            by_target = request.log_memos = {}
+        target = ex.target
+        memo = by_target.get(target)
+        if isinstance(memo, _Memo) and memo.log is self and memo.gateway is ex.gateway and memo.peer == peer:
+            return memo
+        found = self._memo(ex, request, peer)
+        if len(by_target) >= MEMOS_PER_HEAD:
+            by_target.clear()
+        by_target[target] = found
+        return found
 
     def _memo(self, ex: Exchange, request: RequestHead, peer: str) -> _Memo:
         """The memo of this request head for this peer, target and gateway: found, or made."""
