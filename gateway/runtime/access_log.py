@@ -418,14 +418,8 @@ class AccessLogger(AccessLogHook):
         408, 414, 431...). Only its client, status, size out, duration and id are known: the request's fields,
         the gateway's, `bytes_in` and `upstream_us` are null ("-" in the combined format)."""
         clock = self._clock
-        ms = int((_monotonic() + clock.offset) * 1000)
-        if ms != clock.ms:
-            clock.at(ms)
-        client = self.lookups.client_address(peer, None)
-        try:
-            country = self.lookups.country(client)
-        except Exception:              # (a broken database must not break logging)
-            country = None
+        clock.at(int((_monotonic() + clock.offset) * 1000))
+        client, country = self._client(peer, None)
         duration = max(0, int(seconds * 1e6))
         if self._json:
             self.writer.pending.append(
@@ -482,18 +476,21 @@ class AccessLogger(AccessLogHook):
             memo.middle = b"%s%d %d%s " % (before_status, status, bytes_out, after_bytes)
             memo.end = b" %d\n" % bytes_in
 
+    def _client(self, peer: str, forwarded_for: str | None) -> tuple[str, str | None]:
+        """A line's client address (the peer, or from X-Forwarded-For when the peer is trusted) and its country."""
+        client = self.lookups.client_address(peer, forwarded_for)
+        try:
+            return client, self.lookups.country(client)
+        except Exception:              # (a broken database must not break logging)
+            return client, None
+
     def _fragment(self, ex: Exchange) -> Any:
         """What a line says of the request, its client and where it went: the same for every request with the
         same head from the same peer to the same target."""
         request = ex.request_head
-        lookups = self.lookups
         forwarded_for = request.forwarded_for
-        client = lookups.client_address(ex.client.peer,
-                                         forwarded_for.decode("latin-1") if forwarded_for is not None else None)
-        try:
-            country = lookups.country(client)
-        except Exception:              # (a broken database must not break logging)
-            country = None
+        client, country = self._client(ex.client.peer,
+                                       forwarded_for.decode("latin-1") if forwarded_for is not None else None)
         method = request.method.decode("latin-1")
         path = request.url.decode("latin-1")
         host = request.host.decode("latin-1")
