@@ -14,11 +14,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.compiled import GROUP, MANIFEST, MODULES, ROOT, compiled_files, decide, digest, source_of
+from gateway.compiled import (GROUP, MANIFEST, MODULES, ROOT, RUNTIME, compiled_files, decide, digest, runtime_version,
+                              source_of)
 
 
 def build() -> None:
-    """Compile MODULES in place with mypyc (needs mypy and a C compiler), then write the manifest."""
+    """Compile MODULES in place with mypyc (needs mypy and a C compiler), then write the manifest: each source's
+    digest, and the librt version compiled against."""
     from mypyc.build import mypycify              # the test extra's mypy; not needed to run the gateway
     from setuptools import Distribution  # type: ignore[import-untyped]
 
@@ -32,15 +34,19 @@ def build() -> None:
             # notes about the project's settings for other modules included.
             config = Path(scratch) / "mypy.ini"
             config.write_text("[mypy]\nignore_missing_imports = True\n")
+            # experimental_features: the native operations on librt's BytesWriter (the access log's buffer).
             extensions = mypycify(["--config-file", str(config), *sources], group_name=GROUP,
-                                  opt_level=os.environ.get("VAMP_COMPILE_OPT_LEVEL", "3"))
+                                  opt_level=os.environ.get("VAMP_COMPILE_OPT_LEVEL", "3"),
+                                  experimental_features=True)
         distribution = Distribution({"name": "vamp-hotpath", "ext_modules": extensions})
         command = distribution.get_command_obj("build_ext")
         command.inplace = True
         distribution.run_command("build_ext")
     finally:
         os.chdir(previous)
-    MANIFEST.write_text(json.dumps({module: digest(source_of(module)) for module in MODULES}, indent=2) + "\n")
+    manifest: dict[str, str | None] = {module: digest(source_of(module)) for module in MODULES}
+    manifest[RUNTIME] = runtime_version()
+    MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def clean() -> None:

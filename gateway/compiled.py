@@ -4,17 +4,20 @@ at import, whether the compiled modules or their Python source run.
 The Python source is the truth; the build only makes it faster (see docs/hot-path.md). `make compile`
 (`python -m gateway.compile build`) compiles `MODULES` in place: a `.so` beside each `.py`, which Python's
 import prefers, one shared library (`gateway/hotpath__mypyc…so`) and `gateway/compiled.json`, the SHA-256 of
-each source as compiled. `gateway/__init__` imports this module first, and on import it decides (`choose()`):
-the compiled modules run only when all of them are there and every source is unchanged since the build;
-otherwise the source runs, all of it (a compiled module cannot work with another's source), and a warning says
-why. So an edited source is never shadowed by a stale build. `VAMP_PURE=1`, and `VAMP_CHECK_STATES` (the
-exchange state checks patch a class, which a compiled class does not allow), also run the source.
+each source as compiled, with the version of `librt` (mypyc's runtime library, whose `BytesWriter` the
+access log writes to) compiled against. `gateway/__init__` imports this module first, and on import it decides
+(`choose()`): the compiled modules run only when all of them are there, every source is unchanged since the
+build and the same `librt` is installed; otherwise the source runs, all of it (a compiled module cannot work
+with another's source), and a warning says why. So an edited source is never shadowed by a stale build.
+`VAMP_PURE=1`, and `VAMP_CHECK_STATES` (the exchange state checks patch a class, which a compiled class does not
+allow), also run the source.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.abc
 import importlib.machinery
+import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -27,6 +30,7 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parent.parent          # the directory holding the `gateway` package
 MANIFEST = ROOT / "gateway" / "compiled.json"
 GROUP = "gateway.hotpath"                               # mypyc's shared library: gateway/hotpath__mypyc.*.so
+RUNTIME = "librt"                                       # the manifest's key for the librt version compiled against
 MODULES = (
     "gateway.proxy.client", "gateway.proxy.upstream", "gateway.proxy.exchange", "gateway.proxy.request_head",
     "gateway.proxy.response_head", "gateway.proxy.flow", "gateway.proxy.wire", "gateway.proxy.stats",
@@ -55,6 +59,14 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def runtime_version() -> str | None:
+    """The installed librt's version: compiled code checks its C interface on import and fails on a mismatch."""
+    try:
+        return importlib.metadata.version(RUNTIME)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def decide(root: Path, modules: Sequence[str], manifest: Path, environ: Mapping[str, str]) -> str | None:
     """None when the compiled modules may run; otherwise why the source runs."""
     present = [module for module in modules if compiled_files(module, root)]
@@ -74,6 +86,10 @@ def decide(root: Path, modules: Sequence[str], manifest: Path, environ: Mapping[
     changed = [module for module in modules if built.get(module) != digest(source_of(module, root))]
     if changed:
         return f"the source of {', '.join(changed)} changed since the build (run `make compile` again)"
+    installed = runtime_version()
+    if built.get(RUNTIME) != installed:
+        return (f"the build was compiled against {RUNTIME} {built.get(RUNTIME)}, {installed} is installed "
+                f"(run `make compile` again)")
     return None
 
 

@@ -5,12 +5,13 @@ proxy asks `sampled()` once per request of a gateway that logs, and calls `write
 the exchange is finished or failed. A line is put together right away, from parts: what repeats while a
 keep-alive client repeats its request and is answered alike (client, method, path, host, user agent, country,
 route, target, status, sizes) is formatted once and kept (`_Memo`), the time once per millisecond, the
-durations come from tables of numbers and an id made here is its stem and last two digits (see `write`). A
-line is never joined on its own: its parts are, with the parts of the lines around it (`LogWriter.added`).
+durations come from tables of numbers and an id made here is its stem and last two digits (see `write`). The
+parts are copied straight into the writer's buffer (a `librt.strings.BytesWriter`, which compiled code writes
+to without a call through the interpreter): no line is joined or allocated on its own.
 
-`LogWriter` owns the file of one gateway's log in this process. Lines gather on the loop, in parts joined
-into chunks of about CHUNK_PARTS parts (small enough to stay in the CPU's cache while they are joined), and go
-as one batch of chunks to a writer thread every FLUSH_INTERVAL or when FLUSH_BYTES wait in chunks; the thread
+`LogWriter` owns the file of one gateway's log in this process. Lines gather on the loop in that buffer, taken
+as a chunk every CHUNK_BYTES (the buffer is kept, small enough to stay in the CPU's cache), and go as one
+batch of chunks to a writer thread every FLUSH_INTERVAL or when FLUSH_BYTES wait in chunks; the thread
 appends each batch with one `writev` on a file opened with O_APPEND, so lines of several worker processes
 appending to one file never interleave. At most MAX_QUEUED_BYTES wait for the thread: past that, batches are
 dropped and their lines counted (`vamp_access_log_dropped_total`), rather than memory growing without bound
@@ -30,6 +31,8 @@ import time
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Final
 
+from librt.strings import BytesWriter
+
 from gateway.config.model import FULL, AccessLog
 from gateway.proxy.client import REQUEST_IDS
 from gateway.proxy.exchange import AccessLogHook
@@ -47,7 +50,7 @@ _wall_clock: Final = time.time
 FLUSH_INTERVAL: Final = 0.1              # seconds a line may wait on the loop before its batch goes to the thread
 FLUSH_BYTES: Final = 1024 * 1024         # ... or this many bytes wait in chunks (few batches: each wakes the
                                          # thread, which then takes turns with the loop for the interpreter: ~30 µs)
-CHUNK_PARTS: Final = 512                 # parts of lines joined into one chunk of a batch (about 100 lines)
+CHUNK_BYTES: Final = 64 * 1024           # lines gathered into one chunk of a batch (about 200 lines)
 MAX_QUEUED_BYTES = 8 * 1024 * 1024   # batches waiting for the thread; past that, lines are dropped
 CHECK_INTERVAL: Final = 1.0              # seconds between two checks that the path still names the open file
 COMPLAINT_INTERVAL = 60.0                # seconds between two errors about writes that keep failing
@@ -71,7 +74,7 @@ class LogWriter:
     def __init__(self, path: str, loop: asyncio.AbstractEventLoop) -> None:
         self.path = path
         self.loop = loop
-        self.pending: list[bytes] = []            # the parts of the lines of the next chunk (see `added`)
+        self.pending = BytesWriter()              # the lines of the next chunk (see `added`)
         self.chunks: list[bytes] = []             # the chunks of the next batch
         self.pending_lines = 0                    # lines waiting on the loop (in `pending` and `chunks`)
         self.chunked_bytes = 0                    # the bytes of `chunks`
@@ -91,17 +94,16 @@ class LogWriter:
 
     # -- on the event loop -------------------------------------------------------------------------------
     def added(self) -> None:
-        """The parts of one more line were appended to `pending`; every CHUNK_PARTS parts are joined into a
-        chunk."""
+        """One more line was written to `pending`; every CHUNK_BYTES become a chunk."""
         self.pending_lines += 1
-        if len(self.pending) >= CHUNK_PARTS:
+        if len(self.pending) >= CHUNK_BYTES:
             self._chunk()
         if self.chunked_bytes >= FLUSH_BYTES or self.timer is None:
             self._added()
 
     def _chunk(self) -> None:
-        chunk = b"".join(self.pending)
-        self.pending = []
+        chunk = self.pending.getvalue()
+        self.pending.truncate(0)                  # (its buffer is kept for the next chunk)
         self.chunks.append(chunk)
         self.chunked_bytes += len(chunk)
 
@@ -119,7 +121,7 @@ class LogWriter:
             self.timer = None
         if not self.pending_lines:
             return
-        if self.pending:
+        if len(self.pending):
             self._chunk()
         batch, lines, size = self.chunks, self.pending_lines, self.chunked_bytes
         self.chunks, self.pending_lines, self.chunked_bytes = [], 0, 0
@@ -294,7 +296,7 @@ class _Memo:
     combined: `start` (client - - ) [time] `middle` ("request" status bytes_out … country, space)  … `end`
     """
     __slots__ = ("log", "peer", "target", "gateway", "fragment", "status", "bytes_in", "bytes_out", "start",
-                 "middle", "end", "ms", "opening")
+                 "middle", "end")
 
     def __init__(self, log: AccessLogger, peer: str, target: object, gateway: object, fragment: Any) -> None:
         self.log = log
@@ -308,8 +310,6 @@ class _Memo:
         self.start = b""
         self.middle = b""
         self.end = b""
-        self.ms = -1                   # JSON: the millisecond of the last line, and its time and `middle` as one
-        self.opening = b""             # part (made at its second line within that millisecond, else b"")
 
 
 class AccessLogger(AccessLogHook):
@@ -365,52 +365,43 @@ class AccessLogger(AccessLogHook):
         head_end = ex.head_end
         has_id = len(head_end) > 2                   # (b"X-Request-Id: ID\r\n\r\n", or CRLF without an id)
         writer = self.writer
-        parts = writer.pending
+        out = writer.pending
         if self._json:
-            # (each part below is one item of the batch to join: fewer parts, less work per line)
-            if memo.ms != ms:
-                memo.ms = ms
-                memo.opening = b""
-                parts.append(clock.json)
-                parts.append(memo.middle)
-            else:                             # a repeat within the millisecond (a client under load, a benchmark)
-                opening = memo.opening
-                if len(opening) == 0:
-                    opening = memo.opening = clock.json + memo.middle
-                parts.append(opening)
+            out.write(clock.json)
+            out.write(memo.middle)
             if 0 <= duration < NUMBERS:
-                parts.append(_DURATION_ENDS[duration])
+                out.write(_DURATION_ENDS[duration])
             else:
-                parts.append(b"%d" % duration)
-                parts.append(b',"upstream_us":')
+                out.write(b"%d" % duration)
+                out.write(b',"upstream_us":')
             if has_id and 0 <= upstream < NUMBERS:
-                parts.append(_UPSTREAM_ENDS[upstream])
+                out.write(_UPSTREAM_ENDS[upstream])
             else:
-                parts.append(b"%d" % upstream if upstream >= 0 else b"null")
-                parts.append(b',"request_id":"' if has_id else b',"request_id":null}\n')
+                out.write(b"%d" % upstream if upstream >= 0 else b"null")
+                out.write(b',"request_id":"' if has_id else b',"request_id":null}\n')
             if has_id:
                 count = ex.id_count
                 if count:                     # an id made here: the stem changes every 256 ids
                     if count >> 8 != self._stem_of:
                         self._stem_of = count >> 8
                         self._stem = REQUEST_IDS.stem(count)
-                    parts.append(self._stem)
-                    parts.append(_ID_ENDS[count & 0xFF])
+                    out.write(self._stem)
+                    out.write(_ID_ENDS[count & 0xFF])
                 else:                         # a trusted proxy's
-                    parts.append(head_end[14:-4])
-                    parts.append(b'"}\n')
+                    out.write(head_end[14:-4])
+                    out.write(b'"}\n')
             writer.added()
         else:
             request_id = head_end[14:-4] if has_id else b"-"
-            parts.append(memo.start)
-            parts.append(clock.clf)
-            parts.append(memo.middle)
-            parts.append(request_id)
-            parts.append(b" ")
-            parts.append(_decimal(duration))
-            parts.append(b" ")
-            parts.append(_decimal(upstream) if upstream >= 0 else b"-")
-            parts.append(memo.end)
+            out.write(memo.start)
+            out.write(clock.clf)
+            out.write(memo.middle)
+            out.write(request_id)
+            out.write(b" ")
+            out.write(_decimal(duration))
+            out.write(b" ")
+            out.write(_decimal(upstream) if upstream >= 0 else b"-")
+            out.write(memo.end)
             writer.added()
 
     def write_unread(self, peer: str, status: int, bytes_out: int, seconds: float, request_id: bytes | None) -> None:
@@ -422,14 +413,14 @@ class AccessLogger(AccessLogHook):
         client, country = self._client(peer, None)
         duration = max(0, int(seconds * 1e6))
         if self._json:
-            self.writer.pending.append(
+            self.writer.pending.write(
                 b'%s"client":%s,"method":null,"path":null,"host":null,"user_agent":null,"country":%s,'
                 b'"gateway":null,"route":null,"target":null,"status":%d,"bytes_in":null,"bytes_out":%d,'
                 b'"duration_us":%d,"upstream_us":null,"request_id":%s}\n' % (
                     clock.json, _json(client), _json(country), status, bytes_out, duration,
                     b'"%s"' % request_id if request_id is not None else b"null"))
         else:
-            self.writer.pending.append(b'%s - - %s "-" %d %d "-" "-" "-" "-" "-" "-" %s %s %d - -\n' % (
+            self.writer.pending.write(b'%s - - %s "-" %d %d "-" "-" "-" "-" "-" "-" %s %s %d - -\n' % (
                 _clf(client), clock.clf, status, bytes_out, _clf(country), request_id or b"-", duration))
         self.writer.added()
 
@@ -463,7 +454,6 @@ class AccessLogger(AccessLogHook):
 
     def _describe(self, memo: _Memo, status: int, bytes_in: int, bytes_out: int) -> None:
         """Make the memo's parts for a line with this status and these sizes."""
-        memo.ms = -1
         memo.status = status
         memo.bytes_in = bytes_in
         memo.bytes_out = bytes_out

@@ -327,12 +327,13 @@ async def test_lines_the_writer_cannot_take_are_dropped_and_counted(tmp_path, mo
     path = tmp_path / "slow.log"
     writer = LogWriter(str(path), asyncio.get_running_loop())
     for _ in range(3):
-        writer.pending += (b"ke", b"pt\n")
+        writer.pending.write(b"ke")
+        writer.pending.write(b"pt\n")
         writer.added()
     writer.flush()
     monkeypatch.setattr(access_log, "MAX_QUEUED_BYTES", 0)      # as if batches waited for a disk that stalls
     for _ in range(5):
-        writer.pending.append(b"dropped\n")
+        writer.pending.write(b"dropped\n")
         writer.added()
     writer.flush()
     writer.close()
@@ -359,7 +360,7 @@ async def test_writes_that_keep_failing_are_said_once_and_their_recovery_too(tmp
 
     async def batch(line: bytes) -> None:
         done = writer.dropped
-        writer.pending.append(line)
+        writer.pending.write(line)
         writer.added()
         writer.flush()
         await eventually_async(lambda: writer.dropped > done or path.read_bytes().endswith(line), 5.0,
@@ -381,7 +382,7 @@ async def test_a_file_that_cannot_be_opened_drops_its_lines_and_says_so_once(tmp
     path = tmp_path / "gone" / "access.log"                      # its directory was removed after validation
     writer = LogWriter(str(path), asyncio.get_running_loop())
     for _ in range(3):
-        writer.pending.append(b"line\n")
+        writer.pending.write(b"line\n")
         writer.added()
         writer.flush()
     writer.close()

@@ -1,7 +1,7 @@
 """The optional compiled build of the hot path (gateway/compiled.py): the compiled modules run only when they all
 match their sources; an edited source, a missing module or VAMP_PURE runs the Python source instead, all of it.
 The last test builds it for real (mypyc and a C compiler; skipped without them) in a copy of the tree and runs the
-proxy's protocol tests against the compiled modules."""
+proxy's protocol tests and the access log's against the compiled modules."""
 from __future__ import annotations
 
 import importlib.machinery
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.compiled import MODULES, SourceFirst, decide, digest, source_of
+from gateway.compiled import MODULES, RUNTIME, SourceFirst, decide, digest, runtime_version, source_of
 
 REPO = Path(__file__).resolve().parents[2]
 SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
@@ -29,7 +29,8 @@ def fake_build(root: Path, modules: tuple[str, ...], *, compiled: tuple[str, ...
     for module in modules if compiled is None else compiled:
         source_of(module, root).with_suffix(SUFFIX).write_bytes(b"not really an extension")
     manifest = root / "compiled.json"
-    manifest.write_text(json.dumps({module: digest(source_of(module, root)) for module in modules}))
+    built = {module: digest(source_of(module, root)) for module in modules}
+    manifest.write_text(json.dumps({**built, RUNTIME: runtime_version()}))
     return manifest
 
 
@@ -63,6 +64,18 @@ def test_a_partial_build_or_one_without_its_manifest_runs_the_source(tmp_path):
     for module in MODS:
         source_of(module, tmp_path).with_suffix(SUFFIX).write_bytes(b"")
     assert "compiled.json" in decide(tmp_path, MODS, manifest, {})
+
+
+def test_a_build_against_another_librt_runs_the_source(tmp_path):
+    """librt upgraded (or downgraded) after the build: its compiled interface may not be the one the build
+    expects, and a failed import would stop the gateway; the source runs until `make compile`."""
+    manifest = fake_build(tmp_path, MODS)
+    built = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**built, RUNTIME: "0.0.1"}))
+    reason = decide(tmp_path, MODS, manifest, {})
+    assert reason is not None and "librt 0.0.1" in reason and str(runtime_version()) in reason
+    manifest.write_text(json.dumps({module: built[module] for module in MODS}))       # a build from before librt
+    assert "librt None" in decide(tmp_path, MODS, manifest, {})
 
 
 @pytest.mark.parametrize("variable", ["VAMP_PURE", "VAMP_CHECK_STATES"])
@@ -122,7 +135,8 @@ def test_the_compiled_build_serves_the_protocol_tests_and_gives_way_to_an_edited
     assert mode == "compiled" and module_file.endswith(SUFFIX), where.stdout + where.stderr
 
     tests = run(tree, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/gateway/test_proxy_protocols.py",
-                "tests/gateway/test_request_head.py", "tests/gateway/test_response_head.py")
+                "tests/gateway/test_request_head.py", "tests/gateway/test_response_head.py",
+                "tests/gateway/test_access_log.py")
     assert tests.returncode == 0, tests.stdout[-3000:]
 
     with (tree / "gateway" / "proxy" / "upstream.py").open("a") as source:
