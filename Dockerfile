@@ -4,13 +4,24 @@
 #   docker build -t vamp .
 #   docker run -p 8080:8080 -p 127.0.0.1:9090:9090 -e VAMP_TOKEN=secret \
 #     -v $PWD/examples/container/gateways.yaml:/etc/vamp/gateways.yaml:ro vamp
+# The build stage compiles the gateway's per-request modules with mypyc (docs/hot-path.md, "The compiled build"):
+# about twice the requests per second of the Python source per core, and an access log that costs a few percent
+# instead of about 12%. The wheel installed below carries the build; the image needs no compiler. The gateway's
+# "gateway ready" line says "hot path: compiled"; VAMP_PURE=1 in the container's environment runs the source.
 FROM python:3.11-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY control ./control
 COPY loadtest ./loadtest
-RUN pip install --no-cache-dir --prefix=/install '.[loadtest]'
+# mypy and the gateway's dependencies in a venv of this stage only (mypyc reads their types); the installed librt
+# is the one compiled against (the compiled modules check it as they are imported).
+RUN python -m venv /opt/compile \
+    && /opt/compile/bin/pip install --no-cache-dir . 'mypy>=1.20,<2' \
+    && /opt/compile/bin/python -m gateway.compile build && rm -rf build \
+    && pip install --no-cache-dir --prefix=/install '.[loadtest]' \
+       "librt==$(/opt/compile/bin/python -c 'import importlib.metadata as m; print(m.version("librt"))')"
 
 # The demo service alone, listening on 0.0.0.0:8080 and saying it is SAVA_VERSION: what the Kubernetes tests
 # deploy on a real cluster (README, "Running on Kubernetes"). Not built unless asked for:

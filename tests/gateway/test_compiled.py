@@ -1,7 +1,7 @@
 """The optional compiled build of the hot path (gateway/compiled.py): the compiled modules run only when they all
 match their sources; an edited source, a missing module or VAMP_PURE runs the Python source instead, all of it.
-The last test builds it for real (mypyc and a C compiler; skipped without them) in a copy of the tree and runs the
-proxy's protocol tests and the access log's against the compiled modules."""
+The last test builds it for real (mypyc and a C compiler; skipped without them) in a copy of the tree, runs the
+proxy's protocol tests and the access log's against the compiled modules, and installs a wheel of the built tree."""
 from __future__ import annotations
 
 import importlib.machinery
@@ -121,12 +121,14 @@ WHERE = "import gateway, gateway.proxy.client as c; print(gateway.compiled.mode)
 
 
 @pytest.mark.skipif(can_compile() is not None, reason=f"cannot build here: {can_compile()}")
-def test_the_compiled_build_serves_the_protocol_tests_and_gives_way_to_an_edited_source(tmp_path):
+def test_the_compiled_build_serves_the_protocol_tests_travels_in_a_wheel_and_gives_way_to_an_edited_source(
+        tmp_path):
     tree = tmp_path / "tree"
     skip = shutil.ignore_patterns("__pycache__", f"*{SUFFIX}", "compiled.json", "*.so")
     for part in ("gateway", "control", "loadtest", "tests"):
         shutil.copytree(REPO / part, tree / part, ignore=skip)
-    shutil.copy(REPO / "pyproject.toml", tree / "pyproject.toml")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, tree / name)
 
     built = run(tree, "-m", "gateway.compile", "build", env={"VAMP_COMPILE_OPT_LEVEL": "0"})  # (3x quicker)
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
@@ -138,6 +140,20 @@ def test_the_compiled_build_serves_the_protocol_tests_and_gives_way_to_an_edited
                 "tests/gateway/test_request_head.py", "tests/gateway/test_response_head.py",
                 "tests/gateway/test_access_log.py")
     assert tests.returncode == 0, tests.stdout[-3000:]
+
+    # A wheel made from the built tree carries the build (the Dockerfile installs one), and runs it installed.
+    wheel = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path / "dist"), str(tree)], capture_output=True, text=True, timeout=300)
+    assert wheel.returncode == 0, wheel.stdout[-2000:] + wheel.stderr[-2000:]
+    (made,) = (tmp_path / "dist").glob("*.whl")
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                                str(tmp_path / "site"), str(made)], capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    where = subprocess.run([sys.executable, "-c", WHERE], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "PYTHONPATH": str(tmp_path / "site"), "VAMP_CHECK_STATES": "",
+                                "VAMP_PURE": ""})
+    mode, module_file = where.stdout.split()
+    assert mode == "compiled" and module_file.startswith(str(tmp_path / "site")), where.stdout + where.stderr
 
     with (tree / "gateway" / "proxy" / "upstream.py").open("a") as source:
         source.write("\n# edited after the build\n")
