@@ -80,7 +80,8 @@ _GATEWAY_FIELDS = {
                                "properties": {"cert": {"type": "string"}, "key": {"type": "string"}}}},
                            "client_ca": {"type": "string", "nullable": True},
                            "client_certificate": {"type": "string", "enum": ["required", "optional"],
-                                                  "nullable": True}}},
+                                                  "nullable": True},
+                           "handshake_timeout": _DURATION}},
     "redirect_https": {"oneOf": [{"type": "boolean"}, {
         "type": "object", "additionalProperties": False,
         "properties": {"port": {"type": "integer", "minimum": 1, "maximum": 65535}}}]},

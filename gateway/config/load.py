@@ -25,7 +25,9 @@ line. The rules, beyond the value syntaxes of `gateway.common.units`:
   gateways; `request_id` (true).
 - TLS (docs/tls.md): a gateway on `port: N/https` needs `tls` {certificates: [{cert, key}, ...] (at least one;
   each pair read and checked now: PEM, the key the certificate's), client_ca (a PEM CA file: mTLS),
-  client_certificate required|optional (required; only with client_ca)}; `tls` anywhere else is an error.
+  client_certificate required|optional (required; only with client_ca), handshake_timeout (10s: a connection
+  that has not finished its handshake by then is closed; a shared port takes its gateways' longest)}; `tls`
+  anywhere else is an error.
   `redirect_https` (true, or {port: N}, default 443; http gateways only) answers every request 308 to https.
   `upstream_tls` {ca (PEM file), verify (true), server_name} says how targets written `https://host:port`
   are verified.
@@ -65,9 +67,10 @@ from gateway.common.units import (GATEWAY_PROTOCOLS, format_duration, format_per
                                   parse_duration, parse_percent, parse_port, shown, unknown_field)
 from gateway.common.yamltext import YamlTextError, line_of, single_document
 from gateway.config import rewrites
-from gateway.config.model import (ACCESS_LOG_FORMATS, CLIENT_CERTIFICATE_MODES, FULL, SAME_SITE_VALUES, STICKY_MODES,
-                                  AccessLog, CertificateFiles, Config, Gateway, GeoSettings, HeaderRules, HealthCheck,
-                                  PathRewrite, Route, StickyCookie, Target, Timeouts, Tls, UpstreamTls)
+from gateway.config.model import (ACCESS_LOG_FORMATS, CLIENT_CERTIFICATE_MODES, FULL, HANDSHAKE_TIMEOUT,
+                                  SAME_SITE_VALUES, STICKY_MODES, AccessLog, CertificateFiles, Config, Gateway,
+                                  GeoSettings, HeaderRules, HealthCheck, PathRewrite, Route, StickyCookie, Target,
+                                  Timeouts, Tls, UpstreamTls)
 from gateway.routing import conditions
 from gateway.tls.certificates import CertificateError, load_client_ca, load_pair, read_leaf
 
@@ -77,7 +80,7 @@ TOP_FIELDS = ("gateways", "geo")
 GATEWAY_FIELDS = ("name", "port", "bind", "sticky", "sticky_ttl", "sticky_cookie", "drain_timeout", "virtual_hosts",
                   "timeouts", "routes", "tls", "redirect_https", "upstream_tls", "health_check",
                   "access_log", "request_id")
-TLS_FIELDS = ("certificates", "client_ca", "client_certificate")
+TLS_FIELDS = ("certificates", "client_ca", "client_certificate", "handshake_timeout")
 CERTIFICATE_FIELDS = ("cert", "key")
 REDIRECT_FIELDS = ("port",)
 UPSTREAM_TLS_FIELDS = ("ca", "verify", "server_name")
@@ -341,7 +344,7 @@ def gateway_from_dict(name: Any, data: Any) -> Gateway:
 
 
 def _tls(value: Any, at: Location) -> Tls:
-    body = _mapping(value, at, "tls settings (certificates, client_ca, client_certificate)")
+    body = _mapping(value, at, "tls settings (certificates, client_ca, client_certificate, handshake_timeout)")
     _only_fields(body, TLS_FIELDS, at, "tls")
     items = _list(body.get("certificates"), at + ("certificates",), "certificates, like [{cert: FILE, key: FILE}]")
     if not items:
@@ -360,7 +363,11 @@ def _tls(value: Any, at: Location) -> Tls:
     elif not (isinstance(mode, str) and mode in CLIENT_CERTIFICATE_MODES):
         raise ConfigError(f"expected one of {', '.join(CLIENT_CERTIFICATE_MODES)}, got {shown(mode)}",
                           at + ("client_certificate",))
-    return Tls(certificates=certificates, client_ca=client_ca, client_certificate=mode)
+    handshake = body.get("handshake_timeout")
+    handshake_timeout = (HANDSHAKE_TIMEOUT if handshake is None
+                         else _parsed(parse_duration, handshake, at + ("handshake_timeout",)))
+    return Tls(certificates=certificates, client_ca=client_ca, client_certificate=mode,
+               handshake_timeout=handshake_timeout)
 
 
 def _certificate(value: Any, at: Location) -> CertificateFiles:
@@ -944,6 +951,8 @@ def _tls_to_dict(gateway: Gateway) -> dict[str, Any]:
         body["tls"] = {"certificates": [{"cert": c.cert, "key": c.key} for c in tls.certificates]}
         if tls.client_ca is not None:
             body["tls"].update(client_ca=tls.client_ca, client_certificate=tls.client_certificate)
+        if tls.handshake_timeout != HANDSHAKE_TIMEOUT:
+            body["tls"]["handshake_timeout"] = format_duration(tls.handshake_timeout)
     if gateway.redirect_https is not None:
         body["redirect_https"] = {"port": gateway.redirect_https}
     upstream = gateway.upstream_tls

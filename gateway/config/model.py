@@ -101,12 +101,16 @@ class CertificateFiles:
     key: str                 # its PEM private key, without passphrase
 
 
+HANDSHAKE_TIMEOUT = 10.0     # seconds from a TLS connection's accept to the end of its handshake, by default
+
+
 @dataclass(frozen=True, slots=True)
 class Tls:
     """An https gateway's TLS (docs/tls.md): its certificates, chosen by SNI, and optional client verification."""
     certificates: tuple[CertificateFiles, ...]
     client_ca: str | None = None          # PEM CA file: clients must present a certificate it signed (mTLS)
     client_certificate: str = "required"  # one of CLIENT_CERTIFICATE_MODES (only with client_ca)
+    handshake_timeout: float = HANDSHAKE_TIMEOUT   # seconds a connection may take to finish its handshake
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,7 +246,7 @@ class Runtime:
                      ) -> asyncio.AbstractServer:
         if pr.protocol == "https":
             return await self.loop.create_server(self._factory(port, pr.protocol), sock=sock, backlog=BACKLOG,
-                                                 ssl=tls[port].context)
+                                                 ssl=tls[port].context, ssl_handshake_timeout=_handshake_timeout(pr))
         return await self.loop.create_server(self._factory(port, pr.protocol), sock=sock, backlog=BACKLOG)
 
     def _bound_socket(self, key: tuple[str, int]) -> socket.socket:
@@ -383,8 +383,14 @@ def _fold_departed_targets(previous: RouteTable, table: RouteTable) -> None:
 def _kind(pr: PortRouter, tls: dict[int, TlsListener]) -> object:
     """What a port's listener serves: a listener is kept only while this stays the same."""
     if pr.protocol == "https":
-        return ("https",) + tls[pr.port].verification
+        return ("https", _handshake_timeout(pr)) + tls[pr.port].verification
     return pr.protocol
+
+
+def _handshake_timeout(pr: PortRouter) -> float:
+    """The seconds an https port's connections get to finish their handshake: its gateways' longest (the
+    handshake comes before the Host header that tells them apart)."""
+    return max(g.gateway.tls.handshake_timeout for g in pr.gateways if g.gateway.tls is not None)
 
 
 def _keys(table: RouteTable) -> set[tuple[str, int]]:

@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.config.load import ConfigError, from_dict, to_dict
+from gateway.config.model import Config
 from tests.support import BrokenResponse, HttpClient, config, free_port, gateway, route
 from tests.support.processes import LOOPBACK
 from tests.support.waiting import eventually
@@ -545,6 +546,10 @@ def test_tls_configuration_errors_name_the_field(pki):
                  "two": gateway("8443/https", {}, virtual_hosts=["b.example"],
                                 tls={"certificates": [other], "client_ca": pki.ca_file})}),
          ("gateways", "two", "tls"), "same client_ca"),
+        (https(certificates=[good], handshake_timeout="0s"), ("gateways", "g", "tls", "handshake_timeout"),
+         "greater than zero"),
+        (https(certificates=[good], handshake_timeout="soon"), ("gateways", "g", "tls", "handshake_timeout"),
+         "expected a duration"),
     ]
     for document, location, complaint in cases:
         error = error_of(document)
@@ -555,7 +560,8 @@ def test_tls_fields_round_trip_and_documents_without_them_stay_as_they_were(pki)
     good = pki.issue("round", "round.example")
     document = config({
         "secure": gateway("8443/https", {"r": route("https://backend.example:443", {"address": "10.0.0.1:80"})},
-                          tls={"certificates": [good], "client_ca": pki.ca_file, "client_certificate": "optional"},
+                          tls={"certificates": [good], "client_ca": pki.ca_file, "client_certificate": "optional",
+                               "handshake_timeout": "2.5s"},
                           upstream_tls={"ca": pki.ca_file, "server_name": "backend.example"}),
         "redirect": gateway(8080, {}, redirect_https=True),
         "plain": gateway(8081, {"r": route({"address": "https://10.0.0.2:443", "weight": 5})}),
@@ -564,6 +570,10 @@ def test_tls_fields_round_trip_and_documents_without_them_stay_as_they_were(pki)
     assert from_dict(to_dict(loaded)) == loaded
     secure = loaded.gateway("secure")
     assert secure.protocol == "https" and secure.tls.client_certificate == "optional"
+    assert secure.tls.handshake_timeout == 2.5
+    default = config({"g": gateway("8443/https", {}, tls={"certificates": [good]})})
+    assert from_dict(default).gateway("g").tls.handshake_timeout == 10.0
+    assert to_dict(from_dict(default))["gateways"]["g"]["tls"] == {"certificates": [good]}
     assert [t.tls for t in secure.routes[0].targets] == [True, False]
     assert loaded.gateway("redirect").redirect_https == 443
     assert loaded.gateway("plain").routes[0].targets[0].tls
@@ -595,6 +605,51 @@ async def test_a_port_turning_from_http_to_https_and_back_gets_a_listener_of_eac
         assert (await first_line(True)).startswith(b"HTTP/1.1 503")
         await runtime.apply(plain)
         assert (await first_line(False)).startswith(b"HTTP/1.1 503")
+    finally:
+        await runtime.close()
+
+
+async def test_a_handshake_not_finished_in_time_is_closed_and_a_change_of_the_timeout_applies(pki):
+    """A client that connects and sends nothing, or half a ClientHello, holds a connection (and its TLS state)
+    only for `handshake_timeout`; a finished handshake is not limited by it, and a changed timeout applies to
+    the connections accepted after the change."""
+    from gateway.runtime.runtime import Runtime
+    files = pki.issue("slow", "slow.example")
+    port = free_port()
+
+    def document(timeout: str) -> Config:
+        return from_dict(config({"g": gateway(f"{port}/https", {}, tls={"certificates": [files],
+                                                                         "handshake_timeout": timeout})}))
+
+    async def closed_within(seconds: float, first_bytes: bytes) -> bool:
+        reader, writer = await asyncio.open_connection(LOOPBACK, port)
+        writer.write(first_bytes)
+        try:
+            return await asyncio.wait_for(reader.read(), seconds) == b""
+        except TimeoutError:
+            return False
+        finally:
+            writer.close()
+
+    async def served() -> bytes:
+        reader, writer = await asyncio.open_connection(LOOPBACK, port, ssl=pki.client_context(),
+                                                       server_hostname="slow.example")
+        await asyncio.sleep(0.5)                 # longer than the handshake timeout, after the handshake
+        writer.write(b"GET / HTTP/1.1\r\nHost: slow.example\r\n\r\n")
+        line = await reader.readline()
+        writer.close()
+        return line
+
+    runtime = Runtime(asyncio.get_running_loop())
+    try:
+        await runtime.apply(document("200ms"))
+        assert await closed_within(5.0, b"")                                  # silent
+        assert await closed_within(5.0, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")   # half a ClientHello
+        assert (await served()).startswith(b"HTTP/1.1 503")
+        await runtime.apply(document("30s"))
+        assert not await closed_within(1.0, b"")
+        await runtime.apply(document("200ms"))
+        assert await closed_within(5.0, b"")
     finally:
         await runtime.close()
 
