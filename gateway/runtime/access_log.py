@@ -28,6 +28,7 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Final
 
@@ -94,25 +95,26 @@ class LogWriter:
 
     # -- on the event loop -------------------------------------------------------------------------------
     def added(self) -> None:
-        """One more line was written to `pending`; every CHUNK_BYTES become a chunk."""
+        """One more line was written to `pending` (`AccessLogger.write` does the same inline)."""
         self.pending_lines += 1
+        if len(self.pending) >= CHUNK_BYTES or self.timer is None:
+            self.gathered()
+
+    def gathered(self) -> None:
+        """Lines wait: every CHUNK_BYTES of them become a chunk; when FLUSH_BYTES wait in chunks they go to the
+        thread at once, else a flush is due within FLUSH_INTERVAL."""
         if len(self.pending) >= CHUNK_BYTES:
             self._chunk()
-        if self.chunked_bytes >= FLUSH_BYTES or self.timer is None:
-            self._added()
+        if self.chunked_bytes >= FLUSH_BYTES or self.closed:
+            self.flush()
+        elif self.timer is None:
+            self.timer = self.loop.call_later(FLUSH_INTERVAL, self.flush)
 
     def _chunk(self) -> None:
         chunk = self.pending.getvalue()
         self.pending.truncate(0)                  # (its buffer is kept for the next chunk)
         self.chunks.append(chunk)
         self.chunked_bytes += len(chunk)
-
-    def _added(self) -> None:
-        """Flush when enough waits, else make sure a flush is due."""
-        if self.chunked_bytes >= FLUSH_BYTES or self.closed:
-            self.flush()
-        elif self.timer is None:
-            self.timer = self.loop.call_later(FLUSH_INTERVAL, self.flush)
 
     def flush(self) -> None:
         """Hand the lines waiting to the thread as one batch (or drop them when too much waits already)."""
@@ -248,27 +250,31 @@ def _decimal(n: int) -> bytes:
 class _Clock:
     """The time of a log line, formatted once per millisecond (JSON: `{"time":"ISO 8601",`) or second (combined:
     `[CLF]`). It is read from the monotonic clock the line's duration needs anyway, plus `offset`, the wall
-    clock's lead over it, taken again every second (so a wall clock set meanwhile shows within a second)."""
-    __slots__ = ("ms", "second", "json", "clf", "offset", "_iso_second")
+    clock's lead over it, taken again every second (so a wall clock set meanwhile shows within a second). A line
+    before `until`, the end of the last line's millisecond, says the same time: one comparison."""
+    __slots__ = ("until", "second", "json", "clf", "offset", "_iso_second", "_wall_clock")
 
-    def __init__(self) -> None:
-        self.ms = -1
+    def __init__(self, wall_clock: Callable[[], float] = _wall_clock) -> None:
+        self.until = -1.0              # (monotonic) when the millisecond `json` says ends
         self.second = -1
         self.json = b""
         self.clf = b""
-        self.offset = _wall_clock() - _monotonic()
+        self._wall_clock = wall_clock  # (time.time; a test's own to set it)
+        self.offset = wall_clock() - _monotonic()
         self._iso_second = b""
 
-    def at(self, ms: int) -> None:
-        self.ms = ms
-        second = ms // 1000
-        if second != self.second:
-            self.second = second
-            self.offset = _wall_clock() - _monotonic()
+    def at(self, now: float) -> None:
+        """The time of a line at `now` (monotonic), at or after `until`."""
+        ms = int((now + self.offset) * 1000)
+        if ms // 1000 != self.second:
+            self.offset = self._wall_clock() - _monotonic()
+            ms = int((now + self.offset) * 1000)
+            second = self.second = ms // 1000
             moment = time.gmtime(second)
             self._iso_second = time.strftime('{"time":"%Y-%m-%dT%H:%M:%S', moment).encode()
             self.clf = time.strftime("[%d/%b/%Y:%H:%M:%S +0000]", moment).encode()
         self.json = self._iso_second + _MILLISECONDS[ms % 1000]
+        self.until = (ms + 1) / 1000 - self.offset
 
 
 _UNSAFE = re.compile(r'["\\\x00-\x1f\x7f-\xff]')
@@ -343,9 +349,8 @@ class AccessLogger(AccessLogHook):
         """Log `ex`, answered with `status` (a client gone before any of the response: 499)."""
         now = ex.ended_at or _monotonic()       # (the end of a response, as its backend's statistics saw it)
         clock = self._clock
-        ms = int((now + clock.offset) * 1000)
-        if ms != clock.ms:
-            clock.at(ms)
+        if now >= clock.until:
+            clock.at(now)
         request = ex.request_head
         client: ClientConnection = ex.client  # type: ignore[assignment]  # (the only ClientSide: read natively)
         peer = client.peer
@@ -390,7 +395,6 @@ class AccessLogger(AccessLogHook):
                 else:                         # a trusted proxy's
                     out.write(head_end[14:-4])
                     out.write(b'"}\n')
-            writer.added()
         else:
             request_id = head_end[14:-4] if has_id else b"-"
             out.write(memo.start)
@@ -402,14 +406,16 @@ class AccessLogger(AccessLogHook):
             out.write(b" ")
             out.write(_decimal(upstream) if upstream >= 0 else b"-")
             out.write(memo.end)
-            writer.added()
+        writer.pending_lines += 1                    # (`writer.added()`, inline: most lines need no more)
+        if len(out) >= CHUNK_BYTES or writer.timer is None:
+            writer.gathered()
 
     def write_unread(self, peer: str, status: int, bytes_out: int, seconds: float, request_id: bytes | None) -> None:
         """Log a request answered before it could be read (a malformed head, one too large or too slow: 400,
         408, 414, 431...). Only its client, status, size out, duration and id are known: the request's fields,
         the gateway's, `bytes_in` and `upstream_us` are null ("-" in the combined format)."""
         clock = self._clock
-        clock.at(int((_monotonic() + clock.offset) * 1000))
+        clock.at(_monotonic())
         client, country = self._client(peer, None)
         duration = max(0, int(seconds * 1e6))
         if self._json:

@@ -322,6 +322,37 @@ def test_access_log_and_request_id_round_trip_and_default(tmp_path):
     assert (defaults.format, defaults.path, defaults.sample) == ("json", "-", 10_000)
 
 
+# -- the time of a line, in this process ---------------------------------------------------------------------
+def test_a_line_says_the_wall_clock_millisecond_it_ended_in_and_follows_a_wall_clock_set_within_a_second():
+    """Lines take their time from the monotonic clock plus the wall clock's lead over it, formatted once per
+    millisecond: every line within that millisecond says it, the first one after says the next, and a wall
+    clock set (NTP stepping it) shows from the next second on."""
+    lead = 1_780_000_000.0                       # the wall clock's lead over the monotonic clock, in seconds
+    stepped = [0.0]
+    clock = access_log._Clock(lambda: access_log._monotonic() + lead + stepped[0])
+
+    def said(now: float) -> str:
+        if now >= clock.until:
+            clock.at(now)
+        return json.loads(clock.json + b'"x":0}')["time"]
+
+    def wall(now: float, step: float = 0.0) -> str:
+        moment = datetime.fromtimestamp(now + lead + step, UTC)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+    # (times 100 µs or more from a millisecond's edge: the lead is read with two clock readings, µs apart)
+    start = float(int(access_log._monotonic())) + 10.0     # a second's start, ahead of now
+    for now in (start + 0.0002, start + 0.0008, start + 0.0012, start + 0.0018, start + 0.9988, start + 1.0004,
+                start + 1.2504, start + 7.5002):
+        assert said(now) == wall(now), now
+    assert said(start + 7.5008) == said(start + 7.5002) and clock.until <= start + 7.501 + 1e-4
+
+    stepped[0] = -3600.0                                            # the wall clock is set back an hour
+    assert said(start + 7.7504) == wall(start + 7.7504)             # within the second: still the old lead
+    assert said(start + 8.0004) == wall(start + 8.0004, -3600)      # the next second: the clock as set
+    assert said(start + 8.0024) == wall(start + 8.0024, -3600)
+
+
 # -- the writer, in this process ---------------------------------------------------------------------------
 async def test_lines_the_writer_cannot_take_are_dropped_and_counted(tmp_path, monkeypatch):
     path = tmp_path / "slow.log"
