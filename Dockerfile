@@ -6,7 +6,7 @@
 #     -v $PWD/examples/container/gateways.yaml:/etc/vamp/gateways.yaml:ro vamp
 # The build stage compiles the gateway's per-request modules with mypyc (docs/hot-path.md, "The compiled build"):
 # about twice the requests per second of the Python source per core, and an access log that costs a few percent
-# instead of about 12%. The wheel installed below carries the build; the image needs no compiler. The gateway's
+# instead of about 11%. The wheel installed below carries the build; the image needs no compiler. The gateway's
 # "gateway ready" line says "hot path: compiled"; VAMP_PURE=1 in the container's environment runs the source.
 FROM python:3.11-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
