@@ -110,10 +110,12 @@ async def test_the_canary_quickstart_end_to_end(platform):
         # 4. 50/50, then Chrome users only to 1.1
         await engine.patch_gateway(internal, {"routes": {"sava/sava/sava:1.0.0/webport": {"weight": "50%"},
                                                          "sava/sava/sava:1.1.0/webport": {"weight": "50%"}}})
-        # the background traffic shares the split with this probe: count both over the same window
+        # The background traffic shares the split with this probe: count both over the same window. The split
+        # alternates, so the two differ by one at most, plus the background's one request in flight as the
+        # window opens (routed under the old weights: to 1.0.0) and as it closes (answered after it, uncounted).
         before = traffic.versions.copy()
         split = await versions(url, 100) + (traffic.versions - before)
-        assert abs(split["1.0.0"] - split["1.1.0"]) <= 2, split
+        assert abs(split["1.0.0"] - split["1.1.0"]) <= 3, split
         await engine.patch_gateway(internal, {"routes": {
             "sava/sava/sava:1.0.0/webport": {"weight": "100%"},
             "sava/sava/sava:1.1.0/webport": {"weight": "0%", "condition": "browser = Chrome",
