@@ -18,6 +18,13 @@ from gateway.proxy.client import REQUEST_IDS
 from gateway.proxy.request_head import read_request_head
 from gateway.runtime.access_log import AccessLogger, LogWriter
 
+# The exchanges here are stand-ins, which compiled code refuses (it checks its arguments' classes): these run
+# against the source. The compiled build's lines are checked by test_access_log.py, which test_compiled.py runs
+# against a real build.
+pytestmark = pytest.mark.skipif(gateway.compiled.mode == "compiled",
+                                reason="the compiled build runs, and refuses stand-in exchanges")
+
+
 COMBINED = re.compile(r'(\S+) - - \[([^\]]+)\] "(\S+) (\S+) (\S+)" (\d+) (\d+) "([^"]*)" "([^"]*)" "([^"]*)" '
                       r'"([^"]*)" "([^"]*)" "([^"]*)" (\S+) (\S+) (\d+) (\S+) (\d+)')
 HEADS = [read_request_head(b"GET /a?x=1 HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: curl/8.5\r\n\r\n"),
@@ -105,13 +112,6 @@ def log_lines(format: str, cases: list[dict], first_id: int, tmp_path) -> tuple[
         await asyncio.to_thread(writer.join, 5)
         return path.read_text().splitlines(), expected
     return asyncio.run(run())
-
-
-# The exchanges here are stand-ins, which compiled code refuses (it checks its arguments' classes): these run
-# against the source. The compiled build's lines are checked by test_access_log.py, which test_compiled.py runs
-# against a real build.
-pytestmark = pytest.mark.skipif(gateway.compiled.mode == "compiled",
-                                reason="the compiled build runs, and refuses stand-in exchanges")
 
 
 @settings(max_examples=150, deadline=None)
